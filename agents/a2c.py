@@ -1,0 +1,76 @@
+"""A2C: n-step (GAE) advantages and one gradient step per rollout, in one compiled call."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from agents import losses
+from agents.batch import RolloutBatch, batch_signature
+from agents.config import A2CConfig
+from agents.networks import ActorCritic
+from agents.optimization import apply_clipped_gradients, merge_time_and_envs, scheduled
+from agents.policy import make_distribution
+
+
+def make_optimizer(config: A2CConfig) -> keras.optimizers.Optimizer:
+    """RMSprop (as in the A3C paper and SB3's default) or Adam."""
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.optimizer_epsilon)
+    return keras.optimizers.RMSprop(
+        learning_rate=config.learning_rate, rho=config.rmsprop_decay, epsilon=config.optimizer_epsilon)
+
+
+class A2CLearner:
+    """Updates an ActorCritic from rollouts of a fixed shape with synchronous advantage actor-critic."""
+
+    def __init__(self, model: ActorCritic, config: A2CConfig, num_envs: int, seed: int = 0) -> None:
+        self.model = model
+        self.config = config
+        self.distribution = make_distribution(model)
+        self.optimizer = make_optimizer(config)
+        self.optimizer.build(model.trainable_variables)
+        signature = [
+            batch_signature(model.spec.observation_shape, config.num_steps, num_envs),
+            tf.TensorSpec([], tf.float32),
+        ]
+        self.compiled_update = tf.function(self._update, input_signature=signature)
+
+    def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
+        """One gradient step on the whole rollout; returns its metrics."""
+        metrics = self.compiled_update(batch, tf.constant(progress_remaining, tf.float32))
+        return {name: float(value) for name, value in metrics.items()}
+
+    def _update(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
+        config = self.config
+        advantages, returns = losses.gae(
+            batch.rewards, batch.values, batch.terminated, batch.truncated,
+            batch.truncation_values, batch.last_values, config.gamma, config.gae_lambda,
+        )
+        observations, actions, old_values, advantages, returns = [merge_time_and_envs(tensor) for tensor in (
+            batch.observations, batch.actions, batch.values, advantages, returns)]
+        if config.normalize_advantages:
+            advantages = losses.normalize(advantages)
+        learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, progress_remaining)
+        self.optimizer.learning_rate.assign(learning_rate)
+        with tf.GradientTape() as tape:
+            parameters, values = self.model(observations, training=True)
+            log_probs = self.distribution.log_prob(parameters, actions)
+            entropy = tf.reduce_mean(self.distribution.entropy(parameters))
+            policy_loss = losses.policy_gradient_loss(log_probs, advantages)
+            value_loss = losses.value_loss(values, old_values, returns)
+            loss = policy_loss - config.entropy_coef * entropy + config.value_coef * value_loss
+        grad_norm = apply_clipped_gradients(
+            self.optimizer, tape, loss, self.model.trainable_variables, config.max_grad_norm)
+        return {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "grad_norm": grad_norm,
+            "explained_variance": losses.explained_variance(old_values, returns),
+            "learning_rate": learning_rate,
+        }
+
+    def tracing_count(self) -> int:
+        """Times the compiled update was traced (stays 1 after the first update)."""
+        return self.compiled_update.experimental_get_tracing_count()

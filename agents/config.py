@@ -1,0 +1,228 @@
+"""Frozen, documented configuration for a training run.
+
+Every field has one line of documentation under it (shown by ``champion presets --fields``).
+A config is built from defaults, then a preset YAML, then command-line overrides, and is
+validated as a whole by :func:`validate` before anything touches the disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+ALGORITHMS = ("ppo", "a2c")
+ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu")
+SCHEDULES = ("constant", "linear")
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message says what and what would be right."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Shape of the actor-critic network."""
+
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Units of each hidden layer of the MLP torso(s)."""
+    activation: str = "tanh"
+    """Hidden-layer activation: tanh, relu, elu, gelu or silu."""
+    shared_torso: bool = False
+    """One torso for policy and value (True) or one each (False)."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Proximal Policy Optimization hyperparameters."""
+
+    num_steps: int = 2048
+    """Vector steps per rollout; a rollout holds num_steps x num_envs transitions."""
+    learning_rate: float = 3e-4
+    """Adam learning rate at the start of training."""
+    learning_rate_schedule: str = "constant"
+    """constant, or linear decay to zero over total_steps."""
+    clip_range: float = 0.2
+    """PPO ratio clipping epsilon at the start of training."""
+    clip_range_schedule: str = "constant"
+    """constant, or linear decay to zero over total_steps."""
+    value_clip_range: float | None = None
+    """Clip the value update to this distance from the old value; null disables."""
+    epochs: int = 10
+    """Passes over each rollout."""
+    minibatch_size: int = 64
+    """Transitions per gradient step; must divide num_steps x num_envs."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda (1.0 gives Monte-Carlo-like returns, 0.0 one-step TD)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    value_coef: float = 0.5
+    """Weight of the value loss."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clipping threshold."""
+    normalize_advantages: bool = True
+    """Normalise advantages per minibatch."""
+    adam_epsilon: float = 1e-5
+    """Adam epsilon."""
+
+
+@dataclass(frozen=True)
+class A2CConfig:
+    """Advantage Actor-Critic hyperparameters (one gradient step per rollout)."""
+
+    num_steps: int = 5
+    """Vector steps per rollout (the n of n-step returns)."""
+    learning_rate: float = 7e-4
+    """Learning rate at the start of training."""
+    learning_rate_schedule: str = "constant"
+    """constant, or linear decay to zero over total_steps."""
+    optimizer: str = "rmsprop"
+    """rmsprop or adam."""
+    rmsprop_decay: float = 0.99
+    """RMSprop moving-average decay (rho)."""
+    optimizer_epsilon: float = 1e-5
+    """Optimizer epsilon."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE lambda; 1.0 gives classic n-step advantages."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    value_coef: float = 0.5
+    """Weight of the value loss."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clipping threshold."""
+    normalize_advantages: bool = False
+    """Normalise advantages over the rollout."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; saved as config.yaml in the run folder."""
+
+    env_id: str = "CartPole-v1"
+    """Gymnasium id, or module:EnvName-v0 for an environment registered by your module."""
+    algo: str = "ppo"
+    """Learning algorithm: ppo or a2c."""
+    seed: int = 0
+    """Seeds the network, action sampling and the training environments."""
+    total_steps: int = 100_000
+    """Environment steps to train for (summed over the vector envs)."""
+    num_envs: int = 8
+    """Training environments stepped together."""
+    eval_every: int = 10_000
+    """Evaluate every this many environment steps."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, one per fixed seed."""
+    eval_seed: int = 1_000_000
+    """Evaluation episode i uses seed eval_seed + i, in every evaluation and replay."""
+    results_dir: str = "results"
+    """Run folders are created under results_dir/<env_id>/<algo>/."""
+    run_name: str | None = None
+    """Name of the run folder; default: time and seed."""
+    log_every: int = 2_000
+    """Write averaged training metrics to TensorBoard every this many environment steps."""
+    vectorization: str = "sync"
+    """Gymnasium vector env: sync (one process) or async (one process per env)."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    """Network shape."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO hyperparameters (used when algo is ppo)."""
+    a2c: A2CConfig = field(default_factory=A2CConfig)
+    """A2C hyperparameters (used when algo is a2c)."""
+
+    @property
+    def algo_config(self) -> PPOConfig | A2CConfig:
+        """The hyperparameters of the selected algorithm."""
+        return self.ppo if self.algo == "ppo" else self.a2c
+
+    @property
+    def rollout_size(self) -> int:
+        """Transitions in one rollout."""
+        return self.algo_config.num_steps * self.num_envs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), suitable for YAML and JSON."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise ConfigError naming the first invalid value and what would be valid."""
+    _require(config.algo in ALGORITHMS, f"algo must be one of {', '.join(ALGORITHMS)}, got {config.algo!r}")
+    for name in ("total_steps", "num_envs", "eval_every", "eval_episodes", "log_every"):
+        value = getattr(config, name)
+        _require(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+    _require(config.vectorization in ("sync", "async"), f"vectorization must be sync or async, got {config.vectorization!r}")
+    _require(
+        config.eval_every >= config.num_envs,
+        f"eval_every={config.eval_every} is smaller than one vector step ({config.num_envs} env steps with "
+        f"num_envs={config.num_envs}); use eval_every >= {config.num_envs}",
+    )
+    _validate_network(config.network)
+    prefix = config.algo
+    hyper = config.algo_config
+    _require(hyper.num_steps > 0, f"{prefix}.num_steps must be a positive integer, got {hyper.num_steps!r}")
+    _positive_finite(f"{prefix}.learning_rate", hyper.learning_rate)
+    _require(hyper.learning_rate_schedule in SCHEDULES, f"{prefix}.learning_rate_schedule must be one of {', '.join(SCHEDULES)}, got {hyper.learning_rate_schedule!r}")
+    _require(0.0 < hyper.gamma <= 1.0, f"{prefix}.gamma must be in (0, 1], got {hyper.gamma!r}")
+    _require(0.0 <= hyper.gae_lambda <= 1.0, f"{prefix}.gae_lambda must be in [0, 1], got {hyper.gae_lambda!r}")
+    _require(hyper.entropy_coef >= 0.0, f"{prefix}.entropy_coef must be >= 0, got {hyper.entropy_coef!r}")
+    _require(hyper.value_coef >= 0.0, f"{prefix}.value_coef must be >= 0, got {hyper.value_coef!r}")
+    _positive_finite(f"{prefix}.max_grad_norm", hyper.max_grad_norm)
+    if isinstance(hyper, PPOConfig):
+        _validate_ppo(hyper, config.num_envs)
+    else:
+        _require(hyper.optimizer in OPTIMIZERS, f"a2c.optimizer must be one of {', '.join(OPTIMIZERS)}, got {hyper.optimizer!r}")
+        _require(0.0 < hyper.rmsprop_decay < 1.0, f"a2c.rmsprop_decay must be in (0, 1), got {hyper.rmsprop_decay!r}")
+        _positive_finite("a2c.optimizer_epsilon", hyper.optimizer_epsilon)
+
+
+def _validate_network(network: NetworkConfig) -> None:
+    _require(
+        len(network.hidden_sizes) > 0 and all(isinstance(size, int) and size > 0 for size in network.hidden_sizes),
+        f"network.hidden_sizes must be a non-empty list of positive integers, got {list(network.hidden_sizes)!r}",
+    )
+    _require(network.activation in ACTIVATIONS, f"network.activation must be one of {', '.join(ACTIVATIONS)}, got {network.activation!r}")
+
+
+def _validate_ppo(hyper: PPOConfig, num_envs: int) -> None:
+    _require(hyper.epochs > 0, f"ppo.epochs must be a positive integer, got {hyper.epochs!r}")
+    _positive_finite("ppo.clip_range", hyper.clip_range)
+    _require(hyper.clip_range_schedule in SCHEDULES, f"ppo.clip_range_schedule must be one of {', '.join(SCHEDULES)}, got {hyper.clip_range_schedule!r}")
+    if hyper.value_clip_range is not None:
+        _positive_finite("ppo.value_clip_range", hyper.value_clip_range)
+    _positive_finite("ppo.adam_epsilon", hyper.adam_epsilon)
+    rollout = hyper.num_steps * num_envs
+    _require(hyper.minibatch_size > 0, f"ppo.minibatch_size must be a positive integer, got {hyper.minibatch_size!r}")
+    if rollout % hyper.minibatch_size != 0:
+        divisors = [size for size in range(1, rollout + 1) if rollout % size == 0]
+        near = sorted(divisors, key=lambda size: abs(size - hyper.minibatch_size))[:2]
+        raise ConfigError(
+            f"ppo.minibatch_size={hyper.minibatch_size} does not divide the rollout of {rollout} transitions "
+            f"(num_envs={num_envs} x ppo.num_steps={hyper.num_steps}); use a divisor such as "
+            f"{' or '.join(str(size) for size in sorted(near))}"
+        )
+
+
+def _positive_finite(name: str, value: float) -> None:
+    _require(
+        isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+        f"{name} must be a positive finite number, got {value!r}",
+    )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

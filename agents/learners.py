@@ -1,0 +1,15 @@
+"""Pick the learner for a config's algorithm."""
+
+from __future__ import annotations
+
+from agents.a2c import A2CLearner
+from agents.config import TrainConfig
+from agents.networks import ActorCritic
+from agents.ppo import PPOLearner
+
+
+def make_learner(model: ActorCritic, config: TrainConfig) -> PPOLearner | A2CLearner:
+    """The PPO or A2C learner for this run, seeded from the run's seed."""
+    if config.algo == "ppo":
+        return PPOLearner(model, config.ppo, config.num_envs, seed=config.seed)
+    return A2CLearner(model, config.a2c, config.num_envs, seed=config.seed)

@@ -1,0 +1,112 @@
+"""The actor-critic Keras model: observations -> MLP torso(s) -> policy head + value head.
+
+The model is the whole policy: saving its weights saves everything needed to act.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+SUPPORTED_ACTION_KINDS = ("discrete",)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What the model is built from; stored in every best-policy manifest."""
+
+    observation_shape: tuple[int, ...]
+    action_kind: str
+    action_size: int
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    shared_torso: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        data = dataclasses.asdict(self)
+        data["observation_shape"] = list(self.observation_shape)
+        data["hidden_sizes"] = list(self.hidden_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NetworkSpec":
+        """Inverse of to_dict."""
+        values = dict(data)
+        values["observation_shape"] = tuple(values["observation_shape"])
+        values["hidden_sizes"] = tuple(values["hidden_sizes"])
+        return cls(**values)
+
+
+class ActorCritic(keras.Model):
+    """MLP actor-critic with orthogonal initialisation (gain sqrt(2) hidden, 0.01 policy, 1 value)."""
+
+    def __init__(self, spec: NetworkSpec, seed: int = 0) -> None:
+        super().__init__(name="actor_critic")
+        if spec.action_kind not in SUPPORTED_ACTION_KINDS:
+            raise ValueError(f"action kind {spec.action_kind!r} is not supported; supported: {', '.join(SUPPORTED_ACTION_KINDS)}")
+        self.spec = spec
+        self.flat_size = int(np.prod(spec.observation_shape))
+        self.policy_torso = self._torso("policy_torso", seed)
+        self.value_torso = [] if spec.shared_torso else self._torso("value_torso", seed + 100)
+        self.policy_head = _dense(spec.action_size, None, 0.01, seed + 200, "policy_head")
+        self.value_head = _dense(1, None, 1.0, seed + 300, "value_head")
+        self(tf.zeros([1, *spec.observation_shape], tf.float32))
+
+    def _torso(self, prefix: str, seed: int) -> list[keras.layers.Dense]:
+        return [
+            _dense(size, self.spec.activation, math.sqrt(2.0), seed + index, f"{prefix}_{index}")
+            for index, size in enumerate(self.spec.hidden_sizes)
+        ]
+
+    def call(self, observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Return (policy parameters, state values) for a batch of observations."""
+        features = tf.reshape(tf.cast(observations, tf.float32), [-1, self.flat_size])
+        policy_features = _run(self.policy_torso, features)
+        value_features = _run(self.value_torso, features) if self.value_torso else policy_features
+        return self.policy_head(policy_features), tf.squeeze(self.value_head(value_features), axis=-1)
+
+
+def _dense(units: int, activation: str | None, gain: float, seed: int, name: str) -> keras.layers.Dense:
+    return keras.layers.Dense(
+        units,
+        activation=activation,
+        kernel_initializer=keras.initializers.Orthogonal(gain=gain, seed=seed),
+        bias_initializer="zeros",
+        name=name,
+    )
+
+
+def _run(layers: list[keras.layers.Dense], features: tf.Tensor) -> tf.Tensor:
+    for layer in layers:
+        features = layer(features)
+    return features
+
+
+def weight_arrays(model: keras.Model) -> dict[str, np.ndarray]:
+    """The model's weights by name (layer/variable), independent of the model's own name."""
+    return {_weight_name(variable): variable.numpy() for variable in model.weights}
+
+
+def assign_weight_arrays(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
+    """Load weights by name; refuse (ValueError) on missing, extra or differently shaped ones."""
+    names = {_weight_name(variable): variable for variable in model.weights}
+    missing = sorted(set(names) - set(arrays))
+    extra = sorted(set(arrays) - set(names))
+    if missing or extra:
+        raise ValueError(f"the saved weights do not fit this network (missing {missing}, unexpected {extra})")
+    for name, variable in names.items():
+        if tuple(arrays[name].shape) != tuple(variable.shape):
+            raise ValueError(f"weight {name} has shape {arrays[name].shape}, the network expects {tuple(variable.shape)}")
+    for name, variable in names.items():
+        variable.assign(arrays[name])
+
+
+def _weight_name(variable: keras.Variable) -> str:
+    return variable.path.split("/", 1)[-1]

@@ -1,0 +1,83 @@
+"""PPO: clipped surrogate, several epochs over shuffled minibatches, all in one compiled call."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from agents import losses
+from agents.batch import RolloutBatch, batch_signature
+from agents.config import PPOConfig
+from agents.networks import ActorCritic
+from agents.optimization import apply_clipped_gradients, merge_time_and_envs, scheduled
+from agents.policy import make_distribution
+
+METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+
+
+class PPOLearner:
+    """Updates an ActorCritic from rollouts of a fixed shape with PPO."""
+
+    def __init__(self, model: ActorCritic, config: PPOConfig, num_envs: int, seed: int = 0) -> None:
+        self.model = model
+        self.config = config
+        self.distribution = make_distribution(model)
+        self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon)
+        self.optimizer.build(model.trainable_variables)
+        self.generator = tf.random.Generator.from_seed(seed + 1)
+        self.rollout_size = config.num_steps * num_envs
+        self.num_minibatches = self.rollout_size // config.minibatch_size
+        signature = [
+            batch_signature(model.spec.observation_shape, config.num_steps, num_envs),
+            tf.TensorSpec([], tf.float32),
+        ]
+        self.compiled_update = tf.function(self._update, input_signature=signature)
+
+    def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
+        """One PPO update (epochs x minibatches gradient steps); returns averaged metrics."""
+        metrics = self.compiled_update(batch, tf.constant(progress_remaining, tf.float32))
+        return {name: float(value) for name, value in metrics.items()}
+
+    def _update(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
+        config = self.config
+        advantages, returns = losses.gae(
+            batch.rewards, batch.values, batch.terminated, batch.truncated,
+            batch.truncation_values, batch.last_values, config.gamma, config.gae_lambda,
+        )
+        data = [merge_time_and_envs(tensor) for tensor in (
+            batch.observations, batch.actions, batch.log_probs, batch.values, advantages, returns)]
+        learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, progress_remaining)
+        clip_range = scheduled(config.clip_range, config.clip_range_schedule, progress_remaining)
+        self.optimizer.learning_rate.assign(learning_rate)
+        totals = tf.zeros([len(METRICS)])
+        for _ in tf.range(config.epochs):
+            order = tf.argsort(self.generator.uniform([self.rollout_size]))
+            for start in tf.range(0, self.rollout_size, config.minibatch_size):
+                indices = order[start:start + config.minibatch_size]
+                totals += self._minibatch_step([tf.gather(tensor, indices) for tensor in data], clip_range)
+        means = totals / float(config.epochs * self.num_minibatches)
+        metrics = {name: means[index] for index, name in enumerate(METRICS)}
+        metrics["explained_variance"] = losses.explained_variance(data[3], data[5])
+        metrics["learning_rate"] = learning_rate
+        metrics["clip_range"] = clip_range
+        return metrics
+
+    def _minibatch_step(self, minibatch: list[tf.Tensor], clip_range: tf.Tensor) -> tf.Tensor:
+        observations, actions, old_log_probs, old_values, advantages, returns = minibatch
+        config = self.config
+        if config.normalize_advantages:
+            advantages = losses.normalize(advantages)
+        with tf.GradientTape() as tape:
+            parameters, values = self.model(observations, training=True)
+            log_probs = self.distribution.log_prob(parameters, actions)
+            entropy = tf.reduce_mean(self.distribution.entropy(parameters))
+            policy_loss, clip_fraction, approx_kl = losses.ppo_policy_loss(log_probs, old_log_probs, advantages, clip_range)
+            value_loss = losses.value_loss(values, old_values, returns, config.value_clip_range)
+            loss = policy_loss - config.entropy_coef * entropy + config.value_coef * value_loss
+        grad_norm = apply_clipped_gradients(
+            self.optimizer, tape, loss, self.model.trainable_variables, config.max_grad_norm)
+        return tf.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction, grad_norm])
+
+    def tracing_count(self) -> int:
+        """Times the compiled update was traced (stays 1 after the first update)."""
+        return self.compiled_update.experimental_get_tracing_count()

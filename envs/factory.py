@@ -1,0 +1,109 @@
+"""Build training and evaluation environments with gymnasium's vector API.
+
+Any id ``gymnasium.make`` accepts works, including ``module:EnvName-v0`` (the module is
+imported first, so it can register the environment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+SUPPORTED_OBSERVATION_SPACES = "Box"
+SUPPORTED_ACTION_SPACES = "Discrete"
+
+
+class EnvError(ValueError):
+    """The environment cannot be made or is not one the agents support; the message says why."""
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What the agent needs to know about an environment, read once before training."""
+
+    env_id: str
+    observation_shape: tuple[int, ...]
+    action_kind: str
+    action_size: int
+    reward_threshold: float | None
+    max_episode_steps: int | None
+    render_modes: tuple[str, ...]
+
+
+def describe_env(env_id: str) -> EnvInfo:
+    """Make the env once and read its spaces; EnvError (one line) if it is unknown or unsupported."""
+    try:
+        env = gym.make(env_id)
+    except gym.error.Error as error:
+        raise EnvError(f"unknown environment {env_id!r}: {error}") from None
+    except ModuleNotFoundError as error:
+        raise EnvError(f"cannot make environment {env_id!r}: {error}") from None
+    try:
+        return _read_spaces(env_id, env)
+    finally:
+        env.close()
+
+
+def _read_spaces(env_id: str, env: gym.Env) -> EnvInfo:
+    observation_space, action_space = env.observation_space, env.action_space
+    if not isinstance(observation_space, gym.spaces.Box):
+        raise EnvError(
+            f"{env_id} has observation space {observation_space}, which is not supported yet; "
+            f"supported: {SUPPORTED_OBSERVATION_SPACES}"
+        )
+    if not isinstance(action_space, gym.spaces.Discrete) or int(action_space.start) != 0:
+        raise EnvError(
+            f"{env_id} has action space {action_space}, which is not supported yet; "
+            f"supported: {SUPPORTED_ACTION_SPACES} (starting at 0)"
+        )
+    spec = env.spec
+    return EnvInfo(
+        env_id=env_id,
+        observation_shape=tuple(int(size) for size in observation_space.shape),
+        action_kind="discrete",
+        action_size=int(action_space.n),
+        reward_threshold=spec.reward_threshold if spec else None,
+        max_episode_steps=spec.max_episode_steps if spec else None,
+        render_modes=tuple(env.metadata.get("render_modes", ())),
+    )
+
+
+def make_vector_env(env_id: str, num_envs: int, vectorization: str = "sync", **env_kwargs: Any) -> gym.vector.VectorEnv:
+    """Training envs: sub-env i is seeded with seed + i at the first reset (by the caller).
+
+    Autoreset happens in the same step (the returned observation starts the next episode and
+    ``info["final_obs"]`` holds the last one), so every step is a real transition and a
+    truncated episode can be bootstrapped from its final observation. Episode returns and
+    lengths are reported by gymnasium's RecordEpisodeStatistics.
+    """
+    envs = gym.make_vec(
+        env_id,
+        num_envs=num_envs,
+        vectorization_mode=vectorization,
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        **env_kwargs,
+    )
+    return RecordEpisodeStatistics(envs)
+
+
+def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None) -> gym.vector.SyncVectorEnv:
+    """Evaluation envs, one per episode, stepped together; separate from the training envs.
+
+    With ``render_mode`` only the first env renders (one window, or one video's frames), so the
+    episodes and their returns are exactly those of an evaluation without rendering.
+    """
+
+    def make(index: int) -> Callable[[], gym.Env]:
+        return lambda: gym.make(env_id, render_mode=render_mode if index == 0 else None)
+
+    return gym.vector.SyncVectorEnv([make(index) for index in range(num_episodes)])
+
+
+def as_float_batch(observations: Any) -> np.ndarray:
+    """Observations as a float32 array (no copy when they already are)."""
+    return np.asarray(observations, dtype=np.float32)

@@ -1,0 +1,38 @@
+"""Tuned hyperparameters per (environment, algorithm), stored as plain YAML beside this file.
+
+A preset is a starting point: the command line (``--set key=value``) overrides any field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent
+
+
+def preset_path(env_id: str, algo: str) -> Path:
+    """Where the preset for (env_id, algo) lives, whether or not it exists."""
+    return PRESET_DIR / f"{env_id}.{algo}.yaml"
+
+
+def load(env_id: str, algo: str) -> dict[str, Any] | None:
+    """The preset's settings as a dict, or None when there is no preset for this pair."""
+    path = preset_path(env_id, algo)
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"preset {path} must be a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def available() -> list[tuple[str, str, Path]]:
+    """Every (env_id, algo, path) with a preset, sorted."""
+    found = []
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        env_id, _, algo = path.name.removesuffix(".yaml").rpartition(".")
+        found.append((env_id, algo, path))
+    return found

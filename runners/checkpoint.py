@@ -1,0 +1,231 @@
+"""Crash-safe files: atomic writes and the best-policy store.
+
+Nothing here ever writes over a file that is in use: new content goes to a temporary name in
+the same folder, is flushed and fsynced, and then renamed into place (an atomic step on POSIX
+file systems), so a crash at any moment leaves either the old or the new version, never half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+POINTER_FILE = "current.json"
+WEIGHTS_FILE = "policy.npz"
+MANIFEST_FILE = "manifest.json"
+TEMP_PREFIX = ".tmp-"
+
+
+class BestPolicyError(RuntimeError):
+    """No loadable best policy; the message says what was found."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
+    temporary = path.parent / f"{TEMP_PREFIX}{path.name}-{os.getpid()}"
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """atomic_write_bytes for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def encode_weights(arrays: dict[str, np.ndarray]) -> bytes:
+    """Weights by name as the bytes of an .npz file (uncompressed, no pickle)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_weights(data: bytes) -> dict[str, np.ndarray]:
+    """Inverse of encode_weights."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def warn(message: str) -> None:
+    """Say something the user must see (a fallback, a damaged file) on stderr."""
+    print(f"champion: warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    """A verified best-policy entry: its manifest and weight arrays."""
+
+    entry: Path
+    manifest: dict[str, Any]
+    weights: dict[str, np.ndarray]
+
+
+class BestPolicyStore:
+    """Keeps the policy with the highest finite mean evaluation return, in versioned entries.
+
+    Layout: ``best/step-0000012345/{policy.npz, manifest.json}`` per saved best, and
+    ``best/current.json`` naming the current entry. An entry is written completely in a
+    temporary folder and renamed into place before the pointer moves to it; the last ``keep``
+    entries stay on disk so that a damaged newest one can fall back to the previous.
+    """
+
+    def __init__(self, directory: Path, keep: int = 3, on_warning: Callable[[str], None] = warn) -> None:
+        self.directory = Path(directory)
+        self.keep = keep
+        self.on_warning = on_warning
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
+        self.best_mean_return = -math.inf
+        if (self.directory / POINTER_FILE).exists() or list_entries(self.directory):
+            try:
+                self.best_mean_return = float(self.load().manifest["mean_return"])
+            except BestPolicyError as error:
+                self.on_warning(str(error))
+
+    def offer(self, weights: dict[str, np.ndarray], mean_return: float, manifest: dict[str, Any]) -> tuple[bool, str]:
+        """Save the policy if its mean return is finite and strictly above the best so far.
+
+        Returns (saved, reason). Weights with a NaN or infinity are never saved.
+        """
+        if not math.isfinite(mean_return):
+            return False, f"mean return {mean_return} is not finite"
+        if not all(np.all(np.isfinite(array)) for array in weights.values()):
+            return False, "the weights contain NaN or infinity"
+        if mean_return <= self.best_mean_return:
+            return False, f"{mean_return:.2f} is not above the best {self.best_mean_return:.2f}"
+        self._write_entry(weights, dict(manifest, mean_return=mean_return))
+        self.best_mean_return = mean_return
+        return True, "new best"
+
+    def entries(self) -> list[Path]:
+        """Complete entry folders, oldest first."""
+        return list_entries(self.directory)
+
+    def load(self) -> StoredPolicy:
+        """The current best policy, verified by sha256; falls back (loudly) to older good entries."""
+        return load_best(self.directory, self.on_warning)
+
+    def _write_entry(self, weights: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
+        data = encode_weights(weights)
+        manifest = dict(manifest, weights_file=WEIGHTS_FILE, sha256=hashlib.sha256(data).hexdigest())
+        final = self._new_entry_path(int(manifest.get("step", 0)))
+        temporary = self.directory / f"{TEMP_PREFIX}{final.name}-{os.getpid()}"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        try:
+            _write_synced(temporary / WEIGHTS_FILE, data)
+            _write_synced(temporary / MANIFEST_FILE, json.dumps(manifest, indent=2).encode("utf-8"))
+            fsync_directory(temporary)
+            os.rename(temporary, final)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        fsync_directory(self.directory)
+        atomic_write_text(self.directory / POINTER_FILE, json.dumps({"entry": final.name}) + "\n")
+        self._prune(final)
+        return final
+
+    def _new_entry_path(self, step: int) -> Path:
+        path = self.directory / f"step-{step:010d}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = self.directory / f"step-{step:010d}-{suffix}"
+        return path
+
+    def _prune(self, current: Path) -> None:
+        for entry in self.entries()[:-self.keep]:
+            if entry != current:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _remove_stale_temporaries(self) -> None:
+        for path in self.directory.glob(f"{TEMP_PREFIX}*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def list_entries(directory: Path) -> list[Path]:
+    """Complete entry folders of a best-policy folder, oldest first."""
+    return sorted(path for path in Path(directory).glob("step-*") if path.is_dir())
+
+
+def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> StoredPolicy:
+    """Read-only: the entry the pointer names, verified; else the newest entry that verifies.
+
+    Every entry passed over is reported through ``on_warning``; BestPolicyError if none loads.
+    """
+    directory = Path(directory)
+    candidates = list_entries(directory)[::-1]
+    pointed = _read_pointer(directory, on_warning)
+    if pointed is not None:
+        candidates = [pointed] + [entry for entry in candidates if entry != pointed]
+    problems = []
+    for entry in candidates:
+        try:
+            return read_entry(entry)
+        except (OSError, ValueError, KeyError) as error:
+            problems.append(f"{entry.name}: {error}")
+            on_warning(f"best-policy entry {entry} is unusable ({error}); trying an older one")
+    if not problems:
+        raise BestPolicyError(f"no best policy in {directory} (no evaluation has saved one yet)")
+    raise BestPolicyError(f"no usable best policy in {directory}: " + "; ".join(problems))
+
+
+def _read_pointer(directory: Path, on_warning: Callable[[str], None]) -> Path | None:
+    path = directory / POINTER_FILE
+    try:
+        entry = directory / json.loads(path.read_text())["entry"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        on_warning(f"the best-policy pointer {path} is unreadable ({error}); using the newest good entry")
+        return None
+    if not entry.is_dir():
+        on_warning(f"the best-policy pointer names {entry.name}, which is missing; using the newest good entry")
+        return None
+    return entry
+
+
+def read_entry(entry: Path) -> StoredPolicy:
+    """Read and verify one entry; ValueError if its weights do not match the manifest's sha256."""
+    manifest = json.loads((entry / MANIFEST_FILE).read_text())
+    data = (entry / manifest["weights_file"]).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != manifest["sha256"]:
+        raise ValueError(f"sha256 of {manifest['weights_file']} is {digest[:12]}..., the manifest says {manifest['sha256'][:12]}...")
+    return StoredPolicy(entry, manifest, decode_weights(data))
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -1,0 +1,196 @@
+"""The ``champion`` command: train, replay, runs, presets.
+
+Usage errors print one line (``champion <command>: error: ...``) and exit with code 2, before
+anything is written to disk. TensorFlow is imported only by the commands that need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import click
+
+from agents.config import ConfigError
+from runners.checkpoint import BestPolicyError
+from runners.runs import ReplayError, RunNotFoundError, find_run_dirs, summarize
+
+USAGE_EXIT = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="champion")
+def cli() -> None:
+    """Train PPO/A2C agents on gymnasium environments and keep the best policy safe."""
+
+
+@cli.command()
+@click.argument("env_id")
+@click.option("--algo", type=click.Choice(["ppo", "a2c"]), default="ppo", show_default=True, help="Learning algorithm.")
+@click.option("--seed", type=int, help="Seed for network, sampling and training envs (default 0).")
+@click.option("--total-steps", type=int, help="Environment steps to train for (default: preset's).")
+@click.option("--num-envs", type=int, help="Training envs stepped together.")
+@click.option("--eval-every", type=int, help="Evaluate every this many env steps.")
+@click.option("--eval-episodes", type=int, help="Episodes per evaluation (fixed seeds).")
+@click.option("--results-dir", type=click.Path(file_okay=False), help="Where run folders go (default: results).")
+@click.option("--run-name", help="Run folder name (default: time and seed).")
+@click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Override any config field, e.g. --set ppo.learning_rate=1e-3 (repeatable).")
+@click.option("--no-preset", is_flag=True, help="Start from the defaults instead of the (env, algo) preset.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def train(env_id: str, algo: str, seed: int | None, total_steps: int | None, num_envs: int | None,
+          eval_every: int | None, eval_episodes: int | None, results_dir: str | None, run_name: str | None,
+          set_pairs: Sequence[str], no_preset: bool, quiet: bool) -> None:
+    """Train ALGO on ENV_ID; the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best."""
+    from runners.configure import parse_set_pairs, resolve_config
+
+    named = {"seed": seed, "total_steps": total_steps, "num_envs": num_envs, "eval_every": eval_every,
+             "eval_episodes": eval_episodes, "results_dir": results_dir, "run_name": run_name}
+    overrides: dict[str, Any] = {key: value for key, value in named.items() if value is not None}
+    overrides.update(parse_set_pairs(set_pairs))
+    config, note = resolve_config(env_id, algo, overrides, use_preset=not no_preset)
+    if note and not quiet:
+        click.echo(f"champion: note: {note}", err=True)
+    _import_tensorflow_quietly()
+    from runners.training import train as run_training
+
+    run_training(config, progress=not quiet)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--episodes", type=int, help="Episodes to play (default: as many as the recorded evaluation).")
+@click.option("--seed", type=int, help="First episode seed (default: the recorded evaluation seeds).")
+@click.option("--render", is_flag=True, help="Show the first episode in a window (needs a display).")
+@click.option("--video", type=click.Path(path_type=Path), help="Write the first episode to PATH (.gif or .mp4).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, video: Path | None, as_json: bool) -> None:
+    """Play the best policy of RUN_DIR (or of the newest run below it) deterministically."""
+    _import_tensorflow_quietly()
+    from runners.replay import replay as run_replay
+
+    outcome = run_replay(run_dir, episodes=episodes, seed=seed, render=render, video=video)
+    if as_json:
+        click.echo(json.dumps(outcome.to_dict()))
+        return
+    result = outcome.result
+    click.echo(f"replayed {outcome.entry} (best at step {outcome.step:,}) on seeds {result.seeds[0]}..{result.seeds[-1]}")
+    click.echo(f"returns: {', '.join(f'{value:g}' for value in result.returns)}")
+    same = "same as recorded" if result.mean_return == outcome.recorded_mean_return else "recorded"
+    click.echo(f"mean return {result.mean_return:.2f} ± {result.std_return:.2f} "
+               f"({same}: {outcome.recorded_mean_return:.2f})")
+    if video is not None:
+        click.echo(f"video of the first episode: {video}")
+
+
+@cli.command()
+@click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def runs(results_dir: Path, as_json: bool) -> None:
+    """List runs: env, algo, best return and its step, steps done, date."""
+    summaries = [summarize(run_dir) for run_dir in find_run_dirs(results_dir)] if results_dir.exists() else []
+    if as_json:
+        click.echo(json.dumps([summary.to_dict() for summary in summaries]))
+        return
+    if not summaries:
+        click.echo(f"no runs under {results_dir}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("env", "algo", "run", "best return", "at step", "steps", "date", "path")
+    for summary in summaries:
+        best = "-" if summary.best_mean_return is None else f"{summary.best_mean_return:.2f}"
+        table.add_row(summary.env_id, summary.algo, summary.run_name, best,
+                      f"{summary.best_step:,}" if summary.best_step is not None else "-",
+                      f"{summary.env_steps:,}/{summary.total_steps:,}", summary.date, summary.path)
+    Console(width=200).print(table)
+
+
+@cli.command()
+@click.option("--fields", is_flag=True, help="List every config key with its default and meaning.")
+def presets(fields: bool) -> None:
+    """List the tuned (env, algo) presets, or every config key with --fields."""
+    from envs import presets as preset_files
+
+    if fields:
+        for key, default, doc in _field_docs():
+            click.echo(f"{key:32} {default!s:14} {doc}")
+        return
+    for env_id, algo, path in preset_files.available():
+        click.echo(f"{env_id:28} {algo:5} {path}")
+
+
+def _field_docs() -> list[tuple[str, Any, str]]:
+    """(dotted key, default, one-line doc) for every config field, read from the dataclass source."""
+    import ast
+    import inspect
+
+    from agents import config as config_module
+    from runners.configure import valid_keys
+
+    docs: dict[tuple[str, str], str] = {}
+    tree = ast.parse(inspect.getsource(config_module))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            for field_node, doc_node in zip(node.body, node.body[1:]):
+                if isinstance(field_node, ast.AnnAssign) and isinstance(doc_node, ast.Expr):
+                    docs[(node.name, field_node.target.id)] = str(doc_node.value.value)
+    defaults = config_module.TrainConfig()
+    section_class = {"network": "NetworkConfig", "ppo": "PPOConfig", "a2c": "A2CConfig"}
+    rows = []
+    for key in valid_keys(defaults):
+        section, _, name = key.rpartition(".")
+        owner = section_class.get(section, "TrainConfig")
+        value = getattr(getattr(defaults, section), name) if section else getattr(defaults, name)
+        rows.append((key, list(value) if isinstance(value, tuple) else value, docs.get((owner, name or key), "")))
+    return rows
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up messages (CUDA probing on CPU machines) hidden.
+
+    Set CHAMPION_TF_LOGS=1 to see them.
+    """
+    if os.environ.get("CHAMPION_TF_LOGS") == "1" or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_logical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the CLI and turn known errors into one line and exit code 2."""
+    from envs.factory import EnvError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in args if not arg.startswith("-")), "")
+    prefix = f"champion {command}".strip()
+    try:
+        cli.main(args=args, prog_name="champion", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as error:
+        click.echo(f"{prefix}: error: {error.format_message()}", err=True)
+        sys.exit(error.exit_code)
+    except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, FileExistsError) as error:
+        click.echo(f"{prefix}: error: {error}", err=True)
+        sys.exit(USAGE_EXIT)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Build a TrainConfig from defaults, a preset and overrides (TensorFlow-free, so it is quick).
+
+Overrides use dotted keys (``ppo.learning_rate``, ``network.hidden_sizes``); a bare key such as
+``learning_rate`` means the selected algorithm's field, or the network's. Values are parsed as
+YAML and then coerced to the field's type, so ``1e-3``, ``[64, 64]`` and ``null`` all work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any
+
+import yaml
+
+from agents.config import ConfigError, TrainConfig, validate
+from envs import presets
+
+SECTIONS = ("network", "ppo", "a2c")
+
+
+def parse_set_pairs(pairs: typing.Sequence[str]) -> dict[str, str]:
+    """Turn ``["key=value", ...]`` into a dict, refusing entries without '='."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"--set expects key=value (for example ppo.learning_rate=1e-3), got {pair!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def valid_keys(config: TrainConfig | None = None) -> list[str]:
+    """Every dotted key that an override may name."""
+    config = config or TrainConfig()
+    keys = []
+    for item in dataclasses.fields(config):
+        if item.name in SECTIONS:
+            keys += [f"{item.name}.{sub.name}" for sub in dataclasses.fields(getattr(config, item.name))]
+        else:
+            keys.append(item.name)
+    return keys
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Return a copy of config with each dotted key set; unknown keys name the closest valid key."""
+    for raw_key, raw_value in overrides.items():
+        key = _resolve_key(config, raw_key)
+        if "." in key:
+            section_name, name = key.split(".", 1)
+            section = getattr(config, section_name)
+            value = _coerce(raw_key, raw_value, _field_type(type(section), name))
+            config = dataclasses.replace(config, **{section_name: dataclasses.replace(section, **{name: value})})
+        else:
+            config = dataclasses.replace(config, **{key: _coerce(raw_key, raw_value, _field_type(TrainConfig, key))})
+    return config
+
+
+def resolve_config(
+    env_id: str,
+    algo: str = "ppo",
+    overrides: dict[str, Any] | None = None,
+    use_preset: bool = True,
+) -> tuple[TrainConfig, str | None]:
+    """Defaults, then the (env, algo) preset, then overrides; validated.
+
+    Returns the config and a note for the user when no preset exists for this pair.
+    """
+    config = TrainConfig(env_id=env_id, algo=algo)
+    note = None
+    if algo not in ("ppo", "a2c"):
+        raise ConfigError(f"algo must be one of ppo, a2c, got {algo!r}")
+    if use_preset:
+        preset = presets.load(env_id, algo)
+        if preset is None:
+            note = f"no preset for {env_id} with {algo}; using the defaults (champion presets lists the tuned ones)"
+        else:
+            config = apply_overrides(config, _flatten(preset))
+    config = apply_overrides(config, overrides or {})
+    validate(config)
+    return config, note
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from its to_dict() form (e.g. a run's config.yaml)."""
+    return apply_overrides(TrainConfig(), _flatten(data))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and not prefix and key in SECTIONS:
+            flat.update(_flatten(value, f"{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _resolve_key(config: TrainConfig, key: str) -> str:
+    keys = valid_keys(config)
+    if key in keys:
+        return key
+    for section in (config.algo, "network"):
+        if f"{section}.{key}" in keys:
+            return f"{section}.{key}"
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+    if not close:
+        bare = {full.split(".")[-1]: full for full in keys}
+        close = [bare[match] for match in difflib.get_close_matches(key.split(".")[-1], list(bare), n=1, cutoff=0.6)]
+    hint = f"did you mean {close[0]}?" if close else "champion presets --fields lists the valid keys"
+    raise ConfigError(f"unknown config key {key!r}; {hint}")
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(key: str, value: Any, target: Any) -> Any:
+    """Parse strings as YAML, then convert to the annotated type or say what was expected."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            pass
+    origin = typing.get_origin(target)
+    if origin in (typing.Union, types.UnionType):
+        options = [option for option in typing.get_args(target) if option is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, options[0])
+    try:
+        if origin is tuple:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = [value]
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            if not all(_is_whole(item) for item in value):
+                raise TypeError
+            return tuple(_to_int(item) for item in value)
+        if target is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if target is int:
+            if _is_whole(value):
+                return _to_int(value)
+            raise TypeError
+        if target is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if target is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    expected = {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(target, "a list of integers")
+    raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def _is_whole(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float) and value.is_integer():
+        return True
+    if isinstance(value, str):
+        try:
+            return float(value).is_integer()
+        except ValueError:
+            return False
+    return False
+
+
+def _to_int(value: Any) -> int:
+    return value if isinstance(value, int) else int(float(value))

@@ -1,0 +1,122 @@
+"""Replay the best policy of a run on fresh environments, by default on its evaluation seeds."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays
+from agents.policy import Policy
+from envs.factory import describe_env, make_eval_env
+from runners.checkpoint import load_best
+from runners.evaluate import EvalResult, episode_seeds, evaluate
+from runners.runs import ReplayError, resolve_run_dir
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Returns of the replayed episodes next to what the run recorded for this policy."""
+
+    run_dir: Path
+    entry: Path
+    result: EvalResult
+    recorded_mean_return: float
+    step: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON that ``champion replay --json`` prints."""
+        return {
+            "run_dir": str(self.run_dir),
+            "entry": str(self.entry),
+            "step": self.step,
+            "returns": list(self.result.returns),
+            "lengths": list(self.result.lengths),
+            "seeds": list(self.result.seeds),
+            "mean_return": self.result.mean_return,
+            "std_return": self.result.std_return,
+            "recorded_mean_return": self.recorded_mean_return,
+            "matches_recorded": self.result.mean_return == self.recorded_mean_return,
+        }
+
+
+def load_policy(run_dir: Path) -> tuple[Policy, dict[str, Any]]:
+    """The run's best policy (verified) and its manifest; refuses weights that do not fit."""
+    stored = load_best(run_dir / "best")
+    spec = NetworkSpec.from_dict(stored.manifest["network"])
+    model = ActorCritic(spec)
+    try:
+        assign_weight_arrays(model, stored.weights)
+    except ValueError as error:
+        raise ReplayError(f"{stored.entry}: {error}") from None
+    return Policy(model), dict(stored.manifest, entry=str(stored.entry))
+
+
+def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, render: bool = False,
+           video: Path | None = None) -> ReplayResult:
+    """Play the best policy deterministically; with no episodes/seed, on the recorded seeds."""
+    run_dir = resolve_run_dir(run_dir)
+    if episodes is not None and episodes <= 0:
+        raise ReplayError(f"--episodes must be a positive integer, got {episodes}")
+    if render and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform != "linux"):
+        raise ReplayError("--render needs a display and none was found (DISPLAY is unset); use --video PATH instead")
+    if video is not None and Path(video).suffix.lower() not in (".gif", ".mp4"):
+        raise ReplayError(f"--video must end in .gif or .mp4, got {video}")
+    policy, manifest = load_policy(run_dir)
+    _check_env_fits(manifest)
+    seeds = _seeds(run_dir, manifest, episodes, seed)
+    render_mode = "human" if render else ("rgb_array" if video is not None else None)
+    frames: list | None = [] if video is not None else None
+    eval_envs = make_eval_env(manifest["env_id"], len(seeds), render_mode)
+    try:
+        result = evaluate(policy, eval_envs, seeds, frames)
+        fps = eval_envs.metadata.get("render_fps") or 30
+    finally:
+        eval_envs.close()
+    if video is not None:
+        write_video(Path(video), frames or [], fps)
+    return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]))
+
+
+def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: int | None) -> list[int]:
+    recorded = [int(value) for value in manifest["eval_seeds"]]
+    if seed is None and (episodes is None or episodes == len(recorded)):
+        return recorded
+    if seed is None:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        seed = int(config.get("eval_seed", recorded[0]))
+    return episode_seeds(seed, episodes or len(recorded))
+
+
+def _check_env_fits(manifest: dict[str, Any]) -> None:
+    info = describe_env(manifest["env_id"])
+    network = manifest["network"]
+    if list(info.observation_shape) != list(network["observation_shape"]) or info.action_size != network["action_size"]:
+        raise ReplayError(
+            f"the saved policy expects observations of shape {network['observation_shape']} and "
+            f"{network['action_size']} actions, but {manifest['env_id']} now has {list(info.observation_shape)} "
+            f"and {info.action_size}"
+        )
+
+
+def write_video(path: Path, frames: list, fps: int) -> None:
+    """Write the first episode's frames as a GIF (pillow) or MP4 (ffmpeg), atomically."""
+    import imageio.v2 as imageio
+
+    if not frames or frames[0] is None:
+        raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        if path.suffix.lower() == ".gif":
+            imageio.mimsave(temporary, frames, duration=1000 / fps, loop=0)
+        else:
+            imageio.mimsave(temporary, frames, fps=fps, macro_block_size=1)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,96 @@
+"""Rollout collection: the only place training steps environments.
+
+Anything with ``collect(policy) -> Rollout`` is a rollout source. Here that is a gymnasium
+vector env stepped in this process; an in-graph engine or remote workers would be others, and
+the train loop, learner, evaluator and best-policy store would not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from agents.batch import RolloutBatch
+from agents.policy import Policy
+from envs.factory import as_float_batch
+from runners.timing import Timings
+
+
+@dataclass
+class Rollout:
+    """A batch for the learner plus what the logger wants to know about finished episodes."""
+
+    batch: RolloutBatch
+    episode_returns: np.ndarray
+    episode_lengths: np.ndarray
+
+    @property
+    def env_steps(self) -> int:
+        """Environment steps in this rollout (num_steps x num_envs)."""
+        return int(np.prod(np.shape(self.batch.rewards)))
+
+
+class RolloutSource(Protocol):
+    """Where rollouts come from."""
+
+    def collect(self, policy: Policy) -> Rollout:
+        """Act with ``policy`` for a fixed number of steps and return the transitions."""
+        ...
+
+
+class VectorEnvCollector:
+    """Steps a gymnasium vector env (same-step autoreset) with one compiled policy call per step."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, num_steps: int, seed: int, timings: Timings | None = None) -> None:
+        self.envs = envs
+        self.num_steps = num_steps
+        self.num_envs = envs.num_envs
+        self.timings = timings or Timings()
+        observations, _ = envs.reset(seed=seed)
+        self.observations = as_float_batch(observations)
+
+    def collect(self, policy: Policy) -> Rollout:
+        """Run num_steps vector steps; the episode state carries over to the next call."""
+        shape = (self.num_steps, self.num_envs)
+        observations = np.empty((*shape, *self.observations.shape[1:]), np.float32)
+        actions = np.empty(shape, np.int32)
+        log_probs, values, rewards, terminated, truncated, truncation_values = (
+            np.zeros(shape, np.float32) for _ in range(6))
+        episode_returns: list[np.ndarray] = []
+        episode_lengths: list[np.ndarray] = []
+        for step in range(self.num_steps):
+            observations[step] = self.observations
+            with self.timings.phase("acting"):
+                action, log_prob, value = policy.sample(self.observations)
+                actions[step], log_probs[step], values[step] = action.numpy(), log_prob.numpy(), value.numpy()
+            with self.timings.phase("env_stepping"):
+                next_observations, reward, terminal, truncation, info = self.envs.step(actions[step])
+            rewards[step], terminated[step], truncated[step] = reward, terminal, truncation
+            if truncation.any():
+                truncation_values[step] = self._final_values(policy, info, truncation)
+            if "_episode" in info and info["_episode"].any():
+                done = info["_episode"]
+                episode_returns.append(info["episode"]["r"][done])
+                episode_lengths.append(info["episode"]["l"][done])
+            self.observations = as_float_batch(next_observations)
+        with self.timings.phase("acting"):
+            last_values = policy.value(self.observations).numpy()
+        batch = RolloutBatch(observations, actions, log_probs, values, rewards, terminated, truncated,
+                             truncation_values, last_values)
+        return Rollout(batch, _concat(episode_returns, np.float64), _concat(episode_lengths, np.int64))
+
+    def _final_values(self, policy: Policy, info: dict, truncation: np.ndarray) -> np.ndarray:
+        """V(final observation) for the envs whose episode was truncated this step, 0 elsewhere."""
+        values = np.zeros(self.num_envs, np.float32)
+        indices = np.flatnonzero(truncation)
+        final = as_float_batch(np.stack([info["final_obs"][index] for index in indices]))
+        with self.timings.phase("acting"):
+            values[indices] = policy.value(final).numpy()
+        return values
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)

@@ -1,0 +1,112 @@
+"""Find and summarise run folders (no TensorFlow needed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runners.checkpoint import POINTER_FILE, list_entries
+
+
+class RunNotFoundError(FileNotFoundError):
+    """The path is not a run folder and holds none; the message says what was expected."""
+
+
+class ReplayError(RuntimeError):
+    """A replay cannot run as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of ``champion runs``."""
+
+    path: str
+    env_id: str
+    algo: str
+    run_name: str
+    best_mean_return: float | None
+    best_step: int | None
+    env_steps: int
+    total_steps: int
+    date: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_run_dir(path: Path) -> bool:
+    """A run folder is one with a config.yaml written by ``champion train``."""
+    return (path / "config.yaml").is_file()
+
+
+def find_run_dirs(results_dir: Path) -> list[Path]:
+    """Run folders at results_dir/<env>/<algo>/<run>, or below any folder given, oldest first."""
+    results_dir = Path(results_dir)
+    if is_run_dir(results_dir):
+        return [results_dir]
+    found = {config.parent for config in results_dir.rglob("config.yaml")}
+    return sorted(found, key=lambda path: (path / "config.yaml").stat().st_mtime)
+
+
+def resolve_run_dir(path: Path) -> Path:
+    """The run folder itself, or the newest run with a best policy below a folder of runs."""
+    path = Path(path)
+    if not path.exists():
+        raise RunNotFoundError(f"{path} does not exist; give a run folder such as results/CartPole-v1/ppo/<run>")
+    if is_run_dir(path):
+        return path
+    with_best = [run for run in find_run_dirs(path) if list_entries(run / "best")]
+    if not with_best:
+        raise RunNotFoundError(f"{path} is not a run folder (no config.yaml) and holds no run with a best policy")
+    return with_best[-1]
+
+
+def summarize(run_dir: Path) -> RunSummary:
+    """Read a run's config, best manifest and progress without verifying weights."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    manifest = _best_manifest(run_dir / "best")
+    return RunSummary(
+        path=str(run_dir),
+        env_id=str(config.get("env_id", "?")),
+        algo=str(config.get("algo", "?")),
+        run_name=run_dir.name,
+        best_mean_return=manifest.get("mean_return"),
+        best_step=manifest.get("step"),
+        env_steps=_env_steps(run_dir),
+        total_steps=int(config.get("total_steps", 0)),
+        date=datetime.fromtimestamp((run_dir / "config.yaml").stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
+    )
+
+
+def _best_manifest(best_dir: Path) -> dict[str, Any]:
+    candidates = []
+    try:
+        candidates.append(best_dir / json.loads((best_dir / POINTER_FILE).read_text())["entry"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    candidates += list_entries(best_dir)[::-1]
+    for entry in candidates:
+        try:
+            return json.loads((entry / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
+def _env_steps(run_dir: Path) -> int:
+    try:
+        return int(json.loads((run_dir / "summary.json").read_text())["env_steps"])
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        with open(run_dir / "evaluations.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return int(rows[-1]["step"]) if rows else 0
+    except (OSError, ValueError, KeyError):
+        return 0
