@@ -99,7 +99,8 @@ def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None
     """
 
     def make(index: int) -> Callable[[], gym.Env]:
-        return lambda: gym.make(env_id, render_mode=render_mode if index == 0 else None)
+        kwargs = {"render_mode": render_mode} if render_mode and index == 0 else {}
+        return lambda: gym.make(env_id, **kwargs)
 
     return gym.vector.SyncVectorEnv([make(index) for index in range(num_episodes)])
 

@@ -45,8 +45,10 @@ def train(env_id: str, algo: str, seed: int | None, total_steps: int | None, num
           eval_every: int | None, eval_episodes: int | None, results_dir: str | None, run_name: str | None,
           set_pairs: Sequence[str], no_preset: bool, quiet: bool) -> None:
     """Train ALGO on ENV_ID; the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best."""
+    from envs.factory import describe_env
     from runners.configure import parse_set_pairs, resolve_config
 
+    describe_env(env_id)
     named = {"seed": seed, "total_steps": total_steps, "num_envs": num_envs, "eval_every": eval_every,
              "eval_episodes": eval_episodes, "results_dir": results_dir, "run_name": run_name}
     overrides: dict[str, Any] = {key: value for key, value in named.items() if value is not None}

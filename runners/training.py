@@ -65,7 +65,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     logger = RunLogger(run_dir, config.log_every)
     logger.log_config((run_dir / "config.yaml").read_text())
     seeds = episode_seeds(config.eval_seed, config.eval_episodes)
-    console = Console(stderr=True, quiet=not progress)
+    console = Console(stderr=True, quiet=not progress, soft_wrap=True)
     console.print(f"[bold]champion[/] {config.algo} on {config.env_id}, {config.total_steps:,} steps -> {run_dir}")
     step, best_step, evaluations = 0, None, []
     next_eval = config.eval_every
@@ -76,7 +76,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             while step < config.total_steps:
                 rollout = collector.collect(policy)
                 step += rollout.env_steps
-                with timings.phase("update"):
+                with timings.phase("update" if learner.tracing_count() else "tracing (first update)"):
                     metrics = learner.update(rollout.batch, progress_remaining=max(0.0, 1.0 - step / config.total_steps))
                 steps_per_second = step / (time.perf_counter() - start)
                 with timings.phase("logging"):

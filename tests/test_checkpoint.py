@@ -1,0 +1,106 @@
+"""The best-policy store: strict improvement, finite only, verified loads with loud fallback."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from runners.checkpoint import (POINTER_FILE, BestPolicyError, BestPolicyStore, atomic_write_text, load_best)
+
+
+def weights(value: float) -> dict:
+    return {"layer/kernel": np.full((2, 3), value, np.float32), "layer/bias": np.full(3, value, np.float32)}
+
+
+@pytest.fixture
+def warnings():
+    return []
+
+
+@pytest.fixture
+def store(tmp_path, warnings):
+    return BestPolicyStore(tmp_path / "best", keep=3, on_warning=warnings.append)
+
+
+def test_only_strictly_better_finite_returns_are_saved(store):
+    assert store.offer(weights(1), 10.0, {"step": 100}) == (True, "new best")
+    assert store.offer(weights(2), 10.0, {"step": 200}) == (False, "10.00 is not above the best 10.00")
+    assert store.offer(weights(3), 9.0, {"step": 300})[0] is False
+    assert store.offer(weights(4), 12.5, {"step": 400}) == (True, "new best")
+    loaded = store.load()
+    assert loaded.manifest["step"] == 400 and loaded.manifest["mean_return"] == 12.5
+    np.testing.assert_array_equal(loaded.weights["layer/kernel"], weights(4)["layer/kernel"])
+
+
+@pytest.mark.parametrize("mean_return, arrays, reason", [
+    (math.nan, weights(1), "mean return nan is not finite"),
+    (math.inf, weights(1), "mean return inf is not finite"),
+    (50.0, weights(math.nan), "the weights contain NaN or infinity"),
+    (50.0, {"layer/kernel": np.array([1.0, np.inf])}, "the weights contain NaN or infinity"),
+])
+def test_non_finite_returns_or_weights_are_never_saved(store, mean_return, arrays, reason):
+    store.offer(weights(1), 1.0, {"step": 1})
+    assert store.offer(arrays, mean_return, {"step": 2}) == (False, reason)
+    assert store.best_mean_return == 1.0
+    assert store.load().manifest["step"] == 1
+
+
+def test_keeps_the_last_entries_and_a_pointer(store):
+    for step in range(1, 6):
+        store.offer(weights(step), float(step), {"step": step})
+    assert [entry.name for entry in store.entries()] == ["step-0000000003", "step-0000000004", "step-0000000005"]
+    assert json.loads((store.directory / POINTER_FILE).read_text()) == {"entry": "step-0000000005"}
+    assert not list(store.directory.glob(".tmp-*"))
+
+
+def test_a_reopened_store_remembers_the_best_score(tmp_path, store):
+    store.offer(weights(1), 7.0, {"step": 1})
+    reopened = BestPolicyStore(store.directory)
+    assert reopened.best_mean_return == 7.0
+    assert reopened.offer(weights(2), 6.0, {"step": 2})[0] is False
+
+
+def test_flipped_byte_falls_back_to_the_previous_entry_loudly(store, warnings):
+    store.offer(weights(1), 1.0, {"step": 1})
+    store.offer(weights(2), 2.0, {"step": 2})
+    newest = store.entries()[-1] / "policy.npz"
+    data = bytearray(newest.read_bytes())
+    data[-20] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    loaded = store.load()
+    assert loaded.manifest["step"] == 1
+    assert len(warnings) == 1 and "step-0000000002" in warnings[0] and "sha256" in warnings[0]
+
+
+def test_garbled_pointer_uses_the_newest_good_entry(store, warnings):
+    store.offer(weights(1), 1.0, {"step": 1})
+    store.offer(weights(2), 2.0, {"step": 2})
+    (store.directory / POINTER_FILE).write_text("{not json")
+    assert store.load().manifest["step"] == 2
+    assert "pointer" in warnings[0] and "unreadable" in warnings[0]
+
+
+def test_nothing_usable_is_an_error_not_a_fresh_start(store, warnings):
+    with pytest.raises(BestPolicyError, match="no evaluation has saved one yet"):
+        load_best(store.directory)
+    store.offer(weights(1), 1.0, {"step": 1})
+    (store.entries()[0] / "policy.npz").write_bytes(b"truncated")
+    with pytest.raises(BestPolicyError, match="no usable best policy .*step-0000000001: sha256"):
+        load_best(store.directory, warnings.append)
+
+
+def test_stale_temporaries_are_removed_on_start(tmp_path):
+    best = tmp_path / "best"
+    (best / ".tmp-step-0000000009-123").mkdir(parents=True)
+    (best / ".tmp-current.json-123").write_text("half")
+    BestPolicyStore(best)
+    assert sorted(path.name for path in best.iterdir()) == []
+
+
+def test_atomic_write_replaces_whole_files(tmp_path):
+    target = tmp_path / "file.txt"
+    atomic_write_text(target, "old")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert [path.name for path in tmp_path.iterdir()] == ["file.txt"]

@@ -1,0 +1,95 @@
+"""The command line: one-line errors with exit code 2 before any folder exists, and a real run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util.tensor_util import make_ndarray
+
+from runners.checkpoint import load_best
+from runners.cli import main
+
+CHAMPION = [sys.executable, "-c", "from runners.cli import main; main()"]
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.err.strip().splitlines()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "CartPol-v1"], "champion train: error: unknown environment 'CartPol-v1': Environment `CartPol` doesn't exist. Did you mean: `CartPole`?"),
+    (["train", "CartPole-v1", "--set", "ppo.learnin_rate=1"], "champion train: error: unknown config key 'ppo.learnin_rate'; did you mean ppo.learning_rate?"),
+    (["train", "CartPole-v1", "--total-steps", "0"], "champion train: error: total_steps must be a positive integer, got 0"),
+    (["train", "CartPole-v1", "--num-envs", "-1"], "champion train: error: num_envs must be a positive integer, got -1"),
+    (["train", "CartPole-v1", "--eval-every", "4"], "champion train: error: eval_every=4 is smaller than one vector step (8 env steps with num_envs=8); use eval_every >= 8"),
+    (["train", "Pendulum-v1"], "champion train: error: Pendulum-v1 has action space Box(-2.0, 2.0, (1,), float32), which is not supported yet; supported: Discrete (starting at 0)"),
+    (["train", "nosuchmodule:Env-v0"], "champion train: error: cannot make environment 'nosuchmodule:Env-v0': No module named 'nosuchmodule'"),
+    (["train", "CartPole-v1", "--algo", "dqn"], "champion train: error: Invalid value for '--algo': 'dqn' is not one of 'ppo', 'a2c'."),
+])
+def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    results = tmp_path / "results"
+    code, lines = run_cli(args + ["--results-dir", str(results)], capsys)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith(message)  # gymnasium may add a sentence
+    assert not results.exists()
+
+
+def test_replay_without_a_best_policy_says_so(tmp_path, capsys):
+    run_dir = tmp_path / "CartPole-v1" / "ppo" / "empty"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("env_id: CartPole-v1\n")
+    code, lines = run_cli(["replay", str(run_dir)], capsys)
+    assert code == 2
+    assert lines == [f"champion replay: error: no best policy in {run_dir / 'best'} (no evaluation has saved one yet)"]
+    code, lines = run_cli(["replay", str(tmp_path / "missing")], capsys)
+    assert (code, lines[0]) == (2, f"champion replay: error: {tmp_path / 'missing'} does not exist; give a run folder such as results/CartPole-v1/ppo/<run>")
+
+
+def test_train_replay_runs_end_to_end(tmp_path):
+    results = tmp_path / "results"
+    train = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "3000", "--eval-every", "1000",
+                                       "--results-dir", str(results), "--run-name", "e2e", "--set", "ppo.epochs=4"],
+                           capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    run_dir = results / "CartPole-v1" / "ppo" / "e2e"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (config["total_steps"], config["ppo"]["epochs"], config["ppo"]["num_steps"]) == (3000, 4, 32)
+
+    rows = (run_dir / "evaluations.csv").read_text().splitlines()
+    assert rows[0].split(",")[:3] == ["step", "wall_seconds", "mean_return"]
+    steps = [int(row.split(",")[0]) for row in rows[1:]]
+    assert steps == [1024, 2048, 3072]
+    means = [float(row.split(",")[2]) for row in rows[1:]]
+
+    stored = load_best(run_dir / "best")
+    assert stored.manifest["mean_return"] == max(means)
+    assert stored.manifest["eval_seeds"] == list(range(1_000_000, 1_000_010))
+
+    replay = subprocess.run(CHAMPION + ["replay", str(run_dir), "--json"], capture_output=True, text=True, timeout=300)
+    assert replay.returncode == 0, replay.stderr
+    replayed = json.loads(replay.stdout)
+    assert replayed["mean_return"] == replayed["recorded_mean_return"] == max(means)
+    assert replayed["returns"] == stored.manifest["returns"]
+    assert replayed["step"] == stored.manifest["step"]
+
+    accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
+    eval_events = accumulator.Tensors("eval/mean_return")
+    assert [event.step for event in eval_events] == steps
+    assert [float(make_ndarray(event.tensor_proto)) for event in eval_events] == pytest.approx(means)
+    best_curve = [float(make_ndarray(event.tensor_proto)) for event in accumulator.Tensors("eval/best_mean_return")]
+    assert best_curve == pytest.approx(list(np.maximum.accumulate(means)))
+    assert "train/policy_loss" in accumulator.Tags()["tensors"]
+    assert "config" in accumulator.Tags()["tensors"]
+
+    listing = subprocess.run(CHAMPION + ["runs", "--results-dir", str(results), "--json"], capture_output=True, text=True)
+    [summary] = json.loads(listing.stdout)
+    assert (summary["env_id"], summary["algo"], summary["run_name"]) == ("CartPole-v1", "ppo", "e2e")
+    assert (summary["best_mean_return"], summary["env_steps"], summary["total_steps"]) == (max(means), 3072, 3000)

@@ -1,0 +1,74 @@
+"""Config resolution: presets, overrides, coercion and the one-line errors."""
+
+import pytest
+
+from agents.config import ConfigError, TrainConfig
+from runners.configure import apply_overrides, config_from_dict, parse_set_pairs, resolve_config
+
+
+def test_cartpole_preset_is_applied_and_overrides_win():
+    config, note = resolve_config("CartPole-v1", "ppo", {"ppo.epochs": "5", "seed": 3})
+    assert note is None
+    assert (config.ppo.num_steps, config.ppo.minibatch_size, config.ppo.gamma) == (32, 256, 0.98)
+    assert config.ppo.epochs == 5 and config.seed == 3
+
+
+def test_env_without_preset_gets_defaults_and_a_note():
+    config, note = resolve_config("champion-test/Bandit-v0", "a2c")
+    assert config.a2c == TrainConfig().a2c
+    assert "no preset for champion-test/Bandit-v0 with a2c" in note
+
+
+def test_bare_key_means_the_selected_algorithm_or_network():
+    config = apply_overrides(TrainConfig(algo="a2c"), {"learning_rate": "1e-3", "hidden_sizes": "[32, 16]"})
+    assert config.a2c.learning_rate == 0.001
+    assert config.ppo.learning_rate == TrainConfig().ppo.learning_rate
+    assert config.network.hidden_sizes == (32, 16)
+
+
+def test_values_are_coerced_to_the_field_type():
+    config = apply_overrides(TrainConfig(), {"total_steps": "1e5", "ppo.value_clip_range": "null",
+                                             "network.shared_torso": "true", "ppo.clip_range": "1"})
+    assert config.total_steps == 100000 and isinstance(config.total_steps, int)
+    assert config.ppo.value_clip_range is None
+    assert config.network.shared_torso is True
+    assert config.ppo.clip_range == 1.0 and isinstance(config.ppo.clip_range, float)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("ppo.learning_rat", "1", "unknown config key 'ppo.learning_rat'; did you mean ppo.learning_rate?"),
+    ("lerning_rate", "1", "did you mean ppo.learning_rate?"),
+    ("total_steps", "lots", "total_steps must be an integer, got 'lots'"),
+    ("network.hidden_sizes", "[64, 0.5]", "network.hidden_sizes must be a list of integers"),
+    ("network.shared_torso", "maybe", "network.shared_torso must be true or false"),
+])
+def test_bad_overrides_name_the_problem(key, value, message):
+    with pytest.raises(ConfigError) as error:
+        resolve_config("CartPole-v1", "ppo", {key: value})
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"total_steps": 0}, "total_steps must be a positive integer, got 0"),
+    ({"num_envs": -2}, "num_envs must be a positive integer, got -2"),
+    ({"eval_every": 4}, "eval_every=4 is smaller than one vector step (8 env steps with num_envs=8); use eval_every >= 8"),
+    ({"ppo.minibatch_size": 100}, "ppo.minibatch_size=100 does not divide the rollout of 256 transitions "
+                                  "(num_envs=8 x ppo.num_steps=32); use a divisor such as 64 or 128"),
+    ({"ppo.gamma": 1.5}, "ppo.gamma must be in (0, 1], got 1.5"),
+    ({"network.activation": "sigmoid"}, "network.activation must be one of tanh, relu, elu, gelu, silu"),
+])
+def test_invalid_values_are_refused(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        resolve_config("CartPole-v1", "ppo", overrides)
+    assert message in str(error.value)
+
+
+def test_set_pairs_need_an_equals_sign():
+    assert parse_set_pairs(["a=b", " c = d=e "]) == {"a": "b", "c": "d=e"}
+    with pytest.raises(ConfigError, match="--set expects key=value"):
+        parse_set_pairs(["ppo.epochs"])
+
+
+def test_config_round_trips_through_its_dict():
+    config, _ = resolve_config("CartPole-v1", "a2c", {"network.hidden_sizes": [8], "run_name": "x"})
+    assert config_from_dict(config.to_dict()) == config

@@ -1,0 +1,28 @@
+"""The example scripts run as a user would run them, on short budgets, and print what they learned."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def run_example(name, steps, cwd):
+    completed = subprocess.run([sys.executable, str(EXAMPLES / name), str(steps)], cwd=cwd,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
+
+
+def test_custom_env_example_reaches_the_known_best_return(tmp_path):
+    output = run_example("custom_env.py", 4000, tmp_path)
+    assert "best mean return 0.60 (the best possible is 0.60)" in output
+    assert list((tmp_path / "results" / "custom_env_LineWalk-v0" / "ppo").iterdir())
+
+
+def test_cartpole_example_replays_its_recorded_return(tmp_path):
+    output = run_example("train_cartpole.py", 2048, tmp_path)
+    best = float(re.search(r"best mean return ([\d.]+)", output).group(1))
+    replayed, recorded = map(float, re.search(r"same seeds: ([\d.]+) \(recorded ([\d.]+)\)", output).groups())
+    assert replayed == recorded == best > 0

@@ -1,0 +1,63 @@
+"""Compiled steps trace once; the learners learn a problem whose answer is known."""
+
+import numpy as np
+import pytest
+
+from agents.batch import RolloutBatch
+from agents.config import A2CConfig, PPOConfig
+from agents.networks import ActorCritic, NetworkSpec
+from agents.policy import Policy
+from agents.ppo import PPOLearner
+from agents.a2c import A2CLearner
+from runners.configure import resolve_config
+from runners.training import train
+
+
+def random_batch(rng, num_steps, num_envs, observation_size=4):
+    shape = (num_steps, num_envs)
+    floats = lambda: rng.standard_normal(shape).astype(np.float32)
+    return RolloutBatch(
+        observations=rng.standard_normal((*shape, observation_size)).astype(np.float32),
+        actions=rng.integers(0, 2, shape).astype(np.int32),
+        log_probs=np.full(shape, np.log(0.5), np.float32), values=floats(), rewards=floats(),
+        terminated=(rng.random(shape) < 0.1).astype(np.float32),
+        truncated=(rng.random(shape) < 0.05).astype(np.float32),
+        truncation_values=floats(), last_values=rng.standard_normal(num_envs).astype(np.float32),
+    )
+
+
+@pytest.mark.parametrize("make", [
+    lambda model: PPOLearner(model, PPOConfig(num_steps=16, minibatch_size=32, epochs=3,
+                                              learning_rate_schedule="linear"), num_envs=4),
+    lambda model: A2CLearner(model, A2CConfig(num_steps=16), num_envs=4),
+])
+def test_compiled_update_and_acting_trace_once(make):
+    rng = np.random.default_rng(0)
+    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,)))
+    learner = make(model)
+    before = [variable.numpy().copy() for variable in model.trainable_variables]
+    for index in range(4):
+        metrics = learner.update(random_batch(rng, 16, 4), progress_remaining=1.0 - index / 4)
+    assert learner.tracing_count() == 1
+    assert all(np.isfinite(value) for value in metrics.values())
+    assert metrics["learning_rate"] == pytest.approx(learner.config.learning_rate * (0.25 if isinstance(learner, PPOLearner) else 1.0))
+    assert any(not np.allclose(old, new.numpy()) for old, new in zip(before, model.trainable_variables))
+    policy = Policy(model)
+    for batch_size in (4, 1, 7):
+        observations = rng.standard_normal((batch_size, 4)).astype(np.float32)
+        policy.sample(observations), policy.mode(observations), policy.value(observations)
+    assert policy.tracing_counts() == {"sample": 1, "mode": 1, "value": 1}
+
+
+@pytest.mark.parametrize("algo, overrides", [
+    ("ppo", {"ppo.num_steps": 16, "ppo.minibatch_size": 32, "ppo.learning_rate": 3e-3}),
+    ("a2c", {"a2c.learning_rate": 3e-3, "a2c.optimizer": "adam"}),
+])
+def test_learns_the_bandit_whose_best_return_is_one(tmp_path, algo, overrides):
+    config, _ = resolve_config("champion-test/Bandit-v0", algo, dict(
+        overrides, total_steps=4000, num_envs=4, eval_every=500, eval_episodes=4,
+        results_dir=str(tmp_path), run_name="bandit"))
+    result = train(config, progress=False)
+    assert result.best_mean_return == 1.0
+    assert result.evaluations[-1][1] == 1.0
+    assert result.env_steps >= 4000

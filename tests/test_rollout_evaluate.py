@@ -1,0 +1,77 @@
+"""Rollouts keep termination and truncation apart; evaluation returns are fixed by the seeds."""
+
+import numpy as np
+import pytest
+
+from agents.networks import ActorCritic, NetworkSpec
+from agents.policy import Policy
+from envs.factory import make_eval_env, make_vector_env
+from runners.evaluate import episode_seeds, evaluate
+from runners.rollout import VectorEnvCollector
+
+
+@pytest.fixture
+def policy():
+    return Policy(ActorCritic(NetworkSpec((1,), "discrete", 2, hidden_sizes=(8,))), seed=0)
+
+
+def test_truncation_is_bootstrapped_from_the_final_observation(policy):
+    # Counter-v1 would run 10 steps but its time limit truncates every episode at 4.
+    envs = make_vector_env("champion-test/Counter-v1", num_envs=2)
+    rollout = VectorEnvCollector(envs, num_steps=9, seed=0).collect(policy)
+    batch = rollout.batch
+    expected_truncated = np.zeros((9, 2), np.float32)
+    expected_truncated[[3, 7]] = 1.0
+    np.testing.assert_array_equal(batch.truncated, expected_truncated)
+    np.testing.assert_array_equal(batch.terminated, np.zeros((9, 2)))
+    # observations count steps within the episode, restarting right after each truncation
+    np.testing.assert_array_equal(batch.observations[:, 0, 0], [0, 1, 2, 3, 0, 1, 2, 3, 0])
+    final_value = policy.value(np.array([[4.0]], np.float32)).numpy()[0]
+    assert final_value != 0.0
+    np.testing.assert_allclose(batch.truncation_values[[3, 7]], final_value, rtol=1e-6)
+    np.testing.assert_array_equal(batch.truncation_values[[0, 1, 2, 4, 5, 6, 8]], 0.0)
+    np.testing.assert_allclose(batch.last_values, policy.value(np.array([[1.0], [1.0]], np.float32)).numpy(), rtol=1e-6)
+    assert sorted(rollout.episode_returns.tolist()) == [4.0] * 4
+    assert rollout.episode_lengths.tolist() == [4] * 4
+    assert rollout.env_steps == 18
+
+
+def test_termination_is_not_a_truncation_and_state_carries_over(policy):
+    envs = make_vector_env("champion-test/Counter-v0", num_envs=1)  # terminates after 3 steps
+    collector = VectorEnvCollector(envs, num_steps=2, seed=0)
+    first, second = collector.collect(policy), collector.collect(policy)
+    assert first.batch.terminated[:, 0].tolist() == [0.0, 0.0]
+    assert second.batch.terminated[:, 0].tolist() == [1.0, 0.0]
+    assert second.batch.observations[:, 0, 0].tolist() == [2.0, 0.0]
+    assert second.batch.truncated.sum() == 0
+    assert second.episode_returns.tolist() == [3.0]
+
+
+def test_evaluation_returns_are_known_from_the_seeds(policy):
+    seeds = episode_seeds(10, 5)  # SeededCounter episodes last 2 + seed % 5 steps
+    assert seeds == [10, 11, 12, 13, 14]
+    envs = make_eval_env("champion-test/SeededCounter-v0", 5)
+    result = evaluate(policy, envs, seeds)
+    assert result.returns == (2.0, 3.0, 4.0, 5.0, 6.0)
+    assert result.lengths == (2, 3, 4, 5, 6)
+    assert (result.mean_return, result.min_return, result.max_return) == (4.0, 2.0, 6.0)
+    assert result.std_return == pytest.approx(np.std([2, 3, 4, 5, 6]))
+    assert result.env_steps == 20
+    assert evaluate(policy, envs, seeds) == result
+
+
+def test_evaluation_needs_one_seed_per_env(policy):
+    with pytest.raises(ValueError, match="3 seeds for 5 evaluation envs"):
+        evaluate(policy, make_eval_env("champion-test/SeededCounter-v0", 5), [1, 2, 3])
+
+
+def test_cartpole_evaluation_is_reproducible_and_records_frames(policy):
+    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(8,)), seed=3)
+    cartpole_policy = Policy(model)
+    seeds = episode_seeds(0, 3)
+    first = evaluate(cartpole_policy, make_eval_env("CartPole-v1", 3), seeds)
+    frames = []
+    second = evaluate(cartpole_policy, make_eval_env("CartPole-v1", 3, render_mode="rgb_array"), seeds, frames)
+    assert first == second
+    assert len(frames) == first.lengths[0] + 1
+    assert frames[0].shape == (400, 600, 3)

@@ -1,0 +1,60 @@
+"""Tiny environments with answers known in advance, registered for the tests."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+
+class Bandit(gym.Env):
+    """One-step episodes: action 1 pays 1, action 0 pays 0. The best return is exactly 1."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.ones(1, np.float32), {}
+
+    def step(self, action):
+        return np.ones(1, np.float32), float(action == 1), True, False, {}
+
+
+class Counter(gym.Env):
+    """Observation = steps taken so far, reward 1 per step, terminates after ``length`` steps.
+
+    With ``length_from_seed`` the length of a seeded episode is 2 + seed % 5, so evaluation
+    returns are known from the seeds alone.
+    """
+
+    observation_space = gym.spaces.Box(0.0, 1000.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length: int = 3, length_from_seed: bool = False):
+        self.length = length
+        self.length_from_seed = length_from_seed
+        self.steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if self.length_from_seed and seed is not None:
+            self.length = 2 + seed % 5
+        self.steps = 0
+        return np.array([0.0], np.float32), {}
+
+    def step(self, action):
+        self.steps += 1
+        return np.array([float(self.steps)], np.float32), 1.0, self.steps >= self.length, False, {}
+
+
+def register() -> None:
+    """Register the toy envs under champion-test/ (idempotent)."""
+    specs = {
+        "champion-test/Bandit-v0": dict(entry_point=Bandit),
+        "champion-test/Counter-v0": dict(entry_point=Counter, kwargs={"length": 3}, max_episode_steps=100),
+        "champion-test/Counter-v1": dict(entry_point=Counter, kwargs={"length": 10}, max_episode_steps=4),
+        "champion-test/SeededCounter-v0": dict(entry_point=Counter, kwargs={"length_from_seed": True}),
+    }
+    for env_id, spec in specs.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, **spec)
