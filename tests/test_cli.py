@@ -93,3 +93,23 @@ def test_train_replay_runs_end_to_end(tmp_path):
     [summary] = json.loads(listing.stdout)
     assert (summary["env_id"], summary["algo"], summary["run_name"]) == ("CartPole-v1", "ppo", "e2e")
     assert (summary["best_mean_return"], summary["env_steps"], summary["total_steps"]) == (max(means), 3072, 3000)
+
+
+def test_replay_writes_a_video_of_the_first_episode(tmp_path):
+    import imageio.v3 as imageio
+
+    from runners.configure import resolve_config
+    from runners.replay import replay
+    from runners.training import train
+
+    config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 512, "eval_every": 512, "eval_episodes": 2,
+                                                      "results_dir": str(tmp_path), "run_name": "video"})
+    run_dir = train(config, progress=False).run_dir
+    outcome = replay(run_dir, video=tmp_path / "clip.mp4")
+    frames = imageio.imread(tmp_path / "clip.mp4", index=None)
+    assert frames.shape == (outcome.result.lengths[0] + 1, 400, 600, 3)  # the reset frame plus one per step
+    assert outcome.result.mean_return == outcome.recorded_mean_return
+    replay(run_dir, video=tmp_path / "clip.gif")
+    gif = imageio.imread(tmp_path / "clip.gif", index=None)
+    # pillow merges identical consecutive frames, so a GIF may hold fewer
+    assert 1 < gif.shape[0] <= frames.shape[0] and gif.shape[1:3] == (400, 600)
