@@ -6,10 +6,11 @@ import keras
 import tensorflow as tf
 
 from agents import losses
-from agents.batch import RolloutBatch, batch_signature
+from agents.batch import RolloutBatch
 from agents.config import A2CConfig
 from agents.networks import ActorCritic
-from agents.optimization import apply_clipped_gradients, merge_time_and_envs, scheduled
+from agents.optimization import (apply_clipped_gradients, batch_gae, compile_update, merge_time_and_envs,
+                                 run_update, scheduled)
 from agents.policy import make_distribution
 
 
@@ -30,23 +31,15 @@ class A2CLearner:
         self.distribution = make_distribution(model)
         self.optimizer = make_optimizer(config)
         self.optimizer.build(model.trainable_variables)
-        signature = [
-            batch_signature(model.spec.observation_shape, config.num_steps, num_envs),
-            tf.TensorSpec([], tf.float32),
-        ]
-        self.compiled_update = tf.function(self._update, input_signature=signature)
+        self.compiled_update = compile_update(self._update, model.spec.observation_shape, config.num_steps, num_envs)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One gradient step on the whole rollout; returns its metrics."""
-        metrics = self.compiled_update(batch, tf.constant(progress_remaining, tf.float32))
-        return {name: float(value) for name, value in metrics.items()}
+        return run_update(self.compiled_update, batch, progress_remaining)
 
     def _update(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
         config = self.config
-        advantages, returns = losses.gae(
-            batch.rewards, batch.values, batch.terminated, batch.truncated,
-            batch.truncation_values, batch.last_values, config.gamma, config.gae_lambda,
-        )
+        advantages, returns = batch_gae(batch, config.gamma, config.gae_lambda)
         observations, actions, old_values, advantages, returns = [merge_time_and_envs(tensor) for tensor in (
             batch.observations, batch.actions, batch.values, advantages, returns)]
         if config.normalize_advantages:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import tensorflow as tf
+
+from agents import losses
+from agents.batch import RolloutBatch, batch_signature
 
 
 
@@ -32,3 +35,22 @@ def apply_clipped_gradients(
 def merge_time_and_envs(tensor: tf.Tensor) -> tf.Tensor:
     """[T, N, ...] -> [T * N, ...], keeping static shapes."""
     return tf.reshape(tensor, [-1, *tensor.shape[2:]])
+
+
+def compile_update(update: Callable[[RolloutBatch, tf.Tensor], Any], observation_shape: tuple[int, ...],
+                   num_steps: int, num_envs: int) -> Any:
+    """A tf.function of (batch, progress_remaining) with a fixed input signature, so it traces once."""
+    signature = [batch_signature(observation_shape, num_steps, num_envs), tf.TensorSpec([], tf.float32)]
+    return tf.function(update, input_signature=signature)
+
+
+def run_update(compiled_update: Any, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
+    """Call a compiled update and bring its metrics back as Python floats."""
+    metrics = compiled_update(batch, tf.constant(progress_remaining, tf.float32))
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def batch_gae(batch: RolloutBatch, gamma: float, gae_lambda: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """losses.gae over a rollout batch: (advantages, returns), both [T, N]."""
+    return losses.gae(batch.rewards, batch.values, batch.terminated, batch.truncated,
+                      batch.truncation_values, batch.last_values, gamma, gae_lambda)
