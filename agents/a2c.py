@@ -53,7 +53,7 @@ class A2CLearner:
             policy_loss = losses.policy_gradient_loss(log_probs, advantages)
             value_loss = losses.value_loss(values, old_values, returns)
             loss = policy_loss - config.entropy_coef * entropy + config.value_coef * value_loss
-        grad_norm = apply_clipped_gradients(
+        grad_norm, skipped = apply_clipped_gradients(
             self.optimizer, tape, loss, self.model.trainable_variables, config.max_grad_norm)
         return {
             "policy_loss": policy_loss,
@@ -62,7 +62,12 @@ class A2CLearner:
             "grad_norm": grad_norm,
             "explained_variance": losses.explained_variance(old_values, returns),
             "learning_rate": learning_rate,
+            "nonfinite_steps": skipped,
         }
+
+    def checkpoint_objects(self) -> dict[str, object]:
+        """The learner's TensorFlow state for a resume checkpoint (optimizer slots, iterations, RNG)."""
+        return {"optimizer": self.optimizer}
 
     def tracing_count(self) -> int:
         """Times the compiled update was traced (stays 1 after the first update)."""

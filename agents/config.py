@@ -124,6 +124,12 @@ class TrainConfig:
     """Run folders are created under results_dir/<env_id>/<algo>/."""
     run_name: str | None = None
     """Name of the run folder; default: time and seed."""
+    checkpoint_every: int = 20_000
+    """Write a resume checkpoint every this many environment steps (and on SIGINT/SIGTERM)."""
+    checkpoint_keep: int = 3
+    """Resume checkpoints kept on disk (older ones are deleted)."""
+    max_nonfinite_updates: int = 3
+    """Stop after this many consecutive updates with a non-finite loss or gradient."""
     log_every: int = 2_000
     """Write averaged training metrics to TensorBoard every this many environment steps."""
     vectorization: str = "sync"
@@ -161,7 +167,8 @@ def _plain(value: Any) -> Any:
 def validate(config: TrainConfig) -> None:
     """Raise ConfigError naming the first invalid value and what would be valid."""
     _require(config.algo in ALGORITHMS, f"algo must be one of {', '.join(ALGORITHMS)}, got {config.algo!r}")
-    for name in ("total_steps", "num_envs", "eval_every", "eval_episodes", "log_every"):
+    for name in ("total_steps", "num_envs", "eval_every", "eval_episodes", "log_every", "checkpoint_every",
+                 "checkpoint_keep", "max_nonfinite_updates"):
         value = getattr(config, name)
         _require(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
     _require(config.vectorization in ("sync", "async"), f"vectorization must be sync or async, got {config.vectorization!r}")

@@ -24,12 +24,22 @@ def apply_clipped_gradients(
     loss: tf.Tensor,
     variables: Sequence[tf.Variable],
     max_grad_norm: float,
-) -> tf.Tensor:
-    """Clip gradients to a global norm, apply them, and return the norm before clipping."""
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Clip gradients to a global norm and apply them, unless the loss or gradient is not finite.
+
+    Returns (gradient norm before clipping, 1.0 if the step was skipped else 0.0). A skipped
+    step leaves the weights and the optimizer state untouched.
+    """
     gradients = tape.gradient(loss, variables)
     clipped, norm = tf.clip_by_global_norm(gradients, max_grad_norm)
-    optimizer.apply_gradients(zip(clipped, variables))
-    return norm
+    finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
+
+    def apply() -> tf.Tensor:
+        optimizer.apply_gradients(zip(clipped, variables))
+        return tf.constant(0.0)
+
+    skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
+    return norm, skipped
 
 
 def merge_time_and_envs(tensor: tf.Tensor) -> tf.Tensor:

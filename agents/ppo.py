@@ -43,19 +43,24 @@ class PPOLearner:
         clip_range = scheduled(config.clip_range, config.clip_range_schedule, progress_remaining)
         self.optimizer.learning_rate.assign(learning_rate)
         totals = tf.zeros([len(METRICS)])
+        skipped = tf.constant(0.0)
         for _ in tf.range(config.epochs):
             order = tf.argsort(self.generator.uniform([self.rollout_size]))
             for start in tf.range(0, self.rollout_size, config.minibatch_size):
                 indices = order[start:start + config.minibatch_size]
-                totals += self._minibatch_step([tf.gather(tensor, indices) for tensor in data], clip_range)
-        means = totals / float(config.epochs * self.num_minibatches)
+                stats, step_skipped = self._minibatch_step([tf.gather(tensor, indices) for tensor in data], clip_range)
+                totals += tf.where(step_skipped > 0, tf.zeros_like(stats), stats)
+                skipped += step_skipped
+        applied = float(config.epochs * self.num_minibatches) - skipped
+        means = tf.where(applied > 0, totals / tf.maximum(applied, 1.0), tf.fill([len(METRICS)], float("nan")))
         metrics = {name: means[index] for index, name in enumerate(METRICS)}
+        metrics["nonfinite_steps"] = skipped
         metrics["explained_variance"] = losses.explained_variance(data[3], data[5])
         metrics["learning_rate"] = learning_rate
         metrics["clip_range"] = clip_range
         return metrics
 
-    def _minibatch_step(self, minibatch: list[tf.Tensor], clip_range: tf.Tensor) -> tf.Tensor:
+    def _minibatch_step(self, minibatch: list[tf.Tensor], clip_range: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         observations, actions, old_log_probs, old_values, advantages, returns = minibatch
         config = self.config
         if config.normalize_advantages:
@@ -67,9 +72,13 @@ class PPOLearner:
             policy_loss, clip_fraction, approx_kl = losses.ppo_policy_loss(log_probs, old_log_probs, advantages, clip_range)
             value_loss = losses.value_loss(values, old_values, returns, config.value_clip_range)
             loss = policy_loss - config.entropy_coef * entropy + config.value_coef * value_loss
-        grad_norm = apply_clipped_gradients(
+        grad_norm, skipped = apply_clipped_gradients(
             self.optimizer, tape, loss, self.model.trainable_variables, config.max_grad_norm)
-        return tf.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction, grad_norm])
+        return tf.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction, grad_norm]), skipped
+
+    def checkpoint_objects(self) -> dict[str, object]:
+        """The learner's TensorFlow state for a resume checkpoint (optimizer slots, iterations, RNG)."""
+        return {"optimizer": self.optimizer, "generator": self.generator}
 
     def tracing_count(self) -> int:
         """Times the compiled update was traced (stays 1 after the first update)."""

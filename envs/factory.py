@@ -6,6 +6,7 @@ imported first, so it can register the environment).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -79,16 +80,12 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "sync", **e
     Autoreset happens in the same step (the returned observation starts the next episode and
     ``info["final_obs"]`` holds the last one), so every step is a real transition and a
     truncated episode can be bootstrapped from its final observation. Episode returns and
-    lengths are reported by gymnasium's RecordEpisodeStatistics.
+    lengths are reported by gymnasium's RecordEpisodeStatistics. The sync vector env is built
+    from picklable parts, so its whole state (every sub-env and its RNG) can be checkpointed.
     """
-    envs = gym.make_vec(
-        env_id,
-        num_envs=num_envs,
-        vectorization_mode=vectorization,
-        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-        **env_kwargs,
-    )
-    return RecordEpisodeStatistics(envs)
+    make_one = [functools.partial(gym.make, env_id, **env_kwargs)] * num_envs
+    vector_class = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+    return RecordEpisodeStatistics(vector_class(make_one, autoreset_mode=AutoresetMode.SAME_STEP))
 
 
 def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None) -> gym.vector.SyncVectorEnv:

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from runners.faults import write_point
+
 POINTER_FILE = "current.json"
 WEIGHTS_FILE = "policy.npz"
 MANIFEST_FILE = "manifest.json"
@@ -34,14 +36,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
     temporary = path.parent / f"{TEMP_PREFIX}{path.name}-{os.getpid()}"
     try:
+        write_point(f"before writing {path.name}")
         with open(temporary, "wb") as handle:
-            handle.write(data)
+            handle.write(data[: len(data) // 2])
+            write_point(f"half-way through {temporary.name}")
+            handle.write(data[len(data) // 2:])
             handle.flush()
             os.fsync(handle.fileno())
+        write_point(f"before renaming to {path.name}")
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    write_point(f"after renaming to {path.name}")
     fsync_directory(path.parent)
 
 
@@ -57,6 +64,44 @@ def fsync_directory(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def commit_folder(temporary: Path, final: Path) -> None:
+    """Make a fully written temporary folder durable and give it its final name in one rename.
+
+    Every file in it and the folder itself are fsynced first; the parent is fsynced after.
+    """
+    for path in temporary.iterdir():
+        with open(path, "rb+") as handle:
+            os.fsync(handle.fileno())
+    fsync_directory(temporary)
+    write_point(f"before renaming to {final.name}")
+    os.rename(temporary, final)
+    write_point(f"after renaming to {final.name}")
+    fsync_directory(final.parent)
+
+
+def unique_path(directory: Path, stem: str) -> Path:
+    """directory/stem, or stem-2, stem-3, ... if taken: an existing entry is never overwritten."""
+    path, suffix = directory / stem, 1
+    while path.exists():
+        suffix += 1
+        path = directory / f"{stem}-{suffix}"
+    return path
+
+
+def remove_temporaries(directory: Path) -> None:
+    """Delete what an interrupted write left behind (names starting with .tmp-)."""
+    for path in directory.glob(f"{TEMP_PREFIX}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def encode_weights(arrays: dict[str, np.ndarray]) -> bytes:
@@ -100,13 +145,16 @@ class BestPolicyStore:
         self.keep = keep
         self.on_warning = on_warning
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_temporaries()
+        remove_temporaries(self.directory)
         self.best_mean_return = -math.inf
         if (self.directory / POINTER_FILE).exists() or list_entries(self.directory):
             try:
-                self.best_mean_return = float(self.load().manifest["mean_return"])
+                current = self.load()
             except BestPolicyError as error:
                 self.on_warning(str(error))
+            else:
+                self.best_mean_return = float(current.manifest["mean_return"])
+                self._point_to(current.entry)
 
     def offer(self, weights: dict[str, np.ndarray], mean_return: float, manifest: dict[str, Any]) -> tuple[bool, str]:
         """Save the policy if its mean return is finite and strictly above the best so far.
@@ -134,42 +182,33 @@ class BestPolicyStore:
     def _write_entry(self, weights: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
         data = encode_weights(weights)
         manifest = dict(manifest, weights_file=WEIGHTS_FILE, sha256=hashlib.sha256(data).hexdigest())
-        final = self._new_entry_path(int(manifest.get("step", 0)))
+        final = unique_path(self.directory, f"step-{int(manifest.get('step', 0)):010d}")
         temporary = self.directory / f"{TEMP_PREFIX}{final.name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
         try:
-            _write_synced(temporary / WEIGHTS_FILE, data)
-            _write_synced(temporary / MANIFEST_FILE, json.dumps(manifest, indent=2).encode("utf-8"))
-            fsync_directory(temporary)
-            os.rename(temporary, final)
+            (temporary / WEIGHTS_FILE).write_bytes(data)
+            write_point("best entry: weights written")
+            (temporary / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+            commit_folder(temporary, final)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
-        fsync_directory(self.directory)
-        atomic_write_text(self.directory / POINTER_FILE, json.dumps({"entry": final.name}) + "\n")
+        self._point_to(final)
         self._prune(final)
         return final
 
-    def _new_entry_path(self, step: int) -> Path:
-        path = self.directory / f"step-{step:010d}"
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = self.directory / f"step-{step:010d}-{suffix}"
-        return path
+    def _point_to(self, entry: Path) -> None:
+        """Atomically make ``entry`` the current best (no write if it already is)."""
+        pointer = self.directory / POINTER_FILE
+        text = json.dumps({"entry": entry.name}) + "\n"
+        if not pointer.exists() or pointer.read_text() != text:
+            atomic_write_text(pointer, text)
 
     def _prune(self, current: Path) -> None:
         for entry in self.entries()[:-self.keep]:
             if entry != current:
                 shutil.rmtree(entry, ignore_errors=True)
-
-    def _remove_stale_temporaries(self) -> None:
-        for path in self.directory.glob(f"{TEMP_PREFIX}*"):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
 
 
 def list_entries(directory: Path) -> list[Path]:
@@ -178,15 +217,21 @@ def list_entries(directory: Path) -> list[Path]:
 
 
 def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> StoredPolicy:
-    """Read-only: the entry the pointer names, verified; else the newest entry that verifies.
+    """Read-only: the current best entry, verified; else the newest older entry that verifies.
 
+    The current entry is the one the pointer names, or a newer complete entry if a crash came
+    between writing that entry and moving the pointer (entries only ever improve on the last).
     Every entry passed over is reported through ``on_warning``; BestPolicyError if none loads.
     """
     directory = Path(directory)
     candidates = list_entries(directory)[::-1]
     pointed = _read_pointer(directory, on_warning)
     if pointed is not None:
-        candidates = [pointed] + [entry for entry in candidates if entry != pointed]
+        newer = candidates[: candidates.index(pointed)] if pointed in candidates else []
+        if newer:
+            on_warning(f"{newer[0].name} is newer than the pointer's {pointed.name} (a save was cut short "
+                       "before the pointer moved); using the newer entry if it verifies")
+        candidates = newer + [pointed] + [entry for entry in candidates if entry not in newer and entry != pointed]
     problems = []
     for entry in candidates:
         try:
@@ -222,10 +267,3 @@ def read_entry(entry: Path) -> StoredPolicy:
     if digest != manifest["sha256"]:
         raise ValueError(f"sha256 of {manifest['weights_file']} is {digest[:12]}..., the manifest says {manifest['sha256'][:12]}...")
     return StoredPolicy(entry, manifest, decode_weights(data))
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())

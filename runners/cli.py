@@ -16,6 +16,7 @@ import click
 
 from agents.config import ConfigError
 from runners.checkpoint import BestPolicyError
+from runners.run_folder import RunFolderError
 from runners.runs import ReplayError, RunNotFoundError, find_run_dirs, summarize
 
 USAGE_EXIT = 2
@@ -28,8 +29,10 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("env_id")
-@click.option("--algo", type=click.Choice(["ppo", "a2c"]), default="ppo", show_default=True, help="Learning algorithm.")
+@click.argument("env_id", required=False)
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="Continue the run in this folder from its newest good checkpoint.")
+@click.option("--algo", type=click.Choice(["ppo", "a2c"]), help="Learning algorithm (default: ppo).")
 @click.option("--seed", type=int, help="Seed for network, sampling and training envs (default 0).")
 @click.option("--total-steps", type=int, help="Environment steps to train for (default: preset's).")
 @click.option("--num-envs", type=int, help="Training envs stepped together.")
@@ -41,19 +44,32 @@ def cli() -> None:
               help="Override any config field, e.g. --set ppo.learning_rate=1e-3 (repeatable).")
 @click.option("--no-preset", is_flag=True, help="Start from the defaults instead of the (env, algo) preset.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def train(env_id: str, algo: str, seed: int | None, total_steps: int | None, num_envs: int | None,
-          eval_every: int | None, eval_episodes: int | None, results_dir: str | None, run_name: str | None,
-          set_pairs: Sequence[str], no_preset: bool, quiet: bool) -> None:
-    """Train ALGO on ENV_ID; the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best."""
+def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: int | None, total_steps: int | None,
+          num_envs: int | None, eval_every: int | None, eval_episodes: int | None, results_dir: str | None,
+          run_name: str | None, set_pairs: Sequence[str], no_preset: bool, quiet: bool) -> None:
+    """Train ALGO on ENV_ID (the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best),
+    or continue a stopped run with --resume RUN_DIR."""
     from envs.factory import describe_env
     from runners.configure import parse_set_pairs, resolve_config
 
-    describe_env(env_id)
     named = {"seed": seed, "total_steps": total_steps, "num_envs": num_envs, "eval_every": eval_every,
              "eval_episodes": eval_episodes, "results_dir": results_dir, "run_name": run_name}
     overrides: dict[str, Any] = {key: value for key, value in named.items() if value is not None}
     overrides.update(parse_set_pairs(set_pairs))
-    config, note = resolve_config(env_id, algo, overrides, use_preset=not no_preset)
+    if resume_dir is not None:
+        if env_id is not None:
+            overrides["env_id"] = env_id
+        if algo is not None:
+            overrides["algo"] = algo
+        _import_tensorflow_quietly()
+        from runners.training import resume
+
+        resume(resume_dir, overrides, progress=not quiet)
+        return
+    if env_id is None:
+        raise click.UsageError("give ENV_ID to start a run (e.g. champion train CartPole-v1), or --resume RUN_DIR")
+    describe_env(env_id)
+    config, note = resolve_config(env_id, algo or "ppo", overrides, use_preset=not no_preset)
     if note and not quiet:
         click.echo(f"champion: note: {note}", err=True)
     _import_tensorflow_quietly()
@@ -173,6 +189,18 @@ def _import_tensorflow_quietly() -> None:
         os.close(saved)
 
 
+def _training_stopped(error: Exception) -> Any:
+    """The error as a TrainingStopped or CheckpointError (with an exit code), if it is one."""
+    if "runners.run_state" not in sys.modules:
+        return None
+    from runners.resume import CheckpointError
+    from runners.run_state import TrainingStopped
+
+    if isinstance(error, CheckpointError):
+        return TrainingStopped(f"error: {error}", exit_code=USAGE_EXIT)
+    return error if isinstance(error, TrainingStopped) else None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and turn known errors into one line and exit code 2."""
     from envs.factory import EnvError
@@ -187,9 +215,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as error:
         click.echo(f"{prefix}: error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
-    except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, FileExistsError) as error:
+    except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, RunFolderError) as error:
         click.echo(f"{prefix}: error: {error}", err=True)
         sys.exit(USAGE_EXIT)
+    except Exception as error:
+        stopped = _training_stopped(error)
+        if stopped is None:
+            raise
+        click.echo(f"{prefix}: {stopped}", err=True)
+        sys.exit(stopped.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -44,12 +44,15 @@ class RolloutSource(Protocol):
 class VectorEnvCollector:
     """Steps a gymnasium vector env (same-step autoreset) with one compiled policy call per step."""
 
-    def __init__(self, envs: gym.vector.VectorEnv, num_steps: int, seed: int, timings: Timings | None = None) -> None:
+    def __init__(self, envs: gym.vector.VectorEnv, num_steps: int, seed: int, timings: Timings | None = None,
+                 observations: np.ndarray | None = None) -> None:
+        """Reset the envs with ``seed``, or, when resuming, continue from ``observations``."""
         self.envs = envs
         self.num_steps = num_steps
         self.num_envs = envs.num_envs
         self.timings = timings or Timings()
-        observations, _ = envs.reset(seed=seed)
+        if observations is None:
+            observations, _ = envs.reset(seed=seed)
         self.observations = as_float_batch(observations)
 
     def collect(self, policy: Policy) -> Rollout:

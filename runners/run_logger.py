@@ -6,12 +6,17 @@
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.compat.proto import event_pb2
+
+from runners.checkpoint import atomic_write_text, remove_temporaries
 
 from runners.evaluate import EvalResult
 
@@ -33,17 +38,21 @@ CSV_COLUMNS = ("step", "wall_seconds", "mean_return", "std_return", "min_return"
 class RunLogger:
     """Writes a run's TensorBoard events (``tb/``) and ``evaluations.csv``.
 
-    Training metrics are averaged and written every ``log_every`` env steps, so that logging
-    costs the same whether an update happens every 40 or every 2048 steps.
+    Training metrics are averaged (over their finite values) and written every ``log_every`` env
+    steps, so that logging costs the same whether an update happens every 40 or 2048 steps.
     """
 
-    def __init__(self, run_dir: Path, log_every: int) -> None:
+    def __init__(self, run_dir: Path, log_every: int, resume_step: int | None = None) -> None:
+        if resume_step is not None:
+            truncate_logs(run_dir, resume_step)
         self.writer = tf.summary.create_file_writer(str(run_dir / "tb"))
         self.csv_path = run_dir / "evaluations.csv"
         self.log_every = log_every
-        self._next_write = log_every
+        self._next_write = ((resume_step or 0) // log_every + 1) * log_every
         self._metric_sums: dict[str, float] = defaultdict(float)
+        self._metric_counts: dict[str, int] = defaultdict(int)
         self._metric_count = 0
+        self._last_step, self._last_steps_per_second = 0, 0.0
         self._returns: list[np.ndarray] = []
         self._lengths: list[np.ndarray] = []
         if not self.csv_path.exists():
@@ -59,8 +68,11 @@ class RunLogger:
                    episode_lengths: np.ndarray, steps_per_second: float) -> None:
         """Accumulate one update's metrics and finished episodes; write averages when due."""
         for name, value in metrics.items():
-            self._metric_sums[name] += value
+            if math.isfinite(value):
+                self._metric_sums[name] += value
+                self._metric_counts[name] += 1
         self._metric_count += 1
+        self._last_step, self._last_steps_per_second = step, steps_per_second
         self._returns.append(episode_returns)
         self._lengths.append(episode_lengths)
         if step >= self._next_write:
@@ -71,12 +83,13 @@ class RunLogger:
         returns, lengths = np.concatenate(self._returns), np.concatenate(self._lengths)
         with self.writer.as_default(step=step):
             for name, total in self._metric_sums.items():
-                tf.summary.scalar(TRAIN_PREFIX + name, total / self._metric_count)
+                tf.summary.scalar(TRAIN_PREFIX + name, total / self._metric_counts[name])
             tf.summary.scalar(STEPS_PER_SECOND, steps_per_second)
             if returns.size:
                 tf.summary.scalar(ROLLOUT_RETURN, float(returns.mean()))
                 tf.summary.scalar(ROLLOUT_LENGTH, float(lengths.mean()))
         self._metric_sums.clear()
+        self._metric_counts.clear()
         self._metric_count = 0
         self._returns, self._lengths = [], []
 
@@ -98,9 +111,48 @@ class RunLogger:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def close(self, step: int, steps_per_second: float) -> None:
-        """Write what is still pending and close the event file."""
+    def flush(self, step: int, steps_per_second: float) -> None:
+        """Write pending averages and push everything to disk (before a checkpoint)."""
         if self._metric_count:
             self._write_training(step, steps_per_second)
         self.writer.flush()
+
+    def close(self) -> None:
+        """Write what is still pending and close the event file."""
+        if self._metric_count:
+            self._write_training(self._last_step, self._last_steps_per_second)
+        self.writer.flush()
         self.writer.close()
+
+
+def truncate_logs(run_dir: Path, step: int) -> None:
+    """Drop what was logged after ``step`` (by a run that died after its last checkpoint).
+
+    The resumed run logs those steps again, so without this TensorBoard would show two values
+    per step and evaluations.csv duplicate rows. Both files are rewritten atomically.
+    """
+    csv_path = run_dir / "evaluations.csv"
+    if csv_path.exists():
+        with open(csv_path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = [rows[0]] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) <= step]
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(kept)
+        atomic_write_text(csv_path, buffer.getvalue())
+    remove_temporaries(run_dir / "tb")
+    for index, event_file in enumerate(sorted((run_dir / "tb").glob("events.out.tfevents.*"))):
+        records = []
+        try:
+            for record in tf.data.TFRecordDataset(str(event_file)):
+                event = event_pb2.Event.FromString(record.numpy())
+                if event.step <= step:
+                    records.append(record.numpy())
+        except tf.errors.DataLossError:
+            pass  # a record cut short by the crash: everything before it is kept
+        temporary = event_file.with_name(f".tmp-rewrite-{index}")  # no "tfevents": TensorBoard must not read it
+        with tf.io.TFRecordWriter(str(temporary)) as writer:
+            for record in records:
+                writer.write(record)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, event_file)

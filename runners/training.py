@@ -1,4 +1,4 @@
-"""The training loop: collect, update, log, evaluate, keep the best. Readable top to bottom."""
+"""The training loop: collect, update, log, evaluate, keep the best, checkpoint. Top to bottom."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -20,10 +19,15 @@ from agents.learners import make_learner
 from agents.networks import ActorCritic, NetworkSpec, weight_arrays
 from agents.policy import Policy
 from envs.factory import EnvInfo, describe_env, make_eval_env, make_vector_env
-from runners.checkpoint import BestPolicyStore, atomic_write_text
+from runners import faults
+from runners.checkpoint import BestPolicyStore, atomic_write_text, warn
 from runners.evaluate import EvalResult, episode_seeds, evaluate
+from runners.resume import ResumeCheckpoints
 from runners.rollout import VectorEnvCollector
+from runners.run_folder import RunLock, create_run_dir, preflight
 from runners.run_logger import RunLogger
+from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, checkpoint_state,
+                               resumed_config, restore_state)
 from runners.timing import Timings
 
 
@@ -35,81 +39,188 @@ class TrainResult:
     best_mean_return: float
     best_step: int | None
     env_steps: int
+    """Environment steps the run has reached (over all sessions, when resumed)."""
     wall_seconds: float
+    """Wall time of this session."""
+    session_steps: int
+    """Environment steps taken in this session."""
     timings: dict[str, float] = field(default_factory=dict)
     evaluations: list[tuple[int, float]] = field(default_factory=list)
 
     @property
     def steps_per_second(self) -> float:
-        """Training env steps per wall-clock second, evaluation included."""
-        return self.env_steps / max(self.wall_seconds, 1e-9)
+        """Env steps per wall-clock second of this session, evaluation included."""
+        return self.session_steps / max(self.wall_seconds, 1e-9)
+
+
+@dataclass
+class Run:
+    """Everything one training session works with, built once by ``build_run``."""
+
+    config: TrainConfig
+    run_dir: Path
+    spec: NetworkSpec
+    model: ActorCritic
+    policy: Policy
+    learner: Any
+    eval_envs: Any
+    store: BestPolicyStore
+    checkpoints: ResumeCheckpoints
+    logger: RunLogger
+    timings: Timings
+    console: Console
+    collector: VectorEnvCollector | None = None
+    evaluations: list[tuple[int, float]] = field(default_factory=list)
+
+    def trackables(self) -> dict[str, Any]:
+        """The TensorFlow objects a resume checkpoint holds."""
+        return {"model": self.model, "policy_generator": self.policy.generator, **self.learner.checkpoint_objects()}
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train ``config.algo`` on ``config.env_id`` and keep the best policy in the run folder.
+    """Train ``config.algo`` on ``config.env_id`` and keep the best policy in a new run folder.
 
-    Bad input (ConfigError, EnvError) is raised before the run folder is created.
+    Bad input (ConfigError, EnvError, RunFolderError) is raised before the run folder exists.
     """
     validate(config)
     env_info = describe_env(config.env_id)
+    preflight(Path(config.results_dir))
     run_dir = create_run_dir(config)
+    with RunLock(run_dir):
+        return _session(config, run_dir, env_info, progress, resuming=False)
+
+
+def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+    """Continue a run from its newest good checkpoint: same folder, same problem, counters carried on."""
+    run_dir = Path(run_dir)
+    config = resumed_config(run_dir, overrides or {})
+    env_info = describe_env(config.env_id)
+    preflight(run_dir)
+    with RunLock(run_dir):
+        atomic_write_text(run_dir / "config.yaml", _config_yaml(config, run_dir))
+        return _session(config, run_dir, env_info, progress, resuming=True)
+
+
+def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool) -> TrainResult:
+    console = Console(stderr=True, quiet=not progress, soft_wrap=True)
+    checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=_warner(console))
+    loaded = checkpoints.latest() if resuming else None
+    run = build_run(config, run_dir, env_info, console, checkpoints, loaded.manifest["step"] if loaded else None)
+    try:
+        if loaded is not None:
+            state = restore_state(run, loaded, make_vector_env)
+        else:
+            state = LoopState()
+            envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
+            run.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed, run.timings)
+            run.logger.log_config((run_dir / "config.yaml").read_text())
+        return _loop(run, state)
+    finally:
+        run.logger.close()
+        run.eval_envs.close()
+        if run.collector is not None:
+            run.collector.envs.close()
+
+
+def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Console,
+              checkpoints: ResumeCheckpoints, resume_step: int | None) -> Run:
+    """Model, policy, learner, evaluation envs, best store and logger for a run folder.
+
+    With ``resume_step``, whatever was logged after that step is dropped (it will be logged again).
+    """
     spec = network_spec(env_info, config)
     model = ActorCritic(spec, seed=config.seed)
-    policy = Policy(model, seed=config.seed)
-    learner = make_learner(model, config)
-    timings = Timings()
-    envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
-    eval_envs = make_eval_env(config.env_id, config.eval_episodes)
-    collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed, timings)
-    store = BestPolicyStore(run_dir / "best")
-    logger = RunLogger(run_dir, config.log_every)
-    logger.log_config((run_dir / "config.yaml").read_text())
-    seeds = episode_seeds(config.eval_seed, config.eval_episodes)
-    console = Console(stderr=True, quiet=not progress, soft_wrap=True)
-    console.print(f"[bold]champion[/] {config.algo} on {config.env_id}, {config.total_steps:,} steps -> {run_dir}")
-    step, best_step, evaluations = 0, None, []
-    next_eval = config.eval_every
-    start = time.perf_counter()
-    try:
-        with _progress_bar(console, config.total_steps) as bar:
-            task = bar.add_task("train", total=config.total_steps, last="-", best="-", sps=0.0)
-            while step < config.total_steps:
-                rollout = collector.collect(policy)
-                step += rollout.env_steps
-                with timings.phase("update" if learner.tracing_count() else "tracing (first update)"):
-                    metrics = learner.update(rollout.batch, progress_remaining=max(0.0, 1.0 - step / config.total_steps))
-                steps_per_second = step / (time.perf_counter() - start)
-                with timings.phase("logging"):
-                    logger.log_update(step, metrics, rollout.episode_returns, rollout.episode_lengths, steps_per_second)
-                if step >= next_eval or step >= config.total_steps:
-                    next_eval = (step // config.eval_every + 1) * config.eval_every
-                    with timings.phase("evaluation"):
-                        result = evaluate(policy, eval_envs, seeds)
-                    with timings.phase("saving"):
-                        saved, _ = store.offer(weight_arrays(model), result.mean_return,
-                                               _manifest(config, spec, step, result))
-                    best_step = step if saved else best_step
-                    with timings.phase("logging"):
-                        logger.log_evaluation(step, time.perf_counter() - start, result, store.best_mean_return, saved)
-                    evaluations.append((step, result.mean_return))
-                    console.print(_evaluation_line(step, result, store.best_mean_return, saved))
-                    bar.update(task, last=f"{result.mean_return:.1f}", best=f"{store.best_mean_return:.1f}")
-                bar.update(task, completed=min(step, config.total_steps), sps=steps_per_second)
-    except KeyboardInterrupt:
-        console.print(f"interrupted at step {step:,}; the best policy so far is safe in {run_dir / 'best'}")
-        raise
-    finally:
-        wall_seconds = time.perf_counter() - start
-        logger.close(step, step / max(wall_seconds, 1e-9))
-        envs.close()
-        eval_envs.close()
-    result = TrainResult(run_dir, store.best_mean_return, best_step, step, wall_seconds, dict(timings.seconds), evaluations)
+    return Run(
+        config=config, run_dir=run_dir, spec=spec, model=model, policy=Policy(model, seed=config.seed),
+        learner=make_learner(model, config), eval_envs=make_eval_env(config.env_id, config.eval_episodes),
+        store=BestPolicyStore(run_dir / "best", on_warning=_warner(console)), checkpoints=checkpoints,
+        logger=RunLogger(run_dir, config.log_every, resume_step), timings=Timings(), console=console,
+    )
+
+
+def _loop(run: Run, state: LoopState) -> TrainResult:
+    """The one loop: collect, update, log; evaluate and checkpoint on their schedules; stop on request."""
+    config, timings, console = run.config, run.timings, run.console
+    session_start, start_step = time.perf_counter(), state.step
+    console.print(f"[bold]champion[/] {config.algo} on {config.env_id}: step {state.step:,} of "
+                  f"{config.total_steps:,} -> {run.run_dir}")
+    with _progress_bar(console) as bar, StopRequests(console) as stop:
+        task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0,
+                            best=f"{run.store.best_mean_return:.1f}")
+        while state.step < config.total_steps:
+            rollout = run.collector.collect(run.policy)
+            previous, state.step = state.step, state.step + rollout.env_steps
+            with timings.phase("update" if run.learner.tracing_count() else "tracing (first update)"):
+                metrics = run.learner.update(rollout.batch, max(0.0, 1.0 - state.step / config.total_steps))
+            _guard_finite(run, state, metrics)
+            steps_per_second = (state.step - start_step) / (time.perf_counter() - session_start)
+            with timings.phase("logging"):
+                run.logger.log_update(state.step, metrics, rollout.episode_returns, rollout.episode_lengths,
+                                      steps_per_second)
+            finished = state.step >= config.total_steps
+            if _crossed(previous, state.step, config.eval_every) or finished:
+                result = _evaluate_and_offer(run, state, state.wall_seconds + time.perf_counter() - session_start)
+                bar.update(task, best=f"{run.store.best_mean_return:.1f}")
+            if _crossed(previous, state.step, config.checkpoint_every) or finished or stop.signal_number:
+                _checkpoint(run, state, state.wall_seconds + time.perf_counter() - session_start, steps_per_second)
+            faults.step_point(state.step)
+            if stop.signal_number:
+                raise TrainingInterrupted(stop.signal_number, state.step, run.run_dir)
+            bar.update(task, completed=min(state.step, config.total_steps), sps=steps_per_second)
+    wall_seconds = time.perf_counter() - session_start
+    result = TrainResult(run.run_dir, run.store.best_mean_return, state.best_step, state.step, wall_seconds,
+                         state.step - start_step, dict(timings.seconds), run.evaluations)
     _write_summary(result)
-    console.print(f"done: {step:,} steps in {wall_seconds:.1f}s ({result.steps_per_second:,.0f} steps/s); "
-                  f"best mean return {store.best_mean_return:.2f} at step {best_step}")
+    console.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
+                  f"{result.steps_per_second:,.0f} steps/s); best mean return "
+                  f"{run.store.best_mean_return:.2f} at step {state.best_step}")
     console.print(f"time went to: {timings.summary(wall_seconds)}")
-    console.print(f"replay it with: champion replay {run_dir}")
+    console.print(f"replay it with: champion replay {run.run_dir}")
     return result
+
+
+def _crossed(previous: int, step: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in (previous, step]: schedules count env steps."""
+    return previous // every < step // every
+
+
+def _guard_finite(run: Run, state: LoopState, metrics: dict[str, float]) -> None:
+    """Count updates whose gradient steps were skipped for a NaN/inf; stop after too many in a row."""
+    skipped = int(metrics.get("nonfinite_steps", 0))
+    if not skipped:
+        state.nonfinite_streak = 0
+        return
+    state.nonfinite_streak += 1
+    state.skipped_steps += skipped
+    run.console.print(f"[yellow]step {state.step:,}: {skipped} gradient step(s) skipped "
+                      f"(non-finite loss or gradient), {state.nonfinite_streak} update(s) in a row[/]")
+    if state.nonfinite_streak >= run.config.max_nonfinite_updates:
+        raise TrainingDiverged(state.nonfinite_streak, state.step, run.run_dir, run.store.best_mean_return,
+                               state.best_step)
+
+
+def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float) -> EvalResult:
+    """Evaluate on the fixed seeds, offer the policy to the best store, log and print the outcome."""
+    with run.timings.phase("evaluation"):
+        result = evaluate(run.policy, run.eval_envs, episode_seeds(run.config.eval_seed, run.config.eval_episodes))
+    with run.timings.phase("saving"):
+        saved, _ = run.store.offer(weight_arrays(run.model), result.mean_return,
+                                   _manifest(run.config, run.spec, state.step, result))
+    state.best_step = state.step if saved else state.best_step
+    with run.timings.phase("logging"):
+        run.logger.log_evaluation(state.step, wall_seconds, result, run.store.best_mean_return, saved)
+    run.evaluations.append((state.step, result.mean_return))
+    run.console.print(_evaluation_line(state.step, result, run.store.best_mean_return, saved))
+    return result
+
+
+def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_second: float) -> None:
+    """Flush the logs, then write a resume checkpoint of the whole run state."""
+    with run.timings.phase("saving"):
+        run.logger.flush(state.step, steps_per_second)
+        state.wall_seconds = wall_seconds
+        manifest = {"env_id": run.config.env_id, "algo": run.config.algo, "network": run.spec.to_dict()}
+        run.checkpoints.save(state.step, run.trackables(), checkpoint_state(run, state), manifest)
 
 
 def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
@@ -122,29 +233,6 @@ def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
         activation=config.network.activation,
         shared_torso=config.network.shared_torso,
     )
-
-
-def env_folder_name(env_id: str) -> str:
-    """A folder name for an env id (``module:Env-v0`` has characters some file systems refuse)."""
-    return env_id.replace(":", "_").replace("/", "_")
-
-
-def create_run_dir(config: TrainConfig) -> Path:
-    """Create ``results_dir/env/algo/run_name`` and write config.yaml; refuse an existing named run."""
-    parent = Path(config.results_dir) / env_folder_name(config.env_id) / config.algo
-    name = config.run_name or datetime.now().strftime(f"%Y%m%d-%H%M%S-seed{config.seed}")
-    run_dir = parent / name
-    if run_dir.exists():
-        if config.run_name:
-            raise FileExistsError(f"run folder {run_dir} already exists; choose another --run-name")
-        suffix = 2
-        while (parent / f"{name}-{suffix}").exists():
-            suffix += 1
-        run_dir = parent / f"{name}-{suffix}"
-    run_dir.mkdir(parents=True)
-    resolved = dict(config.to_dict(), run_name=run_dir.name)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    return run_dir
 
 
 def package_versions() -> dict[str, str]:
@@ -178,9 +266,16 @@ def _manifest(config: TrainConfig, spec: NetworkSpec, step: int, result: EvalRes
     }
 
 
+def _config_yaml(config: TrainConfig, run_dir: Path) -> str:
+    import yaml
+
+    return yaml.safe_dump(dict(config.to_dict(), run_name=run_dir.name), sort_keys=False)
+
+
 def _write_summary(result: TrainResult) -> None:
     summary = {
         "env_steps": result.env_steps,
+        "session_steps": result.session_steps,
         "wall_seconds": round(result.wall_seconds, 3),
         "steps_per_second": round(result.steps_per_second, 1),
         "best_mean_return": result.best_mean_return,
@@ -191,6 +286,13 @@ def _write_summary(result: TrainResult) -> None:
     atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
+def _warner(console: Console) -> Any:
+    """Warnings go through the console (above the progress bar), or to stderr when it is quiet."""
+    if console.quiet:
+        return warn
+    return lambda message: console.print(f"[bold yellow]warning:[/] {message}")
+
+
 def _evaluation_line(step: int, result: EvalResult, best: float, saved: bool) -> str:
     marker = "  [green]new best, saved[/]" if saved else ""
     return (f"step {step:>9,}  eval {result.mean_return:8.2f} ± {result.std_return:6.2f}  "
@@ -198,10 +300,9 @@ def _evaluation_line(step: int, result: EvalResult, best: float, saved: bool) ->
             f"best {best:8.2f}{marker}")
 
 
-def _progress_bar(console: Console, total_steps: int) -> Progress:
+def _progress_bar(console: Console) -> Progress:
     return Progress(
         TextColumn("[bold blue]training"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]:,.0f} steps/s"),
-        TextColumn("last eval {task.fields[last]}"), TextColumn("best {task.fields[best]}"),
+        TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("best {task.fields[best]}"),
         TimeElapsedColumn(), console=console, transient=False, disable=console.quiet,
     )

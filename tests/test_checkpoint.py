@@ -104,3 +104,14 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
     assert [path.name for path in tmp_path.iterdir()] == ["file.txt"]
+
+
+def test_an_entry_newer_than_the_pointer_wins_and_the_pointer_is_repaired(store, warnings):
+    store.offer(weights(1), 1.0, {"step": 1})
+    store.offer(weights(2), 2.0, {"step": 2})
+    # as if the process died after committing step 2's entry but before moving the pointer
+    atomic_write_text(store.directory / POINTER_FILE, json.dumps({"entry": "step-0000000001"}))
+    reopened = BestPolicyStore(store.directory, on_warning=warnings.append)
+    assert reopened.best_mean_return == 2.0
+    assert "newer than the pointer" in warnings[0]
+    assert json.loads((store.directory / POINTER_FILE).read_text()) == {"entry": "step-0000000002"}

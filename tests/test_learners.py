@@ -61,3 +61,22 @@ def test_learns_the_bandit_whose_best_return_is_one(tmp_path, algo, overrides):
     assert result.best_mean_return == 1.0
     assert result.evaluations[-1][1] == 1.0
     assert result.env_steps >= 4000
+
+
+@pytest.mark.parametrize("make, steps_per_update", [
+    (lambda model: PPOLearner(model, PPOConfig(num_steps=16, minibatch_size=32, epochs=3), num_envs=4), 6),
+    (lambda model: A2CLearner(model, A2CConfig(num_steps=16), num_envs=4), 1),
+])
+def test_a_non_finite_update_is_skipped_and_counted(make, steps_per_update):
+    rng = np.random.default_rng(1)
+    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,)))
+    learner = make(model)
+    assert learner.update(random_batch(rng, 16, 4), 1.0)["nonfinite_steps"] == 0.0
+    weights = [variable.numpy().copy() for variable in model.trainable_variables]
+    optimizer_state = [variable.numpy().copy() for variable in learner.optimizer.variables]
+    poisoned = random_batch(rng, 16, 4)._replace(rewards=np.full((16, 4), np.nan, np.float32))
+    metrics = learner.update(poisoned, 1.0)
+    assert metrics["nonfinite_steps"] == steps_per_update
+    assert all(np.array_equal(old, new.numpy()) for old, new in zip(weights, model.trainable_variables))
+    assert all(np.array_equal(old, new.numpy()) for old, new in zip(optimizer_state, learner.optimizer.variables))
+    assert learner.tracing_count() == 1

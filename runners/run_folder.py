@@ -1,0 +1,105 @@
+"""The run folder: checks before creating it, creating it, and keeping other trainers out of it."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from agents.config import ConfigError, TrainConfig
+from runners.checkpoint import atomic_write_text
+
+MIN_FREE_BYTES = 64 * 1024 * 1024
+LOCK_FILE = ".lock"
+
+
+class RunFolderError(RuntimeError):
+    """The results folder cannot hold this run; the message says why and what to do."""
+
+
+def env_folder_name(env_id: str) -> str:
+    """A folder name for an env id (``module:Env-v0`` has characters some file systems refuse)."""
+    return env_id.replace(":", "_").replace("/", "_")
+
+
+def preflight(folder: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    """Fail early, with one line, if ``folder`` cannot be written or is nearly full."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    probe = existing / f".tmp-champion-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"ok")
+    except OSError as error:
+        raise RunFolderError(f"cannot write to the results folder {folder} ({error.strerror or error}); "
+                             "choose a writable --results-dir") from None
+    finally:
+        probe.unlink(missing_ok=True)
+    free = shutil.disk_usage(existing).free
+    if free < min_free_bytes:
+        raise RunFolderError(f"the results folder {folder} has only {free / 2**20:.0f} MiB free; "
+                             f"champion needs at least {min_free_bytes / 2**20:.0f} MiB for checkpoints and logs")
+
+
+def create_run_dir(config: TrainConfig) -> Path:
+    """Create ``results_dir/env/algo/run_name`` and write config.yaml; refuse an existing named run."""
+    parent = Path(config.results_dir) / env_folder_name(config.env_id) / config.algo
+    name = config.run_name or datetime.now().strftime(f"%Y%m%d-%H%M%S-seed{config.seed}")
+    run_dir = parent / name
+    if run_dir.exists():
+        if config.run_name:
+            raise ConfigError(f"run folder {run_dir} already exists; choose another --run-name, "
+                              f"or continue it with: champion train --resume {run_dir}")
+        suffix = 2
+        while (parent / f"{name}-{suffix}").exists():
+            suffix += 1
+        run_dir = parent / f"{name}-{suffix}"
+    run_dir.mkdir(parents=True)
+    resolved = dict(config.to_dict(), run_name=run_dir.name)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    return run_dir
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while a trainer writes to it.
+
+    Uses flock, so the kernel releases it when the process dies however it dies: a stale lock
+    file never blocks a resume.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunFolderError(f"run folder {self.path.parent} is in use by another trainer (pid {holder}); "
+                                 "wait for it to finish or stop it first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

@@ -1,0 +1,165 @@
+"""The state a run carries across a stop: counters, signals, and checkpoint save/restore of it."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import signal
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import yaml
+from rich.console import Console
+
+from agents.config import ConfigError, TrainConfig, validate
+from runners.configure import apply_overrides, config_from_dict, valid_keys
+from runners.resume import LoadedCheckpoint
+from runners.rollout import VectorEnvCollector
+
+if TYPE_CHECKING:
+    from runners.training import Run
+
+# What --resume may change: how long and how often, never what is being learned.
+RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_keep", "log_every",
+                  "max_nonfinite_updates", "results_dir", "run_name")
+
+
+@dataclass
+class LoopState:
+    """Counters of the training loop that a checkpoint carries over."""
+
+    step: int = 0
+    best_step: int | None = None
+    nonfinite_streak: int = 0
+    skipped_steps: int = 0
+    wall_seconds: float = 0.0
+
+
+class TrainingStopped(RuntimeError):
+    """Training ended before total_steps; the message says why and how to go on."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TrainingInterrupted(TrainingStopped):
+    """SIGINT or SIGTERM arrived; a checkpoint was written first."""
+
+    def __init__(self, signal_number: int, step: int, run_dir: Path) -> None:
+        name = signal.Signals(signal_number).name
+        super().__init__(f"stopped by {name} at step {step:,} with a checkpoint saved; "
+                         f"continue with: champion train --resume {run_dir}", exit_code=128 + signal_number)
+        self.signal_number = signal_number
+
+
+class TrainingDiverged(TrainingStopped):
+    """Too many consecutive updates had a non-finite loss or gradient."""
+
+    def __init__(self, streak: int, step: int, run_dir: Path, best: float, best_step: int | None) -> None:
+        best_text = f"mean return {best:.2f} at step {best_step}" if best_step is not None else f"mean return {best:.2f}"
+        super().__init__(
+            f"{streak} updates in a row had a non-finite loss or gradient (the last at step {step:,}), so training "
+            f"stopped; the best policy ({best_text}) is untouched in {run_dir / 'best'}. Lower the learning rate "
+            "or check the environment for NaN or infinite rewards and observations")
+
+
+class StopRequests:
+    """Turns the first SIGINT/SIGTERM into a request that the loop honours after the current update.
+
+    A second Ctrl-C stops at once (KeyboardInterrupt), without a checkpoint.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.signal_number: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self.signal_number is not None:
+            raise KeyboardInterrupt
+        self.signal_number = number
+        self.console.print(f"{signal.Signals(number).name} received: stopping after this update with a checkpoint "
+                           "(Ctrl-C again stops at once, without one)")
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+def checkpoint_state(run: "Run", state: LoopState) -> dict[str, Any]:
+    """Everything besides TensorFlow objects that an exact continuation needs."""
+    try:
+        envs = pickle.dumps(run.collector.envs, protocol=pickle.HIGHEST_PROTOCOL)
+        envs_problem = None
+    except Exception as error:  # user envs, async workers: not picklable
+        envs, envs_problem = None, f"{type(error).__name__}: {error}"
+    return {
+        "loop": asdict(state),
+        "envs": envs,
+        "envs_problem": envs_problem,
+        "observations": run.collector.observations.copy(),
+        "numpy_random": np.random.get_state(),
+        "python_random": random.getstate(),
+        "best_mean_return": run.store.best_mean_return,
+    }
+
+
+def restore_state(run: "Run", loaded: LoadedCheckpoint, make_envs: Callable[..., Any]) -> LoopState:
+    """Load a checkpoint into the run (refusing one made for another problem); return the counters."""
+    network, expected = loaded.manifest.get("network"), run.spec.to_dict()
+    if loaded.manifest.get("env_id") != run.config.env_id or network != expected:
+        raise ConfigError(f"checkpoint {loaded.path} was made for {loaded.manifest.get('env_id')} with network "
+                          f"{network}, but this run is {run.config.env_id} with {expected}; refusing to load it")
+    loaded.restore(run.trackables())
+    saved = loaded.state
+    np.random.set_state(saved["numpy_random"])
+    random.setstate(saved["python_random"])
+    config, state = run.config, LoopState(**saved["loop"])
+    if saved["envs"] is not None:
+        envs, observations = pickle.loads(saved["envs"]), saved["observations"]
+    else:
+        run.console.print(f"[yellow]warning:[/] the environments could not be saved ({saved['envs_problem']}); "
+                          "they restart from fresh episodes, so this continuation is not bit-exact")
+        envs, observations = make_envs(config.env_id, config.num_envs, config.vectorization), None
+    run.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + state.step, run.timings,
+                                       observations=observations)
+    if saved["best_mean_return"] > run.store.best_mean_return:
+        run.console.print(f"[yellow]warning:[/] the checkpoint records a best return of {saved['best_mean_return']:.2f} "
+                          f"but the best loadable policy on disk has {run.store.best_mean_return:.2f}")
+    run.console.print(f"resuming from {loaded.path.name} at step {state.step:,}")
+    return state
+
+
+def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
+    """The run's own config with overrides that only change how long or how often; others are refused."""
+    config_path = Path(run_dir) / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); give the folder that champion train created")
+    original = config_from_dict(yaml.safe_load(config_path.read_text()) or {})
+    changed = apply_overrides(original, overrides)
+    for key in valid_keys(original):
+        before, after = _lookup(original, key), _lookup(changed, key)
+        if before != after and key not in RESUMABLE_KEYS:
+            raise ConfigError(f"--resume cannot change {key} (the run has {before!r}, you asked for {after!r}): "
+                              "that would be a different problem; start a new run instead")
+    validate(changed)
+    return changed
+
+
+def _lookup(config: TrainConfig, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
