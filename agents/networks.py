@@ -89,6 +89,15 @@ def _run(layers: list[keras.layers.Dense], features: tf.Tensor) -> tf.Tensor:
     return features
 
 
+def checkpointable_weights(model: keras.Model) -> tf.train.Checkpoint:
+    """Every model variable by name, as one tf.train.Checkpoint node.
+
+    Keras 3 does not expose layers held in Python lists to TensorFlow's object tracking, so
+    checkpointing the model object itself would silently miss the torso.
+    """
+    return tf.train.Checkpoint(**{_weight_name(variable).replace("/", "__"): variable for variable in model.weights})
+
+
 def weight_arrays(model: keras.Model) -> dict[str, np.ndarray]:
     """The model's weights by name (layer/variable), independent of the model's own name."""
     return {_weight_name(variable): variable.numpy() for variable in model.weights}

@@ -15,7 +15,7 @@ import yaml
 from agents.config import ConfigError, TrainConfig
 from runners.checkpoint import atomic_write_text
 
-MIN_FREE_BYTES = 64 * 1024 * 1024
+MIN_FREE_BYTES = int(float(os.environ.get("CHAMPION_MIN_FREE_MB", "64")) * 1024 * 1024)
 LOCK_FILE = ".lock"
 
 
@@ -29,7 +29,10 @@ def env_folder_name(env_id: str) -> str:
 
 
 def preflight(folder: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
-    """Fail early, with one line, if ``folder`` cannot be written or is nearly full."""
+    """Fail early, with one line, if ``folder`` cannot be written or is nearly full.
+
+    The free-space floor is 64 MiB unless CHAMPION_MIN_FREE_MB says otherwise.
+    """
     folder = Path(folder)
     existing = folder
     while not existing.exists() and existing != existing.parent:

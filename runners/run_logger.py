@@ -135,7 +135,8 @@ def truncate_logs(run_dir: Path, step: int) -> None:
     if csv_path.exists():
         with open(csv_path, newline="") as handle:
             rows = list(csv.reader(handle))
-        kept = [rows[0]] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) <= step]
+        complete = [row for row in rows[1:] if len(row) == len(CSV_COLUMNS) and row[0].isdigit()]
+        kept = [rows[0]] + [row for row in complete if int(row[0]) <= step]
         buffer = io.StringIO()
         csv.writer(buffer).writerows(kept)
         atomic_write_text(csv_path, buffer.getvalue())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -11,12 +12,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import tensorflow as tf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agents.config import TrainConfig, validate
 from agents.learners import make_learner
-from agents.networks import ActorCritic, NetworkSpec, weight_arrays
+from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, weight_arrays
 from agents.policy import Policy
 from envs.factory import EnvInfo, describe_env, make_eval_env, make_vector_env
 from runners import faults
@@ -26,8 +28,8 @@ from runners.resume import ResumeCheckpoints
 from runners.rollout import VectorEnvCollector
 from runners.run_folder import RunLock, create_run_dir, preflight
 from runners.run_logger import RunLogger
-from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, checkpoint_state,
-                               resumed_config, restore_state)
+from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
+                               checkpoint_state, resumed_config, restore_state)
 from runners.timing import Timings
 
 
@@ -74,7 +76,7 @@ class Run:
 
     def trackables(self) -> dict[str, Any]:
         """The TensorFlow objects a resume checkpoint holds."""
-        return {"model": self.model, "policy_generator": self.policy.generator, **self.learner.checkpoint_objects()}
+        return {"model": checkpointable_weights(self.model), "policy_generator": self.policy.generator, **self.learner.checkpoint_objects()}
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -115,11 +117,24 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
             run.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed, run.timings)
             run.logger.log_config((run_dir / "config.yaml").read_text())
         return _loop(run, state)
+    except (OSError, tf.errors.OpError) as error:
+        raise _write_failure(error, run_dir) from error
     finally:
         run.logger.close()
         run.eval_envs.close()
         if run.collector is not None:
             run.collector.envs.close()
+
+
+def _write_failure(error: Exception, run_dir: Path) -> TrainingStopped:
+    """A failed write (disk full, file too large, permissions) as one line that says what is safe."""
+    if isinstance(error, tf.errors.OpError):  # "{{function_node ...}} /path/...; No space left on device [Op:SaveV2]"
+        reason = re.sub(r"\s*\[Op:\w+\]\s*$", "", error.message.split(";")[-1])
+    else:
+        reason = error.strerror or str(error)
+    return TrainingStopped(
+        f"error: a write in {run_dir} failed ({reason.strip()}); the best policy saved before it is unchanged "
+        f"in {run_dir / 'best'}. Free space or fix the folder, then continue with: champion train --resume {run_dir}")
 
 
 def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Console,

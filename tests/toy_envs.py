@@ -47,6 +47,20 @@ class Counter(gym.Env):
         return np.array([float(self.steps)], np.float32), 1.0, self.steps >= self.length, False, {}
 
 
+class NaNAfter(Counter):
+    """Counter whose rewards turn NaN after ``healthy_steps`` steps of this env instance."""
+
+    def __init__(self, healthy_steps: int = 150):
+        super().__init__(length=10)
+        self.healthy_steps = healthy_steps
+        self.total_steps = 0
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        self.total_steps += 1
+        return observation, float("nan") if self.total_steps > self.healthy_steps else reward, terminated, truncated, info
+
+
 def register() -> None:
     """Register the toy envs under champion-test/ (idempotent)."""
     specs = {
@@ -54,6 +68,7 @@ def register() -> None:
         "champion-test/Counter-v0": dict(entry_point=Counter, kwargs={"length": 3}, max_episode_steps=100),
         "champion-test/Counter-v1": dict(entry_point=Counter, kwargs={"length": 10}, max_episode_steps=4),
         "champion-test/SeededCounter-v0": dict(entry_point=Counter, kwargs={"length_from_seed": True}),
+        "champion-test/NaNAfter-v0": dict(entry_point=NaNAfter),
     }
     for env_id, spec in specs.items():
         if env_id not in gym.registry:

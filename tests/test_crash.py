@@ -1,0 +1,112 @@
+"""Faults: SIGKILL at durable-write points, a full disk, a read-only folder, NaN rewards."""
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from crash_helpers import QUICK, assert_run_is_sound, champion, final_files
+from runners.checkpoint import list_entries, load_best
+from runners.configure import resolve_config
+from runners.replay import replay
+from runners.run_state import TrainingDiverged
+from runners.training import train
+
+# A 3072-step run passes 55 write points (config, 5 best saves, 3 checkpoints, summary).
+FAST_KILL_POINTS = [7, 21, 44]  # a best-entry write, a pointer write, a checkpoint rename
+ALL_KILL_POINTS = list(range(1, 56, 2))  # 28 points
+
+
+def kill_and_check(tmp_path: Path, kill_at: int) -> str:
+    log = tmp_path / "writes.log"
+    killed = champion(["train", "CartPole-v1", "--total-steps", "3072", "--results-dir", str(tmp_path),
+                       "--run-name", "k"] + QUICK,
+                      env={"CHAMPION_FAULT_KILL_AT": str(kill_at), "CHAMPION_FAULT_LOG": str(log)})
+    label = log.read_text().splitlines()[-1]
+    assert killed.returncode == -signal.SIGKILL, (label, killed.stderr[-2000:])
+    run_dir = tmp_path / "CartPole-v1" / "ppo" / "k"
+    assert_run_is_sound(run_dir)
+    if list_entries(run_dir / "best"):
+        stored = load_best(run_dir / "best")
+        replayed = replay(run_dir)
+        assert replayed.result.mean_return == stored.manifest["mean_return"], label
+    if list((run_dir / "checkpoints").glob("ckpt-*")):
+        again = champion(["train", "--resume", str(run_dir), "-q"])
+        assert again.returncode == 0, (label, again.stderr[-2000:])
+        assert_run_is_sound(run_dir)
+        assert not [path for path in run_dir.rglob(".tmp-*")], label
+        assert load_best(run_dir / "best").manifest["step"] <= 3072
+    return label
+
+
+@pytest.mark.parametrize("kill_at", FAST_KILL_POINTS)
+def test_sigkill_at_a_write_point_leaves_a_sound_run(tmp_path, kill_at):
+    kill_and_check(tmp_path, kill_at)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ALL_KILL_POINTS)
+def test_sigkill_sweep_over_every_other_write_point(tmp_path, kill_at):
+    kill_and_check(tmp_path, kill_at)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=520k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_stops_with_one_line_and_keeps_the_previous_best(small_disk):
+    result = champion(["train", "CartPole-v1", "--total-steps", "8192", "--results-dir", str(small_disk),
+                       "--run-name", "full", "--eval-every", "256", "--set", "ppo.epochs=1",
+                       "--set", "checkpoint_every=1024", "-q"], env={"CHAMPION_MIN_FREE_MB": "0.3"})
+    run_dir = small_disk / "CartPole-v1" / "ppo" / "full"
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"champion train: error: a write in {run_dir} failed (No space left on device")
+    assert f"champion train --resume {run_dir}" in last
+    assert_run_is_sound(run_dir)
+    stored = load_best(run_dir / "best")
+    assert stored.manifest["step"] >= 256
+    assert replay(run_dir).result.mean_return == stored.manifest["mean_return"]
+
+
+def test_read_only_results_folder_fails_before_training(tmp_path):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv is not installed")
+    results = tmp_path / "readonly"
+    results.mkdir()
+    results.chmod(0o555)
+    # drop root's permission override so the folder's mode applies, as it would for a normal user
+    drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+    result = champion(["train", "CartPole-v1", "--results-dir", str(results / "runs")], prefix=drop)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"champion train: error: cannot write to the results folder {results / 'runs'} (Permission denied); "
+        "choose a writable --results-dir"]
+    assert list(results.iterdir()) == []
+
+
+def test_nan_rewards_are_never_saved_and_stop_the_run(tmp_path):
+    config, _ = resolve_config("champion-test/NaNAfter-v0", "ppo", {
+        "total_steps": 4096, "num_envs": 2, "eval_every": 64, "eval_episodes": 2, "checkpoint_every": 4096,
+        "ppo.num_steps": 32, "ppo.minibatch_size": 64, "results_dir": str(tmp_path), "run_name": "nan"})
+    with pytest.raises(TrainingDiverged) as stopped:
+        train(config, progress=False)
+    message = str(stopped.value)
+    assert message.startswith("3 updates in a row had a non-finite loss or gradient")
+    assert "is untouched in" in message
+    run_dir = tmp_path / "champion-test_NaNAfter-v0" / "ppo" / "nan"
+    stored = load_best(run_dir / "best")
+    assert stored.manifest["step"] <= 320  # rewards turn NaN after 150 steps per env
+    assert all(value == value for value in stored.manifest["returns"])  # finite, never NaN
+    assert [path.name for path in final_files(run_dir) if "nan" in path.name.lower()] == []

@@ -1,0 +1,146 @@
+"""Resume: exact continuation after a kill, signals, damaged checkpoints, refusals, TensorBoard."""
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from agents.config import ConfigError
+from crash_helpers import (CHAMPION, QUICK, assert_run_is_sound, champion, evaluation_rows, tensorboard_steps)
+from runners.configure import resolve_config
+from runners.resume import CheckpointError, read_checkpoint
+from runners.run_folder import RunFolderError, RunLock
+from runners.training import resume, train
+
+
+def checkpoint_weights(run_dir, step):
+    path = run_dir / "checkpoints" / f"ckpt-{step:010d}"
+    read_checkpoint(path)
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(str(path / "tf"))
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(str(path / "tf"))
+            if name.startswith(("model/", "optimizer/"))}
+
+
+def test_kill_and_resume_continues_exactly_like_a_straight_run(tmp_path):
+    straight = champion(["train", "CartPole-v1", "--total-steps", "4096", "--results-dir", str(tmp_path),
+                         "--run-name", "straight"] + QUICK)
+    assert straight.returncode == 0, straight.stderr
+    killed = champion(["train", "CartPole-v1", "--total-steps", "4096", "--results-dir", str(tmp_path),
+                       "--run-name", "resumed"] + QUICK, env={"CHAMPION_FAULT_KILL_AT_STEP": "2560"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed_dir = tmp_path / "CartPole-v1" / "ppo" / "resumed"
+    # the kill came after the step-2560 evaluation but before the next checkpoint (3072)
+    assert [row["step"] for row in evaluation_rows(resumed_dir)] == ["512", "1024", "1536", "2048", "2560"]
+    again = champion(["train", "--resume", str(resumed_dir), "-q"])
+    assert again.returncode == 0, again.stderr
+
+    straight_dir = tmp_path / "CartPole-v1" / "ppo" / "straight"
+    # "saved" may differ: the killed run had already saved the step-2560 best, so the replayed
+    # evaluation at 2560 finds it equal, not better. Every return and the best-so-far column match.
+    columns = ("step", "mean_return", "std_return", "min_return", "max_return", "best_mean_return")
+    straight_rows = [[row[column] for column in columns] for row in evaluation_rows(straight_dir)]
+    resumed_rows = [[row[column] for column in columns] for row in evaluation_rows(resumed_dir)]
+    assert resumed_rows == straight_rows and len(straight_rows) == 8
+    first, second = checkpoint_weights(straight_dir, 4096), checkpoint_weights(resumed_dir, 4096)
+    assert first.keys() == second.keys()
+    assert len([name for name in first if name.startswith("model/")]) == 12  # 3 layers x 2 torsos + 2 heads
+    assert all(np.array_equal(first[name], second[name]) for name in first)
+    assert_run_is_sound(resumed_dir)
+    # TensorBoard: one value per step per tag, and the same steps as the straight run
+    resumed_steps, straight_steps = tensorboard_steps(resumed_dir), tensorboard_steps(straight_dir)
+    for tag, steps in resumed_steps.items():
+        assert len(steps) == len(set(steps)), f"{tag} has duplicated steps {steps}"
+    assert resumed_steps["eval/mean_return"] == straight_steps["eval/mean_return"] == list(range(512, 4097, 512))
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_signals_write_a_checkpoint_and_exit_with_128_plus_the_signal(tmp_path, signal_number):
+    child = subprocess.Popen(CHAMPION + ["train", "CartPole-v1", "--total-steps", "200000", "--results-dir",
+                                         str(tmp_path), "--run-name", "sig", "--eval-every", "512",
+                                         "--set", "checkpoint_every=100000"],
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in child.stderr:
+        if line.startswith("step"):  # the first evaluation: training is under way
+            break
+    child.send_signal(signal_number)
+    rest = child.stderr.read()
+    assert child.wait(timeout=120) == 128 + signal_number
+    run_dir = tmp_path / "CartPole-v1" / "ppo" / "sig"
+    assert f"continue with: champion train --resume {run_dir}" in rest
+    [checkpoint] = sorted((run_dir / "checkpoints").glob("ckpt-*"))
+    assert read_checkpoint(checkpoint).manifest["step"] < 100000
+    assert_run_is_sound(run_dir)
+
+
+def quick_config(tmp_path, name, **overrides):
+    values = {"total_steps": 2048, "eval_every": 512, "checkpoint_every": 1024, "ppo.epochs": 2,
+              "results_dir": str(tmp_path), "run_name": name}
+    values.update(overrides)
+    return resolve_config("CartPole-v1", "ppo", values)[0]
+
+
+def test_damaged_newest_checkpoint_falls_back_loudly_and_never_starts_fresh(tmp_path, capsys):
+    run_dir = train(quick_config(tmp_path, "damaged"), progress=False).run_dir
+    older, newest = sorted((run_dir / "checkpoints").glob("ckpt-*"))
+    state = newest / "state.pkl"
+    state.write_bytes(state.read_bytes()[:-10])
+    result = resume(run_dir, {"total_steps": 3072}, progress=False)
+    assert "checkpoint " + str(newest) in capsys.readouterr().err
+    assert result.env_steps == 3072 and result.session_steps == 2048  # from step 1024, not from 0
+    assert (run_dir / "checkpoints" / "ckpt-0000002048-2").is_dir()  # the damaged number is not overwritten
+    for checkpoint in (run_dir / "checkpoints").glob("ckpt-*"):
+        shutil.rmtree(checkpoint)
+    with pytest.raises(CheckpointError, match="no resume checkpoint .* start a new run"):
+        resume(run_dir, {"total_steps": 4096}, progress=False)
+
+
+def test_every_checkpoint_damaged_is_refused(tmp_path):
+    run_dir = train(quick_config(tmp_path, "all-damaged", total_steps=1024), progress=False).run_dir
+    for checkpoint in (run_dir / "checkpoints").glob("ckpt-*"):
+        (checkpoint / "manifest.json").write_text("{garbled")
+    with pytest.raises(CheckpointError, match="every resume checkpoint .* is damaged"):
+        resume(run_dir, {"total_steps": 2048}, progress=False)
+
+
+def test_resume_refuses_changes_to_the_problem_and_a_foreign_checkpoint(tmp_path):
+    run_dir = train(quick_config(tmp_path, "mine", total_steps=1024), progress=False).run_dir
+    with pytest.raises(ConfigError, match=r"--resume cannot change network.hidden_sizes \(the run has \(64, 64\), "
+                                          r"you asked for \(32,\)\)"):
+        resume(run_dir, {"network.hidden_sizes": "[32]"}, progress=False)
+    with pytest.raises(ConfigError, match="--resume cannot change env_id"):
+        resume(run_dir, {"env_id": "Acrobot-v1"}, progress=False)
+    other = train(quick_config(tmp_path, "other", total_steps=1024, **{"network.hidden_sizes": "[16]"}),
+                  progress=False).run_dir
+    shutil.rmtree(run_dir / "checkpoints")
+    shutil.copytree(other / "checkpoints", run_dir / "checkpoints")
+    with pytest.raises(ConfigError, match="was made for CartPole-v1 with network .*16.* refusing to load it"):
+        resume(run_dir, {"total_steps": 2048}, progress=False)
+
+
+def test_resume_keeps_the_best_when_later_evaluations_are_not_better(tmp_path):
+    config, _ = resolve_config("champion-test/Bandit-v0", "ppo", {
+        "total_steps": 1024, "num_envs": 4, "eval_every": 256, "eval_episodes": 2, "checkpoint_every": 512,
+        "ppo.num_steps": 16, "ppo.minibatch_size": 32, "ppo.learning_rate": 3e-3,
+        "results_dir": str(tmp_path), "run_name": "bandit"})
+    first = train(config, progress=False)
+    assert first.best_mean_return == 1.0
+    best_before = json.loads((first.run_dir / "best" / "current.json").read_text())
+    resumed = resume(first.run_dir, {"total_steps": 2048}, progress=False)
+    rows = evaluation_rows(first.run_dir)
+    assert [float(row["mean_return"]) for row in rows[-4:]] == [1.0] * 4
+    assert [row["saved"] for row in rows[-4:]] == ["0"] * 4
+    assert resumed.best_step is None or resumed.best_step == first.best_step
+    assert json.loads((first.run_dir / "best" / "current.json").read_text()) == best_before
+
+
+def test_a_second_trainer_on_the_same_run_folder_is_refused(tmp_path):
+    run_dir = train(quick_config(tmp_path, "locked", total_steps=1024), progress=False).run_dir
+    with RunLock(run_dir):
+        with pytest.raises(RunFolderError, match=f"run folder {run_dir} is in use by another trainer"):
+            resume(run_dir, {"total_steps": 2048}, progress=False)
+    assert resume(run_dir, {"total_steps": 1536}, progress=False).env_steps == 1536
