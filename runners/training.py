@@ -99,7 +99,6 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: boo
     env_info = describe_env(config.env_id)
     preflight(run_dir)
     with RunLock(run_dir):
-        atomic_write_text(run_dir / "config.yaml", _config_yaml(config, run_dir))
         return _session(config, run_dir, env_info, progress, resuming=True)
 
 
@@ -107,6 +106,11 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
     console = Console(stderr=True, quiet=not progress, soft_wrap=True)
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=_warner(console))
     loaded = checkpoints.latest() if resuming else None
+    if loaded is not None:
+        atomic_write_text(run_dir / "config.yaml", _config_yaml(config, run_dir))  # e.g. a longer total_steps
+        if loaded.manifest["step"] >= config.total_steps:
+            console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
+                          "pass a larger --total-steps to train longer")
     run = build_run(config, run_dir, env_info, console, checkpoints, loaded.manifest["step"] if loaded else None)
     try:
         if loaded is not None:

@@ -16,7 +16,7 @@ from runners.run_state import TrainingDiverged
 from runners.training import train
 
 # A 3072-step run passes 55 write points (config, 5 best saves, 3 checkpoints, summary).
-FAST_KILL_POINTS = [7, 21, 44]  # a best-entry write, a pointer write, a checkpoint rename
+FAST_KILL_POINTS = [7, 21, 44]  # after a best entry is renamed in, before a checkpoint rename, before a pointer write
 ALL_KILL_POINTS = list(range(1, 56, 2))  # 28 points
 
 
