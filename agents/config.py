@@ -171,6 +171,9 @@ def validate(config: TrainConfig) -> None:
                  "checkpoint_keep", "max_nonfinite_updates"):
         value = getattr(config, name)
         _require(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+    for name in ("seed", "eval_seed"):
+        value = getattr(config, name)
+        _require(isinstance(value, int) and value >= 0, f"{name} must be a non-negative integer, got {value!r}")
     _require(config.vectorization in ("sync", "async"), f"vectorization must be sync or async, got {config.vectorization!r}")
     _require(
         config.eval_every >= config.num_envs,

@@ -42,8 +42,8 @@ def describe_env(env_id: str) -> EnvInfo:
         env = gym.make(env_id)
     except gym.error.Error as error:
         raise EnvError(f"unknown environment {env_id!r}: {error}") from None
-    except ModuleNotFoundError as error:
-        raise EnvError(f"cannot make environment {env_id!r}: {error}") from None
+    except Exception as error:  # a user's module can fail in any way while importing or building
+        raise EnvError(f"cannot make environment {env_id!r}: {type(error).__name__}: {error}") from None
     try:
         return _read_spaces(env_id, env)
     finally:

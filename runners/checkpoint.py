@@ -90,6 +90,17 @@ def unique_path(directory: Path, stem: str) -> Path:
     return path
 
 
+def remove_folder(path: Path) -> None:
+    """Delete a folder without ever leaving a half-deleted one at its final name.
+
+    It is first renamed to a temporary name (atomic), which the next start cleans up if this
+    process dies while deleting.
+    """
+    doomed = path.parent / f"{TEMP_PREFIX}removing-{path.name}"
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def remove_temporaries(directory: Path) -> None:
     """Delete what an interrupted write left behind (names starting with .tmp-)."""
     for path in directory.glob(f"{TEMP_PREFIX}*"):
@@ -134,7 +145,8 @@ class StoredPolicy:
 class BestPolicyStore:
     """Keeps the policy with the highest finite mean evaluation return, in versioned entries.
 
-    Layout: ``best/step-0000012345/{policy.npz, manifest.json}`` per saved best, and
+    Layout: ``best/0007-step-12345/{policy.npz, manifest.json}`` per saved best (numbered in the
+    order they were saved, which is also the order of increasing return), and
     ``best/current.json`` naming the current entry. An entry is written completely in a
     temporary folder and renamed into place before the pointer moves to it; the last ``keep``
     entries stay on disk so that a damaged newest one can fall back to the previous.
@@ -147,6 +159,7 @@ class BestPolicyStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         remove_temporaries(self.directory)
         self.best_mean_return = -math.inf
+        self.best_step: int | None = None
         if (self.directory / POINTER_FILE).exists() or list_entries(self.directory):
             try:
                 current = self.load()
@@ -154,6 +167,7 @@ class BestPolicyStore:
                 self.on_warning(str(error))
             else:
                 self.best_mean_return = float(current.manifest["mean_return"])
+                self.best_step = current.manifest.get("step")
                 self._point_to(current.entry)
 
     def offer(self, weights: dict[str, np.ndarray], mean_return: float, manifest: dict[str, Any]) -> tuple[bool, str]:
@@ -169,6 +183,7 @@ class BestPolicyStore:
             return False, f"{mean_return:.2f} is not above the best {self.best_mean_return:.2f}"
         self._write_entry(weights, dict(manifest, mean_return=mean_return))
         self.best_mean_return = mean_return
+        self.best_step = manifest.get("step")
         return True, "new best"
 
     def entries(self) -> list[Path]:
@@ -182,7 +197,9 @@ class BestPolicyStore:
     def _write_entry(self, weights: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
         data = encode_weights(weights)
         manifest = dict(manifest, weights_file=WEIGHTS_FILE, sha256=hashlib.sha256(data).hexdigest())
-        final = unique_path(self.directory, f"step-{int(manifest.get('step', 0)):010d}")
+        existing = self.entries()
+        number = entry_number(existing[-1]) + 1 if existing else 1
+        final = unique_path(self.directory, f"{number:04d}-step-{int(manifest.get('step', 0))}")
         temporary = self.directory / f"{TEMP_PREFIX}{final.name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
@@ -208,12 +225,18 @@ class BestPolicyStore:
     def _prune(self, current: Path) -> None:
         for entry in self.entries()[:-self.keep]:
             if entry != current:
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_folder(entry)
+
+
+def entry_number(entry: Path) -> int:
+    """The save-order number of an entry folder (``0007-step-12345`` -> 7)."""
+    return int(entry.name.split("-", 1)[0])
 
 
 def list_entries(directory: Path) -> list[Path]:
-    """Complete entry folders of a best-policy folder, oldest first."""
-    return sorted(path for path in Path(directory).glob("step-*") if path.is_dir())
+    """Complete entry folders of a best-policy folder, in the order they were saved."""
+    entries = [path for path in Path(directory).glob("[0-9]*-step-*") if path.is_dir()]
+    return sorted(entries, key=lambda path: (entry_number(path), path.name))
 
 
 def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> StoredPolicy:

@@ -51,10 +51,16 @@ def episode_seeds(eval_seed: int, episodes: int) -> list[int]:
     return [eval_seed + index for index in range(episodes)]
 
 
+MAX_EPISODE_STEPS = 100_000
+
+
 def evaluate(
-    policy: Policy, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], frames: list | None = None
+    policy: Policy, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], frames: list | None = None,
+    max_steps: int = MAX_EPISODE_STEPS,
 ) -> EvalResult:
     """Play one episode per seed (env i gets seeds[i]) with the policy's deterministic action.
+
+    An episode still running after ``max_steps`` steps (an env without a time limit) is cut there.
 
     Returns are summed until each env's first episode ends; the vector env may auto-reset an
     env that finished, and those steps are ignored. If ``frames`` is a list, the first env's
@@ -67,7 +73,9 @@ def evaluate(
     lengths = np.zeros(len(seeds), np.int64)
     done = np.zeros(len(seeds), bool)
     _record(eval_envs, frames)
-    while not done.all():
+    for _ in range(max_steps):
+        if done.all():
+            break
         actions = policy.mode(as_float_batch(observations)).numpy()
         observations, rewards, terminated, truncated, _ = eval_envs.step(actions)
         running = ~done

@@ -109,7 +109,10 @@ def write_video(path: Path, frames: list, fps: int) -> None:
 
     if not frames or frames[0] is None:
         raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ReplayError(f"cannot create {path.parent} for the video ({error.strerror or error})") from None
     temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         if path.suffix.lower() == ".gif":
@@ -117,6 +120,9 @@ def write_video(path: Path, frames: list, fps: int) -> None:
         else:
             imageio.mimsave(temporary, frames, fps=fps, macro_block_size=1)
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise ReplayError(f"cannot write the video to {path} ({error.strerror or error}); choose another --video path") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

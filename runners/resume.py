@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from runners.checkpoint import (TEMP_PREFIX, commit_folder, file_sha256, remove_temporaries, unique_path, warn)
+from runners.checkpoint import (TEMP_PREFIX, commit_folder, file_sha256, remove_folder, remove_temporaries, unique_path,
+                                warn)
 from runners.faults import write_point
 
 PREFIX = "ckpt-"
@@ -80,7 +81,7 @@ class ResumeCheckpoints:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
         for old in self.all()[:-self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            remove_folder(old)
         return final
 
     def latest(self) -> LoadedCheckpoint:

@@ -15,7 +15,7 @@ import yaml
 from agents.config import ConfigError, TrainConfig
 from runners.checkpoint import atomic_write_text
 
-MIN_FREE_BYTES = int(float(os.environ.get("CHAMPION_MIN_FREE_MB", "64")) * 1024 * 1024)
+DEFAULT_MIN_FREE_MB = 64.0
 LOCK_FILE = ".lock"
 
 
@@ -28,7 +28,16 @@ def env_folder_name(env_id: str) -> str:
     return env_id.replace(":", "_").replace("/", "_")
 
 
-def preflight(folder: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+def min_free_bytes() -> int:
+    """The free-space floor: CHAMPION_MIN_FREE_MB (default 64) mebibytes."""
+    text = os.environ.get("CHAMPION_MIN_FREE_MB", str(DEFAULT_MIN_FREE_MB))
+    try:
+        return int(float(text) * 2**20)
+    except ValueError:
+        raise RunFolderError(f"CHAMPION_MIN_FREE_MB must be a number of MiB, got {text!r}") from None
+
+
+def preflight(folder: Path, min_free: int | None = None) -> None:
     """Fail early, with one line, if ``folder`` cannot be written or is nearly full.
 
     The free-space floor is 64 MiB unless CHAMPION_MIN_FREE_MB says otherwise.
@@ -45,10 +54,11 @@ def preflight(folder: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
                              "choose a writable --results-dir") from None
     finally:
         probe.unlink(missing_ok=True)
+    floor = min_free_bytes() if min_free is None else min_free
     free = shutil.disk_usage(existing).free
-    if free < min_free_bytes:
-        raise RunFolderError(f"the results folder {folder} has only {free / 2**20:.0f} MiB free; "
-                             f"champion needs at least {min_free_bytes / 2**20:.0f} MiB for checkpoints and logs")
+    if free < floor:
+        raise RunFolderError(f"the results folder {folder} has only {free / 2**20:.1f} MiB free; "
+                             f"champion needs at least {floor / 2**20:.1f} MiB for checkpoints and logs")
 
 
 def create_run_dir(config: TrainConfig) -> Path:
@@ -64,7 +74,10 @@ def create_run_dir(config: TrainConfig) -> Path:
         while (parent / f"{name}-{suffix}").exists():
             suffix += 1
         run_dir = parent / f"{name}-{suffix}"
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except FileExistsError:  # another trainer picked the same name a moment ago
+        raise ConfigError(f"run folder {run_dir} was just created by another trainer; choose another --run-name") from None
     resolved = dict(config.to_dict(), run_name=run_dir.name)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     return run_dir

@@ -55,9 +55,8 @@ class RunLogger:
         self._last_step, self._last_steps_per_second = 0, 0.0
         self._returns: list[np.ndarray] = []
         self._lengths: list[np.ndarray] = []
-        if not self.csv_path.exists():
-            with open(self.csv_path, "w", newline="") as handle:
-                csv.writer(handle).writerow(CSV_COLUMNS)
+        if not self.csv_path.exists() or not self.csv_path.read_text().strip():
+            atomic_write_text(self.csv_path, ",".join(CSV_COLUMNS) + "\n")
 
     def log_config(self, config_yaml: str) -> None:
         """The resolved config as a TensorBoard text summary."""
@@ -136,7 +135,7 @@ def truncate_logs(run_dir: Path, step: int) -> None:
         with open(csv_path, newline="") as handle:
             rows = list(csv.reader(handle))
         complete = [row for row in rows[1:] if len(row) == len(CSV_COLUMNS) and row[0].isdigit()]
-        kept = [rows[0]] + [row for row in complete if int(row[0]) <= step]
+        kept = [list(CSV_COLUMNS)] + [row for row in complete if int(row[0]) <= step]
         buffer = io.StringIO()
         csv.writer(buffer).writerows(kept)
         atomic_write_text(csv_path, buffer.getvalue())

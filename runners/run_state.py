@@ -33,7 +33,6 @@ class LoopState:
     """Counters of the training loop that a checkpoint carries over."""
 
     step: int = 0
-    best_step: int | None = None
     nonfinite_streak: int = 0
     skipped_steps: int = 0
     wall_seconds: float = 0.0
@@ -116,17 +115,22 @@ def checkpoint_state(run: "Run", state: LoopState) -> dict[str, Any]:
     }
 
 
-def restore_state(run: "Run", loaded: LoadedCheckpoint, make_envs: Callable[..., Any]) -> LoopState:
-    """Load a checkpoint into the run (refusing one made for another problem); return the counters."""
-    network, expected = loaded.manifest.get("network"), run.spec.to_dict()
-    if loaded.manifest.get("env_id") != run.config.env_id or network != expected:
+def check_checkpoint_fits(loaded: LoadedCheckpoint, config: TrainConfig, spec: Any) -> None:
+    """Refuse (ConfigError) a checkpoint made for another environment or network."""
+    network, expected = loaded.manifest.get("network"), spec.to_dict()
+    if loaded.manifest.get("env_id") != config.env_id or network != expected:
         raise ConfigError(f"checkpoint {loaded.path} was made for {loaded.manifest.get('env_id')} with network "
-                          f"{network}, but this run is {run.config.env_id} with {expected}; refusing to load it")
+                          f"{network}, but this run is {config.env_id} with {expected}; refusing to load it")
+
+
+def restore_state(run: "Run", loaded: LoadedCheckpoint, make_envs: Callable[..., Any]) -> LoopState:
+    """Load a checkpoint (already checked to fit) into the run; return the loop counters."""
     loaded.restore(run.trackables())
     saved = loaded.state
     np.random.set_state(saved["numpy_random"])
     random.setstate(saved["python_random"])
-    config, state = run.config, LoopState(**saved["loop"])
+    config = run.config
+    state = LoopState(**{key: value for key, value in saved["loop"].items() if key in LoopState.__dataclass_fields__})
     if saved["envs"] is not None:
         envs, observations = pickle.loads(saved["envs"]), saved["observations"]
     else:
@@ -147,7 +151,10 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); give the folder that champion train created")
-    original = config_from_dict(yaml.safe_load(config_path.read_text()) or {})
+    try:
+        original = config_from_dict(yaml.safe_load(config_path.read_text()) or {})
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{config_path} is not valid YAML ({error.problem or error}); fix or restore it") from None
     changed = apply_overrides(original, overrides)
     for key in valid_keys(original):
         before, after = _lookup(original, key), _lookup(changed, key)

@@ -69,7 +69,10 @@ def resolve_run_dir(path: Path) -> Path:
 
 def summarize(run_dir: Path) -> RunSummary:
     """Read a run's config, best manifest and progress without verifying weights."""
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}  # listed with "?" rather than hiding the run or failing the whole listing
     manifest = _best_manifest(run_dir / "best")
     return RunSummary(
         path=str(run_dir),

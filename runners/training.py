@@ -29,7 +29,7 @@ from runners.rollout import VectorEnvCollector
 from runners.run_folder import RunLock, create_run_dir, preflight
 from runners.run_logger import RunLogger
 from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
-                               checkpoint_state, resumed_config, restore_state)
+                               check_checkpoint_fits, checkpoint_state, resumed_config, restore_state)
 from runners.timing import Timings
 
 
@@ -74,6 +74,13 @@ class Run:
     collector: VectorEnvCollector | None = None
     evaluations: list[tuple[int, float]] = field(default_factory=list)
 
+    def close(self) -> None:
+        """Flush the logs and close every environment."""
+        self.logger.close()
+        self.eval_envs.close()
+        if self.collector is not None:
+            self.collector.envs.close()
+
     def trackables(self) -> dict[str, Any]:
         """The TensorFlow objects a resume checkpoint holds."""
         return {"model": checkpointable_weights(self.model), "policy_generator": self.policy.generator, **self.learner.checkpoint_objects()}
@@ -106,13 +113,16 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
     console = Console(stderr=True, quiet=not progress, soft_wrap=True)
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=_warner(console))
     loaded = checkpoints.latest() if resuming else None
-    if loaded is not None:
-        atomic_write_text(run_dir / "config.yaml", _config_yaml(config, run_dir))  # e.g. a longer total_steps
-        if loaded.manifest["step"] >= config.total_steps:
-            console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
-                          "pass a larger --total-steps to train longer")
-    run = build_run(config, run_dir, env_info, console, checkpoints, loaded.manifest["step"] if loaded else None)
+    if loaded is not None:  # refuse a foreign checkpoint before anything in the folder changes
+        check_checkpoint_fits(loaded, config, network_spec(env_info, config))
+    run = None
     try:
+        if loaded is not None:
+            atomic_write_text(run_dir / "config.yaml", _config_yaml(config, run_dir))  # e.g. a longer total_steps
+            if loaded.manifest["step"] >= config.total_steps:
+                console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
+                              "pass a larger --total-steps to train longer")
+        run = build_run(config, run_dir, env_info, console, checkpoints, loaded.manifest["step"] if loaded else None)
         if loaded is not None:
             state = restore_state(run, loaded, make_vector_env)
         else:
@@ -124,10 +134,8 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
     except (OSError, tf.errors.OpError) as error:
         raise _write_failure(error, run_dir) from error
     finally:
-        run.logger.close()
-        run.eval_envs.close()
-        if run.collector is not None:
-            run.collector.envs.close()
+        if run is not None:
+            run.close()
 
 
 def _write_failure(error: Exception, run_dir: Path) -> TrainingStopped:
@@ -160,7 +168,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
 def _loop(run: Run, state: LoopState) -> TrainResult:
     """The one loop: collect, update, log; evaluate and checkpoint on their schedules; stop on request."""
     config, timings, console = run.config, run.timings, run.console
-    session_start, start_step = time.perf_counter(), state.step
+    session_start, start_step, wall_before = time.perf_counter(), state.step, state.wall_seconds
     console.print(f"[bold]champion[/] {config.algo} on {config.env_id}: step {state.step:,} of "
                   f"{config.total_steps:,} -> {run.run_dir}")
     with _progress_bar(console) as bar, StopRequests(console) as stop:
@@ -178,21 +186,21 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
                                       steps_per_second)
             finished = state.step >= config.total_steps
             if _crossed(previous, state.step, config.eval_every) or finished:
-                result = _evaluate_and_offer(run, state, state.wall_seconds + time.perf_counter() - session_start)
+                _evaluate_and_offer(run, state, wall_before + time.perf_counter() - session_start)
                 bar.update(task, best=f"{run.store.best_mean_return:.1f}")
             if _crossed(previous, state.step, config.checkpoint_every) or finished or stop.signal_number:
-                _checkpoint(run, state, state.wall_seconds + time.perf_counter() - session_start, steps_per_second)
+                _checkpoint(run, state, wall_before + time.perf_counter() - session_start, steps_per_second)
             faults.step_point(state.step)
             if stop.signal_number:
                 raise TrainingInterrupted(stop.signal_number, state.step, run.run_dir)
             bar.update(task, completed=min(state.step, config.total_steps), sps=steps_per_second)
     wall_seconds = time.perf_counter() - session_start
-    result = TrainResult(run.run_dir, run.store.best_mean_return, state.best_step, state.step, wall_seconds,
+    result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
                          state.step - start_step, dict(timings.seconds), run.evaluations)
     _write_summary(result)
     console.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
-                  f"{run.store.best_mean_return:.2f} at step {state.best_step}")
+                  f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
     console.print(f"time went to: {timings.summary(wall_seconds)}")
     console.print(f"replay it with: champion replay {run.run_dir}")
     return result
@@ -215,22 +223,20 @@ def _guard_finite(run: Run, state: LoopState, metrics: dict[str, float]) -> None
                       f"(non-finite loss or gradient), {state.nonfinite_streak} update(s) in a row[/]")
     if state.nonfinite_streak >= run.config.max_nonfinite_updates:
         raise TrainingDiverged(state.nonfinite_streak, state.step, run.run_dir, run.store.best_mean_return,
-                               state.best_step)
+                               run.store.best_step)
 
 
-def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float) -> EvalResult:
+def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float) -> None:
     """Evaluate on the fixed seeds, offer the policy to the best store, log and print the outcome."""
     with run.timings.phase("evaluation"):
         result = evaluate(run.policy, run.eval_envs, episode_seeds(run.config.eval_seed, run.config.eval_episodes))
     with run.timings.phase("saving"):
         saved, _ = run.store.offer(weight_arrays(run.model), result.mean_return,
                                    _manifest(run.config, run.spec, state.step, result))
-    state.best_step = state.step if saved else state.best_step
     with run.timings.phase("logging"):
         run.logger.log_evaluation(state.step, wall_seconds, result, run.store.best_mean_return, saved)
     run.evaluations.append((state.step, result.mean_return))
     run.console.print(_evaluation_line(state.step, result, run.store.best_mean_return, saved))
-    return result
 
 
 def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_second: float) -> None:

@@ -49,8 +49,8 @@ def test_non_finite_returns_or_weights_are_never_saved(store, mean_return, array
 def test_keeps_the_last_entries_and_a_pointer(store):
     for step in range(1, 6):
         store.offer(weights(step), float(step), {"step": step})
-    assert [entry.name for entry in store.entries()] == ["step-0000000003", "step-0000000004", "step-0000000005"]
-    assert json.loads((store.directory / POINTER_FILE).read_text()) == {"entry": "step-0000000005"}
+    assert [entry.name for entry in store.entries()] == ["0003-step-3", "0004-step-4", "0005-step-5"]
+    assert json.loads((store.directory / POINTER_FILE).read_text()) == {"entry": "0005-step-5"}
     assert not list(store.directory.glob(".tmp-*"))
 
 
@@ -70,7 +70,7 @@ def test_flipped_byte_falls_back_to_the_previous_entry_loudly(store, warnings):
     newest.write_bytes(bytes(data))
     loaded = store.load()
     assert loaded.manifest["step"] == 1
-    assert len(warnings) == 1 and "step-0000000002" in warnings[0] and "sha256" in warnings[0]
+    assert len(warnings) == 1 and "0002-step-2" in warnings[0] and "sha256" in warnings[0]
 
 
 def test_garbled_pointer_uses_the_newest_good_entry(store, warnings):
@@ -86,13 +86,13 @@ def test_nothing_usable_is_an_error_not_a_fresh_start(store, warnings):
         load_best(store.directory)
     store.offer(weights(1), 1.0, {"step": 1})
     (store.entries()[0] / "policy.npz").write_bytes(b"truncated")
-    with pytest.raises(BestPolicyError, match="no usable best policy .*step-0000000001: sha256"):
+    with pytest.raises(BestPolicyError, match="no usable best policy .*0001-step-1: sha256"):
         load_best(store.directory, warnings.append)
 
 
 def test_stale_temporaries_are_removed_on_start(tmp_path):
     best = tmp_path / "best"
-    (best / ".tmp-step-0000000009-123").mkdir(parents=True)
+    (best / ".tmp-0009-step-9-123").mkdir(parents=True)
     (best / ".tmp-current.json-123").write_text("half")
     BestPolicyStore(best)
     assert sorted(path.name for path in best.iterdir()) == []
@@ -110,8 +110,33 @@ def test_an_entry_newer_than_the_pointer_wins_and_the_pointer_is_repaired(store,
     store.offer(weights(1), 1.0, {"step": 1})
     store.offer(weights(2), 2.0, {"step": 2})
     # as if the process died after committing step 2's entry but before moving the pointer
-    atomic_write_text(store.directory / POINTER_FILE, json.dumps({"entry": "step-0000000001"}))
+    atomic_write_text(store.directory / POINTER_FILE, json.dumps({"entry": "0001-step-1"}))
     reopened = BestPolicyStore(store.directory, on_warning=warnings.append)
     assert reopened.best_mean_return == 2.0
     assert "newer than the pointer" in warnings[0]
-    assert json.loads((store.directory / POINTER_FILE).read_text()) == {"entry": "step-0000000002"}
+    assert json.loads((store.directory / POINTER_FILE).read_text()) == {"entry": "0002-step-2"}
+
+
+def test_save_order_not_step_decides_which_entry_is_newest(store):
+    # a run died after saving a best at step 2560; its resume went back to step 2048 and then
+    # found a better policy at step 2304: that one is the best, although its step is lower
+    store.offer(weights(1), 200.0, {"step": 2560})
+    resumed = BestPolicyStore(store.directory)
+    assert resumed.offer(weights(2), 250.0, {"step": 2304})[0] is True
+    reopened = BestPolicyStore(store.directory)
+    assert (reopened.best_mean_return, reopened.best_step) == (250.0, 2304)
+    assert [entry.name for entry in reopened.entries()] == ["0001-step-2560", "0002-step-2304"]
+    assert load_best(store.directory).manifest["step"] == 2304
+
+
+def test_pruning_never_leaves_a_half_deleted_entry_at_its_final_name(store, monkeypatch):
+    import shutil as shutil_module
+    for step in range(1, 4):
+        store.offer(weights(step), float(step), {"step": step})
+    monkeypatch.setattr(shutil_module, "rmtree", lambda path, ignore_errors=False: None)  # "dies" mid-delete
+    store.offer(weights(4), 4.0, {"step": 4})
+    assert [entry.name for entry in store.entries()] == ["0002-step-2", "0003-step-3", "0004-step-4"]
+    assert [path.name for path in store.directory.glob(".tmp-*")] == [".tmp-removing-0001-step-1"]
+    monkeypatch.undo()
+    BestPolicyStore(store.directory)
+    assert not list(store.directory.glob(".tmp-*"))

@@ -8,37 +8,47 @@ from pathlib import Path
 
 import pytest
 
-from crash_helpers import QUICK, assert_run_is_sound, champion, final_files
+from crash_helpers import QUICK, assert_run_is_sound, champion, evaluation_rows, final_files
 from runners.checkpoint import list_entries, load_best
 from runners.configure import resolve_config
 from runners.replay import replay
 from runners.run_state import TrainingDiverged
 from runners.training import train
 
-# A 3072-step run passes 55 write points (config, 5 best saves, 3 checkpoints, summary).
-FAST_KILL_POINTS = [7, 21, 44]  # after a best entry is renamed in, before a checkpoint rename, before a pointer write
-ALL_KILL_POINTS = list(range(1, 56, 2))  # 28 points
+# A 3072-step run passes about 55 write points (config, ~5 best saves, 3 checkpoints, summary).
+FAST_KILL_POINTS = ["best entry: weights written#2", "half-way through .tmp-current.json#3",
+                    "before renaming to ckpt-#1", "checkpoint: state written#2"]
+ALL_KILL_POINTS = [str(point) for point in range(1, 56, 2)]  # 28 points, whatever they are
 
 
-def kill_and_check(tmp_path: Path, kill_at: int) -> str:
+def kill_and_check(tmp_path: Path, kill_at: str) -> str:
     log = tmp_path / "writes.log"
     killed = champion(["train", "CartPole-v1", "--total-steps", "3072", "--results-dir", str(tmp_path),
                        "--run-name", "k"] + QUICK,
-                      env={"CHAMPION_FAULT_KILL_AT": str(kill_at), "CHAMPION_FAULT_LOG": str(log)})
+                      env={"CHAMPION_FAULT_KILL_AT": kill_at, "CHAMPION_FAULT_LOG": str(log)})
     label = log.read_text().splitlines()[-1]
     assert killed.returncode == -signal.SIGKILL, (label, killed.stderr[-2000:])
+    if "#" in kill_at:
+        assert kill_at.split("#")[0] in label
     run_dir = tmp_path / "CartPole-v1" / "ppo" / "k"
     assert_run_is_sound(run_dir)
+    saved_before_kill = [float(row["mean_return"]) for row in evaluation_rows(run_dir) if row["saved"] == "1"]
     if list_entries(run_dir / "best"):
         stored = load_best(run_dir / "best")
+        # nothing recorded as saved was lost (the kill may have come after a save but before its CSV row)
+        assert stored.manifest["mean_return"] >= max(saved_before_kill, default=float("-inf")), label
         replayed = replay(run_dir)
         assert replayed.result.mean_return == stored.manifest["mean_return"], label
+    else:
+        assert saved_before_kill == [], label
     if list((run_dir / "checkpoints").glob("ckpt-*")):
         again = champion(["train", "--resume", str(run_dir), "-q"])
         assert again.returncode == 0, (label, again.stderr[-2000:])
         assert_run_is_sound(run_dir)
         assert not [path for path in run_dir.rglob(".tmp-*")], label
-        assert load_best(run_dir / "best").manifest["step"] <= 3072
+        rows = evaluation_rows(run_dir)
+        assert [int(row["step"]) for row in rows] == list(range(512, 3073, 512)), label
+        assert load_best(run_dir / "best").manifest["mean_return"] == max(float(row["mean_return"]) for row in rows)
     return label
 
 

@@ -76,3 +76,11 @@ def test_normalize_gives_zero_mean_unit_std():
     normalized = losses.normalize(tf.constant([1.0, 2.0, 3.0, 6.0])).numpy()
     assert normalized.mean() == pytest.approx(0.0, abs=1e-6)
     assert normalized.std() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_gae_terminated_and_truncated_on_the_same_step_does_not_bootstrap():
+    # A time limit that coincides with a terminal state: the terminal wins (nothing follows it).
+    rewards, values = tf.constant([[1.0]]), tf.constant([[0.5]])
+    advantages, _ = losses.gae(rewards, values, tf.constant([[1.0]]), tf.constant([[1.0]]),
+                               tf.constant([[100.0]]), tf.constant([50.0]), 0.9, 0.95)
+    assert advantages.numpy()[0, 0] == pytest.approx(1.0 - 0.5)

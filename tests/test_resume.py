@@ -36,7 +36,9 @@ def test_kill_and_resume_continues_exactly_like_a_straight_run(tmp_path):
     resumed_dir = tmp_path / "CartPole-v1" / "ppo" / "resumed"
     # the kill came after the step-2560 evaluation but before the next checkpoint (3072)
     assert [row["step"] for row in evaluation_rows(resumed_dir)] == ["512", "1024", "1536", "2048", "2560"]
+    started = time.perf_counter()
     again = champion(["train", "--resume", str(resumed_dir), "-q"])
+    resumed_seconds = time.perf_counter() - started
     assert again.returncode == 0, again.stderr
 
     straight_dir = tmp_path / "CartPole-v1" / "ppo" / "straight"
@@ -51,6 +53,9 @@ def test_kill_and_resume_continues_exactly_like_a_straight_run(tmp_path):
     assert len([name for name in first if name.startswith("model/")]) == 12  # 3 layers x 2 torsos + 2 heads
     assert all(np.array_equal(first[name], second[name]) for name in first)
     assert_run_is_sound(resumed_dir)
+    # wall_seconds carries on across the kill without counting any session twice
+    walls = [float(row["wall_seconds"]) for row in evaluation_rows(resumed_dir)]
+    assert walls == sorted(walls) and walls[-1] - walls[4] < resumed_seconds
     # TensorBoard: one value per step per tag, and the same steps as the straight run
     resumed_steps, straight_steps = tensorboard_steps(resumed_dir), tensorboard_steps(straight_dir)
     for tag, steps in resumed_steps.items():
@@ -134,7 +139,7 @@ def test_resume_keeps_the_best_when_later_evaluations_are_not_better(tmp_path):
     rows = evaluation_rows(first.run_dir)
     assert [float(row["mean_return"]) for row in rows[-4:]] == [1.0] * 4
     assert [row["saved"] for row in rows[-4:]] == ["0"] * 4
-    assert resumed.best_step is None or resumed.best_step == first.best_step
+    assert resumed.best_step == first.best_step is not None
     assert json.loads((first.run_dir / "best" / "current.json").read_text()) == best_before
 
 
