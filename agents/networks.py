@@ -112,7 +112,8 @@ def assign_weight_arrays(model: keras.Model, arrays: dict[str, np.ndarray]) -> N
         raise ValueError(f"the saved weights do not fit this network (missing {missing}, unexpected {extra})")
     for name, variable in names.items():
         if tuple(arrays[name].shape) != tuple(variable.shape):
-            raise ValueError(f"weight {name} has shape {arrays[name].shape}, the network expects {tuple(variable.shape)}")
+            raise ValueError(f"the saved weights do not fit this network: {name} has shape {arrays[name].shape}, "
+                             f"the network expects {tuple(variable.shape)}")
     for name, variable in names.items():
         variable.assign(arrays[name])
 

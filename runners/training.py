@@ -22,7 +22,7 @@ from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, we
 from agents.policy import Policy
 from envs.factory import EnvInfo, describe_env, make_eval_env, make_vector_env
 from runners import faults
-from runners.checkpoint import BestPolicyStore, atomic_write_text, warn
+from runners.checkpoint import BestPolicyStore, atomic_write_text, remove_temporaries, warn
 from runners.evaluate import EvalResult, episode_seeds, evaluate
 from runners.resume import ResumeCheckpoints
 from runners.rollout import VectorEnvCollector
@@ -111,6 +111,7 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: boo
 
 def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool) -> TrainResult:
     console = Console(stderr=True, quiet=not progress, soft_wrap=True)
+    remove_temporaries(run_dir)  # e.g. a config.yaml or summary.json write cut short by a crash
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=_warner(console))
     loaded = checkpoints.latest() if resuming else None
     if loaded is not None:  # refuse a foreign checkpoint before anything in the folder changes
@@ -172,7 +173,7 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
     console.print(f"[bold]champion[/] {config.algo} on {config.env_id}: step {state.step:,} of "
                   f"{config.total_steps:,} -> {run.run_dir}")
     with _progress_bar(console) as bar, StopRequests(console) as stop:
-        task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0,
+        task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0, last="-",
                             best=f"{run.store.best_mean_return:.1f}")
         while state.step < config.total_steps:
             rollout = run.collector.collect(run.policy)
@@ -186,8 +187,8 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
                                       steps_per_second)
             finished = state.step >= config.total_steps
             if _crossed(previous, state.step, config.eval_every) or finished:
-                _evaluate_and_offer(run, state, wall_before + time.perf_counter() - session_start)
-                bar.update(task, best=f"{run.store.best_mean_return:.1f}")
+                result = _evaluate_and_offer(run, state, wall_before + time.perf_counter() - session_start)
+                bar.update(task, last=f"{result.mean_return:.1f}", best=f"{run.store.best_mean_return:.1f}")
             if _crossed(previous, state.step, config.checkpoint_every) or finished or stop.signal_number:
                 _checkpoint(run, state, wall_before + time.perf_counter() - session_start, steps_per_second)
             faults.step_point(state.step)
@@ -226,7 +227,7 @@ def _guard_finite(run: Run, state: LoopState, metrics: dict[str, float]) -> None
                                run.store.best_step)
 
 
-def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float) -> None:
+def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float) -> EvalResult:
     """Evaluate on the fixed seeds, offer the policy to the best store, log and print the outcome."""
     with run.timings.phase("evaluation"):
         result = evaluate(run.policy, run.eval_envs, episode_seeds(run.config.eval_seed, run.config.eval_episodes))
@@ -237,6 +238,7 @@ def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float) -> None
         run.logger.log_evaluation(state.step, wall_seconds, result, run.store.best_mean_return, saved)
     run.evaluations.append((state.step, result.mean_return))
     run.console.print(_evaluation_line(state.step, result, run.store.best_mean_return, saved))
+    return result
 
 
 def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_second: float) -> None:
@@ -328,6 +330,7 @@ def _evaluation_line(step: int, result: EvalResult, best: float, saved: bool) ->
 def _progress_bar(console: Console) -> Progress:
     return Progress(
         TextColumn("[bold blue]training"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("best {task.fields[best]}"),
+        TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("last eval {task.fields[last]}"),
+        TextColumn("best {task.fields[best]}"),
         TimeElapsedColumn(), console=console, transient=False, disable=console.quiet,
     )

@@ -113,3 +113,20 @@ def test_replay_writes_a_video_of_the_first_episode(tmp_path):
     gif = imageio.imread(tmp_path / "clip.gif", index=None)
     # pillow merges identical consecutive frames, so a GIF may hold fewer
     assert 1 < gif.shape[0] <= frames.shape[0] and gif.shape[1:3] == (400, 600)
+
+
+def test_replay_refuses_weights_that_do_not_fit_the_recorded_network(tmp_path, capsys):
+    from runners.checkpoint import list_entries
+    from runners.configure import resolve_config
+    from runners.training import train
+
+    config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 256, "eval_every": 256, "eval_episodes": 2,
+                                                      "results_dir": str(tmp_path), "run_name": "mismatch"})
+    run_dir = train(config, progress=False).run_dir
+    [entry] = list_entries(run_dir / "best")
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["network"]["hidden_sizes"] = [32, 32]
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    code, lines = run_cli(["replay", str(run_dir)], capsys)
+    assert code == 2
+    assert lines[-1].startswith(f"champion replay: error: {entry}: the saved weights do not fit this network")

@@ -89,11 +89,15 @@ def quick_config(tmp_path, name, **overrides):
     return resolve_config("CartPole-v1", "ppo", values)[0]
 
 
-def test_damaged_newest_checkpoint_falls_back_loudly_and_never_starts_fresh(tmp_path, capsys):
+@pytest.mark.parametrize("damage", ["truncate the state", "delete the tensorflow index"])
+def test_damaged_newest_checkpoint_falls_back_loudly_and_never_starts_fresh(tmp_path, capsys, damage):
     run_dir = train(quick_config(tmp_path, "damaged"), progress=False).run_dir
     older, newest = sorted((run_dir / "checkpoints").glob("ckpt-*"))
-    state = newest / "state.pkl"
-    state.write_bytes(state.read_bytes()[:-10])
+    if damage == "truncate the state":
+        state = newest / "state.pkl"
+        state.write_bytes(state.read_bytes()[:-10])
+    else:
+        (newest / "tf.index").unlink()
     result = resume(run_dir, {"total_steps": 3072}, progress=False)
     assert "checkpoint " + str(newest) in capsys.readouterr().err
     assert result.env_steps == 3072 and result.session_steps == 2048  # from step 1024, not from 0
