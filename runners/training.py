@@ -110,7 +110,7 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: boo
 
 
 def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool) -> TrainResult:
-    console = Console(stderr=True, quiet=not progress, soft_wrap=True)
+    console = Console(stderr=True, quiet=not progress, soft_wrap=True, highlight=False)
     remove_temporaries(run_dir)  # e.g. a config.yaml or summary.json write cut short by a crash
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=_warner(console))
     loaded = checkpoints.latest() if resuming else None
