@@ -31,7 +31,7 @@ class A2CLearner:
         self.distribution = make_distribution(model)
         self.optimizer = make_optimizer(config)
         self.optimizer.build(model.trainable_variables)
-        self.compiled_update = compile_update(self._update, model.spec.observation_shape, config.num_steps, num_envs)
+        self.compiled_update = compile_update(self._update, model.spec, config.num_steps, num_envs)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One gradient step on the whole rollout; returns its metrics."""
@@ -55,6 +55,7 @@ class A2CLearner:
             loss = policy_loss - config.entropy_coef * entropy + config.value_coef * value_loss
         grad_norm, skipped = apply_clipped_gradients(
             self.optimizer, tape, loss, self.model.trainable_variables, config.max_grad_norm)
+        self.model.update_normalizer(observations)  # after the step, which used the statistics it acted with
         return {
             "policy_loss": policy_loss,
             "value_loss": value_loss,

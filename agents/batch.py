@@ -20,7 +20,7 @@ class RolloutBatch(NamedTuple):
     observations: Array
     """[T, N, *obs_shape] float32: the observation each action was taken in."""
     actions: Array
-    """[T, N] int32 (discrete) actions taken."""
+    """[T, N] int32 (discrete) or [T, N, action_size] float32 (continuous, before clipping) actions."""
     log_probs: Array
     """[T, N] float32 log-probability of each action under the acting policy."""
     values: Array
@@ -37,12 +37,14 @@ class RolloutBatch(NamedTuple):
     """[N] float32 V(observation after the last step), to bootstrap the rollout's end."""
 
 
-def batch_signature(observation_shape: tuple[int, ...], num_steps: int, num_envs: int) -> RolloutBatch:
+def batch_signature(observation_shape: tuple[int, ...], action_shape: tuple[int, ...], num_steps: int,
+                    num_envs: int) -> RolloutBatch:
     """Fixed TensorSpecs for a compiled update (so it traces exactly once)."""
     matrix = tf.TensorSpec([num_steps, num_envs], tf.float32)
+    action_dtype = tf.int32 if action_shape == () else tf.float32
     return RolloutBatch(
         observations=tf.TensorSpec([num_steps, num_envs, *observation_shape], tf.float32),
-        actions=tf.TensorSpec([num_steps, num_envs], tf.int32),
+        actions=tf.TensorSpec([num_steps, num_envs, *action_shape], action_dtype),
         log_probs=matrix,
         values=matrix,
         rewards=matrix,

@@ -32,6 +32,12 @@ class NetworkConfig:
     """Hidden-layer activation: tanh, relu, elu, gelu or silu."""
     shared_torso: bool = False
     """One torso for policy and value (True) or one each (False)."""
+    normalize_observations: bool = False
+    """Normalise observations by running mean/std inside the model (saved with its weights)."""
+    observation_clip: float = 10.0
+    """Clip normalised observations to [-observation_clip, observation_clip]."""
+    log_std_init: float = 0.0
+    """Continuous actions: initial log standard deviation of the Gaussian policy."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,8 @@ class TrainConfig:
     """Evaluate every this many environment steps."""
     eval_episodes: int = 10
     """Episodes per evaluation, one per fixed seed."""
+    reward_scaling: bool = False
+    """Divide training rewards by a running std of the discounted return (evaluation stays raw)."""
     eval_seed: int = 1_000_000
     """Evaluation episode i uses seed eval_seed + i, in every evaluation and replay."""
     results_dir: str = "results"
@@ -205,6 +213,8 @@ def _validate_network(network: NetworkConfig) -> None:
         f"network.hidden_sizes must be a non-empty list of positive integers, got {list(network.hidden_sizes)!r}",
     )
     _require(network.activation in ACTIVATIONS, f"network.activation must be one of {', '.join(ACTIVATIONS)}, got {network.activation!r}")
+    _positive_finite("network.observation_clip", network.observation_clip)
+    _require(math.isfinite(network.log_std_init), f"network.log_std_init must be a finite number, got {network.log_std_init!r}")
 
 
 def _validate_ppo(hyper: PPOConfig, num_envs: int) -> None:

@@ -6,6 +6,8 @@ checkpointed, which ``tf.random.categorical`` (a stateless-seed-less op) would n
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 
@@ -35,3 +37,39 @@ class Categorical:
         """Entropy per row, in nats."""
         log_probs = tf.nn.log_softmax(logits)
         return -tf.reduce_sum(tf.exp(log_probs) * log_probs, axis=-1)
+
+
+class DiagonalGaussian:
+    """Independent normal per action dimension; parameters are [mean, log_std] concatenated.
+
+    Sampled actions are unbounded; the caller clips them to the env's bounds when stepping the
+    env, while log-probabilities are those of the unclipped sample (as in SB3 and CleanRL).
+    """
+
+    action_dtype = tf.float32
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def _split(self, parameters: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return parameters[..., : self.size], parameters[..., self.size:]
+
+    def sample(self, parameters: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
+        """mean + std * standard normal noise, per row."""
+        mean, log_std = self._split(parameters)
+        return mean + tf.exp(log_std) * generator.normal(tf.shape(mean))
+
+    def mode(self, parameters: tf.Tensor) -> tf.Tensor:
+        """The mean (the deterministic policy)."""
+        return self._split(parameters)[0]
+
+    def log_prob(self, parameters: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:
+        """Sum over dimensions of the normal log-density."""
+        mean, log_std = self._split(parameters)
+        z = (actions - mean) * tf.exp(-log_std)
+        return tf.reduce_sum(-0.5 * tf.square(z) - log_std - 0.5 * math.log(2.0 * math.pi), axis=-1)
+
+    def entropy(self, parameters: tf.Tensor) -> tf.Tensor:
+        """Sum over dimensions of log_std + 0.5 log(2 pi e)."""
+        _, log_std = self._split(parameters)
+        return tf.reduce_sum(log_std + 0.5 * math.log(2.0 * math.pi * math.e), axis=-1)

@@ -14,7 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-SUPPORTED_ACTION_KINDS = ("discrete",)
+from agents.normalization import RunningNormalization
+
+SUPPORTED_ACTION_KINDS = ("discrete", "continuous")
 
 
 @dataclass(frozen=True)
@@ -27,25 +29,41 @@ class NetworkSpec:
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     shared_torso: bool = False
+    action_low: tuple[float, ...] = ()
+    """Continuous actions only: the env's lower bounds (actions are clipped to them)."""
+    action_high: tuple[float, ...] = ()
+    log_std_init: float = 0.0
+    normalize_observations: bool = False
+    observation_clip: float = 10.0
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """Shape of one action: () for discrete, (size,) for continuous."""
+        return () if self.action_kind == "discrete" else (self.action_size,)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
         data = dataclasses.asdict(self)
-        data["observation_shape"] = list(self.observation_shape)
-        data["hidden_sizes"] = list(self.hidden_sizes)
+        for key in ("observation_shape", "hidden_sizes", "action_low", "action_high"):
+            data[key] = list(data[key])
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NetworkSpec":
-        """Inverse of to_dict."""
+        """Inverse of to_dict (fields missing from older manifests take their defaults)."""
         values = dict(data)
-        values["observation_shape"] = tuple(values["observation_shape"])
-        values["hidden_sizes"] = tuple(values["hidden_sizes"])
+        for key in ("observation_shape", "hidden_sizes", "action_low", "action_high"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
 class ActorCritic(keras.Model):
-    """MLP actor-critic with orthogonal initialisation (gain sqrt(2) hidden, 0.01 policy, 1 value)."""
+    """[normaliser ->] MLP torso(s) -> policy head + value head, orthogonally initialised.
+
+    Gains: sqrt(2) hidden, 0.01 policy, 1 value. The policy head gives logits (discrete) or the
+    mean, concatenated with a learned state-independent log standard deviation (continuous).
+    """
 
     def __init__(self, spec: NetworkSpec, seed: int = 0) -> None:
         super().__init__(name="actor_critic")
@@ -53,10 +71,15 @@ class ActorCritic(keras.Model):
             raise ValueError(f"action kind {spec.action_kind!r} is not supported; supported: {', '.join(SUPPORTED_ACTION_KINDS)}")
         self.spec = spec
         self.flat_size = int(np.prod(spec.observation_shape))
+        self.normalizer = (RunningNormalization(self.flat_size, spec.observation_clip)
+                           if spec.normalize_observations else None)
         self.policy_torso = self._torso("policy_torso", seed)
         self.value_torso = [] if spec.shared_torso else self._torso("value_torso", seed + 100)
         self.policy_head = _dense(spec.action_size, None, 0.01, seed + 200, "policy_head")
         self.value_head = _dense(1, None, 1.0, seed + 300, "value_head")
+        self.log_std = (self.add_weight(shape=(spec.action_size,), name="log_std", trainable=True,
+                                        initializer=keras.initializers.Constant(spec.log_std_init))
+                        if spec.action_kind == "continuous" else None)
         self(tf.zeros([1, *spec.observation_shape], tf.float32))
 
     def _torso(self, prefix: str, seed: int) -> list[keras.layers.Dense]:
@@ -68,9 +91,19 @@ class ActorCritic(keras.Model):
     def call(self, observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Return (policy parameters, state values) for a batch of observations."""
         features = tf.reshape(tf.cast(observations, tf.float32), [-1, self.flat_size])
+        if self.normalizer is not None:
+            features = self.normalizer(features)
         policy_features = _run(self.policy_torso, features)
         value_features = _run(self.value_torso, features) if self.value_torso else policy_features
-        return self.policy_head(policy_features), tf.squeeze(self.value_head(value_features), axis=-1)
+        parameters = self.policy_head(policy_features)
+        if self.log_std is not None:
+            parameters = tf.concat([parameters, tf.zeros_like(parameters) + self.log_std], axis=-1)
+        return parameters, tf.squeeze(self.value_head(value_features), axis=-1)
+
+    def update_normalizer(self, observations: tf.Tensor) -> None:
+        """Fold rollout observations ([batch, *obs_shape]) into the running statistics, if any."""
+        if self.normalizer is not None:
+            self.normalizer.update(tf.reshape(observations, [-1, self.flat_size]))
 
 
 def _dense(units: int, activation: str | None, gain: float, seed: int, name: str) -> keras.layers.Dense:

@@ -47,10 +47,10 @@ def merge_time_and_envs(tensor: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tensor, [-1, *tensor.shape[2:]])
 
 
-def compile_update(update: Callable[[RolloutBatch, tf.Tensor], Any], observation_shape: tuple[int, ...],
-                   num_steps: int, num_envs: int) -> Any:
+def compile_update(update: Callable[[RolloutBatch, tf.Tensor], Any], spec: Any, num_steps: int, num_envs: int) -> Any:
     """A tf.function of (batch, progress_remaining) with a fixed input signature, so it traces once."""
-    signature = [batch_signature(observation_shape, num_steps, num_envs), tf.TensorSpec([], tf.float32)]
+    signature = [batch_signature(spec.observation_shape, spec.action_shape, num_steps, num_envs),
+                 tf.TensorSpec([], tf.float32)]
     return tf.function(update, input_signature=signature)
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from agents.distributions import Categorical
+import numpy as np
+
+from agents.distributions import Categorical, DiagonalGaussian
 from agents.networks import ActorCritic
 
 
-def make_distribution(model: ActorCritic) -> Categorical:
+def make_distribution(model: ActorCritic) -> Categorical | DiagonalGaussian:
     """The action distribution that matches the model's policy head."""
+    if model.spec.action_kind == "continuous":
+        return DiagonalGaussian(model.spec.action_size)
     return Categorical(model.spec.action_size)
 
 
@@ -28,6 +32,13 @@ class Policy:
         self.sample = tf.function(self._sample, input_signature=signature)
         self.mode = tf.function(self._mode, input_signature=signature)
         self.value = tf.function(self._value, input_signature=signature)
+        spec = model.spec
+        self._low = np.asarray(spec.action_low, np.float32) if spec.action_kind == "continuous" else None
+        self._high = np.asarray(spec.action_high, np.float32) if spec.action_kind == "continuous" else None
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """What to send to the env: continuous actions clipped to its bounds, discrete ones as they are."""
+        return actions if self._low is None else np.clip(actions, self._low, self._high)
 
     def _sample(self, observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(actions, their log-probabilities, state values) for a batch of observations."""

@@ -28,7 +28,7 @@ class PPOLearner:
         self.generator = tf.random.Generator.from_seed(seed + 1)
         self.rollout_size = config.num_steps * num_envs
         self.num_minibatches = self.rollout_size // config.minibatch_size
-        self.compiled_update = compile_update(self._update, model.spec.observation_shape, config.num_steps, num_envs)
+        self.compiled_update = compile_update(self._update, model.spec, config.num_steps, num_envs)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One PPO update (epochs x minibatches gradient steps); returns averaged metrics."""
@@ -58,6 +58,8 @@ class PPOLearner:
         metrics["explained_variance"] = losses.explained_variance(data[3], data[5])
         metrics["learning_rate"] = learning_rate
         metrics["clip_range"] = clip_range
+        # After the epochs: this batch was collected, and is trained on, with the old statistics.
+        self.model.update_normalizer(data[0])
         return metrics
 
     def _minibatch_step(self, minibatch: list[tf.Tensor], clip_range: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

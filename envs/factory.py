@@ -16,7 +16,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 SUPPORTED_OBSERVATION_SPACES = "Box"
-SUPPORTED_ACTION_SPACES = "Discrete"
+SUPPORTED_ACTION_SPACES = "Discrete (starting at 0), Box (one-dimensional)"
 
 
 class EnvError(ValueError):
@@ -31,6 +31,8 @@ class EnvInfo:
     observation_shape: tuple[int, ...]
     action_kind: str
     action_size: int
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
     reward_threshold: float | None
     max_episode_steps: int | None
     render_modes: tuple[str, ...]
@@ -57,17 +59,22 @@ def _read_spaces(env_id: str, env: gym.Env) -> EnvInfo:
             f"{env_id} has observation space {observation_space}, which is not supported yet; "
             f"supported: {SUPPORTED_OBSERVATION_SPACES}"
         )
-    if not isinstance(action_space, gym.spaces.Discrete) or int(action_space.start) != 0:
-        raise EnvError(
-            f"{env_id} has action space {action_space}, which is not supported yet; "
-            f"supported: {SUPPORTED_ACTION_SPACES} (starting at 0)"
-        )
+    if isinstance(action_space, gym.spaces.Discrete) and int(action_space.start) == 0:
+        kind, size, low, high = "discrete", int(action_space.n), (), ()
+    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        kind, size = "continuous", int(action_space.shape[0])
+        low, high = tuple(float(value) for value in action_space.low), tuple(float(value) for value in action_space.high)
+    else:
+        raise EnvError(f"{env_id} has action space {action_space}, which is not supported yet; "
+                       f"supported: {SUPPORTED_ACTION_SPACES}")
     spec = env.spec
     return EnvInfo(
         env_id=env_id,
         observation_shape=tuple(int(size) for size in observation_space.shape),
-        action_kind="discrete",
-        action_size=int(action_space.n),
+        action_kind=kind,
+        action_size=size,
+        action_low=low,
+        action_high=high,
         reward_threshold=spec.reward_threshold if spec else None,
         max_episode_steps=spec.max_episode_steps if spec else None,
         render_modes=tuple(env.metadata.get("render_modes", ())),

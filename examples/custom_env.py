@@ -34,8 +34,9 @@ class LineWalk(gym.Env):
         return np.array([self.position / self.goal], np.float32)
 
 
-if "custom_env:LineWalk-v0" not in gym.registry:
-    gym.register(id="custom_env:LineWalk-v0", entry_point=LineWalk, max_episode_steps=50)
+# "custom_env:LineWalk-v0" tells gymnasium to import this module (which runs this line) and then
+# make "LineWalk-v0", so every process that needs the env, replay included, finds it.
+if "LineWalk-v0" not in gym.registry:
     gym.register(id="LineWalk-v0", entry_point=LineWalk, max_episode_steps=50)
 
 if __name__ == "__main__":

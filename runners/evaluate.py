@@ -76,7 +76,7 @@ def evaluate(
     for _ in range(max_steps):
         if done.all():
             break
-        actions = policy.mode(as_float_batch(observations)).numpy()
+        actions = policy.env_actions(policy.mode(as_float_batch(observations)).numpy())
         observations, rewards, terminated, truncated, _ = eval_envs.step(actions)
         running = ~done
         returns[running] += rewards[running]

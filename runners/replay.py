@@ -95,7 +95,8 @@ def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: 
 def _check_env_fits(manifest: dict[str, Any]) -> None:
     info = describe_env(manifest["env_id"])
     network = manifest["network"]
-    if list(info.observation_shape) != list(network["observation_shape"]) or info.action_size != network["action_size"]:
+    if (list(info.observation_shape) != list(network["observation_shape"]) or info.action_size != network["action_size"]
+            or info.action_kind != network["action_kind"]):
         raise ReplayError(
             f"the saved policy expects observations of shape {network['observation_shape']} and "
             f"{network['action_size']} actions, but {manifest['env_id']} now has {list(info.observation_shape)} "

@@ -41,13 +41,43 @@ class RolloutSource(Protocol):
         ...
 
 
+class RewardScaler:
+    """Divides rewards by a running std of each env's discounted return (as VecNormalize does).
+
+    It keeps the scale of the value targets steady across envs whose rewards are large or
+    drifting; its state is plain numpy, so resume checkpoints carry it.
+    """
+
+    def __init__(self, num_envs: int, gamma: float, epsilon: float = 1e-8) -> None:
+        self.gamma, self.epsilon = gamma, epsilon
+        self.returns = np.zeros(num_envs, np.float64)
+        self.mean, self.variance, self.count = 0.0, 1.0, 1e-4
+
+    def __call__(self, rewards: np.ndarray, episode_ended: np.ndarray) -> np.ndarray:
+        """Scaled rewards for one vector step; returns of ended episodes restart at zero."""
+        self.returns = self.returns * self.gamma + rewards
+        self._update(self.returns)
+        self.returns[episode_ended] = 0.0
+        return (rewards / np.sqrt(self.variance + self.epsilon)).astype(np.float32)
+
+    def _update(self, values: np.ndarray) -> None:
+        batch_mean, batch_variance, batch_count = float(values.mean()), float(values.var()), values.size
+        total = self.count + batch_count
+        delta = batch_mean - self.mean
+        self.mean += delta * batch_count / total
+        self.variance = (self.variance * self.count + batch_variance * batch_count
+                         + delta**2 * self.count * batch_count / total) / total
+        self.count = total
+
+
 class VectorEnvCollector:
     """Steps a gymnasium vector env (same-step autoreset) with one compiled policy call per step."""
 
     def __init__(self, envs: gym.vector.VectorEnv, num_steps: int, seed: int, timings: Timings | None = None,
-                 observations: np.ndarray | None = None) -> None:
+                 observations: np.ndarray | None = None, reward_scaler: RewardScaler | None = None) -> None:
         """Reset the envs with ``seed``, or, when resuming, continue from ``observations``."""
         self.envs = envs
+        self.reward_scaler = reward_scaler
         self.num_steps = num_steps
         self.num_envs = envs.num_envs
         self.timings = timings or Timings()
@@ -59,7 +89,8 @@ class VectorEnvCollector:
         """Run num_steps vector steps; the episode state carries over to the next call."""
         shape = (self.num_steps, self.num_envs)
         observations = np.empty((*shape, *self.observations.shape[1:]), np.float32)
-        actions = np.empty(shape, np.int32)
+        action_shape = policy.model.spec.action_shape
+        actions = np.empty((*shape, *action_shape), np.int32 if action_shape == () else np.float32)
         log_probs, values, rewards, terminated, truncated, truncation_values = (
             np.zeros(shape, np.float32) for _ in range(6))
         episode_returns: list[np.ndarray] = []
@@ -70,7 +101,9 @@ class VectorEnvCollector:
                 action, log_prob, value = policy.sample(self.observations)
                 actions[step], log_probs[step], values[step] = action.numpy(), log_prob.numpy(), value.numpy()
             with self.timings.phase("env_stepping"):
-                next_observations, reward, terminal, truncation, info = self.envs.step(actions[step])
+                next_observations, reward, terminal, truncation, info = self.envs.step(policy.env_actions(actions[step]))
+            if self.reward_scaler is not None:
+                reward = self.reward_scaler(reward, terminal | truncation)
             rewards[step], terminated[step], truncated[step] = reward, terminal, truncation
             if truncation.any():
                 truncation_values[step] = self._final_values(policy, info, truncation)

@@ -109,6 +109,7 @@ def checkpoint_state(run: "Run", state: LoopState) -> dict[str, Any]:
         "envs": envs,
         "envs_problem": envs_problem,
         "observations": run.collector.observations.copy(),
+        "reward_scaler": run.collector.reward_scaler,
         "numpy_random": np.random.get_state(),
         "python_random": random.getstate(),
         "best_mean_return": run.store.best_mean_return,
@@ -138,7 +139,7 @@ def restore_state(run: "Run", loaded: LoadedCheckpoint, make_envs: Callable[...,
                           "they restart from fresh episodes, so this continuation is not bit-exact")
         envs, observations = make_envs(config.env_id, config.num_envs, config.vectorization), None
     run.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + state.step, run.timings,
-                                       observations=observations)
+                                       observations=observations, reward_scaler=saved.get("reward_scaler"))
     if saved["best_mean_return"] > run.store.best_mean_return:
         run.console.print(f"[yellow]warning:[/] the checkpoint records a best return of {saved['best_mean_return']:.2f} "
                           f"but the best loadable policy on disk has {run.store.best_mean_return:.2f}")

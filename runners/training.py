@@ -25,7 +25,7 @@ from runners import faults
 from runners.checkpoint import BestPolicyStore, atomic_write_text, remove_temporaries, warn
 from runners.evaluate import EvalResult, episode_seeds, evaluate
 from runners.resume import ResumeCheckpoints
-from runners.rollout import VectorEnvCollector
+from runners.rollout import RewardScaler, VectorEnvCollector
 from runners.run_folder import RunLock, create_run_dir, preflight
 from runners.run_logger import RunLogger
 from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
@@ -129,7 +129,8 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
         else:
             state = LoopState()
             envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
-            run.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed, run.timings)
+            run.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed, run.timings,
+                                               reward_scaler=make_reward_scaler(config))
             run.logger.log_config((run_dir / "config.yaml").read_text())
         return _loop(run, state)
     except (OSError, tf.errors.OpError) as error:
@@ -250,6 +251,11 @@ def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_secon
         run.checkpoints.save(state.step, run.trackables(), checkpoint_state(run, state), manifest)
 
 
+def make_reward_scaler(config: TrainConfig) -> RewardScaler | None:
+    """The reward scaler the config asks for, if any."""
+    return RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
+
+
 def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
     """The network for this env and config."""
     return NetworkSpec(
@@ -259,6 +265,11 @@ def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
         hidden_sizes=config.network.hidden_sizes,
         activation=config.network.activation,
         shared_torso=config.network.shared_torso,
+        action_low=env_info.action_low,
+        action_high=env_info.action_high,
+        log_std_init=config.network.log_std_init,
+        normalize_observations=config.network.normalize_observations,
+        observation_clip=config.network.observation_clip,
     )
 
 

@@ -30,7 +30,7 @@ def run_cli(args, capsys):
     (["train", "CartPole-v1", "--total-steps", "0"], "champion train: error: total_steps must be a positive integer, got 0"),
     (["train", "CartPole-v1", "--num-envs", "-1"], "champion train: error: num_envs must be a positive integer, got -1"),
     (["train", "CartPole-v1", "--eval-every", "4"], "champion train: error: eval_every=4 is smaller than one vector step (8 env steps with num_envs=8); use eval_every >= 8"),
-    (["train", "Pendulum-v1"], "champion train: error: Pendulum-v1 has action space Box(-2.0, 2.0, (1,), float32), which is not supported yet; supported: Discrete (starting at 0)"),
+    (["train", "champion-test/Grid-v0"], "champion train: error: champion-test/Grid-v0 has action space MultiDiscrete([3 3]), which is not supported yet; supported: Discrete (starting at 0), Box (one-dimensional)"),
     (["train", "nosuchmodule:Env-v0"], "champion train: error: cannot make environment 'nosuchmodule:Env-v0': ModuleNotFoundError: No module named 'nosuchmodule'"),
     (["train", "CartPole-v1", "--algo", "dqn"], "champion train: error: Invalid value for '--algo': 'dqn' is not one of 'ppo', 'a2c'."),
 ])

@@ -61,6 +61,42 @@ class NaNAfter(Counter):
         return observation, float("nan") if self.total_steps > self.healthy_steps else reward, terminated, truncated, info
 
 
+class Target(gym.Env):
+    """Continuous actions in [-1, 1]: reward -|action - 0.5| for 8 steps; observations on a large scale.
+
+    The best return is 0 (always act 0.5). Every action the env receives is recorded, so a test
+    can check that it was clipped into bounds.
+    """
+
+    observation_space = gym.spaces.Box(-1000.0, 1000.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    received: list = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return np.array([500.0, -300.0], np.float32), {}
+
+    def step(self, action):
+        Target.received.append(np.array(action, copy=True))
+        self.steps += 1
+        reward = -abs(float(action[0]) - 0.5)
+        return np.array([500.0 + self.steps, -300.0], np.float32), reward, self.steps >= 8, False, {}
+
+
+class Grid(gym.Env):
+    """An env whose MultiDiscrete action space the agents do not support."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.MultiDiscrete([3, 3])
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 0.0, True, False, {}
+
+
 def register() -> None:
     """Register the toy envs under champion-test/ (idempotent)."""
     specs = {
@@ -69,7 +105,12 @@ def register() -> None:
         "champion-test/Counter-v1": dict(entry_point=Counter, kwargs={"length": 10}, max_episode_steps=4),
         "champion-test/SeededCounter-v0": dict(entry_point=Counter, kwargs={"length_from_seed": True}),
         "champion-test/NaNAfter-v0": dict(entry_point=NaNAfter),
+        "Target-v0": dict(entry_point=Target),  # made as "toy_envs:Target-v0", which imports this module first
+        "champion-test/Grid-v0": dict(entry_point=Grid),
     }
     for env_id, spec in specs.items():
         if env_id not in gym.registry:
             gym.register(id=env_id, **spec)
+
+
+register()  # so that "toy_envs:Target-v0" works: gymnasium imports this module, which registers it
