@@ -72,3 +72,15 @@ def test_set_pairs_need_an_equals_sign():
 def test_config_round_trips_through_its_dict():
     config, _ = resolve_config("CartPole-v1", "a2c", {"network.hidden_sizes": [8], "run_name": "x"})
     assert config_from_dict(config.to_dict()) == config
+
+
+def test_every_preset_resolves_to_a_valid_config():
+    from envs import presets
+
+    found = {(env_id, algo) for env_id, algo, _ in presets.available()}
+    expected_envs = {"CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "LunarLander-v3"}
+    assert {(env_id, algo) for env_id in expected_envs for algo in ("ppo", "a2c")} | {
+        ("LunarLanderContinuous-v3", "ppo")} <= found
+    for env_id, algo in found:
+        config, note = resolve_config(env_id, algo)
+        assert note is None and config.env_id == env_id and config.algo == algo
