@@ -13,7 +13,7 @@ from types import TracebackType
 import yaml
 
 from agents.config import ConfigError, TrainConfig
-from runners.checkpoint import atomic_write_text
+from runners.checkpoint import TEMP_PREFIX, commit_folder
 
 DEFAULT_MIN_FREE_MB = 64.0
 LOCK_FILE = ".lock"
@@ -62,7 +62,11 @@ def preflight(folder: Path, min_free: int | None = None) -> None:
 
 
 def create_run_dir(config: TrainConfig) -> Path:
-    """Create ``results_dir/env/algo/run_name`` and write config.yaml; refuse an existing named run."""
+    """Create ``results_dir/env/algo/run_name`` holding config.yaml, all at once.
+
+    The folder is assembled under a temporary name and renamed into place, so a run folder
+    never exists without its config. An existing named run is refused.
+    """
     parent = Path(config.results_dir) / env_folder_name(config.env_id) / config.algo
     name = config.run_name or datetime.now().strftime(f"%Y%m%d-%H%M%S-seed{config.seed}")
     run_dir = parent / name
@@ -74,13 +78,36 @@ def create_run_dir(config: TrainConfig) -> Path:
         while (parent / f"{name}-{suffix}").exists():
             suffix += 1
         run_dir = parent / f"{name}-{suffix}"
-    try:
-        run_dir.mkdir(parents=True)
-    except FileExistsError:  # another trainer picked the same name a moment ago
-        raise ConfigError(f"run folder {run_dir} was just created by another trainer; choose another --run-name") from None
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_run_folders(parent)
+    temporary = parent / f"{TEMP_PREFIX}{run_dir.name}-{os.getpid()}"
+    temporary.mkdir()
     resolved = dict(config.to_dict(), run_name=run_dir.name)
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    (temporary / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    try:
+        commit_folder(temporary, run_dir)
+    except OSError:  # another trainer took the name a moment ago
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise ConfigError(f"run folder {run_dir} was just created by another trainer; choose another --run-name") from None
     return run_dir
+
+
+def _remove_abandoned_run_folders(parent: Path) -> None:
+    """Delete half-made run folders whose creating process is gone."""
+    for path in parent.glob(f"{TEMP_PREFIX}*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunLock:

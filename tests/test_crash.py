@@ -32,7 +32,8 @@ def kill_and_check(tmp_path: Path, kill_at: str) -> str:
         assert kill_at.split("#")[0] in label
     run_dir = tmp_path / "CartPole-v1" / "ppo" / "k"
     assert_run_is_sound(run_dir)
-    saved_before_kill = [float(row["mean_return"]) for row in evaluation_rows(run_dir) if row["saved"] == "1"]
+    rows = evaluation_rows(run_dir) if (run_dir / "evaluations.csv").exists() else []  # a kill may precede it
+    saved_before_kill = [float(row["mean_return"]) for row in rows if row["saved"] == "1"]
     if list_entries(run_dir / "best"):
         stored = load_best(run_dir / "best")
         # nothing recorded as saved was lost (the kill may have come after a save but before its CSV row)
