@@ -3,6 +3,7 @@
     python benchmarks/learning.py                                  # every pair, seeds 0 1 2
     python benchmarks/learning.py --pairs CartPole-v1:ppo Pendulum-v1:ppo --seeds 0 1 2 --workers 2
     python benchmarks/learning.py --scale 0.1                       # a tenth of each budget (a smoke test)
+    python benchmarks/learning.py --collect-only                    # rebuild the table from finished runs
 
 Runs go to --results-dir (default results/benchmarks); the table goes to --out (default
 docs/benchmarks.md) and one PNG of evaluation curves per env next to it. Needs the `bench`
@@ -74,6 +75,27 @@ def run_one(env_id: str, algo: str, seed: int, budget: int, threshold: float, re
                       time.perf_counter() - started, threshold)
 
 
+def collect(results_dir: Path) -> list[RunOutcome]:
+    """Outcomes of every finished benchmark run (``bench-seed<N>-*`` with a summary.json) below results_dir."""
+    import json
+
+    import yaml
+
+    outcomes = []
+    for summary in sorted(Path(results_dir).glob("*/*/bench-seed*/summary.json")):
+        run_dir = summary.parent
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        pair = (config["env_id"], config["algo"])
+        if pair not in BARS:
+            continue
+        with open(run_dir / "evaluations.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        outcomes.append(RunOutcome(pair[0], pair[1], int(config["seed"]), [int(row["step"]) for row in rows],
+                                   [float(row["mean_return"]) for row in rows],
+                                   float(json.loads(summary.read_text())["wall_seconds"]), BARS[pair][1]))
+    return outcomes
+
+
 def table(outcomes: list[RunOutcome], scale: float) -> str:
     """The markdown table: one row per (env, algo)."""
     lines = ["| env | algo | env steps | seeds | best eval return (mean ± std over seeds) | bar | every seed reached it | "
@@ -126,7 +148,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each budget to run")
     parser.add_argument("--results-dir", default="results/benchmarks")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--collect-only", action="store_true", help="train nothing; tabulate finished runs")
     args = parser.parse_args()
+    if args.collect_only:
+        outcomes = collect(Path(args.results_dir))
+        write_report(outcomes, args, seconds=None)
+        return
     jobs = []
     for pair in args.pairs:
         env_id, _, algo = pair.rpartition(":")
@@ -138,12 +165,18 @@ def main() -> None:
     for outcome in outcomes:
         print(f"{outcome.env_id} {outcome.algo} seed {outcome.seed}: best {outcome.best:.1f}, "
               f"first at the bar {outcome.first_step_at_threshold}, {outcome.wall_seconds:.0f} s", flush=True)
+    write_report(outcomes, args, seconds=time.perf_counter() - started)
+
+
+def write_report(outcomes: list[RunOutcome], args: argparse.Namespace, seconds: float | None) -> None:
+    """docs/benchmarks.md (the table) and one PNG per env beside it."""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plots = plot(outcomes, args.out.parent)
+    how = f"in {seconds:.0f} s, {args.workers} runs at a time" if seconds is not None else "from finished runs"
     header = (f"# Learning benchmark\n\nProduced by `python benchmarks/learning.py {' '.join(os.sys.argv[1:])}` "
-              f"on a {os.cpu_count()}-core machine in {time.perf_counter() - started:.0f} s ({args.workers} runs at a time, "
-              f"load average at the end {os.getloadavg()[0]:.2f}). Best evaluation return = the highest mean over "
-              "10 deterministic episodes on fixed seeds at any evaluation.\n\n")
+              f"on a {os.cpu_count()}-core machine ({how}; load average {os.getloadavg()[0]:.2f} when written). "
+              "Best evaluation return = the highest mean over 10 deterministic episodes on fixed seeds at any "
+              "evaluation. Rows missing from the table have not been run yet.\n\n")
     images = "".join(f"![{path.stem}]({path.name})\n" for path in plots)
     args.out.write_text(header + table(outcomes, args.scale) + "\n" + images)
     print(f"wrote {args.out} and {len(plots)} plot(s)")
