@@ -190,16 +190,17 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
             if _crossed(previous, state.step, config.eval_every) or finished:
                 result = _evaluate_and_offer(run, state, wall_before + time.perf_counter() - session_start)
                 bar.update(task, last=f"{result.mean_return:.1f}", best=f"{run.store.best_mean_return:.1f}")
-            if _crossed(previous, state.step, config.checkpoint_every) or finished or stop.signal_number:
+            stopping = stop.signal_number  # read once: a signal arriving later is handled next iteration
+            if _crossed(previous, state.step, config.checkpoint_every) or finished or stopping:
                 _checkpoint(run, state, wall_before + time.perf_counter() - session_start, steps_per_second)
             faults.step_point(state.step)
-            if stop.signal_number:
-                raise TrainingInterrupted(stop.signal_number, state.step, run.run_dir)
+            if stopping:
+                raise TrainingInterrupted(stopping, state.step, run.run_dir)
             bar.update(task, completed=min(state.step, config.total_steps), sps=steps_per_second)
     wall_seconds = time.perf_counter() - session_start
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
                          state.step - start_step, dict(timings.seconds), run.evaluations)
-    _write_summary(result)
+    _write_summary(result, state.skipped_steps)
     console.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
@@ -310,7 +311,7 @@ def _config_yaml(config: TrainConfig, run_dir: Path) -> str:
     return yaml.safe_dump(dict(config.to_dict(), run_name=run_dir.name), sort_keys=False)
 
 
-def _write_summary(result: TrainResult) -> None:
+def _write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
     summary = {
         "env_steps": result.env_steps,
         "session_steps": result.session_steps,
@@ -318,6 +319,7 @@ def _write_summary(result: TrainResult) -> None:
         "steps_per_second": round(result.steps_per_second, 1),
         "best_mean_return": result.best_mean_return,
         "best_step": result.best_step,
+        "nonfinite_steps_skipped": nonfinite_steps_skipped,
         "timings": {name: round(seconds, 3) for name, seconds in result.timings.items()},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
