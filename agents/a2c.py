@@ -15,11 +15,16 @@ from agents.policy import make_distribution
 
 
 def make_optimizer(config: A2CConfig) -> keras.optimizers.Optimizer:
-    """RMSprop (as in the A3C paper and SB3's default) or Adam."""
+    """RMSprop (as in the A3C paper and SB3's default) or Adam.
+
+    ``optimizer_epsilon`` means what it means in PyTorch (and so in SB3's A2C): it is added to
+    the root, lr * g / (sqrt(v) + eps). Keras' RMSprop adds it under the root,
+    lr * g / sqrt(v + eps), so it gets eps squared, which matches to within eps.
+    """
     if config.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.optimizer_epsilon)
     return keras.optimizers.RMSprop(
-        learning_rate=config.learning_rate, rho=config.rmsprop_decay, epsilon=config.optimizer_epsilon)
+        learning_rate=config.learning_rate, rho=config.rmsprop_decay, epsilon=config.optimizer_epsilon**2)
 
 
 class A2CLearner:

@@ -91,7 +91,7 @@ class A2CConfig:
     rmsprop_decay: float = 0.99
     """RMSprop moving-average decay (rho)."""
     optimizer_epsilon: float = 1e-5
-    """Optimizer epsilon."""
+    """Optimizer epsilon, added to the root of the second moment (as in PyTorch and SB3)."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 1.0

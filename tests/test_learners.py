@@ -80,3 +80,20 @@ def test_a_non_finite_update_is_skipped_and_counted(make, steps_per_update):
     assert all(np.array_equal(old, new.numpy()) for old, new in zip(weights, model.trainable_variables))
     assert all(np.array_equal(old, new.numpy()) for old, new in zip(optimizer_state, learner.optimizer.variables))
     assert learner.tracing_count() == 1
+
+
+def test_rmsprop_epsilon_is_added_to_the_root_as_in_pytorch():
+    import tensorflow as tf
+
+    from agents.a2c import make_optimizer
+
+    optimizer = make_optimizer(A2CConfig(learning_rate=0.1, rmsprop_decay=0.5, optimizer_epsilon=1e-5))
+    variable = tf.Variable([1.0])
+    optimizer.build([variable])
+    optimizer.apply_gradients([(tf.constant([1e-4]), variable)])  # a small gradient, where epsilon matters
+    step = 1.0 - variable.numpy()[0]
+    second_moment = 0.5 * 1e-4**2
+    torch_step = 0.1 * 1e-4 / (np.sqrt(second_moment) + 1e-5)  # PyTorch / SB3: about 0.124
+    keras_as_is = 0.1 * 1e-4 / np.sqrt(second_moment + 1e-5)  # epsilon under the root: about 0.0032
+    assert step == pytest.approx(torch_step, rel=0.15)
+    assert step > 30 * keras_as_is
