@@ -61,6 +61,11 @@ def preflight(folder: Path, min_free: int | None = None) -> None:
                              f"champion needs at least {floor / 2**20:.1f} MiB for checkpoints and logs")
 
 
+def config_yaml(config: TrainConfig, run_name: str) -> str:
+    """The text of a run's config.yaml: the full resolved config under the folder's own name."""
+    return yaml.safe_dump(dict(config.to_dict(), run_name=run_name), sort_keys=False)
+
+
 def create_run_dir(config: TrainConfig) -> Path:
     """Create ``results_dir/env/algo/run_name`` holding config.yaml, all at once.
 
@@ -82,8 +87,7 @@ def create_run_dir(config: TrainConfig) -> Path:
     _remove_abandoned_run_folders(parent)
     temporary = parent / f"{TEMP_PREFIX}{run_dir.name}-{os.getpid()}"
     temporary.mkdir()
-    resolved = dict(config.to_dict(), run_name=run_dir.name)
-    (temporary / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    (temporary / "config.yaml").write_text(config_yaml(config, run_dir.name))
     try:
         commit_folder(temporary, run_dir)
     except OSError:  # another trainer took the name a moment ago

@@ -26,7 +26,7 @@ from runners.checkpoint import BestPolicyStore, atomic_write_text, remove_tempor
 from runners.evaluate import EvalResult, episode_seeds, evaluate
 from runners.resume import ResumeCheckpoints
 from runners.rollout import RewardScaler, VectorEnvCollector
-from runners.run_folder import RunLock, create_run_dir, preflight
+from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
 from runners.run_logger import RunLogger
 from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
                                check_checkpoint_fits, checkpoint_state, resumed_config, restore_state)
@@ -119,7 +119,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
     run = None
     try:
         if loaded is not None:
-            atomic_write_text(run_dir / "config.yaml", _config_yaml(config, run_dir))  # e.g. a longer total_steps
+            atomic_write_text(run_dir / "config.yaml", config_yaml(config, run_dir.name))  # e.g. a longer total_steps
             if loaded.manifest["step"] >= config.total_steps:
                 console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
                               "pass a larger --total-steps to train longer")
@@ -303,12 +303,6 @@ def _manifest(config: TrainConfig, spec: NetworkSpec, step: int, result: EvalRes
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": package_versions(),
     }
-
-
-def _config_yaml(config: TrainConfig, run_dir: Path) -> str:
-    import yaml
-
-    return yaml.safe_dump(dict(config.to_dict(), run_name=run_dir.name), sort_keys=False)
 
 
 def _write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:

@@ -1,6 +1,5 @@
 """Faults: SIGKILL at durable-write points, a full disk, a read-only folder, NaN rewards."""
 
-import os
 import shutil
 import signal
 import subprocess
