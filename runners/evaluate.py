@@ -8,7 +8,7 @@ from typing import Sequence
 import gymnasium as gym
 import numpy as np
 
-from agents.policy import Policy
+from agents.numpy_policy import NumpyPolicy
 from envs.factory import as_float_batch
 
 
@@ -55,7 +55,7 @@ MAX_EPISODE_STEPS = 100_000
 
 
 def evaluate(
-    policy: Policy, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], frames: list | None = None,
+    policy: NumpyPolicy, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], frames: list | None = None,
     max_steps: int = MAX_EPISODE_STEPS,
 ) -> EvalResult:
     """Play one episode per seed (env i gets seeds[i]) with the policy's deterministic action.
@@ -76,7 +76,7 @@ def evaluate(
     for _ in range(max_steps):
         if done.all():
             break
-        actions = policy.env_actions(policy.mode(as_float_batch(observations)).numpy())
+        actions = policy.env_actions(policy.mode(as_float_batch(observations)))
         observations, rewards, terminated, truncated, _ = eval_envs.step(actions)
         running = ~done
         returns[running] += rewards[running]

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays
-from agents.policy import Policy
+from agents.numpy_policy import NumpyPolicy
 from envs.factory import describe_env, make_eval_env
 from runners.checkpoint import load_best
 from runners.evaluate import EvalResult, episode_seeds, evaluate
@@ -44,7 +44,7 @@ class ReplayResult:
         }
 
 
-def load_policy(run_dir: Path) -> tuple[Policy, dict[str, Any]]:
+def load_policy(run_dir: Path) -> tuple[NumpyPolicy, dict[str, Any]]:
     """The run's best policy (verified) and its manifest; refuses weights that do not fit."""
     stored = load_best(run_dir / "best")
     spec = NetworkSpec.from_dict(stored.manifest["network"])
@@ -53,7 +53,7 @@ def load_policy(run_dir: Path) -> tuple[Policy, dict[str, Any]]:
         assign_weight_arrays(model, stored.weights)
     except ValueError as error:
         raise ReplayError(f"{stored.entry}: {error}") from None
-    return Policy(model), dict(stored.manifest, entry=str(stored.entry))
+    return NumpyPolicy(model), dict(stored.manifest, entry=str(stored.entry))
 
 
 def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, render: bool = False,

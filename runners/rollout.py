@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.batch import RolloutBatch
-from agents.policy import Policy
+from agents.numpy_policy import NumpyPolicy
 from envs.factory import as_float_batch
 from runners.timing import Timings
 
@@ -36,7 +36,7 @@ class Rollout:
 class RolloutSource(Protocol):
     """Where rollouts come from."""
 
-    def collect(self, policy: Policy) -> Rollout:
+    def collect(self, policy: NumpyPolicy) -> Rollout:
         """Act with ``policy`` for a fixed number of steps and return the transitions."""
         ...
 
@@ -71,7 +71,7 @@ class RewardScaler:
 
 
 class VectorEnvCollector:
-    """Steps a gymnasium vector env (same-step autoreset) with one compiled policy call per step."""
+    """Steps a gymnasium vector env (same-step autoreset), acting with the numpy policy."""
 
     def __init__(self, envs: gym.vector.VectorEnv, num_steps: int, seed: int, timings: Timings | None = None,
                  observations: np.ndarray | None = None, reward_scaler: RewardScaler | None = None) -> None:
@@ -85,7 +85,7 @@ class VectorEnvCollector:
             observations, _ = envs.reset(seed=seed)
         self.observations = as_float_batch(observations)
 
-    def collect(self, policy: Policy) -> Rollout:
+    def collect(self, policy: NumpyPolicy) -> Rollout:
         """Run num_steps vector steps; the episode state carries over to the next call."""
         shape = (self.num_steps, self.num_envs)
         observations = np.empty((*shape, *self.observations.shape[1:]), np.float32)
@@ -98,8 +98,7 @@ class VectorEnvCollector:
         for step in range(self.num_steps):
             observations[step] = self.observations
             with self.timings.phase("acting"):
-                action, log_prob, value = policy.sample(self.observations)
-                actions[step], log_probs[step], values[step] = action.numpy(), log_prob.numpy(), value.numpy()
+                actions[step], log_probs[step], values[step] = policy.sample(self.observations)
             with self.timings.phase("env_stepping"):
                 next_observations, reward, terminal, truncation, info = self.envs.step(policy.env_actions(actions[step]))
             if self.reward_scaler is not None:
@@ -113,18 +112,18 @@ class VectorEnvCollector:
                 episode_lengths.append(info["episode"]["l"][done])
             self.observations = as_float_batch(next_observations)
         with self.timings.phase("acting"):
-            last_values = policy.value(self.observations).numpy()
+            last_values = policy.value(self.observations)
         batch = RolloutBatch(observations, actions, log_probs, values, rewards, terminated, truncated,
                              truncation_values, last_values)
         return Rollout(batch, _concat(episode_returns, np.float64), _concat(episode_lengths, np.int64))
 
-    def _final_values(self, policy: Policy, info: dict, truncation: np.ndarray) -> np.ndarray:
+    def _final_values(self, policy: NumpyPolicy, info: dict, truncation: np.ndarray) -> np.ndarray:
         """V(final observation) for the envs whose episode was truncated this step, 0 elsewhere."""
         values = np.zeros(self.num_envs, np.float32)
         indices = np.flatnonzero(truncation)
         final = as_float_batch(np.stack([info["final_obs"][index] for index in indices]))
         with self.timings.phase("acting"):
-            values[indices] = policy.value(final).numpy()
+            values[indices] = policy.value(final)
         return values
 
 

@@ -111,6 +111,7 @@ def checkpoint_state(run: "Run", state: LoopState) -> dict[str, Any]:
         "observations": run.collector.observations.copy(),
         "reward_scaler": run.collector.reward_scaler,
         "numpy_random": np.random.get_state(),
+        "policy_random": run.policy.random_state(),
         "python_random": random.getstate(),
         "best_mean_return": run.store.best_mean_return,
     }
@@ -128,6 +129,9 @@ def restore_state(run: "Run", loaded: LoadedCheckpoint, make_envs: Callable[...,
     """Load a checkpoint (already checked to fit) into the run; return the loop counters."""
     loaded.restore(run.trackables())
     saved = loaded.state
+    run.policy.refresh()
+    if "policy_random" in saved:  # checkpoints from before numpy acting kept a TF generator instead
+        run.policy.set_random_state(saved["policy_random"])
     np.random.set_state(saved["numpy_random"])
     random.setstate(saved["python_random"])
     config = run.config

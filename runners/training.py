@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agents.config import TrainConfig, validate
 from agents.learners import make_learner
 from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, weight_arrays
-from agents.policy import Policy
+from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvInfo, describe_env, make_eval_env, make_vector_env
 from runners import faults
 from runners.checkpoint import BestPolicyStore, atomic_write_text, remove_temporaries, warn
@@ -47,6 +47,9 @@ class TrainResult:
     session_steps: int
     """Environment steps taken in this session."""
     timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of this session (env_stepping, acting, update, tracing, evaluation, saving, logging)."""
+    timing_calls: dict[str, int] = field(default_factory=dict)
+    """How many times each phase ran."""
     evaluations: list[tuple[int, float]] = field(default_factory=list)
 
     @property
@@ -63,7 +66,7 @@ class Run:
     run_dir: Path
     spec: NetworkSpec
     model: ActorCritic
-    policy: Policy
+    policy: NumpyPolicy
     learner: Any
     eval_envs: Any
     store: BestPolicyStore
@@ -83,7 +86,7 @@ class Run:
 
     def trackables(self) -> dict[str, Any]:
         """The TensorFlow objects a resume checkpoint holds."""
-        return {"model": checkpointable_weights(self.model), "policy_generator": self.policy.generator, **self.learner.checkpoint_objects()}
+        return {"model": checkpointable_weights(self.model), **self.learner.checkpoint_objects()}
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -160,7 +163,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     spec = network_spec(env_info, config)
     model = ActorCritic(spec, seed=config.seed)
     return Run(
-        config=config, run_dir=run_dir, spec=spec, model=model, policy=Policy(model, seed=config.seed),
+        config=config, run_dir=run_dir, spec=spec, model=model, policy=NumpyPolicy(model, seed=config.seed),
         learner=make_learner(model, config), eval_envs=make_eval_env(config.env_id, config.eval_episodes),
         store=BestPolicyStore(run_dir / "best", on_warning=_warner(console)), checkpoints=checkpoints,
         logger=RunLogger(run_dir, config.log_every, resume_step), timings=Timings(), console=console,
@@ -181,6 +184,7 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
             previous, state.step = state.step, state.step + rollout.env_steps
             with timings.phase("update" if run.learner.tracing_count() else "tracing (first update)"):
                 metrics = run.learner.update(rollout.batch, max(0.0, 1.0 - state.step / config.total_steps))
+                run.policy.refresh()
             _guard_finite(run, state, metrics)
             steps_per_second = (state.step - start_step) / (time.perf_counter() - session_start)
             with timings.phase("logging"):
@@ -199,7 +203,7 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
             bar.update(task, completed=min(state.step, config.total_steps), sps=steps_per_second)
     wall_seconds = time.perf_counter() - session_start
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
-                         state.step - start_step, dict(timings.seconds), run.evaluations)
+                         state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations)
     _write_summary(result, state.skipped_steps)
     console.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
@@ -315,6 +319,7 @@ def _write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
         "best_step": result.best_step,
         "nonfinite_steps_skipped": nonfinite_steps_skipped,
         "timings": {name: round(seconds, 3) for name, seconds in result.timings.items()},
+        "timing_calls": dict(result.timing_calls),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

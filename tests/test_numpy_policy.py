@@ -1,0 +1,81 @@
+"""The numpy acting path computes what the Keras model computes, and samples the right distribution."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from agents.networks import ActorCritic, NetworkSpec
+from agents.numpy_policy import NumpyPolicy
+from agents.policy import Policy, make_distribution
+
+
+def spec_for(kind: str, **changes) -> NetworkSpec:
+    values = dict(observation_shape=(3,), action_kind=kind, action_size=2, hidden_sizes=(16, 8))
+    if kind == "continuous":
+        values.update(action_low=(-1.0, -2.0), action_high=(1.0, 2.0), log_std_init=-0.7)
+    values.update(changes)
+    return NetworkSpec(**values)
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+@pytest.mark.parametrize("activation, shared, normalize", [
+    ("tanh", False, False), ("relu", True, True), ("elu", False, True), ("gelu", False, True), ("silu", True, False),
+])
+def test_forward_pass_equals_the_keras_model(kind, activation, shared, normalize):
+    model = ActorCritic(spec_for(kind, activation=activation, shared_torso=shared, normalize_observations=normalize), seed=5)
+    rng = np.random.default_rng(0)
+    model.update_normalizer(tf.constant(rng.normal(50.0, 20.0, size=(64, 3)), tf.float32))
+    observations = rng.normal(50.0, 40.0, size=(200, 3)).astype(np.float32)
+    parameters, values = model(observations)
+    head, numpy_values = NumpyPolicy(model).forward(observations)
+    # float32 both ways; only the order of summation differs
+    np.testing.assert_allclose(head, parameters.numpy()[:, :2], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(numpy_values, values.numpy(), rtol=1e-4, atol=1e-5)
+    if kind == "discrete":
+        assert np.array_equal(NumpyPolicy(model).mode(observations), Policy(model).mode(observations).numpy())
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_sampled_log_probabilities_equal_the_distributions(kind):
+    model = ActorCritic(spec_for(kind), seed=1)
+    observations = np.random.default_rng(2).normal(size=(500, 3)).astype(np.float32)
+    actions, log_probs, values = NumpyPolicy(model, seed=3).sample(observations)
+    parameters, _ = model(observations)
+    expected = make_distribution(model).log_prob(parameters, tf.constant(actions)).numpy()
+    np.testing.assert_allclose(log_probs, expected, rtol=1e-5, atol=1e-5)
+    assert actions.dtype == (np.int32 if kind == "discrete" else np.float32)
+
+
+def test_categorical_samples_follow_the_softmax():
+    model = ActorCritic(spec_for("discrete", action_size=3, hidden_sizes=(4,)), seed=0)
+    head = model.policy_head
+    head.kernel.assign(np.zeros_like(head.kernel.numpy()))
+    head.bias.assign(np.log(np.array([0.2, 0.3, 0.5], np.float32)))  # logits of probabilities 0.2/0.3/0.5
+    actions, log_probs, _ = NumpyPolicy(model, seed=0).sample(np.zeros((40_000, 3), np.float32))
+    frequencies = np.bincount(actions, minlength=3) / len(actions)
+    np.testing.assert_allclose(frequencies, [0.2, 0.3, 0.5], atol=0.01)  # 4 standard errors at n = 40k
+    np.testing.assert_allclose(log_probs, np.log([0.2, 0.3, 0.5])[actions], rtol=1e-5)
+
+
+def test_gaussian_samples_have_the_mean_and_the_learned_std():
+    model = ActorCritic(spec_for("continuous", log_std_init=np.log(0.5)), seed=0)
+    observations = np.zeros((40_000, 3), np.float32)
+    actions, _, _ = NumpyPolicy(model, seed=0).sample(observations)
+    mean = NumpyPolicy(model).mode(observations[:1])[0]
+    np.testing.assert_allclose(actions.mean(axis=0), mean, atol=0.01)
+    np.testing.assert_allclose(actions.std(axis=0), [0.5, 0.5], rtol=0.02)
+
+
+def test_refresh_takes_new_weights_and_the_sampler_state_round_trips():
+    model = ActorCritic(spec_for("discrete"), seed=0)
+    policy = NumpyPolicy(model, seed=7)
+    observations = np.ones((4, 3), np.float32)
+    before = policy.value(observations)
+    model.value_head.bias.assign([1.5])
+    assert np.allclose(policy.value(observations), before)  # a snapshot until refreshed
+    policy.refresh()
+    np.testing.assert_allclose(policy.value(observations), before + 1.5, rtol=1e-6)
+    state = policy.random_state()
+    first = policy.sample(np.zeros((64, 3), np.float32))[0]
+    policy.set_random_state(state)
+    assert np.array_equal(policy.sample(np.zeros((64, 3), np.float32))[0], first)
