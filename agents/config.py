@@ -140,8 +140,8 @@ class TrainConfig:
     """Stop after this many consecutive updates with a non-finite loss or gradient."""
     log_every: int = 2_000
     """Write averaged training metrics to TensorBoard every this many environment steps."""
-    vectorization: str = "sync"
-    """Gymnasium vector env: sync (one process) or async (one process per env)."""
+    vectorization: str = "auto"
+    """Training envs: auto (gymnasium's own vectorised env where there is one, e.g. CartPole, else sync), sync (one process) or async (one process per env)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     """Network shape."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -182,7 +182,7 @@ def validate(config: TrainConfig) -> None:
     for name in ("seed", "eval_seed"):
         value = getattr(config, name)
         _require(isinstance(value, int) and value >= 0, f"{name} must be a non-negative integer, got {value!r}")
-    _require(config.vectorization in ("sync", "async"), f"vectorization must be sync or async, got {config.vectorization!r}")
+    _require(config.vectorization in ("auto", "sync", "async"), f"vectorization must be auto, sync or async, got {config.vectorization!r}")
     _require(
         config.eval_every >= config.num_envs,
         f"eval_every={config.eval_every} is smaller than one vector step ({config.num_envs} env steps with "

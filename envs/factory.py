@@ -15,6 +15,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
+from envs.native import has_native_vector_env, make_native_vector_env
+
 SUPPORTED_OBSERVATION_SPACES = "Box"
 SUPPORTED_ACTION_SPACES = "Discrete (starting at 0), Box (one-dimensional)"
 
@@ -81,8 +83,12 @@ def _read_spaces(env_id: str, env: gym.Env) -> EnvInfo:
     )
 
 
-def make_vector_env(env_id: str, num_envs: int, vectorization: str = "sync", **env_kwargs: Any) -> gym.vector.VectorEnv:
-    """Training envs: sub-env i is seeded with seed + i at the first reset (by the caller).
+def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", **env_kwargs: Any) -> gym.vector.VectorEnv:
+    """Training envs, seeded by the caller's first ``reset(seed=...)``.
+
+    ``auto`` takes gymnasium's own vectorised implementation where champion has an adapter for
+    it (CartPole: ``envs.native``), else ``sync``; ``sync`` steps gym.make envs in this process,
+    ``async`` one process per env.
 
     Autoreset happens in the same step (the returned observation starts the next episode and
     ``info["final_obs"]`` holds the last one), so every step is a real transition and a
@@ -90,8 +96,10 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "sync", **e
     lengths are reported by gymnasium's RecordEpisodeStatistics. The sync vector env is built
     from picklable parts, so its whole state (every sub-env and its RNG) can be checkpointed.
     """
+    if vectorization == "auto" and not env_kwargs and has_native_vector_env(env_id):
+        return RecordEpisodeStatistics(make_native_vector_env(env_id, num_envs))
     make_one = [functools.partial(gym.make, env_id, **env_kwargs)] * num_envs
-    vector_class = gym.vector.SyncVectorEnv if vectorization == "sync" else gym.vector.AsyncVectorEnv
+    vector_class = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     return RecordEpisodeStatistics(vector_class(make_one, autoreset_mode=AutoresetMode.SAME_STEP))
 
 
