@@ -48,10 +48,14 @@ def merge_time_and_envs(tensor: tf.Tensor) -> tf.Tensor:
 
 
 def compile_update(update: Callable[[RolloutBatch, tf.Tensor], Any], spec: Any, num_steps: int, num_envs: int) -> Any:
-    """A tf.function of (batch, progress_remaining) with a fixed input signature, so it traces once."""
+    """A tf.function of (batch, progress_remaining) with a fixed input signature, so it traces once.
+
+    The updates write their loops as tf.while_loop, so AutoGraph is off: converting the learner
+    and, through it, Keras' own code took more than half of the first update's time.
+    """
     signature = [batch_signature(spec.observation_shape, spec.action_shape, num_steps, num_envs),
                  tf.TensorSpec([], tf.float32)]
-    return tf.function(update, input_signature=signature)
+    return tf.function(update, input_signature=signature, autograph=False)
 
 
 def run_update(compiled_update: Any, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:

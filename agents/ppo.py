@@ -42,15 +42,17 @@ class PPOLearner:
         learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, progress_remaining)
         clip_range = scheduled(config.clip_range, config.clip_range_schedule, progress_remaining)
         self.optimizer.learning_rate.assign(learning_rate)
-        totals = tf.zeros([len(METRICS)])
-        skipped = tf.constant(0.0)
-        for _ in tf.range(config.epochs):
-            order = tf.argsort(self.generator.uniform([self.rollout_size]))
-            for start in tf.range(0, self.rollout_size, config.minibatch_size):
-                indices = order[start:start + config.minibatch_size]
-                stats, step_skipped = self._minibatch_step([tf.gather(tensor, indices) for tensor in data], clip_range)
-                totals += tf.where(step_skipped > 0, tf.zeros_like(stats), stats)
-                skipped += step_skipped
+        orders = tf.argsort(self.generator.uniform([config.epochs, self.rollout_size]), axis=-1)  # one shuffle per epoch
+
+        def gradient_step(step: tf.Tensor, totals: tf.Tensor, skipped: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            epoch, minibatch = step // self.num_minibatches, step % self.num_minibatches
+            indices = tf.slice(orders, [epoch, minibatch * config.minibatch_size], [1, config.minibatch_size])[0]
+            stats, step_skipped = self._minibatch_step([tf.gather(tensor, indices) for tensor in data], clip_range)
+            return step + 1, totals + tf.where(step_skipped > 0, tf.zeros_like(stats), stats), skipped + step_skipped
+
+        total_steps = config.epochs * self.num_minibatches
+        _, totals, skipped = tf.while_loop(lambda step, *_: step < total_steps, gradient_step,
+                                           (tf.constant(0), tf.zeros([len(METRICS)]), tf.constant(0.0)))
         applied = float(config.epochs * self.num_minibatches) - skipped
         means = tf.where(applied > 0, totals / tf.maximum(applied, 1.0), tf.fill([len(METRICS)], float("nan")))
         metrics = {name: means[index] for index, name in enumerate(METRICS)}
