@@ -44,9 +44,10 @@ def cli() -> None:
               help="Override any config field, e.g. --set ppo.learning_rate=1e-3 (repeatable).")
 @click.option("--no-preset", is_flag=True, help="Start from the defaults instead of the (env, algo) preset.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--profile", is_flag=True, help="At the end, print a table of where the time went.")
 def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: int | None, total_steps: int | None,
           num_envs: int | None, eval_every: int | None, eval_episodes: int | None, results_dir: str | None,
-          run_name: str | None, set_pairs: Sequence[str], no_preset: bool, quiet: bool) -> None:
+          run_name: str | None, set_pairs: Sequence[str], no_preset: bool, quiet: bool, profile: bool) -> None:
     """Train ALGO on ENV_ID (the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best),
     or continue a stopped run with --resume RUN_DIR."""
     from envs.factory import describe_env
@@ -64,7 +65,7 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
         _import_tensorflow_quietly()
         from runners.training import resume
 
-        resume(resume_dir, overrides, progress=not quiet)
+        _print_profile(resume(resume_dir, overrides, progress=not quiet), profile)
         return
     if env_id is None:
         raise click.UsageError("give ENV_ID to start a run (e.g. champion train CartPole-v1), or --resume RUN_DIR")
@@ -75,7 +76,14 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
     _import_tensorflow_quietly()
     from runners.training import train as run_training
 
-    run_training(config, progress=not quiet)
+    _print_profile(run_training(config, progress=not quiet), profile)
+
+
+def _print_profile(result: Any, profile: bool) -> None:
+    if profile:
+        from runners.timing import profile_table
+
+        click.echo(profile_table(result.timings, result.timing_calls, result.wall_seconds, result.session_steps), err=True)
 
 
 @cli.command()
