@@ -9,8 +9,7 @@ from agents import losses
 from agents.batch import RolloutBatch
 from agents.config import A2CConfig
 from agents.networks import ActorCritic
-from agents.optimization import (apply_clipped_gradients, batch_gae, compile_update, merge_time_and_envs,
-                                 run_update, scheduled)
+from agents.optimization import CompiledUpdate, apply_clipped_gradients, batch_gae, merge_time_and_envs, scheduled
 from agents.policy import make_distribution
 
 
@@ -36,11 +35,11 @@ class A2CLearner:
         self.distribution = make_distribution(model)
         self.optimizer = make_optimizer(config)
         self.optimizer.build(model.trainable_variables)
-        self.compiled_update = compile_update(self._update, model.spec, config.num_steps, num_envs)
+        self.compiled_update = CompiledUpdate(self._update, model.spec, config.num_steps, num_envs)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One gradient step on the whole rollout; returns its metrics."""
-        return run_update(self.compiled_update, batch, progress_remaining)
+        return self.compiled_update(batch, progress_remaining)
 
     def _update(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
         config = self.config
@@ -77,4 +76,4 @@ class A2CLearner:
 
     def tracing_count(self) -> int:
         """Times the compiled update was traced (stays 1 after the first update)."""
-        return self.compiled_update.experimental_get_tracing_count()
+        return self.compiled_update.tracing_count()

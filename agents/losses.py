@@ -29,13 +29,38 @@ def gae(
     next_values = tf.where(truncated > 0, truncation_values, next_values)
     deltas = rewards + gamma * next_values * (1.0 - terminated) - values
     continues = (1.0 - tf.maximum(terminated, truncated)) * gamma * gae_lambda
+    if deltas.shape[0] is not None and deltas.shape[0] <= MATRIX_GAE_MAX_STEPS:
+        advantages = _discounted_sums_by_matrix(deltas, continues)
+    else:
+        advantages = _discounted_sums_by_scan(deltas, continues)
+    return advantages, advantages + values
+
+
+MATRIX_GAE_MAX_STEPS = 128
+"""Rollouts up to this many steps get GAE as one [T, T, N] product instead of a T-step loop."""
+
+
+def _discounted_sums_by_scan(deltas: tf.Tensor, continues: tf.Tensor) -> tf.Tensor:
+    """A[t] = deltas[t] + continues[t] * A[t + 1], as a reverse tf.scan (any T, one loop step per t)."""
 
     def backward(next_advantage: tf.Tensor, step: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         delta, carry = step
         return delta + carry * next_advantage
 
-    advantages = tf.scan(backward, (deltas, continues), initializer=tf.zeros_like(last_values), reverse=True)
-    return advantages, advantages + values
+    return tf.scan(backward, (deltas, continues), initializer=tf.zeros_like(deltas[0]), reverse=True)
+
+
+def _discounted_sums_by_matrix(deltas: tf.Tensor, continues: tf.Tensor) -> tf.Tensor:
+    """The same sums without a loop: A[t] = sum over k >= t of (continues[t] ... continues[k-1]) deltas[k].
+
+    A graph loop costs ~40 us per step on a CPU; for short rollouts (A2C's 5 steps) the loop,
+    not the arithmetic, was the cost. Zeros in ``continues`` (episode ends) stay exact zeros.
+    """
+    steps = deltas.shape[0]
+    later = tf.linalg.band_part(tf.ones([steps, steps]), 0, -1)  # later[t, j] = 1 where j >= t
+    factors = later[:, :, tf.newaxis] * continues[tf.newaxis] + (1.0 - later)[:, :, tf.newaxis]  # c[j] if j >= t else 1
+    products = tf.math.cumprod(factors, axis=1, exclusive=True)  # [t, k]: c[t] ... c[k-1] for k >= t
+    return tf.einsum("tkn,tk,kn->tn", products, later, deltas)
 
 
 def ppo_policy_loss(

@@ -9,8 +9,7 @@ from agents import losses
 from agents.batch import RolloutBatch
 from agents.config import PPOConfig
 from agents.networks import ActorCritic
-from agents.optimization import (apply_clipped_gradients, batch_gae, compile_update, merge_time_and_envs,
-                                 run_update, scheduled)
+from agents.optimization import CompiledUpdate, apply_clipped_gradients, batch_gae, merge_time_and_envs, scheduled
 from agents.policy import make_distribution
 
 METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
@@ -28,11 +27,11 @@ class PPOLearner:
         self.generator = tf.random.Generator.from_seed(seed + 1)
         self.rollout_size = config.num_steps * num_envs
         self.num_minibatches = self.rollout_size // config.minibatch_size
-        self.compiled_update = compile_update(self._update, model.spec, config.num_steps, num_envs)
+        self.compiled_update = CompiledUpdate(self._update, model.spec, config.num_steps, num_envs)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One PPO update (epochs x minibatches gradient steps); returns averaged metrics."""
-        return run_update(self.compiled_update, batch, progress_remaining)
+        return self.compiled_update(batch, progress_remaining)
 
     def _update(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
         config = self.config
@@ -86,4 +85,4 @@ class PPOLearner:
 
     def tracing_count(self) -> int:
         """Times the compiled update was traced (stays 1 after the first update)."""
-        return self.compiled_update.experimental_get_tracing_count()
+        return self.compiled_update.tracing_count()

@@ -29,6 +29,21 @@ def test_gae_by_hand_with_a_termination_and_a_truncation():
     np.testing.assert_allclose(returns.numpy(), expected + values.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("steps", [1, 5, 128])
+def test_gae_loop_and_matrix_forms_agree(steps):
+    rng = np.random.default_rng(steps)
+    deltas = tf.constant(rng.normal(size=(steps, 6)), tf.float32)
+    ends = rng.random((steps, 6)) < 0.15
+    continues = tf.constant(np.where(ends, 0.0, 0.99 * 0.95), tf.float32)
+    expected = np.zeros((steps, 6))
+    following = np.zeros(6)
+    for step in reversed(range(steps)):  # the recursion, written out
+        following = deltas.numpy()[step] + continues.numpy()[step] * following
+        expected[step] = following
+    np.testing.assert_allclose(losses._discounted_sums_by_scan(deltas, continues).numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(losses._discounted_sums_by_matrix(deltas, continues).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_gae_with_lambda_one_gives_discounted_returns_minus_values():
     rewards = tf.constant([[1.0], [2.0], [3.0]])
     values = tf.constant([[0.0], [0.0], [0.0]])
