@@ -55,9 +55,14 @@ def test_replay_without_a_best_policy_says_so(tmp_path, capsys):
 def test_train_replay_runs_end_to_end(tmp_path):
     results = tmp_path / "results"
     train = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "3000", "--eval-every", "1000",
-                                       "--results-dir", str(results), "--run-name", "e2e", "--set", "ppo.epochs=4"],
-                           capture_output=True, text=True, timeout=300)
+                                       "--results-dir", str(results), "--run-name", "e2e", "--set", "ppo.epochs=4",
+                                       "--profile"], capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
+    # --profile: 12 rollouts of 32 vector steps, the first update traced, 3 evaluations
+    profile = {line.split()[0]: line.split() for line in train.stderr.splitlines()[-10:]}
+    assert profile["env_stepping"][3] == "384" and profile["update"][3] == "11" and profile["evaluation"][3] == "3"
+    assert profile["tracing"][5] == "1"  # "tracing (first update)  seconds  share  calls ..."
+    assert train.stderr.splitlines()[-1].split()[3:6] == ["3,072", "env", "steps,"]
     run_dir = results / "CartPole-v1" / "ppo" / "e2e"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (config["total_steps"], config["ppo"]["epochs"], config["ppo"]["num_steps"]) == (3000, 4, 32)
