@@ -128,17 +128,17 @@ def checkpointable_weights(model: keras.Model) -> tf.train.Checkpoint:
     Keras 3 does not expose layers held in Python lists to TensorFlow's object tracking, so
     checkpointing the model object itself would silently miss the torso.
     """
-    return tf.train.Checkpoint(**{_weight_name(variable).replace("/", "__"): variable for variable in model.weights})
+    return tf.train.Checkpoint(**{weight_name(variable).replace("/", "__"): variable for variable in model.weights})
 
 
 def weight_arrays(model: keras.Model) -> dict[str, np.ndarray]:
     """The model's weights by name (layer/variable), independent of the model's own name."""
-    return {_weight_name(variable): variable.numpy() for variable in model.weights}
+    return {weight_name(variable): variable.numpy() for variable in model.weights}
 
 
 def assign_weight_arrays(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
     """Load weights by name; refuse (ValueError) on missing, extra or differently shaped ones."""
-    names = {_weight_name(variable): variable for variable in model.weights}
+    names = {weight_name(variable): variable for variable in model.weights}
     missing = sorted(set(names) - set(arrays))
     extra = sorted(set(arrays) - set(names))
     if missing or extra:
@@ -151,5 +151,6 @@ def assign_weight_arrays(model: keras.Model, arrays: dict[str, np.ndarray]) -> N
         variable.assign(arrays[name])
 
 
-def _weight_name(variable: keras.Variable) -> str:
+def weight_name(variable: keras.Variable) -> str:
+    """A variable's name within the model (layer/variable), as weight_arrays keys it."""
     return variable.path.split("/", 1)[-1]

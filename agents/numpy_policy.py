@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from agents.networks import ActorCritic, weight_arrays
+import tensorflow as tf
+
+from agents.networks import ActorCritic, weight_name
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -53,21 +55,32 @@ class NumpyPolicy:
         continuous = spec.action_kind == "continuous"
         self._low = np.asarray(spec.action_low, np.float32) if continuous else None
         self._high = np.asarray(spec.action_high, np.float32) if continuous else None
+        self._names = [weight_name(variable) for variable in model.weights]
+        # One graph call reads every weight; a .numpy() per variable cost ~0.3 ms each.
+        self._read_weights = tf.function(lambda: [tf.identity(variable.value) for variable in model.weights],
+                                         autograph=False)
         self.refresh()
 
     def refresh(self) -> None:
         """Take the model's current weights (call after every update, restore or load)."""
-        weights = weight_arrays(self.model)
+        weights = {name: tensor.numpy() for name, tensor in zip(self._names, self._read_weights())}
         spec = self.spec
 
-        def layers(prefix: str) -> list[tuple[np.ndarray, np.ndarray]]:
-            return [(weights[f"{prefix}_{index}/kernel"], weights[f"{prefix}_{index}/bias"])
-                    for index in range(len(spec.hidden_sizes))]
+        def layer(name: str) -> tuple[np.ndarray, np.ndarray]:
+            return weights[f"{name}/kernel"], weights[f"{name}/bias"]
 
-        self._policy_torso = layers("policy_torso")
-        self._value_torso = [] if spec.shared_torso else layers("value_torso")
-        self._policy_head = (weights["policy_head/kernel"], weights["policy_head/bias"])
-        self._value_head = (weights["value_head/kernel"][:, 0], weights["value_head/bias"][0])
+        depth = len(spec.hidden_sizes)
+        policy_layers = [layer(f"policy_torso_{index}") for index in range(depth)] + [layer("policy_head")]
+        if spec.shared_torso:
+            value_head = layer("value_head")
+            self._torso = policy_layers[:-1]
+            self._head = (np.concatenate([policy_layers[-1][0], value_head[0]], axis=1),
+                          np.concatenate([policy_layers[-1][1], value_head[1]]))
+        else:  # both torsos side by side as one wider network: half the numpy calls per step
+            value_layers = [layer(f"value_torso_{index}") for index in range(depth)] + [layer("value_head")]
+            fused = [_side_by_side(policy, value, first=index == 0)
+                     for index, (policy, value) in enumerate(zip(policy_layers, value_layers))]
+            self._torso, self._head = fused[:-1], fused[-1]
         self._log_std = weights["log_std"] if "log_std" in weights else None
         if spec.normalize_observations:
             normalizer = self.model.normalizer
@@ -80,27 +93,20 @@ class NumpyPolicy:
         features = np.asarray(observations, np.float32).reshape(len(observations), -1)
         if self.spec.normalize_observations:
             features = np.clip((features - self._mean) / self._scale, -self._clip, self._clip)
-        policy_features = self._run(self._policy_torso, features)
-        value_features = self._run(self._value_torso, features) if self._value_torso else policy_features
-        kernel, bias = self._policy_head
-        head = policy_features @ kernel + bias
-        kernel, bias = self._value_head
-        return head, value_features @ kernel + bias
-
-    def _run(self, layers: list[tuple[np.ndarray, np.ndarray]], features: np.ndarray) -> np.ndarray:
-        for kernel, bias in layers:
+        for kernel, bias in self._torso:
             features = self._activation(features @ kernel + bias)
-        return features
+        kernel, bias = self._head
+        output = features @ kernel + bias
+        return output[:, :-1], output[:, -1]
 
     def sample(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(actions, their log-probabilities, state values), drawn from the stochastic policy."""
         head, values = self.forward(observations)
         if self._log_std is None:
             log_probs = _log_softmax(head)
-            gumbel = -np.log(-np.log(self.random.uniform(1e-20, 1.0, head.shape)))
-            actions = np.argmax(log_probs + gumbel, axis=-1).astype(np.int32)
-            chosen = np.take_along_axis(log_probs, actions[:, None], axis=-1)[:, 0]
-            return actions, chosen.astype(np.float32), values.astype(np.float32)
+            actions = np.argmax(log_probs + self.random.gumbel(size=head.shape), axis=-1)  # Gumbel-max
+            chosen = log_probs[np.arange(len(actions)), actions]
+            return actions.astype(np.int32), chosen.astype(np.float32), values.astype(np.float32)
         std = np.exp(self._log_std)
         noise = self.random.standard_normal(head.shape).astype(np.float32)
         actions = head + std * noise
@@ -127,6 +133,25 @@ class NumpyPolicy:
     def set_random_state(self, state: dict[str, Any]) -> None:
         """Continue sampling where a checkpointed run left off."""
         self.random.bit_generator.state = state
+
+
+def _side_by_side(policy: tuple[np.ndarray, np.ndarray], value: tuple[np.ndarray, np.ndarray],
+                  first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One layer computing a policy layer and a value layer at once.
+
+    The first layer sees the same input for both, so the kernels sit side by side; later layers
+    see [policy features, value features], so the kernel is block-diagonal (the zero blocks add
+    exact zeros).
+    """
+    (policy_kernel, policy_bias), (value_kernel, value_bias) = policy, value
+    if first:
+        kernel = np.concatenate([policy_kernel, value_kernel], axis=1)
+    else:
+        kernel = np.zeros((policy_kernel.shape[0] + value_kernel.shape[0], policy_kernel.shape[1] + value_kernel.shape[1]),
+                          np.float32)
+        kernel[:policy_kernel.shape[0], :policy_kernel.shape[1]] = policy_kernel
+        kernel[policy_kernel.shape[0]:, policy_kernel.shape[1]:] = value_kernel
+    return kernel, np.concatenate([policy_bias, value_bias])
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
