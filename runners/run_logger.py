@@ -1,5 +1,9 @@
 """TensorBoard scalars and evaluations.csv: the one place that knows the tag names.
 
+Events are written with TensorBoard's own EventFileWriter, which serialises and writes on a
+background thread: no TensorFlow op runs per summary, so logging stays off the training path.
+The summaries are the ones tf.summary.scalar/text would write (same tensors, same plugin
+metadata), so TensorBoard and its readers see no difference.
 (Named run_logger rather than logging so that it never shadows the standard library.)
 """
 
@@ -9,12 +13,17 @@ import csv
 import io
 import math
 import os
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.plugins.text import metadata as text_metadata
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.util import tensor_util
 
 from runners.checkpoint import atomic_write_text, remove_temporaries
 
@@ -35,6 +44,9 @@ CSV_COLUMNS = ("step", "wall_seconds", "mean_return", "std_return", "min_return"
                "mean_length", "best_mean_return", "saved")
 
 
+_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+
+
 class RunLogger:
     """Writes a run's TensorBoard events (``tb/``) and ``evaluations.csv``.
 
@@ -45,7 +57,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, log_every: int, resume_step: int | None = None) -> None:
         if resume_step is not None:
             truncate_logs(run_dir, resume_step)
-        self.writer = tf.summary.create_file_writer(str(run_dir / "tb"))
+        self.writer = EventFileWriter(str(run_dir / "tb"))
         self.csv_path = run_dir / "evaluations.csv"
         self.log_every = log_every
         self._next_write = ((resume_step or 0) // log_every + 1) * log_every
@@ -60,8 +72,9 @@ class RunLogger:
 
     def log_config(self, config_yaml: str) -> None:
         """The resolved config as a TensorBoard text summary."""
-        with self.writer.as_default():
-            tf.summary.text(CONFIG_TEXT, f"```\n{config_yaml}\n```", step=0)
+        text = tensor_util.make_tensor_proto(f"```\n{config_yaml}\n```".encode())
+        metadata = text_metadata.create_summary_metadata(display_name=None, description=None)
+        self._write(0, [summary_pb2.Summary.Value(tag=CONFIG_TEXT, tensor=text, metadata=metadata)])
 
     def log_update(self, step: int, metrics: dict[str, float], episode_returns: np.ndarray,
                    episode_lengths: np.ndarray, steps_per_second: float) -> None:
@@ -80,13 +93,11 @@ class RunLogger:
 
     def _write_training(self, step: int, steps_per_second: float) -> None:
         returns, lengths = np.concatenate(self._returns), np.concatenate(self._lengths)
-        with self.writer.as_default(step=step):
-            for name, total in self._metric_sums.items():
-                tf.summary.scalar(TRAIN_PREFIX + name, total / self._metric_counts[name])
-            tf.summary.scalar(STEPS_PER_SECOND, steps_per_second)
-            if returns.size:
-                tf.summary.scalar(ROLLOUT_RETURN, float(returns.mean()))
-                tf.summary.scalar(ROLLOUT_LENGTH, float(lengths.mean()))
+        values = {TRAIN_PREFIX + name: total / self._metric_counts[name] for name, total in self._metric_sums.items()}
+        values[STEPS_PER_SECOND] = steps_per_second
+        if returns.size:
+            values[ROLLOUT_RETURN], values[ROLLOUT_LENGTH] = float(returns.mean()), float(lengths.mean())
+        self._write_scalars(step, values)
         self._metric_sums.clear()
         self._metric_counts.clear()
         self._metric_count = 0
@@ -95,13 +106,9 @@ class RunLogger:
     def log_evaluation(self, step: int, wall_seconds: float, result: EvalResult, best_mean_return: float,
                        saved: bool) -> None:
         """One evaluation: TensorBoard scalars, a CSV row, and a flush of both to disk."""
-        with self.writer.as_default(step=step):
-            tf.summary.scalar(EVAL_MEAN, result.mean_return)
-            tf.summary.scalar(EVAL_STD, result.std_return)
-            tf.summary.scalar(EVAL_MIN, result.min_return)
-            tf.summary.scalar(EVAL_MAX, result.max_return)
-            tf.summary.scalar(EVAL_LENGTH, result.mean_length)
-            tf.summary.scalar(BEST_MEAN, best_mean_return)
+        self._write_scalars(step, {EVAL_MEAN: result.mean_return, EVAL_STD: result.std_return,
+                                   EVAL_MIN: result.min_return, EVAL_MAX: result.max_return,
+                                   EVAL_LENGTH: result.mean_length, BEST_MEAN: best_mean_return})
         self.writer.flush()
         row = (step, f"{wall_seconds:.3f}", result.mean_return, result.std_return, result.min_return,
                result.max_return, result.mean_length, best_mean_return, int(saved))
@@ -109,6 +116,14 @@ class RunLogger:
             csv.writer(handle).writerow(row)
             handle.flush()
             os.fsync(handle.fileno())
+
+    def _write_scalars(self, step: int, values: dict[str, float]) -> None:
+        self._write(step, [summary_pb2.Summary.Value(tag=tag, metadata=_SCALAR_METADATA,
+                                                     tensor=tensor_util.make_tensor_proto(np.float32(value)))
+                           for tag, value in values.items()])
+
+    def _write(self, step: int, values: list[summary_pb2.Summary.Value]) -> None:
+        self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=values)))
 
     def flush(self, step: int, steps_per_second: float) -> None:
         """Write pending averages and push everything to disk (before a checkpoint)."""
