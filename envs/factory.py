@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
-from envs.native import has_native_vector_env, make_native_vector_env
+from envs.native import has_native_vector_env, make_native_eval_env, make_native_vector_env
 
 SUPPORTED_OBSERVATION_SPACES = "Box"
 SUPPORTED_ACTION_SPACES = "Discrete (starting at 0), Box (one-dimensional)"
@@ -103,12 +103,17 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", **e
     return RecordEpisodeStatistics(vector_class(make_one, autoreset_mode=AutoresetMode.SAME_STEP))
 
 
-def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None) -> gym.vector.SyncVectorEnv:
+def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None,
+                  vectorization: str = "auto") -> gym.vector.VectorEnv:
     """Evaluation envs, one per episode, stepped together; separate from the training envs.
 
-    With ``render_mode`` only the first env renders (one window, or one video's frames), so the
-    episodes and their returns are exactly those of an evaluation without rendering.
+    With ``vectorization`` auto, gymnasium's vectorised env where champion has one (CartPole;
+    not for a window, which it cannot open), else a SyncVectorEnv. With ``render_mode`` only
+    the first env's frames are used (one window, or one video), so the episodes and their
+    returns are exactly those of an evaluation without rendering.
     """
+    if vectorization == "auto" and render_mode in (None, "rgb_array") and has_native_vector_env(env_id):
+        return make_native_eval_env(env_id, num_episodes, render_mode)
 
     def make(index: int) -> Callable[[], gym.Env]:
         kwargs = {"render_mode": render_mode} if render_mode and index == 0 else {}

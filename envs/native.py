@@ -60,3 +60,42 @@ class SameStepCartPole(gym.vector.VectorWrapper):
         info = dict(info, final_obs=final_observations, _final_obs=done.copy(),
                     final_info={}, _final_info=done.copy())
         return observations, rewards, terminated, truncated, info
+
+
+def make_native_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None) -> gym.vector.VectorEnv:
+    """gymnasium's vectorised ``env_id`` for evaluation: env i starts where ``gym.make`` reset with seeds[i] would."""
+    env = gym.make_vec(env_id, num_envs=num_episodes, vectorization_mode="vector_entry_point", render_mode=render_mode)
+    return SeededCartPoleStarts(env)
+
+
+class SeededCartPoleStarts(gym.vector.VectorWrapper):
+    """CartPoleVectorEnv that takes one seed per env, like SyncVectorEnv.
+
+    ``reset(seed=[s0, s1, ...])`` puts env i in the start state that CartPoleEnv draws from seed
+    s_i (a fresh generator seeded with it, the same uniform draw), so an evaluation's episode
+    seeds mean the same here as with single envs. Finished envs reset one step late
+    (NEXT_STEP), which evaluation ignores: it counts each env's first episode only.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        super().__init__(env)
+        if not isinstance(env.unwrapped, CartPoleVectorEnv):
+            raise TypeError(f"SeededCartPoleStarts wraps gymnasium's CartPoleVectorEnv, got {type(env.unwrapped).__name__}")
+
+    def reset(self, *, seed: int | list[int] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every env; a list of seeds gives env i the start state of seed i."""
+        if not isinstance(seed, (list, tuple)):
+            return self.env.reset(seed=seed, options=options)
+        if len(seed) != self.num_envs:
+            raise ValueError(f"{len(seed)} seeds for {self.num_envs} envs; give one seed per env")
+        _, info = self.env.reset(seed=int(seed[0]), options=options)
+        cartpole = self.env.unwrapped
+        for index, episode_seed in enumerate(seed):
+            generator, _ = gym.utils.seeding.np_random(int(episode_seed))
+            cartpole.state[:, index] = generator.uniform(low=cartpole.low, high=cartpole.high, size=(4,))
+        return cartpole.state.T.astype(np.float32), info
+
+    def first_frame(self) -> np.ndarray:
+        """The rgb_array frame of env 0 (the one a replay video shows)."""
+        return self.env.render()[0]

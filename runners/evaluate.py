@@ -89,4 +89,5 @@ def evaluate(
 
 def _record(eval_envs: gym.vector.VectorEnv, frames: list | None) -> None:
     if frames is not None:
-        frames.append(eval_envs.envs[0].render())
+        first_frame = getattr(eval_envs, "first_frame", None)  # gymnasium's vectorised envs render every env
+        frames.append(first_frame() if first_frame is not None else eval_envs.envs[0].render())

@@ -71,7 +71,7 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     seeds = _seeds(run_dir, manifest, episodes, seed)
     render_mode = "human" if render else ("rgb_array" if video is not None else None)
     frames: list | None = [] if video is not None else None
-    eval_envs = make_eval_env(manifest["env_id"], len(seeds), render_mode)
+    eval_envs = make_eval_env(manifest["env_id"], len(seeds), render_mode, _vectorization(run_dir))
     try:
         result = evaluate(policy, eval_envs, seeds, frames)
         fps = eval_envs.metadata.get("render_fps") or 30
@@ -90,6 +90,13 @@ def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: 
         config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         seed = int(config.get("eval_seed", recorded[0]))
     return episode_seeds(seed, episodes or len(recorded))
+
+
+def _vectorization(run_dir: Path) -> str:
+    """The run's vectorization setting: replay evaluates on the kind of envs its evaluations used."""
+    config_path = run_dir / "config.yaml"
+    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
+    return str(config.get("vectorization", "sync"))  # runs from before "auto" existed used sync envs
 
 
 def _check_env_fits(manifest: dict[str, Any]) -> None:

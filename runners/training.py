@@ -164,7 +164,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     model = ActorCritic(spec, seed=config.seed)
     return Run(
         config=config, run_dir=run_dir, spec=spec, model=model, policy=NumpyPolicy(model, seed=config.seed),
-        learner=make_learner(model, config), eval_envs=make_eval_env(config.env_id, config.eval_episodes),
+        learner=make_learner(model, config), eval_envs=make_eval_env(config.env_id, config.eval_episodes, vectorization=config.vectorization),
         store=BestPolicyStore(run_dir / "best", on_warning=_warner(console)), checkpoints=checkpoints,
         logger=RunLogger(run_dir, config.log_every, resume_step), timings=Timings(), console=console,
     )

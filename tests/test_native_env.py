@@ -70,3 +70,22 @@ def test_episode_statistics_and_pickling():
     copy = pickle.loads(pickle.dumps(envs))
     actions = np.array([1, 0, 1, 0])
     np.testing.assert_array_equal(copy.step(actions)[0], envs.step(actions)[0])
+
+
+def test_evaluation_on_the_native_env_starts_each_episode_from_its_seed():
+    from agents.networks import ActorCritic, NetworkSpec
+    from agents.numpy_policy import NumpyPolicy
+    from envs.factory import make_eval_env
+    from envs.native import SeededCartPoleStarts
+    from runners.evaluate import evaluate
+
+    native, sync = make_eval_env("CartPole-v1", 4), make_eval_env("CartPole-v1", 4, vectorization="sync")
+    assert isinstance(native, SeededCartPoleStarts) and isinstance(sync, gym.vector.SyncVectorEnv)
+    seeds = [7, 8, 9, 10]
+    np.testing.assert_array_equal(native.reset(seed=seeds)[0], sync.reset(seed=seeds)[0])
+    policy = NumpyPolicy(ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(8,)), seed=2))
+    on_native, on_sync = evaluate(policy, native, seeds), evaluate(policy, sync, seeds)
+    assert on_native.returns == on_sync.returns and len(set(on_native.returns)) > 1
+    frames = []
+    assert evaluate(policy, make_eval_env("CartPole-v1", 4, render_mode="rgb_array"), seeds, frames) == on_native
+    assert len(frames) == on_native.lengths[0] + 1 and frames[0].shape == (400, 600, 3)
