@@ -140,6 +140,8 @@ class TrainConfig:
     """Stop after this many consecutive updates with a non-finite loss or gradient."""
     log_every: int = 2_000
     """Write averaged training metrics to TensorBoard every this many environment steps."""
+    jit_compile: bool = False
+    """Compile the update with XLA: faster gradient steps on a CPU, but several seconds more to compile once (pays off in long runs)."""
     vectorization: str = "auto"
     """Training envs: auto (gymnasium's own vectorised env where there is one, e.g. CartPole, else sync), sync (one process) or async (one process per env)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)

@@ -58,7 +58,7 @@ class CompiledUpdate:
     """
 
     def __init__(self, update: Callable[[RolloutBatch, tf.Tensor], dict[str, tf.Tensor]], spec: Any,
-                 num_steps: int, num_envs: int) -> None:
+                 num_steps: int, num_envs: int, jit_compile: bool = False) -> None:
         signature = [batch_signature(spec.observation_shape, spec.action_shape, num_steps, num_envs),
                      tf.TensorSpec([], tf.float32)]
         self.names: list[str] = []
@@ -68,7 +68,7 @@ class CompiledUpdate:
             self.names = list(metrics)
             return tf.stack([tf.cast(metrics[name], tf.float32) for name in self.names])
 
-        self.function = tf.function(stacked, input_signature=signature, autograph=False)
+        self.function = tf.function(stacked, input_signature=signature, autograph=False, jit_compile=jit_compile)
         self._concrete: Any = None
 
     def __call__(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:

@@ -49,6 +49,28 @@ def test_compiled_update_and_acting_trace_once(make):
     assert policy.tracing_counts() == {"sample": 1, "mode": 1, "value": 1}
 
 
+@pytest.mark.parametrize("learner_class, config", [
+    # One minibatch per epoch: XLA draws other shuffles, but the same set of samples gives the same step.
+    (PPOLearner, PPOConfig(num_steps=16, minibatch_size=64, epochs=2)),
+    (A2CLearner, A2CConfig(num_steps=16, optimizer="adam")),
+])
+def test_xla_compiled_update_computes_the_same_step(learner_class, config):
+    rng = np.random.default_rng(3)
+    batches = [random_batch(rng, 16, 4) for _ in range(3)]
+    results = []
+    for jit_compile in (False, True):
+        model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,), normalize_observations=True), seed=1)
+        learner = learner_class(model, config, num_envs=4, seed=5, jit_compile=jit_compile)
+        metrics = [learner.update(batch, 1.0) for batch in batches]
+        assert learner.tracing_count() == 1
+        results.append((metrics, [variable.numpy() for variable in model.weights]))
+    (plain_metrics, plain_weights), (xla_metrics, xla_weights) = results
+    for plain, xla in zip(plain_metrics, xla_metrics):
+        assert xla == pytest.approx(plain, rel=1e-3, abs=1e-5)
+    for plain, xla in zip(plain_weights, xla_weights):
+        np.testing.assert_allclose(xla, plain, rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.parametrize("algo, overrides", [
     ("ppo", {"ppo.num_steps": 16, "ppo.minibatch_size": 32, "ppo.learning_rate": 3e-3}),
     ("a2c", {"a2c.learning_rate": 3e-3, "a2c.optimizer": "adam"}),
