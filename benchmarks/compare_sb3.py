@@ -1,0 +1,311 @@
+"""champion against Stable-Baselines3 (PyTorch) and SBX (JAX) on the same machine, same settings, alternating runs.
+
+    pip install -e '.[bench]'     # stable-baselines3 and torch (CPU build) among them; sbx-rl optional
+    python benchmarks/compare_sb3.py                                 # every case, 3 pairs each
+    python benchmarks/compare_sb3.py --cases ppo-cartpole --pairs 5 --out docs/compare_sb3.md
+    python benchmarks/compare_sb3.py --scale 0.05 --pairs 1         # a smoke test of the script
+
+Each run is a fresh Python process (so peak RSS is that run's own), started alternately for
+champion and SB3 so that a change in the machine's load hits both. A run's wall time is measured
+inside its process from building the envs and model to the end of training, evaluations
+included; importing the libraries is reported separately. Both evaluate 10 deterministic
+episodes on 10 envs every ``eval_every`` steps, with the same hyperparameters, network (64x64
+tanh, separate actor and critic, orthogonal init) and seeds. SB3 runs with tensorflow hidden, so
+that its TensorBoard import does not load TensorFlow into its process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Case:
+    """One comparison: the env, the algorithm and its settings in both libraries."""
+
+    name: str
+    env_id: str
+    algo: str
+    total_steps: int
+    eval_every: int
+    threshold: float
+    champion_overrides: dict[str, Any]
+    sb3_kwargs: dict[str, Any]
+
+
+CASES = {
+    "ppo-cartpole": Case(
+        "ppo-cartpole", "CartPole-v1", "ppo", 100_000, 10_000, 475.0, {},
+        dict(n_steps=32, batch_size=256, n_epochs=20, gamma=0.98, gae_lambda=0.8, learning_rate=("linear", 1e-3),
+             clip_range=("linear", 0.2), ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, n_envs=8)),
+    "a2c-cartpole": Case(
+        "a2c-cartpole", "CartPole-v1", "a2c", 500_000, 10_000, 475.0, {},
+        dict(n_steps=5, gamma=0.99, gae_lambda=1.0, learning_rate=7e-4, ent_coef=0.0, vf_coef=0.5,
+             max_grad_norm=0.5, n_envs=8)),
+    "ppo-lunarlander": Case(
+        "ppo-lunarlander", "LunarLander-v3", "ppo", 200_000, 50_000, 200.0, {},
+        dict(n_steps=1024, batch_size=64, n_epochs=4, gamma=0.999, gae_lambda=0.98, learning_rate=3e-4,
+             ent_coef=0.01, n_envs=16)),
+}
+
+
+def _schedule(value: Any) -> Any:
+    if isinstance(value, tuple) and value[0] == "linear":
+        initial = value[1]
+        return lambda progress_remaining: progress_remaining * initial
+    return value
+
+
+def run_champion(case: Case, seed: int, results_dir: str) -> dict[str, Any]:
+    """Train with champion's preset for the env (the settings SB3 gets too) and report."""
+    import csv
+
+    started_import = time.perf_counter()
+    from runners.configure import resolve_config
+    from runners.training import train
+    imported = time.perf_counter()
+    overrides = {"seed": seed, "total_steps": case.total_steps, "eval_every": case.eval_every, "eval_episodes": 10,
+                 "results_dir": results_dir, "run_name": f"{case.name}-seed{seed}-{time.time_ns()}",
+                 "checkpoint_every": 10 * case.total_steps, **case.champion_overrides}
+    config, _ = resolve_config(case.env_id, case.algo, overrides)
+    start = time.perf_counter()
+    result = train(config, progress=False)
+    wall = time.perf_counter() - start
+    offset = wall - result.wall_seconds  # run folder, model and envs, before the loop's clock starts
+    with open(result.run_dir / "evaluations.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    evaluations = [(int(row["step"]), float(row["wall_seconds"]) + offset, float(row["mean_return"])) for row in rows]
+    return {"wall_seconds": wall, "import_seconds": imported - started_import, "evaluations": evaluations,
+            "env_steps": result.env_steps, "timings": result.timings}
+
+
+def run_sb3(case: Case, seed: int, jax: bool = False) -> dict[str, Any]:
+    """Train SB3's (or with ``jax``, SBX's) PPO or A2C with the same settings and evaluation schedule."""
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # keep TF out of SB3's TensorBoard import
+    started_import = time.perf_counter()
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    if jax:
+        import flax.linen
+        from sbx import PPO as SbxPPO  # SBX has no A2C
+    imported = time.perf_counter()
+    kwargs = dict(case.sb3_kwargs)
+    n_envs = kwargs.pop("n_envs")
+    kwargs = {key: _schedule(value) for key, value in kwargs.items()}
+    evaluations: list[tuple[int, float, float]] = []
+
+    start = time.perf_counter()
+
+    class Record(BaseCallback):
+        def _on_step(self) -> bool:
+            evaluations.append((self.num_timesteps, time.perf_counter() - start, float(self.parent.last_mean_reward)))
+            return True
+
+    envs = make_vec_env(case.env_id, n_envs=n_envs, seed=seed)
+    eval_envs = make_vec_env(case.env_id, n_envs=10, seed=1_000_000)
+    algorithm = A2C if case.algo == "a2c" else (SbxPPO if jax else PPO)
+    policy_kwargs = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh)
+    if jax:
+        policy_kwargs = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=flax.linen.tanh, ortho_init=True)
+    model = algorithm("MlpPolicy", envs, seed=seed, device="cpu", policy_kwargs=policy_kwargs, verbose=0, **kwargs)
+    callback = EvalCallback(eval_envs, n_eval_episodes=10, eval_freq=max(case.eval_every // n_envs, 1),
+                            deterministic=True, verbose=0, callback_after_eval=Record())
+    model.learn(total_timesteps=case.total_steps, callback=callback)
+    wall = time.perf_counter() - start
+    return {"wall_seconds": wall, "import_seconds": imported - started_import, "evaluations": evaluations,
+            "env_steps": int(model.num_timesteps), "torch_threads": torch.get_num_threads()}
+
+
+def scaled(case: Case, scale: float) -> Case:
+    """The case with its step budget and evaluation interval multiplied by scale."""
+    return dataclasses.replace(case, total_steps=max(int(case.total_steps * scale), 1),
+                               eval_every=max(int(case.eval_every * scale), 1))
+
+
+def run_child(library: str, case_name: str, seed: int, results_dir: str, scale: float) -> dict[str, Any]:
+    """One run in a fresh process; returns its report with peak RSS added."""
+    command = [sys.executable, __file__, "--child", library, case_name, str(seed), results_dir, str(scale)]
+    environment = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{library} {case_name} seed {seed} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarise(report: dict[str, Any], case: Case) -> dict[str, Any]:
+    """Wall time, steps/s, first evaluation at the threshold, best and final returns, peak RSS."""
+    evaluations = report["evaluations"]
+    reached = next(((step, seconds) for step, seconds, mean in evaluations if mean >= case.threshold), None)
+    return {
+        "wall": report["wall_seconds"],
+        "steps_per_second": report["env_steps"] / report["wall_seconds"],
+        "threshold_step": reached[0] if reached else None,
+        "threshold_seconds": reached[1] if reached else None,
+        "best": max(mean for _, _, mean in evaluations),
+        "final": evaluations[-1][2],
+        "rss_mb": report["peak_rss_mb"],
+        "import": report["import_seconds"],
+    }
+
+
+def raw_env_speed(env_id: str, num_envs: int, vectorization: str, steps: int = 20_000) -> float:
+    """Env steps/s of champion's training vector env with random actions and no agent."""
+    from envs.factory import make_vector_env
+
+    envs = make_vector_env(env_id, num_envs, vectorization)
+    envs.reset(seed=0)
+    actions = [envs.action_space.sample() for _ in range(64)]
+    start = time.perf_counter()
+    for index in range(steps // num_envs):
+        envs.step(actions[index % 64])
+    seconds = time.perf_counter() - start
+    envs.close()
+    return (steps // num_envs) * num_envs / seconds
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if len(present) == len(values) and present else None
+
+
+def _format(value: float | None, pattern: str) -> str:
+    return "never" if value is None else format(value, pattern)
+
+
+def sbx_installed() -> bool:
+    """Whether SBX (the JAX port of SB3) can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec("sbx") is not None
+
+
+def compare(case: Case, pairs: int, results_dir: str, scale: float) -> tuple[list[str], dict[str, Any]]:
+    """Alternate champion and SB3 (and SBX for PPO) runs, champion first on even pairs; rows and medians."""
+    peers = ["sb3", "sbx"] if case.algo == "ppo" and sbx_installed() else ["sb3"]
+    rows: list[str] = []
+    runs: dict[str, list[dict[str, Any]]] = {library: [] for library in ["champion", *peers]}
+    for pair in range(pairs):
+        order = ["champion", *peers] if pair % 2 == 0 else [*peers, "champion"]
+        for library in order:
+            summary = summarise(run_child(library, case.name, pair, results_dir, scale), case)
+            runs[library].append(summary)
+            rows.append(f"| {case.name} | {library} | {pair} | {summary['wall']:.1f} | {summary['steps_per_second']:,.0f} | "
+                        f"{_format(summary['threshold_seconds'], '.1f')} | {_format(summary['threshold_step'], ',')} | "
+                        f"{summary['best']:.1f} | {summary['final']:.1f} | {summary['rss_mb']:.0f} | {summary['import']:.1f} |")
+            print(rows[-1], flush=True)
+    medians = {library: {key: _median([run[key] for run in runs[library]]) for key in runs[library][0]}
+               for library in runs}
+    return rows, medians
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument("--pairs", type=int, default=3, help="alternating champion/SB3 pairs per case (default 3)")
+    parser.add_argument("--results-dir", default="results/compare_sb3")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step budget (e.g. 0.05 for a smoke test)")
+    parser.add_argument("--out", type=Path, help="write the tables to this Markdown file")
+    parser.add_argument("--child", nargs=5, metavar=("LIBRARY", "CASE", "SEED", "RESULTS_DIR", "SCALE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(*args.child)
+        return
+    started = time.time()
+    load_before = os.getloadavg()[0]
+    header = ("| case | library | pair | wall s | env steps/s | s to threshold | step at threshold | best eval | "
+              "final eval | peak RSS MB | import s |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    print(header)
+    lines, ratio_lines, champion_speeds = [], [], {}
+    for name in args.cases:
+        case = scaled(CASES[name], args.scale)
+        rows, medians = compare(case, args.pairs, args.results_dir, args.scale)
+        lines += rows
+        ratio_lines += _ratio_lines(case, medians)
+        champion_speeds[name] = medians["champion"]["steps_per_second"]
+        print("\n".join(ratio_lines), flush=True)
+    speed = _env_speed_lines(champion_speeds)
+    text = _report(header, lines, ratio_lines, speed, args.pairs, load_before, os.getloadavg()[0], time.time() - started,
+                   args.scale)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+
+
+def _ratio_lines(case: Case, medians: dict[str, Any]) -> list[str]:
+    ours = medians["champion"]
+    lines = []
+    for peer in (library for library in medians if library != "champion"):
+        theirs = medians[peer]
+
+        def ratio(key: str) -> str:
+            return "-" if ours[key] is None or theirs[key] is None else f"{theirs[key] / ours[key]:.2f}x"
+
+        lines.append(
+            f"| {case.name} ({case.total_steps:,} steps) | {peer} | {theirs['wall']:.1f} / {ours['wall']:.1f} = "
+            f"**{ratio('wall')}** | {_format(theirs['threshold_seconds'], '.1f')} / "
+            f"{_format(ours['threshold_seconds'], '.1f')} = **{ratio('threshold_seconds')}** | "
+            f"{theirs['best']:.1f} / {ours['best']:.1f} | {theirs['rss_mb']:.0f} / {ours['rss_mb']:.0f} |")
+    return lines
+
+
+def _env_speed_lines(champion_speeds: dict[str, float]) -> list[str]:
+    """Raw CartPole stepping speed, and champion's training speed as a fraction of it."""
+    lines, raw = [], {}
+    for vectorization in ("auto", "sync"):
+        raw[vectorization] = raw_env_speed("CartPole-v1", 8, vectorization)
+        lines.append(f"- CartPole-v1, 8 envs, `vectorization={vectorization}`, random actions, no agent: "
+                     f"{raw[vectorization]:,.0f} env steps/s")
+    for name, speed in champion_speeds.items():
+        if name.endswith("cartpole"):
+            lines.append(f"- champion {name}: {speed:,.0f} env steps/s = {100 * speed / raw['auto']:.1f}% of the raw "
+                         "speed of the same vector env (evaluation, update and acting included)")
+    return lines
+
+
+def _report(header: str, lines: list[str], ratio_lines: list[str], speed: list[str], pairs: int, load_before: float,
+            load_after: float, seconds: float, scale: float) -> str:
+    scale_note = f" --scale {scale}" if scale != 1.0 else ""
+    return "\n".join([
+        "# champion vs Stable-Baselines3, side by side", "",
+        f"Produced by `python benchmarks/compare_sb3.py --pairs {pairs}{scale_note}` in {seconds / 60:.0f} min on "
+        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), load average {load_before:.2f} before "
+        f"and {load_after:.2f} after. Python {platform.python_version()}.", "",
+        "## Ratios (peer / champion, medians over the pairs)", "",
+        "| case | peer | wall s | s to threshold | best eval (peer / champion) | peak RSS MB (peer / champion) |",
+        "|---|---|---|---|---|---|", *ratio_lines, "",
+        "## Raw environment speed (the trainer's ceiling)", "", *speed, "",
+        "## Every run", "", header, *lines, "",
+    ])
+
+
+def child_main(library: str, case_name: str, seed: str, results_dir: str, scale: str) -> None:
+    """Entry point of one run's process: train, then print one JSON line with peak RSS."""
+    import resource
+
+    case = scaled(CASES[case_name], float(scale))
+    if library == "champion":
+        report = run_champion(case, int(seed), results_dir)
+    else:
+        report = run_sb3(case, int(seed), jax=library == "sbx")
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
