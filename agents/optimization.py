@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from agents import losses
-from agents.batch import RolloutBatch, batch_signature
+from agents.batch import BatchPacking, RolloutBatch
 
 
 
@@ -54,17 +54,18 @@ class CompiledUpdate:
     tf.while_loop, so AutoGraph is off: converting the learner and, through it, Keras' own code
     took more than half of the first update's time. Calls go to the concrete function, which
     skips tf.function's per-call signature matching (about 2 ms of Python per call here, as
-    much as a whole A2C step), and the metrics come back as one tensor.
+    much as a whole A2C step), the batch goes in packed as two arrays (``BatchPacking``) and
+    the metrics come back as one tensor.
     """
 
     def __init__(self, update: Callable[[RolloutBatch, tf.Tensor], dict[str, tf.Tensor]], spec: Any,
                  num_steps: int, num_envs: int, jit_compile: bool = False) -> None:
-        signature = [batch_signature(spec.observation_shape, spec.action_shape, num_steps, num_envs),
-                     tf.TensorSpec([], tf.float32)]
+        self.packing = BatchPacking(spec.observation_shape, spec.action_shape, num_steps, num_envs)
+        signature = [*self.packing.signature(), tf.TensorSpec([], tf.float32)]
         self.names: list[str] = []
 
-        def stacked(batch: RolloutBatch, progress_remaining: tf.Tensor) -> tf.Tensor:
-            metrics = update(batch, progress_remaining)
+        def stacked(steps: tf.Tensor, last_values: tf.Tensor, progress_remaining: tf.Tensor) -> tf.Tensor:
+            metrics = update(self.packing.unpack(steps, last_values), progress_remaining)
             self.names = list(metrics)
             return tf.stack([tf.cast(metrics[name], tf.float32) for name in self.names])
 
@@ -75,7 +76,9 @@ class CompiledUpdate:
         """Run the update on a rollout batch; the metrics as Python floats."""
         if self._concrete is None:
             self._concrete = self.function.get_concrete_function()
-        values = self._concrete(batch, tf.constant(progress_remaining, tf.float32)).numpy()
+        steps, last_values = self.packing.pack(batch)
+        values = self._concrete(tf.constant(steps), tf.constant(last_values), tf.constant(progress_remaining, tf.float32))
+        values = values.numpy()
         return dict(zip(self.names, values.tolist()))
 
     def tracing_count(self) -> int:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from agents.batch import RolloutBatch
 from agents.config import A2CConfig, PPOConfig
@@ -119,3 +120,21 @@ def test_rmsprop_epsilon_is_added_to_the_root_as_in_pytorch():
     keras_as_is = 0.1 * 1e-4 / np.sqrt(second_moment + 1e-5)  # epsilon under the root: about 0.0032
     assert step == pytest.approx(torch_step, rel=0.15)
     assert step > 30 * keras_as_is
+
+
+@pytest.mark.parametrize("action_shape", [(), (2,)])
+def test_batch_packing_round_trips_every_field(action_shape):
+    from agents.batch import BatchPacking
+
+    rng = np.random.default_rng(0)
+    batch = random_batch(rng, 5, 3, observation_size=6)._replace(observations=rng.standard_normal((5, 3, 2, 3)).astype(np.float32))
+    if action_shape:
+        batch = batch._replace(actions=rng.standard_normal((5, 3, 2)).astype(np.float32))
+    packing = BatchPacking((2, 3), action_shape, num_steps=5, num_envs=3)
+    steps, last_values = packing.pack(batch)
+    assert steps.shape == (5, 3, 6 + (2 if action_shape else 1) + 6) and steps.dtype == np.float32
+    unpacked = packing.unpack(tf.constant(steps), tf.constant(last_values))
+    for name, original in batch._asdict().items():
+        restored = getattr(unpacked, name).numpy()
+        assert restored.dtype == np.asarray(original).dtype, name
+        np.testing.assert_array_equal(restored, original, err_msg=name)
