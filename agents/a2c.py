@@ -29,14 +29,13 @@ def make_optimizer(config: A2CConfig) -> keras.optimizers.Optimizer:
 class A2CLearner:
     """Updates an ActorCritic from rollouts of a fixed shape with synchronous advantage actor-critic."""
 
-    def __init__(self, model: ActorCritic, config: A2CConfig, num_envs: int, seed: int = 0,
-                 jit_compile: bool = False) -> None:
+    def __init__(self, model: ActorCritic, config: A2CConfig, num_envs: int, seed: int = 0) -> None:
         self.model = model
         self.config = config
         self.distribution = make_distribution(model)
         self.optimizer = make_optimizer(config)
         self.optimizer.build(model.trainable_variables)
-        self.compiled_update = CompiledUpdate(self._update, model.spec, config.num_steps, num_envs, jit_compile)
+        self.compiled_update = CompiledUpdate(self._update, model.spec, config.num_steps, num_envs, config.jit_compile)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One gradient step on the whole rollout; returns its metrics."""

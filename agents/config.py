@@ -74,6 +74,8 @@ class PPOConfig:
     """Normalise advantages per minibatch."""
     adam_epsilon: float = 1e-5
     """Adam epsilon."""
+    jit_compile: bool = True
+    """Compile the update (all epochs x minibatches) with XLA: ~2x faster gradient steps on a CPU for ~1.5 s of compiling once."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ class A2CConfig:
     """Global gradient-norm clipping threshold."""
     normalize_advantages: bool = False
     """Normalise advantages over the rollout."""
+    jit_compile: bool = False
+    """Compile the update with XLA (measured no faster for one small gradient step per call, and slower to start)."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,6 @@ class TrainConfig:
     """Stop after this many consecutive updates with a non-finite loss or gradient."""
     log_every: int = 2_000
     """Write averaged training metrics to TensorBoard every this many environment steps."""
-    jit_compile: bool = False
-    """Compile the update with XLA: faster gradient steps on a CPU, but several seconds more to compile once (pays off in long runs)."""
     vectorization: str = "auto"
     """Training envs: auto (gymnasium's own vectorised env where there is one, e.g. CartPole, else sync), sync (one process) or async (one process per env)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)

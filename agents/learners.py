@@ -11,5 +11,5 @@ from agents.ppo import PPOLearner
 def make_learner(model: ActorCritic, config: TrainConfig) -> PPOLearner | A2CLearner:
     """The PPO or A2C learner for this run, seeded from the run's seed."""
     if config.algo == "ppo":
-        return PPOLearner(model, config.ppo, config.num_envs, seed=config.seed, jit_compile=config.jit_compile)
-    return A2CLearner(model, config.a2c, config.num_envs, seed=config.seed, jit_compile=config.jit_compile)
+        return PPOLearner(model, config.ppo, config.num_envs, seed=config.seed)
+    return A2CLearner(model, config.a2c, config.num_envs, seed=config.seed)

@@ -18,8 +18,7 @@ METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
 class PPOLearner:
     """Updates an ActorCritic from rollouts of a fixed shape with PPO."""
 
-    def __init__(self, model: ActorCritic, config: PPOConfig, num_envs: int, seed: int = 0,
-                 jit_compile: bool = False) -> None:
+    def __init__(self, model: ActorCritic, config: PPOConfig, num_envs: int, seed: int = 0) -> None:
         self.model = model
         self.config = config
         self.distribution = make_distribution(model)
@@ -28,7 +27,7 @@ class PPOLearner:
         self.generator = tf.random.Generator.from_seed(seed + 1)
         self.rollout_size = config.num_steps * num_envs
         self.num_minibatches = self.rollout_size // config.minibatch_size
-        self.compiled_update = CompiledUpdate(self._update, model.spec, config.num_steps, num_envs, jit_compile)
+        self.compiled_update = CompiledUpdate(self._update, model.spec, config.num_steps, num_envs, config.jit_compile)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One PPO update (epochs x minibatches gradient steps); returns averaged metrics."""

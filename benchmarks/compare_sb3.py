@@ -56,7 +56,7 @@ CASES = {
         dict(n_steps=5, gamma=0.99, gae_lambda=1.0, learning_rate=7e-4, ent_coef=0.0, vf_coef=0.5,
              max_grad_norm=0.5, n_envs=8)),
     "ppo-lunarlander": Case(
-        "ppo-lunarlander", "LunarLander-v3", "ppo", 200_000, 50_000, 200.0, {},
+        "ppo-lunarlander", "LunarLander-v3", "ppo", 100_000, 25_000, 200.0, {},
         dict(n_steps=1024, batch_size=64, n_epochs=4, gamma=0.999, gae_lambda=0.98, learning_rate=3e-4,
              ent_coef=0.01, n_envs=16)),
 }

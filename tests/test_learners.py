@@ -56,12 +56,14 @@ def test_compiled_update_and_acting_trace_once(make):
     (A2CLearner, A2CConfig(num_steps=16, optimizer="adam")),
 ])
 def test_xla_compiled_update_computes_the_same_step(learner_class, config):
+    import dataclasses
+
     rng = np.random.default_rng(3)
     batches = [random_batch(rng, 16, 4) for _ in range(3)]
     results = []
     for jit_compile in (False, True):
         model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,), normalize_observations=True), seed=1)
-        learner = learner_class(model, config, num_envs=4, seed=5, jit_compile=jit_compile)
+        learner = learner_class(model, dataclasses.replace(config, jit_compile=jit_compile), num_envs=4, seed=5)
         metrics = [learner.update(batch, 1.0) for batch in batches]
         assert learner.tracing_count() == 1
         results.append((metrics, [variable.numpy() for variable in model.weights]))
