@@ -3,8 +3,9 @@
 A small MLP on a handful of observations takes microseconds of arithmetic, but a TensorFlow
 call costs hundreds of microseconds of dispatch on these machines; acting once per vector step,
 that overhead was a third of a CartPole run. ``NumpyPolicy`` reads the Keras model's weights
-(``refresh`` after every update or load) and computes exactly the same function: the same
-normaliser, layers, activations and distributions, in float32 like the model.
+(``refresh`` after every update or load) and computes the same function to float32 rounding:
+the same normaliser, layers, activations and distributions. Evaluation and replay both act
+through it, so a replay reproduces the recorded return exactly.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import math
 from typing import Any, Callable
 
 import numpy as np
-
 import tensorflow as tf
 
 from agents.networks import ActorCritic, weight_name
