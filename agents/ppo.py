@@ -52,7 +52,7 @@ class PPOLearner:
         total_steps = config.epochs * self.num_minibatches
         _, totals, skipped = tf.while_loop(lambda step, *_: step < total_steps, gradient_step,
                                            (tf.constant(0), tf.zeros([len(METRICS)]), tf.constant(0.0)))
-        applied = float(config.epochs * self.num_minibatches) - skipped
+        applied = float(total_steps) - skipped
         means = tf.where(applied > 0, totals / tf.maximum(applied, 1.0), tf.fill([len(METRICS)], float("nan")))
         metrics = {name: means[index] for index, name in enumerate(METRICS)}
         metrics["nonfinite_steps"] = skipped

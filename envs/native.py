@@ -34,13 +34,20 @@ def make_native_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
     return SameStepCartPole(env)
 
 
-class SameStepCartPole(gym.vector.VectorWrapper):
-    """CartPoleVectorEnv whose finished envs restart in the step that ends them."""
+class _CartPoleWrapper(gym.vector.VectorWrapper):
+    """A wrapper that reaches into gymnasium's CartPoleVectorEnv (its state, steps and generator)."""
 
     def __init__(self, env: gym.vector.VectorEnv) -> None:
         super().__init__(env)
         if not isinstance(env.unwrapped, CartPoleVectorEnv):
-            raise TypeError(f"SameStepCartPole wraps gymnasium's CartPoleVectorEnv, got {type(env.unwrapped).__name__}")
+            raise TypeError(f"{type(self).__name__} wraps gymnasium's CartPoleVectorEnv, got {type(env.unwrapped).__name__}")
+
+
+class SameStepCartPole(_CartPoleWrapper):
+    """CartPoleVectorEnv whose finished envs restart in the step that ends them."""
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        super().__init__(env)
         self.metadata = {**env.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -68,7 +75,7 @@ def make_native_eval_env(env_id: str, num_episodes: int, render_mode: str | None
     return SeededCartPoleStarts(env)
 
 
-class SeededCartPoleStarts(gym.vector.VectorWrapper):
+class SeededCartPoleStarts(_CartPoleWrapper):
     """CartPoleVectorEnv that takes one seed per env, like SyncVectorEnv.
 
     ``reset(seed=[s0, s1, ...])`` puts env i in the start state that CartPoleEnv draws from seed
@@ -76,11 +83,6 @@ class SeededCartPoleStarts(gym.vector.VectorWrapper):
     seeds mean the same here as with single envs. Finished envs reset one step late
     (NEXT_STEP), which evaluation ignores: it counts each env's first episode only.
     """
-
-    def __init__(self, env: gym.vector.VectorEnv) -> None:
-        super().__init__(env)
-        if not isinstance(env.unwrapped, CartPoleVectorEnv):
-            raise TypeError(f"SeededCartPoleStarts wraps gymnasium's CartPoleVectorEnv, got {type(env.unwrapped).__name__}")
 
     def reset(self, *, seed: int | list[int] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:

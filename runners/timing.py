@@ -36,13 +36,16 @@ class Timings:
 
 def profile_table(seconds: dict[str, float], calls: dict[str, int], total_seconds: float, env_steps: int) -> str:
     """A table of where a session's wall time went (``champion train --profile``)."""
+    def share(spent: float) -> str:
+        return f"{100 * spent / max(total_seconds, 1e-9):>5.1f}%"
+
     lines = [f"{'phase':<24} {'seconds':>8} {'share':>6} {'calls':>8} {'per call':>10}"]
     for name, spent in sorted(seconds.items(), key=lambda item: -item[1]):
         count = calls.get(name, 0)
         per_call = f"{1000 * spent / count:.3f} ms" if count else "-"
-        lines.append(f"{name:<24} {spent:>8.2f} {100 * spent / max(total_seconds, 1e-9):>5.1f}% {count:>8,} {per_call:>10}")
+        lines.append(f"{name:<24} {spent:>8.2f} {share(spent)} {count:>8,} {per_call:>10}")
     other = total_seconds - sum(seconds.values())
-    lines.append(f"{'other (loop, bookkeeping)':<24} {other:>8.2f} {100 * other / max(total_seconds, 1e-9):>5.1f}%")
+    lines.append(f"{'other (loop, bookkeeping)':<24} {other:>8.2f} {share(other)}")
     lines.append(f"{'total':<24} {total_seconds:>8.2f} 100.0%   {env_steps:,} env steps, "
                  f"{env_steps / max(total_seconds, 1e-9):,.0f} steps/s")
     return "\n".join(lines)
