@@ -26,8 +26,15 @@ def make_optimizer(config: A2CConfig) -> keras.optimizers.Optimizer:
         learning_rate=config.learning_rate, rho=config.rmsprop_decay, epsilon=config.optimizer_epsilon**2)
 
 
+METRIC_NAMES = ("policy_loss", "value_loss", "entropy", "grad_norm", "explained_variance", "learning_rate",
+                "nonfinite_steps")
+"""Every metric an update returns."""
+
+
 class A2CLearner:
     """Updates an ActorCritic from rollouts of a fixed shape with synchronous advantage actor-critic."""
+
+    metric_names = METRIC_NAMES
 
     def __init__(self, model: ActorCritic, config: A2CConfig, num_envs: int, seed: int = 0) -> None:
         self.model = model
@@ -35,13 +42,14 @@ class A2CLearner:
         self.distribution = make_distribution(model)
         self.optimizer = make_optimizer(config)
         self.optimizer.build(model.trainable_variables)
-        self.compiled_update = CompiledUpdate(self._update, model.spec, config.num_steps, num_envs, config.jit_compile)
+        self.compiled_update = CompiledUpdate(self.update_ops, model.spec, config.num_steps, num_envs, config.jit_compile)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One gradient step on the whole rollout; returns its metrics."""
         return self.compiled_update(batch, progress_remaining)
 
-    def _update(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
+    def update_ops(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The update as TF ops on a batch of tensors, for a caller that compiles it (alone or in a larger graph)."""
         config = self.config
         advantages, returns = batch_gae(batch, config.gamma, config.gae_lambda)
         observations, actions, old_values, advantages, returns = [merge_time_and_envs(tensor) for tensor in (

@@ -15,6 +15,7 @@ from typing import Any
 ALGORITHMS = ("ppo", "a2c")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu")
 SCHEDULES = ("constant", "linear")
+ENGINES = ("auto", "graph", "gymnasium")
 OPTIMIZERS = ("adam", "rmsprop")
 
 
@@ -146,6 +147,8 @@ class TrainConfig:
     """Write averaged training metrics to TensorBoard every this many environment steps."""
     vectorization: str = "auto"
     """Training envs: auto (gymnasium's own vectorised env where there is one, e.g. CartPole, else sync), sync (one process) or async (one process per env)."""
+    engine: str = "auto"
+    """How rollouts run: graph (env in TF ops, rollouts and updates fused in one compiled call; CartPole-v1), gymnasium (vector env stepped from Python), or auto (graph where possible)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     """Network shape."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -187,6 +190,7 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         _require(isinstance(value, int) and value >= 0, f"{name} must be a non-negative integer, got {value!r}")
     _require(config.vectorization in ("auto", "sync", "async"), f"vectorization must be auto, sync or async, got {config.vectorization!r}")
+    _require(config.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {config.engine!r}")
     _require(
         config.eval_every >= config.num_envs,
         f"eval_every={config.eval_every} is smaller than one vector step ({config.num_envs} env steps with "

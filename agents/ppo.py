@@ -13,10 +13,15 @@ from agents.optimization import CompiledUpdate, apply_clipped_gradients, batch_g
 from agents.policy import make_distribution
 
 METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
+"""Averaged over the gradient steps (in this order, as the minibatch step stacks them)."""
+METRIC_NAMES = (*METRICS, "nonfinite_steps", "explained_variance", "learning_rate", "clip_range")
+"""Every metric an update returns."""
 
 
 class PPOLearner:
     """Updates an ActorCritic from rollouts of a fixed shape with PPO."""
+
+    metric_names = METRIC_NAMES
 
     def __init__(self, model: ActorCritic, config: PPOConfig, num_envs: int, seed: int = 0) -> None:
         self.model = model
@@ -27,13 +32,14 @@ class PPOLearner:
         self.generator = tf.random.Generator.from_seed(seed + 1)
         self.rollout_size = config.num_steps * num_envs
         self.num_minibatches = self.rollout_size // config.minibatch_size
-        self.compiled_update = CompiledUpdate(self._update, model.spec, config.num_steps, num_envs, config.jit_compile)
+        self.compiled_update = CompiledUpdate(self.update_ops, model.spec, config.num_steps, num_envs, config.jit_compile)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One PPO update (epochs x minibatches gradient steps); returns averaged metrics."""
         return self.compiled_update(batch, progress_remaining)
 
-    def _update(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
+    def update_ops(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The update as TF ops on a batch of tensors, for a caller that compiles it (alone or in a larger graph)."""
         config = self.config
         advantages, returns = batch_gae(batch, config.gamma, config.gae_lambda)
         data = [merge_time_and_envs(tensor) for tensor in (

@@ -27,6 +27,7 @@ from tensorboard.util import tensor_util
 
 from runners.checkpoint import atomic_write_text, remove_temporaries
 
+from runners.engines import EpisodeStats
 from runners.evaluate import EvalResult
 
 TRAIN_PREFIX = "train/"
@@ -63,10 +64,9 @@ class RunLogger:
         self._next_write = ((resume_step or 0) // log_every + 1) * log_every
         self._metric_sums: dict[str, float] = defaultdict(float)
         self._metric_counts: dict[str, int] = defaultdict(int)
-        self._metric_count = 0
         self._last_step, self._last_steps_per_second = 0, 0.0
-        self._returns: list[np.ndarray] = []
-        self._lengths: list[np.ndarray] = []
+        self._episodes = EpisodeStats()
+        self._pending_updates = 0
         if not self.csv_path.exists() or not self.csv_path.read_text().strip():
             atomic_write_text(self.csv_path, ",".join(CSV_COLUMNS) + "\n")
 
@@ -76,32 +76,31 @@ class RunLogger:
         metadata = text_metadata.create_summary_metadata(display_name=None, description=None)
         self._write(0, [summary_pb2.Summary.Value(tag=CONFIG_TEXT, tensor=text, metadata=metadata)])
 
-    def log_update(self, step: int, metrics: dict[str, float], episode_returns: np.ndarray,
-                   episode_lengths: np.ndarray, steps_per_second: float) -> None:
-        """Accumulate one update's metrics and finished episodes; write averages when due."""
+    def log_update(self, step: int, metrics: dict[str, float], episodes: EpisodeStats, steps_per_second: float,
+                   updates: int = 1) -> None:
+        """Accumulate metrics (averaged over ``updates`` updates) and finished episodes; write averages when due."""
         for name, value in metrics.items():
             if math.isfinite(value):
-                self._metric_sums[name] += value
-                self._metric_counts[name] += 1
-        self._metric_count += 1
+                self._metric_sums[name] += value * updates
+                self._metric_counts[name] += updates
         self._last_step, self._last_steps_per_second = step, steps_per_second
-        self._returns.append(episode_returns)
-        self._lengths.append(episode_lengths)
+        self._episodes += episodes
+        self._pending_updates += updates
         if step >= self._next_write:
             self._write_training(step, steps_per_second)
             self._next_write = (step // self.log_every + 1) * self.log_every
 
     def _write_training(self, step: int, steps_per_second: float) -> None:
-        returns, lengths = np.concatenate(self._returns), np.concatenate(self._lengths)
         values = {TRAIN_PREFIX + name: total / self._metric_counts[name] for name, total in self._metric_sums.items()}
         values[STEPS_PER_SECOND] = steps_per_second
-        if returns.size:
-            values[ROLLOUT_RETURN], values[ROLLOUT_LENGTH] = float(returns.mean()), float(lengths.mean())
+        if self._episodes.count:
+            values[ROLLOUT_RETURN] = self._episodes.return_sum / self._episodes.count
+            values[ROLLOUT_LENGTH] = self._episodes.length_sum / self._episodes.count
         self._write_scalars(step, values)
         self._metric_sums.clear()
         self._metric_counts.clear()
-        self._metric_count = 0
-        self._returns, self._lengths = [], []
+        self._episodes = EpisodeStats()
+        self._pending_updates = 0
 
     def log_evaluation(self, step: int, wall_seconds: float, result: EvalResult, best_mean_return: float,
                        saved: bool) -> None:
@@ -127,13 +126,13 @@ class RunLogger:
 
     def flush(self, step: int, steps_per_second: float) -> None:
         """Write pending averages and push everything to disk (before a checkpoint)."""
-        if self._metric_count:
+        if self._pending_updates:
             self._write_training(step, steps_per_second)
         self.writer.flush()
 
     def close(self) -> None:
         """Write what is still pending and close the event file."""
-        if self._metric_count:
+        if self._pending_updates:
             self._write_training(self._last_step, self._last_steps_per_second)
         self.writer.flush()
         self.writer.close()

@@ -18,6 +18,7 @@ from rich.console import Console
 from agents.config import ConfigError, TrainConfig, validate
 from runners.configure import apply_overrides, config_from_dict, valid_keys
 from runners.resume import LoadedCheckpoint
+from runners.engines import GymnasiumEngine
 from runners.rollout import VectorEnvCollector
 
 if TYPE_CHECKING:
@@ -99,17 +100,9 @@ class StopRequests:
 
 def checkpoint_state(run: "Run", state: LoopState) -> dict[str, Any]:
     """Everything besides TensorFlow objects that an exact continuation needs."""
-    try:
-        envs = pickle.dumps(run.collector.envs, protocol=pickle.HIGHEST_PROTOCOL)
-        envs_problem = None
-    except Exception as error:  # user envs, async workers: not picklable
-        envs, envs_problem = None, f"{type(error).__name__}: {error}"
     return {
         "loop": asdict(state),
-        "envs": envs,
-        "envs_problem": envs_problem,
-        "observations": run.collector.observations.copy(),
-        "reward_scaler": run.collector.reward_scaler,
+        **run.engine.checkpoint_state(),
         "numpy_random": np.random.get_state(),
         "policy_random": run.policy.random_state(),
         "python_random": random.getstate(),
@@ -134,21 +127,27 @@ def restore_state(run: "Run", loaded: LoadedCheckpoint, make_envs: Callable[...,
         run.policy.set_random_state(saved["policy_random"])
     np.random.set_state(saved["numpy_random"])
     random.setstate(saved["python_random"])
-    config = run.config
     state = LoopState(**{key: value for key, value in saved["loop"].items() if key in LoopState.__dataclass_fields__})
+    if run.engine is None:  # a gymnasium engine: its envs come back from the pickle
+        run.engine = _gymnasium_engine(run, saved, state.step, make_envs)
+    if saved["best_mean_return"] > run.store.best_mean_return:
+        run.console.print(f"[yellow]warning:[/] the checkpoint records a best return of {saved['best_mean_return']:.2f} "
+                          f"but the best loadable policy on disk has {run.store.best_mean_return:.2f}")
+    run.console.print(f"resuming from {loaded.path.name} at step {state.step:,}")
+    return state
+
+
+def _gymnasium_engine(run: "Run", saved: dict[str, Any], step: int, make_envs: Callable[..., Any]) -> GymnasiumEngine:
+    config = run.config
     if saved["envs"] is not None:
         envs, observations = pickle.loads(saved["envs"]), saved["observations"]
     else:
         run.console.print(f"[yellow]warning:[/] the environments could not be saved ({saved['envs_problem']}); "
                           "they restart from fresh episodes, so this continuation is not bit-exact")
         envs, observations = make_envs(config.env_id, config.num_envs, config.vectorization), None
-    run.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + state.step, run.timings,
-                                       observations=observations, reward_scaler=saved.get("reward_scaler"))
-    if saved["best_mean_return"] > run.store.best_mean_return:
-        run.console.print(f"[yellow]warning:[/] the checkpoint records a best return of {saved['best_mean_return']:.2f} "
-                          f"but the best loadable policy on disk has {run.store.best_mean_return:.2f}")
-    run.console.print(f"resuming from {loaded.path.name} at step {state.step:,}")
-    return state
+    collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + step, run.timings,
+                                   observations=observations, reward_scaler=saved.get("reward_scaler"))
+    return GymnasiumEngine(collector, run.policy, run.learner, run.timings)
 
 
 def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:

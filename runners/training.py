@@ -25,6 +25,8 @@ from runners import faults
 from runners.checkpoint import BestPolicyStore, atomic_write_text, remove_temporaries, warn
 from runners.evaluate import EvalResult, episode_seeds, evaluate
 from runners.resume import ResumeCheckpoints
+from runners.engines import Engine, GymnasiumEngine, choose_engine
+from runners.graph_engine import GraphEngine
 from runners.rollout import RewardScaler, VectorEnvCollector
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
 from runners.run_logger import RunLogger
@@ -74,19 +76,20 @@ class Run:
     logger: RunLogger
     timings: Timings
     console: Console
-    collector: VectorEnvCollector | None = None
+    engine: Engine | None = None
     evaluations: list[tuple[int, float]] = field(default_factory=list)
 
     def close(self) -> None:
         """Flush the logs and close every environment."""
         self.logger.close()
         self.eval_envs.close()
-        if self.collector is not None:
-            self.collector.envs.close()
+        if self.engine is not None:
+            self.engine.close()
 
     def trackables(self) -> dict[str, Any]:
         """The TensorFlow objects a resume checkpoint holds."""
-        return {"model": checkpointable_weights(self.model), **self.learner.checkpoint_objects()}
+        engine_objects = self.engine.checkpoint_objects() if self.engine is not None else {}
+        return {"model": checkpointable_weights(self.model), **self.learner.checkpoint_objects(), **engine_objects}
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -127,13 +130,18 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
                 console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
                               "pass a larger --total-steps to train longer")
         run = build_run(config, run_dir, env_info, console, checkpoints, loaded.manifest["step"] if loaded else None)
+        engine = loaded.state.get("engine", "gymnasium") if loaded is not None else choose_engine(config)
+        if engine == "graph":  # before a restore, which fills its variables
+            run.engine = GraphEngine(run.model, run.learner, config, run.timings)
         if loaded is not None:
             state = restore_state(run, loaded, make_vector_env)
         else:
             state = LoopState()
-            envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
-            run.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed, run.timings,
+            if run.engine is None:
+                envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
+                collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed, run.timings,
                                                reward_scaler=make_reward_scaler(config))
+                run.engine = GymnasiumEngine(collector, run.policy, run.learner, run.timings)
             run.logger.log_config((run_dir / "config.yaml").read_text())
         return _loop(run, state)
     except (OSError, tf.errors.OpError) as error:
@@ -174,22 +182,21 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
     """The one loop: collect, update, log; evaluate and checkpoint on their schedules; stop on request."""
     config, timings, console = run.config, run.timings, run.console
     session_start, start_step, wall_before = time.perf_counter(), state.step, state.wall_seconds
-    console.print(f"[bold]champion[/] {config.algo} on {config.env_id}: step {state.step:,} of "
-                  f"{config.total_steps:,} -> {run.run_dir}")
+    console.print(f"[bold]champion[/] {config.algo} on {config.env_id} ({run.engine.kind} engine): step "
+                  f"{state.step:,} of {config.total_steps:,} -> {run.run_dir}")
     with _progress_bar(console) as bar, StopRequests(console) as stop:
         task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0, last="-",
                             best=f"{run.store.best_mean_return:.1f}")
         while state.step < config.total_steps:
-            rollout = run.collector.collect(run.policy)
-            previous, state.step = state.step, state.step + rollout.env_steps
-            with timings.phase("update" if run.learner.tracing_count() else "tracing (first update)"):
-                metrics = run.learner.update(rollout.batch, max(0.0, 1.0 - state.step / config.total_steps))
+            advanced = run.engine.advance(state.step, _steps_to_next_event(state.step, config), config.total_steps)
+            previous, state.step = state.step, state.step + advanced.env_steps
+            with timings.phase("policy snapshot"):
                 run.policy.refresh()
-            _guard_finite(run, state, metrics)
+            _guard_finite(run, state, advanced.metrics)
             steps_per_second = (state.step - start_step) / (time.perf_counter() - session_start)
             with timings.phase("logging"):
-                run.logger.log_update(state.step, metrics, rollout.episode_returns, rollout.episode_lengths,
-                                      steps_per_second)
+                run.logger.log_update(state.step, advanced.metrics, advanced.episodes, steps_per_second,
+                                      advanced.updates)
             finished = state.step >= config.total_steps
             if _crossed(previous, state.step, config.eval_every) or finished:
                 result = _evaluate_and_offer(run, state, wall_before + time.perf_counter() - session_start)
@@ -211,6 +218,12 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
     console.print(f"time went to: {timings.summary(wall_seconds)}")
     console.print(f"replay it with: champion replay {run.run_dir}")
     return result
+
+
+def _steps_to_next_event(step: int, config: TrainConfig) -> int:
+    """Env steps until the loop next has to act: evaluate, log, checkpoint or finish."""
+    until = [every - step % every for every in (config.eval_every, config.log_every, config.checkpoint_every)]
+    return min(*until, config.total_steps - step)
 
 
 def _crossed(previous: int, step: int, every: int) -> bool:

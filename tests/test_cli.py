@@ -52,16 +52,21 @@ def test_replay_without_a_best_policy_says_so(tmp_path, capsys):
     assert (code, lines[0]) == (2, f"champion replay: error: {tmp_path / 'missing'} does not exist; give a run folder such as results/CartPole-v1/ppo/<run>")
 
 
-def test_train_replay_runs_end_to_end(tmp_path):
+@pytest.mark.parametrize("engine", ["graph", "gymnasium"])
+def test_train_replay_runs_end_to_end(tmp_path, engine):
     results = tmp_path / "results"
     train = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "3000", "--eval-every", "1000",
                                        "--results-dir", str(results), "--run-name", "e2e", "--set", "ppo.epochs=4",
-                                       "--profile"], capture_output=True, text=True, timeout=300)
+                                       "--set", f"engine={engine}", "--profile"], capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
-    # --profile: 12 rollouts of 32 vector steps, the first update traced, 3 evaluations
+    assert f"({engine} engine)" in train.stderr
+    # --profile: 12 rollouts of 32 vector steps, 3 evaluations; "name [(detail)] seconds share calls ..."
     profile = {line.split()[0]: line.split() for line in train.stderr.splitlines()[-10:]}
-    assert profile["env_stepping"][3] == "384" and profile["update"][3] == "11" and profile["evaluation"][3] == "3"
-    assert profile["tracing"][5] == "1"  # "tracing (first update)  seconds  share  calls ..."
+    assert profile["evaluation"][3] == "3"
+    if engine == "gymnasium":  # one update per rollout, the first one traced
+        assert profile["env_stepping"][3] == "384" and profile["update"][3] == "11" and profile["tracing"][5] == "1"
+    else:  # 8 rollouts up to each evaluation: 3 + 1 per call, the first call traced and compiled
+        assert profile["rollout+update"][4] == "5" and profile["tracing+compile"][4] == "1"
     assert train.stderr.splitlines()[-1].split()[3:6] == ["3,072", "env", "steps,"]
     run_dir = results / "CartPole-v1" / "ppo" / "e2e"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())

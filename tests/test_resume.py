@@ -26,12 +26,14 @@ def checkpoint_weights(run_dir, step):
             if name.startswith(("model/", "optimizer/"))}
 
 
-def test_kill_and_resume_continues_exactly_like_a_straight_run(tmp_path):
+@pytest.mark.parametrize("engine", ["graph", "gymnasium"])
+def test_kill_and_resume_continues_exactly_like_a_straight_run(tmp_path, engine):
+    options = QUICK + ["--set", f"engine={engine}"]
     straight = champion(["train", "CartPole-v1", "--total-steps", "4096", "--results-dir", str(tmp_path),
-                         "--run-name", "straight"] + QUICK)
+                         "--run-name", "straight"] + options)
     assert straight.returncode == 0, straight.stderr
     killed = champion(["train", "CartPole-v1", "--total-steps", "4096", "--results-dir", str(tmp_path),
-                       "--run-name", "resumed"] + QUICK, env={"CHAMPION_FAULT_KILL_AT_STEP": "2560"})
+                       "--run-name", "resumed"] + options, env={"CHAMPION_FAULT_KILL_AT_STEP": "2560"})
     assert killed.returncode == -signal.SIGKILL
     resumed_dir = tmp_path / "CartPole-v1" / "ppo" / "resumed"
     # the kill came after the step-2560 evaluation but before the next checkpoint (3072)

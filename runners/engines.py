@@ -1,0 +1,132 @@
+"""Engines: what advances training by some env steps (collect rollouts, update the learner).
+
+The train loop asks an engine to ``advance`` up to the next step where it has something to do
+(evaluate, log, checkpoint, stop) and gets back the steps taken, the update metrics and the
+finished episodes. ``GymnasiumEngine`` steps a gymnasium vector env from Python, one rollout
+and one compiled update per call. ``GraphEngine`` (``runners/graph_engine.py``) runs the env as
+TF ops and fuses many rollouts and updates into one compiled call. Remote rollout workers
+would be a third engine; the loop, evaluator, best-policy store and logger do not change.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from agents.config import ConfigError, TrainConfig
+from agents.numpy_policy import NumpyPolicy
+from envs.graph import has_graph_env
+from runners.rollout import VectorEnvCollector
+from runners.timing import Timings
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    """Training episodes that finished during an advance, summed (what the logger averages)."""
+
+    count: int = 0
+    return_sum: float = 0.0
+    length_sum: float = 0.0
+
+    @classmethod
+    def from_arrays(cls, returns: np.ndarray, lengths: np.ndarray) -> "EpisodeStats":
+        """Sums of per-episode returns and lengths."""
+        return cls(int(np.size(returns)), float(np.sum(returns)), float(np.sum(lengths)))
+
+    def __add__(self, other: "EpisodeStats") -> "EpisodeStats":
+        return EpisodeStats(self.count + other.count, self.return_sum + other.return_sum,
+                            self.length_sum + other.length_sum)
+
+
+@dataclass(frozen=True)
+class Advance:
+    """What one ``Engine.advance`` did."""
+
+    env_steps: int
+    updates: int
+    metrics: dict[str, float]
+    """Update metrics averaged over the updates (``nonfinite_steps`` summed)."""
+    episodes: EpisodeStats
+
+
+class Engine(Protocol):
+    """Collects rollouts and updates the learner on them."""
+
+    kind: str
+
+    def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
+        """At least one rollout and update, at most ``max_env_steps`` env steps when that allows one."""
+        ...
+
+    def tracing_count(self) -> int:
+        """Times the compiled function was traced (1 once it has run)."""
+        ...
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """TensorFlow state for a resume checkpoint."""
+        ...
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Picklable state for a resume checkpoint."""
+        ...
+
+    def close(self) -> None:
+        """Release environments."""
+        ...
+
+
+def choose_engine(config: TrainConfig) -> str:
+    """graph or gymnasium for this config; ConfigError (one line) if graph is asked for and impossible."""
+    reasons = []
+    if not has_graph_env(config.env_id):
+        reasons.append(f"{config.env_id} has no TF-op implementation (graph envs: CartPole-v1)")
+    if config.reward_scaling:
+        reasons.append("reward_scaling is not implemented in the graph engine")
+    if config.engine == "graph" and reasons:
+        raise ConfigError(f"engine=graph is not possible: {'; '.join(reasons)}; use engine=gymnasium or auto")
+    if config.engine == "gymnasium" or reasons:
+        return "gymnasium"
+    return "graph"
+
+
+class GymnasiumEngine:
+    """A gymnasium vector env stepped from Python with the numpy policy; one compiled update per rollout."""
+
+    kind = "gymnasium"
+
+    def __init__(self, collector: VectorEnvCollector, policy: NumpyPolicy, learner: Any, timings: Timings) -> None:
+        self.collector, self.policy, self.learner, self.timings = collector, policy, learner, timings
+
+    def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
+        """One rollout and one update (``max_env_steps`` does not split a rollout)."""
+        rollout = self.collector.collect(self.policy)
+        step += rollout.env_steps
+        with self.timings.phase("update" if self.learner.tracing_count() else "tracing (first update)"):
+            metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
+        return Advance(rollout.env_steps, 1, metrics,
+                       EpisodeStats.from_arrays(rollout.episode_returns, rollout.episode_lengths))
+
+    def tracing_count(self) -> int:
+        """Times the learner's update was traced."""
+        return self.learner.tracing_count()
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """None: the envs are pickled (``checkpoint_state``)."""
+        return {}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The pickled envs (or why they could not be), the current observations and the reward scaler."""
+        try:
+            envs = pickle.dumps(self.collector.envs, protocol=pickle.HIGHEST_PROTOCOL)
+            envs_problem = None
+        except Exception as error:  # user envs, async workers: not picklable
+            envs, envs_problem = None, f"{type(error).__name__}: {error}"
+        return {"engine": self.kind, "envs": envs, "envs_problem": envs_problem,
+                "observations": self.collector.observations.copy(), "reward_scaler": self.collector.reward_scaler}
+
+    def close(self) -> None:
+        """Close the training envs."""
+        self.collector.envs.close()

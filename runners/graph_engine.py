@@ -1,0 +1,132 @@
+"""The in-graph engine: env, acting, rollouts and updates in one XLA-compiled call.
+
+On a small network the time goes to per-call overhead, not arithmetic: a Python loop pays it
+on every env step and every update. Here one call runs ``iterations`` x (a ``num_steps``
+rollout of a TF-op env, then the learner's own update ops on it) as a ``tf.while_loop``,
+compiled with XLA, and returns the metrics summed. The learner's update is the same ops its
+``update`` compiles, so the algorithm and the number of gradient steps do not change. The env
+state, the running episode returns and the sampling generator are variables, so a resume
+checkpoint carries them and the next call continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from agents.batch import RolloutBatch
+from agents.config import TrainConfig
+from agents.networks import ActorCritic
+from agents.policy import make_distribution
+from envs.graph import make_graph_env
+from runners.engines import Advance, EpisodeStats
+from runners.timing import Timings
+
+EPISODE_FIELDS = ("episodes", "episode_return_sum", "episode_length_sum")
+
+
+class GraphEngine:
+    """Trains ``learner`` on a TF-op version of ``config.env_id`` (see ``envs.graph``)."""
+
+    kind = "graph"
+
+    def __init__(self, model: ActorCritic, learner: Any, config: TrainConfig, timings: Timings) -> None:
+        self.model, self.learner, self.timings = model, learner, timings
+        self.num_steps, self.num_envs = config.algo_config.num_steps, config.num_envs
+        self.rollout_size = self.num_steps * self.num_envs
+        self.distribution = make_distribution(model)
+        self.generator = tf.random.Generator.from_seed(config.seed + 2)  # env starts and action sampling
+        self.env = make_graph_env(config.env_id, self.num_envs, self.generator)
+        start = self.env.reset()
+        self.env_state = type(start)(*[tf.Variable(tensor, trainable=False) for tensor in start])
+        self.episode_returns = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_returns")
+        self.episode_lengths = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_lengths")
+        self.metric_names = [*learner.metric_names, *EPISODE_FIELDS]
+        signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)]
+        self.function = tf.function(self._advance, input_signature=signature, autograph=False, jit_compile=True)
+        self._concrete: Any = None
+
+    def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
+        """As many whole rollouts (each followed by an update) as fit in ``max_env_steps``, at least one."""
+        iterations = max(1, max_env_steps // self.rollout_size)
+        with self.timings.phase("rollout+update (graph)" if self._concrete else "tracing+compile (graph)"):
+            if self._concrete is None:
+                self._concrete = self.function.get_concrete_function()
+            sums = self._concrete(tf.constant(iterations), tf.constant(step, tf.float32),
+                                  tf.constant(total_steps, tf.float32)).numpy().tolist()
+        metrics = dict(zip(self.metric_names, sums))
+        episodes = EpisodeStats(*(metrics.pop(name) for name in EPISODE_FIELDS))
+        metrics = {name: value if name == "nonfinite_steps" else value / iterations for name, value in metrics.items()}
+        return Advance(iterations * self.rollout_size, iterations, metrics,
+                       EpisodeStats(int(episodes.count), episodes.return_sum, episodes.length_sum))
+
+    def _advance(self, iterations: tf.Tensor, step: tf.Tensor, total_steps: tf.Tensor) -> tf.Tensor:
+        """``iterations`` rollouts and updates; returns the sums of the metrics and episode statistics."""
+        def body(index: tf.Tensor, sums: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            done_steps = step + tf.cast(index + 1, tf.float32) * self.rollout_size
+            progress_remaining = tf.maximum(0.0, 1.0 - done_steps / total_steps)
+            return index + 1, sums + self._iteration(progress_remaining)
+
+        size = len(self.metric_names)
+        return tf.while_loop(lambda index, _: index < iterations, body, (tf.constant(0), tf.zeros([size])))[1]
+
+    def _iteration(self, progress_remaining: tf.Tensor) -> tf.Tensor:
+        """One rollout from the variables' state, the learner's update on it, the state written back."""
+        batch, episodes = self._rollout()
+        metrics = self.learner.update_ops(batch, progress_remaining)
+        values = [tf.cast(metrics[name], tf.float32) for name in self.learner.metric_names]
+        return tf.stack([*values, *episodes])
+
+    def _rollout(self) -> tuple[RolloutBatch, list[tf.Tensor]]:
+        fields = [(tf.float32, [self.num_envs, *self.env.observation_shape]), (self.distribution.action_dtype, None)]
+        arrays = [tf.TensorArray(dtype, self.num_steps, element_shape=shape) for dtype, shape in fields]
+        arrays += [tf.TensorArray(tf.float32, self.num_steps, element_shape=[self.num_envs]) for _ in range(6)]
+        env_state = type(self.env_state)(*[variable.read_value() for variable in self.env_state])
+        initial = (tf.constant(0), env_state, self.episode_returns.read_value(), self.episode_lengths.read_value(),
+                   tuple(arrays), tf.zeros([3]))
+        _, env_state, returns, lengths, arrays, episodes = tf.while_loop(
+            lambda time, *_: time < self.num_steps, self._step, initial)
+        for variable, tensor in zip(self.env_state, env_state):
+            variable.assign(tensor)
+        self.episode_returns.assign(returns)
+        self.episode_lengths.assign(lengths)
+        last_values = self.model(self.env.observe(env_state))[1]
+        return RolloutBatch(*[array.stack() for array in arrays], last_values), tf.unstack(episodes)
+
+    def _step(self, time: tf.Tensor, state: Any, returns: tf.Tensor, lengths: tf.Tensor,
+              arrays: tuple[tf.TensorArray, ...], episodes: tf.Tensor) -> tuple[Any, ...]:
+        """Act, step the env, record the transition, count finished episodes."""
+        observations = self.env.observe(state)
+        parameters, values = self.model(observations)
+        actions = self.distribution.sample(parameters, self.generator)
+        log_probs = self.distribution.log_prob(parameters, actions)
+        state, transition = self.env.step(state, actions)
+        truncation_values = tf.where(transition.truncated, self.model(transition.final_observations)[1], 0.0)
+        returns, lengths = returns + transition.rewards, lengths + 1.0
+        done = transition.terminated | transition.truncated
+        ended = tf.cast(done, tf.float32)
+        episodes = episodes + tf.stack([tf.reduce_sum(ended), tf.reduce_sum(ended * returns),
+                                        tf.reduce_sum(ended * lengths)])
+        columns = (observations, actions, log_probs, values, transition.rewards,
+                   tf.cast(transition.terminated, tf.float32), tf.cast(transition.truncated, tf.float32),
+                   truncation_values)
+        arrays = tuple(array.write(time, column) for array, column in zip(arrays, columns))
+        return time + 1, state, returns * (1.0 - ended), lengths * (1.0 - ended), arrays, episodes
+
+    def tracing_count(self) -> int:
+        """Times the fused call was traced (1 once it has run)."""
+        return self.function.experimental_get_tracing_count()
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """The env state, the running episodes' returns and lengths, and the sampling generator."""
+        env_state = dict(zip(self.env_state._fields, self.env_state))
+        return {"engine": tf.train.Checkpoint(**env_state, episode_returns=self.episode_returns,
+                                              episode_lengths=self.episode_lengths, generator=self.generator)}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Only the engine's kind: its state is in ``checkpoint_objects``."""
+        return {"engine": self.kind}
+
+    def close(self) -> None:
+        """Nothing to release."""
