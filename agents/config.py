@@ -147,6 +147,10 @@ class TrainConfig:
     """Write averaged training metrics to TensorBoard every this many environment steps."""
     vectorization: str = "auto"
     """Training envs: auto (gymnasium's own vectorised env where there is one, e.g. CartPole, else sync), sync (one process) or async (one process per env)."""
+    media: bool = True
+    """TensorBoard: an animated GIF of one evaluation episode at each new best, for envs that render rgb_array (throttled to a few percent of the wall time)."""
+    histogram_every: int = 0
+    """TensorBoard: histograms of the model's weights every this many env steps (0: never)."""
     engine: str = "auto"
     """How rollouts run: graph (env in TF ops, rollouts and updates fused in one compiled call; CartPole-v1), gymnasium (vector env stepped from Python), or auto (graph where possible)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -190,6 +194,8 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         _require(isinstance(value, int) and value >= 0, f"{name} must be a non-negative integer, got {value!r}")
     _require(config.vectorization in ("auto", "sync", "async"), f"vectorization must be auto, sync or async, got {config.vectorization!r}")
+    _require(isinstance(config.histogram_every, int) and config.histogram_every >= 0,
+             f"histogram_every must be 0 (off) or a positive number of env steps, got {config.histogram_every!r}")
     _require(config.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {config.engine!r}")
     _require(
         config.eval_every >= config.num_envs,

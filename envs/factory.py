@@ -7,6 +7,7 @@ imported first, so it can register the environment).
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -112,6 +113,8 @@ def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None
     the first env's frames are used (one window, or one video), so the episodes and their
     returns are exactly those of an evaluation without rendering.
     """
+    if render_mode == "rgb_array":  # off-screen: without a display, SDL's probing only prints an error line
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     if vectorization == "auto" and render_mode in (None, "rgb_array") and has_native_vector_env(env_id):
         return make_native_eval_env(env_id, num_episodes, render_mode)
 

@@ -56,7 +56,7 @@ MAX_EPISODE_STEPS = 100_000
 
 def evaluate(
     policy: NumpyPolicy, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], frames: list | None = None,
-    max_steps: int = MAX_EPISODE_STEPS,
+    max_steps: int = MAX_EPISODE_STEPS, frame_every: int = 1,
 ) -> EvalResult:
     """Play one episode per seed (env i gets seeds[i]) with the policy's deterministic action.
 
@@ -64,7 +64,7 @@ def evaluate(
 
     Returns are summed until each env's first episode ends; the vector env may auto-reset an
     env that finished, and those steps are ignored. If ``frames`` is a list, the first env's
-    rgb_array frames are appended to it.
+    rgb_array frames are appended to it (every ``frame_every``-th one: rendering costs more than stepping).
     """
     if len(seeds) != eval_envs.num_envs:
         raise ValueError(f"{len(seeds)} seeds for {eval_envs.num_envs} evaluation envs; give one seed per env")
@@ -73,7 +73,7 @@ def evaluate(
     lengths = np.zeros(len(seeds), np.int64)
     done = np.zeros(len(seeds), bool)
     _record(eval_envs, frames)
-    for _ in range(max_steps):
+    for step in range(1, max_steps + 1):
         if done.all():
             break
         actions = policy.env_actions(policy.mode(as_float_batch(observations)))
@@ -81,7 +81,7 @@ def evaluate(
         running = ~done
         returns[running] += rewards[running]
         lengths[running] += 1
-        if running[0]:
+        if running[0] and step % frame_every == 0:
             _record(eval_envs, frames)
         done |= terminated | truncated
     return EvalResult(tuple(returns.tolist()), tuple(lengths.tolist()), tuple(int(seed) for seed in seeds))

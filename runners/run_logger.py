@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+from tensorboard.plugins.histogram import summary_v2 as histogram_summary
+from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -41,6 +44,10 @@ EVAL_MAX = "eval/max_return"
 EVAL_LENGTH = "eval/mean_length"
 BEST_MEAN = "eval/best_mean_return"
 CONFIG_TEXT = "config"
+BEST_POLICY_GIF = "eval/best_policy"
+WEIGHTS_PREFIX = "weights/"
+HPARAM_METRICS = ((BEST_MEAN, "best evaluation return"), (EVAL_MEAN, "final evaluation return"))
+"""The hparams dashboard's metrics: the last value of each tag (the best so far, and the latest evaluation)."""
 CSV_COLUMNS = ("step", "wall_seconds", "mean_return", "std_return", "min_return", "max_return",
                "mean_length", "best_mean_return", "saved")
 
@@ -75,6 +82,27 @@ class RunLogger:
         text = tensor_util.make_tensor_proto(f"```\n{config_yaml}\n```".encode())
         metadata = text_metadata.create_summary_metadata(display_name=None, description=None)
         self._write(0, [summary_pb2.Summary.Value(tag=CONFIG_TEXT, tensor=text, metadata=metadata)])
+
+    def log_hparams(self, hparams: dict[str, bool | int | float | str], run_name: str) -> None:
+        """The run's hyperparameters for TensorBoard's hparams dashboard (once, when the run starts)."""
+        metrics = [hparams_summary.Metric(tag, display_name=name) for tag, name in HPARAM_METRICS]
+        experiment = hparams_summary.hparams_config_pb([hparams_summary.HParam(key) for key in hparams], metrics)
+        session = hparams_summary.hparams_pb(hparams, trial_id=run_name)
+        for summary in (experiment, session):
+            self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
+
+    def log_image(self, step: int, tag: str, encoded: bytes, width: int, height: int) -> None:
+        """An encoded image (PNG, or an animated GIF, which TensorBoard's browser view plays)."""
+        tensor = tensor_util.make_tensor_proto([str(width).encode(), str(height).encode(), encoded], dtype=tf.string)
+        metadata = image_metadata.create_summary_metadata(display_name=None, description=None)
+        self._write(step, [summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)])
+        self.writer.flush()
+
+    def log_histograms(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """A histogram of each named array (e.g. the model's weights)."""
+        for name, values in arrays.items():
+            self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=histogram_summary.histogram_pb(
+                WEIGHTS_PREFIX + name, np.asarray(values, np.float64).ravel())))
 
     def log_update(self, step: int, metrics: dict[str, float], episodes: EpisodeStats, steps_per_second: float,
                    updates: int = 1) -> None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # What --resume may change: how long and how often, never what is being learned.
 RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_keep", "log_every",
-                  "max_nonfinite_updates", "results_dir", "run_name")
+                  "max_nonfinite_updates", "results_dir", "run_name", "media", "histogram_every")
 
 
 @dataclass

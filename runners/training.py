@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agents.config import TrainConfig, validate
 from agents.learners import make_learner
-from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, weight_arrays
+from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, checkpointable_weights, weight_arrays
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvInfo, describe_env, make_eval_env, make_vector_env
 from runners import faults
@@ -29,7 +29,8 @@ from runners.engines import Engine, GymnasiumEngine, choose_engine
 from runners.graph_engine import GraphEngine
 from runners.rollout import RewardScaler, VectorEnvCollector
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
-from runners.run_logger import RunLogger
+from runners.media import BestPolicyMedia
+from runners.run_logger import BEST_POLICY_GIF, RunLogger
 from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
                                check_checkpoint_fits, checkpoint_state, resumed_config, restore_state)
 from runners.timing import Timings
@@ -77,6 +78,7 @@ class Run:
     timings: Timings
     console: Console
     engine: Engine | None = None
+    media: BestPolicyMedia | None = None
     evaluations: list[tuple[int, float]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -143,6 +145,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
                                                reward_scaler=make_reward_scaler(config))
                 run.engine = GymnasiumEngine(collector, run.policy, run.learner, run.timings)
             run.logger.log_config((run_dir / "config.yaml").read_text())
+            run.logger.log_hparams(hparams(config), run_dir.name)
         return _loop(run, state)
     except (OSError, tf.errors.OpError) as error:
         raise _write_failure(error, run_dir) from error
@@ -170,11 +173,16 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     """
     spec = network_spec(env_info, config)
     model = ActorCritic(spec, seed=config.seed)
+    policy, logger = NumpyPolicy(model, seed=config.seed), RunLogger(run_dir, config.log_every, resume_step)
+    media = None
+    if config.media and "rgb_array" in env_info.render_modes:
+        media = BestPolicyMedia(config.env_id, config.eval_seed, config.vectorization, policy,
+                                lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height))
     return Run(
-        config=config, run_dir=run_dir, spec=spec, model=model, policy=NumpyPolicy(model, seed=config.seed),
+        config=config, run_dir=run_dir, spec=spec, model=model, policy=policy,
         learner=make_learner(model, config), eval_envs=make_eval_env(config.env_id, config.eval_episodes, vectorization=config.vectorization),
         store=BestPolicyStore(run_dir / "best", on_warning=_warner(console)), checkpoints=checkpoints,
-        logger=RunLogger(run_dir, config.log_every, resume_step), timings=Timings(), console=console,
+        logger=logger, timings=Timings(), console=console, media=media,
     )
 
 
@@ -197,9 +205,12 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
             with timings.phase("logging"):
                 run.logger.log_update(state.step, advanced.metrics, advanced.episodes, steps_per_second,
                                       advanced.updates)
+                if config.histogram_every and _crossed(previous, state.step, config.histogram_every):
+                    run.logger.log_histograms(state.step, weight_arrays(run.model))
             finished = state.step >= config.total_steps
             if _crossed(previous, state.step, config.eval_every) or finished:
-                result = _evaluate_and_offer(run, state, wall_before + time.perf_counter() - session_start)
+                result = _evaluate_and_offer(run, state, wall_before + time.perf_counter() - session_start,
+                                             time.perf_counter() - session_start)
                 bar.update(task, last=f"{result.mean_return:.1f}", best=f"{run.store.best_mean_return:.1f}")
             stopping = stop.signal_number  # read once: a signal arriving later is handled next iteration
             if _crossed(previous, state.step, config.checkpoint_every) or finished or stopping:
@@ -208,6 +219,7 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
             if stopping:
                 raise TrainingInterrupted(stopping, state.step, run.run_dir)
             bar.update(task, completed=min(state.step, config.total_steps), sps=steps_per_second)
+    _record_skipped_best(run, time.perf_counter() - session_start)
     wall_seconds = time.perf_counter() - session_start
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
                          state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations)
@@ -246,7 +258,7 @@ def _guard_finite(run: Run, state: LoopState, metrics: dict[str, float]) -> None
                                run.store.best_step)
 
 
-def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float) -> EvalResult:
+def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float, session_seconds: float) -> EvalResult:
     """Evaluate on the fixed seeds, offer the policy to the best store, log and print the outcome."""
     with run.timings.phase("evaluation"):
         result = evaluate(run.policy, run.eval_envs, episode_seeds(run.config.eval_seed, run.config.eval_episodes))
@@ -255,9 +267,52 @@ def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float) -> Eval
                                    _manifest(run.config, run.spec, state.step, result))
     with run.timings.phase("logging"):
         run.logger.log_evaluation(state.step, wall_seconds, result, run.store.best_mean_return, saved)
+    if saved and run.media is not None:
+        with run.timings.phase("media (best-policy GIF)"):
+            _guard_media(run, lambda: run.media.offer(state.step, session_seconds, weight_arrays(run.model)))
     run.evaluations.append((state.step, result.mean_return))
     run.console.print(_evaluation_line(state.step, result, run.store.best_mean_return, saved))
     return result
+
+
+def _record_skipped_best(run: Run, session_seconds: float) -> None:
+    """After the last checkpoint: a GIF of the final best if the media budget skipped it."""
+    if run.media is None or run.media.pending is None:
+        return
+
+    def load(weights: dict[str, Any]) -> None:
+        assign_weight_arrays(run.model, weights)
+        run.policy.refresh()
+
+    with run.timings.phase("media (best-policy GIF)"):
+        _guard_media(run, lambda: run.media.finish(session_seconds, load))
+
+
+def _guard_media(run: Run, record: Any) -> None:
+    """Media are a view of the run, never a reason to stop it: a failure warns once and turns them off."""
+    try:
+        record()
+    except Exception as error:  # rendering needs pygame/a renderer; a user env's render can fail in any way
+        _warner(run.console)(f"best-policy GIFs turned off: rendering {run.config.env_id} failed "
+                             f"({type(error).__name__}: {error}); --no-media silences this")
+        run.media = None
+
+
+def hparams(config: TrainConfig) -> dict[str, bool | int | float | str]:
+    """The config as flat hparams (dotted keys; the other algorithm's section left out)."""
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in config.to_dict().items():
+        if isinstance(value, dict):
+            if key in ("ppo", "a2c") and key != config.algo:
+                continue
+            flat.update({f"{key}.{name}": _hparam_value(item) for name, item in value.items()})
+        else:
+            flat[key] = _hparam_value(value)
+    return flat
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_second: float) -> None:

@@ -1,0 +1,105 @@
+"""An animated GIF of each new best policy for TensorBoard, within a budget of the run's time.
+
+At a new best, one evaluation episode (the first evaluation seed, so it is an episode the
+policy was scored on) is played again with rgb_array rendering, thinned and shrunk, and encoded
+as a GIF. Rendering costs far more than stepping, so it is throttled: a recording starts only
+if, at the cost of the last one, media stay within ``budget`` of the session's wall time; a best that was
+skipped is recorded at the end of the run if the budget then allows. Only the first recording
+can cross the budget, before its cost is known.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from agents.numpy_policy import NumpyPolicy
+from envs.factory import make_eval_env
+from runners.evaluate import evaluate
+
+MEDIA_BUDGET = 0.04
+"""At most this share of the wall time goes to recording GIFs (plus the one recording that crosses it)."""
+MAX_FRAMES = 100
+"""Frames per GIF: every ``FRAME_STRIDE``-th frame of the episode, from its start."""
+FRAME_STRIDE = 2
+MAX_WIDTH = 320
+"""Frames are thinned to at most this many pixels across."""
+
+
+@dataclass
+class PendingBest:
+    step: int
+    weights: dict[str, np.ndarray]
+
+
+class BestPolicyMedia:
+    """Records GIFs of new best policies for ``write(step, gif_bytes)`` (the logger)."""
+
+    def __init__(self, env_id: str, seed: int, vectorization: str, policy: NumpyPolicy,
+                 write: Callable[[int, bytes, int, int], None], budget: float = MEDIA_BUDGET) -> None:
+        self.env_id, self.seed, self.vectorization = env_id, seed, vectorization
+        self.policy, self.write, self.budget = policy, write, budget
+        self.seconds = self.last_seconds = 0.0
+        self.recorded = 0
+        self.pending: PendingBest | None = None
+
+    def offer(self, step: int, wall_seconds: float, weights: dict[str, np.ndarray]) -> bool:
+        """Record the new best at ``step`` now if the budget allows, else keep it for ``finish``."""
+        if not self._affordable(wall_seconds):
+            self.pending = PendingBest(step, weights)
+            return False
+        self.pending = None
+        self._record(step)
+        return True
+
+    def finish(self, wall_seconds: float, load_weights: Callable[[dict[str, np.ndarray]], None]) -> bool:
+        """At the end of a run: record the last skipped best if the budget allows it now."""
+        if self.pending is None or not self._affordable(wall_seconds):
+            return False
+        load_weights(self.pending.weights)
+        self._record(self.pending.step)
+        self.pending = None
+        return True
+
+    def _affordable(self, wall_seconds: float) -> bool:
+        """Whether one more recording (costing what the last one did) keeps media within the budget."""
+        return self.recorded == 0 or self.seconds + self.last_seconds <= self.budget * wall_seconds
+
+    def _record(self, step: int) -> None:
+        started = time.perf_counter()
+        frames: list[np.ndarray] = []
+        envs = make_eval_env(self.env_id, 1, render_mode="rgb_array", vectorization=self.vectorization)
+        try:
+            evaluate(self.policy, envs, [self.seed], frames, max_steps=MAX_FRAMES * FRAME_STRIDE, frame_every=FRAME_STRIDE)
+            fps = envs.metadata.get("render_fps") or 30
+        finally:
+            envs.close()
+        if frames and frames[0] is not None:
+            thinned = [shrink(frame) for frame in frames[:MAX_FRAMES]]
+            height, width = thinned[0].shape[:2]
+            self.write(step, encode_gif(thinned, fps / FRAME_STRIDE), width, height)
+            self.recorded += 1
+        self.last_seconds = time.perf_counter() - started
+        self.seconds += self.last_seconds
+
+
+def shrink(frame: np.ndarray) -> np.ndarray:
+    """Every k-th pixel so the frame is at most MAX_WIDTH wide (cheap, and enough to see the policy)."""
+    stride = max(1, -(-frame.shape[1] // MAX_WIDTH))
+    return np.ascontiguousarray(frame[::stride, ::stride, :3])
+
+
+def encode_gif(frames: list[np.ndarray], fps: float) -> bytes:
+    """An endlessly looping GIF of ``frames``, every frame on the first frame's 64-colour palette (fast, and
+    enough for rendered control tasks, whose colours do not change)."""
+    from PIL import Image
+
+    first = Image.fromarray(frames[0]).quantize(colors=64, method=Image.Quantize.FASTOCTREE)
+    rest = [Image.fromarray(frame).quantize(palette=first, dither=Image.Dither.NONE) for frame in frames[1:]]
+    buffer = io.BytesIO()
+    first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
+    return buffer.getvalue()

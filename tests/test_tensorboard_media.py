@@ -1,0 +1,113 @@
+"""TensorBoard extras read back from the event files: hparams (once per run), best-policy GIFs, histograms."""
+
+import csv
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.util.tensor_util import make_ndarray
+
+from agents.networks import ActorCritic
+from agents.numpy_policy import NumpyPolicy
+from runners.checkpoint import load_best
+from runners.configure import resolve_config
+from runners.media import BestPolicyMedia
+from runners.run_logger import BEST_POLICY_GIF
+from runners.training import network_spec, resume, train
+from envs.factory import describe_env
+
+
+def events(run_dir):
+    return EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
+
+
+def hparams_sessions(accumulator):
+    """The hparams session-start records in the run's events."""
+    records = []
+    for tag in accumulator.Tags()["tensors"]:
+        metadata = accumulator.SummaryMetadata(tag)
+        if metadata.plugin_data.plugin_name == "hparams":
+            data = plugin_data_pb2.HParamsPluginData.FromString(metadata.plugin_data.content)
+            if data.HasField("session_start_info"):
+                records += [data.session_start_info] * len(accumulator.Tensors(tag))
+    return records
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    config, _ = resolve_config("CartPole-v1", "ppo", {
+        "results_dir": str(results), "total_steps": 3072, "eval_every": 1024, "histogram_every": 2048,
+        "ppo.epochs": 2, "run_name": "media"})
+    return train(config, progress=False)
+
+
+def test_hparams_carry_the_config_and_are_written_once_across_resumes(cartpole_run):
+    run_dir = cartpole_run.run_dir
+    resume(run_dir, {"total_steps": 4096}, progress=False)
+    accumulator = events(run_dir)
+    [session] = hparams_sessions(accumulator)
+    values = {name: value for name, value in session.hparams.items()}
+    assert values["env_id"].string_value == "CartPole-v1" and values["algo"].string_value == "ppo"
+    assert values["ppo.epochs"].number_value == 2 and values["total_steps"].number_value == 3072
+    assert not any(name.startswith("a2c.") for name in values)
+    assert session.group_name == "media"
+    # the dashboard's metrics are the last values of these two tags: the best and the latest evaluation
+    assert {"eval/best_mean_return", "eval/mean_return"} <= set(accumulator.Tags()["tensors"])
+
+
+def test_each_recorded_best_is_an_animated_gif_of_the_first_evaluation_episode(cartpole_run):
+    accumulator = events(cartpole_run.run_dir)
+    images = accumulator.Tensors(BEST_POLICY_GIF)
+    rows = list(csv.DictReader(open(cartpole_run.run_dir / "evaluations.csv")))
+    saved_steps = {int(row["step"]) for row in rows if row["saved"] == "1"}
+    assert images and {event.step for event in images} <= saved_steps
+    best = load_best(cartpole_run.run_dir / "best").manifest
+    assert images[-1].step == best["step"]  # the resumed session's last best was recorded at its end
+    width, height, encoded = make_ndarray(images[-1].tensor_proto)
+    gif = Image.open(io.BytesIO(encoded))
+    assert gif.format == "GIF" and gif.size == (int(width), int(height)) == (300, 200)
+    # the start frame, then every 2nd step of the first evaluation episode (CartPole: length = return),
+    # at 25 frames/s (CartPole renders at 50); pillow merges identical neighbours, adding up their durations
+    durations = []
+    for index in range(gif.n_frames):
+        gif.seek(index)
+        durations.append(gif.info["duration"])
+    assert sum(durations) == (1 + int(best["returns"][0]) // 2) * 40 and gif.n_frames > 5
+
+
+def test_weight_histograms_come_every_histogram_every_steps(cartpole_run):
+    accumulator = events(cartpole_run.run_dir)
+    tags = [tag for tag in accumulator.Tags()["tensors"] if tag.startswith("weights/")]
+    assert len(tags) == 12  # kernel and bias of 2 hidden layers x 2 torsos + 2 heads
+    steps = {tag: [event.step for event in accumulator.Tensors(tag)] for tag in tags}
+    assert all(found[:1] == [2048] for found in steps.values())
+    buckets = make_ndarray(accumulator.Tensors(tags[0])[0].tensor_proto)
+    assert buckets.shape[1] == 3 and buckets[:, 2].sum() > 0  # (left, right, count) per bucket
+
+
+def test_media_stay_within_their_budget_and_the_skipped_best_is_recorded_at_the_end():
+    config, _ = resolve_config("CartPole-v1", "ppo", {})
+    model = ActorCritic(network_spec(describe_env("CartPole-v1"), config))
+    written = []
+    media = BestPolicyMedia("CartPole-v1", 0, "auto", NumpyPolicy(model),
+                            lambda step, gif, width, height: written.append(step), budget=0.05)
+    assert media.offer(1000, wall_seconds=1.0, weights={})  # the first is recorded whatever it costs
+    cost = media.seconds
+    assert not media.offer(2000, wall_seconds=cost, weights={"w": np.zeros(1)})  # 2 x cost > 5% of cost
+    assert media.pending.step == 2000
+    loaded = []
+    assert not media.finish(wall_seconds=cost, load_weights=loaded.append)
+    assert media.finish(wall_seconds=100 * cost, load_weights=loaded.append)
+    assert written == [1000, 2000] and loaded == [{"w": np.zeros(1)}] and media.pending is None
+
+
+def test_no_media_writes_no_gif(tmp_path):
+    config, _ = resolve_config("CartPole-v1", "ppo", {"results_dir": str(tmp_path), "total_steps": 1024,
+                                                      "eval_every": 1024, "media": False, "ppo.epochs": 1})
+    result = train(config, progress=False)
+    assert BEST_POLICY_GIF not in events(result.run_dir).Tags()["tensors"]
+    assert "media (best-policy GIF)" not in result.timings
