@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -85,6 +86,26 @@ def summarize(run_dir: Path) -> RunSummary:
         total_steps=int(config.get("total_steps", 0)),
         date=datetime.fromtimestamp((run_dir / "config.yaml").stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
     )
+
+
+def leaderboard(summaries: Sequence[RunSummary]) -> list[RunSummary]:
+    """The best run of each env (by env id): highest best mean return, a tie to the earlier best step.
+
+    Runs without a (finite) best return are left out; among full ties the first given wins.
+    """
+    leaders: dict[str, RunSummary] = {}
+    for summary in summaries:
+        if summary.best_mean_return is None or not math.isfinite(summary.best_mean_return):
+            continue
+        leader = leaders.get(summary.env_id)
+        if leader is None or _rank(summary) > _rank(leader):
+            leaders[summary.env_id] = summary
+    return [leaders[env_id] for env_id in sorted(leaders)]
+
+
+def _rank(summary: RunSummary) -> tuple[float, float]:
+    best_step = math.inf if summary.best_step is None else summary.best_step
+    return (float(summary.best_mean_return or 0.0), -best_step)
 
 
 def _best_manifest(best_dir: Path) -> dict[str, Any]:
