@@ -1,4 +1,4 @@
-"""The ``champion`` command: train, replay, runs, presets.
+"""The ``champion`` command: train, replay, runs, plot, presets.
 
 Usage errors print one line (``champion <command>: error: ...``) and exit with code 2, before
 anything is written to disk. TensorFlow is imported only by the commands that need it.
@@ -16,6 +16,7 @@ import click
 
 from agents.config import ConfigError
 from runners.checkpoint import BestPolicyError
+from runners.export import ExportError
 from runners.run_folder import RunFolderError
 from runners.runs import ReplayError, RunNotFoundError, find_run_dirs, summarize
 
@@ -45,9 +46,11 @@ def cli() -> None:
 @click.option("--no-preset", is_flag=True, help="Start from the defaults instead of the (env, algo) preset.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--profile", is_flag=True, help="At the end, print a table of where the time went.")
+@click.option("--no-media", is_flag=True, help="No best-policy GIFs in TensorBoard (same as --set media=false).")
 def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: int | None, total_steps: int | None,
           num_envs: int | None, eval_every: int | None, eval_episodes: int | None, results_dir: str | None,
-          run_name: str | None, set_pairs: Sequence[str], no_preset: bool, quiet: bool, profile: bool) -> None:
+          run_name: str | None, set_pairs: Sequence[str], no_preset: bool, quiet: bool, profile: bool,
+          no_media: bool) -> None:
     """Train ALGO on ENV_ID (the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best),
     or continue a stopped run with --resume RUN_DIR."""
     from envs.factory import describe_env
@@ -57,6 +60,8 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
              "eval_episodes": eval_episodes, "results_dir": results_dir, "run_name": run_name}
     overrides: dict[str, Any] = {key: value for key, value in named.items() if value is not None}
     overrides.update(parse_set_pairs(set_pairs))
+    if no_media:
+        overrides["media"] = False
     if resume_dir is not None:
         if env_id is not None:
             overrides["env_id"] = env_id
@@ -113,27 +118,75 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--format", "export_format", type=click.Choice(["saved_model", "tflite"]), default="saved_model",
+              show_default=True, help="SavedModel (acting + distribution signatures) or TFLite (acting only).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Where to write (default: RUN_DIR/export/saved_model or RUN_DIR/export/policy.tflite); "
+                   "an earlier export there is replaced, anything else is refused.")
+def export(run_dir: Path, export_format: str, out: Path | None) -> None:
+    """Write the best policy of RUN_DIR as a standalone SavedModel or TFLite file (raw observations in,
+    the deterministic action out), with a README and metadata.json next to it."""
+    _import_tensorflow_quietly()
+    from runners.export import export_policy
+
+    result = export_policy(run_dir, export_format, out)
+    click.echo(f"exported {result.entry} (best at step {result.step:,}, mean return {result.mean_return:.2f}) "
+               f"as {result.export_format} to {result.path}")
+    click.echo(f"how to load it: {result.readme}")
+
+
+@cli.command()
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def runs(results_dir: Path, as_json: bool) -> None:
-    """List runs: env, algo, best return and its step, steps done, date."""
+@click.option("--leaderboard", "best_per_env", is_flag=True,
+              help="Only the best run of each env (highest best return; a tie goes to the earlier step).")
+def runs(results_dir: Path, as_json: bool, best_per_env: bool) -> None:
+    """List runs: env, algo, best return and its step, steps done, date (or the best run per env)."""
+    from runners.runs import leaderboard
+
     summaries = [summarize(run_dir) for run_dir in find_run_dirs(results_dir)] if results_dir.exists() else []
+    if best_per_env:
+        summaries = leaderboard(summaries)
     if as_json:
         click.echo(json.dumps([summary.to_dict() for summary in summaries]))
         return
     if not summaries:
-        click.echo(f"no runs under {results_dir}")
+        click.echo(f"no runs {'with a best policy ' if best_per_env else ''}under {results_dir}")
         return
+    _print_runs_table(summaries, best_per_env)
+
+
+def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("env", "algo", "run", "best return", "at step", "steps", "date", "path")
+    progress_columns = [] if best_per_env else ["steps", "date"]
+    table = Table("env", "algo", "run", "best return", "at step", *progress_columns, "path",
+                  title="best run per env" if best_per_env else None)
     for summary in summaries:
         best = "-" if summary.best_mean_return is None else f"{summary.best_mean_return:.2f}"
+        progress = [] if best_per_env else [f"{summary.env_steps:,}/{summary.total_steps:,}", summary.date]
         table.add_row(summary.env_id, summary.algo, summary.run_name, best,
-                      f"{summary.best_step:,}" if summary.best_step is not None else "-",
-                      f"{summary.env_steps:,}/{summary.total_steps:,}", summary.date, summary.path)
+                      f"{summary.best_step:,}" if summary.best_step is not None else "-", *progress, summary.path)
     Console(width=200).print(table)
+
+
+@cli.command()
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Image to write: .png, .svg or .pdf (default: RUN_DIR/evaluations.png for one run, "
+                   "./champion-plot.png for several).")
+def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
+    """Draw the evaluation curves of RUN_DIR... on one figure: mean return, min-max band, a star at each
+    new best. A folder of runs (e.g. results/CartPole-v1/ppo) stands for every run inside it."""
+    from runners.plotting import PlotError, plot_runs
+
+    try:
+        written = plot_runs(run_dirs, out)
+    except PlotError as error:
+        raise click.UsageError(str(error)) from error
+    click.echo(f"wrote {written}")
 
 
 @cli.command()
@@ -223,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as error:
         click.echo(f"{prefix}: error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
-    except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, RunFolderError) as error:
+    except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, RunFolderError, ExportError) as error:
         click.echo(f"{prefix}: error: {error}", err=True)
         sys.exit(USAGE_EXIT)
     except Exception as error:
