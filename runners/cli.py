@@ -1,4 +1,4 @@
-"""The ``champion`` command: train, replay, runs, plot, presets.
+"""The ``champion`` command: train, replay, export, runs, plot, presets.
 
 Usage errors print one line (``champion <command>: error: ...``) and exit with code 2, before
 anything is written to disk. TensorFlow is imported only by the commands that need it.
