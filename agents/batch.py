@@ -13,8 +13,8 @@ Array = np.ndarray | tf.Tensor
 class RolloutBatch(NamedTuple):
     """num_steps x num_envs transitions, time-major ([T, N, ...]).
 
-    Whoever collects rollouts (vectorised gymnasium here; later an in-graph engine or remote
-    workers) fills exactly these fields and nothing else.
+    Whoever collects rollouts (gymnasium vector envs, the in-graph engine, later remote workers)
+    fills exactly these fields and nothing else.
     """
 
     observations: Array

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from agents.config import ConfigError, TrainConfig
 from agents.numpy_policy import NumpyPolicy
-from envs.graph import has_graph_env
-from runners.rollout import VectorEnvCollector
+from envs.graph import GRAPH_ENV_IDS, has_graph_env
+from envs.factory import make_vector_env
+from runners.rollout import RewardScaler, VectorEnvCollector
 from runners.timing import Timings
 
 
@@ -48,14 +49,22 @@ class Advance:
     env_steps: int
     updates: int
     metrics: dict[str, float]
-    """Update metrics averaged over the updates (``nonfinite_steps`` summed)."""
+    """Update metrics averaged over the updates."""
     episodes: EpisodeStats
+    skipped_steps: int = 0
+    """Gradient steps skipped for a non-finite loss or gradient, over all the updates."""
+    nonfinite_runs: tuple[int, int, int] = (0, 0, 0)
+    """Runs of consecutive updates with a skipped step: (at the start, at the end, longest)."""
 
 
 class Engine(Protocol):
     """Collects rollouts and updates the learner on them."""
 
     kind: str
+
+    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
+        """Begin collecting: fresh, or from a checkpoint's ``checkpoint_state`` (TF state is restored already)."""
+        ...
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """At least one rollout and update, at most ``max_env_steps`` env steps when that allows one."""
@@ -82,7 +91,7 @@ def choose_engine(config: TrainConfig) -> str:
     """graph or gymnasium for this config; ConfigError (one line) if graph is asked for and impossible."""
     reasons = []
     if not has_graph_env(config.env_id):
-        reasons.append(f"{config.env_id} has no TF-op implementation (graph envs: CartPole-v1)")
+        reasons.append(f"{config.env_id} has no TF-op implementation (graph envs: {', '.join(GRAPH_ENV_IDS)})")
     if config.reward_scaling:
         reasons.append("reward_scaling is not implemented in the graph engine")
     if config.engine == "graph" and reasons:
@@ -97,8 +106,25 @@ class GymnasiumEngine:
 
     kind = "gymnasium"
 
-    def __init__(self, collector: VectorEnvCollector, policy: NumpyPolicy, learner: Any, timings: Timings) -> None:
-        self.collector, self.policy, self.learner, self.timings = collector, policy, learner, timings
+    def __init__(self, config: TrainConfig, policy: NumpyPolicy, learner: Any, timings: Timings) -> None:
+        self.config, self.policy, self.learner, self.timings = config, policy, learner, timings
+        self.collector: VectorEnvCollector | None = None
+
+    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
+        """Fresh envs, or the envs of a checkpoint's state (fresh ones, with a warning, if they could not be saved)."""
+        config, observations = self.config, None
+        reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
+        if saved is not None and saved.get("envs") is not None:
+            envs, observations = pickle.loads(saved["envs"]), saved["observations"]
+        else:
+            if saved is not None:
+                warn(f"the environments could not be saved ({saved['envs_problem']}); they restart from fresh "
+                     "episodes, so this continuation is not bit-exact")
+            envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
+        if saved is not None:
+            reward_scaler = saved.get("reward_scaler")
+        self.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + step, self.timings,
+                                            observations=observations, reward_scaler=reward_scaler)
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """One rollout and one update (``max_env_steps`` does not split a rollout)."""
@@ -106,8 +132,10 @@ class GymnasiumEngine:
         step += rollout.env_steps
         with self.timings.phase("update" if self.learner.tracing_count() else "tracing (first update)"):
             metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
+        skipped = int(metrics.get("nonfinite_steps", 0))
         return Advance(rollout.env_steps, 1, metrics,
-                       EpisodeStats.from_arrays(rollout.episode_returns, rollout.episode_lengths))
+                       EpisodeStats.from_arrays(rollout.episode_returns, rollout.episode_lengths),
+                       skipped, (1, 1, 1) if skipped else (0, 0, 0))
 
     def tracing_count(self) -> int:
         """Times the learner's update was traced."""
@@ -129,4 +157,15 @@ class GymnasiumEngine:
 
     def close(self) -> None:
         """Close the training envs."""
-        self.collector.envs.close()
+        if self.collector is not None:
+            self.collector.envs.close()
+
+
+def make_engine(kind: str, config: TrainConfig, model: Any, policy: NumpyPolicy, learner: Any,
+                timings: Timings) -> Engine:
+    """The engine of this ``kind`` (graph or gymnasium); ``start`` it before the first ``advance``."""
+    if kind == "graph":
+        from runners.graph_engine import GraphEngine  # TF-op envs, only when asked for
+
+        return GraphEngine(model, learner, config, timings)
+    return GymnasiumEngine(config, policy, learner, timings)

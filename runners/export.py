@@ -108,6 +108,9 @@ def _check_destination(out: Path, export_format: str) -> None:
             raise ExportError(f"--out for --format tflite must end in .tflite, got {out}")
         if out.is_dir():
             raise ExportError(f"{out} is a folder; give a file path ending in .tflite")
+        if out.exists() and not _is_champion_export(sidecar_paths(out, "tflite")[1]):
+            raise ExportError(f"{out} exists and is not a champion export (no {sidecar_paths(out, 'tflite')[1].name} "
+                              "from champion); choose another --out, nothing else is ever overwritten")
         return
     if out.is_file():
         raise ExportError(f"{out} is a file; a SavedModel is a folder, give a folder path")

@@ -11,7 +11,7 @@ checkpoint carries them and the next call continues where the last one stopped.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import tensorflow as tf
 
@@ -24,6 +24,8 @@ from runners.engines import Advance, EpisodeStats
 from runners.timing import Timings
 
 EPISODE_FIELDS = ("episodes", "episode_return_sum", "episode_length_sum")
+MAX_STEPS_PER_CALL = 100_000
+"""Env steps one compiled call may take at most, so that Ctrl-C and the progress bar are answered within seconds."""
 
 
 class GraphEngine:
@@ -43,33 +45,45 @@ class GraphEngine:
         self.episode_returns = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_returns")
         self.episode_lengths = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_lengths")
         self.metric_names = [*learner.metric_names, *EPISODE_FIELDS]
-        signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)]
+        signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)]
         self.function = tf.function(self._advance, input_signature=signature, autograph=False, jit_compile=True)
         self._concrete: Any = None
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """As many whole rollouts (each followed by an update) as fit in ``max_env_steps``, at least one."""
-        iterations = max(1, max_env_steps // self.rollout_size)
+        iterations = max(1, min(max_env_steps, MAX_STEPS_PER_CALL) // self.rollout_size)
         with self.timings.phase("rollout+update (graph)" if self._concrete else "tracing+compile (graph)"):
             if self._concrete is None:
                 self._concrete = self.function.get_concrete_function()
-            sums = self._concrete(tf.constant(iterations), tf.constant(step, tf.float32),
-                                  tf.constant(total_steps, tf.float32)).numpy().tolist()
-        metrics = dict(zip(self.metric_names, sums))
-        episodes = EpisodeStats(*(metrics.pop(name) for name in EPISODE_FIELDS))
-        metrics = {name: value if name == "nonfinite_steps" else value / iterations for name, value in metrics.items()}
-        return Advance(iterations * self.rollout_size, iterations, metrics,
-                       EpisodeStats(int(episodes.count), episodes.return_sum, episodes.length_sum))
+            values = self._concrete(tf.constant(iterations), tf.constant(step, tf.int64),
+                                    tf.constant(total_steps, tf.int64)).numpy().tolist()
+        sums = dict(zip(self.metric_names, values))
+        count, return_sum, length_sum = (sums.pop(name) for name in EPISODE_FIELDS)
+        nonfinite_runs = tuple(int(value) for value in values[len(self.metric_names):])
+        metrics = {name: value / iterations for name, value in sums.items()}
+        return Advance(iterations * self.rollout_size, iterations, metrics, EpisodeStats(int(count), return_sum, length_sum),
+                       int(sums["nonfinite_steps"]), nonfinite_runs)
 
     def _advance(self, iterations: tf.Tensor, step: tf.Tensor, total_steps: tf.Tensor) -> tf.Tensor:
-        """``iterations`` rollouts and updates; returns the sums of the metrics and episode statistics."""
-        def body(index: tf.Tensor, sums: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            done_steps = step + tf.cast(index + 1, tf.float32) * self.rollout_size
-            progress_remaining = tf.maximum(0.0, 1.0 - done_steps / total_steps)
-            return index + 1, sums + self._iteration(progress_remaining)
+        """``iterations`` rollouts and updates; returns the sums of the metrics and episode statistics, then
+        the runs of updates with a skipped (non-finite) step: at the start, at the end, longest."""
+        nonfinite_index = self.metric_names.index("nonfinite_steps")
 
-        size = len(self.metric_names)
-        return tf.while_loop(lambda index, _: index < iterations, body, (tf.constant(0), tf.zeros([size])))[1]
+        def body(index: tf.Tensor, sums: tf.Tensor, runs: tf.Tensor, seen_finite: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            done_steps = step + tf.cast(index + 1, tf.int64) * self.rollout_size
+            fraction_done = tf.cast(done_steps, tf.float64) / tf.cast(total_steps, tf.float64)
+            progress_remaining = tf.maximum(0.0, 1.0 - tf.cast(fraction_done, tf.float32))
+            values = self._iteration(progress_remaining)
+            nonfinite = values[nonfinite_index] > 0
+            leading, trailing, longest = tf.unstack(runs)
+            leading = tf.where(nonfinite & ~seen_finite, leading + 1.0, leading)
+            trailing = tf.where(nonfinite, trailing + 1.0, 0.0)
+            runs = tf.stack([leading, trailing, tf.maximum(longest, trailing)])
+            return index + 1, sums + values, runs, seen_finite | ~nonfinite
+
+        initial = (tf.constant(0), tf.zeros([len(self.metric_names)]), tf.zeros([3]), tf.constant(False))
+        _, sums, runs, _ = tf.while_loop(lambda index, *_: index < iterations, body, initial)
+        return tf.concat([sums, runs], axis=0)
 
     def _iteration(self, progress_remaining: tf.Tensor) -> tf.Tensor:
         """One rollout from the variables' state, the learner's update on it, the state written back."""
@@ -79,6 +93,7 @@ class GraphEngine:
         return tf.stack([*values, *episodes])
 
     def _rollout(self) -> tuple[RolloutBatch, list[tf.Tensor]]:
+        """``num_steps`` vector steps from the variables' state (written back after): the batch and episode sums."""
         fields = [(tf.float32, [self.num_envs, *self.env.observation_shape]), (self.distribution.action_dtype, None)]
         arrays = [tf.TensorArray(dtype, self.num_steps, element_shape=shape) for dtype, shape in fields]
         arrays += [tf.TensorArray(tf.float32, self.num_steps, element_shape=[self.num_envs]) for _ in range(6)]
@@ -113,6 +128,9 @@ class GraphEngine:
                    truncation_values)
         arrays = tuple(array.write(time, column) for array, column in zip(arrays, columns))
         return time + 1, state, returns * (1.0 - ended), lengths * (1.0 - ended), arrays, episodes
+
+    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
+        """Nothing to do: a checkpoint's env state is in the variables, which the restore has filled."""
 
     def tracing_count(self) -> int:
         """Times the fused call was traced (1 once it has run)."""

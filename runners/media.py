@@ -4,8 +4,8 @@ At a new best, one evaluation episode (the first evaluation seed, so it is an ep
 policy was scored on) is played again with rgb_array rendering, thinned and shrunk, and encoded
 as a GIF. Rendering costs far more than stepping, so it is throttled: a recording starts only
 if, at the cost of the last one, media stay within ``budget`` of the session's wall time; a best that was
-skipped is recorded at the end of the run if the budget then allows. Only the first recording
-can cross the budget, before its cost is known.
+skipped is recorded at the end of the run if the budget then allows, and a run whose bests were
+all skipped (a short one) gets its final best recorded once, after training.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from runners.evaluate import evaluate
 
 MEDIA_BUDGET = 0.04
 """At most this share of the wall time goes to recording GIFs (plus the one recording that crosses it)."""
+FIRST_ESTIMATE = 0.5
+"""Seconds a recording is assumed to take before one has been measured (CartPole: 0.2-0.5 s here)."""
 MAX_FRAMES = 100
 """Frames per GIF: every ``FRAME_STRIDE``-th frame of the episode, from its start."""
 FRAME_STRIDE = 2
@@ -32,6 +34,8 @@ MAX_WIDTH = 320
 
 @dataclass
 class PendingBest:
+    """A new best that the budget did not allow recording when it came."""
+
     step: int
     weights: dict[str, np.ndarray]
 
@@ -40,11 +44,13 @@ class BestPolicyMedia:
     """Records GIFs of new best policies for ``write(step, gif_bytes)`` (the logger)."""
 
     def __init__(self, env_id: str, seed: int, vectorization: str, policy: NumpyPolicy,
-                 write: Callable[[int, bytes, int, int], None], budget: float = MEDIA_BUDGET) -> None:
-        self.env_id, self.seed, self.vectorization = env_id, seed, vectorization
-        self.policy, self.write, self.budget = policy, write, budget
+                 write: Callable[[int, bytes, int, int], None], budget: float | None = None) -> None:
+        self.env_id, self.seed = env_id, seed
+        self.vectorization = "sync" if vectorization == "async" else vectorization  # no worker process per GIF
+        self.policy, self.write = policy, write
+        self.budget = MEDIA_BUDGET if budget is None else budget
         self.seconds = self.last_seconds = 0.0
-        self.recorded = 0
+        self.attempts = self.recorded = 0
         self.pending: PendingBest | None = None
 
     def offer(self, step: int, wall_seconds: float, weights: dict[str, np.ndarray]) -> bool:
@@ -53,28 +59,31 @@ class BestPolicyMedia:
             self.pending = PendingBest(step, weights)
             return False
         self.pending = None
-        self._record(step)
+        self._record(step, self.policy)
         return True
 
-    def finish(self, wall_seconds: float, load_weights: Callable[[dict[str, np.ndarray]], None]) -> bool:
-        """At the end of a run: record the last skipped best if the budget allows it now."""
-        if self.pending is None or not self._affordable(wall_seconds):
+    def finish(self, wall_seconds: float, policy_for: Callable[[dict[str, np.ndarray]], NumpyPolicy]) -> bool:
+        """At the end of a run: record the last skipped best (acting with ``policy_for(its weights)``) if the
+        budget allows it now, or if the run has no GIF yet (once, after training, so that every run has one)."""
+        if self.pending is None or (self.recorded and not self._affordable(wall_seconds)):
             return False
-        load_weights(self.pending.weights)
-        self._record(self.pending.step)
+        self._record(self.pending.step, policy_for(self.pending.weights))
         self.pending = None
         return True
 
     def _affordable(self, wall_seconds: float) -> bool:
-        """Whether one more recording (costing what the last one did) keeps media within the budget."""
-        return self.recorded == 0 or self.seconds + self.last_seconds <= self.budget * wall_seconds
+        """Whether one more recording, costing what the last one did (at first, FIRST_ESTIMATE), keeps media
+        within the budget."""
+        expected = self.last_seconds if self.attempts else FIRST_ESTIMATE
+        return self.seconds + expected <= self.budget * wall_seconds
 
-    def _record(self, step: int) -> None:
+    def _record(self, step: int, policy: NumpyPolicy) -> None:
         started = time.perf_counter()
+        self.attempts += 1
         frames: list[np.ndarray] = []
         envs = make_eval_env(self.env_id, 1, render_mode="rgb_array", vectorization=self.vectorization)
         try:
-            evaluate(self.policy, envs, [self.seed], frames, max_steps=MAX_FRAMES * FRAME_STRIDE, frame_every=FRAME_STRIDE)
+            evaluate(policy, envs, [self.seed], frames, max_steps=MAX_FRAMES * FRAME_STRIDE, frame_every=FRAME_STRIDE)
             fps = envs.metadata.get("render_fps") or 30
         finally:
             envs.close()

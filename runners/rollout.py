@@ -1,14 +1,13 @@
-"""Rollout collection: the only place training steps environments.
+"""Rollout collection from a gymnasium vector env stepped in this process (``GymnasiumEngine``'s half).
 
-Anything with ``collect(policy) -> Rollout`` is a rollout source. Here that is a gymnasium
-vector env stepped in this process; an in-graph engine or remote workers would be others, and
-the train loop, learner, evaluator and best-policy store would not change.
+The train loop does not call this directly: it advances an engine (``runners/engines.py``), of
+which collecting here and then updating is one kind; the in-graph engine collects inside its
+compiled call instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -31,14 +30,6 @@ class Rollout:
     def env_steps(self) -> int:
         """Environment steps in this rollout (num_steps x num_envs)."""
         return int(np.prod(np.shape(self.batch.rewards)))
-
-
-class RolloutSource(Protocol):
-    """Where rollouts come from."""
-
-    def collect(self, policy: NumpyPolicy) -> Rollout:
-        """Act with ``policy`` for a fixed number of steps and return the transitions."""
-        ...
 
 
 class RewardScaler:

@@ -46,8 +46,6 @@ BEST_MEAN = "eval/best_mean_return"
 CONFIG_TEXT = "config"
 BEST_POLICY_GIF = "eval/best_policy"
 WEIGHTS_PREFIX = "weights/"
-HPARAM_METRICS = ((BEST_MEAN, "best evaluation return"), (EVAL_MEAN, "final evaluation return"))
-"""The hparams dashboard's metrics: the last value of each tag (the best so far, and the latest evaluation)."""
 CSV_COLUMNS = ("step", "wall_seconds", "mean_return", "std_return", "min_return", "max_return",
                "mean_length", "best_mean_return", "saved")
 
@@ -85,11 +83,10 @@ class RunLogger:
 
     def log_hparams(self, hparams: dict[str, bool | int | float | str], run_name: str) -> None:
         """The run's hyperparameters for TensorBoard's hparams dashboard (once, when the run starts)."""
-        metrics = [hparams_summary.Metric(tag, display_name=name) for tag, name in HPARAM_METRICS]
-        experiment = hparams_summary.hparams_config_pb([hparams_summary.HParam(key) for key in hparams], metrics)
+        # No experiment summary: TensorBoard would take one run's as the whole folder's and hide the other
+        # algorithm's keys. Without it, TensorBoard joins every run's keys and offers the scalars as metrics.
         session = hparams_summary.hparams_pb(hparams, trial_id=run_name)
-        for summary in (experiment, session):
-            self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
+        self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=session))
 
     def log_image(self, step: int, tag: str, encoded: bytes, width: int, height: int) -> None:
         """An encoded image (PNG, or an animated GIF, which TensorBoard's browser view plays)."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 import random
 import signal
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -18,8 +17,6 @@ from rich.console import Console
 from agents.config import ConfigError, TrainConfig, validate
 from runners.configure import apply_overrides, config_from_dict, valid_keys
 from runners.resume import LoadedCheckpoint
-from runners.engines import GymnasiumEngine
-from runners.rollout import VectorEnvCollector
 
 if TYPE_CHECKING:
     from runners.training import Run
@@ -118,7 +115,7 @@ def check_checkpoint_fits(loaded: LoadedCheckpoint, config: TrainConfig, spec: A
                           f"{network}, but this run is {config.env_id} with {expected}; refusing to load it")
 
 
-def restore_state(run: "Run", loaded: LoadedCheckpoint, make_envs: Callable[..., Any]) -> LoopState:
+def restore_state(run: "Run", loaded: LoadedCheckpoint) -> LoopState:
     """Load a checkpoint (already checked to fit) into the run; return the loop counters."""
     loaded.restore(run.trackables())
     saved = loaded.state
@@ -128,26 +125,12 @@ def restore_state(run: "Run", loaded: LoadedCheckpoint, make_envs: Callable[...,
     np.random.set_state(saved["numpy_random"])
     random.setstate(saved["python_random"])
     state = LoopState(**{key: value for key, value in saved["loop"].items() if key in LoopState.__dataclass_fields__})
-    if run.engine is None:  # a gymnasium engine: its envs come back from the pickle
-        run.engine = _gymnasium_engine(run, saved, state.step, make_envs)
+    run.engine.start(saved, state.step, lambda message: run.console.print(f"[yellow]warning:[/] {message}"))
     if saved["best_mean_return"] > run.store.best_mean_return:
         run.console.print(f"[yellow]warning:[/] the checkpoint records a best return of {saved['best_mean_return']:.2f} "
                           f"but the best loadable policy on disk has {run.store.best_mean_return:.2f}")
     run.console.print(f"resuming from {loaded.path.name} at step {state.step:,}")
     return state
-
-
-def _gymnasium_engine(run: "Run", saved: dict[str, Any], step: int, make_envs: Callable[..., Any]) -> GymnasiumEngine:
-    config = run.config
-    if saved["envs"] is not None:
-        envs, observations = pickle.loads(saved["envs"]), saved["observations"]
-    else:
-        run.console.print(f"[yellow]warning:[/] the environments could not be saved ({saved['envs_problem']}); "
-                          "they restart from fresh episodes, so this continuation is not bit-exact")
-        envs, observations = make_envs(config.env_id, config.num_envs, config.vectorization), None
-    collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + step, run.timings,
-                                   observations=observations, reward_scaler=saved.get("reward_scaler"))
-    return GymnasiumEngine(collector, run.policy, run.learner, run.timings)
 
 
 def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import tensorflow as tf
 from rich.console import Console
@@ -20,14 +20,12 @@ from agents.config import TrainConfig, validate
 from agents.learners import make_learner
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, checkpointable_weights, weight_arrays
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvInfo, describe_env, make_eval_env, make_vector_env
+from envs.factory import EnvInfo, describe_env, make_eval_env
 from runners import faults
 from runners.checkpoint import BestPolicyStore, atomic_write_text, remove_temporaries, warn
 from runners.evaluate import EvalResult, episode_seeds, evaluate
 from runners.resume import ResumeCheckpoints
-from runners.engines import Engine, GymnasiumEngine, choose_engine
-from runners.graph_engine import GraphEngine
-from runners.rollout import RewardScaler, VectorEnvCollector
+from runners.engines import Advance, Engine, choose_engine, make_engine
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
 from runners.media import BestPolicyMedia
 from runners.run_logger import BEST_POLICY_GIF, RunLogger
@@ -101,6 +99,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """
     validate(config)
     env_info = describe_env(config.env_id)
+    choose_engine(config)  # refuses engine=graph where it cannot run, before the folder exists
     preflight(Path(config.results_dir))
     run_dir = create_run_dir(config)
     with RunLock(run_dir):
@@ -132,20 +131,16 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
                 console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
                               "pass a larger --total-steps to train longer")
         run = build_run(config, run_dir, env_info, console, checkpoints, loaded.manifest["step"] if loaded else None)
-        engine = loaded.state.get("engine", "gymnasium") if loaded is not None else choose_engine(config)
-        if engine == "graph":  # before a restore, which fills its variables
-            run.engine = GraphEngine(run.model, run.learner, config, run.timings)
+        # a checkpoint from before engines existed holds gymnasium envs
+        kind = loaded.state.get("engine", "gymnasium") if loaded is not None else choose_engine(config)
+        run.engine = make_engine(kind, config, run.model, run.policy, run.learner, run.timings)
         if loaded is not None:
-            state = restore_state(run, loaded, make_vector_env)
+            state = restore_state(run, loaded)
         else:
             state = LoopState()
-            if run.engine is None:
-                envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
-                collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed, run.timings,
-                                               reward_scaler=make_reward_scaler(config))
-                run.engine = GymnasiumEngine(collector, run.policy, run.learner, run.timings)
+            run.engine.start(None, 0, _warner(console))
             run.logger.log_config((run_dir / "config.yaml").read_text())
-            run.logger.log_hparams(hparams(config), run_dir.name)
+            run.logger.log_hparams(hparams(config, run.engine.kind), run_dir.name)
         return _loop(run, state)
     except (OSError, tf.errors.OpError) as error:
         raise _write_failure(error, run_dir) from error
@@ -200,7 +195,7 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
             previous, state.step = state.step, state.step + advanced.env_steps
             with timings.phase("policy snapshot"):
                 run.policy.refresh()
-            _guard_finite(run, state, advanced.metrics)
+            _guard_finite(run, state, advanced)
             steps_per_second = (state.step - start_step) / (time.perf_counter() - session_start)
             with timings.phase("logging"):
                 run.logger.log_update(state.step, advanced.metrics, advanced.episodes, steps_per_second,
@@ -219,11 +214,11 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
             if stopping:
                 raise TrainingInterrupted(stopping, state.step, run.run_dir)
             bar.update(task, completed=min(state.step, config.total_steps), sps=steps_per_second)
-    _record_skipped_best(run, time.perf_counter() - session_start)
     wall_seconds = time.perf_counter() - session_start
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
                          state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations)
     _write_summary(result, state.skipped_steps)
+    _record_skipped_best(run, wall_seconds)
     console.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
@@ -233,8 +228,9 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
 
 
 def _steps_to_next_event(step: int, config: TrainConfig) -> int:
-    """Env steps until the loop next has to act: evaluate, log, checkpoint or finish."""
-    until = [every - step % every for every in (config.eval_every, config.log_every, config.checkpoint_every)]
+    """Env steps until the loop next has to act: evaluate, log, checkpoint, write histograms or finish."""
+    schedules = (config.eval_every, config.log_every, config.checkpoint_every, config.histogram_every)
+    until = [every - step % every for every in schedules if every]
     return min(*until, config.total_steps - step)
 
 
@@ -243,19 +239,20 @@ def _crossed(previous: int, step: int, every: int) -> bool:
     return previous // every < step // every
 
 
-def _guard_finite(run: Run, state: LoopState, metrics: dict[str, float]) -> None:
+def _guard_finite(run: Run, state: LoopState, advanced: Advance) -> None:
     """Count updates whose gradient steps were skipped for a NaN/inf; stop after too many in a row."""
-    skipped = int(metrics.get("nonfinite_steps", 0))
-    if not skipped:
+    if not advanced.skipped_steps:
         state.nonfinite_streak = 0
         return
-    state.nonfinite_streak += 1
-    state.skipped_steps += skipped
-    run.console.print(f"[yellow]step {state.step:,}: {skipped} gradient step(s) skipped "
+    leading, trailing, longest = advanced.nonfinite_runs
+    longest = max(longest, state.nonfinite_streak + leading)  # a run can go on from the last call
+    state.nonfinite_streak = state.nonfinite_streak + advanced.updates if leading == advanced.updates else trailing
+    state.skipped_steps += advanced.skipped_steps
+    run.console.print(f"[yellow]step {state.step:,}: {advanced.skipped_steps} gradient step(s) skipped "
                       f"(non-finite loss or gradient), {state.nonfinite_streak} update(s) in a row[/]")
-    if state.nonfinite_streak >= run.config.max_nonfinite_updates:
-        raise TrainingDiverged(state.nonfinite_streak, state.step, run.run_dir, run.store.best_mean_return,
-                               run.store.best_step)
+    if max(longest, state.nonfinite_streak) >= run.config.max_nonfinite_updates:
+        raise TrainingDiverged(max(longest, state.nonfinite_streak), state.step, run.run_dir,
+                               run.store.best_mean_return, run.store.best_step)
 
 
 def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float, session_seconds: float) -> EvalResult:
@@ -276,38 +273,40 @@ def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float, session
 
 
 def _record_skipped_best(run: Run, session_seconds: float) -> None:
-    """After the last checkpoint: a GIF of the final best if the media budget skipped it."""
+    """After the summary: a GIF of the final best if the media budget skipped it (played by its own model)."""
     if run.media is None or run.media.pending is None:
         return
 
-    def load(weights: dict[str, Any]) -> None:
-        assign_weight_arrays(run.model, weights)
-        run.policy.refresh()
+    def policy_for(weights: dict[str, Any]) -> NumpyPolicy:
+        model = ActorCritic(run.spec)
+        assign_weight_arrays(model, weights)
+        return NumpyPolicy(model)
 
-    with run.timings.phase("media (best-policy GIF)"):
-        _guard_media(run, lambda: run.media.finish(session_seconds, load))
+    _guard_media(run, lambda: run.media.finish(session_seconds, policy_for))
 
 
-def _guard_media(run: Run, record: Any) -> None:
+def _guard_media(run: Run, record: Callable[[], object]) -> None:
     """Media are a view of the run, never a reason to stop it: a failure warns once and turns them off."""
     try:
         record()
+    except (OSError, tf.errors.OpError):  # writing the event file failed: the loop reports that
+        raise
     except Exception as error:  # rendering needs pygame/a renderer; a user env's render can fail in any way
         _warner(run.console)(f"best-policy GIFs turned off: rendering {run.config.env_id} failed "
                              f"({type(error).__name__}: {error}); --no-media silences this")
         run.media = None
 
 
-def hparams(config: TrainConfig) -> dict[str, bool | int | float | str]:
-    """The config as flat hparams (dotted keys; the other algorithm's section left out)."""
-    flat: dict[str, bool | int | float | str] = {}
+def hparams(config: TrainConfig, engine: str) -> dict[str, bool | int | float | str]:
+    """The config as flat hparams (dotted keys; the other algorithm's section left out; the engine used)."""
+    flat: dict[str, bool | int | float | str] = {"engine": engine}
     for key, value in config.to_dict().items():
         if isinstance(value, dict):
             if key in ("ppo", "a2c") and key != config.algo:
                 continue
             flat.update({f"{key}.{name}": _hparam_value(item) for name, item in value.items()})
         else:
-            flat[key] = _hparam_value(value)
+            flat.setdefault(key, _hparam_value(value))
     return flat
 
 
@@ -322,11 +321,6 @@ def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_secon
         state.wall_seconds = wall_seconds
         manifest = {"env_id": run.config.env_id, "algo": run.config.algo, "network": run.spec.to_dict()}
         run.checkpoints.save(state.step, run.trackables(), checkpoint_state(run, state), manifest)
-
-
-def make_reward_scaler(config: TrainConfig) -> RewardScaler | None:
-    """The reward scaler the config asks for, if any."""
-    return RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
 
 
 def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:

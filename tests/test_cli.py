@@ -61,7 +61,7 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     assert train.returncode == 0, train.stderr
     assert f"({engine} engine)" in train.stderr
     # --profile: 12 rollouts of 32 vector steps, 3 evaluations; "name [(detail)] seconds share calls ..."
-    profile = {line.split()[0]: line.split() for line in train.stderr.splitlines()[-10:]}
+    profile = {line.split()[0]: line.split() for line in train.stderr.splitlines()[-14:]}
     assert profile["evaluation"][3] == "3"
     if engine == "gymnasium":  # one update per rollout, the first one traced
         assert profile["env_stepping"][3] == "384" and profile["update"][3] == "11" and profile["tracing"][5] == "1"

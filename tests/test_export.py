@@ -25,7 +25,7 @@ import tensorflow as tf
 from runners.cli import main
 from agents.networks import ActorCritic, NetworkSpec
 from agents.numpy_policy import NumpyPolicy
-from runners.export import ExportError, export_policy, policy_module
+from runners.export import ExportError, _check_destination, export_policy, policy_module
 from runners.replay import load_policy
 
 TOLERANCE = 1e-5
@@ -228,3 +228,11 @@ def test_exported_continuous_action_is_the_mean_clipped_like_replay():
     np.testing.assert_allclose(actions, replay.env_actions(replay.mode(observations)), rtol=0, atol=TOLERANCE)
     assert np.all(actions[:, 0] == 2.0) and np.all(np.abs(actions[:, 1]) < 0.5)
     assert np.all(parameters["mean"].numpy()[:, 0] > 2.0)  # the distribution signature keeps the unclipped mean
+
+
+def test_a_tflite_export_never_overwrites_a_file_it_did_not_write(tmp_path):
+    foreign = tmp_path / "model.tflite"
+    foreign.write_bytes(b"someone else's model")
+    with pytest.raises(ExportError, match=r"model.tflite exists and is not a champion export \(no model.metadata.json"):
+        _check_destination(foreign, "tflite")
+    assert foreign.read_bytes() == b"someone else's model"

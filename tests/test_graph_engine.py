@@ -1,9 +1,13 @@
 """The in-graph engine: CartPole in TF ops, rollouts and updates fused in one compiled call."""
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import tensorflow as tf
+from rich.console import Console
 
 from agents.config import ConfigError
 from agents.learners import make_learner
@@ -12,10 +16,11 @@ from envs.factory import describe_env
 from envs.graph import has_graph_env
 from envs.graph.cartpole import MAX_EPISODE_STEPS, CartPoleState, GraphCartPole
 from runners.configure import resolve_config
-from runners.engines import choose_engine
+from runners.engines import Advance, EpisodeStats, choose_engine
 from runners.graph_engine import GraphEngine
 from runners.timing import Timings
-from runners.training import network_spec, train
+from runners.run_state import LoopState, TrainingDiverged
+from runners.training import _guard_finite, network_spec, train
 
 
 def cartpole(num_envs: int = 1, seed: int = 0) -> GraphCartPole:
@@ -112,3 +117,58 @@ def test_the_graph_engine_learns_cartpole_within_the_benchmark_budget(tmp_path, 
     assert result.best_mean_return >= 475
     assert result.timing_calls["tracing+compile (graph)"] == 1
     assert "env_stepping" not in result.timings  # no env step went through Python
+
+
+def test_the_rollout_records_the_observation_acted_on_and_bootstraps_the_time_limit():
+    engine = engine_for("ppo", **{"ppo.num_steps": 2, "num_envs": 2, "ppo.minibatch_size": 4})
+    upright = tf.constant([[0.01, 0.0, 0.0, 0.0], [0.0, 0.02, 0.01, -0.03]], tf.float64)
+    engine.env_state.physics.assign(upright)
+    engine.env_state.elapsed.assign([MAX_EPISODE_STEPS - 1, 5])  # env 0 hits the time limit on its first step
+    start = type(engine.env_state)(*[tf.identity(variable) for variable in engine.env_state])
+    batch, episodes = engine._rollout()
+    np.testing.assert_array_equal(batch.observations[0], engine.env.observe(start))
+    _, transition = engine.env.step(start, batch.actions[0])  # the same step again, to see its final observation
+    assert batch.truncated.numpy()[0].tolist() == [1.0, 0.0] and batch.terminated.numpy()[0].tolist() == [0.0, 0.0]
+    final_value = engine.model(transition.final_observations)[1][0]
+    np.testing.assert_allclose(batch.truncation_values[0], [final_value, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(batch.observations[1, 1], transition.observations[1])  # env 1 goes on
+    assert np.all(np.abs(batch.observations[1, 0]) <= 0.05)  # env 0 acted from a fresh start in the next step
+    assert float(episodes[0]) == 1.0  # one episode ended
+
+
+def test_runs_of_updates_with_skipped_steps_are_counted_inside_the_call():
+    engine = engine_for("ppo", **{"ppo.num_steps": 16, "num_envs": 4, "ppo.minibatch_size": 64, "ppo.epochs": 1})
+    update_ops = engine.learner.update_ops
+
+    def flagged(batch, progress_remaining):  # the 8 updates of one call see progress 0.936, 0.872, ... 0.488
+        metrics = dict(update_ops(batch, progress_remaining))
+        bad = (progress_remaining > 0.85) | ((progress_remaining > 0.6) & (progress_remaining < 0.75))
+        metrics["nonfinite_steps"] = tf.cast(bad, tf.float32)  # updates 1, 2 and 4, 5, 6 of 8
+        return metrics
+
+    engine.learner.update_ops = flagged
+    advanced = engine.advance(step=0, max_env_steps=8 * 64, total_steps=1000)
+    assert (advanced.updates, advanced.skipped_steps, advanced.nonfinite_runs) == (8, 5, (2, 0, 3))
+    assert advanced.metrics["nonfinite_steps"] == pytest.approx(5 / 8)  # per update, as the gymnasium engine logs it
+
+
+def test_the_divergence_guard_counts_updates_across_calls():
+    run = SimpleNamespace(console=Console(quiet=True), config=SimpleNamespace(max_nonfinite_updates=5),
+                          run_dir=Path("run"), store=SimpleNamespace(best_mean_return=1.0, best_step=1))
+    state = LoopState()
+
+    def call(updates, runs, skipped=1):
+        _guard_finite(run, state, Advance(updates * 10, updates, {}, EpisodeStats(), skipped, runs))
+
+    call(8, (0, 3, 3))  # ends with 3 bad updates
+    assert state.nonfinite_streak == 3
+    with pytest.raises(TrainingDiverged):
+        call(8, (2, 0, 2))  # 3 + 2 = 5 in a row across the two calls
+    state = LoopState()
+    call(8, (0, 2, 2))
+    call(8, (1, 0, 1))  # 2 + 1 = 3 in a row, then finite updates end the run
+    assert state.nonfinite_streak == 0 and state.skipped_steps == 2
+    call(4, (4, 4, 4))  # a whole call of bad updates: 4 in a row
+    assert state.nonfinite_streak == 4
+    with pytest.raises(TrainingDiverged):
+        call(2, (2, 2, 2))  # and 2 more: 6

@@ -4,7 +4,6 @@ import csv
 import io
 
 import numpy as np
-import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -14,7 +13,8 @@ from agents.networks import ActorCritic
 from agents.numpy_policy import NumpyPolicy
 from runners.checkpoint import load_best
 from runners.configure import resolve_config
-from runners.media import BestPolicyMedia
+from runners import media as media_module
+from runners.media import FIRST_ESTIMATE, FRAME_STRIDE, MAX_FRAMES, BestPolicyMedia
 from runners.run_logger import BEST_POLICY_GIF
 from runners.training import network_spec, resume, train
 from envs.factory import describe_env
@@ -36,22 +36,21 @@ def hparams_sessions(accumulator):
     return records
 
 
-@pytest.fixture(scope="module")
-def cartpole_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("results")
+def cartpole_run(results, **values):
     config, _ = resolve_config("CartPole-v1", "ppo", {
-        "results_dir": str(results), "total_steps": 3072, "eval_every": 1024, "histogram_every": 2048,
-        "ppo.epochs": 2, "run_name": "media"})
+        "results_dir": str(results), "total_steps": 3072, "eval_every": 1024, "ppo.epochs": 2, "run_name": "media",
+        **values})
     return train(config, progress=False)
 
 
-def test_hparams_carry_the_config_and_are_written_once_across_resumes(cartpole_run):
-    run_dir = cartpole_run.run_dir
+def test_hparams_carry_the_config_and_are_written_once_across_resumes(tmp_path):
+    run_dir = cartpole_run(tmp_path, media=False).run_dir
     resume(run_dir, {"total_steps": 4096}, progress=False)
     accumulator = events(run_dir)
     [session] = hparams_sessions(accumulator)
     values = {name: value for name, value in session.hparams.items()}
     assert values["env_id"].string_value == "CartPole-v1" and values["algo"].string_value == "ppo"
+    assert values["engine"].string_value == "graph"  # the engine used, not "auto"
     assert values["ppo.epochs"].number_value == 2 and values["total_steps"].number_value == 3072
     assert not any(name.startswith("a2c.") for name in values)
     assert session.group_name == "media"
@@ -59,14 +58,15 @@ def test_hparams_carry_the_config_and_are_written_once_across_resumes(cartpole_r
     assert {"eval/best_mean_return", "eval/mean_return"} <= set(accumulator.Tags()["tensors"])
 
 
-def test_each_recorded_best_is_an_animated_gif_of_the_first_evaluation_episode(cartpole_run):
-    accumulator = events(cartpole_run.run_dir)
+def test_each_new_best_is_an_animated_gif_of_the_first_evaluation_episode(tmp_path, monkeypatch):
+    monkeypatch.setattr(media_module, "MEDIA_BUDGET", 1.0)  # no throttling here: every best is recorded
+    run = cartpole_run(tmp_path)
+    accumulator = events(run.run_dir)
     images = accumulator.Tensors(BEST_POLICY_GIF)
-    rows = list(csv.DictReader(open(cartpole_run.run_dir / "evaluations.csv")))
-    saved_steps = {int(row["step"]) for row in rows if row["saved"] == "1"}
-    assert images and {event.step for event in images} <= saved_steps
-    best = load_best(cartpole_run.run_dir / "best").manifest
-    assert images[-1].step == best["step"]  # the resumed session's last best was recorded at its end
+    rows = list(csv.DictReader(open(run.run_dir / "evaluations.csv")))
+    assert [event.step for event in images] == [int(row["step"]) for row in rows if row["saved"] == "1"]
+    best = load_best(run.run_dir / "best").manifest
+    assert images[-1].step == best["step"]
     width, height, encoded = make_ndarray(images[-1].tensor_proto)
     gif = Image.open(io.BytesIO(encoded))
     assert gif.format == "GIF" and gif.size == (int(width), int(height)) == (300, 200)
@@ -76,33 +76,41 @@ def test_each_recorded_best_is_an_animated_gif_of_the_first_evaluation_episode(c
     for index in range(gif.n_frames):
         gif.seek(index)
         durations.append(gif.info["duration"])
-    assert sum(durations) == (1 + int(best["returns"][0]) // 2) * 40 and gif.n_frames > 5
+    frames = 1 + min(int(best["returns"][0]), MAX_FRAMES * FRAME_STRIDE) // FRAME_STRIDE
+    assert sum(durations) == frames * 40 and gif.n_frames > 5
 
 
-def test_weight_histograms_come_every_histogram_every_steps(cartpole_run):
-    accumulator = events(cartpole_run.run_dir)
+def test_weight_histograms_come_every_histogram_every_steps(tmp_path):
+    accumulator = events(cartpole_run(tmp_path, histogram_every=2048, media=False).run_dir)
     tags = [tag for tag in accumulator.Tags()["tensors"] if tag.startswith("weights/")]
     assert len(tags) == 12  # kernel and bias of 2 hidden layers x 2 torsos + 2 heads
     steps = {tag: [event.step for event in accumulator.Tensors(tag)] for tag in tags}
-    assert all(found[:1] == [2048] for found in steps.values())
+    assert all(found == [2048] for found in steps.values())  # 3,072 steps: one multiple of 2,048
     buckets = make_ndarray(accumulator.Tensors(tags[0])[0].tensor_proto)
     assert buckets.shape[1] == 3 and buckets[:, 2].sum() > 0  # (left, right, count) per bucket
 
 
 def test_media_stay_within_their_budget_and_the_skipped_best_is_recorded_at_the_end():
+    """Within budget as it goes; at the end, the last skipped best if affordable (a run with none yet: always)."""
     config, _ = resolve_config("CartPole-v1", "ppo", {})
     model = ActorCritic(network_spec(describe_env("CartPole-v1"), config))
     written = []
     media = BestPolicyMedia("CartPole-v1", 0, "auto", NumpyPolicy(model),
                             lambda step, gif, width, height: written.append(step), budget=0.05)
-    assert media.offer(1000, wall_seconds=1.0, weights={})  # the first is recorded whatever it costs
+    assert not media.offer(500, wall_seconds=1.0, weights={"w": np.ones(1)})  # 5% of 1 s < the first estimate
+    assert media.offer(1000, wall_seconds=FIRST_ESTIMATE / 0.05, weights={})
     cost = media.seconds
     assert not media.offer(2000, wall_seconds=cost, weights={"w": np.zeros(1)})  # 2 x cost > 5% of cost
     assert media.pending.step == 2000
-    loaded = []
-    assert not media.finish(wall_seconds=cost, load_weights=loaded.append)
-    assert media.finish(wall_seconds=100 * cost, load_weights=loaded.append)
-    assert written == [1000, 2000] and loaded == [{"w": np.zeros(1)}] and media.pending is None
+    given = []
+
+    def policy_for(weights):
+        given.append(weights)
+        return NumpyPolicy(model)
+
+    assert not media.finish(wall_seconds=cost, policy_for=policy_for)
+    assert media.finish(wall_seconds=100 * cost, policy_for=policy_for)
+    assert written == [1000, 2000] and given == [{"w": np.zeros(1)}] and media.pending is None
 
 
 def test_no_media_writes_no_gif(tmp_path):
@@ -111,3 +119,14 @@ def test_no_media_writes_no_gif(tmp_path):
     result = train(config, progress=False)
     assert BEST_POLICY_GIF not in events(result.run_dir).Tags()["tensors"]
     assert "media (best-policy GIF)" not in result.timings
+
+
+def test_a_short_run_whose_bests_were_all_skipped_gets_its_final_best_recorded_at_the_end():
+    config, _ = resolve_config("CartPole-v1", "ppo", {})
+    model = ActorCritic(network_spec(describe_env("CartPole-v1"), config))
+    written = []
+    media = BestPolicyMedia("CartPole-v1", 0, "auto", NumpyPolicy(model),
+                            lambda step, gif, width, height: written.append(step), budget=0.05)
+    assert not media.offer(1000, wall_seconds=1.0, weights={}) and not media.offer(2000, wall_seconds=2.0, weights={})
+    assert media.finish(wall_seconds=2.0, policy_for=lambda weights: NumpyPolicy(model))
+    assert written == [2000]

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from envs.graph.base import Transition
+
 GRAVITY, CART_MASS, POLE_MASS, HALF_LENGTH, FORCE, TAU = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02
 TOTAL_MASS = CART_MASS + POLE_MASS
 POLE_MASS_LENGTH = POLE_MASS * HALF_LENGTH
@@ -31,18 +33,6 @@ class CartPoleState(NamedTuple):
     """[N, 4] float64: cart position, cart velocity, pole angle, pole angular velocity."""
     elapsed: tf.Tensor
     """[N] int32: steps taken in the current episode."""
-
-
-class Transition(NamedTuple):
-    """What one vector step returns (all [N] except the observations, [N, 4] float32)."""
-
-    observations: tf.Tensor
-    """The observation to act on next (a fresh episode's first one where an episode ended)."""
-    rewards: tf.Tensor
-    terminated: tf.Tensor
-    truncated: tf.Tensor
-    final_observations: tf.Tensor
-    """The observation the step ended in, before any reset (what a truncation bootstraps from)."""
 
 
 class GraphCartPole:
