@@ -16,7 +16,11 @@ from runners.checkpoint import POINTER_FILE, list_entries, load_best, read_entry
 from runners.resume import read_checkpoint
 
 CHAMPION = [sys.executable, "-c", "from runners.cli import main; main()"]
-QUICK = ["--set", "ppo.epochs=2", "--set", "checkpoint_every=1024", "--eval-every", "512", "-q"]
+QUICK = ["--set", "ppo.epochs=2", "--set", "checkpoint_every=1024", "--eval-every", "512", "-q", "--no-media",
+         "--set", "engine=gymnasium", "--set", "ppo.jit_compile=false"]
+"""Small runs for crash and resume mechanics, which do not depend on the engine: the gymnasium engine
+without XLA starts in a fraction of the graph engine's compile time (tests that need the graph engine
+add --set engine=graph, which wins)."""
 
 
 def champion(args: list[str], env: dict[str, str] | None = None, timeout: float = 300,

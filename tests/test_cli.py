@@ -52,7 +52,7 @@ def test_replay_without_a_best_policy_says_so(tmp_path, capsys):
     assert (code, lines[0]) == (2, f"champion replay: error: {tmp_path / 'missing'} does not exist; give a run folder such as results/CartPole-v1/ppo/<run>")
 
 
-@pytest.mark.parametrize("engine", ["graph", "gymnasium"])
+@pytest.mark.parametrize("engine", ["graph", pytest.param("gymnasium", marks=pytest.mark.slow)])
 def test_train_replay_runs_end_to_end(tmp_path, engine):
     results = tmp_path / "results"
     train = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "3000", "--eval-every", "1000",

@@ -32,14 +32,14 @@ def seed(tmp_path_factory) -> int:
     How many bests a short run saves depends on its learning curve, which any change to the
     algorithm or the env moves; a dry run finds a seed instead of hard-coding one.
     """
-    for candidate in range(6):
+    for candidate in (4, *range(4), *range(5, 10)):  # 4 passed when QUICK last changed: tried first
         folder = tmp_path_factory.mktemp(f"dry-run-{candidate}")
         champion(run_command(folder, candidate), env={"CHAMPION_FAULT_LOG": str(folder / "writes.log")})
         labels = (folder / "writes.log").read_text()
         if labels.count("\n") >= 55 and all(
                 labels.count(point.split("#")[0]) >= int(point.split("#")[1]) for point in FAST_KILL_POINTS):
             return candidate
-    pytest.fail("no seed in 0-5 gives a 3072-step run that reaches every FAST_KILL_POINT and 55 write points")
+    pytest.fail("no seed in 0-9 gives a 3072-step run that reaches every FAST_KILL_POINT and 55 write points")
 
 
 def kill_and_check(tmp_path: Path, kill_at: str, seed: int = 0) -> str:

@@ -109,6 +109,7 @@ def test_auto_picks_the_graph_engine_where_it_can_and_graph_refuses_where_it_can
         choose_engine(config("CartPole-v1", engine="graph", reward_scaling=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, total_steps", [("ppo", 100_000), ("a2c", 500_000)])
 def test_the_graph_engine_learns_cartpole_within_the_benchmark_budget(tmp_path, algo, total_steps):
     config, _ = resolve_config("CartPole-v1", algo, {"results_dir": str(tmp_path), "total_steps": total_steps,

@@ -26,7 +26,7 @@ def checkpoint_weights(run_dir, step):
             if name.startswith(("model/", "optimizer/"))}
 
 
-@pytest.mark.parametrize("engine", ["graph", "gymnasium"])
+@pytest.mark.parametrize("engine", ["graph", pytest.param("gymnasium", marks=pytest.mark.slow)])
 def test_kill_and_resume_continues_exactly_like_a_straight_run(tmp_path, engine):
     options = QUICK + ["--set", f"engine={engine}"]
     straight = champion(["train", "CartPole-v1", "--total-steps", "4096", "--results-dir", str(tmp_path),
@@ -86,7 +86,8 @@ def test_signals_write_a_checkpoint_and_exit_with_128_plus_the_signal(tmp_path, 
 
 def quick_config(tmp_path, name, **overrides):
     values = {"total_steps": 2048, "eval_every": 512, "checkpoint_every": 1024, "ppo.epochs": 2,
-              "results_dir": str(tmp_path), "run_name": name}
+              "results_dir": str(tmp_path), "run_name": name, "media": False, "engine": "gymnasium",
+              "ppo.jit_compile": False}  # resume mechanics, not the engine: see crash_helpers.QUICK
     values.update(overrides)
     return resolve_config("CartPole-v1", "ppo", values)[0]
 

@@ -43,8 +43,9 @@ def cartpole_run(results, **values):
     return train(config, progress=False)
 
 
-def test_hparams_carry_the_config_and_are_written_once_across_resumes(tmp_path):
-    run_dir = cartpole_run(tmp_path, media=False).run_dir
+def test_hparams_once_across_resumes_and_weight_histograms_every_histogram_every_steps(tmp_path):
+    run_dir = cartpole_run(tmp_path, media=False, histogram_every=2048).run_dir
+    check_histograms(events(run_dir))  # before the resume: 3,072 steps hold one multiple of 2,048
     resume(run_dir, {"total_steps": 4096}, progress=False)
     accumulator = events(run_dir)
     [session] = hparams_sessions(accumulator)
@@ -80,12 +81,11 @@ def test_each_new_best_is_an_animated_gif_of_the_first_evaluation_episode(tmp_pa
     assert sum(durations) == frames * 40 and gif.n_frames > 5
 
 
-def test_weight_histograms_come_every_histogram_every_steps(tmp_path):
-    accumulator = events(cartpole_run(tmp_path, histogram_every=2048, media=False).run_dir)
+def check_histograms(accumulator):
     tags = [tag for tag in accumulator.Tags()["tensors"] if tag.startswith("weights/")]
     assert len(tags) == 12  # kernel and bias of 2 hidden layers x 2 torsos + 2 heads
     steps = {tag: [event.step for event in accumulator.Tensors(tag)] for tag in tags}
-    assert all(found == [2048] for found in steps.values())  # 3,072 steps: one multiple of 2,048
+    assert all(found == [2048] for found in steps.values())
     buckets = make_ndarray(accumulator.Tensors(tags[0])[0].tensor_proto)
     assert buckets.shape[1] == 3 and buckets[:, 2].sum() > 0  # (left, right, count) per bucket
 
