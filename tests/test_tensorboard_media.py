@@ -90,13 +90,19 @@ def check_histograms(accumulator):
     assert buckets.shape[1] == 3 and buckets[:, 2].sum() > 0  # (left, right, count) per bucket
 
 
-def test_media_stay_within_their_budget_and_the_skipped_best_is_recorded_at_the_end():
-    """Within budget as it goes; at the end, the last skipped best if affordable (a run with none yet: always)."""
+def cartpole_media(budget):
+    """A BestPolicyMedia on CartPole that notes the steps it writes a GIF for; with its model."""
     config, _ = resolve_config("CartPole-v1", "ppo", {})
     model = ActorCritic(network_spec(describe_env("CartPole-v1"), config))
     written = []
     media = BestPolicyMedia("CartPole-v1", 0, "auto", NumpyPolicy(model),
-                            lambda step, gif, width, height: written.append(step), budget=0.05)
+                            lambda step, gif, width, height: written.append(step), budget=budget)
+    return media, model, written
+
+
+def test_media_stay_within_their_budget_and_the_skipped_best_is_recorded_at_the_end():
+    """Within budget as it goes; at the end, the last skipped best if affordable (a run with none yet: always)."""
+    media, model, written = cartpole_media(budget=0.05)
     assert not media.offer(500, wall_seconds=1.0, weights={"w": np.ones(1)})  # 5% of 1 s < the first estimate
     assert media.offer(1000, wall_seconds=FIRST_ESTIMATE / 0.05, weights={})
     cost = media.seconds
@@ -122,11 +128,7 @@ def test_no_media_writes_no_gif(tmp_path):
 
 
 def test_a_short_run_whose_bests_were_all_skipped_gets_its_final_best_recorded_at_the_end():
-    config, _ = resolve_config("CartPole-v1", "ppo", {})
-    model = ActorCritic(network_spec(describe_env("CartPole-v1"), config))
-    written = []
-    media = BestPolicyMedia("CartPole-v1", 0, "auto", NumpyPolicy(model),
-                            lambda step, gif, width, height: written.append(step), budget=0.05)
+    media, model, written = cartpole_media(budget=0.05)
     assert not media.offer(1000, wall_seconds=1.0, weights={}) and not media.offer(2000, wall_seconds=2.0, weights={})
     assert media.finish(wall_seconds=2.0, policy_for=lambda weights: NumpyPolicy(model))
     assert written == [2000]
