@@ -150,7 +150,7 @@ class TrainConfig:
     media: bool = True
     """TensorBoard: an animated GIF of one evaluation episode at each new best, for envs that render rgb_array (throttled to a few percent of the wall time)."""
     histogram_every: int = 0
-    """TensorBoard: histograms of the model's weights every this many env steps (0: never)."""
+    """TensorBoard: histograms of the model's weights and last applied gradients every this many env steps (0: never)."""
     engine: str = "auto"
     """How rollouts run: graph (env in TF ops, rollouts and updates fused in one compiled call; CartPole-v1), gymnasium (vector env stepped from Python), or auto (graph where possible)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)

@@ -24,11 +24,14 @@ def apply_clipped_gradients(
     loss: tf.Tensor,
     variables: Sequence[tf.Variable],
     max_grad_norm: float,
+    kept_gradients: Sequence[tf.Variable] | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Clip gradients to a global norm and apply them, unless the loss or gradient is not finite.
 
     Returns (gradient norm before clipping, 1.0 if the step was skipped else 0.0). A skipped
-    step leaves the weights and the optimizer state untouched.
+    step leaves the weights and the optimizer state untouched. With ``kept_gradients`` (one
+    variable per trainable variable), the applied, clipped gradients are also copied there, for
+    histograms.
     """
     gradients = tape.gradient(loss, variables)
     clipped, norm = tf.clip_by_global_norm(gradients, max_grad_norm)
@@ -36,10 +39,19 @@ def apply_clipped_gradients(
 
     def apply() -> tf.Tensor:
         optimizer.apply_gradients(zip(clipped, variables))
+        for kept, gradient in zip(kept_gradients or (), clipped):
+            kept.assign(gradient)
         return tf.constant(0.0)
 
     skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
     return norm, skipped
+
+
+def gradient_keepers(model: keras.Model, keep: bool) -> list[tf.Variable] | None:
+    """Variables that hold each trainable variable's last applied gradient, when ``keep`` (for histograms)."""
+    if not keep:
+        return None
+    return [tf.Variable(tf.zeros_like(variable), trainable=False) for variable in model.trainable_variables]
 
 
 def merge_time_and_envs(tensor: tf.Tensor) -> tf.Tensor:

@@ -9,7 +9,8 @@ from agents import losses
 from agents.batch import RolloutBatch
 from agents.config import PPOConfig
 from agents.networks import ActorCritic
-from agents.optimization import CompiledUpdate, apply_clipped_gradients, batch_gae, merge_time_and_envs, scheduled
+from agents.optimization import (CompiledUpdate, apply_clipped_gradients, batch_gae, gradient_keepers,
+                                 merge_time_and_envs, scheduled)
 from agents.policy import make_distribution
 
 METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
@@ -23,7 +24,10 @@ class PPOLearner:
 
     metric_names = METRIC_NAMES
 
-    def __init__(self, model: ActorCritic, config: PPOConfig, num_envs: int, seed: int = 0) -> None:
+    def __init__(self, model: ActorCritic, config: PPOConfig, num_envs: int, seed: int = 0,
+                 keep_gradients: bool = False) -> None:
+        """``keep_gradients``: keep the last applied gradients in ``kept_gradients`` (for histograms)."""
+        self.kept_gradients = gradient_keepers(model, keep_gradients)
         self.model = model
         self.config = config
         self.distribution = make_distribution(model)
@@ -82,7 +86,7 @@ class PPOLearner:
             value_loss = losses.value_loss(values, old_values, returns, config.value_clip_range)
             loss = policy_loss - config.entropy_coef * entropy + config.value_coef * value_loss
         grad_norm, skipped = apply_clipped_gradients(
-            self.optimizer, tape, loss, self.model.trainable_variables, config.max_grad_norm)
+            self.optimizer, tape, loss, self.model.trainable_variables, config.max_grad_norm, self.kept_gradients)
         return tf.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction, grad_norm]), skipped
 
     def checkpoint_objects(self) -> dict[str, object]:

@@ -45,7 +45,6 @@ EVAL_LENGTH = "eval/mean_length"
 BEST_MEAN = "eval/best_mean_return"
 CONFIG_TEXT = "config"
 BEST_POLICY_GIF = "eval/best_policy"
-WEIGHTS_PREFIX = "weights/"
 CSV_COLUMNS = ("step", "wall_seconds", "mean_return", "std_return", "min_return", "max_return",
                "mean_length", "best_mean_return", "saved")
 
@@ -96,10 +95,10 @@ class RunLogger:
         self.writer.flush()
 
     def log_histograms(self, step: int, arrays: dict[str, np.ndarray]) -> None:
-        """A histogram of each named array (e.g. the model's weights)."""
-        for name, values in arrays.items():
+        """A histogram of each array, under its name as the tag (e.g. weights/..., gradients/...)."""
+        for tag, values in arrays.items():
             self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=histogram_summary.histogram_pb(
-                WEIGHTS_PREFIX + name, np.asarray(values, np.float64).ravel())))
+                tag, np.asarray(values, np.float64).ravel())))
 
     def log_update(self, step: int, metrics: dict[str, float], episodes: EpisodeStats, steps_per_second: float,
                    updates: int = 1) -> None:

@@ -18,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agents.config import TrainConfig, validate
 from agents.learners import make_learner
-from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, checkpointable_weights, weight_arrays
+from agents.networks import (ActorCritic, NetworkSpec, assign_weight_arrays, checkpointable_weights, weight_arrays,
+                             weight_name)
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvInfo, describe_env, make_eval_env
 from runners import faults
@@ -201,7 +202,7 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
                 run.logger.log_update(state.step, advanced.metrics, advanced.episodes, steps_per_second,
                                       advanced.updates)
                 if config.histogram_every and _crossed(previous, state.step, config.histogram_every):
-                    run.logger.log_histograms(state.step, weight_arrays(run.model))
+                    run.logger.log_histograms(state.step, histogram_arrays(run))
             finished = state.step >= config.total_steps
             if _crossed(previous, state.step, config.eval_every) or finished:
                 result = _evaluate_and_offer(run, state, wall_before + time.perf_counter() - session_start,
@@ -270,6 +271,15 @@ def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float, session
     run.evaluations.append((state.step, result.mean_return))
     run.console.print(_evaluation_line(state.step, result, run.store.best_mean_return, saved))
     return result
+
+
+def histogram_arrays(run: Run) -> dict[str, Any]:
+    """The model's weights (``weights/<name>``) and the last applied gradients (``gradients/<name>``)."""
+    arrays = {f"weights/{name}": values for name, values in weight_arrays(run.model).items()}
+    kept = getattr(run.learner, "kept_gradients", None) or []
+    for variable, gradient in zip(run.model.trainable_variables, kept):
+        arrays[f"gradients/{weight_name(variable)}"] = gradient.numpy()
+    return arrays
 
 
 def _record_skipped_best(run: Run, session_seconds: float) -> None:

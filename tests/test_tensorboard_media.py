@@ -82,12 +82,18 @@ def test_each_new_best_is_an_animated_gif_of_the_first_evaluation_episode(tmp_pa
 
 
 def check_histograms(accumulator):
-    tags = [tag for tag in accumulator.Tags()["tensors"] if tag.startswith("weights/")]
-    assert len(tags) == 12  # kernel and bias of 2 hidden layers x 2 torsos + 2 heads
-    steps = {tag: [event.step for event in accumulator.Tensors(tag)] for tag in tags}
+    """Weights and last applied gradients: kernel and bias of 2 hidden layers x 2 torsos + 2 heads, each."""
+    names = accumulator.Tags()["tensors"]
+    weights = sorted(tag for tag in names if tag.startswith("weights/"))
+    gradients = sorted(tag for tag in names if tag.startswith("gradients/"))
+    assert len(weights) == 12 and [tag.replace("gradients/", "weights/") for tag in gradients] == weights
+    steps = {tag: [event.step for event in accumulator.Tensors(tag)] for tag in weights + gradients}
     assert all(found == [2048] for found in steps.values())
-    buckets = make_ndarray(accumulator.Tensors(tags[0])[0].tensor_proto)
-    assert buckets.shape[1] == 3 and buckets[:, 2].sum() > 0  # (left, right, count) per bucket
+    for tag in (weights[0], gradients[0]):
+        buckets = make_ndarray(accumulator.Tensors(tag)[0].tensor_proto)  # (left, right, count) per bucket
+        assert buckets.shape[1] == 3 and buckets[:, 2].sum() > 0
+    gradient_buckets = make_ndarray(accumulator.Tensors(gradients[0])[0].tensor_proto)
+    assert gradient_buckets[:, :2].min() < 0 < gradient_buckets[:, :2].max()  # a real gradient, not zeros
 
 
 def cartpole_media(budget):
