@@ -9,7 +9,8 @@ from runners.training import train
 
 def run(tmp_path, name, seed):
     config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 3072, "eval_every": 1024, "seed": seed,
-                                                      "results_dir": str(tmp_path), "run_name": name})
+                                                      "results_dir": str(tmp_path), "run_name": name,
+                                                      "ppo.epochs": 4, "media": False})
     result = train(config, progress=False)
     return result.evaluations, load_best(result.run_dir / "best").weights
 

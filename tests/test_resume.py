@@ -65,11 +65,11 @@ def test_kill_and_resume_continues_exactly_like_a_straight_run(tmp_path, engine)
     assert resumed_steps["eval/mean_return"] == straight_steps["eval/mean_return"] == list(range(512, 4097, 512))
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
-def test_signals_write_a_checkpoint_and_exit_with_128_plus_the_signal(tmp_path, signal_number):
+@pytest.mark.parametrize("signal_number, engine", [(signal.SIGINT, "graph"), (signal.SIGTERM, "gymnasium")])
+def test_signals_write_a_checkpoint_and_exit_with_128_plus_the_signal(tmp_path, signal_number, engine):
     child = subprocess.Popen(CHAMPION + ["train", "CartPole-v1", "--total-steps", "200000", "--results-dir",
                                          str(tmp_path), "--run-name", "sig", "--eval-every", "512",
-                                         "--set", "checkpoint_every=100000"],
+                                         "--set", "checkpoint_every=100000", "--set", f"engine={engine}"],
                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     for line in child.stderr:
         if line.startswith("step"):  # the first evaluation: training is under way
