@@ -20,6 +20,10 @@ from runners.training import network_spec, resume, train
 from envs.factory import describe_env
 
 
+QUICK_ENGINE = {"engine": "gymnasium", "ppo.jit_compile": False}
+"""For tests of what is logged, not of the engine: no XLA compile (the GIF test keeps the default graph engine)."""
+
+
 def events(run_dir):
     return EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
 
@@ -44,14 +48,14 @@ def cartpole_run(results, **values):
 
 
 def test_hparams_once_across_resumes_and_weight_histograms_every_histogram_every_steps(tmp_path):
-    run_dir = cartpole_run(tmp_path, media=False, histogram_every=2048).run_dir
+    run_dir = cartpole_run(tmp_path, media=False, histogram_every=2048, **QUICK_ENGINE).run_dir
     check_histograms(events(run_dir))  # before the resume: 3,072 steps hold one multiple of 2,048
     resume(run_dir, {"total_steps": 4096}, progress=False)
     accumulator = events(run_dir)
     [session] = hparams_sessions(accumulator)
     values = {name: value for name, value in session.hparams.items()}
     assert values["env_id"].string_value == "CartPole-v1" and values["algo"].string_value == "ppo"
-    assert values["engine"].string_value == "graph"  # the engine used, not "auto"
+    assert values["engine"].string_value == "gymnasium"  # the engine used (graph under "auto" by default)
     assert values["ppo.epochs"].number_value == 2 and values["total_steps"].number_value == 3072
     assert not any(name.startswith("a2c.") for name in values)
     assert session.group_name == "media"
@@ -127,7 +131,8 @@ def test_media_stay_within_their_budget_and_the_skipped_best_is_recorded_at_the_
 
 def test_no_media_writes_no_gif(tmp_path):
     config, _ = resolve_config("CartPole-v1", "ppo", {"results_dir": str(tmp_path), "total_steps": 1024,
-                                                      "eval_every": 1024, "media": False, "ppo.epochs": 1})
+                                                      "eval_every": 1024, "media": False, "ppo.epochs": 1,
+                                                      **QUICK_ENGINE})
     result = train(config, progress=False)
     assert BEST_POLICY_GIF not in events(result.run_dir).Tags()["tensors"]
     assert "media (best-policy GIF)" not in result.timings
