@@ -276,7 +276,7 @@ def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float, session
 def histogram_arrays(run: Run) -> dict[str, Any]:
     """The model's weights (``weights/<name>``) and the last applied gradients (``gradients/<name>``)."""
     arrays = {f"weights/{name}": values for name, values in weight_arrays(run.model).items()}
-    kept = getattr(run.learner, "kept_gradients", None) or []
+    kept = run.learner.kept_gradients or []
     for variable, gradient in zip(run.model.trainable_variables, kept):
         arrays[f"gradients/{weight_name(variable)}"] = gradient.numpy()
     return arrays
