@@ -10,3 +10,9 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 # kernels so that a resumed run and a replay reproduce their numbers there as on the CPU.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+
+# Keep XLA-compiled executables on disk so that the next run with the same shapes skips the compile
+# (see agents/xla_cache.py). Set before TensorFlow starts, which reads the flag once.
+from agents import xla_cache as _xla_cache  # noqa: E402
+
+_xla_cache.configure()

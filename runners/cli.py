@@ -88,7 +88,12 @@ def _print_profile(result: Any, profile: bool) -> None:
     if profile:
         from runners.timing import profile_table
 
+        from agents.xla_cache import configured_cache_dir
+
         click.echo(profile_table(result.timings, result.timing_calls, result.wall_seconds, result.session_steps), err=True)
+        cache = configured_cache_dir()
+        click.echo(f"XLA compile cache: {cache if cache else 'off'} (a run with the same shapes loads its compiled "
+                   f"code from there instead of compiling it again)", err=True)
 
 
 @cli.command()

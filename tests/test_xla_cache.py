@@ -1,0 +1,73 @@
+"""The persistent XLA cache: where it points TensorFlow, when it stays off, and that a run loading its
+compiled step from the cache trains exactly as the run that compiled it."""
+
+import csv
+import importlib.metadata
+import os
+import subprocess
+from pathlib import Path
+
+from agents import xla_cache
+from crash_helpers import CHAMPION
+
+
+def test_the_default_directory_is_per_tensorflow_version_and_machine_and_other_flags_are_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv(xla_cache.ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_min_cluster_size=2")
+    directory = xla_cache.configure()
+    version = importlib.metadata.version("tensorflow")
+    assert directory == tmp_path / "champion" / "xla" / f"tf-{version}-{xla_cache.machine_fingerprint()}"
+    assert directory.is_dir()
+    assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_min_cluster_size=2 --tf_xla_persistent_cache_directory={directory}"
+    assert xla_cache.configured_cache_dir() == directory
+    assert xla_cache.configure() == directory  # a second call adds nothing
+    assert os.environ["TF_XLA_FLAGS"].count("persistent_cache") == 1
+
+
+def test_off_a_users_own_flag_and_an_unwritable_directory_leave_the_flags_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_XLA_FLAGS", "")
+    monkeypatch.setenv(xla_cache.ENVIRONMENT_VARIABLE, "off")
+    assert (xla_cache.configure(), os.environ["TF_XLA_FLAGS"]) == (None, "")
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(xla_cache.ENVIRONMENT_VARIABLE, str(blocker / "cache"))
+    assert (xla_cache.configure(), os.environ["TF_XLA_FLAGS"]) == (None, "")
+
+    monkeypatch.setenv("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={tmp_path / 'mine'}")
+    monkeypatch.setenv(xla_cache.ENVIRONMENT_VARIABLE, str(tmp_path / "champions"))
+    assert xla_cache.configure() == tmp_path / "mine"
+    assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_persistent_cache_directory={tmp_path / 'mine'}"
+    assert not (tmp_path / "champions").exists()
+
+
+def test_prune_removes_the_oldest_entries_down_to_half_the_limit_once_over_it(tmp_path):
+    for age in range(6):  # entry-0 is the newest, entry-5 the oldest; 100 bytes each
+        path = tmp_path / f"entry-{age}.pb"
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))
+    assert xla_cache.prune(tmp_path, 600) == 0
+    assert xla_cache.prune(tmp_path, 500) == 4
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["entry-0.pb", "entry-1.pb"]
+
+
+def _train(results: Path, cache: Path, name: str) -> list[str]:
+    environment = {**os.environ, xla_cache.ENVIRONMENT_VARIABLE: str(cache), "TF_XLA_FLAGS": ""}
+    done = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "2048", "--eval-every", "1024",
+                                      "--results-dir", str(results), "--run-name", name, "--no-media", "--quiet",
+                                      "--set", "engine=graph"],
+                          capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 0, done.stderr
+    with open(results / "CartPole-v1" / "ppo" / name / "evaluations.csv", newline="") as handle:
+        return [row["mean_return"] for row in csv.DictReader(handle)]
+
+
+def test_a_run_that_loads_the_compiled_step_from_the_cache_trains_exactly_as_the_one_that_compiled_it(tmp_path):
+    cache = tmp_path / "cache"
+    compiled = _train(tmp_path / "results", cache, "first")
+    entries = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
+    assert len(entries) == 1 and next(iter(entries)).endswith("XLA_CPU_JIT.pb")
+    loaded = _train(tmp_path / "results", cache, "second")
+    assert loaded == compiled and len(compiled) == 2
+    assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == entries  # read, not written again
