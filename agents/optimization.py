@@ -38,13 +38,62 @@ def apply_clipped_gradients(
     finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(norm))
 
     def apply() -> tf.Tensor:
-        optimizer.apply_gradients(zip(clipped, variables))
+        apply_gradients(optimizer, clipped, variables)
         for kept, gradient in zip(kept_gradients or (), clipped):
             kept.assign(gradient)
         return tf.constant(0.0)
 
     skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
     return norm, skipped
+
+
+def apply_gradients(optimizer: keras.optimizers.Optimizer, gradients: Sequence[tf.Tensor],
+                    variables: Sequence[tf.Variable]) -> None:
+    """``optimizer.apply_gradients``, with the plain Adam and RMSprop the learners build done as a few TF ops.
+
+    Keras routes each variable's update through its distribution-strategy plumbing and about twenty
+    ``keras.ops`` calls: for PPO that was a quarter of tracing the graph engine's loop and most of its
+    ops, which XLA then has to convert and compile. This is the same arithmetic on the optimizer's own
+    variables (so checkpoints are unchanged), tested against ``apply_gradients`` in
+    tests/test_optimization.py; any other optimizer or option goes through Keras.
+    """
+    if not _plain(optimizer):
+        optimizer.apply_gradients(zip(gradients, variables))
+        return
+    learning_rate = tf.cast(optimizer.learning_rate, tf.float32)
+    if isinstance(optimizer, keras.optimizers.Adam):
+        step = tf.cast(optimizer.iterations + 1, tf.float32)
+        beta_1, beta_2 = tf.constant(optimizer.beta_1, tf.float32), tf.constant(optimizer.beta_2, tf.float32)
+        alpha = learning_rate * tf.sqrt(1.0 - tf.pow(beta_2, step)) / (1.0 - tf.pow(beta_1, step))
+        for gradient, variable in zip(gradients, variables):
+            index = optimizer._get_variable_index(variable)
+            momentum, velocity = optimizer._momentums[index], optimizer._velocities[index]
+            momentum.assign_add((gradient - momentum) * (1 - optimizer.beta_1))
+            velocity.assign_add((tf.square(gradient) - velocity) * (1 - optimizer.beta_2))
+            variable.assign_sub(momentum * alpha / (tf.sqrt(velocity) + optimizer.epsilon))
+    else:  # RMSprop without momentum or centring; Keras adds epsilon under the square root
+        rho = optimizer.rho
+        for gradient, variable in zip(gradients, variables):
+            velocity = optimizer._velocities[optimizer._get_variable_index(variable)]
+            velocity.assign(rho * velocity + (1.0 - rho) * tf.square(gradient))
+            variable.assign_sub(learning_rate * gradient / tf.sqrt(velocity + optimizer.epsilon))
+    optimizer.iterations.assign_add(1)
+
+
+def _plain(optimizer: keras.optimizers.Optimizer) -> bool:
+    """Adam or RMSprop with nothing on top (no clipping, decay, EMA, accumulation, loss scale, amsgrad, momentum)."""
+    extras = (optimizer.clipnorm, optimizer.clipvalue, optimizer.global_clipnorm, optimizer.weight_decay,
+              optimizer.gradient_accumulation_steps, optimizer.loss_scale_factor)
+    if optimizer.use_ema or any(extra is not None for extra in extras):
+        return False
+    if type(optimizer) is keras.optimizers.Adam:
+        return not optimizer.amsgrad
+    return type(optimizer) is keras.optimizers.RMSprop and optimizer.momentum == 0 and not optimizer.centered
+
+
+def _handle(variable: Any) -> tf.Tensor:
+    """The resource handle of a Keras or TF variable."""
+    return getattr(variable, "value", variable).handle
 
 
 def gradient_keepers(model: keras.Model, keep: bool) -> list[tf.Variable] | None:

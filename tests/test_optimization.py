@@ -1,0 +1,62 @@
+"""agents.optimization.apply_gradients: the learners' Adam and RMSprop as a few TF ops give exactly the
+numbers of Keras' own apply_gradients, compiled or not, and anything else goes through Keras."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from agents.a2c import make_optimizer
+from agents.config import A2CConfig
+from agents.optimization import _plain, apply_gradients
+
+
+def train_a_layer(make_optimizer_now, fused: bool, jit_compile: bool, steps: int = 5) -> list[np.ndarray]:
+    """Steps on a Dense layer with a learning rate that changes each step; every weight and slot after."""
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    variables = layer.trainable_variables
+    optimizer = make_optimizer_now()
+    optimizer.build(variables)
+    inputs = tf.constant(np.random.default_rng(0).normal(size=(5, 4)), tf.float32)
+
+    @tf.function(jit_compile=jit_compile)
+    def step() -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(layer(inputs) - 1.0))
+        gradients = tape.gradient(loss, variables)
+        optimizer.learning_rate.assign(optimizer.learning_rate * 0.9)
+        if fused:
+            apply_gradients(optimizer, gradients, variables)
+        else:
+            optimizer.apply_gradients(zip(gradients, variables))
+
+    for _ in range(steps):
+        step()
+    return [variable.numpy() for variable in [*variables, *optimizer.variables]]
+
+
+@pytest.mark.parametrize("make_optimizer_now", [
+    lambda: keras.optimizers.Adam(learning_rate=1e-2, epsilon=1e-5),  # PPO's
+    lambda: make_optimizer(A2CConfig(learning_rate=1e-2)),  # A2C's RMSprop
+    lambda: make_optimizer(A2CConfig(learning_rate=1e-2, optimizer="adam")),
+], ids=["ppo-adam", "a2c-rmsprop", "a2c-adam"])
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_the_learners_optimizers_step_exactly_as_keras_does(make_optimizer_now, jit_compile):
+    assert _plain(make_optimizer_now())
+    ours, keras_own = (train_a_layer(make_optimizer_now, fused, jit_compile) for fused in (True, False))
+    assert len(ours) == 2 + 1 + 2 * (2 if isinstance(make_optimizer_now(), keras.optimizers.Adam) else 1) + 1
+    for mine, theirs in zip(ours, keras_own):
+        np.testing.assert_array_equal(mine, theirs)
+    assert ours[2] == 5  # the iteration count (the first of the optimizer's variables)
+    initial_kernel = train_a_layer(make_optimizer_now, True, jit_compile, steps=0)[0]
+    assert np.abs(ours[0] - initial_kernel).min() > 1e-3  # every weight moved
+
+
+@pytest.mark.parametrize("optimizer", [
+    keras.optimizers.Adam(amsgrad=True), keras.optimizers.AdamW(), keras.optimizers.Adam(clipnorm=1.0),
+    keras.optimizers.RMSprop(momentum=0.9), keras.optimizers.RMSprop(centered=True), keras.optimizers.SGD(),
+], ids=["amsgrad", "adamw", "clipnorm", "momentum", "centered", "sgd"])
+def test_any_other_optimizer_or_option_goes_through_keras(optimizer):
+    assert not _plain(optimizer)
