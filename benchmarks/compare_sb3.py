@@ -12,6 +12,11 @@ included; importing the libraries is reported separately. Both evaluate 10 deter
 episodes on 10 envs every ``eval_every`` steps, with the same hyperparameters, network (64x64
 tanh, separate actor and critic, orthogonal init) and seeds. SB3 runs with tensorflow hidden, so
 that its TensorBoard import does not load TensorFlow into its process.
+
+champion runs twice per pair: `champion` with an empty XLA compile cache (it compiles its step, as
+a first run on a machine does) and `champion-warm` with a cache that an uncounted run of the same
+case filled before the pairs (as every later run with the same shapes finds it; see
+agents/xla_cache.py). Ratios are given for both.
 """
 
 from __future__ import annotations
@@ -137,10 +142,22 @@ def scaled(case: Case, scale: float) -> Case:
                                eval_every=max(int(case.eval_every * scale), 1))
 
 
+CHAMPIONS = ("champion", "champion-warm")
+"""champion with an empty XLA compile cache, and with one filled by an earlier run of the same case."""
+
+
+def xla_cache_dir(library: str, case_name: str, seed: int, results_dir: str) -> str:
+    """The compile cache a champion run gets: its own empty one (cold), or the case's shared one (warm)."""
+    if library == "champion-warm":
+        return str(Path(results_dir, "xla-cache", case_name).resolve())
+    return str(Path(results_dir, "xla-cache", f"{case_name}-cold-{seed}-{time.time_ns()}").resolve())
+
+
 def run_child(library: str, case_name: str, seed: int, results_dir: str, scale: float) -> dict[str, Any]:
     """One run in a fresh process; returns its report with peak RSS added."""
     command = [sys.executable, __file__, "--child", library, case_name, str(seed), results_dir, str(scale)]
-    environment = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    environment = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", TF_XLA_FLAGS="",
+                       CHAMPION_XLA_CACHE=xla_cache_dir(library, case_name, seed, results_dir))
     done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{library} {case_name} seed {seed} failed:\n{done.stderr[-3000:]}")
@@ -222,9 +239,10 @@ def compare(case: Case, pairs: int, results_dir: str, scale: float) -> tuple[lis
     """Alternate champion and SB3 (and SBX for PPO) runs, champion first on even pairs; rows and medians."""
     peers = ["sb3", "sbx"] if case.algo == "ppo" and sbx_installed() else ["sb3"]
     rows: list[str] = []
-    runs: dict[str, list[dict[str, Any]]] = {library: [] for library in ["champion", *peers]}
+    runs: dict[str, list[dict[str, Any]]] = {library: [] for library in [*CHAMPIONS, *peers]}
+    run_child("champion-warm", case.name, 1_000, results_dir, scale)  # fills the warm cache; not counted
     for pair in range(pairs):
-        order = ["champion", *peers] if pair % 2 == 0 else [*peers, "champion"]
+        order = [*CHAMPIONS, *peers] if pair % 2 == 0 else [*peers, *reversed(CHAMPIONS)]
         for library in order:
             summary = summarise(run_child(library, case.name, pair, results_dir, scale), case)
             runs[library].append(summary)
@@ -260,7 +278,7 @@ def main() -> None:
         rows, medians = compare(case, args.pairs, args.results_dir, args.scale)
         lines += rows
         ratio_lines += _ratio_lines(case, medians)
-        champion_speeds[name] = medians["champion"]["steps_per_second"]
+        champion_speeds[name] = medians["champion-warm"]["steps_per_second"]
         print("\n".join(ratio_lines), flush=True)
     speed = _env_speed_lines(champion_speeds)
     text = _report(header, lines, ratio_lines, speed, args.pairs, load_before, os.getloadavg()[0], time.time() - started,
@@ -272,16 +290,15 @@ def main() -> None:
 
 
 def _ratio_lines(case: Case, medians: dict[str, Any]) -> list[str]:
-    ours = medians["champion"]
     lines = []
-    for peer in (library for library in medians if library != "champion"):
-        theirs = medians[peer]
+    for champion, peer in ((champion, peer) for champion in CHAMPIONS for peer in medians if peer not in CHAMPIONS):
+        ours, theirs = medians[champion], medians[peer]
 
         def ratio(key: str) -> str:
             return "-" if ours[key] is None or theirs[key] is None else f"{theirs[key] / ours[key]:.2f}x"
 
         lines.append(
-            f"| {case.name} ({case.total_steps:,} steps) | {peer} | {theirs['wall']:.1f} / {ours['wall']:.1f} = "
+            f"| {case.name} ({case.total_steps:,} steps) | {peer} / {champion} | {theirs['wall']:.1f} / {ours['wall']:.1f} = "
             f"**{ratio('wall')}** | {_format(theirs['threshold_seconds'], '.1f')} / "
             f"{_format(ours['threshold_seconds'], '.1f')} = **{ratio('threshold_seconds')}** | "
             f"{theirs['best']:.1f} / {ours['best']:.1f} | {theirs['rss_mb']:.0f} / {ours['rss_mb']:.0f} |")
@@ -300,7 +317,7 @@ def _env_speed_lines(champion_speeds: dict[str, float]) -> list[str]:
                      f"{raw[vectorization]:,.0f} env steps/s")
     for name, speed in champion_speeds.items():
         if name.endswith("cartpole"):
-            lines.append(f"- champion {name}: {speed:,.0f} env steps/s (evaluation, update and acting included) = "
+            lines.append(f"- champion {name} (warm cache): {speed:,.0f} env steps/s (evaluation, update and acting included) = "
                          f"{100 * speed / raw['graph']:.1f}% of the graph env's raw speed, "
                          f"{100 * speed / raw['auto']:.0f}% of gymnasium's vectorised CartPole's")
     return lines
@@ -315,7 +332,7 @@ def _report(header: str, lines: list[str], ratio_lines: list[str], speed: list[s
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), load average {load_before:.2f} before "
         f"and {load_after:.2f} after. Python {platform.python_version()}.", "",
         "## Ratios (peer / champion, medians over the pairs)", "",
-        "| case | peer | wall s | s to threshold | best eval (peer / champion) | peak RSS MB (peer / champion) |",
+        "| case | peer / champion | wall s | s to threshold | best eval (peer / champion) | peak RSS MB (peer / champion) |",
         "|---|---|---|---|---|---|", *ratio_lines, "",
         "## Raw environment speed (the trainer's ceiling)", "", *speed, "",
         "## Every run", "", header, *lines, "",
@@ -327,7 +344,7 @@ def child_main(library: str, case_name: str, seed: str, results_dir: str, scale:
     import resource
 
     case = scaled(CASES[case_name], float(scale))
-    if library == "champion":
+    if library in CHAMPIONS:
         report = run_champion(case, int(seed), results_dir)
     else:
         report = run_sb3(case, int(seed), jax=library == "sbx")
