@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 import keras
 import tensorflow as tf
 
-from agents import losses
+from agents import losses, xla_cache
 from agents.batch import BatchPacking, RolloutBatch
 
 
@@ -130,17 +130,26 @@ class CompiledUpdate:
             self.names = list(metrics)
             return tf.stack([tf.cast(metrics[name], tf.float32) for name in self.names])
 
-        self.function = tf.function(stacked, input_signature=signature, autograph=False, jit_compile=jit_compile)
-        self._concrete: Any = None
+        self._stacked, self._signature, self.jit_compile = stacked, signature, jit_compile
+        self._build_function()
 
     def __call__(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """Run the update on a rollout batch; the metrics as Python floats."""
-        if self._concrete is None:
-            self._concrete = self.function.get_concrete_function()
         steps, last_values = self.packing.pack(batch)
-        values = self._concrete(tf.constant(steps), tf.constant(last_values), tf.constant(progress_remaining, tf.float32))
-        values = values.numpy()
-        return dict(zip(self.names, values.tolist()))
+        inputs = (tf.constant(steps), tf.constant(last_values), tf.constant(progress_remaining, tf.float32))
+        if self._concrete is not None:
+            return dict(zip(self.names, self._concrete(*inputs).numpy().tolist()))
+
+        def first() -> dict[str, float]:
+            self._concrete = self.function.get_concrete_function()
+            return dict(zip(self.names, self._concrete(*inputs).numpy().tolist()))
+
+        return xla_cache.first_call(first, self._build_function) if self.jit_compile else first()
+
+    def _build_function(self) -> None:
+        self.function = tf.function(self._stacked, input_signature=self._signature, autograph=False,
+                                    jit_compile=self.jit_compile)
+        self._concrete: Any = None
 
     def tracing_count(self) -> int:
         """Times the update was traced (1 once it has run)."""

@@ -20,7 +20,11 @@ import importlib.metadata
 import os
 import platform
 import socket
+import sys
 from pathlib import Path
+from typing import Callable, TypeVar
+
+Result = TypeVar("Result")
 
 ENVIRONMENT_VARIABLE = "CHAMPION_XLA_CACHE"
 FLAG = "--tf_xla_persistent_cache_directory"
@@ -104,4 +108,42 @@ def prune(directory: Path, max_bytes: int) -> int:
             pass
         total -= size
         removed += 1
+    return removed
+
+
+def first_call(call: Callable[[], Result], rebuild: Callable[[], None]) -> Result:
+    """The first call of an XLA-compiled function, recovering from an unreadable cache entry.
+
+    TensorFlow fails the call, not the cache lookup, when an entry it finds can't be read (a damaged
+    disk, a file written by another build). A cache must never stop a run, so when the cache is on and
+    the first call fails, the cache's entries are removed, ``rebuild`` makes a new function (its new
+    trace has a new cache key, so the bad entry is not looked up again) and the call is made once more.
+    An error that was not the cache's comes back the second time and is raised.
+    """
+    import tensorflow as tf
+
+    directory = configured_cache_dir()
+    try:
+        return call()
+    except tf.errors.OpError as error:
+        if directory is None or not directory.is_dir():
+            raise
+        removed = clear(directory)
+        print(f"champion: warning: the first compiled call failed with the XLA compile cache at {directory} "
+              f"in use ({error.message.splitlines()[0][:200]}); removed its {removed} entries and compiling "
+              "afresh. If this repeats, run with CHAMPION_XLA_CACHE=off", file=sys.stderr)
+        rebuild()
+        return call()
+
+
+def clear(directory: Path) -> int:
+    """Remove every cache entry in ``directory``; how many were removed."""
+    removed = 0
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False) and entry.name.endswith((".pb", ".tmp")):
+            try:
+                os.remove(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
     return removed

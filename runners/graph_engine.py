@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
+from agents import xla_cache
 from agents.batch import RolloutBatch
 from agents.config import TrainConfig
 from agents.networks import ActorCritic
@@ -45,24 +46,31 @@ class GraphEngine:
         self.episode_returns = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_returns")
         self.episode_lengths = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_lengths")
         self.metric_names = [*learner.metric_names, *EPISODE_FIELDS]
-        signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)]
-        self.function = tf.function(self._advance, input_signature=signature, autograph=False, jit_compile=True)
-        self._concrete: Any = None
+        self._build_function()
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """As many whole rollouts (each followed by an update) as fit in ``max_env_steps``, at least one."""
         iterations = max(1, min(max_env_steps, MAX_STEPS_PER_CALL) // self.rollout_size)
-        with self.timings.phase("rollout+update (graph)" if self._concrete else "tracing+compile (graph)"):
+        def call() -> list[float]:
             if self._concrete is None:
                 self._concrete = self.function.get_concrete_function()
-            values = self._concrete(tf.constant(iterations), tf.constant(step, tf.int64),
-                                    tf.constant(total_steps, tf.int64)).numpy().tolist()
+            return self._concrete(tf.constant(iterations), tf.constant(step, tf.int64),
+                                  tf.constant(total_steps, tf.int64)).numpy().tolist()
+
+        with self.timings.phase("rollout+update (graph)" if self._concrete else "tracing+compile (graph)"):
+            values = call() if self._concrete is not None else xla_cache.first_call(call, self._build_function)
         sums = dict(zip(self.metric_names, values))
         count, return_sum, length_sum = (sums.pop(name) for name in EPISODE_FIELDS)
         nonfinite_runs = tuple(int(value) for value in values[len(self.metric_names):])
         metrics = {name: value / iterations for name, value in sums.items()}
         return Advance(iterations * self.rollout_size, iterations, metrics, EpisodeStats(int(count), return_sum, length_sum),
                        int(sums["nonfinite_steps"]), nonfinite_runs)
+
+    def _build_function(self) -> None:
+        """The fused call as a tf.function with a fixed signature (traced and compiled at its first call)."""
+        signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)]
+        self.function = tf.function(self._advance, input_signature=signature, autograph=False, jit_compile=True)
+        self._concrete: Any = None
 
     def _advance(self, iterations: tf.Tensor, step: tf.Tensor, total_steps: tf.Tensor) -> tf.Tensor:
         """``iterations`` rollouts and updates; returns the sums of the metrics and episode statistics, then

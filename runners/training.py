@@ -144,10 +144,21 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
             run.logger.log_hparams(hparams(config, run.engine.kind), run_dir.name)
         return _loop(run, state)
     except (OSError, tf.errors.OpError) as error:
+        if not _is_write_failure(error):
+            raise
         raise _write_failure(error, run_dir) from error
     finally:
         if run is not None:
             run.close()
+
+
+WRITE_FAILURE_MARKERS = ("[Op:SaveV2]", "[Op:MergeV2Checkpoints]", "No space left", "File too large",
+                         "Permission denied", "Read-only file system", "Disk quota")
+
+
+def _is_write_failure(error: Exception) -> bool:
+    """An OS error, or a TensorFlow error from writing a checkpoint; not, say, a failed XLA compile."""
+    return isinstance(error, OSError) or any(marker in getattr(error, "message", "") for marker in WRITE_FAILURE_MARKERS)
 
 
 def _write_failure(error: Exception, run_dir: Path) -> TrainingStopped:

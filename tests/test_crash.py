@@ -12,7 +12,7 @@ from runners.checkpoint import list_entries, load_best
 from runners.configure import resolve_config
 from runners.replay import replay
 from runners.run_state import TrainingDiverged
-from runners.training import train
+from runners.training import _is_write_failure, train
 
 # A 3072-step run passes 35-65 write points (config, 1-6 best saves, 3 checkpoints, summary).
 FAST_KILL_POINTS = ["best entry: weights written#2", "half-way through .tmp-current.json#3",
@@ -141,3 +141,14 @@ def test_nan_rewards_are_never_saved_and_stop_the_run(tmp_path):
     assert stored.manifest["step"] <= 320  # rewards turn NaN after 150 steps per env
     assert all(value == value for value in stored.manifest["returns"])  # finite, never NaN
     assert [path.name for path in final_files(run_dir) if "nan" in path.name.lower()] == []
+
+
+def test_only_write_errors_are_reported_as_a_failed_write():
+    import tensorflow as tf
+
+    assert _is_write_failure(OSError(28, "No space left on device"))
+    assert _is_write_failure(tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __inference_save_fn_12}} /r/ckpt-1_temp/part; No space left on device [Op:SaveV2]"))
+    assert _is_write_failure(tf.errors.UnknownError(None, None, "/r/ckpt-1.index; Read-only file system"))
+    assert not _is_write_failure(tf.errors.InvalidArgumentError(
+        None, None, "Read less bytes than requested [Op:__inference__advance_2499]"))

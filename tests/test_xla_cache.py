@@ -52,7 +52,8 @@ def test_prune_removes_the_oldest_entries_down_to_half_the_limit_once_over_it(tm
     assert sorted(path.name for path in tmp_path.iterdir()) == ["entry-0.pb", "entry-1.pb"]
 
 
-def _train(results: Path, cache: Path, name: str) -> list[str]:
+def _train(results: Path, cache: Path, name: str) -> tuple[list[str], list[str]]:
+    """Evaluation means and champion's warnings of a short graph-engine run with ``cache``."""
     environment = {**os.environ, xla_cache.ENVIRONMENT_VARIABLE: str(cache), "TF_XLA_FLAGS": ""}
     done = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "2048", "--eval-every", "1024",
                                       "--results-dir", str(results), "--run-name", name, "--no-media", "--quiet",
@@ -60,14 +61,24 @@ def _train(results: Path, cache: Path, name: str) -> list[str]:
                           capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 0, done.stderr
     with open(results / "CartPole-v1" / "ppo" / name / "evaluations.csv", newline="") as handle:
-        return [row["mean_return"] for row in csv.DictReader(handle)]
+        means = [row["mean_return"] for row in csv.DictReader(handle)]
+    return means, [line for line in done.stderr.splitlines() if line.startswith("champion: warning")]
 
 
 def test_a_run_that_loads_the_compiled_step_from_the_cache_trains_exactly_as_the_one_that_compiled_it(tmp_path):
     cache = tmp_path / "cache"
-    compiled = _train(tmp_path / "results", cache, "first")
+    compiled, warnings = _train(tmp_path / "results", cache, "first")
     entries = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
-    assert len(entries) == 1 and next(iter(entries)).endswith("XLA_CPU_JIT.pb")
-    loaded = _train(tmp_path / "results", cache, "second")
-    assert loaded == compiled and len(compiled) == 2
+    assert len(entries) == 1 and next(iter(entries)).endswith("XLA_CPU_JIT.pb") and warnings == []
+    loaded, warnings = _train(tmp_path / "results", cache, "second")
+    assert loaded == compiled and len(compiled) == 2 and warnings == []
     assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == entries  # read, not written again
+
+    # A damaged entry costs a compile and a warning, never the run.
+    entry = cache / next(iter(entries))
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
+    healed, warnings = _train(tmp_path / "results", cache, "third")
+    assert healed == compiled
+    assert len(warnings) == 1 and f"XLA compile cache at {cache} in use" in warnings[0]
+    assert "removed its 1 entries and compiling afresh" in warnings[0]
+    assert not entry.exists() and len(list(cache.iterdir())) == 1  # the new compile's entry
