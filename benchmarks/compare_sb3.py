@@ -89,7 +89,7 @@ def run_champion(case: Case, seed: int, results_dir: str) -> dict[str, Any]:
     start = time.perf_counter()
     result = train(config, progress=False)
     wall = time.perf_counter() - start
-    offset = wall - result.wall_seconds  # run folder, model and envs, before the loop's clock starts
+    offset = result.startup_seconds  # run folder, model and envs, before the loop's clock starts
     with open(result.run_dir / "evaluations.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     evaluations = [(int(row["step"]), float(row["wall_seconds"]) + offset, float(row["mean_return"])) for row in rows]

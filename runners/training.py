@@ -53,6 +53,9 @@ class TrainResult:
     timing_calls: dict[str, int] = field(default_factory=dict)
     """How many times each phase ran."""
     evaluations: list[tuple[int, float]] = field(default_factory=list)
+    startup_seconds: float = 0.0
+    """From the train/resume call to the loop's first step (checks, run folder, model, envs, restore):
+    evaluations.csv's wall_seconds count from the loop's start."""
 
     @property
     def steps_per_second(self) -> float:
@@ -98,26 +101,28 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     Bad input (ConfigError, EnvError, RunFolderError) is raised before the run folder exists.
     """
+    called = time.perf_counter()
     validate(config)
     env_info = describe_env(config.env_id)
     choose_engine(config)  # refuses engine=graph where it cannot run, before the folder exists
     preflight(Path(config.results_dir))
     run_dir = create_run_dir(config)
     with RunLock(run_dir):
-        return _session(config, run_dir, env_info, progress, resuming=False)
+        return _session(config, run_dir, env_info, progress, resuming=False, called=called)
 
 
 def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Continue a run from its newest good checkpoint: same folder, same problem, counters carried on."""
-    run_dir = Path(run_dir)
+    called, run_dir = time.perf_counter(), Path(run_dir)
     config = resumed_config(run_dir, overrides or {})
     env_info = describe_env(config.env_id)
     preflight(run_dir)
     with RunLock(run_dir):
-        return _session(config, run_dir, env_info, progress, resuming=True)
+        return _session(config, run_dir, env_info, progress, resuming=True, called=called)
 
 
-def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool) -> TrainResult:
+def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool,
+             called: float) -> TrainResult:
     console = Console(stderr=True, quiet=not progress, soft_wrap=True, highlight=False)
     remove_temporaries(run_dir)  # e.g. a config.yaml or summary.json write cut short by a crash
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=_warner(console))
@@ -142,7 +147,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
             run.engine.start(None, 0, _warner(console))
             run.logger.log_config((run_dir / "config.yaml").read_text())
             run.logger.log_hparams(hparams(config, run.engine.kind), run_dir.name)
-        return _loop(run, state)
+        return _loop(run, state, called)
     except (OSError, tf.errors.OpError) as error:
         if not _is_write_failure(error):
             raise
@@ -193,7 +198,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     )
 
 
-def _loop(run: Run, state: LoopState) -> TrainResult:
+def _loop(run: Run, state: LoopState, called: float) -> TrainResult:
     """The one loop: collect, update, log; evaluate and checkpoint on their schedules; stop on request."""
     config, timings, console = run.config, run.timings, run.console
     session_start, start_step, wall_before = time.perf_counter(), state.step, state.wall_seconds
@@ -228,7 +233,8 @@ def _loop(run: Run, state: LoopState) -> TrainResult:
             bar.update(task, completed=min(state.step, config.total_steps), sps=steps_per_second)
     wall_seconds = time.perf_counter() - session_start
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
-                         state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations)
+                         state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations,
+                         session_start - called)
     _write_summary(result, state.skipped_steps)
     _record_skipped_best(run, wall_seconds)
     console.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
@@ -397,6 +403,7 @@ def _write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
         "env_steps": result.env_steps,
         "session_steps": result.session_steps,
         "wall_seconds": round(result.wall_seconds, 3),
+        "startup_seconds": round(result.startup_seconds, 3),
         "steps_per_second": round(result.steps_per_second, 1),
         "best_mean_return": result.best_mean_return,
         "best_step": result.best_step,
