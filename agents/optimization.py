@@ -91,11 +91,6 @@ def _plain(optimizer: keras.optimizers.Optimizer) -> bool:
     return type(optimizer) is keras.optimizers.RMSprop and optimizer.momentum == 0 and not optimizer.centered
 
 
-def _handle(variable: Any) -> tf.Tensor:
-    """The resource handle of a Keras or TF variable."""
-    return getattr(variable, "value", variable).handle
-
-
 def gradient_keepers(model: keras.Model, keep: bool) -> list[tf.Variable] | None:
     """Variables that hold each trainable variable's last applied gradient, when ``keep`` (for histograms)."""
     if not keep:

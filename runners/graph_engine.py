@@ -51,6 +51,7 @@ class GraphEngine:
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """As many whole rollouts (each followed by an update) as fit in ``max_env_steps``, at least one."""
         iterations = max(1, min(max_env_steps, MAX_STEPS_PER_CALL) // self.rollout_size)
+
         def call() -> list[float]:
             if self._concrete is None:
                 self._concrete = self.function.get_concrete_function()
