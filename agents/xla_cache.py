@@ -15,14 +15,16 @@ This module must not import TensorFlow: the flag is read when TensorFlow starts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
+import tempfile
 import platform
 import socket
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 Result = TypeVar("Result")
 
@@ -123,17 +125,47 @@ def first_call(call: Callable[[], Result], rebuild: Callable[[], None]) -> Resul
     import tensorflow as tf
 
     directory = configured_cache_dir()
-    try:
+    if directory is None:
         return call()
+    try:
+        with _without_text_format_errors():
+            return call()
     except tf.errors.OpError as error:
-        if directory is None or not directory.is_dir():
+        if not directory.is_dir():
             raise
         removed = clear(directory)
         print(f"champion: warning: the first compiled call failed with the XLA compile cache at {directory} "
               f"in use ({error.message.splitlines()[0][:200]}); removed its {removed} entries and compiling "
               "afresh. If this repeats, run with CHAMPION_XLA_CACHE=off", file=sys.stderr)
         rebuild()
-        return call()
+        with _without_text_format_errors():
+            return call()
+
+
+TEXT_FORMAT_ERROR = "Error parsing text-format tensorflow.XlaSerializedCacheEntry"
+"""What TensorFlow logs each time it loads a cache entry: it tries the text format before the binary one
+the entries are written in. An error line on every warm start would be noise, so it is dropped."""
+
+
+@contextlib.contextmanager
+def _without_text_format_errors() -> Iterator[None]:
+    """Hold back what is written to stderr (file descriptor 2) meanwhile, then pass it on without
+    TensorFlow's TEXT_FORMAT_ERROR lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if TEXT_FORMAT_ERROR not in line]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def clear(directory: Path) -> int:

@@ -62,6 +62,7 @@ def _train(results: Path, cache: Path, name: str) -> tuple[list[str], list[str]]
     assert done.returncode == 0, done.stderr
     with open(results / "CartPole-v1" / "ppo" / name / "evaluations.csv", newline="") as handle:
         means = [row["mean_return"] for row in csv.DictReader(handle)]
+    assert xla_cache.TEXT_FORMAT_ERROR not in done.stderr  # TensorFlow's noise on loading an entry
     return means, [line for line in done.stderr.splitlines() if line.startswith("champion: warning")]
 
 
