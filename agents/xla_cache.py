@@ -72,8 +72,9 @@ def configure() -> Path | None:
     Returns the directory in use, or None when the cache is off or its directory can't be written (the
     cache is then simply not used: a run never fails for want of it).
     """
-    if configured_cache_dir() is not None:
-        return configured_cache_dir()
+    existing = configured_cache_dir()
+    if existing is not None:
+        return existing
     chosen = os.environ.get(ENVIRONMENT_VARIABLE)
     if chosen is not None and chosen.strip().lower() in OFF_VALUES:
         return None
