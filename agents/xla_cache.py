@@ -19,10 +19,10 @@ import contextlib
 import hashlib
 import importlib.metadata
 import os
-import tempfile
 import platform
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 

@@ -86,9 +86,8 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
 
 def _print_profile(result: Any, profile: bool) -> None:
     if profile:
-        from runners.timing import profile_table
-
         from agents.xla_cache import configured_cache_dir
+        from runners.timing import profile_table
 
         click.echo(profile_table(result.timings, result.timing_calls, result.wall_seconds, result.session_steps), err=True)
         click.echo(f"before the loop: {result.startup_seconds:.2f} s (checks, run folder, model, envs)", err=True)
