@@ -133,6 +133,8 @@ class TrainConfig:
     """Divide training rewards by a running std of the discounted return (evaluation stays raw)."""
     eval_seed: int = 1_000_000
     """Evaluation episode i uses seed eval_seed + i, in every evaluation and replay."""
+    eval_in_background: bool = True
+    """Play evaluations on a worker thread while training goes on (same results); false: training waits for them."""
     results_dir: str = "results"
     """Run folders are created under results_dir/<env_id>/<algo>/."""
     run_name: str | None = None

@@ -10,6 +10,7 @@ through it, so a replay reproduces the recorded return exactly.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Callable
 
@@ -64,6 +65,7 @@ class NumpyPolicy:
     def refresh(self) -> None:
         """Take the model's current weights (call after every update, restore or load)."""
         weights = {name: tensor.numpy() for name, tensor in zip(self._names, self._read_weights())}
+        self.weights = weights  # by name, as networks.weight_arrays gives them (the best store saves these)
         spec = self.spec
 
         def layer(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +89,16 @@ class NumpyPolicy:
             self._mean = weights[f"{normalizer.name}/mean"].astype(np.float32)
             self._scale = np.sqrt(weights[f"{normalizer.name}/variance"] + normalizer.epsilon).astype(np.float32)
             self._clip = np.float32(normalizer.clip)
+
+    def snapshot(self) -> "NumpyPolicy":
+        """This policy as of now, unchanged by later refreshes: evaluation plays it beside training.
+
+        ``refresh`` replaces the arrays instead of writing into them, so a shallow copy is a snapshot.
+        It samples from its own generator, never from the training policy's.
+        """
+        frozen = copy.copy(self)
+        frozen.random = np.random.default_rng(0)
+        return frozen
 
     def forward(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(policy head output, values) for a batch, as the Keras model computes them."""

@@ -1,7 +1,10 @@
-"""Evaluation: deterministic actions on fixed episode seeds, so any two evaluations compare."""
+"""Evaluation: deterministic actions on fixed episode seeds, so any two evaluations compare; played beside
+training on a worker thread (``BackgroundEvaluation``)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -91,3 +94,70 @@ def _record(eval_envs: gym.vector.VectorEnv, frames: list | None) -> None:
     if frames is not None:
         first_frame = getattr(eval_envs, "first_frame", None)  # gymnasium's vectorised envs render every env
         frames.append(first_frame() if first_frame is not None else eval_envs.envs[0].render())
+
+
+@dataclass(frozen=True)
+class FinishedEvaluation:
+    """An evaluation of the policy as it was at ``step``: the snapshot played, its result, its duration."""
+
+    step: int
+    policy: NumpyPolicy
+    result: EvalResult
+    seconds: float
+
+
+class BackgroundEvaluation:
+    """Evaluations on a worker thread, so training goes on while the fixed-seed episodes are played.
+
+    The worker only steps ``eval_envs`` with a weight snapshot (numpy, no TensorFlow), while the
+    loop's compiled calls release the GIL; the loop takes each finished evaluation in order and
+    saves, logs and prints it itself, so every write stays on the loop's thread. At most one
+    evaluation is in flight: ``start`` waits for the previous one. With ``background=False`` the
+    evaluation runs inside ``start`` (same results, nothing overlapped).
+    """
+
+    def __init__(self, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], background: bool = True) -> None:
+        self.eval_envs, self.seeds, self.background = eval_envs, list(seeds), background
+        self._thread: threading.Thread | None = None
+        self.step_in_flight = -1
+        """The step of the evaluation running now (-1: none)."""
+        self._outcome: FinishedEvaluation | BaseException | None = None
+
+    def start(self, step: int, policy: NumpyPolicy) -> list[FinishedEvaluation]:
+        """Evaluate ``policy`` (a snapshot) as of ``step``; returns the previous evaluation if it was still running."""
+        previous = self.wait()
+        self.step_in_flight = step
+        self._thread = threading.Thread(target=self._evaluate, args=(step, policy), name="champion-evaluation",
+                                        daemon=True)
+        self._thread.start()
+        if not self.background:
+            previous += self.wait()
+        return previous
+
+    def finished(self) -> list[FinishedEvaluation]:
+        """The evaluation in flight, if it has finished; never blocks."""
+        return self.wait() if self._thread is not None and not self._thread.is_alive() else []
+
+    def wait(self) -> list[FinishedEvaluation]:
+        """The evaluation in flight, once it has finished (an error in it is raised here)."""
+        if self._thread is None:
+            return []
+        self._thread.join()
+        self._thread, self.step_in_flight, outcome, self._outcome = None, -1, self._outcome, None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return [outcome] if outcome is not None else []
+
+    def close(self) -> None:
+        """Let an evaluation in flight finish (its envs are closed next), dropping its result."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread, self.step_in_flight = None, -1
+
+    def _evaluate(self, step: int, policy: NumpyPolicy) -> None:
+        started = time.perf_counter()
+        try:
+            result = evaluate(policy, self.eval_envs, self.seeds)
+            self._outcome = FinishedEvaluation(step, policy, result, time.perf_counter() - started)
+        except BaseException as error:  # re-raised on the loop's thread by wait()
+            self._outcome = error

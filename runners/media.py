@@ -34,40 +34,41 @@ MAX_WIDTH = 320
 
 @dataclass
 class PendingBest:
-    """A new best that the budget did not allow recording when it came."""
+    """A new best that the budget did not allow recording when it came: its step and the policy to play."""
 
     step: int
-    weights: dict[str, np.ndarray]
+    policy: NumpyPolicy
 
 
 class BestPolicyMedia:
     """Records GIFs of new best policies for ``write(step, gif_bytes)`` (the logger)."""
 
-    def __init__(self, env_id: str, seed: int, vectorization: str, policy: NumpyPolicy,
-                 write: Callable[[int, bytes, int, int], None], budget: float | None = None) -> None:
+    def __init__(self, env_id: str, seed: int, vectorization: str, write: Callable[[int, bytes, int, int], None],
+                 budget: float | None = None) -> None:
         self.env_id, self.seed = env_id, seed
         self.vectorization = "sync" if vectorization == "async" else vectorization  # no worker process per GIF
-        self.policy, self.write = policy, write
+        self.write = write
         self.budget = MEDIA_BUDGET if budget is None else budget
         self.seconds = self.last_seconds = 0.0
         self.attempts = self.recorded = 0
         self.pending: PendingBest | None = None
 
-    def offer(self, step: int, wall_seconds: float, weights: dict[str, np.ndarray]) -> bool:
-        """Record the new best at ``step`` now if the budget allows, else keep it for ``finish``."""
+    def offer(self, step: int, wall_seconds: float, policy: NumpyPolicy) -> bool:
+        """Record the new best at ``step`` (``policy``: a snapshot of it) now if the budget allows, else keep it
+        for ``finish``."""
         if not self._affordable(wall_seconds):
-            self.pending = PendingBest(step, weights)
+            self.pending = PendingBest(step, policy)
             return False
         self.pending = None
-        self._record(step, self.policy)
+        self._record(step, policy)
         return True
 
-    def finish(self, wall_seconds: float, policy_for: Callable[[dict[str, np.ndarray]], NumpyPolicy]) -> bool:
-        """At the end of a run: record the last skipped best (acting with ``policy_for(its weights)``) if the
-        budget allows it now, or if the run has no GIF yet (once, after training, so that every run has one)."""
+    def finish(self, wall_seconds: float) -> bool:
+        """At the end of a run: record the last skipped best if the budget allows it now, or if the run has no
+        GIF yet (once, after training, so that every run has one)."""
         if self.pending is None or (self.recorded and not self._affordable(wall_seconds)):
             return False
-        self._record(self.pending.step, policy_for(self.pending.weights))
+        self._record(self.pending.step, self.pending.policy)
         self.pending = None
         return True
 

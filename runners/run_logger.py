@@ -140,6 +140,11 @@ class RunLogger:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def has_evaluation(self, step: int) -> bool:
+        """Whether evaluations.csv has a row for ``step``."""
+        with open(self.csv_path, newline="") as handle:
+            return any(row.get("step") == str(step) for row in csv.DictReader(handle))
+
     def _write_scalars(self, step: int, values: dict[str, float]) -> None:
         self._write(step, [summary_pb2.Summary.Value(tag=tag, metadata=_SCALAR_METADATA,
                                                      tensor=tensor_util.make_tensor_proto(np.float32(value)))

@@ -34,6 +34,9 @@ class LoopState:
     nonfinite_streak: int = 0
     skipped_steps: int = 0
     wall_seconds: float = 0.0
+    evaluation_in_flight: int = -1
+    """The step of an evaluation still running when the checkpoint was written (-1: none): a resume from that
+    checkpoint plays it again, unless evaluations.csv shows it was offered before the run stopped."""
 
 
 class TrainingStopped(RuntimeError):

@@ -18,13 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agents.config import TrainConfig, validate
 from agents.learners import make_learner
-from agents.networks import (ActorCritic, NetworkSpec, assign_weight_arrays, checkpointable_weights, weight_arrays,
+from agents.networks import (ActorCritic, NetworkSpec, checkpointable_weights, weight_arrays,
                              weight_name)
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvInfo, describe_env, make_eval_env
 from runners import faults
 from runners.checkpoint import BestPolicyStore, atomic_write_text, remove_temporaries, warn
-from runners.evaluate import EvalResult, episode_seeds, evaluate
+from runners.evaluate import BackgroundEvaluation, EvalResult, FinishedEvaluation, episode_seeds
 from runners.resume import ResumeCheckpoints
 from runners.engines import Advance, Engine, choose_engine, make_engine
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
@@ -53,6 +53,9 @@ class TrainResult:
     timing_calls: dict[str, int] = field(default_factory=dict)
     """How many times each phase ran."""
     evaluations: list[tuple[int, float]] = field(default_factory=list)
+    beside_timings: dict[str, float] = field(default_factory=dict)
+    """Seconds of work done on another thread while the loop went on (evaluation), per phase."""
+    beside_calls: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
     """From the train/resume call to the loop's first step (checks, run folder, model, envs, restore):
     evaluations.csv's wall_seconds count from the loop's start."""
@@ -74,6 +77,7 @@ class Run:
     policy: NumpyPolicy
     learner: Any
     eval_envs: Any
+    evaluation: BackgroundEvaluation
     store: BestPolicyStore
     checkpoints: ResumeCheckpoints
     logger: RunLogger
@@ -86,6 +90,7 @@ class Run:
     def close(self) -> None:
         """Flush the logs and close every environment."""
         self.logger.close()
+        self.evaluation.close()
         self.eval_envs.close()
         if self.engine is not None:
             self.engine.close()
@@ -142,6 +147,8 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
         run.engine = make_engine(kind, config, run.model, run.policy, run.learner, run.timings)
         if loaded is not None:
             state = restore_state(run, loaded)
+            if state.evaluation_in_flight == state.step and not run.logger.has_evaluation(state.step):
+                run.evaluation.start(state.step, run.policy.snapshot())  # it had not finished when the run stopped
         else:
             state = LoopState()
             run.engine.start(None, 0, _warner(console))
@@ -188,11 +195,14 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     policy, logger = NumpyPolicy(model, seed=config.seed), RunLogger(run_dir, config.log_every, resume_step)
     media = None
     if config.media and "rgb_array" in env_info.render_modes:
-        media = BestPolicyMedia(config.env_id, config.eval_seed, config.vectorization, policy,
+        media = BestPolicyMedia(config.env_id, config.eval_seed, config.vectorization,
                                 lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height))
+    eval_envs = make_eval_env(config.env_id, config.eval_episodes, vectorization=config.vectorization)
+    evaluation = BackgroundEvaluation(eval_envs, episode_seeds(config.eval_seed, config.eval_episodes),
+                                      background=config.eval_in_background)
     return Run(
         config=config, run_dir=run_dir, spec=spec, model=model, policy=policy,
-        learner=make_learner(model, config), eval_envs=make_eval_env(config.env_id, config.eval_episodes, vectorization=config.vectorization),
+        learner=make_learner(model, config), eval_envs=eval_envs, evaluation=evaluation,
         store=BestPolicyStore(run_dir / "best", on_warning=_warner(console)), checkpoints=checkpoints,
         logger=logger, timings=Timings(), console=console, media=media,
     )
@@ -212,7 +222,10 @@ def _loop(run: Run, state: LoopState, called: float) -> TrainResult:
             previous, state.step = state.step, state.step + advanced.env_steps
             with timings.phase("policy snapshot"):
                 run.policy.refresh()
-            _guard_finite(run, state, advanced)
+            streak = _count_nonfinite(run, state, advanced)
+            if streak >= config.max_nonfinite_updates:
+                _offer_all(run, run.evaluation.wait(), wall_before, session_start)  # e.g. a new best, still in flight
+                raise TrainingDiverged(streak, state.step, run.run_dir, run.store.best_mean_return, run.store.best_step)
             steps_per_second = (state.step - start_step) / (time.perf_counter() - session_start)
             with timings.phase("logging"):
                 run.logger.log_update(state.step, advanced.metrics, advanced.episodes, steps_per_second,
@@ -220,21 +233,26 @@ def _loop(run: Run, state: LoopState, called: float) -> TrainResult:
                 if config.histogram_every and _crossed(previous, state.step, config.histogram_every):
                     run.logger.log_histograms(state.step, histogram_arrays(run))
             finished = state.step >= config.total_steps
-            if _crossed(previous, state.step, config.eval_every) or finished:
-                result = _evaluate_and_offer(run, state, wall_before + time.perf_counter() - session_start,
-                                             time.perf_counter() - session_start)
-                bar.update(task, last=f"{result.mean_return:.1f}", best=f"{run.store.best_mean_return:.1f}")
             stopping = stop.signal_number  # read once: a signal arriving later is handled next iteration
-            if _crossed(previous, state.step, config.checkpoint_every) or finished or stopping:
+            taken = _evaluations(run, state.step, _crossed(previous, state.step, config.eval_every) or finished,
+                                 ending=finished or bool(stopping))
+            checkpointing = _crossed(previous, state.step, config.checkpoint_every) or finished or stopping
+            if taken:
+                _offer_all(run, taken, wall_before, session_start)
+                bar.update(task, last=f"{taken[-1].result.mean_return:.1f}", best=f"{run.store.best_mean_return:.1f}")
+            if checkpointing:  # one still in flight is played again by a resume from this checkpoint
+                state.evaluation_in_flight = run.evaluation.step_in_flight
                 _checkpoint(run, state, wall_before + time.perf_counter() - session_start, steps_per_second)
             faults.step_point(state.step)
             if stopping:
                 raise TrainingInterrupted(stopping, state.step, run.run_dir)
             bar.update(task, completed=min(state.step, config.total_steps), sps=steps_per_second)
+    _offer_all(run, run.evaluation.wait(), wall_before, session_start)  # one a resume started, if the loop never ran
     wall_seconds = time.perf_counter() - session_start
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
                          state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations,
-                         session_start - called)
+                         beside_timings=dict(timings.beside_seconds), beside_calls=dict(timings.beside_calls),
+                         startup_seconds=session_start - called)
     _write_summary(result, state.skipped_steps)
     _record_skipped_best(run, wall_seconds)
     console.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
@@ -243,6 +261,19 @@ def _loop(run: Run, state: LoopState, called: float) -> TrainResult:
     console.print(f"time went to: {timings.summary(wall_seconds)}")
     console.print(f"replay it with: champion replay {run.run_dir}")
     return result
+
+
+def _evaluations(run: Run, step: int, due: bool, ending: bool) -> list[FinishedEvaluation]:
+    """Start the evaluation ``due`` at ``step`` beside the loop; return those finished meanwhile, in order (when
+    ``ending``, every one: the last evaluation is offered before the run ends)."""
+    taken = run.evaluation.finished()
+    if due:
+        with run.timings.phase("waiting for evaluation"):  # only while the one before is still running
+            taken += run.evaluation.start(step, run.policy.snapshot())
+    if ending:
+        with run.timings.phase("waiting for evaluation"):
+            taken += run.evaluation.wait()
+    return taken
 
 
 def _steps_to_next_event(step: int, config: TrainConfig) -> int:
@@ -257,37 +288,40 @@ def _crossed(previous: int, step: int, every: int) -> bool:
     return previous // every < step // every
 
 
-def _guard_finite(run: Run, state: LoopState, advanced: Advance) -> None:
-    """Count updates whose gradient steps were skipped for a NaN/inf; stop after too many in a row."""
+def _count_nonfinite(run: Run, state: LoopState, advanced: Advance) -> int:
+    """Count updates whose gradient steps were skipped for a NaN/inf; returns the longest run of them in a row
+    (the loop stops at ``max_nonfinite_updates``)."""
     if not advanced.skipped_steps:
         state.nonfinite_streak = 0
-        return
+        return 0
     leading, trailing, longest = advanced.nonfinite_runs
     longest = max(longest, state.nonfinite_streak + leading)  # a run can go on from the last call
     state.nonfinite_streak = state.nonfinite_streak + advanced.updates if leading == advanced.updates else trailing
     state.skipped_steps += advanced.skipped_steps
     run.console.print(f"[yellow]step {state.step:,}: {advanced.skipped_steps} gradient step(s) skipped "
                       f"(non-finite loss or gradient), {state.nonfinite_streak} update(s) in a row[/]")
-    if max(longest, state.nonfinite_streak) >= run.config.max_nonfinite_updates:
-        raise TrainingDiverged(max(longest, state.nonfinite_streak), state.step, run.run_dir,
-                               run.store.best_mean_return, run.store.best_step)
+    return max(longest, state.nonfinite_streak)
 
 
-def _evaluate_and_offer(run: Run, state: LoopState, wall_seconds: float, session_seconds: float) -> EvalResult:
-    """Evaluate on the fixed seeds, offer the policy to the best store, log and print the outcome."""
-    with run.timings.phase("evaluation"):
-        result = evaluate(run.policy, run.eval_envs, episode_seeds(run.config.eval_seed, run.config.eval_episodes))
+def _offer_all(run: Run, evaluations: list[FinishedEvaluation], wall_before: float, session_start: float) -> None:
+    """Offer finished evaluations in order; their logged wall time is when they were offered."""
+    for evaluation in evaluations:
+        _offer(run, evaluation, wall_before + time.perf_counter() - session_start, time.perf_counter() - session_start)
+
+
+def _offer(run: Run, evaluation: FinishedEvaluation, wall_seconds: float, session_seconds: float) -> None:
+    """Offer an evaluated snapshot to the best store, then log and print the outcome (``wall_seconds``: now)."""
+    run.timings.add_beside("evaluation", evaluation.seconds)
+    step, result, weights = evaluation.step, evaluation.result, evaluation.policy.weights
     with run.timings.phase("saving"):
-        saved, _ = run.store.offer(weight_arrays(run.model), result.mean_return,
-                                   _manifest(run.config, run.spec, state.step, result))
+        saved, _ = run.store.offer(weights, result.mean_return, _manifest(run.config, run.spec, step, result))
     with run.timings.phase("logging"):
-        run.logger.log_evaluation(state.step, wall_seconds, result, run.store.best_mean_return, saved)
+        run.logger.log_evaluation(step, wall_seconds, result, run.store.best_mean_return, saved)
     if saved and run.media is not None:
         with run.timings.phase("media (best-policy GIF)"):
-            _guard_media(run, lambda: run.media.offer(state.step, session_seconds, weight_arrays(run.model)))
-    run.evaluations.append((state.step, result.mean_return))
-    run.console.print(_evaluation_line(state.step, result, run.store.best_mean_return, saved))
-    return result
+            _guard_media(run, lambda: run.media.offer(step, session_seconds, evaluation.policy))
+    run.evaluations.append((step, result.mean_return))
+    run.console.print(_evaluation_line(step, result, run.store.best_mean_return, saved))
 
 
 def histogram_arrays(run: Run) -> dict[str, Any]:
@@ -300,16 +334,9 @@ def histogram_arrays(run: Run) -> dict[str, Any]:
 
 
 def _record_skipped_best(run: Run, session_seconds: float) -> None:
-    """After the summary: a GIF of the final best if the media budget skipped it (played by its own model)."""
-    if run.media is None or run.media.pending is None:
-        return
-
-    def policy_for(weights: dict[str, Any]) -> NumpyPolicy:
-        model = ActorCritic(run.spec)
-        assign_weight_arrays(model, weights)
-        return NumpyPolicy(model)
-
-    _guard_media(run, lambda: run.media.finish(session_seconds, policy_for))
+    """After the summary: a GIF of the final best if the media budget skipped it."""
+    if run.media is not None and run.media.pending is not None:
+        _guard_media(run, lambda: run.media.finish(session_seconds))
 
 
 def _guard_media(run: Run, record: Callable[[], object]) -> None:
@@ -410,6 +437,8 @@ def _write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
         "nonfinite_steps_skipped": nonfinite_steps_skipped,
         "timings": {name: round(seconds, 3) for name, seconds in result.timings.items()},
         "timing_calls": dict(result.timing_calls),
+        "beside_timings": {name: round(seconds, 3) for name, seconds in result.beside_timings.items()},
+        "beside_calls": dict(result.beside_calls),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -62,15 +62,19 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     assert train.returncode == 0, train.stderr
     assert f"({engine} engine)" in train.stderr
     # --profile: 12 rollouts of 32 vector steps, 3 evaluations; "name [(detail)] seconds share calls ..."
-    profile = {line.split()[0]: line.split() for line in train.stderr.splitlines()[-16:-2]}
-    assert profile["evaluation"][3] == "3"
+    lines = train.stderr.splitlines()
+    table, total, beside = (next(index for index, line in enumerate(lines) if line.startswith(start))
+                            for start in ("phase ", "total ", "beside the loop"))
+    profile = {line.split()[0]: line.split() for line in lines[table + 1:total]}
     if engine == "gymnasium":  # one update per rollout, the first one traced
         assert profile["env_stepping"][3] == "384" and profile["update"][3] == "11" and profile["tracing"][5] == "1"
     else:  # 8 rollouts up to each evaluation: 3 + 1 per call, the first call traced and compiled
         assert profile["rollout+update"][4] == "5" and profile["tracing+compile"][4] == "1"
-    assert train.stderr.splitlines()[-3].split()[3:6] == ["3,072", "env", "steps,"]
+    assert lines[total].split()[3:6] == ["3,072", "env", "steps,"]
+    name, _, calls = lines[beside + 1].split()[:3]  # name, seconds, calls: the evaluations ran beside the loop
+    assert beside == total + 1 and (name, calls) == ("evaluation", "3")
     startup = json.loads((results / "CartPole-v1" / "ppo" / "e2e" / "summary.json").read_text())["startup_seconds"]
-    before_the_loop = train.stderr.splitlines()[-2].split()
+    before_the_loop = lines[-2].split()
     assert before_the_loop[:3] == ["before", "the", "loop:"] and abs(float(before_the_loop[3]) - startup) <= 0.006
     assert train.stderr.splitlines()[-1].startswith(f"XLA compile cache: {xla_cache.configured_cache_dir()} (")
     run_dir = results / "CartPole-v1" / "ppo" / "e2e"

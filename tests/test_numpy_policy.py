@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.networks import ActorCritic, NetworkSpec
+from agents.networks import ActorCritic, NetworkSpec, weight_arrays
 from agents.numpy_policy import NumpyPolicy
 from agents.policy import Policy, make_distribution
 
@@ -79,3 +79,18 @@ def test_refresh_takes_new_weights_and_the_sampler_state_round_trips():
     first = policy.sample(np.zeros((64, 3), np.float32))[0]
     policy.set_random_state(state)
     assert np.array_equal(policy.sample(np.zeros((64, 3), np.float32))[0], first)
+
+
+def test_a_snapshot_keeps_acting_with_the_weights_it_was_taken_with():
+    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(8,)), seed=1)
+    policy = NumpyPolicy(model, seed=0)
+    observations = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    snapshot, before, weights = policy.snapshot(), policy.forward(observations), weight_arrays(model)
+    for variable in model.trainable_variables:
+        variable.assign(variable + 0.5)
+    policy.refresh()
+    assert not np.allclose(policy.forward(observations)[0], before[0])
+    np.testing.assert_array_equal(snapshot.forward(observations)[0], before[0])
+    assert snapshot.weights.keys() == weights.keys()
+    assert all(np.array_equal(snapshot.weights[name], weights[name]) for name in weights)
+    assert snapshot.random is not policy.random

@@ -1,4 +1,6 @@
-"""Rollouts keep termination and truncation apart; evaluation returns are fixed by the seeds."""
+"""Rollouts keep termination and truncation apart; evaluation returns are fixed by the seeds, beside the loop or not."""
+
+import csv
 
 import numpy as np
 import pytest
@@ -6,8 +8,10 @@ import pytest
 from agents.networks import ActorCritic, NetworkSpec
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import make_eval_env, make_vector_env
-from runners.evaluate import episode_seeds, evaluate
+from runners.configure import resolve_config
+from runners.evaluate import BackgroundEvaluation, episode_seeds, evaluate
 from runners.rollout import VectorEnvCollector
+from runners.training import train
 
 
 @pytest.fixture
@@ -75,3 +79,46 @@ def test_cartpole_evaluation_is_reproducible_and_records_frames(policy):
     assert first == second
     assert len(frames) == first.lengths[0] + 1
     assert frames[0].shape == (400, 600, 3)
+
+
+def test_background_evaluations_come_back_in_order_with_the_results_of_a_direct_evaluation(policy):
+    envs = make_eval_env("champion-test/SeededCounter-v0", 5)
+    evaluation = BackgroundEvaluation(envs, episode_seeds(10, 5))
+    assert evaluation.start(100, policy.snapshot()) == [] and evaluation.step_in_flight == 100
+    previous = evaluation.start(200, policy.snapshot())  # waits for the one in flight and hands it back
+    assert [finished.step for finished in previous] == [100] and evaluation.step_in_flight == 200
+    last = evaluation.wait()
+    assert [finished.step for finished in last] == [200] and evaluation.step_in_flight == -1
+    direct = evaluate(policy, make_eval_env("champion-test/SeededCounter-v0", 5), episode_seeds(10, 5))
+    assert previous[0].result == last[0].result == direct and last[0].seconds > 0
+    assert evaluation.wait() == [] and evaluation.finished() == []
+
+
+def test_an_error_in_a_background_evaluation_is_raised_where_the_loop_takes_it(policy):
+    broken = policy.snapshot()
+
+    def mode(observations):
+        raise ValueError("the policy broke")
+
+    broken.mode = mode
+    evaluation = BackgroundEvaluation(make_eval_env("champion-test/SeededCounter-v0", 2), episode_seeds(0, 2))
+    evaluation.start(64, broken)
+    with pytest.raises(ValueError, match="the policy broke"):
+        evaluation.wait()
+    assert evaluation.step_in_flight == -1 and evaluation.wait() == []
+
+
+def test_training_evaluates_the_same_with_and_without_the_background_thread(tmp_path):
+    columns = ("step", "mean_return", "std_return", "min_return", "max_return", "best_mean_return", "saved")
+    rows = {}
+    for background in (True, False):
+        config, _ = resolve_config("CartPole-v1", "ppo", {
+            "total_steps": 2048, "eval_every": 256, "ppo.epochs": 2, "media": False, "engine": "gymnasium",
+            "ppo.jit_compile": False, "eval_in_background": background, "results_dir": str(tmp_path),
+            "run_name": f"background-{background}"})
+        result = train(config, progress=False)
+        with open(result.run_dir / "evaluations.csv", newline="") as handle:
+            rows[background] = [[row[column] for column in columns] for row in csv.DictReader(handle)]
+        assert (result.beside_calls.get("evaluation"), result.timings.get("waiting for evaluation", 0) > 0) == (8, True)
+    assert rows[True] == rows[False] and len(rows[True]) == 8
+    assert len({row[1] for row in rows[True]}) > 1  # the policy changed between evaluations

@@ -101,32 +101,26 @@ def check_histograms(accumulator):
 
 
 def cartpole_media(budget):
-    """A BestPolicyMedia on CartPole that notes the steps it writes a GIF for; with its model."""
+    """A BestPolicyMedia on CartPole that notes the steps it writes a GIF for, and a policy to offer it."""
     config, _ = resolve_config("CartPole-v1", "ppo", {})
-    model = ActorCritic(network_spec(describe_env("CartPole-v1"), config))
     written = []
-    media = BestPolicyMedia("CartPole-v1", 0, "auto", NumpyPolicy(model),
-                            lambda step, gif, width, height: written.append(step), budget=budget)
-    return media, model, written
+    media = BestPolicyMedia("CartPole-v1", 0, "auto", lambda step, gif, width, height: written.append(step),
+                            budget=budget)
+    return media, NumpyPolicy(ActorCritic(network_spec(describe_env("CartPole-v1"), config))), written
 
 
 def test_media_stay_within_their_budget_and_the_skipped_best_is_recorded_at_the_end():
     """Within budget as it goes; at the end, the last skipped best if affordable (a run with none yet: always)."""
-    media, model, written = cartpole_media(budget=0.05)
-    assert not media.offer(500, wall_seconds=1.0, weights={"w": np.ones(1)})  # 5% of 1 s < the first estimate
-    assert media.offer(1000, wall_seconds=FIRST_ESTIMATE / 0.05, weights={})
+    media, policy, written = cartpole_media(budget=0.05)
+    assert not media.offer(500, wall_seconds=1.0, policy=policy)  # 5% of 1 s < the first estimate
+    assert media.offer(1000, wall_seconds=FIRST_ESTIMATE / 0.05, policy=policy)
     cost = media.seconds
-    assert not media.offer(2000, wall_seconds=cost, weights={"w": np.zeros(1)})  # 2 x cost > 5% of cost
-    assert media.pending.step == 2000
-    given = []
-
-    def policy_for(weights):
-        given.append(weights)
-        return NumpyPolicy(model)
-
-    assert not media.finish(wall_seconds=cost, policy_for=policy_for)
-    assert media.finish(wall_seconds=100 * cost, policy_for=policy_for)
-    assert written == [1000, 2000] and given == [{"w": np.zeros(1)}] and media.pending is None
+    skipped = policy.snapshot()
+    assert not media.offer(2000, wall_seconds=cost, policy=skipped)  # 2 x cost > 5% of cost
+    assert media.pending.step == 2000 and media.pending.policy is skipped
+    assert not media.finish(wall_seconds=cost)
+    assert media.finish(wall_seconds=100 * cost)
+    assert written == [1000, 2000] and media.pending is None
 
 
 def test_no_media_writes_no_gif(tmp_path):
@@ -139,7 +133,7 @@ def test_no_media_writes_no_gif(tmp_path):
 
 
 def test_a_short_run_whose_bests_were_all_skipped_gets_its_final_best_recorded_at_the_end():
-    media, model, written = cartpole_media(budget=0.05)
-    assert not media.offer(1000, wall_seconds=1.0, weights={}) and not media.offer(2000, wall_seconds=2.0, weights={})
-    assert media.finish(wall_seconds=2.0, policy_for=lambda weights: NumpyPolicy(model))
+    media, policy, written = cartpole_media(budget=0.05)
+    assert not media.offer(1000, wall_seconds=1.0, policy=policy) and not media.offer(2000, wall_seconds=2.0, policy=policy)
+    assert media.finish(wall_seconds=2.0)
     assert written == [2000]
