@@ -80,7 +80,21 @@ class ActorCritic(keras.Model):
         self.log_std = (self.add_weight(shape=(spec.action_size,), name="log_std", trainable=True,
                                         initializer=keras.initializers.Constant(spec.log_std_init))
                         if spec.action_kind == "continuous" else None)
-        self(tf.zeros([1, *spec.observation_shape], tf.float32))
+        self.build((None, *spec.observation_shape))
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Create every layer's weights from the known widths. Without a ``build``, Keras traces ``call``
+        symbolically to find the shapes, which was most of the time it took to make the model."""
+        if self.normalizer is not None:
+            self.normalizer.build((None, self.flat_size))
+        for layers, head in ((self.policy_torso, self.policy_head), (self.value_torso or self.policy_torso, self.value_head)):
+            width = self.flat_size
+            for layer in layers:
+                if not layer.built:
+                    layer.build((None, width))
+                width = layer.units
+            head.build((None, width))
+        self.built = True
 
     def _torso(self, prefix: str, seed: int) -> list[keras.layers.Dense]:
         return [
