@@ -136,6 +136,8 @@ class CompiledUpdate:
             return dict(zip(self.names, self._concrete(*inputs).numpy().tolist()))
 
         def first() -> dict[str, float]:
+            if self.jit_compile:
+                xla_cache.align_trace_names()
             self._concrete = self.function.get_concrete_function()
             return dict(zip(self.names, self._concrete(*inputs).numpy().tolist()))
 

@@ -114,6 +114,24 @@ def prune(directory: Path, max_bytes: int) -> int:
     return removed
 
 
+NAME_STRIDE = 10_000
+
+
+def align_trace_names() -> None:
+    """Call just before tracing a compiled function: moves TensorFlow's unique-id counter to the next
+    multiple of NAME_STRIDE, so the trace's names do not depend on what the process traced before.
+
+    TensorFlow names a traced function and its loop bodies with ids from one process-wide counter,
+    and the persistent cache keys on those names (and on the HLO, which carries them). Without this a
+    resumed run, whose restore traces other functions first, never found the entry that a fresh run
+    with the same shapes had left, and compiled again. Costs a few milliseconds.
+    """
+    from tensorflow.python.framework import ops
+
+    while ops.uid() % NAME_STRIDE != NAME_STRIDE - 1:
+        pass
+
+
 def first_call(call: Callable[[], Result], rebuild: Callable[[], None]) -> Result:
     """The first call of an XLA-compiled function, recovering from an unreadable cache entry.
 

@@ -54,6 +54,7 @@ class GraphEngine:
 
         def call() -> list[float]:
             if self._concrete is None:
+                xla_cache.align_trace_names()
                 self._concrete = self.function.get_concrete_function()
             return self._concrete(tf.constant(iterations), tf.constant(step, tf.int64),
                                   tf.constant(total_steps, tf.int64)).numpy().tolist()

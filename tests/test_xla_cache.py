@@ -52,13 +52,16 @@ def test_prune_removes_the_oldest_entries_down_to_half_the_limit_once_over_it(tm
     assert sorted(path.name for path in tmp_path.iterdir()) == ["entry-0.pb", "entry-1.pb"]
 
 
-def _train(results: Path, cache: Path, name: str) -> tuple[list[str], list[str]]:
-    """Evaluation means and champion's warnings of a short graph-engine run with ``cache``."""
+def _train(results: Path, cache: Path, name: str, resume: bool = False) -> tuple[list[str], list[str]]:
+    """Evaluation means and champion's warnings of a short graph-engine run with ``cache`` (or of continuing
+    it to 3072 steps)."""
     environment = {**os.environ, xla_cache.ENVIRONMENT_VARIABLE: str(cache), "TF_XLA_FLAGS": ""}
-    done = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "2048", "--eval-every", "1024",
-                                      "--results-dir", str(results), "--run-name", name, "--no-media", "--quiet",
-                                      "--set", "engine=graph"],
-                          capture_output=True, text=True, timeout=300, env=environment)
+    run_dir = results / "CartPole-v1" / "ppo" / name
+    arguments = (["--resume", str(run_dir), "--total-steps", "3072"] if resume else
+                 ["CartPole-v1", "--total-steps", "2048", "--eval-every", "1024", "--results-dir", str(results),
+                  "--run-name", name, "--no-media", "--set", "engine=graph"])
+    done = subprocess.run(CHAMPION + ["train", *arguments, "--quiet"], capture_output=True, text=True, timeout=300,
+                          env=environment)
     assert done.returncode == 0, done.stderr
     with open(results / "CartPole-v1" / "ppo" / name / "evaluations.csv", newline="") as handle:
         means = [row["mean_return"] for row in csv.DictReader(handle)]
@@ -74,6 +77,10 @@ def test_a_run_that_loads_the_compiled_step_from_the_cache_trains_exactly_as_the
     loaded, warnings = _train(tmp_path / "results", cache, "second")
     assert loaded == compiled and len(compiled) == 2 and warnings == []
     assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == entries  # read, not written again
+    # A resume traces other functions first (the restore); the step's names, and so its entry, are the same.
+    continued, warnings = _train(tmp_path / "results", cache, "first", resume=True)
+    assert continued[:2] == compiled and len(continued) == 3 and warnings == []
+    assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == entries
 
     # A damaged entry costs a compile and a warning, never the run.
     entry = cache / next(iter(entries))
