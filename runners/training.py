@@ -18,8 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agents.config import TrainConfig, validate
 from agents.learners import make_learner
-from agents.networks import (ActorCritic, NetworkSpec, checkpointable_weights, weight_arrays,
-                             weight_name)
+from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, weight_arrays, weight_name
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvInfo, describe_env, make_eval_env
 from runners import faults
