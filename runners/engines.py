@@ -132,6 +132,8 @@ class GymnasiumEngine:
         step += rollout.env_steps
         with self.timings.phase("update" if self.learner.tracing_count() else "tracing (first update)"):
             metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
+        with self.timings.phase("policy snapshot"):
+            self.policy.refresh()  # the next rollout acts with the updated weights
         skipped = int(metrics.get("nonfinite_steps", 0))
         return Advance(rollout.env_steps, 1, metrics,
                        EpisodeStats.from_arrays(rollout.episode_returns, rollout.episode_lengths),

@@ -219,8 +219,6 @@ def _loop(run: Run, state: LoopState, called: float) -> TrainResult:
         while state.step < config.total_steps:
             advanced = run.engine.advance(state.step, _steps_to_next_event(state.step, config), config.total_steps)
             previous, state.step = state.step, state.step + advanced.env_steps
-            with timings.phase("policy snapshot"):
-                run.policy.refresh()
             streak = _count_nonfinite(run, state, advanced)
             if streak >= config.max_nonfinite_updates:
                 _offer_all(run, run.evaluation.wait(), wall_before, session_start)  # e.g. a new best, still in flight
@@ -267,8 +265,11 @@ def _evaluations(run: Run, step: int, due: bool, ending: bool) -> list[FinishedE
     ``ending``, every one: the last evaluation is offered before the run ends)."""
     taken = run.evaluation.finished()
     if due:
+        with run.timings.phase("policy snapshot"):
+            run.policy.refresh()  # the graph engine does not act with it, so it is read only when needed
+            snapshot = run.policy.snapshot()
         with run.timings.phase("waiting for evaluation"):  # only while the one before is still running
-            taken += run.evaluation.start(step, run.policy.snapshot())
+            taken += run.evaluation.start(step, snapshot)
     if ending:
         with run.timings.phase("waiting for evaluation"):
             taken += run.evaluation.wait()
