@@ -53,9 +53,12 @@ def apply_gradients(optimizer: keras.optimizers.Optimizer, gradients: Sequence[t
 
     Keras routes each variable's update through its distribution-strategy plumbing and about twenty
     ``keras.ops`` calls: for PPO that was a quarter of tracing the graph engine's loop and most of its
-    ops, which XLA then has to convert and compile. This is the same arithmetic on the optimizer's own
-    variables (so checkpoints are unchanged), tested against ``apply_gradients`` in
-    tests/test_optimization.py; any other optimizer or option goes through Keras.
+    ops, which XLA then has to convert and compile. Adam is TensorFlow's fused ``ResourceApplyAdam``,
+    one op per variable: Keras' formula, except that ``1 - beta_2`` comes from beta_2 in float32
+    (0.9999871e-3 for 0.999, where Keras takes 1e-3 from a Python float). RMSprop is Keras' own
+    arithmetic, bit for bit. Both work on the optimizer's own variables, so checkpoints are
+    unchanged; tests/test_optimization.py checks them against ``apply_gradients``. Any other
+    optimizer or option goes through Keras.
     """
     if not _plain(optimizer):
         optimizer.apply_gradients(zip(gradients, variables))
@@ -64,13 +67,14 @@ def apply_gradients(optimizer: keras.optimizers.Optimizer, gradients: Sequence[t
     if isinstance(optimizer, keras.optimizers.Adam):
         step = tf.cast(optimizer.iterations + 1, tf.float32)
         beta_1, beta_2 = tf.constant(optimizer.beta_1, tf.float32), tf.constant(optimizer.beta_2, tf.float32)
-        alpha = learning_rate * tf.sqrt(1.0 - tf.pow(beta_2, step)) / (1.0 - tf.pow(beta_1, step))
+        beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
+        epsilon = tf.constant(optimizer.epsilon, tf.float32)
         for gradient, variable in zip(gradients, variables):
             index = optimizer._get_variable_index(variable)
             momentum, velocity = optimizer._momentums[index], optimizer._velocities[index]
-            momentum.assign_add((gradient - momentum) * (1 - optimizer.beta_1))
-            velocity.assign_add((tf.square(gradient) - velocity) * (1 - optimizer.beta_2))
-            variable.assign_sub(momentum * alpha / (tf.sqrt(velocity) + optimizer.epsilon))
+            tf.raw_ops.ResourceApplyAdam(var=_handle(variable), m=_handle(momentum), v=_handle(velocity),
+                                         beta1_power=beta_1_power, beta2_power=beta_2_power, lr=learning_rate,
+                                         beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=gradient)
     else:  # RMSprop without momentum or centring; Keras adds epsilon under the square root
         rho = optimizer.rho
         for gradient, variable in zip(gradients, variables):
@@ -78,6 +82,11 @@ def apply_gradients(optimizer: keras.optimizers.Optimizer, gradients: Sequence[t
             velocity.assign(rho * velocity + (1.0 - rho) * tf.square(gradient))
             variable.assign_sub(learning_rate * gradient / tf.sqrt(velocity + optimizer.epsilon))
     optimizer.iterations.assign_add(1)
+
+
+def _handle(variable: keras.Variable | tf.Variable) -> tf.Tensor:
+    """The resource handle under a Keras or TensorFlow variable, for TensorFlow's fused optimizer ops."""
+    return variable.value.handle if isinstance(variable, keras.Variable) else variable.handle
 
 
 def _plain(optimizer: keras.optimizers.Optimizer) -> bool:

@@ -1,5 +1,6 @@
-"""agents.optimization.apply_gradients: the learners' Adam and RMSprop as a few TF ops give exactly the
-numbers of Keras' own apply_gradients, compiled or not, and anything else goes through Keras."""
+"""agents.optimization.apply_gradients: the learners' Adam and RMSprop as a few TF ops give the numbers of
+Keras' own apply_gradients (RMSprop bit for bit, Adam to float32 rounding), compiled or not, and anything
+else goes through Keras."""
 
 import keras
 import numpy as np
@@ -43,12 +44,18 @@ def train_a_layer(make_optimizer_now, fused: bool, jit_compile: bool, steps: int
     lambda: make_optimizer(A2CConfig(learning_rate=1e-2, optimizer="adam")),
 ], ids=["ppo-adam", "a2c-rmsprop", "a2c-adam"])
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
-def test_the_learners_optimizers_step_exactly_as_keras_does(make_optimizer_now, jit_compile):
+def test_the_learners_optimizers_step_as_keras_does(make_optimizer_now, jit_compile):
+    """RMSprop bit for bit. Adam is TensorFlow's fused op, which computes 1 - beta_2 from float32(0.999): 0.9999871e-3
+    where Keras has 1e-3 from a Python float. Second moments differ by about 1e-5 relative, and so do the weights."""
     assert _plain(make_optimizer_now())
+    adam = isinstance(make_optimizer_now(), keras.optimizers.Adam)
     ours, keras_own = (train_a_layer(make_optimizer_now, fused, jit_compile) for fused in (True, False))
-    assert len(ours) == 2 + 1 + 2 * (2 if isinstance(make_optimizer_now(), keras.optimizers.Adam) else 1) + 1
+    assert len(ours) == 2 + 1 + 2 * (2 if adam else 1) + 1
     for mine, theirs in zip(ours, keras_own):
-        np.testing.assert_array_equal(mine, theirs)
+        if adam:
+            np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(mine, theirs)
     assert ours[2] == 5  # the iteration count (the first of the optimizer's variables)
     initial_kernel = train_a_layer(make_optimizer_now, True, jit_compile, steps=0)[0]
     assert np.abs(ours[0] - initial_kernel).min() > 1e-3  # every weight moved
