@@ -3,7 +3,7 @@
 A small MLP on a handful of observations takes microseconds of arithmetic, but a TensorFlow
 call costs hundreds of microseconds of dispatch on these machines; acting once per vector step,
 that overhead was a third of a CartPole run. ``NumpyPolicy`` reads the Keras model's weights
-(``refresh`` after every update or load) and computes the same function to float32 rounding:
+(``refresh`` after an update or load, before acting with them) and computes the same function to float32 rounding:
 the same normaliser, layers, activations and distributions. Evaluation and replay both act
 through it, so a replay reproduces the recorded return exactly.
 """
@@ -63,7 +63,7 @@ class NumpyPolicy:
         self.refresh()
 
     def refresh(self) -> None:
-        """Take the model's current weights (call after every update, restore or load)."""
+        """Take the model's current weights (after an update, restore or load, before acting or a snapshot)."""
         weights = {name: tensor.numpy() for name, tensor in zip(self._names, self._read_weights())}
         self.weights = weights  # by name, as networks.weight_arrays gives them (the best store saves these)
         spec = self.spec
