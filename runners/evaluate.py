@@ -149,10 +149,11 @@ class BackgroundEvaluation:
         return [outcome] if outcome is not None else []
 
     def close(self) -> None:
-        """Let an evaluation in flight finish (its envs are closed next), dropping its result."""
+        """Let an evaluation in flight finish, dropping its result, then close the evaluation envs."""
         if self._thread is not None:
             self._thread.join()
             self._thread, self.step_in_flight = None, -1
+        self.eval_envs.close()
 
     def _evaluate(self, step: int, policy: NumpyPolicy) -> None:
         started = time.perf_counter()

@@ -75,7 +75,6 @@ class Run:
     model: ActorCritic
     policy: NumpyPolicy
     learner: Any
-    eval_envs: Any
     evaluation: BackgroundEvaluation
     store: BestPolicyStore
     checkpoints: ResumeCheckpoints
@@ -90,7 +89,6 @@ class Run:
         """Flush the logs and close every environment."""
         self.logger.close()
         self.evaluation.close()
-        self.eval_envs.close()
         if self.engine is not None:
             self.engine.close()
 
@@ -198,10 +196,10 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
                                 lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height))
     eval_envs = make_eval_env(config.env_id, config.eval_episodes, vectorization=config.vectorization)
     evaluation = BackgroundEvaluation(eval_envs, episode_seeds(config.eval_seed, config.eval_episodes),
-                                      background=config.eval_in_background)
+                                      config.eval_in_background)
     return Run(
         config=config, run_dir=run_dir, spec=spec, model=model, policy=policy,
-        learner=make_learner(model, config), eval_envs=eval_envs, evaluation=evaluation,
+        learner=make_learner(model, config), evaluation=evaluation,
         store=BestPolicyStore(run_dir / "best", on_warning=_warner(console)), checkpoints=checkpoints,
         logger=logger, timings=Timings(), console=console, media=media,
     )
