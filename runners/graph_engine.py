@@ -11,14 +11,16 @@ checkpoint carries them and the next call continues where the last one stopped.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any, Callable
 
 import tensorflow as tf
 
-from agents import xla_cache
+from agents import graph_cache, xla_cache
 from agents.batch import RolloutBatch
 from agents.config import TrainConfig
-from agents.networks import ActorCritic
+from agents.networks import ActorCritic, checkpointable_weights
 from agents.policy import make_distribution
 from envs.graph import make_graph_env
 from runners.engines import Advance, EpisodeStats
@@ -27,6 +29,11 @@ from runners.timing import Timings
 EPISODE_FIELDS = ("episodes", "episode_return_sum", "episode_length_sum")
 MAX_STEPS_PER_CALL = 100_000
 """Env steps one compiled call may take at most, so that Ctrl-C and the progress bar are answered within seconds."""
+FIELDS_OUTSIDE_THE_GRAPH = ("seed", "total_steps", "eval_every", "eval_episodes", "eval_seed", "eval_in_background",
+                            "results_dir", "run_name", "checkpoint_every", "checkpoint_keep", "max_nonfinite_updates",
+                            "log_every", "media")
+"""TrainConfig fields the fused call's graph does not read, so runs that differ only in them share one traced
+graph in the cache (tests/test_graph_cache.py traces with each of them changed and compares the graphs)."""
 
 
 class GraphEngine:
@@ -46,21 +53,27 @@ class GraphEngine:
         self.episode_returns = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_returns")
         self.episode_lengths = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_lengths")
         self.metric_names = [*learner.metric_names, *EPISODE_FIELDS]
+        settings = {name: value for name, value in dataclasses.asdict(config).items()
+                    if name not in FIELDS_OUTSIDE_THE_GRAPH}
+        self.cache_key = graph_cache.cache_key("GraphEngine._advance", settings)
         self._build_function()
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """As many whole rollouts (each followed by an update) as fit in ``max_env_steps``, at least one."""
         iterations = max(1, min(max_env_steps, MAX_STEPS_PER_CALL) // self.rollout_size)
-
-        def call() -> list[float]:
-            if self._concrete is None:
-                xla_cache.align_trace_names()
-                self._concrete = self.function.get_concrete_function()
-            return self._concrete(tf.constant(iterations), tf.constant(step, tf.int64),
-                                  tf.constant(total_steps, tf.int64)).numpy().tolist()
-
-        with self.timings.phase("rollout+update (graph)" if self._concrete else "tracing+compile (graph)"):
-            values = call() if self._concrete is not None else xla_cache.first_call(call, self._build_function)
+        arguments = (tf.constant(iterations), tf.constant(step, tf.int64), tf.constant(total_steps, tf.int64))
+        if not self.call.prepared:
+            started = time.perf_counter()
+            source = self.call.prepare()
+            self.timings.add("tracing (graph)" if source == "traced" else "trace from cache (graph)",
+                             time.perf_counter() - started)
+        if self._compiled:
+            with self.timings.phase("rollout+update (graph)"):
+                values = self.call(*arguments).numpy().tolist()
+        else:
+            with self.timings.phase("compile+first call (graph)"):
+                values = xla_cache.first_call(lambda: self.call(*arguments).numpy().tolist(), self._build_function)
+            self._compiled = True
         sums = dict(zip(self.metric_names, values))
         count, return_sum, length_sum = (sums.pop(name) for name in EPISODE_FIELDS)
         nonfinite_runs = tuple(int(value) for value in values[len(self.metric_names):])
@@ -69,10 +82,17 @@ class GraphEngine:
                        int(sums["nonfinite_steps"]), nonfinite_runs)
 
     def _build_function(self) -> None:
-        """The fused call as a tf.function with a fixed signature (traced and compiled at its first call)."""
+        """The fused call as a tf.function with a fixed signature, traced (or its trace loaded from the cache)
+        and compiled at its first call."""
         signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)]
-        self.function = tf.function(self._advance, input_signature=signature, autograph=False, jit_compile=True)
-        self._concrete: Any = None
+        function = tf.function(self._advance, input_signature=signature, autograph=False, jit_compile=True)
+        self.call = graph_cache.CachedGraphFunction(function, self._variables, self.cache_key)
+        self._compiled = False
+
+    def _variables(self) -> list[tf.Variable]:
+        """The variables the fused call may capture, in a fixed order: everything a resume checkpoint holds."""
+        return graph_cache.variables_of(tf.train.Checkpoint(
+            model=checkpointable_weights(self.model), **self.learner.checkpoint_objects(), **self.checkpoint_objects()))
 
     def _advance(self, iterations: tf.Tensor, step: tf.Tensor, total_steps: tf.Tensor) -> tf.Tensor:
         """``iterations`` rollouts and updates; returns the sums of the metrics and episode statistics, then
@@ -104,7 +124,9 @@ class GraphEngine:
 
     def _rollout(self) -> tuple[RolloutBatch, list[tf.Tensor]]:
         """``num_steps`` vector steps from the variables' state (written back after): the batch and episode sums."""
-        fields = [(tf.float32, [self.num_envs, *self.env.observation_shape]), (self.distribution.action_dtype, None)]
+        fields = [(tf.float32, [self.num_envs, *self.env.observation_shape]),
+                  (self.distribution.action_dtype, [self.num_envs, *self.model.spec.action_shape])]  # known shapes:
+        # XLA converts a loop whose arrays' element shapes are unknown twice (once to find them)
         arrays = [tf.TensorArray(dtype, self.num_steps, element_shape=shape) for dtype, shape in fields]
         arrays += [tf.TensorArray(tf.float32, self.num_steps, element_shape=[self.num_envs]) for _ in range(6)]
         env_state = type(self.env_state)(*[variable.read_value() for variable in self.env_state])
@@ -143,8 +165,8 @@ class GraphEngine:
         """Nothing to do: a checkpoint's env state is in the variables, which the restore has filled."""
 
     def tracing_count(self) -> int:
-        """Times the fused call was traced (1 once it has run)."""
-        return self.function.experimental_get_tracing_count()
+        """Times the fused call's graph was built, traced or loaded from the cache (1 once it has run)."""
+        return self.call.build_count()
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """The env state, the running episodes' returns and lengths, and the sampling generator."""

@@ -28,6 +28,11 @@ class Timings:
             self.seconds[name] += time.perf_counter() - start
             self.calls[name] += 1
 
+    def add(self, name: str, seconds: float) -> None:
+        """Count ``seconds`` for phase ``name``, for a block whose name is known only once it has run."""
+        self.seconds[name] += seconds
+        self.calls[name] += 1
+
     def add_beside(self, name: str, seconds: float) -> None:
         """Count ``seconds`` of work another thread did while the loop went on (not part of the loop's time)."""
         self.beside_seconds[name] += seconds
@@ -47,6 +52,8 @@ def profile_table(seconds: dict[str, float], calls: dict[str, int], total_second
                   beside_seconds: dict[str, float] | None = None, beside_calls: dict[str, int] | None = None) -> str:
     """A table of where a session's wall time went (``champion train --profile``), then the work done beside
     the loop on another thread."""
+    width = max(len(name) for name in [*seconds, *(beside_seconds or {}), "other (loop, bookkeeping)"]) + 1
+
     def share(spent: float) -> str:
         return f"{100 * spent / max(total_seconds, 1e-9):>5.1f}%"
 
@@ -55,14 +62,14 @@ def profile_table(seconds: dict[str, float], calls: dict[str, int], total_second
         for name, spent in sorted(spent_by_name.items(), key=lambda item: -item[1]):
             count = calls_by_name.get(name, 0)
             per_call = f"{1000 * spent / count:.3f} ms" if count else "-"
-            lines.append(f"{name:<24} {spent:>8.2f} {share(spent) if shares else '':>6} {count:>8,} {per_call:>10}")
+            lines.append(f"{name:<{width}} {spent:>8.2f} {share(spent) if shares else '':>6} {count:>8,} {per_call:>10}")
         return lines
 
-    lines = [f"{'phase':<24} {'seconds':>8} {'share':>6} {'calls':>8} {'per call':>10}"]
+    lines = [f"{'phase':<{width}} {'seconds':>8} {'share':>6} {'calls':>8} {'per call':>10}"]
     lines += rows(seconds, calls, shares=True)
     other = total_seconds - sum(seconds.values())
-    lines.append(f"{'other (loop, bookkeeping)':<24} {other:>8.2f} {share(other)}")
-    lines.append(f"{'total':<24} {total_seconds:>8.2f} 100.0%   {env_steps:,} env steps, "
+    lines.append(f"{'other (loop, bookkeeping)':<{width}} {other:>8.2f} {share(other)}")
+    lines.append(f"{'total':<{width}} {total_seconds:>8.2f} 100.0%   {env_steps:,} env steps, "
                  f"{env_steps / max(total_seconds, 1e-9):,.0f} steps/s")
     if beside_seconds:
         lines.append("beside the loop, on a worker thread (overlapping the phases above):")

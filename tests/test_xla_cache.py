@@ -2,6 +2,7 @@
 compiled step from the cache trains exactly as the run that compiled it."""
 
 import csv
+import json
 import importlib.metadata
 import os
 import subprocess
@@ -52,9 +53,9 @@ def test_prune_removes_the_oldest_entries_down_to_half_the_limit_once_over_it(tm
     assert sorted(path.name for path in tmp_path.iterdir()) == ["entry-0.pb", "entry-1.pb"]
 
 
-def _train(results: Path, cache: Path, name: str, resume: bool = False) -> tuple[list[str], list[str]]:
-    """Evaluation means and champion's warnings of a short graph-engine run with ``cache`` (or of continuing
-    it to 3072 steps)."""
+def _train(results: Path, cache: Path, name: str, resume: bool = False) -> tuple[list[str], list[str], str]:
+    """Evaluation means, champion's warnings and where the graph came from ("tracing" or "trace from cache")
+    of a short graph-engine run with ``cache`` (or of continuing it to 3072 steps)."""
     environment = {**os.environ, xla_cache.ENVIRONMENT_VARIABLE: str(cache), "TF_XLA_FLAGS": ""}
     run_dir = results / "CartPole-v1" / "ppo" / name
     arguments = (["--resume", str(run_dir), "--total-steps", "3072"] if resume else
@@ -66,27 +67,38 @@ def _train(results: Path, cache: Path, name: str, resume: bool = False) -> tuple
     with open(results / "CartPole-v1" / "ppo" / name / "evaluations.csv", newline="") as handle:
         means = [row["mean_return"] for row in csv.DictReader(handle)]
     assert xla_cache.TEXT_FORMAT_ERROR not in done.stderr  # TensorFlow's noise on loading an entry
-    return means, [line for line in done.stderr.splitlines() if line.startswith("champion: warning")]
+    timings = json.loads((run_dir / "summary.json").read_text())["timings"]
+    built = [phase.removesuffix(" (graph)") for phase in timings if phase in ("tracing (graph)", "trace from cache (graph)")]
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("champion: warning")]
+    return means, warnings, built[0] if len(built) == 1 else f"{built}"
 
 
 def test_a_run_that_loads_the_compiled_step_from_the_cache_trains_exactly_as_the_one_that_compiled_it(tmp_path):
     cache = tmp_path / "cache"
-    compiled, warnings = _train(tmp_path / "results", cache, "first")
+    compiled, warnings, built = _train(tmp_path / "results", cache, "first")
     entries = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
-    assert len(entries) == 1 and next(iter(entries)).endswith("XLA_CPU_JIT.pb") and warnings == []
-    loaded, warnings = _train(tmp_path / "results", cache, "second")
-    assert loaded == compiled and len(compiled) == 2 and warnings == []
+    xla_entry, graph_entry = (cache / name for name in sorted(entries, key=lambda name: name.startswith("champion")))
+    assert xla_entry.name.endswith("XLA_CPU_JIT.pb") and graph_entry.name.startswith("champion-graph-")
+    assert len(entries) == 2 and warnings == [] and built == "tracing"
+    loaded, warnings, built = _train(tmp_path / "results", cache, "second")
+    assert loaded == compiled and len(compiled) == 2 and warnings == [] and built == "trace from cache"
     assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == entries  # read, not written again
-    # A resume traces other functions first (the restore); the step's names, and so its entry, are the same.
-    continued, warnings = _train(tmp_path / "results", cache, "first", resume=True)
-    assert continued[:2] == compiled and len(continued) == 3 and warnings == []
+    # A resume traces other functions first (the restore); the step's names, and so its entries, are the same.
+    continued, warnings, built = _train(tmp_path / "results", cache, "first", resume=True)
+    assert continued[:2] == compiled and len(continued) == 3 and warnings == [] and built == "trace from cache"
     assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == entries
 
-    # A damaged entry costs a compile and a warning, never the run.
-    entry = cache / next(iter(entries))
-    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])
-    healed, warnings = _train(tmp_path / "results", cache, "third")
+    # A damaged compiled entry costs a trace, a compile and a warning, never the run.
+    xla_entry.write_bytes(xla_entry.read_bytes()[: xla_entry.stat().st_size // 2])
+    healed, warnings, built = _train(tmp_path / "results", cache, "third")
     assert healed == compiled
     assert len(warnings) == 1 and f"XLA compile cache at {cache} in use" in warnings[0]
-    assert "removed its 1 entries and compiling afresh" in warnings[0]
-    assert not entry.exists() and len(list(cache.iterdir())) == 1  # the new compile's entry
+    assert "removed its 2 entries and compiling afresh" in warnings[0]
+    assert not xla_entry.exists() and len(list(cache.iterdir())) == 2  # the new trace's and compile's entries
+
+    # A damaged traced graph is traced again, silently, and trains alike.
+    graph_entry = next(cache.glob("champion-graph-*.pb"))
+    graph_entry.write_bytes(graph_entry.read_bytes()[:-100])
+    retraced, warnings, built = _train(tmp_path / "results", cache, "fourth")
+    assert retraced == compiled and warnings == [] and built == "tracing"
+    assert _train(tmp_path / "results", cache, "fifth")[2] == "trace from cache"  # the new trace's entry
