@@ -104,15 +104,24 @@ class ActorCritic(keras.Model):
 
     def call(self, observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Return (policy parameters, state values) for a batch of observations."""
-        features = tf.reshape(tf.cast(observations, tf.float32), [-1, self.flat_size])
-        if self.normalizer is not None:
-            features = self.normalizer(features)
+        features = self._features(observations)
         policy_features = _run(self.policy_torso, features)
         value_features = _run(self.value_torso, features) if self.value_torso else policy_features
         parameters = self.policy_head(policy_features)
         if self.log_std is not None:
             parameters = tf.concat([parameters, tf.zeros_like(parameters) + self.log_std], axis=-1)
         return parameters, tf.squeeze(self.value_head(value_features), axis=-1)
+
+    def value(self, observations: tf.Tensor) -> tf.Tensor:
+        """Only the state values (``call(observations)[1]``), for bootstrapping: a graph that needs no
+        policy gets none, and XLA has that much less to convert."""
+        features = self._features(observations)
+        value_features = _run(self.value_torso or self.policy_torso, features)
+        return tf.squeeze(self.value_head(value_features), axis=-1)
+
+    def _features(self, observations: tf.Tensor) -> tf.Tensor:
+        features = tf.reshape(tf.cast(observations, tf.float32), [-1, self.flat_size])
+        return self.normalizer(features) if self.normalizer is not None else features
 
     def update_normalizer(self, observations: tf.Tensor) -> None:
         """Fold rollout observations ([batch, *obs_shape]) into the running statistics, if any."""

@@ -53,7 +53,7 @@ class Policy:
 
     def _value(self, observations: tf.Tensor) -> tf.Tensor:
         """V(observation) for each observation."""
-        return self.model(observations)[1]
+        return self.model.value(observations)
 
     def tracing_counts(self) -> dict[str, int]:
         """How often each compiled function was traced (1 each after first use)."""

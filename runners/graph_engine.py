@@ -138,7 +138,7 @@ class GraphEngine:
             variable.assign(tensor)
         self.episode_returns.assign(returns)
         self.episode_lengths.assign(lengths)
-        last_values = self.model(self.env.observe(env_state))[1]
+        last_values = self.model.value(self.env.observe(env_state))
         return RolloutBatch(*[array.stack() for array in arrays], last_values), tf.unstack(episodes)
 
     def _step(self, time: tf.Tensor, state: Any, returns: tf.Tensor, lengths: tf.Tensor,
@@ -149,7 +149,7 @@ class GraphEngine:
         actions = self.distribution.sample(parameters, self.generator)
         log_probs = self.distribution.log_prob(parameters, actions)
         state, transition = self.env.step(state, actions)
-        truncation_values = tf.where(transition.truncated, self.model(transition.final_observations)[1], 0.0)
+        truncation_values = tf.where(transition.truncated, self.model.value(transition.final_observations), 0.0)
         returns, lengths = returns + transition.rewards, lengths + 1.0
         done = transition.terminated | transition.truncated
         ended = tf.cast(done, tf.float32)

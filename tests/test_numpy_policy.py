@@ -31,6 +31,7 @@ def test_forward_pass_equals_the_keras_model(kind, activation, shared, normalize
     # float32 both ways; only the order of summation differs
     np.testing.assert_allclose(head, parameters.numpy()[:, :2], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(numpy_values, values.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(model.value(observations).numpy(), values.numpy())  # the same ops, bit for bit
     if kind == "discrete":
         assert np.array_equal(NumpyPolicy(model).mode(observations), Policy(model).mode(observations).numpy())
 
