@@ -1,30 +1,30 @@
 """Traced graphs kept on disk beside the XLA compile cache, so that a warm run skips Python tracing.
 
-Tracing the graph engine's fused call builds about 1,300 graph ops in Python, at about half a
+Tracing the graph engine's fused call builds about 1,000 graph ops in Python, at about half a
 millisecond each: 0.7-1.2 s on a 2-core CPU, as long as the rest of a warm run's start. What a trace
-produces is a library of FunctionDefs. It depends only on champion's code, the versions of TensorFlow
-and Keras, and the settings the graph reads (not on the seed or the step budget), so the first run
-with a key saves the library and which of its variables each captured input is, and a later run
-registers the saved definitions and calls them with its own variables.
+produces is a library of FunctionDefs. Given champion's code, the versions of the libraries and the
+settings the graph reads (not the seed or the step budget), it is always the same, so the first run
+with a key saves the library and which of its variables (by path) each captured input is, and a later
+run registers the saved definitions and calls them with its own variables.
 
 A run that traces calls the definitions it saved, not the traced ones (which also carry Python stack
 traces), so a run's numbers never depend on where its graph came from, and the traced and the loaded
 graph find the same XLA cache entry. An entry is written to a unique temporary file and renamed into
-place, and checked against its sha256 when read: one that can't be used is ignored, and the function
-is traced as if it were not there.
+place, and checked against its sha256 and its variables' paths, dtypes and shapes when read: one that
+can't be used is ignored, and the function is traced as if it were not there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
 import tempfile
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
@@ -35,11 +35,12 @@ from tensorflow.python.framework import ops
 from agents import xla_cache
 
 MAGIC = b"champion-graph-1\n"
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read once, while only the importing thread runs
 PACKAGES = ("agents", "envs", "runners")
 """champion's packages whose code a traced graph may come from: any change to them is a new key."""
 
 
-@lru_cache(maxsize=1)
 def source_digest() -> str:
     """sha256 of champion's Python source (every .py file of PACKAGES, by relative path)."""
     root = Path(__file__).resolve().parent.parent
@@ -50,54 +51,81 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+SOURCE_DIGEST = source_digest()
+"""The source this process imported (read when this module is, with the rest of champion's modules)."""
+
+
 def cache_key(name: str, settings: dict[str, Any]) -> str:
-    """The key of a traced function: its name, the settings it reads, champion's code, TF and Keras."""
-    text = json.dumps({"function": name, "settings": settings, "source": source_digest(),
-                       "tensorflow": tf.__version__, "keras": keras.__version__}, sort_keys=True, default=str)
+    """The key of a traced function: its name, the settings it reads, champion's code, and what else
+    shapes a trace (TensorFlow, Keras and gymnasium versions, Keras' float type, op determinism)."""
+    versions = {package: _version(package) for package in ("champion", "tensorflow", "keras", "gymnasium")}
+    text = json.dumps({"function": name, "settings": settings, "source": SOURCE_DIGEST, "versions": versions,
+                       "floatx": keras.config.floatx(), "deterministic": os.environ.get("TF_DETERMINISTIC_OPS", "")},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def variables_of(*roots: Any) -> list[tf.Variable]:
-    """Every tf.Variable reachable from ``roots`` by TensorFlow's object tracking, in a fixed order
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
+def tracked_variables(root: Any) -> dict[str, tf.Variable]:
+    """Every tf.Variable reachable from ``root`` by TensorFlow's object tracking, by its path from the root
     (Keras variables are unwrapped to the tf.Variable that graphs capture)."""
-    found: dict[int, tf.Variable] = {}
-    for root in roots:
-        for trackable in tf.train.TrackableView(root).descendants():
-            variable = trackable.value if isinstance(trackable, keras.Variable) else trackable
+    view = tf.train.TrackableView(root)
+    found: dict[str, tf.Variable] = {}
+    seen = {id(root)}
+    queue: list[tuple[str, Any]] = [("", root)]
+    while queue:
+        path, trackable = queue.pop(0)
+        for name, child in view.children(trackable).items():
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            child_path = f"{path}/{name}" if path else name
+            variable = child.value if isinstance(child, keras.Variable) else child
             if isinstance(variable, tf.Variable):
-                found.setdefault(id(variable), variable)
-    return list(found.values())
+                found[child_path] = variable
+            else:
+                queue.append((child_path, child))
+    return found
 
 
 class CachedGraphFunction:
     """Calls a tf.function with a fixed input signature through FunctionDefs, traced or loaded from disk.
 
-    ``variables`` lists the variables the function may capture, in the same order in every process
-    with the same ``key``; a function that captures anything else is still called this way, only not
-    saved. ``key`` None (or no cache directory) turns saving and loading off.
+    ``list_variables`` gives the variables the function may capture, by a path that names the same
+    variable in every process; a function that captures anything else (or creates variables while it
+    is traced) is still called this way, only not saved. ``key`` None (or no cache directory) turns
+    saving and loading off.
     """
 
-    def __init__(self, function: Any, variables: Callable[[], Sequence[tf.Variable]], key: str | None) -> None:
-        self.function, self.variables, self.key = function, variables, key
+    def __init__(self, function: tf.types.experimental.PolymorphicFunction,
+                 list_variables: Callable[[], dict[str, tf.Variable]], key: str | None) -> None:
+        self.function, self.list_variables, self.key = function, list_variables, key
         self.source = ""  # "traced" or "loaded" once prepared
         self._name = b""
         self._inputs: list[tf.Tensor] = []
-        self._num_outputs = 0
         self._traced: Any = None  # the concrete function: while it lives, the definitions it registered do
+        self._loaded_names: list[str] = []
 
     @property
     def prepared(self) -> bool:
         """Whether the graph is there to call (traced or loaded)."""
         return bool(self.source)
 
-    def prepare(self, allow_loading: bool = True) -> str:
+    def prepare(self) -> str:
         """Load the graph from the cache, or trace (and save) it; returns "loaded" or "traced"."""
         directory = xla_cache.configured_cache_dir() if self.key else None
         path = directory / f"champion-graph-{self.key}.pb" if directory else None
-        if allow_loading and path is not None and self._load(path):
+        loaded = self._load(path) if path is not None else "unusable"
+        if loaded == "loaded":
             self.source = "loaded"
-        else:
-            self._trace(path)
+        else:  # a clash with this process' own definitions says nothing against the entry: keep it
+            self._trace(path if loaded == "unusable" else None)
             self.source = "traced"
         return self.source
 
@@ -106,75 +134,91 @@ class CachedGraphFunction:
         return self.function.experimental_get_tracing_count() + (self.source == "loaded")
 
     def __call__(self, *arguments: tf.Tensor) -> tf.Tensor:
-        """The function's (single) output for ``arguments``."""
+        """The function's output (it has one) for ``arguments``."""
         if not self.prepared:
             self.prepare()
-        return context.context().call_function(self._name, [*arguments, *self._inputs], self._num_outputs)[0]
+        return context.context().call_function(self._name, [*arguments, *self._inputs], 1)[0]
+
+    def close(self) -> None:
+        """Drop the definitions this object loaded (traced ones go with the traced function)."""
+        for name in self._loaded_names:
+            context.context().remove_function(name)
+        self._loaded_names = []
 
     def _trace(self, path: Path | None) -> None:
+        before = self.list_variables()
         xla_cache.align_trace_names()
         concrete = self.function.get_concrete_function()
+        if len(concrete.function_def.signature.output_arg) != 1:
+            raise ValueError(f"{concrete.name} must return one tensor")
         library = function_pb2.FunctionDefLibrary()
         library.function.extend(concrete.graph.as_graph_def().library.function)
         library.function.append(concrete.function_def)
-        if not _register(library, replace=True):
-            raise RuntimeError(f"could not register the traced definitions of {concrete.name}")
-        self._traced = concrete
-        self._name = concrete.function_def.signature.name.encode()
-        self._num_outputs = len(concrete.function_def.signature.output_arg)
+        _replace_traced(library)
+        self._traced, self._name = concrete, concrete.function_def.signature.name.encode()
         self._inputs = list(concrete.captured_inputs)
-        variables = list(self.variables())
-        positions = {id(variable.handle): index for index, variable in enumerate(variables)}
-        captures = [positions.get(id(handle)) for handle in self._inputs]
-        if path is not None and None not in captures:
-            header = {"function": self._name.decode(), "outputs": self._num_outputs, "captures": captures,
-                      "variables": [_describe(variables[index]) for index in captures]}
+        paths = {id(variable.handle): path for path, variable in before.items()}
+        captures = [paths.get(id(handle)) for handle in self._inputs]
+        if path is not None and None not in captures and self.list_variables().keys() == before.keys() \
+                and source_digest() == SOURCE_DIGEST:  # not when the code on disk has changed since import
+            header = {"function": self._name.decode(),
+                      "captures": [[name, *_describe(before[name])] for name in captures]}
             _write(path, json.dumps(header).encode() + b"\n" + library.SerializeToString())
 
-    def _load(self, path: Path) -> bool:
+    def _load(self, path: Path) -> str:
+        """"loaded", "clash" (a name of this process' own, defined otherwise) or "unusable" (missing,
+        damaged, or traced with other variables)."""
         payload = _read(path)
         if payload is None:
-            return False
+            return "unusable"
         try:
             header_text, _, library_bytes = payload.partition(b"\n")
             header = json.loads(header_text)
             library = function_pb2.FunctionDefLibrary.FromString(library_bytes)
-            available = list(self.variables())
-            variables = [available[index] for index in header["captures"]]
-        except (ValueError, KeyError, IndexError, TypeError):
-            return False
-        if [_describe(variable) for variable in variables] != header.get("variables"):
-            return False  # not the variables it was traced with: never call it on these
-        if not _register(library, replace=False):
-            return False
+            available = self.list_variables()
+            variables = [available[name] for name, *_ in header["captures"]]
+            if [[name, *_describe(variable)] for (name, *_), variable in zip(header["captures"], variables)] \
+                    != header["captures"]:
+                return "unusable"  # not the variables it was traced with: never call it on these
+            name = header["function"].encode()
+        except Exception:  # noqa: BLE001 - whatever is wrong with an entry, it is only not used
+            return "unusable"
         _reserve_names(library)
-        self._name, self._num_outputs = header["function"].encode(), header["outputs"]
-        self._inputs = [variable.handle for variable in variables]
-        return True
+        added = _add_loaded(library)
+        if added is None:
+            return "clash"
+        self._name, self._inputs, self._loaded_names = name, [variable.handle for variable in variables], added
+        return "loaded"
 
 
 def _describe(variable: tf.Variable) -> list[Any]:
-    """A captured variable as the header records it: dtype and shape."""
+    """A captured variable's dtype and shape, as the header records them."""
     return [variable.dtype.name, variable.shape.as_list()]
 
 
-def _register(library: function_pb2.FunctionDefLibrary, replace: bool) -> bool:
-    """Add the library's definitions to the eager context. ``replace`` first drops the traced ones of the
-    same names; otherwise a name already there with another definition means False (and nothing added)."""
+def _replace_traced(library: function_pb2.FunctionDefLibrary) -> None:
+    """Swap the traced definitions in the eager context for the library's (the same, without the Python
+    stack traces a trace attaches and which end up in what XLA compiles)."""
     eager = context.context()
-    added = []
     for definition in library.function:
-        name = definition.signature.name
-        if replace:
-            eager.remove_function(name)
+        eager.remove_function(definition.signature.name)
+        eager.add_function_def(definition)
+
+
+def _add_loaded(library: function_pb2.FunctionDefLibrary) -> list[str] | None:
+    """Add the library's definitions to the eager context; the names added, or None (and nothing added)
+    when one of them is already there with another definition."""
+    eager = context.context()
+    added: list[str] = []
+    for definition in library.function:
         try:
             eager.add_function_def(definition)
         except (tf.errors.OpError, ValueError):
-            for done in added:
-                eager.remove_function(done)
-            return False
-        added.append(name)
-    return True
+            for name in added:
+                eager.remove_function(name)
+            return None
+        added.append(definition.signature.name)
+    return added
 
 
 def _reserve_names(library: function_pb2.FunctionDefLibrary) -> None:
@@ -198,7 +242,7 @@ def _write(path: Path, payload: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(content)
-        os.chmod(temporary, 0o644)  # as TensorFlow's own entries: others sharing the directory may read it
+        os.chmod(temporary, 0o666 & ~UMASK)  # as TensorFlow's own entries (mkstemp makes them private)
         os.replace(temporary, path)
     except OSError:
         with contextlib.suppress(OSError):

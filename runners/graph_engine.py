@@ -12,7 +12,7 @@ checkpoint carries them and the next call continues where the last one stopped.
 from __future__ import annotations
 
 import dataclasses
-import time
+from time import perf_counter
 from typing import Any, Callable
 
 import tensorflow as tf
@@ -63,10 +63,10 @@ class GraphEngine:
         iterations = max(1, min(max_env_steps, MAX_STEPS_PER_CALL) // self.rollout_size)
         arguments = (tf.constant(iterations), tf.constant(step, tf.int64), tf.constant(total_steps, tf.int64))
         if not self.call.prepared:
-            started = time.perf_counter()
+            started = perf_counter()
             source = self.call.prepare()
             self.timings.add("tracing (graph)" if source == "traced" else "trace from cache (graph)",
-                             time.perf_counter() - started)
+                             perf_counter() - started)
         if self._compiled:
             with self.timings.phase("rollout+update (graph)"):
                 values = self.call(*arguments).numpy().tolist()
@@ -89,10 +89,13 @@ class GraphEngine:
         self.call = graph_cache.CachedGraphFunction(function, self._variables, self.cache_key)
         self._compiled = False
 
-    def _variables(self) -> list[tf.Variable]:
-        """The variables the fused call may capture, in a fixed order: everything a resume checkpoint holds."""
-        return graph_cache.variables_of(tf.train.Checkpoint(
-            model=checkpointable_weights(self.model), **self.learner.checkpoint_objects(), **self.checkpoint_objects()))
+    def _variables(self) -> dict[str, tf.Variable]:
+        """The variables the fused call may capture, by path: what a resume checkpoint holds, and the copies
+        of the gradients kept for histograms."""
+        kept = getattr(self.learner, "kept_gradients", None)
+        return graph_cache.tracked_variables(tf.train.Checkpoint(
+            model=checkpointable_weights(self.model), **self.learner.checkpoint_objects(), **self.checkpoint_objects(),
+            **({"kept_gradients": list(kept)} if kept else {})))
 
     def _advance(self, iterations: tf.Tensor, step: tf.Tensor, total_steps: tf.Tensor) -> tf.Tensor:
         """``iterations`` rollouts and updates; returns the sums of the metrics and episode statistics, then
@@ -124,9 +127,9 @@ class GraphEngine:
 
     def _rollout(self) -> tuple[RolloutBatch, list[tf.Tensor]]:
         """``num_steps`` vector steps from the variables' state (written back after): the batch and episode sums."""
+        # Every element shape known: XLA converts a loop whose arrays' shapes are unknown twice (once to find them).
         fields = [(tf.float32, [self.num_envs, *self.env.observation_shape]),
-                  (self.distribution.action_dtype, [self.num_envs, *self.model.spec.action_shape])]  # known shapes:
-        # XLA converts a loop whose arrays' element shapes are unknown twice (once to find them)
+                  (self.distribution.action_dtype, [self.num_envs, *self.model.spec.action_shape])]
         arrays = [tf.TensorArray(dtype, self.num_steps, element_shape=shape) for dtype, shape in fields]
         arrays += [tf.TensorArray(tf.float32, self.num_steps, element_shape=[self.num_envs]) for _ in range(6)]
         env_state = type(self.env_state)(*[variable.read_value() for variable in self.env_state])
@@ -179,4 +182,5 @@ class GraphEngine:
         return {"engine": self.kind}
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Drop the fused call's definitions if they were loaded from the cache."""
+        self.call.close()

@@ -5,6 +5,7 @@ import csv
 import json
 import importlib.metadata
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -84,9 +85,12 @@ def test_a_run_that_loads_the_compiled_step_from_the_cache_trains_exactly_as_the
     assert loaded == compiled and len(compiled) == 2 and warnings == [] and built == "trace from cache"
     assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == entries  # read, not written again
     # A resume traces other functions first (the restore); the step's names, and so its entries, are the same.
+    shutil.copytree(tmp_path / "results" / "CartPole-v1" / "ppo" / "first", tmp_path / "results" / "CartPole-v1" / "ppo" / "copy")
     continued, warnings, built = _train(tmp_path / "results", cache, "first", resume=True)
     assert continued[:2] == compiled and len(continued) == 3 and warnings == [] and built == "trace from cache"
     assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == entries
+    without_cache, _, built = _train(tmp_path / "results", Path("off"), "copy", resume=True)
+    assert without_cache == continued and built == "tracing"  # the loaded graph's evaluation, as traced afresh
 
     # A damaged compiled entry costs a trace, a compile and a warning, never the run.
     xla_entry.write_bytes(xla_entry.read_bytes()[: xla_entry.stat().st_size // 2])
