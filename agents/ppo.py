@@ -51,12 +51,17 @@ class PPOLearner:
         learning_rate = scheduled(config.learning_rate, config.learning_rate_schedule, progress_remaining)
         clip_range = scheduled(config.clip_range, config.clip_range_schedule, progress_remaining)
         self.optimizer.learning_rate.assign(learning_rate)
-        orders = tf.argsort(self.generator.uniform([config.epochs, self.rollout_size]), axis=-1)  # one shuffle per epoch
+        # One shuffle per epoch. With one minibatch per epoch it would only reorder the batch's sums: skipped.
+        orders = (tf.argsort(self.generator.uniform([config.epochs, self.rollout_size]), axis=-1)
+                  if self.num_minibatches > 1 else None)
 
         def gradient_step(step: tf.Tensor, totals: tf.Tensor, skipped: tf.Tensor) -> tuple[tf.Tensor, ...]:
-            epoch, minibatch = step // self.num_minibatches, step % self.num_minibatches
-            indices = tf.slice(orders, [epoch, minibatch * config.minibatch_size], [1, config.minibatch_size])[0]
-            stats, step_skipped = self._minibatch_step([tf.gather(tensor, indices) for tensor in data], clip_range)
+            minibatch = data
+            if orders is not None:
+                epoch, index = step // self.num_minibatches, step % self.num_minibatches
+                indices = tf.slice(orders, [epoch, index * config.minibatch_size], [1, config.minibatch_size])[0]
+                minibatch = [tf.gather(tensor, indices) for tensor in data]
+            stats, step_skipped = self._minibatch_step(minibatch, clip_range)
             return step + 1, totals + tf.where(step_skipped > 0, tf.zeros_like(stats), stats), skipped + step_skipped
 
         total_steps = config.epochs * self.num_minibatches

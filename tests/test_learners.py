@@ -74,6 +74,26 @@ def test_xla_compiled_update_computes_the_same_step(learner_class, config):
         np.testing.assert_allclose(xla, plain, rtol=1e-3, atol=1e-5)
 
 
+def test_ppo_shuffles_only_when_an_epoch_has_several_minibatches():
+    """One minibatch per epoch is the whole batch in any order: no shuffle is drawn, and the step is the
+    same for the batch with its envs reordered (the same samples; GAE runs along time, per env)."""
+    rng = np.random.default_rng(4)
+    batch = random_batch(rng, 16, 4)
+    reordered = RolloutBatch(*[field[:, ::-1] if field.ndim >= 2 else field[::-1] for field in batch])
+    weights, generator_moved = [], []
+    for minibatch_size, rollout in ((64, batch), (64, reordered), (32, batch)):
+        model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,)), seed=1)
+        learner = PPOLearner(model, PPOConfig(num_steps=16, minibatch_size=minibatch_size, epochs=3), num_envs=4, seed=5)
+        state = learner.generator.state.numpy().copy()
+        learner.update(rollout, 1.0)
+        weights.append([variable.numpy() for variable in model.trainable_variables])
+        generator_moved.append(not np.array_equal(state, learner.generator.state.numpy()))
+    assert generator_moved == [False, False, True]
+    for whole, whole_reordered in zip(weights[0], weights[1]):
+        np.testing.assert_allclose(whole_reordered, whole, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(whole, halves) for whole, halves in zip(weights[0], weights[2]))
+
+
 @pytest.mark.parametrize("algo, overrides", [
     ("ppo", {"ppo.num_steps": 16, "ppo.minibatch_size": 32, "ppo.learning_rate": 3e-3}),
     ("a2c", {"a2c.learning_rate": 3e-3, "a2c.optimizer": "adam"}),
