@@ -46,7 +46,7 @@ class A2CLearner:
         self.distribution = make_distribution(model)
         self.optimizer = make_optimizer(config)
         self.optimizer.build(model.trainable_variables)
-        self.compiled_update = CompiledUpdate(self.update_ops, model.spec, config.num_steps, num_envs, config.jit_compile)
+        self.compiled_update = CompiledUpdate(self, num_envs, keep_gradients)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One gradient step on the whole rollout; returns its metrics."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import keras
 import tensorflow as tf
 
-from agents import losses, xla_cache
+from agents import graph_cache, losses, xla_cache
 from agents.batch import BatchPacking, RolloutBatch
+from agents.networks import checkpointable_weights
 
 
 
@@ -113,53 +115,66 @@ def merge_time_and_envs(tensor: tf.Tensor) -> tf.Tensor:
 
 
 class CompiledUpdate:
-    """A learner's update as one graph of (batch, progress_remaining) -> metrics, traced once.
+    """A learner's update as one graph of (batch, progress_remaining) -> metrics, built once.
 
-    The input signature is fixed, so it traces once. The updates write their loops as
-    tf.while_loop, so AutoGraph is off: converting the learner and, through it, Keras' own code
-    took more than half of the first update's time. Calls go to the concrete function, which
-    skips tf.function's per-call signature matching (about 2 ms of Python per call here, as
-    much as a whole A2C step), the batch goes in packed as two arrays (``BatchPacking``) and
-    the metrics come back as one tensor.
+    The input signature is fixed, so it traces once, and a later run with the same learner settings
+    loads that trace from the compile cache instead (``agents.graph_cache``). The updates write their
+    loops as tf.while_loop, so AutoGraph is off: converting the learner and, through it, Keras' own
+    code took more than half of the first update's time. Calls skip tf.function's per-call signature
+    matching (about 2 ms of Python per call here, as much as a whole A2C step), the batch goes in
+    packed as two arrays (``BatchPacking``) and the metrics come back as one tensor.
     """
 
-    def __init__(self, update: Callable[[RolloutBatch, tf.Tensor], dict[str, tf.Tensor]], spec: Any,
-                 num_steps: int, num_envs: int, jit_compile: bool = False) -> None:
-        self.packing = BatchPacking(spec.observation_shape, spec.action_shape, num_steps, num_envs)
-        signature = [*self.packing.signature(), tf.TensorSpec([], tf.float32)]
-        self.names: list[str] = []
-
-        def stacked(steps: tf.Tensor, last_values: tf.Tensor, progress_remaining: tf.Tensor) -> tf.Tensor:
-            metrics = update(self.packing.unpack(steps, last_values), progress_remaining)
-            self.names = list(metrics)
-            return tf.stack([tf.cast(metrics[name], tf.float32) for name in self.names])
-
-        self._stacked, self._signature, self.jit_compile = stacked, signature, jit_compile
+    def __init__(self, learner: Any, num_envs: int, keep_gradients: bool) -> None:
+        config, spec = learner.config, learner.model.spec
+        self.learner, self.jit_compile, self.names = learner, config.jit_compile, list(learner.metric_names)
+        self.packing = BatchPacking(spec.observation_shape, spec.action_shape, config.num_steps, num_envs)
+        self._signature = [*self.packing.signature(), tf.TensorSpec([], tf.float32)]
+        self.key = graph_cache.cache_key("CompiledUpdate", {
+            "learner": type(learner).__name__, "config": dataclasses.asdict(config), "spec": spec.to_dict(),
+            "num_envs": num_envs, "keep_gradients": keep_gradients})
         self._build_function()
+
+    def prepare(self) -> str:
+        """Trace the update, or load its trace from the cache, if not done yet: "traced" or "loaded"."""
+        return self.call.source or self.call.prepare()
 
     def __call__(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """Run the update on a rollout batch; the metrics as Python floats."""
         steps, last_values = self.packing.pack(batch)
         inputs = (tf.constant(steps), tf.constant(last_values), tf.constant(progress_remaining, tf.float32))
-        if self._concrete is not None:
-            return dict(zip(self.names, self._concrete(*inputs).numpy().tolist()))
 
-        def first() -> dict[str, float]:
-            if self.jit_compile:
-                xla_cache.align_trace_names()
-            self._concrete = self.function.get_concrete_function()
-            return dict(zip(self.names, self._concrete(*inputs).numpy().tolist()))
+        def run() -> dict[str, float]:
+            return dict(zip(self.names, self.call(*inputs).numpy().tolist()))
 
-        return xla_cache.first_call(first, self._build_function) if self.jit_compile else first()
+        if self._compiled or not self.jit_compile:
+            return run()
+        result = xla_cache.first_call(run, self._build_function)
+        self._compiled = True
+        return result
+
+    def _stacked(self, steps: tf.Tensor, last_values: tf.Tensor, progress_remaining: tf.Tensor) -> tf.Tensor:
+        metrics = self.learner.update_ops(self.packing.unpack(steps, last_values), progress_remaining)
+        return tf.stack([tf.cast(metrics[name], tf.float32) for name in self.names])
 
     def _build_function(self) -> None:
-        self.function = tf.function(self._stacked, input_signature=self._signature, autograph=False,
-                                    jit_compile=self.jit_compile)
-        self._concrete: Any = None
+        function = tf.function(self._stacked, input_signature=self._signature, autograph=False,
+                               jit_compile=self.jit_compile)
+        self.call = graph_cache.CachedGraphFunction(function, lambda: learner_variables(self.learner), self.key)
+        self._compiled = False
 
     def tracing_count(self) -> int:
-        """Times the update was traced (1 once it has run)."""
-        return self.function.experimental_get_tracing_count()
+        """Times the update's graph was built, traced or loaded from the cache (1 once it has run)."""
+        return self.call.build_count()
+
+
+def learner_variables(learner: Any) -> dict[str, tf.Variable]:
+    """What a learner's update may capture, by path: the model's weights, the learner's checkpointed state
+    (optimizer, generator) and the gradients it keeps for histograms."""
+    kept = learner.kept_gradients
+    return graph_cache.tracked_variables(tf.train.Checkpoint(
+        model=checkpointable_weights(learner.model), **learner.checkpoint_objects(),
+        **({"kept_gradients": list(kept)} if kept else {})))
 
 
 def batch_gae(batch: RolloutBatch, gamma: float, gae_lambda: float) -> tuple[tf.Tensor, tf.Tensor]:

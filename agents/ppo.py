@@ -36,7 +36,7 @@ class PPOLearner:
         self.generator = tf.random.Generator.from_seed(seed + 1)
         self.rollout_size = config.num_steps * num_envs
         self.num_minibatches = self.rollout_size // config.minibatch_size
-        self.compiled_update = CompiledUpdate(self.update_ops, model.spec, config.num_steps, num_envs, config.jit_compile)
+        self.compiled_update = CompiledUpdate(self, num_envs, keep_gradients)
 
     def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One PPO update (epochs x minibatches gradient steps); returns averaged metrics."""

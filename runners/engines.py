@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -130,7 +131,13 @@ class GymnasiumEngine:
         """One rollout and one update (``max_env_steps`` does not split a rollout)."""
         rollout = self.collector.collect(self.policy)
         step += rollout.env_steps
-        with self.timings.phase("update" if self.learner.tracing_count() else "tracing (first update)"):
+        first = not self.learner.tracing_count()
+        if first:
+            started = perf_counter()
+            source = self.learner.compiled_update.prepare()
+            self.timings.add("tracing (update)" if source == "traced" else "trace from cache (update)",
+                             perf_counter() - started)
+        with self.timings.phase("first update" if first else "update"):  # the first one compiles, with XLA
             metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
         with self.timings.phase("policy snapshot"):
             self.policy.refresh()  # the next rollout acts with the updated weights

@@ -20,7 +20,8 @@ import tensorflow as tf
 from agents import graph_cache, xla_cache
 from agents.batch import RolloutBatch
 from agents.config import TrainConfig
-from agents.networks import ActorCritic, checkpointable_weights
+from agents.networks import ActorCritic
+from agents.optimization import learner_variables
 from agents.policy import make_distribution
 from envs.graph import make_graph_env
 from runners.engines import Advance, EpisodeStats
@@ -92,10 +93,8 @@ class GraphEngine:
     def _variables(self) -> dict[str, tf.Variable]:
         """The variables the fused call may capture, by path: what a resume checkpoint holds, and the copies
         of the gradients kept for histograms."""
-        kept = getattr(self.learner, "kept_gradients", None)
-        return graph_cache.tracked_variables(tf.train.Checkpoint(
-            model=checkpointable_weights(self.model), **self.learner.checkpoint_objects(), **self.checkpoint_objects(),
-            **({"kept_gradients": list(kept)} if kept else {})))
+        engine_variables = graph_cache.tracked_variables(tf.train.Checkpoint(**self.checkpoint_objects()))
+        return {**learner_variables(self.learner), **engine_variables}
 
     def _advance(self, iterations: tf.Tensor, step: tf.Tensor, total_steps: tf.Tensor) -> tf.Tensor:
         """``iterations`` rollouts and updates; returns the sums of the metrics and episode statistics, then

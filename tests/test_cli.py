@@ -66,12 +66,12 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     table, total, beside = (next(index for index, line in enumerate(lines) if line.startswith(start))
                             for start in ("phase ", "total ", "beside the loop"))
     profile = {line.split()[0]: line.split() for line in lines[table + 1:total]}
-    if engine == "gymnasium":  # one update per rollout, the first one traced
-        assert profile["env_stepping"][3] == "384" and profile["update"][3] == "11" and profile["tracing"][5] == "1"
-    else:  # 8 rollouts up to each evaluation: 3 + 1 per call, the first call compiled (its graph traced or loaded)
+    if engine == "gymnasium":  # one update per rollout, the first one compiled
+        assert profile["env_stepping"][3] == "384" and profile["update"][3] == "11" and profile["first"][4] == "1"
+    else:  # 8 rollouts up to each evaluation: 3 + 1 per call, the first call compiled
         assert profile["rollout+update"][4] == "5" and profile["compile+first"][5] == "1"
-        built = [profile[name][-3] for name in ("tracing", "trace") if name in profile]
-        assert built == ["1"]
+    built = [profile[name][-3] for name in ("tracing", "trace") if name in profile]  # traced, or loaded from the cache
+    assert built == ["1"]
     assert lines[total].split()[3:6] == ["3,072", "env", "steps,"]
     name, _, calls = lines[beside + 1].split()[:3]  # name, seconds, calls: the evaluations ran beside the loop
     assert beside == total + 1 and (name, calls) == ("evaluation", "3")

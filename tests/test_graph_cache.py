@@ -1,8 +1,10 @@
-"""The traced-graph cache: a function loaded from it computes what the traced one did, an entry that can't
-be used is traced afresh, and the graph engine's key leaves out only settings its graph does not read."""
+"""The traced-graph cache: a function (a learner's update, the graph engine's call) loaded from it computes
+what the traced one did, an entry that can't be used is traced afresh, and the keys leave out only settings
+the graphs do not read."""
 
 import gc
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,14 +13,18 @@ from tensorflow.core.framework import function_pb2
 from tensorflow.python.eager import context
 
 from agents import graph_cache, xla_cache
-from agents.config import TrainConfig
-from agents.networks import ActorCritic
+from agents.a2c import A2CLearner
+from agents.batch import RolloutBatch
+from agents.config import A2CConfig, PPOConfig, TrainConfig
 from agents.learners import make_learner
+from agents.networks import ActorCritic, NetworkSpec
+from agents.ppo import PPOLearner
 from envs.factory import describe_env
 from runners.configure import resolve_config
 from runners.graph_engine import FIELDS_OUTSIDE_THE_GRAPH, GraphEngine
 from runners.timing import Timings
 from runners.training import network_spec
+from test_learners import random_batch
 
 
 @pytest.fixture
@@ -128,9 +134,9 @@ def test_a_function_capturing_a_variable_outside_the_list_runs_but_is_not_saved(
     assert list(cache.glob("champion-graph-*.pb")) == []
 
 
-def _library_text(engine: GraphEngine) -> str:
-    """The fused call's traced definitions as text, with TensorFlow's unique ids in names taken out."""
-    concrete = engine.call.function.get_concrete_function()
+def _library_text(call: graph_cache.CachedGraphFunction) -> str:
+    """A function's traced definitions as text, with TensorFlow's unique ids in names taken out."""
+    concrete = call.function.get_concrete_function()
     definitions = [*concrete.graph.as_graph_def().library.function, concrete.function_def]
     return "\n".join(sorted(re.sub(r"_\d{4,}", "_N", str(definition)) for definition in definitions))
 
@@ -151,9 +157,35 @@ def test_the_graph_engine_key_leaves_out_only_settings_its_graph_does_not_read(t
     other, _ = resolve_config("CartPole-v1", algo, changed)
     base_engine, other_engine = _engine(base), _engine(other)
     assert base_engine.cache_key == other_engine.cache_key
-    assert _library_text(base_engine) == _library_text(other_engine)
+    assert _library_text(base_engine.call) == _library_text(other_engine.call)
     # A setting the graph does read changes both the key and the graph (so the comparison above can tell).
     gamma, _ = resolve_config("CartPole-v1", algo, {f"{algo}.gamma": 0.9})
     gamma_engine = _engine(gamma)
     assert gamma_engine.cache_key != base_engine.cache_key
-    assert _library_text(gamma_engine) != _library_text(base_engine)
+    assert _library_text(gamma_engine.call) != _library_text(base_engine.call)
+
+
+def _learner_step(learner_class: type, config: Any, seed: int, batch: RolloutBatch) -> tuple[str, list, list]:
+    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,)), seed=1)
+    learner = learner_class(model, config, num_envs=4, seed=seed)
+    source = learner.compiled_update.prepare()
+    metrics = learner.update(batch, 1.0)
+    return source, list(metrics.values()), [variable.numpy() for variable in model.weights]
+
+
+@pytest.mark.parametrize("learner_class, config", [
+    (PPOLearner, PPOConfig(num_steps=16, minibatch_size=32, epochs=2)),  # XLA-compiled
+    (A2CLearner, A2CConfig(num_steps=16)),  # not
+])
+def test_a_learner_update_loaded_from_the_cache_takes_the_traced_ones_step(cache, learner_class, config):
+    batch = random_batch(np.random.default_rng(0), 16, 4)
+    traced = _learner_step(learner_class, config, 5, batch)
+    gc.collect()  # the traced definitions go with the first learner
+    loaded = _learner_step(learner_class, config, 5, batch)
+    assert (traced[0], loaded[0]) == ("traced", "loaded") and loaded[1] == traced[1]
+    for traced_weights, loaded_weights in zip(traced[2], loaded[2]):
+        np.testing.assert_array_equal(loaded_weights, traced_weights)
+    # The seed is not in the key: it only fills the learner's generator, a variable.
+    seeded = [learner_class(ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,))), config, num_envs=4,
+                            seed=seed).compiled_update for seed in (0, 7)]
+    assert seeded[0].key == seeded[1].key and _library_text(seeded[0].call) == _library_text(seeded[1].call)

@@ -1,6 +1,5 @@
 """The in-graph engine: CartPole in TF ops, rollouts and updates fused in one compiled call."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import gymnasium as gym
