@@ -58,8 +58,7 @@ SOURCE_DIGEST = source_digest()
 def cache_key(name: str, settings: dict[str, Any]) -> str:
     """The key of a traced function: its name, the settings it reads, champion's code, and what else
     shapes a trace (TensorFlow, Keras and gymnasium versions, Keras' float type, op determinism)."""
-    versions = {package: _version(package) for package in ("champion", "tensorflow", "keras", "gymnasium")}
-    text = json.dumps({"function": name, "settings": settings, "source": SOURCE_DIGEST, "versions": versions,
+    text = json.dumps({"function": name, "settings": settings, "source": SOURCE_DIGEST, "versions": VERSIONS,
                        "floatx": keras.config.floatx(), "deterministic": os.environ.get("TF_DETERMINISTIC_OPS", "")},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -70,6 +69,10 @@ def _version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "none"
+
+
+VERSIONS = {package: _version(package) for package in ("champion", "tensorflow", "keras", "gymnasium")}
+"""Read once: looking them up costs a few milliseconds each time."""
 
 
 def tracked_variables(root: Any) -> dict[str, tf.Variable]:
