@@ -160,8 +160,8 @@ class CachedGraphFunction:
         _replace_traced(library)
         self._traced, self._name = concrete, concrete.function_def.signature.name.encode()
         self._inputs = list(concrete.captured_inputs)
-        paths = {id(variable.handle): path for path, variable in before.items()}
-        captures = [paths.get(id(handle)) for handle in self._inputs]
+        names = {id(variable.handle): name for name, variable in before.items()}
+        captures = [names.get(id(handle)) for handle in self._inputs]
         if path is not None and None not in captures and self.list_variables().keys() == before.keys() \
                 and source_digest() == SOURCE_DIGEST:  # not when the code on disk has changed since import
             header = {"function": self._name.decode(),
