@@ -133,10 +133,7 @@ class GymnasiumEngine:
         step += rollout.env_steps
         first = not self.learner.tracing_count()
         if first:
-            started = perf_counter()
-            source = self.learner.compiled_update.prepare()
-            self.timings.add("tracing (update)" if source == "traced" else "trace from cache (update)",
-                             perf_counter() - started)
+            build_graph(self.learner.compiled_update.prepare, self.timings, "update")
         with self.timings.phase("first update" if first else "update"):  # the first one compiles, with XLA
             metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
         with self.timings.phase("policy snapshot"):
@@ -168,6 +165,14 @@ class GymnasiumEngine:
         """Close the training envs."""
         if self.collector is not None:
             self.collector.envs.close()
+
+
+def build_graph(prepare: Callable[[], str], timings: Timings, label: str) -> None:
+    """Trace a compiled function or load its trace from the cache (``prepare``), timed as "tracing (label)"
+    or "trace from cache (label)"."""
+    started = perf_counter()
+    source = prepare()
+    timings.add(f"tracing ({label})" if source == "traced" else f"trace from cache ({label})", perf_counter() - started)
 
 
 def make_engine(kind: str, config: TrainConfig, model: Any, policy: NumpyPolicy, learner: Any,

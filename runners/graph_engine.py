@@ -12,7 +12,6 @@ checkpoint carries them and the next call continues where the last one stopped.
 from __future__ import annotations
 
 import dataclasses
-from time import perf_counter
 from typing import Any, Callable
 
 import tensorflow as tf
@@ -24,7 +23,7 @@ from agents.networks import ActorCritic
 from agents.optimization import learner_variables
 from agents.policy import make_distribution
 from envs.graph import make_graph_env
-from runners.engines import Advance, EpisodeStats
+from runners.engines import Advance, EpisodeStats, build_graph
 from runners.timing import Timings
 
 EPISODE_FIELDS = ("episodes", "episode_return_sum", "episode_length_sum")
@@ -64,10 +63,7 @@ class GraphEngine:
         iterations = max(1, min(max_env_steps, MAX_STEPS_PER_CALL) // self.rollout_size)
         arguments = (tf.constant(iterations), tf.constant(step, tf.int64), tf.constant(total_steps, tf.int64))
         if not self.call.prepared:
-            started = perf_counter()
-            source = self.call.prepare()
-            self.timings.add("tracing (graph)" if source == "traced" else "trace from cache (graph)",
-                             perf_counter() - started)
+            build_graph(self.call.prepare, self.timings, "graph")
         if self._compiled:
             with self.timings.phase("rollout+update (graph)"):
                 values = self.call(*arguments).numpy().tolist()
