@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -57,7 +58,7 @@ def _discounted_sums_by_matrix(deltas: tf.Tensor, continues: tf.Tensor) -> tf.Te
     not the arithmetic, was the cost. Zeros in ``continues`` (episode ends) stay exact zeros.
     """
     steps = deltas.shape[0]
-    later = tf.linalg.band_part(tf.ones([steps, steps]), 0, -1)  # later[t, j] = 1 where j >= t
+    later = tf.constant(np.triu(np.ones([steps, steps], np.float32)))  # later[t, j] = 1 where j >= t
     factors = later[:, :, tf.newaxis] * continues[tf.newaxis] + (1.0 - later)[:, :, tf.newaxis]  # c[j] if j >= t else 1
     products = tf.math.cumprod(factors, axis=1, exclusive=True)  # [t, k]: c[t] ... c[k-1] for k >= t
     return tf.einsum("tkn,tk,kn->tn", products, later, deltas)
@@ -75,7 +76,8 @@ def ppo_policy_loss(
     unclipped = ratio * advantages
     clipped = tf.clip_by_value(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
     loss = -tf.reduce_mean(tf.minimum(unclipped, clipped))
-    clip_fraction = tf.reduce_mean(tf.cast(tf.abs(ratio - 1.0) > clip_range, tf.float32))
+    outside = (ratio - 1.0 > clip_range) | (ratio - 1.0 < -clip_range)  # |ratio - 1| > clip_range, without an Abs op
+    clip_fraction = tf.reduce_mean(tf.cast(outside, tf.float32))
     approx_kl = tf.reduce_mean((ratio - 1.0) - log_ratio)
     return loss, clip_fraction, approx_kl
 

@@ -170,3 +170,31 @@ def test_the_divergence_guard_counts_updates_across_calls():
     assert state.nonfinite_streak == 4
     assert call(2, (2, 2, 2)) == 6  # and 2 more
     assert call(3, (0, 1, 1), skipped=0) == 0 and state.nonfinite_streak == 0  # no skipped step: the count restarts
+
+
+MLIR_CONVERTED = {"Abs", "IsFinite", "BiasAddGrad", "MatrixBandPart", "Sqrt", "Tanh", "Exp", "LogSoftmax", "Cos"}
+"""Ops TensorFlow converts for XLA through an MLIR pipeline of their own, about 6 ms per op at every run's first call."""
+
+
+def _op_counts(engine: GraphEngine) -> dict[str, int]:
+    graph = engine.call.function.get_concrete_function().graph.as_graph_def()
+    nodes = [*graph.node, *(node for function in graph.library.function for node in function.node_def)]
+    counts: dict[str, int] = {}
+    for node in nodes:
+        counts[node.op] = counts.get(node.op, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_the_fused_graph_holds_few_ops_that_xla_converts_through_mlir(algo):
+    """BiasAdd's gradient, Abs, IsFinite and band_part have equivalents XLA converts directly, and RMSprop takes
+    one square root over all weights instead of one per weight (the numbers are the same, see test_optimization)."""
+    counts = _op_counts(engine_for(algo))
+    converted = {name: counts[name] for name in MLIR_CONVERTED if name in counts}
+    assert not {"Abs", "IsFinite", "BiasAddGrad", "MatrixBandPart"} & set(converted)
+    # two layers of two torsos acting and in the update's forward pass; of the value torso for the
+    # truncation and bootstrap values
+    assert converted["Tanh"] == 4 + 4 + 2 + 2
+    # the gradient's global norm, and (A2C's RMSprop) one root for every weight, or (PPO) the advantages' std
+    assert converted["Sqrt"] == 2
+    assert sum(converted.values()) <= 22  # before: 42 for A2C, 33 for PPO

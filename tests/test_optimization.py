@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from agents.a2c import make_optimizer
 from agents.config import A2CConfig
-from agents.optimization import _plain, apply_gradients
+from agents.optimization import _plain, apply_gradients, elementwise_together, is_finite
 
 
 def train_a_layer(make_optimizer_now, fused: bool, jit_compile: bool, steps: int = 5) -> list[np.ndarray]:
@@ -67,3 +67,18 @@ def test_the_learners_optimizers_step_as_keras_does(make_optimizer_now, jit_comp
 ], ids=["amsgrad", "adamw", "clipnorm", "momentum", "centered", "sgd"])
 def test_any_other_optimizer_or_option_goes_through_keras(optimizer):
     assert not _plain(optimizer)
+
+
+def test_elementwise_together_gives_each_tensors_own_result():
+    tensors = [tf.constant(np.random.default_rng(index).uniform(0.1, 3.0, size=shape), tf.float32)
+               for index, shape in enumerate([(4, 3), (3,), (2, 5, 2)])]
+    steps = elementwise_together(lambda a, b: 0.1 * a / tf.sqrt(b), tensors, tensors)
+    for step, tensor in zip(steps, tensors):
+        assert step.shape == tensor.shape
+        np.testing.assert_array_equal(step, 0.1 * tensor / tf.sqrt(tensor))
+
+
+def test_is_finite_agrees_with_tensorflows():
+    values = tf.constant([0.0, -0.0, 1.5, -2.0, 3.4028235e38, -3.4028235e38, 1e-45, np.inf, -np.inf, np.nan])
+    np.testing.assert_array_equal(is_finite(values), tf.math.is_finite(values))
+    assert is_finite(values).numpy().tolist() == [True] * 7 + [False] * 3
