@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from agents import xla_cache
 from agents.normalization import RunningNormalization
 
 SUPPORTED_ACTION_KINDS = ("discrete", "continuous")
@@ -140,9 +141,16 @@ def _dense(units: int, activation: str | None, gain: float, seed: int, name: str
 
 
 def _affine(layer: keras.layers.Dense, features: tf.Tensor) -> tf.Tensor:
-    """``layer(features)`` before its activation, with the bias added by AddV2, not BiasAdd: XLA converts
-    BiasAdd's gradient through an MLIR pipeline of its own (about 7 ms per op at every first call)."""
-    return tf.matmul(features, layer.kernel) + layer.bias
+    """``layer(features)`` before its activation, computed as Keras does (BiasAdd, or AddV2 for a width-1
+    bias), except that in code XLA compiles every bias is added by AddV2: XLA converts BiasAdd's gradient
+    through an MLIR pipeline of its own (about 7 ms per op at every first call). Under XLA both give the
+    same numbers; elsewhere their gradients sum in different orders, so BiasAdd stays there."""
+    dtype = layer.compute_dtype  # Keras casts the inputs (and, for mixed precision, the weights) to it
+    product = tf.matmul(tf.cast(features, dtype), tf.cast(layer.kernel, dtype))
+    bias = tf.cast(layer.bias, dtype)
+    if layer.units == 1 or xla_cache.tracing_for_xla():
+        return product + bias
+    return tf.nn.bias_add(product, bias)
 
 
 def _run(layers: list[keras.layers.Dense], features: tf.Tensor) -> tf.Tensor:

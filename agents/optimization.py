@@ -98,16 +98,18 @@ def is_finite(tensor: tf.Tensor) -> tf.Tensor:
 
 
 def elementwise_together(function: Callable[..., tf.Tensor], *groups: Sequence[tf.Tensor]) -> list[tf.Tensor]:
-    """``[function(*tensors) for tensors in zip(*groups)]`` for an elementwise ``function``, as one call on
-    each group's concatenated elements.
+    """``[function(*tensors) for tensors in zip(*groups)]`` for an elementwise ``function``; in code XLA
+    compiles, as one call on each group's concatenated elements.
 
     TensorFlow converts some ops for XLA (Sqrt, Tanh, Exp, Abs...) through an MLIR pass pipeline of their
-    own, about 6 ms per op in the graph at every run's first call, compile cache or not. One op over all
-    the elements gives the same numbers: for RMSprop on a two-tower MLP, 1 Sqrt instead of 12.
+    own, about 7 ms per op in the graph at every run's first call, compile cache or not. Under XLA one op
+    over all the elements gives the same numbers: for RMSprop on a two-tower MLP, 1 Sqrt instead of 12.
+    Elsewhere it stays one call per tensor: TensorFlow's vectorised CPU kernels can round an element
+    differently depending on where it sits in the buffer, and there is no conversion to save.
     """
     shapes = [tensor.shape for tensor in groups[0]]
-    if len(shapes) == 1:
-        return [function(*(group[0] for group in groups))]
+    if len(shapes) <= 1 or not xla_cache.tracing_for_xla():
+        return [function(*tensors) for tensors in zip(*groups)]
     flat = function(*(tf.concat([tf.reshape(tensor, [-1]) for tensor in group], axis=0) for group in groups))
     parts = tf.split(flat, [shape.num_elements() for shape in shapes])
     return [tf.reshape(part, shape) for part, shape in zip(parts, shapes)]

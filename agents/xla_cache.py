@@ -132,6 +132,15 @@ def align_trace_names() -> None:
         pass
 
 
+def tracing_for_xla() -> bool:
+    """Whether the ops being created now will be compiled by XLA (inside a ``jit_compile`` function, its
+    loops and gradients), as TensorFlow's own ops decide it. Code that has an XLA-only form uses it."""
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def first_call(call: Callable[[], Result], rebuild: Callable[[], None]) -> Result:
     """The first call of an XLA-compiled function, recovering from an unreadable cache entry.
 

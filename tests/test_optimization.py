@@ -69,13 +69,29 @@ def test_any_other_optimizer_or_option_goes_through_keras(optimizer):
     assert not _plain(optimizer)
 
 
-def test_elementwise_together_gives_each_tensors_own_result():
-    tensors = [tf.constant(np.random.default_rng(index).uniform(0.1, 3.0, size=shape), tf.float32)
-               for index, shape in enumerate([(4, 3), (3,), (2, 5, 2)])]
-    steps = elementwise_together(lambda a, b: 0.1 * a / tf.sqrt(b), tensors, tensors)
-    for step, tensor in zip(steps, tensors):
-        assert step.shape == tensor.shape
-        np.testing.assert_array_equal(step, 0.1 * tensor / tf.sqrt(tensor))
+@pytest.mark.parametrize("shapes", [[(4, 3), (3,), (2, 5, 2), ()], [(3, 2)], []], ids=["several", "one", "none"])
+@pytest.mark.parametrize("jit_compile", [None, False, True], ids=["eager", "graph", "xla"])
+def test_elementwise_together_gives_each_tensors_own_result(shapes, jit_compile):
+    rng = np.random.default_rng(0)
+    numerators = [tf.constant(rng.normal(size=shape), tf.float32) for shape in shapes]
+    denominators = [tf.constant(rng.uniform(0.1, 3.0, size=shape), tf.float32) for shape in shapes]
+
+    def step(numerator: tf.Tensor, denominator: tf.Tensor) -> tf.Tensor:
+        return 0.1 * numerator / tf.sqrt(denominator)
+
+    def together() -> list[tf.Tensor]:
+        return elementwise_together(step, numerators, denominators)
+
+    def one_by_one() -> list[tf.Tensor]:  # the same mode: grappler and XLA turn / sqrt into * rsqrt, eager does not
+        return [step(numerator, denominator) for numerator, denominator in zip(numerators, denominators)]
+
+    run = (lambda function: function()) if jit_compile is None else (
+        lambda function: tf.function(function, jit_compile=jit_compile, autograph=False)())
+    steps, expected = run(together), run(one_by_one)
+    assert len(steps) == len(expected) == len(shapes)
+    for result, reference in zip(steps, expected):
+        assert result.shape == reference.shape
+        np.testing.assert_array_equal(result, reference)
 
 
 def test_is_finite_agrees_with_tensorflows():
