@@ -82,6 +82,7 @@ def apply_gradients(optimizer: keras.optimizers.Optimizer, gradients: Sequence[t
         velocities = [optimizer._velocities[optimizer._get_variable_index(variable)] for variable in variables]
         for gradient, velocity in zip(gradients, velocities):
             velocity.assign(rho * velocity + (1.0 - rho) * tf.square(gradient))
+
         def step(gradient: tf.Tensor, velocity: tf.Tensor) -> tf.Tensor:
             return learning_rate * gradient / tf.sqrt(velocity + optimizer.epsilon)
 
