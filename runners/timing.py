@@ -25,8 +25,7 @@ class Timings:
         try:
             yield
         finally:
-            self.seconds[name] += time.perf_counter() - start
-            self.calls[name] += 1
+            self.add(name, time.perf_counter() - start)
 
     def add(self, name: str, seconds: float) -> None:
         """Count ``seconds`` for phase ``name``, for a block whose name is known only once it has run."""
