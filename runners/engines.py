@@ -11,6 +11,7 @@ would be a third engine; the loop, evaluator, best-policy store and logger do no
 from __future__ import annotations
 
 import pickle
+import threading
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Callable, Protocol
@@ -65,6 +66,10 @@ class Engine(Protocol):
 
     def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
         """Begin collecting: fresh, or from a checkpoint's ``checkpoint_state`` (TF state is restored already)."""
+        ...
+
+    def prepare(self) -> None:
+        """Trace the compiled function, or load its trace from the cache (``advance`` does it if not done)."""
         ...
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
@@ -127,13 +132,18 @@ class GymnasiumEngine:
         self.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + step, self.timings,
                                             observations=observations, reward_scaler=reward_scaler)
 
+    def prepare(self) -> None:
+        """Trace the learner's compiled update, or load its trace from the cache."""
+        if not self.learner.tracing_count():
+            build_graph(self.learner.compiled_update.prepare, self.timings, "update")
+
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """One rollout and one update (``max_env_steps`` does not split a rollout)."""
         rollout = self.collector.collect(self.policy)
         step += rollout.env_steps
         first = not self.learner.tracing_count()
         if first:
-            build_graph(self.learner.compiled_update.prepare, self.timings, "update")
+            self.prepare()
         with self.timings.phase("first update" if first else "update"):  # the first one compiles, with XLA
             metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
         with self.timings.phase("policy snapshot"):
@@ -165,6 +175,46 @@ class GymnasiumEngine:
         """Close the training envs."""
         if self.collector is not None:
             self.collector.envs.close()
+
+
+class EarlyAdvance:
+    """A fresh run's first ``advance``, made on a worker thread while the run's other parts are built.
+
+    The first call of a compiled step converts its graph for XLA and compiles it, or loads the compiled
+    code from the cache: 0.4 s on a warm machine, seconds on a cold one, nearly all of it in TensorFlow's
+    C++ with the GIL released. Started as soon as the engine exists, it overlaps what the main thread
+    still builds (the evaluation policy and envs, the logger, the best-policy store). The engine is traced,
+    or its trace loaded, on the calling thread first: two threads tracing at once would change the
+    trace's names, and with them the compile cache's key. Until ``result`` is taken, nothing else may
+    act on the engine; reading the model's weights meanwhile is allowed but may see an update half done.
+    """
+
+    def __init__(self, engine: Engine, step: int, max_env_steps: int, total_steps: int) -> None:
+        self.started = perf_counter()
+        """When the advance began (its tracing included): the loop's clock starts here."""
+        self._arguments = (step, max_env_steps, total_steps)
+        self._outcome: Advance | BaseException | None = None
+        engine.prepare()
+        self._thread = threading.Thread(target=self._advance, args=(engine,), name="champion-first-advance",
+                                        daemon=True)
+        self._thread.start()
+
+    def result(self) -> Advance:
+        """The advance, once it has finished; an error in it is raised here."""
+        self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
+
+    def wait(self) -> None:
+        """Let the advance finish, keeping quiet about how it went (on the way out after another error)."""
+        self._thread.join()
+
+    def _advance(self, engine: Engine) -> None:
+        try:
+            self._outcome = engine.advance(*self._arguments)
+        except BaseException as error:  # re-raised on the loop's thread by result()
+            self._outcome = error
 
 
 def build_graph(prepare: Callable[[], str], timings: Timings, label: str) -> None:

@@ -62,8 +62,7 @@ class GraphEngine:
         """As many whole rollouts (each followed by an update) as fit in ``max_env_steps``, at least one."""
         iterations = max(1, min(max_env_steps, MAX_STEPS_PER_CALL) // self.rollout_size)
         arguments = (tf.constant(iterations), tf.constant(step, tf.int64), tf.constant(total_steps, tf.int64))
-        if not self.call.prepared:
-            build_graph(self.call.prepare, self.timings, "graph")
+        self.prepare()
         if self._compiled:
             with self.timings.phase("rollout+update (graph)"):
                 values = self.call(*arguments).numpy().tolist()
@@ -77,6 +76,11 @@ class GraphEngine:
         metrics = {name: value / iterations for name, value in sums.items()}
         return Advance(iterations * self.rollout_size, iterations, metrics, EpisodeStats(int(count), return_sum, length_sum),
                        int(sums["nonfinite_steps"]), nonfinite_runs)
+
+    def prepare(self) -> None:
+        """Trace the fused call, or load its trace from the cache."""
+        if not self.call.prepared:
+            build_graph(self.call.prepare, self.timings, "graph")
 
     def _build_function(self) -> None:
         """The fused call as a tf.function with a fixed signature, traced (or its trace loaded from the cache)

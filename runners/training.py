@@ -25,7 +25,7 @@ from runners import faults
 from runners.checkpoint import BestPolicyStore, atomic_write_text, remove_temporaries, warn
 from runners.evaluate import BackgroundEvaluation, EvalResult, FinishedEvaluation, episode_seeds
 from runners.resume import ResumeCheckpoints
-from runners.engines import Advance, Engine, choose_engine, make_engine
+from runners.engines import Advance, EarlyAdvance, Engine, choose_engine, make_engine
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
 from runners.media import BestPolicyMedia
 from runners.run_logger import BEST_POLICY_GIF, RunLogger
@@ -56,8 +56,8 @@ class TrainResult:
     """Seconds of work done on another thread while the loop went on (evaluation), per phase."""
     beside_calls: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
-    """From the train/resume call to the loop's first step (checks, run folder, model, envs, restore):
-    evaluations.csv's wall_seconds count from the loop's start."""
+    """From the train/resume call to the loop's first advance (checks, run folder, model, engine; on resume,
+    the rest of the run and the restore too): evaluations.csv's wall_seconds count from the loop's start."""
 
     @property
     def steps_per_second(self) -> float:
@@ -81,21 +81,32 @@ class Run:
     logger: RunLogger
     timings: Timings
     console: Console
-    engine: Engine | None = None
+    engine: Engine
     media: BestPolicyMedia | None = None
+    first_advance: EarlyAdvance | None = None
+    """A fresh run's first advance, running on a worker thread until the loop takes it."""
     evaluations: list[tuple[int, float]] = field(default_factory=list)
 
     def close(self) -> None:
-        """Flush the logs and close every environment."""
+        """Flush the logs and close every environment (after the first advance, if it is still running)."""
+        if self.first_advance is not None:
+            self.first_advance.wait()
         self.logger.close()
         self.evaluation.close()
-        if self.engine is not None:
-            self.engine.close()
+        self.engine.close()
 
     def trackables(self) -> dict[str, Any]:
         """The TensorFlow objects a resume checkpoint holds."""
-        engine_objects = self.engine.checkpoint_objects() if self.engine is not None else {}
-        return {"model": checkpointable_weights(self.model), **self.learner.checkpoint_objects(), **engine_objects}
+        return {"model": checkpointable_weights(self.model), **self.learner.checkpoint_objects(),
+                **self.engine.checkpoint_objects()}
+
+    def advance(self, step: int, max_env_steps: int) -> Advance:
+        """The engine's next advance; the first one of a fresh run is the one ``build_run`` started (with the
+        same arguments: step 0 and the steps to the loop's first event)."""
+        first, self.first_advance = self.first_advance, None
+        if first is not None:
+            return first.result()
+        return self.engine.advance(step, max_env_steps, self.config.total_steps)
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -138,17 +149,16 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
             if loaded.manifest["step"] >= config.total_steps:
                 console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
                               "pass a larger --total-steps to train longer")
-        run = build_run(config, run_dir, env_info, console, checkpoints, loaded.manifest["step"] if loaded else None)
         # a checkpoint from before engines existed holds gymnasium envs
         kind = loaded.state.get("engine", "gymnasium") if loaded is not None else choose_engine(config)
-        run.engine = make_engine(kind, config, run.model, run.policy, run.learner, run.timings)
+        run = build_run(config, run_dir, env_info, console, checkpoints, kind,
+                        resume_step=loaded.manifest["step"] if loaded else None)
         if loaded is not None:
             state = restore_state(run, loaded)
             if state.evaluation_in_flight == state.step and not run.logger.has_evaluation(state.step):
                 run.evaluation.start(state.step, run.policy.snapshot())  # it had not finished when the run stopped
         else:
             state = LoopState()
-            run.engine.start(None, 0, _warner(console))
             run.logger.log_config((run_dir / "config.yaml").read_text())
             run.logger.log_hparams(hparams(config, run.engine.kind), run_dir.name)
         return _loop(run, state, called)
@@ -182,40 +192,58 @@ def _write_failure(error: Exception, run_dir: Path) -> TrainingStopped:
 
 
 def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Console,
-              checkpoints: ResumeCheckpoints, resume_step: int | None) -> Run:
-    """Model, policy, learner, evaluation envs, best store and logger for a run folder.
+              checkpoints: ResumeCheckpoints, engine_kind: str, resume_step: int | None) -> Run:
+    """Model, learner, engine, policy, evaluation envs, best store and logger for a run folder.
 
-    With ``resume_step``, whatever was logged after that step is dropped (it will be logged again).
+    A fresh run (no ``resume_step``) starts its engine's first advance on a worker thread as soon as the
+    engine exists (``EarlyAdvance``), and builds the rest meanwhile. With ``resume_step``, whatever was logged
+    after that step is dropped (it will be logged again), and the engine starts from the checkpoint.
     """
     spec = network_spec(env_info, config)
     model = ActorCritic(spec, seed=config.seed)
-    policy, logger = NumpyPolicy(model, seed=config.seed), RunLogger(run_dir, config.log_every, resume_step)
-    media = None
-    if config.media and "rgb_array" in env_info.render_modes:
-        media = BestPolicyMedia(config.env_id, config.eval_seed, config.vectorization,
-                                lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height))
-    eval_envs = make_eval_env(config.env_id, config.eval_episodes, vectorization=config.vectorization)
-    evaluation = BackgroundEvaluation(eval_envs, episode_seeds(config.eval_seed, config.eval_episodes),
-                                      config.eval_in_background)
-    return Run(
-        config=config, run_dir=run_dir, spec=spec, model=model, policy=policy,
-        learner=make_learner(model, config), evaluation=evaluation,
-        store=BestPolicyStore(run_dir / "best", on_warning=_warner(console)), checkpoints=checkpoints,
-        logger=logger, timings=Timings(), console=console, media=media,
-    )
+    learner, timings = make_learner(model, config), Timings()
+    # the gymnasium engine acts with the numpy policy; the graph engine's policy is only read for evaluation
+    acting = NumpyPolicy(model, seed=config.seed) if engine_kind == "gymnasium" else None
+    engine = make_engine(engine_kind, config, model, acting, learner, timings)
+    first_advance = None
+    if resume_step is None:
+        engine.start(None, 0, _warner(console))
+        first_advance = EarlyAdvance(engine, 0, _steps_to_next_event(0, config), config.total_steps)
+    try:
+        # it reads weights the first advance may be updating: the graph engine refreshes it before each evaluation
+        policy = acting or NumpyPolicy(model, seed=config.seed)
+        logger = RunLogger(run_dir, config.log_every, resume_step)
+        media = None
+        if config.media and "rgb_array" in env_info.render_modes:
+            media = BestPolicyMedia(config.env_id, config.eval_seed, config.vectorization,
+                                    lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height))
+        eval_envs = make_eval_env(config.env_id, config.eval_episodes, vectorization=config.vectorization)
+        evaluation = BackgroundEvaluation(eval_envs, episode_seeds(config.eval_seed, config.eval_episodes),
+                                          config.eval_in_background)
+        store = BestPolicyStore(run_dir / "best", on_warning=_warner(console))
+    except BaseException:
+        if first_advance is not None:
+            first_advance.wait()  # never leave a compiled call running while the run unwinds
+        engine.close()
+        raise
+    return Run(config=config, run_dir=run_dir, spec=spec, model=model, policy=policy, learner=learner,
+               evaluation=evaluation, store=store, checkpoints=checkpoints, logger=logger, timings=timings,
+               console=console, engine=engine, media=media, first_advance=first_advance)
 
 
 def _loop(run: Run, state: LoopState, called: float) -> TrainResult:
     """The one loop: collect, update, log; evaluate and checkpoint on their schedules; stop on request."""
     config, timings, console = run.config, run.timings, run.console
-    session_start, start_step, wall_before = time.perf_counter(), state.step, state.wall_seconds
+    # the loop's clock starts with its first advance, which a fresh run began while it was being built
+    session_start = run.first_advance.started if run.first_advance is not None else time.perf_counter()
+    start_step, wall_before = state.step, state.wall_seconds
     console.print(f"[bold]champion[/] {config.algo} on {config.env_id} ({run.engine.kind} engine): step "
                   f"{state.step:,} of {config.total_steps:,} -> {run.run_dir}")
     with _progress_bar(console) as bar, StopRequests(console) as stop:
         task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0, last="-",
                             best=f"{run.store.best_mean_return:.1f}")
         while state.step < config.total_steps:
-            advanced = run.engine.advance(state.step, _steps_to_next_event(state.step, config), config.total_steps)
+            advanced = run.advance(state.step, _steps_to_next_event(state.step, config))
             previous, state.step = state.step, state.step + advanced.env_steps
             streak = _count_nonfinite(run, state, advanced)
             if streak >= config.max_nonfinite_updates:

@@ -1,0 +1,71 @@
+"""A fresh run's first advance runs on a worker thread while the run is built, traced on the caller's thread."""
+
+import threading
+
+import pytest
+
+from runners.configure import resolve_config
+from runners.engines import Advance, EarlyAdvance, EpisodeStats, GymnasiumEngine
+from runners.graph_engine import GraphEngine
+from runners.training import train
+
+
+class RecordingEngine:
+    """Records which thread prepared and advanced it, and can be made to fail or to hold its advance."""
+
+    kind = "fake"
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error, self.release = error, threading.Event()
+        self.prepared_on: str | None = None
+        self.advanced: list[tuple[str, tuple[int, int, int]]] = []
+
+    def prepare(self) -> None:
+        self.prepared_on = threading.current_thread().name
+
+    def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
+        self.release.wait(timeout=10)
+        if self.error is not None:
+            raise self.error
+        self.advanced.append((threading.current_thread().name, (step, max_env_steps, total_steps)))
+        return Advance(max_env_steps, 1, {"loss": 0.5}, EpisodeStats(2, 30.0, 30.0))
+
+
+def test_the_trace_is_made_on_the_calling_thread_and_the_advance_on_a_worker():
+    engine = RecordingEngine()
+    early = EarlyAdvance(engine, 0, 2_048, 10_000)
+    assert engine.prepared_on == threading.current_thread().name  # before the worker starts: names stay stable
+    assert engine.advanced == []  # held: the caller goes on building meanwhile
+    engine.release.set()
+    advanced = early.result()
+    assert engine.advanced == [("champion-first-advance", (0, 2_048, 10_000))]
+    assert (advanced.env_steps, advanced.metrics, advanced.episodes.count) == (2_048, {"loss": 0.5}, 2)
+
+
+def test_an_error_in_the_first_advance_is_raised_where_the_loop_takes_it():
+    engine = RecordingEngine(error=ValueError("the env exploded"))
+    early = EarlyAdvance(engine, 0, 2_048, 10_000)
+    engine.release.set()
+    early.wait()  # waiting alone (a run unwinding after another error) raises nothing
+    with pytest.raises(ValueError, match="the env exploded"):
+        early.result()
+
+
+@pytest.mark.parametrize("engine_kind", ["graph", "gymnasium"])
+def test_a_fresh_run_makes_its_first_advance_on_the_worker_and_the_rest_on_the_loop(tmp_path, monkeypatch, engine_kind):
+    threads = []
+    engine_class = GraphEngine if engine_kind == "graph" else GymnasiumEngine
+    original = engine_class.advance
+
+    def recording_advance(self, *arguments):
+        threads.append(threading.current_thread().name)
+        return original(self, *arguments)
+
+    monkeypatch.setattr(engine_class, "advance", recording_advance)
+    config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 1_024, "eval_every": 512, "log_every": 256,
+                                                      "engine": engine_kind, "ppo.epochs": 2, "media": False,
+                                                      "results_dir": str(tmp_path), "run_name": "early"})
+    result = train(config, progress=False)
+    loop = threading.current_thread().name
+    assert threads[0] == "champion-first-advance" and set(threads[1:]) == {loop}
+    assert result.env_steps == 1_024 and [step for step, _ in result.evaluations] == [512, 1_024]
