@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from agents import xla_cache
+from agents import xla_cache, xla_unary
 from agents.normalization import RunningNormalization
 
 SUPPORTED_ACTION_KINDS = ("discrete", "continuous")
@@ -155,7 +155,10 @@ def _affine(layer: keras.layers.Dense, features: tf.Tensor) -> tf.Tensor:
 
 def _run(layers: list[keras.layers.Dense], features: tf.Tensor) -> tf.Tensor:
     for layer in layers:
-        features = layer.activation(_affine(layer, features))
+        pre_activation = _affine(layer, features)
+        # the same tanh, in the form XLA converts without an MLIR pipeline of its own (agents/xla_unary.py)
+        features = xla_unary.tanh(pre_activation) if layer.activation is keras.activations.tanh else (
+            layer.activation(pre_activation))
     return features
 
 

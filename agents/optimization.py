@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import keras
 import tensorflow as tf
 
-from agents import graph_cache, losses, xla_cache
+from agents import graph_cache, losses, xla_cache, xla_unary
 from agents.batch import BatchPacking, RolloutBatch
 from agents.networks import checkpointable_weights
 
@@ -84,7 +84,7 @@ def apply_gradients(optimizer: keras.optimizers.Optimizer, gradients: Sequence[t
             velocity.assign(rho * velocity + (1.0 - rho) * tf.square(gradient))
 
         def step(gradient: tf.Tensor, velocity: tf.Tensor) -> tf.Tensor:
-            return learning_rate * gradient / tf.sqrt(velocity + optimizer.epsilon)
+            return learning_rate * gradient / xla_unary.sqrt(velocity + optimizer.epsilon)
 
         steps = elementwise_together(step, gradients, [velocity.value for velocity in velocities])
         for variable, change in zip(variables, steps):

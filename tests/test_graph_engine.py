@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from rich.console import Console
 
+from agents import xla_unary
 from agents.config import ConfigError
 from agents.learners import make_learner
 from agents.networks import ActorCritic
@@ -185,14 +186,15 @@ def _op_counts(engine: GraphEngine) -> Counter[str]:
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_the_fused_graph_holds_few_ops_that_xla_converts_through_mlir(algo):
-    """BiasAdd's gradient, Abs, IsFinite and band_part have equivalents XLA converts directly, and RMSprop takes
-    one square root over all weights instead of one per weight (the numbers are the same, see test_optimization)."""
+    """BiasAdd's gradient, Abs, IsFinite and band_part have equivalents XLA converts directly; Tanh, Exp and Sqrt
+    are _UnaryOpsComposition ops (agents/xla_unary.py); RMSprop takes one square root over all weights instead of
+    one per weight (the numbers are the same, see test_optimization, test_networks and test_xla_unary)."""
     counts = _op_counts(engine_for(algo))
     converted = {name: counts[name] for name in MLIR_CONVERTED if name in counts}
-    assert not {"Abs", "IsFinite", "BiasAddGrad", "MatrixBandPart"} & set(converted)
-    # two layers of two torsos acting and in the update's forward pass; of the value torso for the
-    # truncation and bootstrap values
-    assert converted["Tanh"] == 4 + 4 + 2 + 2
-    # the gradient's global norm, and (A2C's RMSprop) one root for every weight, or (PPO) the advantages' std
-    assert converted["Sqrt"] == 2
-    assert sum(converted.values()) <= 22  # before: 42 for A2C, 33 for PPO
+    assert not {"Abs", "IsFinite", "BiasAddGrad", "MatrixBandPart", "Tanh"} & set(converted)
+    # two layers of two torsos acting and in the update's forward pass; of the value torso for the truncation
+    # and bootstrap values: 12 tanh; then the entropy's exp, and (A2C's RMSprop) the root over every weight, or
+    # (PPO) the ratio's exp and the advantages' std
+    assert counts[xla_unary.OP_TYPE] == 4 + 4 + 2 + 2 + 2 + (algo == "ppo")
+    # left: the global norm's square root, the log-softmaxes and their gradients' exps, the env's cosine
+    assert converted == {"Sqrt": 1, "LogSoftmax": 3, "Exp": 2, "Cos": 1}  # first 42 for A2C, 33 for PPO; then 21, 22
