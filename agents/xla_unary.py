@@ -1,4 +1,4 @@
-"""Tanh, Exp, Sqrt and Cos in the form TensorFlow converts for XLA cheaply, with the same numbers.
+"""Tanh, Exp and Sqrt in the form TensorFlow converts for XLA cheaply, with the same numbers.
 
 Before it can look up a compiled step in the cache, every process converts the step's graph to
 XLA. TensorFlow converts Tanh, Exp, Sqrt and Cos (among others) through an MLIR pass pipeline that
@@ -9,7 +9,9 @@ builds the same HLO ops: the same numbers, converted in microseconds (20 Tanh: 9
 
 It is an internal op, so it is used only while tracing for XLA (``xla_cache.tracing_for_xla``), only
 while TensorFlow registers it, and only for the functions below, whose gradients are those of
-TensorFlow's own ops (tests/test_xla_unary.py compares values and gradients bit for bit).
+TensorFlow's own ops (tests/test_xla_unary.py compares values and gradients bit for bit). Should a
+TensorFlow release keep the op but drop its XLA kernel, the first compiled call fails and says so
+(tests/test_xla_unary.py fails first); the compile cache it clears on the way is that release's own.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tensorflow.python.ops import gen_math_ops
 from agents import xla_cache
 
 OP_TYPE = "_UnaryOpsComposition"
-FUNCTIONS = {"Tanh": tf.math.tanh, "Exp": tf.math.exp, "Sqrt": tf.math.sqrt, "Cos": tf.math.cos}
+FUNCTIONS = {"Tanh": tf.math.tanh, "Exp": tf.math.exp, "Sqrt": tf.math.sqrt}
 """The functions this module applies, by TensorFlow op name, with the op used outside XLA."""
 AVAILABLE = op_def_registry.get(OP_TYPE) is not None
 
@@ -40,11 +42,6 @@ def exp(values: tf.Tensor) -> tf.Tensor:
 def sqrt(values: tf.Tensor) -> tf.Tensor:
     """tf.math.sqrt, converted for XLA without an MLIR pipeline when it will be."""
     return apply("Sqrt", values)
-
-
-def cos(values: tf.Tensor) -> tf.Tensor:
-    """tf.math.cos, converted for XLA without an MLIR pipeline when it will be."""
-    return apply("Cos", values)
 
 
 def apply(name: str, values: tf.Tensor) -> tf.Tensor:
@@ -71,7 +68,7 @@ def _gradient(op: tf.Operation, gradient: tf.Tensor) -> tf.Tensor:
         return gradient * result
     if names == ["Sqrt"]:
         return gen_math_ops.sqrt_grad(result, gradient)
-    raise LookupError(f"no gradient for {OP_TYPE} of {names}: champion differentiates only Tanh, Exp and Sqrt")
+    raise LookupError(f"no gradient for {OP_TYPE} of {names}: champion makes it only for Tanh, Exp and Sqrt")
 
 
 if AVAILABLE:

@@ -92,7 +92,8 @@ def _print_profile(result: Any, profile: bool) -> None:
         click.echo(profile_table(result.timings, result.timing_calls, result.wall_seconds, result.session_steps,
                                  result.beside_timings, result.beside_calls), err=True)
         click.echo(f"before the loop: {result.startup_seconds:.2f} s (checks, run folder, model, engine; "
-                   "a fresh run builds its evaluation envs, logger and store during the first advance)", err=True)
+                   "a fresh run builds its evaluation envs, logger and store during the first advance, a resumed "
+                   "one builds everything and restores its checkpoint before it)", err=True)
         cache = configured_cache_dir()
         click.echo(f"XLA compile cache: {cache if cache else 'off'} (a run with the same shapes loads its compiled "
                    f"code from there instead of compiling it again)", err=True)

@@ -185,8 +185,8 @@ class EarlyAdvance:
     C++ with the GIL released. Started as soon as the engine exists, it overlaps what the main thread
     still builds (the evaluation policy and envs, the logger, the best-policy store). The engine is traced,
     or its trace loaded, on the calling thread first: two threads tracing at once would change the
-    trace's names, and with them the compile cache's key. Until ``result`` is taken, nothing else may
-    act on the engine; reading the model's weights meanwhile is allowed but may see an update half done.
+    trace's names, and with them the compile cache's key. Until it has finished, nothing else may act on
+    the engine; reading the model's weights meanwhile is allowed but may see an update half done.
     """
 
     def __init__(self, engine: Engine, step: int, max_env_steps: int, total_steps: int) -> None:
@@ -194,6 +194,7 @@ class EarlyAdvance:
         """When the advance began (its tracing included): the loop's clock starts here."""
         self._arguments = (step, max_env_steps, total_steps)
         self._outcome: Advance | BaseException | None = None
+        self._done = threading.Event()
         engine.prepare()
         self._thread = threading.Thread(target=self._advance, args=(engine,), name="champion-first-advance",
                                         daemon=True)
@@ -201,20 +202,30 @@ class EarlyAdvance:
 
     def result(self) -> Advance:
         """The advance, once it has finished; an error in it is raised here."""
-        self._thread.join()
+        self.wait()
         if isinstance(self._outcome, BaseException):
             raise self._outcome
         return self._outcome
 
     def wait(self) -> None:
-        """Let the advance finish, keeping quiet about how it went (on the way out after another error)."""
-        self._thread.join()
+        """Block until the advance has finished, through Ctrl-C too (raised once it has): a compiled call
+        cannot be stopped, and the engine must not be closed, nor stderr used, while it runs."""
+        interrupted: BaseException | None = None
+        while not self._done.is_set():
+            try:
+                self._done.wait()
+            except KeyboardInterrupt as error:  # a thread's join() would count itself finished here
+                interrupted = error
+        if interrupted is not None:
+            raise interrupted
 
     def _advance(self, engine: Engine) -> None:
         try:
             self._outcome = engine.advance(*self._arguments)
         except BaseException as error:  # re-raised on the loop's thread by result()
             self._outcome = error
+        finally:
+            self._done.set()
 
 
 def build_graph(prepare: Callable[[], str], timings: Timings, label: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -103,9 +104,10 @@ class Run:
     def advance(self, step: int, max_env_steps: int) -> Advance:
         """The engine's next advance; the first one of a fresh run is the one ``build_run`` started (with the
         same arguments: step 0 and the steps to the loop's first event)."""
-        first, self.first_advance = self.first_advance, None
-        if first is not None:
-            return first.result()
+        if self.first_advance is not None:
+            advanced = self.first_advance.result()  # kept until it returns, so that close() waits for it
+            self.first_advance = None
+            return advanced
         return self.engine.advance(step, max_env_steps, self.config.total_steps)
 
 
@@ -136,7 +138,9 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: boo
 
 def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool,
              called: float) -> TrainResult:
-    console = Console(stderr=True, quiet=not progress, soft_wrap=True, highlight=False)
+    # whether stderr is a terminal is read now: during the first compiled call it points at a file for a moment
+    console = Console(stderr=True, quiet=not progress, soft_wrap=True, highlight=False,
+                      force_terminal=True if sys.stderr.isatty() else None)
     remove_temporaries(run_dir)  # e.g. a config.yaml or summary.json write cut short by a crash
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=_warner(console))
     loaded = checkpoints.latest() if resuming else None
@@ -144,24 +148,26 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
         check_checkpoint_fits(loaded, config, network_spec(env_info, config))
     run = None
     try:
-        if loaded is not None:
-            atomic_write_text(run_dir / "config.yaml", config_yaml(config, run_dir.name))  # e.g. a longer total_steps
-            if loaded.manifest["step"] >= config.total_steps:
-                console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
-                              "pass a larger --total-steps to train longer")
-        # a checkpoint from before engines existed holds gymnasium envs
-        kind = loaded.state.get("engine", "gymnasium") if loaded is not None else choose_engine(config)
-        run = build_run(config, run_dir, env_info, console, checkpoints, kind,
-                        resume_step=loaded.manifest["step"] if loaded else None)
-        if loaded is not None:
-            state = restore_state(run, loaded)
-            if state.evaluation_in_flight == state.step and not run.logger.has_evaluation(state.step):
-                run.evaluation.start(state.step, run.policy.snapshot())  # it had not finished when the run stopped
-        else:
-            state = LoopState()
-            run.logger.log_config((run_dir / "config.yaml").read_text())
-            run.logger.log_hparams(hparams(config, run.engine.kind), run_dir.name)
-        return _loop(run, state, called)
+        # from here a first Ctrl-C or SIGTERM is a request to stop with a checkpoint, even while the run is built
+        with StopRequests(console) as stop:
+            if loaded is not None:
+                atomic_write_text(run_dir / "config.yaml", config_yaml(config, run_dir.name))  # e.g. a longer total_steps
+                if loaded.manifest["step"] >= config.total_steps:
+                    console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
+                                  "pass a larger --total-steps to train longer")
+            # a checkpoint from before engines existed holds gymnasium envs
+            kind = loaded.state.get("engine", "gymnasium") if loaded is not None else choose_engine(config)
+            run = build_run(config, run_dir, env_info, console, checkpoints, kind,
+                            resume_step=loaded.manifest["step"] if loaded else None)
+            if loaded is not None:
+                state = restore_state(run, loaded)
+                if state.evaluation_in_flight == state.step and not run.logger.has_evaluation(state.step):
+                    run.evaluation.start(state.step, run.policy.snapshot())  # it had not finished when the run stopped
+            else:
+                state = LoopState()
+                run.logger.log_config((run_dir / "config.yaml").read_text())
+                run.logger.log_hparams(hparams(config, run.engine.kind), run_dir.name)
+            return _loop(run, state, called, stop)
     except (OSError, tf.errors.OpError) as error:
         if not _is_write_failure(error):
             raise
@@ -206,10 +212,10 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     acting = NumpyPolicy(model, seed=config.seed) if engine_kind == "gymnasium" else None
     engine = make_engine(engine_kind, config, model, acting, learner, timings)
     first_advance = None
-    if resume_step is None:
-        engine.start(None, 0, _warner(console))
-        first_advance = EarlyAdvance(engine, 0, _steps_to_next_event(0, config), config.total_steps)
     try:
+        if resume_step is None:
+            engine.start(None, 0, _warner(console))
+            first_advance = EarlyAdvance(engine, 0, _steps_to_next_event(0, config), config.total_steps)
         # it reads weights the first advance may be updating: the graph engine refreshes it before each evaluation
         policy = acting or NumpyPolicy(model, seed=config.seed)
         logger = RunLogger(run_dir, config.log_every, resume_step)
@@ -231,7 +237,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
                console=console, engine=engine, media=media, first_advance=first_advance)
 
 
-def _loop(run: Run, state: LoopState, called: float) -> TrainResult:
+def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> TrainResult:
     """The one loop: collect, update, log; evaluate and checkpoint on their schedules; stop on request."""
     config, timings, console = run.config, run.timings, run.console
     # the loop's clock starts with its first advance, which a fresh run began while it was being built
@@ -239,7 +245,7 @@ def _loop(run: Run, state: LoopState, called: float) -> TrainResult:
     start_step, wall_before = state.step, state.wall_seconds
     console.print(f"[bold]champion[/] {config.algo} on {config.env_id} ({run.engine.kind} engine): step "
                   f"{state.step:,} of {config.total_steps:,} -> {run.run_dir}")
-    with _progress_bar(console) as bar, StopRequests(console) as stop:
+    with _progress_bar(console) as bar:
         task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0, last="-",
                             best=f"{run.store.best_mean_return:.1f}")
         while state.step < config.total_steps:
