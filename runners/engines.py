@@ -115,6 +115,8 @@ class GymnasiumEngine:
     def __init__(self, config: TrainConfig, policy: NumpyPolicy, learner: Any, timings: Timings) -> None:
         self.config, self.policy, self.learner, self.timings = config, policy, learner, timings
         self.collector: VectorEnvCollector | None = None
+        self.updated = False
+        """Whether this engine has made an update yet (its first one compiles)."""
 
     def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
         """Fresh envs, or the envs of a checkpoint's state (fresh ones, with a warning, if they could not be saved)."""
@@ -141,9 +143,8 @@ class GymnasiumEngine:
         """One rollout and one update (``max_env_steps`` does not split a rollout)."""
         rollout = self.collector.collect(self.policy)
         step += rollout.env_steps
-        first = not self.learner.tracing_count()
-        if first:
-            self.prepare()
+        first, self.updated = not self.updated, True
+        self.prepare()  # done already when EarlyAdvance made this advance
         with self.timings.phase("first update" if first else "update"):  # the first one compiles, with XLA
             metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
         with self.timings.phase("policy snapshot"):

@@ -105,3 +105,5 @@ def test_a_fresh_run_makes_its_first_advance_on_the_worker_and_the_rest_on_the_l
     loop = threading.current_thread().name
     assert threads[0] == "champion-first-advance" and set(threads[1:]) == {loop}
     assert result.env_steps == 1_024 and [step for step, _ in result.evaluations] == [512, 1_024]
+    first_phase = "compile+first call (graph)" if engine_kind == "graph" else "first update"
+    assert result.timing_calls[first_phase] == 1  # the advance made early is still the one that compiled
