@@ -144,7 +144,8 @@ class GymnasiumEngine:
         rollout = self.collector.collect(self.policy)
         step += rollout.env_steps
         first, self.updated = not self.updated, True
-        self.prepare()  # done already when EarlyAdvance made this advance
+        if first:
+            self.prepare()  # nothing to do when EarlyAdvance prepared it
         with self.timings.phase("first update" if first else "update"):  # the first one compiles, with XLA
             metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
         with self.timings.phase("policy snapshot"):
@@ -197,9 +198,7 @@ class EarlyAdvance:
         self._outcome: Advance | BaseException | None = None
         self._done = threading.Event()
         engine.prepare()
-        self._thread = threading.Thread(target=self._advance, args=(engine,), name="champion-first-advance",
-                                        daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._advance, args=(engine,), name="champion-first-advance", daemon=True).start()
 
     def result(self) -> Advance:
         """The advance, once it has finished; an error in it is raised here."""
