@@ -9,9 +9,9 @@ from agents import losses
 from agents.batch import RolloutBatch
 from agents.config import A2CConfig
 from agents.networks import ActorCritic
-from agents.optimization import (CompiledUpdate, apply_clipped_gradients, batch_gae, gradient_keepers,
-                                 merge_time_and_envs, scheduled)
-from agents.policy import make_distribution
+from agents.compile.update import CompiledUpdate
+from agents.distributions import make_distribution
+from agents.optimization import apply_clipped_gradients, batch_gae, gradient_keepers, merge_time_and_envs, scheduled
 
 
 def make_optimizer(config: A2CConfig) -> keras.optimizers.Optimizer:
@@ -19,12 +19,15 @@ def make_optimizer(config: A2CConfig) -> keras.optimizers.Optimizer:
 
     ``optimizer_epsilon`` means what it means in PyTorch (and so in SB3's A2C): it is added to
     the root, lr * g / (sqrt(v) + eps). Keras' RMSprop adds it under the root,
-    lr * g / sqrt(v + eps), so it gets eps squared, which matches to within eps.
+    lr * g / sqrt(v + eps), so it gets eps squared, which matches to within eps. The name is fixed
+    (Keras would number each new optimizer), so that a traced update does not depend on how many
+    optimizers the process made before.
     """
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.optimizer_epsilon)
+        return keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.optimizer_epsilon, name="adam")
     return keras.optimizers.RMSprop(
-        learning_rate=config.learning_rate, rho=config.rmsprop_decay, epsilon=config.optimizer_epsilon**2)
+        learning_rate=config.learning_rate, rho=config.rmsprop_decay, epsilon=config.optimizer_epsilon**2,
+        name="rmsprop")
 
 
 METRIC_NAMES = ("policy_loss", "value_loss", "entropy", "grad_norm", "explained_variance", "learning_rate",

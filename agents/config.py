@@ -148,7 +148,7 @@ class TrainConfig:
     log_every: int = 2_000
     """Write averaged training metrics to TensorBoard every this many environment steps."""
     vectorization: str = "auto"
-    """Training envs: auto (gymnasium's own vectorised env where there is one, e.g. CartPole, else sync), sync (one process) or async (one process per env)."""
+    """Training envs: sync (every env in this process; auto means sync) or async (one process per env; not checkpointable, so a resume restarts their episodes)."""
     media: bool = True
     """TensorBoard: an animated GIF of one evaluation episode at each new best, for envs that render rgb_array (throttled to a few percent of the wall time)."""
     histogram_every: int = 0

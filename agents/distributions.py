@@ -7,10 +7,9 @@ checkpointed, which ``tf.random.categorical`` (a stateless-seed-less op) would n
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import tensorflow as tf
-
-from agents import xla_unary
 
 
 class Categorical:
@@ -38,7 +37,7 @@ class Categorical:
     def entropy(self, logits: tf.Tensor) -> tf.Tensor:
         """Entropy per row, in nats."""
         log_probs = tf.nn.log_softmax(logits)
-        return -tf.reduce_sum(xla_unary.exp(log_probs) * log_probs, axis=-1)
+        return -tf.reduce_sum(tf.exp(log_probs) * log_probs, axis=-1)
 
 
 class DiagonalGaussian:
@@ -59,7 +58,7 @@ class DiagonalGaussian:
     def sample(self, parameters: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
         """mean + std * standard normal noise, per row."""
         mean, log_std = self._split(parameters)
-        return mean + xla_unary.exp(log_std) * generator.normal(tf.shape(mean))
+        return mean + tf.exp(log_std) * generator.normal(tf.shape(mean))
 
     def mode(self, parameters: tf.Tensor) -> tf.Tensor:
         """The mean (the deterministic policy)."""
@@ -68,10 +67,17 @@ class DiagonalGaussian:
     def log_prob(self, parameters: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:
         """Sum over dimensions of the normal log-density."""
         mean, log_std = self._split(parameters)
-        z = (actions - mean) * xla_unary.exp(-log_std)
+        z = (actions - mean) * tf.exp(-log_std)
         return tf.reduce_sum(-0.5 * tf.square(z) - log_std - 0.5 * math.log(2.0 * math.pi), axis=-1)
 
     def entropy(self, parameters: tf.Tensor) -> tf.Tensor:
         """Sum over dimensions of log_std + 0.5 log(2 pi e)."""
         _, log_std = self._split(parameters)
         return tf.reduce_sum(log_std + 0.5 * math.log(2.0 * math.pi * math.e), axis=-1)
+
+
+def make_distribution(model: Any) -> Categorical | DiagonalGaussian:
+    """The action distribution that matches an ActorCritic's policy head."""
+    if model.spec.action_kind == "continuous":
+        return DiagonalGaussian(model.spec.action_size)
+    return Categorical(model.spec.action_size)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from agents import xla_unary
-
 
 def gae(
     rewards: tf.Tensor,
@@ -74,12 +72,11 @@ def ppo_policy_loss(
     The KL estimate is E[(r - 1) - log r], unbiased and never negative (Schulman, 2020).
     """
     log_ratio = log_probs - old_log_probs
-    ratio = xla_unary.exp(log_ratio)
+    ratio = tf.exp(log_ratio)
     unclipped = ratio * advantages
     clipped = tf.clip_by_value(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
     loss = -tf.reduce_mean(tf.minimum(unclipped, clipped))
-    outside = (ratio - 1.0 > clip_range) | (ratio - 1.0 < -clip_range)  # |ratio - 1| > clip_range, without an Abs op
-    clip_fraction = tf.reduce_mean(tf.cast(outside, tf.float32))
+    clip_fraction = tf.reduce_mean(tf.cast(tf.abs(ratio - 1.0) > clip_range, tf.float32))
     approx_kl = tf.reduce_mean((ratio - 1.0) - log_ratio)
     return loss, clip_fraction, approx_kl
 
@@ -103,7 +100,7 @@ def value_loss(
 def normalize(advantages: tf.Tensor) -> tf.Tensor:
     """Zero mean, unit standard deviation (epsilon-guarded for constant inputs)."""
     mean, variance = tf.nn.moments(advantages, axes=[0])
-    return (advantages - mean) / (xla_unary.sqrt(variance) + 1e-8)
+    return (advantages - mean) / (tf.sqrt(variance) + 1e-8)
 
 
 def explained_variance(predictions: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:

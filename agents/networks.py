@@ -14,8 +14,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from agents import xla_cache, xla_unary
 from agents.normalization import RunningNormalization
+
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(f"champion needs Keras' TensorFlow backend, but KERAS_BACKEND or ~/.keras/keras.json selects "
+                      f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow")
 
 SUPPORTED_ACTION_KINDS = ("discrete", "continuous")
 
@@ -108,17 +111,17 @@ class ActorCritic(keras.Model):
         features = self._features(observations)
         policy_features = _run(self.policy_torso, features)
         value_features = _run(self.value_torso, features) if self.value_torso else policy_features
-        parameters = _affine(self.policy_head, policy_features)
+        parameters = self.policy_head(policy_features)
         if self.log_std is not None:
             parameters = tf.concat([parameters, tf.zeros_like(parameters) + self.log_std], axis=-1)
-        return parameters, tf.squeeze(_affine(self.value_head, value_features), axis=-1)
+        return parameters, tf.squeeze(self.value_head(value_features), axis=-1)
 
     def value(self, observations: tf.Tensor) -> tf.Tensor:
         """Only the state values (``call(observations)[1]``), for bootstrapping: a graph that needs no
         policy gets none, and XLA has that much less to convert."""
         features = self._features(observations)
         value_features = _run(self.value_torso or self.policy_torso, features)
-        return tf.squeeze(_affine(self.value_head, value_features), axis=-1)
+        return tf.squeeze(self.value_head(value_features), axis=-1)
 
     def _features(self, observations: tf.Tensor) -> tf.Tensor:
         features = tf.reshape(tf.cast(observations, tf.float32), [-1, self.flat_size])
@@ -140,25 +143,9 @@ def _dense(units: int, activation: str | None, gain: float, seed: int, name: str
     )
 
 
-def _affine(layer: keras.layers.Dense, features: tf.Tensor) -> tf.Tensor:
-    """``layer(features)`` before its activation, computed as Keras does (BiasAdd, or AddV2 for a width-1
-    bias), except that in code XLA compiles every bias is added by AddV2: XLA converts BiasAdd's gradient
-    through an MLIR pipeline of its own (about 7 ms per op at every first call). Under XLA both give the
-    same numbers; elsewhere their gradients sum in different orders, so BiasAdd stays there."""
-    dtype = layer.compute_dtype  # Keras casts the inputs (and, for mixed precision, the weights) to it
-    product = tf.matmul(tf.cast(features, dtype), tf.cast(layer.kernel, dtype))
-    bias = tf.cast(layer.bias, dtype)
-    if layer.units == 1 or xla_cache.tracing_for_xla():
-        return product + bias
-    return tf.nn.bias_add(product, bias)
-
-
 def _run(layers: list[keras.layers.Dense], features: tf.Tensor) -> tf.Tensor:
     for layer in layers:
-        pre_activation = _affine(layer, features)
-        # the same tanh, in the form XLA converts without an MLIR pipeline of its own (agents/xla_unary.py)
-        features = xla_unary.tanh(pre_activation) if layer.activation is keras.activations.tanh else (
-            layer.activation(pre_activation))
+        features = layer(features)
     return features
 
 

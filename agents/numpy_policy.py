@@ -1,8 +1,8 @@
 """The policy's forward pass in numpy, for acting on the CPU without a TensorFlow call per step.
 
-A small MLP on a handful of observations takes microseconds of arithmetic, but a TensorFlow
-call costs hundreds of microseconds of dispatch on these machines; acting once per vector step,
-that overhead was a third of a CartPole run. ``NumpyPolicy`` reads the Keras model's weights
+A small MLP on a handful of observations is microseconds of arithmetic, while every TensorFlow
+call has a fixed dispatch cost many times that; acting once per vector step, the dispatch would
+dominate (docs/architecture-notes.md has the figures). ``NumpyPolicy`` reads the Keras model's weights
 (``refresh`` after an update or load, before acting with them) and computes the same function to float32 rounding:
 the same normaliser, layers, activations and distributions. Evaluation and replay both act
 through it, so a replay reproduces the recorded return exactly.
@@ -41,7 +41,7 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 class NumpyPolicy:
-    """Acts like ``agents.policy.Policy`` (sample / mode / value, numpy in and out) from a weight snapshot.
+    """Acts with a weight snapshot of an ActorCritic (sample / mode / value, numpy in and out).
 
     Sampling uses this policy's own ``numpy.random.Generator``, whose state goes into resume
     checkpoints (``random_state``), so a resumed run draws the same actions.
@@ -57,7 +57,7 @@ class NumpyPolicy:
         self._low = np.asarray(spec.action_low, np.float32) if continuous else None
         self._high = np.asarray(spec.action_high, np.float32) if continuous else None
         self._names = [weight_name(variable) for variable in model.weights]
-        # One graph call reads every weight; a .numpy() per variable cost ~0.3 ms each.
+        # One graph call reads every weight, instead of one .numpy() call per variable.
         self._read_weights = tf.function(lambda: [tf.identity(variable.value) for variable in model.weights],
                                          autograph=False)
         self.refresh()

@@ -9,9 +9,9 @@ from agents import losses
 from agents.batch import RolloutBatch
 from agents.config import PPOConfig
 from agents.networks import ActorCritic
-from agents.optimization import (CompiledUpdate, apply_clipped_gradients, batch_gae, gradient_keepers,
-                                 merge_time_and_envs, scheduled)
-from agents.policy import make_distribution
+from agents.compile.update import CompiledUpdate
+from agents.distributions import make_distribution
+from agents.optimization import apply_clipped_gradients, batch_gae, gradient_keepers, merge_time_and_envs, scheduled
 
 METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
 """Averaged over the gradient steps (in this order, as the minibatch step stacks them)."""
@@ -31,7 +31,8 @@ class PPOLearner:
         self.model = model
         self.config = config
         self.distribution = make_distribution(model)
-        self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon)
+        self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate, epsilon=config.adam_epsilon,
+                                                name="adam")  # fixed, as a2c.make_optimizer says
         self.optimizer.build(model.trainable_variables)
         self.generator = tf.random.Generator.from_seed(seed + 1)
         self.rollout_size = config.num_steps * num_envs

@@ -9,14 +9,14 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
-from envs.native import has_native_vector_env, make_native_eval_env, make_native_vector_env
+Result = TypeVar("Result")
 
 SUPPORTED_OBSERVATION_SPACES = "Box"
 SUPPORTED_ACTION_SPACES = "Discrete (starting at 0), Box (one-dimensional)"
@@ -24,6 +24,18 @@ SUPPORTED_ACTION_SPACES = "Discrete (starting at 0), Box (one-dimensional)"
 
 class EnvError(ValueError):
     """The environment cannot be made or is not one the agents support; the message says why."""
+
+
+class EnvStepError(RuntimeError):
+    """An environment raised while it was reset or stepped; the message names the env and what it raised."""
+
+
+def env_call(env_id: str, what: str, call: Callable[..., Result], *arguments: Any, **keywords: Any) -> Result:
+    """``call(*arguments, **keywords)``, with anything it raises turned into an EnvStepError naming the env."""
+    try:
+        return call(*arguments, **keywords)
+    except Exception as error:
+        raise EnvStepError(f"environment {env_id} raised {type(error).__name__} in {what}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -87,36 +99,26 @@ def _read_spaces(env_id: str, env: gym.Env) -> EnvInfo:
 def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", **env_kwargs: Any) -> gym.vector.VectorEnv:
     """Training envs, seeded by the caller's first ``reset(seed=...)``.
 
-    ``auto`` takes gymnasium's own vectorised implementation where champion has an adapter for
-    it (CartPole: ``envs.native``), else ``sync``; ``sync`` steps gym.make envs in this process,
-    ``async`` one process per env.
-
+    ``sync`` (and ``auto``) step gym.make envs in this process, ``async`` one process per env.
     Autoreset happens in the same step (the returned observation starts the next episode and
     ``info["final_obs"]`` holds the last one), so every step is a real transition and a
     truncated episode can be bootstrapped from its final observation. Episode returns and
     lengths are reported by gymnasium's RecordEpisodeStatistics. The sync vector env is built
     from picklable parts, so its whole state (every sub-env and its RNG) can be checkpointed.
     """
-    if vectorization == "auto" and not env_kwargs and has_native_vector_env(env_id):
-        return RecordEpisodeStatistics(make_native_vector_env(env_id, num_envs))
     make_one = [functools.partial(gym.make, env_id, **env_kwargs)] * num_envs
     vector_class = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     return RecordEpisodeStatistics(vector_class(make_one, autoreset_mode=AutoresetMode.SAME_STEP))
 
 
-def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None,
-                  vectorization: str = "auto") -> gym.vector.VectorEnv:
-    """Evaluation envs, one per episode, stepped together; separate from the training envs.
+def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None) -> gym.vector.VectorEnv:
+    """Evaluation envs, one per episode, stepped together in this process; separate from the training envs.
 
-    With ``vectorization`` auto, gymnasium's vectorised env where champion has one (CartPole;
-    not for a window, which it cannot open), else a SyncVectorEnv. With ``render_mode`` only
-    the first env's frames are used (one window, or one video), so the episodes and their
-    returns are exactly those of an evaluation without rendering.
+    With ``render_mode`` only the first env renders (one window, or one video), so the episodes and
+    their returns are exactly those of an evaluation without rendering.
     """
     if render_mode == "rgb_array":  # off-screen: without a display, SDL's probing only prints an error line
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    if vectorization == "auto" and render_mode in (None, "rgb_array") and has_native_vector_env(env_id):
-        return make_native_eval_env(env_id, num_episodes, render_mode)
 
     def make(index: int) -> Callable[[], gym.Env]:
         kwargs = {"render_mode": render_mode} if render_mode and index == 0 else {}

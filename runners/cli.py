@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import click
 
 from agents.config import ConfigError
-from runners.checkpoint import BestPolicyError
+from runners.best_store import BestPolicyError
 from runners.export import ExportError
 from runners.run_folder import RunFolderError
 from runners.runs import ReplayError, RunNotFoundError, find_run_dirs, summarize
@@ -67,7 +67,11 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
             overrides["env_id"] = env_id
         if algo is not None:
             overrides["algo"] = algo
-        _import_tensorflow_quietly()
+        from runners.run_folder import preflight
+        from runners.run_state import resumed_config
+
+        resumed_config(resume_dir, overrides)  # refused changes and a missing run fail here, before TensorFlow starts
+        preflight(resume_dir)
         from runners.training import resume
 
         _print_profile(resume(resume_dir, overrides, progress=not quiet), profile)
@@ -78,22 +82,33 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
     config, note = resolve_config(env_id, algo or "ppo", overrides, use_preset=not no_preset)
     if note and not quiet:
         click.echo(f"champion: note: {note}", err=True)
-    _import_tensorflow_quietly()
+    _check_before_tensorflow(config)
     from runners.training import train as run_training
 
     _print_profile(run_training(config, progress=not quiet), profile)
 
 
+def _check_before_tensorflow(config: Any) -> None:
+    """The checks ``train`` makes before a run folder exists, made before TensorFlow is imported, so that bad
+    input gets its one line without TensorFlow's start-up messages first."""
+    from agents.config import validate
+    from runners.engines import choose_engine
+    from runners.run_folder import preflight
+
+    validate(config)
+    choose_engine(config)
+    preflight(Path(config.results_dir))
+
+
 def _print_profile(result: Any, profile: bool) -> None:
     if profile:
-        from agents.xla_cache import configured_cache_dir
+        from agents.compile.xla_cache import configured_cache_dir
         from runners.timing import profile_table
 
         click.echo(profile_table(result.timings, result.timing_calls, result.wall_seconds, result.session_steps,
                                  result.beside_timings, result.beside_calls), err=True)
-        click.echo(f"before the loop: {result.startup_seconds:.2f} s (checks, run folder, model, engine; "
-                   "a fresh run builds its evaluation envs, logger and store during the first advance, a resumed "
-                   "one builds everything and restores its checkpoint before it)", err=True)
+        click.echo(f"before the loop: {result.startup_seconds:.2f} s (checks, run folder, model, learner, engine, "
+                   "evaluation envs, logger, store; on resume, the restore too)", err=True)
         cache = configured_cache_dir()
         click.echo(f"XLA compile cache: {cache if cache else 'off'} (a run with the same shapes loads its compiled "
                    f"code from there instead of compiling it again)", err=True)
@@ -108,7 +123,6 @@ def _print_profile(result: Any, profile: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, video: Path | None, as_json: bool) -> None:
     """Play the best policy of RUN_DIR (or of the newest run below it) deterministically."""
-    _import_tensorflow_quietly()
     from runners.replay import replay as run_replay
 
     outcome = run_replay(run_dir, episodes=episodes, seed=seed, render=render, video=video)
@@ -135,7 +149,6 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
 def export(run_dir: Path, export_format: str, out: Path | None) -> None:
     """Write the best policy of RUN_DIR as a standalone SavedModel or TFLite file (raw observations in,
     the deterministic action out), with a README and metadata.json next to it."""
-    _import_tensorflow_quietly()
     from runners.export import export_policy
 
     result = export_policy(run_dir, export_format, out)
@@ -237,32 +250,21 @@ def _field_docs() -> list[tuple[str, Any, str]]:
     return rows
 
 
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up messages (CUDA probing on CPU machines) hidden.
-
-    Set CHAMPION_TF_LOGS=1 to see them.
-    """
-    if os.environ.get("CHAMPION_TF_LOGS") == "1" or "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow as tf
-
-            tf.config.list_logical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+def _quiet_tensorflow_logs() -> None:
+    """Ask TensorFlow's C++ logging for fatal messages only (its own log level, read when TensorFlow starts),
+    unless the user chose a level or set CHAMPION_TF_LOGS=1: its start-up notes on a CPU machine (CUDA
+    probing, CPU features) and a warm cache's loader notes would otherwise come before every run's output.
+    A crash message is fatal and still printed. Also picks Keras' TensorFlow backend unless one is chosen."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if os.environ.get("CHAMPION_TF_LOGS") != "1":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _training_stopped(error: Exception) -> Any:
     """The error as a TrainingStopped or CheckpointError (with an exit code), if it is one."""
     if "runners.run_state" not in sys.modules:
         return None
-    from runners.resume import CheckpointError
+    from runners.checkpoints import CheckpointError
     from runners.run_state import TrainingStopped
 
     if isinstance(error, CheckpointError):
@@ -272,8 +274,9 @@ def _training_stopped(error: Exception) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and turn known errors into one line and exit code 2."""
-    from envs.factory import EnvError
+    from envs.factory import EnvError, EnvStepError
 
+    _quiet_tensorflow_logs()
     args = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in args if not arg.startswith("-")), "")
     prefix = f"champion {command}".strip()
@@ -287,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, RunFolderError, ExportError) as error:
         click.echo(f"{prefix}: error: {error}", err=True)
         sys.exit(USAGE_EXIT)
+    except EnvStepError as error:  # replay, export's check: the env itself failed
+        click.echo(f"{prefix}: error: {error}", err=True)
+        sys.exit(1)
     except Exception as error:
         stopped = _training_stopped(error)
         if stopped is None:

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import as_float_batch
+from envs.factory import as_float_batch, env_call
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ MAX_EPISODE_STEPS = 100_000
 
 def evaluate(
     policy: NumpyPolicy, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], frames: list | None = None,
-    max_steps: int = MAX_EPISODE_STEPS, frame_every: int = 1,
+    max_steps: int = MAX_EPISODE_STEPS, frame_every: int = 1, env_id: str = "the environment",
 ) -> EvalResult:
     """Play one episode per seed (env i gets seeds[i]) with the policy's deterministic action.
 
@@ -68,10 +68,11 @@ def evaluate(
     Returns are summed until each env's first episode ends; the vector env may auto-reset an
     env that finished, and those steps are ignored. If ``frames`` is a list, the first env's
     rgb_array frames are appended to it (every ``frame_every``-th one: rendering costs more than stepping).
+    What the envs raise comes back as an EnvStepError naming ``env_id``.
     """
     if len(seeds) != eval_envs.num_envs:
         raise ValueError(f"{len(seeds)} seeds for {eval_envs.num_envs} evaluation envs; give one seed per env")
-    observations, _ = eval_envs.reset(seed=list(seeds))
+    observations, _ = env_call(env_id, "reset()", eval_envs.reset, seed=list(seeds))
     returns = np.zeros(len(seeds), np.float64)
     lengths = np.zeros(len(seeds), np.int64)
     done = np.zeros(len(seeds), bool)
@@ -80,7 +81,7 @@ def evaluate(
         if done.all():
             break
         actions = policy.env_actions(policy.mode(as_float_batch(observations)))
-        observations, rewards, terminated, truncated, _ = eval_envs.step(actions)
+        observations, rewards, terminated, truncated, _ = env_call(env_id, "step()", eval_envs.step, actions)
         running = ~done
         returns[running] += rewards[running]
         lengths[running] += 1
@@ -92,8 +93,7 @@ def evaluate(
 
 def _record(eval_envs: gym.vector.VectorEnv, frames: list | None) -> None:
     if frames is not None:
-        first_frame = getattr(eval_envs, "first_frame", None)  # gymnasium's vectorised envs render every env
-        frames.append(first_frame() if first_frame is not None else eval_envs.envs[0].render())
+        frames.append(eval_envs.envs[0].render())
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,9 @@ class BackgroundEvaluation:
     evaluation runs inside ``start`` (same results, nothing overlapped).
     """
 
-    def __init__(self, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], background: bool = True) -> None:
-        self.eval_envs, self.seeds, self.background = eval_envs, list(seeds), background
+    def __init__(self, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], background: bool = True,
+                 env_id: str = "the environment") -> None:
+        self.eval_envs, self.seeds, self.background, self.env_id = eval_envs, list(seeds), background, env_id
         self._thread: threading.Thread | None = None
         self.step_in_flight = -1
         """The step of the evaluation running now (-1: none)."""
@@ -158,7 +159,7 @@ class BackgroundEvaluation:
     def _evaluate(self, step: int, policy: NumpyPolicy) -> None:
         started = time.perf_counter()
         try:
-            result = evaluate(policy, self.eval_envs, self.seeds)
+            result = evaluate(policy, self.eval_envs, self.seeds, env_id=self.env_id)
             self._outcome = FinishedEvaluation(step, policy, result, time.perf_counter() - started)
         except BaseException as error:  # re-raised on the loop's thread by wait()
             self._outcome = error

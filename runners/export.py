@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from runners.checkpoint import TEMP_PREFIX, atomic_write_bytes, atomic_write_text, fsync_directory
+from runners.atomic_files import TEMP_PREFIX, atomic_write_bytes, atomic_write_text, fsync_directory
 from runners.runs import resolve_run_dir
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def policy_module(model: ActorCritic) -> tf.Module:
     """
     import tensorflow as tf
 
-    from agents.policy import make_distribution
+    from agents.distributions import make_distribution
 
     spec = model.spec
     distribution = make_distribution(model)
@@ -257,7 +257,7 @@ def _check_against_replay(act: Callable[[np.ndarray], np.ndarray], policy: Numpy
 
 def describe_export(manifest: dict[str, Any], module: tf.Module, export_format: str, out: Path) -> dict[str, Any]:
     """The metadata.json of an export: the policy's env and spaces, its score, and how to call it."""
-    from runners.training import package_versions
+    from runners.run_metadata import package_versions
 
     network = manifest["network"]
     signatures = {ACT_SIGNATURE: _describe_function(module.act)}

@@ -43,10 +43,9 @@ class PendingBest:
 class BestPolicyMedia:
     """Records GIFs of new best policies for ``write(step, gif_bytes)`` (the logger)."""
 
-    def __init__(self, env_id: str, seed: int, vectorization: str, write: Callable[[int, bytes, int, int], None],
+    def __init__(self, env_id: str, seed: int, write: Callable[[int, bytes, int, int], None],
                  budget: float | None = None) -> None:
         self.env_id, self.seed = env_id, seed
-        self.vectorization = "sync" if vectorization == "async" else vectorization  # no worker process per GIF
         self.write = write
         self.budget = MEDIA_BUDGET if budget is None else budget
         self.seconds = self.last_seconds = 0.0
@@ -82,9 +81,10 @@ class BestPolicyMedia:
         started = time.perf_counter()
         self.attempts += 1
         frames: list[np.ndarray] = []
-        envs = make_eval_env(self.env_id, 1, render_mode="rgb_array", vectorization=self.vectorization)
+        envs = make_eval_env(self.env_id, 1, render_mode="rgb_array")
         try:
-            evaluate(policy, envs, [self.seed], frames, max_steps=MAX_FRAMES * FRAME_STRIDE, frame_every=FRAME_STRIDE)
+            evaluate(policy, envs, [self.seed], frames, max_steps=MAX_FRAMES * FRAME_STRIDE, frame_every=FRAME_STRIDE,
+                     env_id=self.env_id)
             fps = envs.metadata.get("render_fps") or 30
         finally:
             envs.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from runners.checkpoint import atomic_write_bytes
+from runners.atomic_files import atomic_write_bytes
 from runners.runs import RunSummary, find_run_dirs, is_run_dir, summarize
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ import yaml
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import describe_env, make_eval_env
-from runners.checkpoint import load_best
+from runners.best_store import load_best
 from runners.evaluate import EvalResult, episode_seeds, evaluate
 from runners.runs import ReplayError, resolve_run_dir
 
@@ -71,9 +71,9 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     seeds = _seeds(run_dir, manifest, episodes, seed)
     render_mode = "human" if render else ("rgb_array" if video is not None else None)
     frames: list | None = [] if video is not None else None
-    eval_envs = make_eval_env(manifest["env_id"], len(seeds), render_mode, _vectorization(run_dir))
+    eval_envs = make_eval_env(manifest["env_id"], len(seeds), render_mode)
     try:
-        result = evaluate(policy, eval_envs, seeds, frames)
+        result = evaluate(policy, eval_envs, seeds, frames, env_id=manifest["env_id"])
         fps = eval_envs.metadata.get("render_fps") or 30
     finally:
         eval_envs.close()
@@ -92,11 +92,6 @@ def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: 
     return episode_seeds(seed, episodes or len(recorded))
 
 
-def _vectorization(run_dir: Path) -> str:
-    """The run's vectorization setting: replay evaluates on the kind of envs its evaluations used."""
-    config_path = run_dir / "config.yaml"
-    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
-    return str(config.get("vectorization", "sync"))  # runs from before "auto" existed used sync envs
 
 
 def _check_env_fits(manifest: dict[str, Any]) -> None:

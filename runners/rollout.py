@@ -1,6 +1,6 @@
 """Rollout collection from a gymnasium vector env stepped in this process (``GymnasiumEngine``'s half).
 
-The train loop does not call this directly: it advances an engine (``runners/engines.py``), of
+The train loop does not call this directly: it advances an engine (``runners/engines/``), of
 which collecting here and then updating is one kind; the in-graph engine collects inside its
 compiled call instead.
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 from agents.batch import RolloutBatch
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import as_float_batch
+from envs.factory import as_float_batch, env_call
 from runners.timing import Timings
 
 
@@ -65,15 +65,17 @@ class VectorEnvCollector:
     """Steps a gymnasium vector env (same-step autoreset), acting with the numpy policy."""
 
     def __init__(self, envs: gym.vector.VectorEnv, num_steps: int, seed: int, timings: Timings | None = None,
-                 observations: np.ndarray | None = None, reward_scaler: RewardScaler | None = None) -> None:
-        """Reset the envs with ``seed``, or, when resuming, continue from ``observations``."""
-        self.envs = envs
+                 observations: np.ndarray | None = None, reward_scaler: RewardScaler | None = None,
+                 env_id: str = "the environment") -> None:
+        """Reset the envs with ``seed``, or, when resuming, continue from ``observations``. ``env_id`` names the
+        env in the error raised when it fails (``EnvStepError``)."""
+        self.envs, self.env_id = envs, env_id
         self.reward_scaler = reward_scaler
         self.num_steps = num_steps
         self.num_envs = envs.num_envs
         self.timings = timings or Timings()
         if observations is None:
-            observations, _ = envs.reset(seed=seed)
+            observations, _ = env_call(env_id, "reset()", envs.reset, seed=seed)
         self.observations = as_float_batch(observations)
 
     def collect(self, policy: NumpyPolicy) -> Rollout:
@@ -91,7 +93,8 @@ class VectorEnvCollector:
             with self.timings.phase("acting"):
                 actions[step], log_probs[step], values[step] = policy.sample(self.observations)
             with self.timings.phase("env_stepping"):
-                next_observations, reward, terminal, truncation, info = self.envs.step(policy.env_actions(actions[step]))
+                next_observations, reward, terminal, truncation, info = env_call(
+                    self.env_id, "step()", self.envs.step, policy.env_actions(actions[step]))
             if self.reward_scaler is not None:
                 reward = self.reward_scaler(reward, terminal | truncation)
             rewards[step], terminated[step], truncated[step] = reward, terminal, truncation

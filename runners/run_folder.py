@@ -13,7 +13,7 @@ from types import TracebackType
 import yaml
 
 from agents.config import ConfigError, TrainConfig
-from runners.checkpoint import TEMP_PREFIX, commit_folder
+from runners.atomic_files import TEMP_PREFIX, commit_folder
 
 DEFAULT_MIN_FREE_MB = 64.0
 LOCK_FILE = ".lock"

@@ -28,9 +28,9 @@ from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
-from runners.checkpoint import atomic_write_text, remove_temporaries
+from runners.atomic_files import atomic_write_text, remove_temporaries
 
-from runners.engines import EpisodeStats
+from runners.engines.base import EpisodeStats
 from runners.evaluate import EvalResult
 
 TRAIN_PREFIX = "train/"

@@ -1,25 +1,21 @@
-"""The state a run carries across a stop: counters, signals, and checkpoint save/restore of it."""
+"""What carries a run across a stop: the loop's counters, stop requests (signals), why a run stopped, and
+which config a resume may run with."""
 
 from __future__ import annotations
 
-import random
 import signal
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import yaml
 from rich.console import Console
 
 from agents.config import ConfigError, TrainConfig, validate
 from runners.configure import apply_overrides, config_from_dict, valid_keys
-from runners.resume import LoadedCheckpoint
-
-if TYPE_CHECKING:
-    from runners.training import Run
+from runners.checkpoints import LoadedCheckpoint
 
 # What --resume may change: how long and how often, never what is being learned.
 RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_keep", "log_every",
@@ -98,42 +94,12 @@ class StopRequests:
             signal.signal(number, handler)
 
 
-def checkpoint_state(run: "Run", state: LoopState) -> dict[str, Any]:
-    """Everything besides TensorFlow objects that an exact continuation needs."""
-    return {
-        "loop": asdict(state),
-        **run.engine.checkpoint_state(),
-        "numpy_random": np.random.get_state(),
-        "policy_random": run.policy.random_state(),
-        "python_random": random.getstate(),
-        "best_mean_return": run.store.best_mean_return,
-    }
-
-
 def check_checkpoint_fits(loaded: LoadedCheckpoint, config: TrainConfig, spec: Any) -> None:
     """Refuse (ConfigError) a checkpoint made for another environment or network."""
     network, expected = loaded.manifest.get("network"), spec.to_dict()
     if loaded.manifest.get("env_id") != config.env_id or network != expected:
         raise ConfigError(f"checkpoint {loaded.path} was made for {loaded.manifest.get('env_id')} with network "
                           f"{network}, but this run is {config.env_id} with {expected}; refusing to load it")
-
-
-def restore_state(run: "Run", loaded: LoadedCheckpoint) -> LoopState:
-    """Load a checkpoint (already checked to fit) into the run; return the loop counters."""
-    loaded.restore(run.trackables())
-    saved = loaded.state
-    run.policy.refresh()
-    if "policy_random" in saved:  # checkpoints from before numpy acting kept a TF generator instead
-        run.policy.set_random_state(saved["policy_random"])
-    np.random.set_state(saved["numpy_random"])
-    random.setstate(saved["python_random"])
-    state = LoopState(**{key: value for key, value in saved["loop"].items() if key in LoopState.__dataclass_fields__})
-    run.engine.start(saved, state.step, lambda message: run.console.print(f"[yellow]warning:[/] {message}"))
-    if saved["best_mean_return"] > run.store.best_mean_return:
-        run.console.print(f"[yellow]warning:[/] the checkpoint records a best return of {saved['best_mean_return']:.2f} "
-                          f"but the best loadable policy on disk has {run.store.best_mean_return:.2f}")
-    run.console.print(f"resuming from {loaded.path.name} at step {state.step:,}")
-    return state
 
 
 def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:

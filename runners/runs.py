@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from runners.checkpoint import POINTER_FILE, list_entries
+from runners.best_store import POINTER_FILE, list_entries
 
 
 class RunNotFoundError(FileNotFoundError):

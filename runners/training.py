@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import platform
+import errno
 import re
-import sys
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,98 +12,23 @@ import tensorflow as tf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agents.compile import xla_cache
+from agents.compile.runtime import configure_runtime
 from agents.config import TrainConfig, validate
-from agents.learners import make_learner
-from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, weight_arrays, weight_name
-from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvInfo, describe_env, make_eval_env
+from agents.networks import weight_arrays, weight_name
+from envs.factory import EnvInfo, EnvStepError, describe_env
 from runners import faults
-from runners.checkpoint import BestPolicyStore, atomic_write_text, remove_temporaries, warn
-from runners.evaluate import BackgroundEvaluation, EvalResult, FinishedEvaluation, episode_seeds
-from runners.resume import ResumeCheckpoints
-from runners.engines import Advance, EarlyAdvance, Engine, choose_engine, make_engine
+from runners.atomic_files import atomic_write_text, remove_temporaries
+from runners.checkpoints import ResumeCheckpoints
+from runners.engines import Advance, choose_engine
+from runners.evaluate import EvalResult, FinishedEvaluation
+from runners.run import Run, build_run, warner
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
-from runners.media import BestPolicyMedia
-from runners.run_logger import BEST_POLICY_GIF, RunLogger
+from runners.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
 from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
-                               check_checkpoint_fits, checkpoint_state, resumed_config, restore_state)
-from runners.timing import Timings
+                               check_checkpoint_fits, resumed_config)
 
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a finished run reports; everything else is in its run folder."""
-
-    run_dir: Path
-    best_mean_return: float
-    best_step: int | None
-    env_steps: int
-    """Environment steps the run has reached (over all sessions, when resumed)."""
-    wall_seconds: float
-    """Wall time of this session."""
-    session_steps: int
-    """Environment steps taken in this session."""
-    timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per phase of this session (env_stepping, acting, update, tracing, evaluation, saving, logging)."""
-    timing_calls: dict[str, int] = field(default_factory=dict)
-    """How many times each phase ran."""
-    evaluations: list[tuple[int, float]] = field(default_factory=list)
-    beside_timings: dict[str, float] = field(default_factory=dict)
-    """Seconds of work done on another thread while the loop went on (evaluation), per phase."""
-    beside_calls: dict[str, int] = field(default_factory=dict)
-    startup_seconds: float = 0.0
-    """From the train/resume call to the loop's first advance (checks, run folder, model, engine; on resume,
-    the rest of the run and the restore too): evaluations.csv's wall_seconds count from the loop's start."""
-
-    @property
-    def steps_per_second(self) -> float:
-        """Env steps per wall-clock second of this session, evaluation included."""
-        return self.session_steps / max(self.wall_seconds, 1e-9)
-
-
-@dataclass
-class Run:
-    """Everything one training session works with, built once by ``build_run``."""
-
-    config: TrainConfig
-    run_dir: Path
-    spec: NetworkSpec
-    model: ActorCritic
-    policy: NumpyPolicy
-    learner: Any
-    evaluation: BackgroundEvaluation
-    store: BestPolicyStore
-    checkpoints: ResumeCheckpoints
-    logger: RunLogger
-    timings: Timings
-    console: Console
-    engine: Engine
-    media: BestPolicyMedia | None = None
-    first_advance: EarlyAdvance | None = None
-    """A fresh run's first advance, running on a worker thread until the loop takes it."""
-    evaluations: list[tuple[int, float]] = field(default_factory=list)
-
-    def close(self) -> None:
-        """Flush the logs and close every environment (after the first advance, if it is still running)."""
-        if self.first_advance is not None:
-            self.first_advance.wait()
-        self.logger.close()
-        self.evaluation.close()
-        self.engine.close()
-
-    def trackables(self) -> dict[str, Any]:
-        """The TensorFlow objects a resume checkpoint holds."""
-        return {"model": checkpointable_weights(self.model), **self.learner.checkpoint_objects(),
-                **self.engine.checkpoint_objects()}
-
-    def advance(self, step: int, max_env_steps: int) -> Advance:
-        """The engine's next advance; the first one of a fresh run is the one ``build_run`` started (with the
-        same arguments: step 0 and the steps to the loop's first event)."""
-        if self.first_advance is not None:
-            advanced = self.first_advance.result()  # kept until it returns, so that close() waits for it
-            self.first_advance = None
-            return advanced
-        return self.engine.advance(step, max_env_steps, self.config.total_steps)
+__all__ = ["TrainResult", "resume", "train"]
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -138,11 +58,11 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: boo
 
 def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool,
              called: float) -> TrainResult:
-    # whether stderr is a terminal is read now: during the first compiled call it points at a file for a moment
-    console = Console(stderr=True, quiet=not progress, soft_wrap=True, highlight=False,
-                      force_terminal=True if sys.stderr.isatty() else None)
+    xla_cache.configure()
+    configure_runtime()
+    console = Console(stderr=True, quiet=not progress, soft_wrap=True, highlight=False)
     remove_temporaries(run_dir)  # e.g. a config.yaml or summary.json write cut short by a crash
-    checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=_warner(console))
+    checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=warner(console))
     loaded = checkpoints.latest() if resuming else None
     if loaded is not None:  # refuse a foreign checkpoint before anything in the folder changes
         check_checkpoint_fits(loaded, config, network_spec(env_info, config))
@@ -160,7 +80,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
             run = build_run(config, run_dir, env_info, console, checkpoints, kind,
                             resume_step=loaded.manifest["step"] if loaded else None)
             if loaded is not None:
-                state = restore_state(run, loaded)
+                state = run.restore(loaded)
                 if state.evaluation_in_flight == state.step and not run.logger.has_evaluation(state.step):
                     run.evaluation.start(state.step, run.policy.snapshot())  # it had not finished when the run stopped
             else:
@@ -168,8 +88,11 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
                 run.logger.log_config((run_dir / "config.yaml").read_text())
                 run.logger.log_hparams(hparams(config, run.engine.kind), run_dir.name)
             return _loop(run, state, called, stop)
+    except EnvStepError as error:
+        raise TrainingStopped(f"error: {error}; the best policy saved before it is unchanged in "
+                              f"{run_dir / 'best'}") from error
     except (OSError, tf.errors.OpError) as error:
-        if not _is_write_failure(error):
+        if not _is_write_failure(error, run_dir):
             raise
         raise _write_failure(error, run_dir) from error
     finally:
@@ -177,13 +100,25 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
             run.close()
 
 
-WRITE_FAILURE_MARKERS = ("[Op:SaveV2]", "[Op:MergeV2Checkpoints]", "No space left", "File too large",
-                         "Permission denied", "Read-only file system", "Disk quota")
+CHECKPOINT_WRITE_OPS = ("[Op:SaveV2]", "[Op:MergeV2Checkpoints]")
+"""TensorFlow's ops that write a checkpoint: their errors are write failures wherever their message points."""
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
-def _is_write_failure(error: Exception) -> bool:
-    """An OS error, or a TensorFlow error from writing a checkpoint; not, say, a failed XLA compile."""
-    return isinstance(error, OSError) or any(marker in getattr(error, "message", "") for marker in WRITE_FAILURE_MARKERS)
+def _is_write_failure(error: Exception, run_dir: Path) -> bool:
+    """A failed write in the run folder: an OS error on a file in it (or a full, read-only or over-quota disk
+    that names no file), or TensorFlow's checkpoint writer failing; not an env's or a compiler's error."""
+    if isinstance(error, OSError):
+        names = [name for name in (error.filename, error.filename2) if name is not None]
+        if not names:
+            return error.errno in WRITE_ERRNOS
+        return any(_inside(Path(str(name)), run_dir) for name in names)
+    message = getattr(error, "message", "")
+    return any(marker in message for marker in CHECKPOINT_WRITE_OPS) or str(run_dir.resolve()) in message
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _write_failure(error: Exception, run_dir: Path) -> TrainingStopped:
@@ -197,51 +132,10 @@ def _write_failure(error: Exception, run_dir: Path) -> TrainingStopped:
         f"in {run_dir / 'best'}. Free space or fix the folder, then continue with: champion train --resume {run_dir}")
 
 
-def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Console,
-              checkpoints: ResumeCheckpoints, engine_kind: str, resume_step: int | None) -> Run:
-    """Model, learner, engine, policy, evaluation envs, best store and logger for a run folder.
-
-    A fresh run (no ``resume_step``) starts its engine's first advance on a worker thread as soon as the
-    engine exists (``EarlyAdvance``), and builds the rest meanwhile. With ``resume_step``, whatever was logged
-    after that step is dropped (it will be logged again), and the engine starts from the checkpoint.
-    """
-    spec = network_spec(env_info, config)
-    model = ActorCritic(spec, seed=config.seed)
-    learner, timings = make_learner(model, config), Timings()
-    # the gymnasium engine acts with the numpy policy; the graph engine's policy is only read for evaluation
-    acting = NumpyPolicy(model, seed=config.seed) if engine_kind == "gymnasium" else None
-    engine = make_engine(engine_kind, config, model, acting, learner, timings)
-    first_advance = None
-    try:
-        if resume_step is None:
-            engine.start(None, 0, _warner(console))
-            first_advance = EarlyAdvance(engine, 0, _steps_to_next_event(0, config), config.total_steps)
-        # it reads weights the first advance may be updating: the graph engine refreshes it before each evaluation
-        policy = acting or NumpyPolicy(model, seed=config.seed)
-        logger = RunLogger(run_dir, config.log_every, resume_step)
-        media = None
-        if config.media and "rgb_array" in env_info.render_modes:
-            media = BestPolicyMedia(config.env_id, config.eval_seed, config.vectorization,
-                                    lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height))
-        eval_envs = make_eval_env(config.env_id, config.eval_episodes, vectorization=config.vectorization)
-        evaluation = BackgroundEvaluation(eval_envs, episode_seeds(config.eval_seed, config.eval_episodes),
-                                          config.eval_in_background)
-        store = BestPolicyStore(run_dir / "best", on_warning=_warner(console))
-    except BaseException:
-        if first_advance is not None:
-            first_advance.wait()  # never leave a compiled call running while the run unwinds
-        engine.close()
-        raise
-    return Run(config=config, run_dir=run_dir, spec=spec, model=model, policy=policy, learner=learner,
-               evaluation=evaluation, store=store, checkpoints=checkpoints, logger=logger, timings=timings,
-               console=console, engine=engine, media=media, first_advance=first_advance)
-
-
 def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> TrainResult:
     """The one loop: collect, update, log; evaluate and checkpoint on their schedules; stop on request."""
     config, timings, console = run.config, run.timings, run.console
-    # the loop's clock starts with its first advance, which a fresh run began while it was being built
-    session_start = run.first_advance.started if run.first_advance is not None else time.perf_counter()
+    session_start = time.perf_counter()
     start_step, wall_before = state.step, state.wall_seconds
     console.print(f"[bold]champion[/] {config.algo} on {config.env_id} ({run.engine.kind} engine): step "
                   f"{state.step:,} of {config.total_steps:,} -> {run.run_dir}")
@@ -282,7 +176,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                          state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations,
                          beside_timings=dict(timings.beside_seconds), beside_calls=dict(timings.beside_calls),
                          startup_seconds=session_start - called)
-    _write_summary(result, state.skipped_steps)
+    write_summary(result, state.skipped_steps)
     _record_skipped_best(run, wall_seconds)
     console.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
@@ -346,7 +240,7 @@ def _offer(run: Run, evaluation: FinishedEvaluation, wall_seconds: float, sessio
     run.timings.add_beside("evaluation", evaluation.seconds)
     step, result, weights = evaluation.step, evaluation.result, evaluation.policy.weights
     with run.timings.phase("saving"):
-        saved, _ = run.store.offer(weights, result.mean_return, _manifest(run.config, run.spec, step, result))
+        saved, _ = run.store.offer(weights, result.mean_return, best_manifest(run.config, run.spec, step, result))
     with run.timings.phase("logging"):
         run.logger.log_evaluation(step, wall_seconds, result, run.store.best_mean_return, saved)
     if saved and run.media is not None:
@@ -378,26 +272,9 @@ def _guard_media(run: Run, record: Callable[[], object]) -> None:
     except (OSError, tf.errors.OpError):  # writing the event file failed: the loop reports that
         raise
     except Exception as error:  # rendering needs pygame/a renderer; a user env's render can fail in any way
-        _warner(run.console)(f"best-policy GIFs turned off: rendering {run.config.env_id} failed "
+        warner(run.console)(f"best-policy GIFs turned off: rendering {run.config.env_id} failed "
                              f"({type(error).__name__}: {error}); --no-media silences this")
         run.media = None
-
-
-def hparams(config: TrainConfig, engine: str) -> dict[str, bool | int | float | str]:
-    """The config as flat hparams (dotted keys; the other algorithm's section left out; the engine used)."""
-    flat: dict[str, bool | int | float | str] = {"engine": engine}
-    for key, value in config.to_dict().items():
-        if isinstance(value, dict):
-            if key in ("ppo", "a2c") and key != config.algo:
-                continue
-            flat.update({f"{key}.{name}": _hparam_value(item) for name, item in value.items()})
-        else:
-            flat.setdefault(key, _hparam_value(value))
-    return flat
-
-
-def _hparam_value(value: Any) -> bool | int | float | str:
-    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_second: float) -> None:
@@ -406,81 +283,7 @@ def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_secon
         run.logger.flush(state.step, steps_per_second)
         state.wall_seconds = wall_seconds
         manifest = {"env_id": run.config.env_id, "algo": run.config.algo, "network": run.spec.to_dict()}
-        run.checkpoints.save(state.step, run.trackables(), checkpoint_state(run, state), manifest)
-
-
-def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
-    """The network for this env and config."""
-    return NetworkSpec(
-        observation_shape=env_info.observation_shape,
-        action_kind=env_info.action_kind,
-        action_size=env_info.action_size,
-        hidden_sizes=config.network.hidden_sizes,
-        activation=config.network.activation,
-        shared_torso=config.network.shared_torso,
-        action_low=env_info.action_low,
-        action_high=env_info.action_high,
-        log_std_init=config.network.log_std_init,
-        normalize_observations=config.network.normalize_observations,
-        observation_clip=config.network.observation_clip,
-    )
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that decide how a saved policy behaves."""
-    versions = {"python": platform.python_version()}
-    for package in ("champion", "tensorflow", "keras", "gymnasium", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
-def _manifest(config: TrainConfig, spec: NetworkSpec, step: int, result: EvalResult) -> dict[str, Any]:
-    return {
-        "env_id": config.env_id,
-        "algo": config.algo,
-        "step": step,
-        "mean_return": result.mean_return,
-        "std_return": result.std_return,
-        "min_return": result.min_return,
-        "max_return": result.max_return,
-        "mean_length": result.mean_length,
-        "episodes": len(result.returns),
-        "eval_seeds": list(result.seeds),
-        "returns": list(result.returns),
-        "network": spec.to_dict(),
-        "seed": config.seed,
-        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": package_versions(),
-    }
-
-
-def _write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
-    summary = {
-        "env_steps": result.env_steps,
-        "session_steps": result.session_steps,
-        "wall_seconds": round(result.wall_seconds, 3),
-        "startup_seconds": round(result.startup_seconds, 3),
-        "steps_per_second": round(result.steps_per_second, 1),
-        "best_mean_return": result.best_mean_return,
-        "best_step": result.best_step,
-        "nonfinite_steps_skipped": nonfinite_steps_skipped,
-        "timings": {name: round(seconds, 3) for name, seconds in result.timings.items()},
-        "timing_calls": dict(result.timing_calls),
-        "beside_timings": {name: round(seconds, 3) for name, seconds in result.beside_timings.items()},
-        "beside_calls": dict(result.beside_calls),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-
-
-def _warner(console: Console) -> Any:
-    """Warnings go through the console (above the progress bar), or to stderr when it is quiet."""
-    if console.quiet:
-        return warn
-    return lambda message: console.print(f"[bold yellow]warning:[/] {message}")
+        run.checkpoints.save(state.step, run.trackables(), run.checkpoint_state(state), manifest)
 
 
 def _evaluation_line(step: int, result: EvalResult, best: float, saved: bool) -> str:

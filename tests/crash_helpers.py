@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runners.checkpoint import POINTER_FILE, list_entries, load_best, read_entry
-from runners.resume import read_checkpoint
+from runners.best_store import POINTER_FILE, list_entries, load_best, read_entry
+from runners.checkpoints import read_checkpoint
 
 CHAMPION = [sys.executable, "-c", "from runners.cli import main; main()"]
 QUICK = ["--set", "ppo.epochs=2", "--set", "checkpoint_every=1024", "--eval-every", "512", "-q", "--no-media",

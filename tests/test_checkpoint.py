@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from runners.checkpoint import (POINTER_FILE, BestPolicyError, BestPolicyStore, atomic_write_text, load_best)
+from runners.atomic_files import atomic_write_text
+from runners.best_store import POINTER_FILE, BestPolicyError, BestPolicyStore, load_best
 
 
 def weights(value: float) -> dict:

@@ -1,8 +1,10 @@
 """The command line: one-line errors with exit code 2 before any folder exists, and a real run."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +12,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util.tensor_util import make_ndarray
 
-from agents import xla_cache
-from runners.checkpoint import load_best
+from agents.compile import xla_cache
+from runners.best_store import load_best
 from runners.cli import main
 
 CHAMPION = [sys.executable, "-c", "from runners.cli import main; main()"]
@@ -78,7 +80,9 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     startup = json.loads((results / "CartPole-v1" / "ppo" / "e2e" / "summary.json").read_text())["startup_seconds"]
     before_the_loop = lines[-2].split()
     assert before_the_loop[:3] == ["before", "the", "loop:"] and abs(float(before_the_loop[3]) - startup) <= 0.006
-    assert train.stderr.splitlines()[-1].startswith(f"XLA compile cache: {xla_cache.configured_cache_dir()} (")
+    cache = xla_cache.configured_cache_dir() or Path(os.environ[xla_cache.ENVIRONMENT_VARIABLE])
+    assert train.stderr.splitlines()[-1].startswith(f"XLA compile cache: {cache} (")
+    assert any(path.name.endswith(".pb") for path in cache.iterdir())  # the run left its compiled step there
     run_dir = results / "CartPole-v1" / "ppo" / "e2e"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (config["total_steps"], config["ppo"]["epochs"], config["ppo"]["num_steps"]) == (3000, 4, 32)
@@ -136,7 +140,7 @@ def test_replay_writes_a_video_of_the_first_episode(tmp_path):
 
 
 def test_replay_refuses_weights_that_do_not_fit_the_recorded_network(tmp_path, capsys):
-    from runners.checkpoint import list_entries
+    from runners.best_store import list_entries
     from runners.configure import resolve_config
     from runners.training import train
 

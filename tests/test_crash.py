@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crash_helpers import QUICK, assert_run_is_sound, champion, evaluation_rows, final_files
-from runners.checkpoint import list_entries, load_best
+from runners.best_store import list_entries, load_best
 from runners.configure import resolve_config
 from runners.replay import replay
 from runners.run_state import TrainingDiverged
@@ -143,12 +143,21 @@ def test_nan_rewards_are_never_saved_and_stop_the_run(tmp_path):
     assert [path.name for path in final_files(run_dir) if "nan" in path.name.lower()] == []
 
 
-def test_only_write_errors_are_reported_as_a_failed_write():
+def test_only_write_errors_in_the_run_folder_are_reported_as_a_failed_write(tmp_path):
     import tensorflow as tf
 
-    assert _is_write_failure(OSError(28, "No space left on device"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert _is_write_failure(OSError(28, "No space left on device"), run_dir)  # a full disk that names no file
+    assert _is_write_failure(PermissionError(13, "Permission denied", str(run_dir / "best" / "x.json")), run_dir)
+    assert not _is_write_failure(PermissionError(13, "Permission denied", str(tmp_path / "elsewhere")), run_dir)
+    assert not _is_write_failure(FileNotFoundError(2, "No such file", "/data/level-3.map"), run_dir)  # an env's read
+    assert not _is_write_failure(ConnectionResetError(104, "Connection reset by peer"), run_dir)
     assert _is_write_failure(tf.errors.ResourceExhaustedError(
-        None, None, "{{function_node __inference_save_fn_12}} /r/ckpt-1_temp/part; No space left on device [Op:SaveV2]"))
-    assert _is_write_failure(tf.errors.UnknownError(None, None, "/r/ckpt-1.index; Read-only file system"))
+        None, None, "{{function_node __inference_save_fn_12}} /r/ckpt-1_temp/part; No space left on device [Op:SaveV2]"),
+        run_dir)
+    assert _is_write_failure(tf.errors.UnknownError(None, None, f"{run_dir.resolve()}/ckpt-1.index; Read-only file system"),
+                             run_dir)
+    assert not _is_write_failure(tf.errors.PermissionDeniedError(None, None, "/opt/model.pb; Permission denied"), run_dir)
     assert not _is_write_failure(tf.errors.InvalidArgumentError(
-        None, None, "Read less bytes than requested [Op:__inference__advance_2499]"))
+        None, None, "Read less bytes than requested [Op:__inference__advance_2499]"), run_dir)

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorflow.core.framework import function_pb2
 from tensorflow.python.eager import context
 
-from agents import graph_cache, xla_cache
+from agents.compile import graph_cache, xla_cache
 from agents.a2c import A2CLearner
 from agents.batch import RolloutBatch
 from agents.config import A2CConfig, PPOConfig, TrainConfig
@@ -21,9 +21,9 @@ from agents.networks import ActorCritic, NetworkSpec
 from agents.ppo import PPOLearner
 from envs.factory import describe_env
 from runners.configure import resolve_config
-from runners.graph_engine import FIELDS_OUTSIDE_THE_GRAPH, GraphEngine
+from runners.engines.graph import FIELDS_OUTSIDE_THE_GRAPH, GraphEngine
 from runners.timing import Timings
-from runners.training import network_spec
+from runners.run_metadata import network_spec
 from test_learners import random_batch
 
 

@@ -18,10 +18,11 @@ from envs.graph import has_graph_env
 from envs.graph.cartpole import MAX_EPISODE_STEPS, CartPoleState, GraphCartPole
 from runners.configure import resolve_config
 from runners.engines import Advance, EpisodeStats, choose_engine
-from runners.graph_engine import GraphEngine
+from runners.engines.graph import GraphEngine
 from runners.timing import Timings
 from runners.run_state import LoopState
-from runners.training import _count_nonfinite, network_spec, train
+from runners.run_metadata import network_spec
+from runners.training import _count_nonfinite, train
 
 
 def cartpole(num_envs: int = 1, seed: int = 0) -> GraphCartPole:

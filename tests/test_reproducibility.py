@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from runners.checkpoint import load_best
+from runners.best_store import load_best
 from runners.configure import resolve_config
 from runners.training import train
 

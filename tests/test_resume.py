@@ -15,7 +15,7 @@ from crash_helpers import (CHAMPION, QUICK, assert_run_is_sound, champion, evalu
 import runners.evaluate
 import runners.faults
 from runners.configure import resolve_config
-from runners.resume import CheckpointError, read_checkpoint
+from runners.checkpoints import CheckpointError, read_checkpoint
 from runners.run_folder import RunFolderError, RunLock
 from runners.training import resume, train
 

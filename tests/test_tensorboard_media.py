@@ -10,12 +10,13 @@ from tensorboard.util.tensor_util import make_ndarray
 
 from agents.networks import ActorCritic
 from agents.numpy_policy import NumpyPolicy
-from runners.checkpoint import load_best
+from runners.best_store import load_best
 from runners.configure import resolve_config
 from runners import media as media_module
 from runners.media import FIRST_ESTIMATE, FRAME_STRIDE, MAX_FRAMES, BestPolicyMedia
 from runners.run_logger import BEST_POLICY_GIF
-from runners.training import network_spec, resume, train
+from runners.run_metadata import network_spec
+from runners.training import resume, train
 from envs.factory import describe_env
 
 
@@ -103,7 +104,7 @@ def cartpole_media(budget):
     """A BestPolicyMedia on CartPole that notes the steps it writes a GIF for, and a policy to offer it."""
     config, _ = resolve_config("CartPole-v1", "ppo", {})
     written = []
-    media = BestPolicyMedia("CartPole-v1", 0, "auto", lambda step, gif, width, height: written.append(step),
+    media = BestPolicyMedia("CartPole-v1", 0, lambda step, gif, width, height: written.append(step),
                             budget=budget)
     return media, NumpyPolicy(ActorCritic(network_spec(describe_env("CartPole-v1"), config))), written
 

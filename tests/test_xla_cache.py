@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from agents import xla_cache
+from agents.compile import xla_cache
 from crash_helpers import CHAMPION
 
 

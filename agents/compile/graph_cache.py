@@ -8,10 +8,12 @@ with a key saves the library and which of its variables (by path) each captured 
 run registers the saved definitions and calls them with its own variables.
 
 A run that traces calls the definitions it saved, not the traced ones (which also carry Python stack
-traces), so a run's numbers never depend on where its graph came from, and the traced and the loaded
-graph find the same XLA cache entry. An entry is written to a unique temporary file and renamed into
-place, and checked against its sha256 and its variables' paths, dtypes and shapes when read: one that
-can't be used is ignored, and the function is traced as if it were not there.
+traces), so the traced and the loaded graph find the same XLA cache entry. An entry is written to a unique
+temporary file and renamed into place, and checked against its sha256 and its variables' paths, dtypes and
+shapes when read: one that can't be used is ignored, and the function is traced as if it were not there.
+
+Registering and calling saved definitions needs private TensorFlow APIs (``compat``). Where they may not be
+used (an untested TensorFlow, or ``CHAMPION_XLA_CACHE=off``), the tf.function is traced and called as it is.
 """
 
 from __future__ import annotations
@@ -21,22 +23,16 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import keras
 import tensorflow as tf
-from tensorflow.core.framework import function_pb2
-from tensorflow.python.eager import context
-from tensorflow.python.framework import ops
 
-from agents import xla_cache
+from agents.compile import compat, xla_cache
 
 MAGIC = b"champion-graph-1\n"
-UMASK = os.umask(0o022)
-os.umask(UMASK)  # read once, while only the importing thread runs
 PACKAGES = ("agents", "envs", "runners")
 """champion's packages whose code a traced graph may come from: any change to them is a new key."""
 
@@ -57,10 +53,9 @@ SOURCE_DIGEST = source_digest()
 
 def cache_key(name: str, settings: dict[str, Any]) -> str:
     """The key of a traced function: its name, the settings it reads, champion's code, and what else
-    shapes a trace (TensorFlow, Keras and gymnasium versions, Keras' float type, op determinism)."""
+    shapes a trace (TensorFlow, Keras and gymnasium versions, Keras' float type)."""
     text = json.dumps({"function": name, "settings": settings, "source": SOURCE_DIGEST, "versions": VERSIONS,
-                       "floatx": keras.config.floatx(), "deterministic": os.environ.get("TF_DETERMINISTIC_OPS", "")},
-                      sort_keys=True, default=str)
+                       "floatx": keras.config.floatx()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -102,8 +97,8 @@ class CachedGraphFunction:
 
     ``list_variables`` gives the variables the function may capture, by a path that names the same
     variable in every process; a function that captures anything else (or creates variables while it
-    is traced) is still called this way, only not saved. ``key`` None (or no cache directory) turns
-    saving and loading off.
+    is traced) is still called this way, only not saved. ``key`` None, no cache directory, or private
+    APIs not available (``compat.available``) mean the tf.function is traced and called as it is.
     """
 
     def __init__(self, function: tf.types.experimental.PolymorphicFunction,
@@ -114,6 +109,7 @@ class CachedGraphFunction:
         self._inputs: list[tf.Tensor] = []
         self._traced: Any = None  # the concrete function: while it lives, the definitions it registered do
         self._loaded_names: list[str] = []
+        self._plain = False  # called as the tf.function it is (public APIs only)
 
     @property
     def prepared(self) -> bool:
@@ -122,6 +118,10 @@ class CachedGraphFunction:
 
     def prepare(self) -> str:
         """Load the graph from the cache, or trace (and save) it; returns "loaded" or "traced"."""
+        if not compat.available():
+            self.function.get_concrete_function()
+            self._plain, self.source = True, "traced"
+            return self.source
         directory = xla_cache.configured_cache_dir() if self.key else None
         path = directory / f"champion-graph-{self.key}.pb" if directory else None
         loaded = self._load(path) if path is not None else "unusable"
@@ -140,24 +140,25 @@ class CachedGraphFunction:
         """The function's output (it has one) for ``arguments``."""
         if not self.prepared:
             self.prepare()
-        return context.context().call_function(self._name, [*arguments, *self._inputs], 1)[0]
+        if self._plain:
+            return self.function(*arguments)
+        return compat.call_definition(self._name, [*arguments, *self._inputs])
 
     def close(self) -> None:
         """Drop the definitions this object loaded (traced ones go with the traced function)."""
-        for name in self._loaded_names:
-            context.context().remove_function(name)
+        compat.remove_definitions(self._loaded_names)
         self._loaded_names = []
 
     def _trace(self, path: Path | None) -> None:
         before = self.list_variables()
-        xla_cache.align_trace_names()
+        compat.align_trace_names()
         concrete = self.function.get_concrete_function()
         if len(concrete.function_def.signature.output_arg) != 1:
             raise ValueError(f"{concrete.name} must return one tensor")
-        library = function_pb2.FunctionDefLibrary()
+        library = compat.new_library()
         library.function.extend(concrete.graph.as_graph_def().library.function)
         library.function.append(concrete.function_def)
-        _replace_traced(library)
+        compat.replace_definitions(library)
         self._traced, self._name = concrete, concrete.function_def.signature.name.encode()
         self._inputs = list(concrete.captured_inputs)
         names = {id(variable.handle): name for name, variable in before.items()}
@@ -177,7 +178,7 @@ class CachedGraphFunction:
         try:
             header_text, _, library_bytes = payload.partition(b"\n")
             header = json.loads(header_text)
-            library = function_pb2.FunctionDefLibrary.FromString(library_bytes)
+            library = compat.parse_library(library_bytes)
             available = self.list_variables()
             variables = [available[name] for name, *_ in header["captures"]]
             if [[name, *_describe(variable)] for (name, *_), variable in zip(header["captures"], variables)] \
@@ -186,8 +187,8 @@ class CachedGraphFunction:
             name = header["function"].encode()
         except Exception:  # noqa: BLE001 - whatever is wrong with an entry, it is only not used
             return "unusable"
-        _reserve_names(library)
-        added = _add_loaded(library)
+        compat.reserve_names(library)
+        added = compat.add_definitions(library)
         if added is None:
             return "clash"
         self._name, self._inputs, self._loaded_names = name, [variable.handle for variable in variables], added
@@ -197,41 +198,6 @@ class CachedGraphFunction:
 def _describe(variable: tf.Variable) -> list[Any]:
     """A captured variable's dtype and shape, as the header records them."""
     return [variable.dtype.name, variable.shape.as_list()]
-
-
-def _replace_traced(library: function_pb2.FunctionDefLibrary) -> None:
-    """Swap the traced definitions in the eager context for the library's (the same, without the Python
-    stack traces a trace attaches and which end up in what XLA compiles)."""
-    eager = context.context()
-    for definition in library.function:
-        eager.remove_function(definition.signature.name)
-        eager.add_function_def(definition)
-
-
-def _add_loaded(library: function_pb2.FunctionDefLibrary) -> list[str] | None:
-    """Add the library's definitions to the eager context; the names added, or None (and nothing added)
-    when one of them is already there with another definition."""
-    eager = context.context()
-    added: list[str] = []
-    for definition in library.function:
-        try:
-            eager.add_function_def(definition)
-        except (tf.errors.OpError, ValueError):
-            for name in added:
-                eager.remove_function(name)
-            return None
-        added.append(definition.signature.name)
-    return added
-
-
-def _reserve_names(library: function_pb2.FunctionDefLibrary) -> None:
-    """Move TensorFlow's unique-id counter past the ids in the loaded names, so that no later trace in
-    this process names a function like one of them."""
-    ids = [int(found) for definition in library.function
-           for found in re.findall(r"_(\d+)$", definition.signature.name)]
-    highest = max(ids, default=0)
-    while ops.uid() < highest:
-        pass
 
 
 def _write(path: Path, payload: bytes) -> None:
@@ -245,11 +211,23 @@ def _write(path: Path, payload: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(content)
-        os.chmod(temporary, 0o666 & ~UMASK)  # as TensorFlow's own entries (mkstemp makes them private)
+        os.chmod(temporary, 0o666 & ~_umask())  # as TensorFlow's own entries (mkstemp makes them private)
         os.replace(temporary, path)
     except OSError:
         with contextlib.suppress(OSError):
             os.remove(temporary)
+
+
+def _umask() -> int:
+    """The process' umask, read from /proc (setting it to read it would race with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def _read(path: Path) -> bytes | None:

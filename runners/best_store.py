@@ -1,136 +1,29 @@
-"""Crash-safe files: atomic writes and the best-policy store.
-
-Nothing here ever writes over a file that is in use: new content goes to a temporary name in
-the same folder, is flushed and fsynced, and then renamed into place (an atomic step on POSIX
-file systems), so a crash at any moment leaves either the old or the new version, never half.
-"""
+"""The best-policy store: versioned entries written atomically, verified by sha256 when read."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from runners.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder, decode_weights, encode_weights,
+                                  remove_folder, remove_temporaries, unique_path, warn)
 from runners.faults import write_point
 
 POINTER_FILE = "current.json"
 WEIGHTS_FILE = "policy.npz"
 MANIFEST_FILE = "manifest.json"
-TEMP_PREFIX = ".tmp-"
 
 
 class BestPolicyError(RuntimeError):
     """No loadable best policy; the message says what was found."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix."""
-    temporary = path.parent / f"{TEMP_PREFIX}{path.name}-{os.getpid()}"
-    try:
-        write_point(f"before writing {path.name}")
-        with open(temporary, "wb") as handle:
-            handle.write(data[: len(data) // 2])
-            write_point(f"half-way through {temporary.name}")
-            handle.write(data[len(data) // 2:])
-            handle.flush()
-            os.fsync(handle.fileno())
-        write_point(f"before renaming to {path.name}")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    write_point(f"after renaming to {path.name}")
-    fsync_directory(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """atomic_write_bytes for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename inside ``path`` durable."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def commit_folder(temporary: Path, final: Path) -> None:
-    """Make a fully written temporary folder durable and give it its final name in one rename.
-
-    Every file in it and the folder itself are fsynced first; the parent is fsynced after.
-    """
-    for path in temporary.iterdir():
-        with open(path, "rb+") as handle:
-            os.fsync(handle.fileno())
-    fsync_directory(temporary)
-    write_point(f"before renaming to {final.name}")
-    os.rename(temporary, final)
-    write_point(f"after renaming to {final.name}")
-    fsync_directory(final.parent)
-
-
-def unique_path(directory: Path, stem: str) -> Path:
-    """directory/stem, or stem-2, stem-3, ... if taken: an existing entry is never overwritten."""
-    path, suffix = directory / stem, 1
-    while path.exists():
-        suffix += 1
-        path = directory / f"{stem}-{suffix}"
-    return path
-
-
-def remove_folder(path: Path) -> None:
-    """Delete a folder without ever leaving a half-deleted one at its final name.
-
-    It is first renamed to a temporary name (atomic), which the next start cleans up if this
-    process dies while deleting.
-    """
-    doomed = path.parent / f"{TEMP_PREFIX}removing-{path.name}"
-    os.rename(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
-def remove_temporaries(directory: Path) -> None:
-    """Delete what an interrupted write left behind (names starting with .tmp-)."""
-    for path in directory.glob(f"{TEMP_PREFIX}*"):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def encode_weights(arrays: dict[str, np.ndarray]) -> bytes:
-    """Weights by name as the bytes of an .npz file (uncompressed, no pickle)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def decode_weights(data: bytes) -> dict[str, np.ndarray]:
-    """Inverse of encode_weights."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
-def warn(message: str) -> None:
-    """Say something the user must see (a fallback, a damaged file) on stderr."""
-    print(f"champion: warning: {message}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

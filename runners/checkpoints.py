@@ -18,10 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import tensorflow as tf
-
-from runners.checkpoint import (TEMP_PREFIX, commit_folder, file_sha256, remove_folder, remove_temporaries, unique_path,
-                                warn)
+from runners.atomic_files import TEMP_PREFIX, commit_folder, file_sha256, remove_folder, remove_temporaries, unique_path, warn
 from runners.faults import write_point
 
 PREFIX = "ckpt-"
@@ -44,6 +41,8 @@ class LoadedCheckpoint:
 
     def restore(self, trackables: dict[str, Any]) -> None:
         """Load the TensorFlow objects saved under the same names; every one must match."""
+        import tensorflow as tf  # only here and in save: finding and checking checkpoints needs no TensorFlow
+
         tf.train.Checkpoint(**trackables).read(str(self.path / TF_PREFIX)).assert_existing_objects_matched()
 
 
@@ -63,6 +62,8 @@ class ResumeCheckpoints:
 
     def save(self, step: int, trackables: dict[str, Any], state: dict[str, Any], manifest: dict[str, Any]) -> Path:
         """Write a new checkpoint for ``step`` (never over an existing one) and prune old ones."""
+        import tensorflow as tf
+
         final = unique_path(self.directory, f"{PREFIX}{step:010d}")
         temporary = self.directory / f"{TEMP_PREFIX}{final.name}"
         shutil.rmtree(temporary, ignore_errors=True)

@@ -16,14 +16,14 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from agents import graph_cache, xla_cache
 from agents.batch import RolloutBatch
+from agents.compile import graph_cache, xla_cache
+from agents.compile.update import learner_variables
 from agents.config import TrainConfig
+from agents.distributions import make_distribution
 from agents.networks import ActorCritic
-from agents.optimization import learner_variables
-from agents.policy import make_distribution
 from envs.graph import make_graph_env
-from runners.engines import Advance, EpisodeStats, build_graph
+from runners.engines.base import Advance, EpisodeStats, build_graph
 from runners.timing import Timings
 
 EPISODE_FIELDS = ("episodes", "episode_return_sum", "episode_length_sum")

@@ -1,0 +1,185 @@
+"""TensorFlow's persistent XLA cache, so that a run's compiled step is compiled once per machine.
+
+TensorFlow keeps what XLA compiled on disk when ``TF_XLA_FLAGS`` names a directory
+(``--tf_xla_persistent_cache_directory``), and loads it when the same computation is compiled again.
+Entries are keyed by the computation and checked against its full HLO before use, and TensorFlow writes
+each one to a unique temporary file and renames it into place, so several runs may share the directory.
+
+``configure`` is called when a run starts (never at import). TensorFlow reads the flag at the first
+compile of the process, so it takes effect in a process that has compiled nothing yet. The directory is
+per TensorFlow version and per machine (host name and CPU flags), so a home directory shared by a cluster
+never hands one machine another's code. ``CHAMPION_XLA_CACHE`` picks another directory, or ``off`` turns
+every compile cache off; a ``TF_XLA_FLAGS`` that already names a cache directory is left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import Callable, TypeVar
+
+Result = TypeVar("Result")
+
+ENVIRONMENT_VARIABLE = "CHAMPION_XLA_CACHE"
+FLAG = "--tf_xla_persistent_cache_directory"
+MAX_CACHE_BYTES = 256 * 1024 * 1024
+"""Past this size the oldest entries are removed when a run starts."""
+OFF_VALUES = {"off", "0", "false", "no", "none", ""}
+ENTRY_SUFFIX = ".pb"
+SET_ASIDE_PREFIX = "damaged-"
+DAMAGED_ENTRY_MESSAGES = ("as binary proto", "Read less bytes than requested", "XlaSerializedCacheEntry")
+"""What TensorFlow says when it cannot read a cache entry (the first names the file)."""
+
+
+def machine_fingerprint() -> str:
+    """A short hash of what makes compiled CPU code portable or not: host, architecture and CPU flags."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            cpu = next((line for line in handle if line.startswith(("flags", "Features"))), cpu)
+    except OSError:
+        pass
+    text = "|".join([socket.gethostname(), platform.machine(), cpu])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/champion/xla/tf-VERSION-FINGERPRINT`` (``~/.cache`` when XDG_CACHE_HOME is unset)."""
+    try:
+        version = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "champion" / "xla" / f"tf-{version}-{machine_fingerprint()}"
+
+
+def turned_off() -> bool:
+    """Whether ``CHAMPION_XLA_CACHE`` turns the compile caches off."""
+    chosen = os.environ.get(ENVIRONMENT_VARIABLE)
+    return chosen is not None and chosen.strip().lower() in OFF_VALUES
+
+
+def configured_cache_dir() -> Path | None:
+    """The cache directory ``TF_XLA_FLAGS`` names (set by ``configure`` or by the user), or None."""
+    if turned_off():
+        return None
+    for flag in os.environ.get("TF_XLA_FLAGS", "").split():
+        name, _, value = flag.partition("=")
+        if name == FLAG and value:
+            return Path(value)
+    return None
+
+
+def configure() -> Path | None:
+    """Point TensorFlow's XLA persistent cache at champion's directory, unless the user chose otherwise.
+
+    Returns the directory in use, or None when the cache is off or its directory can't be written (the
+    cache is then simply not used: a run never fails for want of it).
+    """
+    if turned_off():
+        return None
+    existing = configured_cache_dir()
+    if existing is not None:
+        return existing
+    chosen = os.environ.get(ENVIRONMENT_VARIABLE)
+    directory = Path(chosen).expanduser() if chosen else default_cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return None
+        prune(directory, MAX_CACHE_BYTES)
+    except OSError:
+        return None
+    os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {FLAG}={directory}".strip()
+    return directory
+
+
+def prune(directory: Path, max_bytes: int) -> int:
+    """Remove the least recently written entries until the directory holds at most half of ``max_bytes``
+    (only once it holds more than ``max_bytes``). Returns how many files were removed. Files being written
+    (TensorFlow's and champion's temporaries) are left alone."""
+    entries = []
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False) and ".tmp" not in entry.name:
+            status = entry.stat(follow_symlinks=False)
+            entries.append((status.st_mtime, status.st_size, entry.path))
+    total = sum(size for _, size, _ in entries)
+    if total <= max_bytes:
+        return 0
+    removed = 0
+    for _, size, path in sorted(entries):
+        if total <= max_bytes // 2:
+            break
+        try:
+            os.remove(path)
+        except FileNotFoundError:  # another run pruned it first
+            pass
+        total -= size
+        removed += 1
+    return removed
+
+
+def first_call(call: Callable[[], Result], rebuild: Callable[[], None]) -> Result:
+    """The first call of an XLA-compiled function, recovering from a cache entry TensorFlow cannot read.
+
+    TensorFlow fails the call, not the lookup, when an entry it finds is damaged. Only that error is
+    recovered from: the damaged entry is renamed aside (``damaged-...``, removed by a later prune; no other
+    file is touched), ``rebuild`` makes a new function and the call is made once more. Any other error,
+    or a damaged entry that can't be found, is raised as it is.
+    """
+    import tensorflow as tf
+
+    directory = configured_cache_dir()
+    try:
+        return call()
+    except tf.errors.OpError as error:
+        if directory is None or not any(text in error.message for text in DAMAGED_ENTRY_MESSAGES):
+            raise
+        set_aside = set_aside_damaged(directory, error.message)
+        if not set_aside:
+            raise
+        names = ", ".join(path.name for path in set_aside)
+        print(f"champion: warning: the XLA compile cache entry {names} in {directory} could not be read "
+              f"({error.message.splitlines()[0][:160]}); set it aside and compiling afresh", file=sys.stderr)
+        rebuild()
+        return call()
+
+
+def set_aside_damaged(directory: Path, message: str) -> list[Path]:
+    """Rename aside the damaged entries: the one the message names, else every finished entry whose bytes
+    are not a well-formed protocol buffer. Returns their new paths."""
+    named = [Path(found) for found in re.findall(r"(\S+" + re.escape(ENTRY_SUFFIX) + r")\b", message)]
+    candidates = [path for path in named if path.parent == directory and path.is_file()]
+    if not candidates:
+        candidates = [Path(entry.path) for entry in os.scandir(directory)
+                      if entry.name.startswith("xla_compile_cache") and entry.name.endswith(ENTRY_SUFFIX)
+                      and not _well_formed(Path(entry.path))]
+    moved = []
+    for path in candidates:
+        target = path.with_name(SET_ASIDE_PREFIX + path.name + ".bad")
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:  # another run set it aside first
+            continue
+        moved.append(target)
+    return moved
+
+
+def _well_formed(path: Path) -> bool:
+    """Whether a file's bytes parse as some protocol buffer (a truncated or garbled one does not)."""
+    from google.protobuf import empty_pb2
+    from google.protobuf.message import DecodeError
+
+    try:
+        empty_pb2.Empty().ParseFromString(path.read_bytes())
+    except DecodeError:
+        return False
+    except OSError:
+        return True  # unreadable now (removed meanwhile): not ours to judge
+    return True

@@ -1,0 +1,46 @@
+"""Engines: what advances training by some env steps (collect rollouts, update the learner).
+
+The train loop asks an engine to ``advance`` up to the next step where it has something to do
+(evaluate, log, checkpoint, stop) and gets back the steps taken, the update metrics and the
+finished episodes (``base``). ``gymnasium`` steps a gymnasium vector env from Python, one rollout
+and one compiled update per call; ``graph`` runs the env as TF ops and fuses many rollouts and
+updates into one compiled call. A new engine is one module here and one line in ``make_engine``;
+the loop, evaluator, best-policy store and logger do not change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.config import ConfigError, TrainConfig
+from envs.graph import GRAPH_ENV_IDS, has_graph_env
+from runners.engines.base import Advance, Engine, EpisodeStats
+from runners.timing import Timings
+
+__all__ = ["Advance", "Engine", "EpisodeStats", "choose_engine", "make_engine"]
+
+
+def choose_engine(config: TrainConfig) -> str:
+    """graph or gymnasium for this config; ConfigError (one line) if graph is asked for and impossible."""
+    reasons = []
+    if not has_graph_env(config.env_id):
+        reasons.append(f"{config.env_id} has no TF-op implementation (graph envs: {', '.join(GRAPH_ENV_IDS)})")
+    if config.reward_scaling:
+        reasons.append("reward_scaling is not implemented in the graph engine")
+    if config.engine == "graph" and reasons:
+        raise ConfigError(f"engine=graph is not possible: {'; '.join(reasons)}; use engine=gymnasium or auto")
+    if config.engine == "gymnasium" or reasons:
+        return "gymnasium"
+    return "graph"
+
+
+def make_engine(kind: str, config: TrainConfig, model: Any, policy: Any, learner: Any,
+                timings: Timings) -> Engine:
+    """The engine of this ``kind`` (graph or gymnasium); ``start`` it before the first ``advance``."""
+    if kind == "graph":
+        from runners.engines.graph import GraphEngine  # TF-op envs, only when asked for
+
+        return GraphEngine(model, learner, config, timings)
+    from runners.engines.gymnasium import GymnasiumEngine
+
+    return GymnasiumEngine(config, policy, learner, timings)

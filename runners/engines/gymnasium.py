@@ -1,0 +1,86 @@
+"""The gymnasium engine: a gymnasium vector env stepped in this process, one compiled update per rollout."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Callable
+
+from agents.config import TrainConfig
+from agents.numpy_policy import NumpyPolicy
+from envs.factory import make_vector_env
+from runners.engines.base import Advance, EpisodeStats, build_graph
+from runners.rollout import RewardScaler, VectorEnvCollector
+from runners.timing import Timings
+
+
+class GymnasiumEngine:
+    """A gymnasium vector env stepped from Python with the numpy policy; one compiled update per rollout."""
+
+    kind = "gymnasium"
+
+    def __init__(self, config: TrainConfig, policy: NumpyPolicy, learner: Any, timings: Timings) -> None:
+        self.config, self.policy, self.learner, self.timings = config, policy, learner, timings
+        self.collector: VectorEnvCollector | None = None
+        self.updated = False
+        """Whether this engine has made an update yet (its first one compiles)."""
+
+    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
+        """Fresh envs, or the envs of a checkpoint's state (fresh ones, with a warning, if they could not be saved)."""
+        config, observations = self.config, None
+        reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
+        if saved is not None and saved.get("envs") is not None:
+            envs, observations = pickle.loads(saved["envs"]), saved["observations"]
+        else:
+            if saved is not None:
+                warn(f"the environments could not be saved ({saved['envs_problem']}); they restart from fresh "
+                     "episodes, so this continuation is not bit-exact")
+            envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
+        if saved is not None:
+            reward_scaler = saved.get("reward_scaler")
+        self.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + step, self.timings,
+                                            observations=observations, reward_scaler=reward_scaler,
+                                            env_id=config.env_id)
+
+    def prepare(self) -> None:
+        """Trace the learner's compiled update, or load its trace from the cache."""
+        if not self.learner.tracing_count():
+            build_graph(self.learner.compiled_update.prepare, self.timings, "update")
+
+    def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
+        """One rollout and one update (``max_env_steps`` does not split a rollout)."""
+        rollout = self.collector.collect(self.policy)
+        step += rollout.env_steps
+        first, self.updated = not self.updated, True
+        if first:
+            self.prepare()
+        with self.timings.phase("first update" if first else "update"):  # the first one compiles, with XLA
+            metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
+        with self.timings.phase("policy snapshot"):
+            self.policy.refresh()  # the next rollout acts with the updated weights
+        skipped = int(metrics.get("nonfinite_steps", 0))
+        return Advance(rollout.env_steps, 1, metrics,
+                       EpisodeStats.from_arrays(rollout.episode_returns, rollout.episode_lengths),
+                       skipped, (1, 1, 1) if skipped else (0, 0, 0))
+
+    def tracing_count(self) -> int:
+        """Times the learner's update was traced."""
+        return self.learner.tracing_count()
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """None: the envs are pickled (``checkpoint_state``)."""
+        return {}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The pickled envs (or why they could not be), the current observations and the reward scaler."""
+        try:
+            envs = pickle.dumps(self.collector.envs, protocol=pickle.HIGHEST_PROTOCOL)
+            envs_problem = None
+        except Exception as error:  # user envs, async workers: not picklable
+            envs, envs_problem = None, f"{type(error).__name__}: {error}"
+        return {"engine": self.kind, "envs": envs, "envs_problem": envs_problem,
+                "observations": self.collector.observations.copy(), "reward_scaler": self.collector.reward_scaler}
+
+    def close(self) -> None:
+        """Close the training envs."""
+        if self.collector is not None:
+            self.collector.envs.close()

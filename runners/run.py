@@ -1,0 +1,131 @@
+"""One training session's collaborators (``Run``), how they are built, and how their state is saved to and
+restored from a resume checkpoint."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from rich.console import Console
+
+from agents.config import TrainConfig
+from agents.learners import make_learner
+from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights
+from agents.numpy_policy import NumpyPolicy
+from envs.factory import EnvInfo, make_eval_env
+from runners.atomic_files import warn
+from runners.best_store import BestPolicyStore
+from runners.checkpoints import LoadedCheckpoint, ResumeCheckpoints
+from runners.engines import Advance, Engine, make_engine
+from runners.evaluate import BackgroundEvaluation, episode_seeds
+from runners.media import BestPolicyMedia
+from runners.run_logger import BEST_POLICY_GIF, RunLogger
+from runners.run_metadata import network_spec
+from runners.run_state import LoopState
+from runners.timing import Timings
+
+
+@dataclass
+class Run:
+    """Everything one training session works with, built once by ``build_run``."""
+
+    config: TrainConfig
+    run_dir: Path
+    spec: NetworkSpec
+    model: ActorCritic
+    policy: NumpyPolicy
+    learner: Any
+    evaluation: BackgroundEvaluation
+    store: BestPolicyStore
+    checkpoints: ResumeCheckpoints
+    logger: RunLogger
+    timings: Timings
+    console: Console
+    engine: Engine
+    media: BestPolicyMedia | None = None
+    evaluations: list[tuple[int, float]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Flush the logs and close every environment."""
+        self.logger.close()
+        self.evaluation.close()
+        self.engine.close()
+
+    def advance(self, step: int, max_env_steps: int) -> Advance:
+        """The engine's next advance: at most ``max_env_steps`` env steps from ``step``."""
+        return self.engine.advance(step, max_env_steps, self.config.total_steps)
+
+    def trackables(self) -> dict[str, Any]:
+        """The TensorFlow objects a resume checkpoint holds."""
+        return {"model": checkpointable_weights(self.model), **self.learner.checkpoint_objects(),
+                **self.engine.checkpoint_objects()}
+
+    def checkpoint_state(self, state: LoopState) -> dict[str, Any]:
+        """Everything besides TensorFlow objects that an exact continuation needs."""
+        return {
+            "loop": asdict(state),
+            **self.engine.checkpoint_state(),
+            "numpy_random": np.random.get_state(),
+            "policy_random": self.policy.random_state(),
+            "python_random": random.getstate(),
+            "best_mean_return": self.store.best_mean_return,
+        }
+
+    def restore(self, loaded: LoadedCheckpoint) -> LoopState:
+        """Load a checkpoint (already checked to fit) into this run; return the loop counters."""
+        loaded.restore(self.trackables())
+        saved = loaded.state
+        self.policy.refresh()
+        if "policy_random" in saved:  # checkpoints from before numpy acting kept a TF generator instead
+            self.policy.set_random_state(saved["policy_random"])
+        np.random.set_state(saved["numpy_random"])
+        random.setstate(saved["python_random"])
+        state = LoopState(**{key: value for key, value in saved["loop"].items() if key in LoopState.__dataclass_fields__})
+        self.engine.start(saved, state.step, warner(self.console))
+        if saved["best_mean_return"] > self.store.best_mean_return:
+            warner(self.console)(f"the checkpoint records a best return of {saved['best_mean_return']:.2f} but the "
+                                 f"best loadable policy on disk has {self.store.best_mean_return:.2f}")
+        self.console.print(f"resuming from {loaded.path.name} at step {state.step:,}")
+        return state
+
+
+def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Console,
+              checkpoints: ResumeCheckpoints, engine_kind: str, resume_step: int | None) -> Run:
+    """Model, learner, engine, policy, evaluation envs, best store and logger for a run folder.
+
+    A fresh run (no ``resume_step``) starts its engine on fresh envs. With ``resume_step``, whatever was
+    logged after that step is dropped (it will be logged again), and ``Run.restore`` starts the engine.
+    """
+    spec = network_spec(env_info, config)
+    model = ActorCritic(spec, seed=config.seed)
+    learner, timings = make_learner(model, config), Timings()
+    policy = NumpyPolicy(model, seed=config.seed)  # the gymnasium engine acts with it; evaluation plays its snapshots
+    engine = make_engine(engine_kind, config, model, policy, learner, timings)
+    try:
+        if resume_step is None:
+            engine.start(None, 0, warner(console))
+        logger = RunLogger(run_dir, config.log_every, resume_step)
+        media = None
+        if config.media and "rgb_array" in env_info.render_modes:
+            media = BestPolicyMedia(config.env_id, config.eval_seed,
+                                    lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height))
+        eval_envs = make_eval_env(config.env_id, config.eval_episodes)
+        evaluation = BackgroundEvaluation(eval_envs, episode_seeds(config.eval_seed, config.eval_episodes),
+                                          config.eval_in_background, env_id=config.env_id)
+        store = BestPolicyStore(run_dir / "best", on_warning=warner(console))
+    except BaseException:
+        engine.close()
+        raise
+    return Run(config=config, run_dir=run_dir, spec=spec, model=model, policy=policy, learner=learner,
+               evaluation=evaluation, store=store, checkpoints=checkpoints, logger=logger, timings=timings,
+               console=console, engine=engine, media=media)
+
+
+def warner(console: Console) -> Callable[[str], None]:
+    """Warnings go through the console (above the progress bar), or to stderr when it is quiet."""
+    if console.quiet:
+        return warn
+    return lambda message: console.print(f"[bold yellow]warning:[/] {message}")

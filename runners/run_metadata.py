@@ -1,0 +1,135 @@
+"""What a run records about itself: package versions, the network it built, hparams, best-entry manifests and
+the session summary."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from agents.config import TrainConfig
+from agents.networks import NetworkSpec
+from envs.factory import EnvInfo
+from runners.atomic_files import atomic_write_text
+from runners.evaluate import EvalResult
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run reports; everything else is in its run folder."""
+
+    run_dir: Path
+    best_mean_return: float
+    best_step: int | None
+    env_steps: int
+    """Environment steps the run has reached (over all sessions, when resumed)."""
+    wall_seconds: float
+    """Wall time of this session."""
+    session_steps: int
+    """Environment steps taken in this session."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase of this session (env_stepping, acting, update, tracing, evaluation, saving, logging)."""
+    timing_calls: dict[str, int] = field(default_factory=dict)
+    """How many times each phase ran."""
+    evaluations: list[tuple[int, float]] = field(default_factory=list)
+    beside_timings: dict[str, float] = field(default_factory=dict)
+    """Seconds of work done on another thread while the loop went on (evaluation), per phase."""
+    beside_calls: dict[str, int] = field(default_factory=dict)
+    startup_seconds: float = 0.0
+    """From the train/resume call to the loop's first advance (checks, run folder, model, engine; on resume,
+    the rest of the run and the restore too): evaluations.csv's wall_seconds count from the loop's start."""
+
+    @property
+    def steps_per_second(self) -> float:
+        """Env steps per wall-clock second of this session, evaluation included."""
+        return self.session_steps / max(self.wall_seconds, 1e-9)
+
+
+def hparams(config: TrainConfig, engine: str) -> dict[str, bool | int | float | str]:
+    """The config as flat hparams (dotted keys; the other algorithm's section left out; the engine used)."""
+    flat: dict[str, bool | int | float | str] = {"engine": engine}
+    for key, value in config.to_dict().items():
+        if isinstance(value, dict):
+            if key in ("ppo", "a2c") and key != config.algo:
+                continue
+            flat.update({f"{key}.{name}": _hparam_value(item) for name, item in value.items()})
+        else:
+            flat.setdefault(key, _hparam_value(value))
+    return flat
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
+    """The network for this env and config."""
+    return NetworkSpec(
+        observation_shape=env_info.observation_shape,
+        action_kind=env_info.action_kind,
+        action_size=env_info.action_size,
+        hidden_sizes=config.network.hidden_sizes,
+        activation=config.network.activation,
+        shared_torso=config.network.shared_torso,
+        action_low=env_info.action_low,
+        action_high=env_info.action_high,
+        log_std_init=config.network.log_std_init,
+        normalize_observations=config.network.normalize_observations,
+        observation_clip=config.network.observation_clip,
+    )
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide how a saved policy behaves."""
+    versions = {"python": platform.python_version()}
+    for package in ("champion", "tensorflow", "keras", "gymnasium", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def best_manifest(config: TrainConfig, spec: NetworkSpec, step: int, result: EvalResult) -> dict[str, Any]:
+    """What a best-policy entry records beside its weights (the store adds the sha256)."""
+    return {
+        "env_id": config.env_id,
+        "algo": config.algo,
+        "step": step,
+        "mean_return": result.mean_return,
+        "std_return": result.std_return,
+        "min_return": result.min_return,
+        "max_return": result.max_return,
+        "mean_length": result.mean_length,
+        "episodes": len(result.returns),
+        "eval_seeds": list(result.seeds),
+        "returns": list(result.returns),
+        "network": spec.to_dict(),
+        "seed": config.seed,
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+    }
+
+
+def write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
+    """summary.json: what the finished session measured (written atomically)."""
+    summary = {
+        "env_steps": result.env_steps,
+        "session_steps": result.session_steps,
+        "wall_seconds": round(result.wall_seconds, 3),
+        "startup_seconds": round(result.startup_seconds, 3),
+        "steps_per_second": round(result.steps_per_second, 1),
+        "best_mean_return": result.best_mean_return,
+        "best_step": result.best_step,
+        "nonfinite_steps_skipped": nonfinite_steps_skipped,
+        "timings": {name: round(seconds, 3) for name, seconds in result.timings.items()},
+        "timing_calls": dict(result.timing_calls),
+        "beside_timings": {name: round(seconds, 3) for name, seconds in result.beside_timings.items()},
+        "beside_calls": dict(result.beside_calls),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
