@@ -84,3 +84,8 @@ def test_every_preset_resolves_to_a_valid_config():
     for env_id, algo in found:
         config, note = resolve_config(env_id, algo)
         assert note is None and config.env_id == env_id and config.algo == algo
+
+
+def test_text_fields_keep_the_text_yaml_would_read_as_a_boolean():
+    config, _ = resolve_config("CartPole-v1", "ppo", {"run_name": "off", "results_dir": "no"})
+    assert (config.run_name, config.results_dir) == ("off", "no")

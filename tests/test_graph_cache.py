@@ -9,10 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow.core.framework import function_pb2
-from tensorflow.python.eager import context
 
-from agents.compile import graph_cache, xla_cache
+from agents.compile import compat, graph_cache, xla_cache
 from agents.a2c import A2CLearner
 from agents.batch import RolloutBatch
 from agents.config import A2CConfig, PPOConfig, TrainConfig
@@ -56,8 +54,14 @@ def two_variables(shape: tuple[int, ...] = (3,)) -> dict[str, tf.Variable]:
     return {"weight": tf.Variable(tf.fill(shape, 2.0)), "offset": tf.Variable(tf.fill(shape, 10.0))}
 
 
+def saved_library(cache) -> Any:
+    """The FunctionDefLibrary of the one graph entry in ``cache`` (magic, checksum line, header line, library)."""
+    content = next(cache.glob("champion-graph-*.pb")).read_bytes()
+    return compat.parse_library(content[len(graph_cache.MAGIC):].split(b"\n", 2)[2])
+
+
 def registered(names: list[str]) -> list[bool]:
-    return [context.context().has_function(name) for name in names]
+    return [compat.has_definition(name) for name in names]
 
 
 def test_a_loaded_function_computes_with_its_own_variables_what_the_traced_one_did(cache):
@@ -66,7 +70,7 @@ def test_a_loaded_function_computes_with_its_own_variables_what_the_traced_one_d
     x = tf.constant([1.0, 2.0, 3.0])
     np.testing.assert_array_equal(traced(x).numpy(), [12.0, 14.0, 16.0])
     assert traced.source == "traced" and len(list(cache.glob("champion-graph-*.pb"))) == 1
-    names = [definition.name for definition in traced._traced.graph._functions.values()] + [traced._name.decode()]
+    names = [definition.signature.name for definition in saved_library(cache).function]
     assert len(names) >= 3 and all(registered(names))  # the function and its loop's condition and body
     del traced
     gc.collect()
@@ -114,15 +118,16 @@ def test_a_name_defined_otherwise_in_this_process_means_tracing_and_the_entry_is
     scaled_sum(two_variables(), "clash").prepare()
     entry = next(cache.glob("champion-graph-*.pb"))
     content = entry.read_bytes()
-    library_bytes = content[len(graph_cache.MAGIC):].split(b"\n", 2)[2]
-    taken = function_pb2.FunctionDefLibrary.FromString(library_bytes).function[-1].signature.name
+    taken = saved_library(cache).function[-1].signature.name
     other = tf.function(lambda: tf.constant(1.0), autograph=False).get_concrete_function().function_def
     other.signature.name = taken
-    context.context().add_function_def(other)  # e.g. what a trace of another function got named
+    clash = compat.new_library()
+    clash.function.append(other)
+    assert compat.add_definitions(clash) == [taken]  # e.g. what a trace of another function got named
     clashing = scaled_sum(two_variables(), "clash")
     assert clashing.prepare() == "traced" and entry.read_bytes() == content
     np.testing.assert_array_equal(clashing(tf.constant([1.0, 2.0, 3.0])).numpy(), [12.0, 14.0, 16.0])
-    context.context().remove_function(taken)
+    compat.remove_definitions([taken])
     assert scaled_sum(two_variables(), "clash").prepare() == "loaded"
 
 
@@ -138,7 +143,7 @@ def _library_text(call: graph_cache.CachedGraphFunction) -> str:
     """A function's traced definitions as text, with TensorFlow's unique ids in names taken out."""
     concrete = call.function.get_concrete_function()
     definitions = [*concrete.graph.as_graph_def().library.function, concrete.function_def]
-    return "\n".join(sorted(re.sub(r"_\d{4,}", "_N", str(definition)) for definition in definitions))
+    return "\n".join(sorted(re.sub(r"([_-])\d{4,}", r"\1N", str(definition)) for definition in definitions))
 
 
 def _engine(config: TrainConfig) -> GraphEngine:

@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 from rich.console import Console
 
-from agents import xla_unary
 from agents.config import ConfigError
 from agents.learners import make_learner
 from agents.networks import ActorCritic
@@ -177,25 +176,3 @@ def test_the_divergence_guard_counts_updates_across_calls():
 
 MLIR_CONVERTED = {"Abs", "IsFinite", "BiasAddGrad", "MatrixBandPart", "Sqrt", "Tanh", "Exp", "LogSoftmax", "Cos"}
 """Ops TensorFlow converts for XLA through an MLIR pipeline of their own, about 7 ms per op at every run's first call."""
-
-
-def _op_counts(engine: GraphEngine) -> Counter[str]:
-    graph = engine.call.function.get_concrete_function().graph.as_graph_def()
-    nodes = [*graph.node, *(node for function in graph.library.function for node in function.node_def)]
-    return Counter(node.op for node in nodes)
-
-
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
-def test_the_fused_graph_holds_few_ops_that_xla_converts_through_mlir(algo):
-    """BiasAdd's gradient, Abs, IsFinite and band_part have equivalents XLA converts directly; Tanh, Exp and Sqrt
-    are _UnaryOpsComposition ops (agents/xla_unary.py); RMSprop takes one square root over all weights instead of
-    one per weight (the numbers are the same, see test_optimization, test_networks and test_xla_unary)."""
-    counts = _op_counts(engine_for(algo))
-    converted = {name: counts[name] for name in MLIR_CONVERTED if name in counts}
-    assert not {"Abs", "IsFinite", "BiasAddGrad", "MatrixBandPart", "Tanh"} & set(converted)
-    # two layers of two torsos acting and in the update's forward pass; of the value torso for the truncation
-    # and bootstrap values: 12 tanh; then the entropy's exp, and (A2C's RMSprop) the root over every weight, or
-    # (PPO) the ratio's exp and the advantages' std
-    assert counts[xla_unary.OP_TYPE] == 4 + 4 + 2 + 2 + 2 + (algo == "ppo")
-    # left: the global norm's square root, the log-softmaxes and their gradients' exps, the env's cosine
-    assert converted == {"Sqrt": 1, "LogSoftmax": 3, "Exp": 2, "Cos": 1}  # first 42 for A2C, 33 for PPO; then 21, 22

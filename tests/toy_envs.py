@@ -61,6 +61,21 @@ class NaNAfter(Counter):
         return observation, float("nan") if self.total_steps > self.healthy_steps else reward, terminated, truncated, info
 
 
+class FailsAfter(Counter):
+    """Counter whose step raises after ``healthy_steps`` steps of this env instance (a user env's bug)."""
+
+    def __init__(self, healthy_steps: int = 150):
+        super().__init__(length=10)
+        self.healthy_steps = healthy_steps
+        self.total_steps = 0
+
+    def step(self, action):
+        self.total_steps += 1
+        if self.total_steps > self.healthy_steps:
+            raise ValueError(f"the simulator lost its state at step {self.total_steps}")
+        return super().step(action)
+
+
 class Target(gym.Env):
     """Continuous actions in [-1, 1]: reward -|action - 0.5| for 8 steps; observations on a large scale.
 
@@ -105,6 +120,7 @@ def register() -> None:
         "champion-test/Counter-v1": dict(entry_point=Counter, kwargs={"length": 10}, max_episode_steps=4),
         "champion-test/SeededCounter-v0": dict(entry_point=Counter, kwargs={"length_from_seed": True}),
         "champion-test/NaNAfter-v0": dict(entry_point=NaNAfter),
+        "champion-test/FailsAfter-v0": dict(entry_point=FailsAfter),
         "Target-v0": dict(entry_point=Target),  # made as "toy_envs:Target-v0", which imports this module first
         "champion-test/Grid-v0": dict(entry_point=Grid),
     }

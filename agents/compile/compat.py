@@ -113,3 +113,10 @@ def call_definition(name: bytes, inputs: list[tf.Tensor]) -> tf.Tensor:
     from tensorflow.python.eager import context
 
     return context.context().call_function(name, inputs, 1)[0]
+
+
+def has_definition(name: str) -> bool:
+    """Whether the eager context holds a function of this name."""
+    from tensorflow.python.eager import context
+
+    return context.context().has_function(name)

@@ -46,7 +46,7 @@ class CompiledUpdate:
 
         if self._compiled or not self.jit_compile:
             return run()
-        result = xla_cache.first_call(run, self._build_function)
+        result = xla_cache.first_call(run, lambda: self._build_function(use_cache=False))
         self._compiled = True
         return result
 
@@ -54,10 +54,11 @@ class CompiledUpdate:
         metrics = self.learner.update_ops(self.packing.unpack(steps, last_values), progress_remaining)
         return tf.stack([tf.cast(metrics[name], tf.float32) for name in self.names])
 
-    def _build_function(self) -> None:
+    def _build_function(self, use_cache: bool = True) -> None:
         function = tf.function(self._stacked, input_signature=self._signature, autograph=False,
                                jit_compile=self.jit_compile)
-        self.call = graph_cache.CachedGraphFunction(function, lambda: learner_variables(self.learner), self.key)
+        self.call = graph_cache.CachedGraphFunction(function, lambda: learner_variables(self.learner),
+                                                    self.key if use_cache else None)
         self._compiled = False
 
     def tracing_count(self) -> int:

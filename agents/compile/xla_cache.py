@@ -130,8 +130,9 @@ def first_call(call: Callable[[], Result], rebuild: Callable[[], None]) -> Resul
 
     TensorFlow fails the call, not the lookup, when an entry it finds is damaged. Only that error is
     recovered from: the damaged entry is renamed aside (``damaged-...``, removed by a later prune; no other
-    file is touched), ``rebuild`` makes a new function and the call is made once more. Any other error,
-    or a damaged entry that can't be found, is raised as it is.
+    file is touched), ``rebuild`` makes a new function, traced afresh so that TensorFlow looks it up under
+    a new name, and the call is made once more. Any other error, or a damaged entry that can't be found,
+    is raised as it is.
     """
     import tensorflow as tf
 
@@ -144,7 +145,7 @@ def first_call(call: Callable[[], Result], rebuild: Callable[[], None]) -> Resul
         set_aside = set_aside_damaged(directory, error.message)
         if not set_aside:
             raise
-        names = ", ".join(path.name for path in set_aside)
+        names = ", ".join(path.name.removeprefix(SET_ASIDE_PREFIX).removesuffix(".bad") for path in set_aside)
         print(f"champion: warning: the XLA compile cache entry {names} in {directory} could not be read "
               f"({error.message.splitlines()[0][:160]}); set it aside and compiling afresh", file=sys.stderr)
         rebuild()

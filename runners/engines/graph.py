@@ -68,7 +68,8 @@ class GraphEngine:
                 values = self.call(*arguments).numpy().tolist()
         else:
             with self.timings.phase("compile+first call (graph)"):
-                values = xla_cache.first_call(lambda: self.call(*arguments).numpy().tolist(), self._build_function)
+                values = xla_cache.first_call(lambda: self.call(*arguments).numpy().tolist(),
+                                              lambda: self._build_function(use_cache=False))
             self._compiled = True
         sums = dict(zip(self.metric_names, values))
         count, return_sum, length_sum = (sums.pop(name) for name in EPISODE_FIELDS)
@@ -82,12 +83,12 @@ class GraphEngine:
         if not self.call.prepared:
             build_graph(self.call.prepare, self.timings, "graph")
 
-    def _build_function(self) -> None:
+    def _build_function(self, use_cache: bool = True) -> None:
         """The fused call as a tf.function with a fixed signature, traced (or its trace loaded from the cache)
         and compiled at its first call."""
         signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)]
         function = tf.function(self._advance, input_signature=signature, autograph=False, jit_compile=True)
-        self.call = graph_cache.CachedGraphFunction(function, self._variables, self.cache_key)
+        self.call = graph_cache.CachedGraphFunction(function, self._variables, self.cache_key if use_cache else None)
         self._compiled = False
 
     def _variables(self) -> dict[str, tf.Variable]:

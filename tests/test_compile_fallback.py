@@ -1,0 +1,112 @@
+"""The compile machinery's safety: the public fallback trains alike, CHAMPION_XLA_CACHE=off turns every cache
+off, only a damaged entry is ever set aside (and only it), and two runs can share one cache at once."""
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from agents.compile import compat, xla_cache
+from crash_helpers import CHAMPION
+from runners.configure import resolve_config
+from runners.training import train
+
+SHORT = {"total_steps": 2048, "eval_every": 1024, "media": False, "engine": "graph"}
+
+
+def evaluations(run_dir: Path) -> list[str]:
+    with open(run_dir / "evaluations.csv", newline="") as handle:
+        return [row["mean_return"] for row in csv.DictReader(handle)]
+
+
+def test_private_apis_are_used_only_on_a_tested_tensorflow_with_the_cache_on(monkeypatch):
+    monkeypatch.delenv(xla_cache.ENVIRONMENT_VARIABLE, raising=False)
+    assert compat.available() == (compat.tensorflow_minor_version() in compat.TESTED_TENSORFLOW)
+    monkeypatch.setattr(compat, "tensorflow_minor_version", lambda: "2.99")
+    assert not compat.available()
+    monkeypatch.undo()
+    monkeypatch.setenv(xla_cache.ENVIRONMENT_VARIABLE, "off")
+    assert not compat.available() and xla_cache.configured_cache_dir() is None
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_training_on_the_public_fallback_gives_the_same_evaluations(tmp_path, monkeypatch, algo):
+    """The fallback traces and calls the tf.function itself; the private path calls the saved definitions of the
+    same graph. Same machine, same ops, so the same numbers (CartPole returns are whole steps)."""
+    runs = {}
+    for name in ("private", "fallback"):
+        if name == "fallback":
+            monkeypatch.setattr(compat, "TESTED_TENSORFLOW", ())
+        config, _ = resolve_config("CartPole-v1", algo, {**SHORT, "results_dir": str(tmp_path), "run_name": name})
+        result = train(config, progress=False)
+        runs[name] = (evaluations(result.run_dir), set(result.timings))
+    assert runs["fallback"][0] == runs["private"][0] and len(runs["private"][0]) == 2
+    assert "tracing (graph)" in runs["fallback"][1]
+
+
+def test_cache_off_turns_every_cache_path_off(tmp_path):
+    environment = {**os.environ, xla_cache.ENVIRONMENT_VARIABLE: "off", "TF_XLA_FLAGS": "",
+                   "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    done = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "1024", "--eval-every", "1024",
+                                      "--results-dir", str(tmp_path / "results"), "--run-name", "off", "--no-media",
+                                      "--quiet", "--profile"], capture_output=True, text=True, timeout=300,
+                          env=environment)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("XLA compile cache: off")
+    assert not (tmp_path / "xdg" / "champion").exists()  # no default cache folder, graph entry or compiled entry
+    summary = json.loads((tmp_path / "results" / "CartPole-v1" / "ppo" / "off" / "summary.json").read_text())
+    assert "tracing (graph)" in summary["timings"]
+
+
+def test_an_error_that_is_not_a_damaged_entry_is_raised_as_it_is_and_the_cache_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_XLA_FLAGS", f"{xla_cache.FLAG}={tmp_path}")
+    files = {"xla_compile_cache__1__2__XLA_CPU_JIT.pb": b"\x08\x01", "xla_compile_cache__3__4__XLA_CPU_JIT.pb": b"garbage",
+             "xla_compile_cache__5__6__XLA_CPU_JIT.pb.tmp.99": b"half", "champion-graph-abc.pb": b"entry"}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    rebuilt = []
+
+    def failing_compile():
+        raise tf.errors.InvalidArgumentError(None, None, "Detected unsupported operations when trying to compile")
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="unsupported operations"):
+        xla_cache.first_call(failing_compile, lambda: rebuilt.append(1))
+    assert rebuilt == [] and {path.name: path.read_bytes() for path in tmp_path.iterdir()} == files
+
+
+def test_a_damaged_entry_is_set_aside_alone_and_the_call_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_XLA_FLAGS", f"{xla_cache.FLAG}={tmp_path}")
+    good, bad = "xla_compile_cache__1__2__XLA_CPU_JIT.pb", "xla_compile_cache__3__4__XLA_CPU_JIT.pb"
+    (tmp_path / good).write_bytes(b"\x08\x01")  # a well-formed protocol buffer
+    (tmp_path / bad).write_bytes(b"\x08")  # cut short
+    (tmp_path / f"{bad}.tmp.7").write_bytes(b"\x08")  # another run's file being written: never touched
+    calls = []
+
+    def compile_once_damaged():
+        calls.append(1)
+        if len(calls) == 1:
+            raise tf.errors.OutOfRangeError(None, None, "Read less bytes than requested [Op:__inference_step_9]")
+        return "compiled"
+
+    assert xla_cache.first_call(compile_once_damaged, lambda: calls.append("rebuilt")) == "compiled"
+    assert calls == [1, "rebuilt", 1]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([good, f"damaged-{bad}.bad", f"{bad}.tmp.7"])
+
+
+def test_two_runs_sharing_one_cache_at_once_train_alike(tmp_path):
+    environment = {**os.environ, xla_cache.ENVIRONMENT_VARIABLE: str(tmp_path / "cache"), "TF_XLA_FLAGS": ""}
+    results = tmp_path / "results"
+    runs = [subprocess.Popen(CHAMPION + ["train", "CartPole-v1", "--total-steps", "2048", "--eval-every", "1024",
+                                         "--results-dir", str(results), "--run-name", name, "--no-media", "--quiet"],
+                             env=environment, stderr=subprocess.PIPE, text=True) for name in ("one", "two")]
+    outcomes = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    assert not any("champion: warning" in stderr for _, stderr in outcomes)
+    one, two = (evaluations(results / "CartPole-v1" / "ppo" / name) for name in ("one", "two"))
+    assert one == two and len(one) == 2
+    entries = sorted(path.name for path in (tmp_path / "cache").iterdir())
+    assert not any(".tmp" in name for name in entries)  # every write was finished and renamed into place

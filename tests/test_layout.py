@@ -1,0 +1,100 @@
+"""The code's shape: private framework APIs in one module only, no side effects when importing champion, and
+no import cycles between champion's modules."""
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+PACKAGES = ("agents", "envs", "runners")
+COMPAT = ROOT / "agents" / "compile" / "compat.py"
+PRIVATE = re.compile(
+    r"tensorflow\.(python|core|compiler)\b|keras\.src\b|keras\._|gymnasium\.envs\.\w+\.\w+"
+    r"|\b(tf|keras|gym|gymnasium|tensorflow|optimizer|context)\.(\w+\.)*_[A-Za-z]"
+    r"|\._(get_variable_index|momentums|velocities|functions|apply_op_helper|get_attr_type)\b|context\.context\(\)")
+"""Private TensorFlow/Keras/gymnasium names: their internal modules, underscore attributes, known internals."""
+
+
+def python_files() -> list[Path]:
+    folders = [ROOT / name for name in (*PACKAGES, "tests", "benchmarks", "examples")]
+    return sorted(path for folder in folders for path in folder.rglob("*.py") if ".venv" not in path.parts)
+
+
+def test_private_framework_names_appear_only_in_the_compat_module():
+    offenders = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+                 for path in python_files() if path not in (COMPAT, Path(__file__).resolve())
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if PRIVATE.search(line)]
+    assert offenders == []
+    assert PRIVATE.search(COMPAT.read_text())  # the pattern finds what the compat module does use
+
+
+def test_importing_champion_changes_no_environment_variable_and_writes_or_deletes_no_file(tmp_path):
+    home, work, cache = tmp_path / "home", tmp_path / "work", tmp_path / "cache"
+    home.mkdir(), work.mkdir()
+    preset = {"HOME": str(home), "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "1",
+              "TF_XLA_FLAGS": "--tf_xla_min_cluster_size=3", "TF_DETERMINISTIC_OPS": "0",
+              "TF_FORCE_GPU_ALLOW_GROWTH": "false", "CHAMPION_XLA_CACHE": str(cache), "SDL_VIDEODRIVER": "x11"}
+    environment = {key: value for key, value in os.environ.items() if key not in ("XDG_CACHE_HOME", "MPLCONFIGDIR")}
+    environment.update(preset)
+    # the libraries' own first-import files (Keras' keras.json, matplotlib's font cache) are theirs, not ours
+    subprocess.run([sys.executable, "-c", "import tensorflow, keras, gymnasium, matplotlib.pyplot"], cwd=work,
+                   env=environment, check=True, capture_output=True, timeout=300)
+    before = sorted(str(path) for path in tmp_path.rglob("*"))
+    script = ("import json, os, pkgutil, importlib, agents, envs, runners\n"
+              f"for package in {PACKAGES!r}:\n"
+              "    for module in pkgutil.walk_packages(importlib.import_module(package).__path__, package + '.'):\n"
+              "        importlib.import_module(module.name)\n"
+              "print(json.dumps(dict(os.environ)))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=work, env={**environment, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after_import = json.loads(done.stdout.splitlines()[-1])
+    assert {key: after_import.get(key) for key in preset} == preset
+    assert sorted(str(path) for path in tmp_path.rglob("*")) == before
+    assert not cache.exists()
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """champion modules that ``module`` imports anywhere in its code (module level or inside functions)."""
+    found = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.split(".")[0] in PACKAGES}
+
+
+def test_no_import_cycles_between_champion_modules():
+    modules = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {name: {target for target in _imports(path, name) if target in modules and target != name}
+             for name, path in modules.items()}
+    cycles = []
+
+    def visit(name: str, trail: list[str]) -> None:
+        for target in sorted(graph[name]):
+            if target in trail:
+                cycles.append(" -> ".join(trail[trail.index(target):] + [target]))
+            elif len(trail) < 30 and target not in done:
+                visit(target, trail + [target])
+        done.add(name)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        visit(name, [name])
+    # a package's __init__ may lazily re-export its own modules (runners.train); that is not a cycle of code
+    cycles = [cycle for cycle in cycles if not re.fullmatch(r"(\w+) -> \1\.[\w.]+( -> \1)?", cycle)]
+    assert cycles == []
