@@ -88,7 +88,7 @@ class ActorCritic(keras.Model):
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         """Create every layer's weights from the known widths. Without a ``build``, Keras traces ``call``
-        symbolically to find the shapes, which was most of the time it took to make the model."""
+        symbolically to find the shapes, which costs more than building the model."""
         if self.normalizer is not None:
             self.normalizer.build((None, self.flat_size))
         for layers, head in ((self.policy_torso, self.policy_head), (self.value_torso or self.policy_torso, self.value_head)):

@@ -16,7 +16,7 @@ that its TensorBoard import does not load TensorFlow into its process.
 champion runs twice per pair: `champion` with an empty XLA compile cache (it compiles its step, as
 a first run on a machine does) and `champion-warm` with a cache that an uncounted run of the same
 case filled before the pairs (as every later run with the same shapes finds it; see
-agents/xla_cache.py). Ratios are given for both.
+agents/compile/xla_cache.py). Ratios are given for both.
 """
 
 from __future__ import annotations
@@ -311,15 +311,14 @@ def _env_speed_lines(champion_speeds: dict[str, float]) -> list[str]:
     raw = {"graph": raw_graph_env_speed(8)}
     lines.append(f"- CartPole-v1, 8 envs, TF-op env of the graph engine (what champion trains on), random actions in "
                  f"one XLA call, no agent: {raw['graph']:,.0f} env steps/s")
-    for vectorization in ("auto", "sync"):
-        raw[vectorization] = raw_env_speed("CartPole-v1", 8, vectorization)
-        lines.append(f"- CartPole-v1, 8 envs, gymnasium `vectorization={vectorization}`, random actions, no agent: "
-                     f"{raw[vectorization]:,.0f} env steps/s")
+    raw["sync"] = raw_env_speed("CartPole-v1", 8, "sync")
+    lines.append(f"- CartPole-v1, 8 envs, gymnasium `vectorization=sync`, random actions, no agent: "
+                 f"{raw['sync']:,.0f} env steps/s")
     for name, speed in champion_speeds.items():
         if name.endswith("cartpole"):
             lines.append(f"- champion {name} (warm cache): {speed:,.0f} env steps/s (evaluation, update and acting included) = "
                          f"{100 * speed / raw['graph']:.1f}% of the graph env's raw speed, "
-                         f"{100 * speed / raw['auto']:.0f}% of gymnasium's vectorised CartPole's")
+                         f"{100 * speed / raw['sync']:.0f}% of gymnasium's SyncVectorEnv CartPole's")
     return lines
 
 

@@ -24,7 +24,7 @@ from runners.evaluate import evaluate
 MEDIA_BUDGET = 0.04
 """At most this share of the wall time goes to recording GIFs (plus the one recording that crosses it)."""
 FIRST_ESTIMATE = 0.5
-"""Seconds a recording is assumed to take before one has been measured (CartPole: 0.2-0.5 s here)."""
+"""Seconds a recording is assumed to take before one has been measured."""
 MAX_FRAMES = 100
 """Frames per GIF: every ``FRAME_STRIDE``-th frame of the episode, from its start."""
 FRAME_STRIDE = 2

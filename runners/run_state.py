@@ -1,8 +1,10 @@
-"""What carries a run across a stop: the loop's counters, stop requests (signals), why a run stopped, and
-which config a resume may run with."""
+"""What carries a run across a stop: the loop's counters, stop requests (signals), why a run stopped (and
+which errors count as a failed write in the run folder), and which config a resume may run with."""
 
 from __future__ import annotations
 
+import errno
+import re
 import signal
 import threading
 from dataclasses import dataclass
@@ -126,3 +128,35 @@ def _lookup(config: TrainConfig, key: str) -> Any:
     for part in key.split("."):
         value = getattr(value, part)
     return value
+
+
+CHECKPOINT_WRITE_OPS = ("[Op:SaveV2]", "[Op:MergeV2Checkpoints]")
+"""TensorFlow's ops that write a checkpoint: their errors are write failures wherever their message points."""
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def is_write_failure(error: Exception, run_dir: Path) -> bool:
+    """A failed write in the run folder: an OS error on a file in it (or a full, read-only or over-quota disk
+    that names no file), or TensorFlow's checkpoint writer failing; not an env's or a compiler's error."""
+    if isinstance(error, OSError):
+        names = [name for name in (error.filename, error.filename2) if name is not None]
+        if not names:
+            return error.errno in WRITE_ERRNOS
+        return any(_inside(Path(str(name)), run_dir) for name in names)
+    message = getattr(error, "message", "")
+    return any(marker in message for marker in CHECKPOINT_WRITE_OPS) or str(run_dir.resolve()) in message
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def write_failure(error: Exception, run_dir: Path) -> TrainingStopped:
+    """A failed write (disk full, file too large, permissions) as one line that says what is safe."""
+    if not isinstance(error, OSError):  # TensorFlow's "{{function_node ...}} /path/...; No space left on device [Op:SaveV2]"
+        reason = re.sub(r"\s*\[Op:\w+\]\s*$", "", error.message.split(";")[-1])
+    else:
+        reason = error.strerror or str(error)
+    return TrainingStopped(
+        f"error: a write in {run_dir} failed ({reason.strip()}); the best policy saved before it is unchanged "
+        f"in {run_dir / 'best'}. Free space or fix the folder, then continue with: champion train --resume {run_dir}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +24,7 @@ from runners.run import Run, build_run, warner
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
 from runners.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
 from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
-                               check_checkpoint_fits, resumed_config)
+                               check_checkpoint_fits, is_write_failure, resumed_config, write_failure)
 
 __all__ = ["TrainResult", "resume", "train"]
 
@@ -92,44 +90,12 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
         raise TrainingStopped(f"error: {error}; the best policy saved before it is unchanged in "
                               f"{run_dir / 'best'}") from error
     except (OSError, tf.errors.OpError) as error:
-        if not _is_write_failure(error, run_dir):
+        if not is_write_failure(error, run_dir):
             raise
-        raise _write_failure(error, run_dir) from error
+        raise write_failure(error, run_dir) from error
     finally:
         if run is not None:
             run.close()
-
-
-CHECKPOINT_WRITE_OPS = ("[Op:SaveV2]", "[Op:MergeV2Checkpoints]")
-"""TensorFlow's ops that write a checkpoint: their errors are write failures wherever their message points."""
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
-
-
-def _is_write_failure(error: Exception, run_dir: Path) -> bool:
-    """A failed write in the run folder: an OS error on a file in it (or a full, read-only or over-quota disk
-    that names no file), or TensorFlow's checkpoint writer failing; not an env's or a compiler's error."""
-    if isinstance(error, OSError):
-        names = [name for name in (error.filename, error.filename2) if name is not None]
-        if not names:
-            return error.errno in WRITE_ERRNOS
-        return any(_inside(Path(str(name)), run_dir) for name in names)
-    message = getattr(error, "message", "")
-    return any(marker in message for marker in CHECKPOINT_WRITE_OPS) or str(run_dir.resolve()) in message
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
-
-
-def _write_failure(error: Exception, run_dir: Path) -> TrainingStopped:
-    """A failed write (disk full, file too large, permissions) as one line that says what is safe."""
-    if isinstance(error, tf.errors.OpError):  # "{{function_node ...}} /path/...; No space left on device [Op:SaveV2]"
-        reason = re.sub(r"\s*\[Op:\w+\]\s*$", "", error.message.split(";")[-1])
-    else:
-        reason = error.strerror or str(error)
-    return TrainingStopped(
-        f"error: a write in {run_dir} failed ({reason.strip()}); the best policy saved before it is unchanged "
-        f"in {run_dir / 'best'}. Free space or fix the folder, then continue with: champion train --resume {run_dir}")
 
 
 def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> TrainResult:

@@ -64,8 +64,8 @@ def test_cache_off_turns_every_cache_path_off(tmp_path):
 
 def test_an_error_that_is_not_a_damaged_entry_is_raised_as_it_is_and_the_cache_left_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_XLA_FLAGS", f"{xla_cache.FLAG}={tmp_path}")
-    files = {"xla_compile_cache__1__2__XLA_CPU_JIT.pb": b"\x08\x01", "xla_compile_cache__3__4__XLA_CPU_JIT.pb": b"garbage",
-             "xla_compile_cache__5__6__XLA_CPU_JIT.pb.tmp.99": b"half", "champion-graph-abc.pb": b"entry"}
+    files = {"entry-a.pb": b"\x08\x01", "entry-b.pb": b"garbage", "entry-c.pb.tmp.99": b"half",
+             "champion-graph-abc.pb": b"champion-graph-1\n"}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
     rebuilt = []
@@ -80,8 +80,9 @@ def test_an_error_that_is_not_a_damaged_entry_is_raised_as_it_is_and_the_cache_l
 
 def test_a_damaged_entry_is_set_aside_alone_and_the_call_made_again(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_XLA_FLAGS", f"{xla_cache.FLAG}={tmp_path}")
-    good, bad = "xla_compile_cache__1__2__XLA_CPU_JIT.pb", "xla_compile_cache__3__4__XLA_CPU_JIT.pb"
+    good, bad, ours = "entry-a.pb", "entry-b.pb", "champion-graph-abc.pb"
     (tmp_path / good).write_bytes(b"\x08\x01")  # a well-formed protocol buffer
+    (tmp_path / ours).write_bytes(b"champion-graph-1\n")  # champion's own format: never TensorFlow's to judge
     (tmp_path / bad).write_bytes(b"\x08")  # cut short
     (tmp_path / f"{bad}.tmp.7").write_bytes(b"\x08")  # another run's file being written: never touched
     calls = []
@@ -94,7 +95,7 @@ def test_a_damaged_entry_is_set_aside_alone_and_the_call_made_again(tmp_path, mo
 
     assert xla_cache.first_call(compile_once_damaged, lambda: calls.append("rebuilt")) == "compiled"
     assert calls == [1, "rebuilt", 1]
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([good, f"damaged-{bad}.bad", f"{bad}.tmp.7"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([good, ours, f"damaged-{bad}.bad", f"{bad}.tmp.7"])
 
 
 def test_two_runs_sharing_one_cache_at_once_train_alike(tmp_path):

@@ -11,8 +11,8 @@ from crash_helpers import QUICK, assert_run_is_sound, champion, evaluation_rows,
 from runners.best_store import list_entries, load_best
 from runners.configure import resolve_config
 from runners.replay import replay
-from runners.run_state import TrainingDiverged
-from runners.training import _is_write_failure, train
+from runners.run_state import TrainingDiverged, is_write_failure
+from runners.training import train
 
 # A 3072-step run passes 35-65 write points (config, 1-6 best saves, 3 checkpoints, summary).
 FAST_KILL_POINTS = ["best entry: weights written#2", "half-way through .tmp-current.json#3",
@@ -148,16 +148,16 @@ def test_only_write_errors_in_the_run_folder_are_reported_as_a_failed_write(tmp_
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    assert _is_write_failure(OSError(28, "No space left on device"), run_dir)  # a full disk that names no file
-    assert _is_write_failure(PermissionError(13, "Permission denied", str(run_dir / "best" / "x.json")), run_dir)
-    assert not _is_write_failure(PermissionError(13, "Permission denied", str(tmp_path / "elsewhere")), run_dir)
-    assert not _is_write_failure(FileNotFoundError(2, "No such file", "/data/level-3.map"), run_dir)  # an env's read
-    assert not _is_write_failure(ConnectionResetError(104, "Connection reset by peer"), run_dir)
-    assert _is_write_failure(tf.errors.ResourceExhaustedError(
+    assert is_write_failure(OSError(28, "No space left on device"), run_dir)  # a full disk that names no file
+    assert is_write_failure(PermissionError(13, "Permission denied", str(run_dir / "best" / "x.json")), run_dir)
+    assert not is_write_failure(PermissionError(13, "Permission denied", str(tmp_path / "elsewhere")), run_dir)
+    assert not is_write_failure(FileNotFoundError(2, "No such file", "/data/level-3.map"), run_dir)  # an env's read
+    assert not is_write_failure(ConnectionResetError(104, "Connection reset by peer"), run_dir)
+    assert is_write_failure(tf.errors.ResourceExhaustedError(
         None, None, "{{function_node __inference_save_fn_12}} /r/ckpt-1_temp/part; No space left on device [Op:SaveV2]"),
         run_dir)
-    assert _is_write_failure(tf.errors.UnknownError(None, None, f"{run_dir.resolve()}/ckpt-1.index; Read-only file system"),
+    assert is_write_failure(tf.errors.UnknownError(None, None, f"{run_dir.resolve()}/ckpt-1.index; Read-only file system"),
                              run_dir)
-    assert not _is_write_failure(tf.errors.PermissionDeniedError(None, None, "/opt/model.pb; Permission denied"), run_dir)
-    assert not _is_write_failure(tf.errors.InvalidArgumentError(
+    assert not is_write_failure(tf.errors.PermissionDeniedError(None, None, "/opt/model.pb; Permission denied"), run_dir)
+    assert not is_write_failure(tf.errors.InvalidArgumentError(
         None, None, "Read less bytes than requested [Op:__inference__advance_2499]"), run_dir)

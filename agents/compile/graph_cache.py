@@ -1,7 +1,7 @@
 """Traced graphs kept on disk beside the XLA compile cache, so that a warm run skips Python tracing.
 
-Tracing the graph engine's fused call builds about 1,000 graph ops in Python, at about half a
-millisecond each: 0.7-1.2 s on a 2-core CPU, as long as the rest of a warm run's start. What a trace
+Tracing the graph engine's fused call builds about 1,000 graph ops in Python, as long as the rest of a
+warm run's start (docs/architecture-notes.md has the figures). What a trace
 produces is a library of FunctionDefs. Given champion's code, the versions of the libraries and the
 settings the graph reads (not the seed or the step budget), it is always the same, so the first run
 with a key saves the library and which of its variables (by path) each captured input is, and a later

@@ -33,6 +33,8 @@ MAX_CACHE_BYTES = 256 * 1024 * 1024
 OFF_VALUES = {"off", "0", "false", "no", "none", ""}
 ENTRY_SUFFIX = ".pb"
 SET_ASIDE_PREFIX = "damaged-"
+OWN_ENTRY_PREFIX = "champion-graph-"
+"""champion's traced-graph entries (graph_cache), which have a format of their own and are checked on read."""
 DAMAGED_ENTRY_MESSAGES = ("as binary proto", "Read less bytes than requested", "XlaSerializedCacheEntry")
 """What TensorFlow says when it cannot read a cache entry (the first names the file)."""
 
@@ -153,13 +155,13 @@ def first_call(call: Callable[[], Result], rebuild: Callable[[], None]) -> Resul
 
 
 def set_aside_damaged(directory: Path, message: str) -> list[Path]:
-    """Rename aside the damaged entries: the one the message names, else every finished entry whose bytes
-    are not a well-formed protocol buffer. Returns their new paths."""
+    """Rename aside the damaged entries: the one the message names, else every finished TensorFlow entry
+    (``*.pb``, not champion's own) whose bytes are not a well-formed protocol buffer. Returns their new paths."""
     named = [Path(found) for found in re.findall(r"(\S+" + re.escape(ENTRY_SUFFIX) + r")\b", message)]
     candidates = [path for path in named if path.parent == directory and path.is_file()]
     if not candidates:
         candidates = [Path(entry.path) for entry in os.scandir(directory)
-                      if entry.name.startswith("xla_compile_cache") and entry.name.endswith(ENTRY_SUFFIX)
+                      if entry.name.endswith(ENTRY_SUFFIX) and not entry.name.startswith(OWN_ENTRY_PREFIX)
                       and not _well_formed(Path(entry.path))]
     moved = []
     for path in candidates:
