@@ -98,3 +98,17 @@ def test_no_import_cycles_between_champion_modules():
     # a package's __init__ may lazily re-export its own modules (runners.train); that is not a cycle of code
     cycles = [cycle for cycle in cycles if not re.fullmatch(r"(\w+) -> \1\.[\w.]+( -> \1)?", cycle)]
     assert cycles == []
+
+
+def test_the_private_api_versions_are_the_tensorflow_range_pyproject_allows():
+    import tomllib
+
+    from agents.compile import compat
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    frameworks = {re.match(r"[\w-]+", text).group(): text for text in dependencies}
+    for name in ("tensorflow", "keras", "gymnasium", "numpy", "tensorboard"):
+        assert re.search(r">=[\d.]+,<[\d.]+", frameworks[name]), f"{name} needs a floor and a cap: {frameworks[name]}"
+    floor, cap = re.search(r">=(\d+\.\d+),<(\d+\.\d+)", frameworks["tensorflow"]).groups()
+    major, first, last = int(floor.split(".")[0]), int(floor.split(".")[1]), int(cap.split(".")[1])
+    assert compat.TESTED_TENSORFLOW == tuple(f"{major}.{minor}" for minor in range(first, last))
