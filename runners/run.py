@@ -3,6 +3,7 @@ restored from a resume checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,11 +49,21 @@ class Run:
     media: BestPolicyMedia | None = None
     evaluations: list[tuple[int, float]] = field(default_factory=list)
 
-    def close(self) -> None:
-        """Flush the logs and close every environment."""
-        self.logger.close()
-        self.evaluation.close()
-        self.engine.close()
+    def close(self, unwinding: bool = False) -> None:
+        """Flush the logs and close every environment, each even if another fails. While ``unwinding`` from an
+        error, a failure here is only warned about, so that the error that stopped the run is the one reported."""
+        with contextlib.ExitStack() as parts:  # closed last to first: logger, evaluation, engine
+            if unwinding:
+                parts.push(self._warn_instead)  # first in, so it sees what any of the others raised
+            parts.callback(self.engine.close)
+            parts.callback(self.evaluation.close)
+            parts.callback(self.logger.close)
+
+    def _warn_instead(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
+        if isinstance(error, Exception):
+            warner(self.console)(f"closing the run also failed ({type(error).__name__}: {error})")
+            return True
+        return False
 
     def advance(self, step: int, max_env_steps: int) -> Advance:
         """The engine's next advance: at most ``max_env_steps`` env steps from ``step``."""
@@ -103,11 +114,13 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     model = ActorCritic(spec, seed=config.seed)
     learner, timings = make_learner(model, config), Timings()
     policy = NumpyPolicy(model, seed=config.seed)  # the gymnasium engine acts with it; evaluation plays its snapshots
-    engine = make_engine(engine_kind, config, model, policy, learner, timings)
-    try:
+    with contextlib.ExitStack() as built:  # if a later part fails, the parts built so far are closed
+        engine = make_engine(engine_kind, config, model, policy, learner, timings)
+        built.callback(engine.close)
         if resume_step is None:
             engine.start(None, 0, warner(console))
         logger = RunLogger(run_dir, config.log_every, resume_step)
+        built.callback(logger.close)
         media = None
         if config.media and "rgb_array" in env_info.render_modes:
             media = BestPolicyMedia(config.env_id, config.eval_seed,
@@ -115,10 +128,9 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
         eval_envs = make_eval_env(config.env_id, config.eval_episodes)
         evaluation = BackgroundEvaluation(eval_envs, episode_seeds(config.eval_seed, config.eval_episodes),
                                           config.eval_in_background, env_id=config.env_id)
+        built.callback(evaluation.close)
         store = BestPolicyStore(run_dir / "best", on_warning=warner(console))
-    except BaseException:
-        engine.close()
-        raise
+        built.pop_all()
     return Run(config=config, run_dir=run_dir, spec=spec, model=model, policy=policy, learner=learner,
                evaluation=evaluation, store=store, checkpoints=checkpoints, logger=logger, timings=timings,
                console=console, engine=engine, media=media)

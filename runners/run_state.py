@@ -132,23 +132,30 @@ def _lookup(config: TrainConfig, key: str) -> Any:
 
 CHECKPOINT_WRITE_OPS = ("[Op:SaveV2]", "[Op:MergeV2Checkpoints]")
 """TensorFlow's ops that write a checkpoint: their errors are write failures wherever their message points."""
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+"""What a failed write says: a full, over-quota or read-only disk, a file too large, no permission, an I/O error."""
+WRITE_MESSAGES = ("No space left", "Disk quota", "File too large", "Read-only file system", "Permission denied",
+                  "Input/output error")
 
 
 def is_write_failure(error: Exception, run_dir: Path) -> bool:
-    """A failed write in the run folder: an OS error on a file in it (or a full, read-only or over-quota disk
-    that names no file), or TensorFlow's checkpoint writer failing; not an env's or a compiler's error."""
+    """A failed write in the run folder: an OS error of a writing kind on a file in it (or naming no file),
+    or TensorFlow failing to write there (its checkpoint writer, or an event file whose path it names);
+    not an env's error, nor a compiler's."""
     if isinstance(error, OSError):
         names = [name for name in (error.filename, error.filename2) if name is not None]
-        if not names:
-            return error.errno in WRITE_ERRNOS
-        return any(_inside(Path(str(name)), run_dir) for name in names)
+        return error.errno in WRITE_ERRNOS and (not names or any(_inside(str(name), run_dir) for name in names))
     message = getattr(error, "message", "")
-    return any(marker in message for marker in CHECKPOINT_WRITE_OPS) or str(run_dir.resolve()) in message
+    if any(marker in message for marker in CHECKPOINT_WRITE_OPS):
+        return True
+    # "{{function_node ...}} results/.../tb/events...; No space left on device": the path before the reason
+    path, _, reason = re.sub(r"^\{\{[^}]*\}\}\s*", "", message).partition(";")
+    return any(text in reason for text in WRITE_MESSAGES) and _inside(path.strip(), run_dir)
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
+def _inside(path: str, folder: Path) -> bool:
+    """Whether ``path`` (absolute, or relative to the working directory) lies in ``folder``."""
+    return bool(path) and Path(path).resolve().is_relative_to(folder.resolve())
 
 
 def write_failure(error: Exception, run_dir: Path) -> TrainingStopped:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -95,7 +96,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
         raise write_failure(error, run_dir) from error
     finally:
         if run is not None:
-            run.close()
+            run.close(unwinding=sys.exception() is not None)
 
 
 def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> TrainResult:

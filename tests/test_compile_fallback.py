@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from agents.compile import compat, xla_cache
+from agents.compile import compat, graph_cache, xla_cache
 from crash_helpers import CHAMPION
 from runners.configure import resolve_config
 from runners.training import train
@@ -25,12 +25,12 @@ def evaluations(run_dir: Path) -> list[str]:
 
 def test_private_apis_are_used_only_on_a_tested_tensorflow_with_the_cache_on(monkeypatch):
     monkeypatch.delenv(xla_cache.ENVIRONMENT_VARIABLE, raising=False)
-    assert compat.available() == (compat.tensorflow_minor_version() in compat.TESTED_TENSORFLOW)
+    assert compat.available() and graph_cache.uses_private_apis()  # the suite runs on a tested TensorFlow
     monkeypatch.setattr(compat, "tensorflow_minor_version", lambda: "2.99")
-    assert not compat.available()
+    assert not compat.available() and not graph_cache.uses_private_apis() and not compat.tensorflow_has_started()
     monkeypatch.undo()
     monkeypatch.setenv(xla_cache.ENVIRONMENT_VARIABLE, "off")
-    assert not compat.available() and xla_cache.configured_cache_dir() is None
+    assert compat.available() and not graph_cache.uses_private_apis() and xla_cache.configured_cache_dir() is None
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
@@ -41,6 +41,7 @@ def test_training_on_the_public_fallback_gives_the_same_evaluations(tmp_path, mo
     for name in ("private", "fallback"):
         if name == "fallback":
             monkeypatch.setattr(compat, "TESTED_TENSORFLOW", ())
+        assert graph_cache.uses_private_apis() == (name == "private")
         config, _ = resolve_config("CartPole-v1", algo, {**SHORT, "results_dir": str(tmp_path), "run_name": name})
         result = train(config, progress=False)
         runs[name] = (evaluations(result.run_dir), set(result.timings))
@@ -111,3 +112,39 @@ def test_two_runs_sharing_one_cache_at_once_train_alike(tmp_path):
     assert one == two and len(one) == 2
     entries = sorted(path.name for path in (tmp_path / "cache").iterdir())
     assert not any(".tmp" in name for name in entries)  # every write was finished and renamed into place
+
+
+@pytest.mark.parametrize("content, set_aside", [(b"", True), (b"\x08\x01", False)], ids=["empty", "well-formed"])
+def test_an_entry_whose_key_does_not_match_is_recompiled_and_set_aside_when_its_bytes_tell(
+        tmp_path, monkeypatch, capsys, content, set_aside):
+    monkeypatch.setenv("TF_XLA_FLAGS", f"{xla_cache.FLAG}={tmp_path}")
+    (tmp_path / "entry-a.pb").write_bytes(content)
+    calls = []
+
+    def compile_once_mismatched():
+        calls.append(1)
+        if len(calls) == 1:
+            raise tf.errors.InvalidArgumentError(None, None, "Serialized cache key does not match.")
+        return "compiled"
+
+    assert xla_cache.first_call(compile_once_mismatched, lambda: calls.append("rebuilt")) == "compiled"
+    assert calls == [1, "rebuilt", 1]
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == (["damaged-entry-a.pb.bad"] if set_aside else ["entry-a.pb"])
+    warning = capsys.readouterr().err
+    assert ("set entry-a.pb aside" in warning) == set_aside and ("could not tell" in warning) != set_aside
+
+
+def test_a_damaged_entry_another_run_set_aside_first_is_compiled_afresh_here_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_XLA_FLAGS", f"{xla_cache.FLAG}={tmp_path}")
+    gone = tmp_path / "entry-b.pb"  # named by TensorFlow, then renamed aside by the other run
+    calls = []
+
+    def compile_once_damaged():
+        calls.append(1)
+        if len(calls) == 1:
+            raise tf.errors.DataLossError(None, None, f"Can't parse {gone} as binary proto")
+        return "compiled"
+
+    assert xla_cache.first_call(compile_once_damaged, lambda: calls.append("rebuilt")) == "compiled"
+    assert calls == [1, "rebuilt", 1] and list(tmp_path.iterdir()) == []

@@ -143,21 +143,25 @@ def test_nan_rewards_are_never_saved_and_stop_the_run(tmp_path):
     assert [path.name for path in final_files(run_dir) if "nan" in path.name.lower()] == []
 
 
-def test_only_write_errors_in_the_run_folder_are_reported_as_a_failed_write(tmp_path):
+def test_only_write_errors_in_the_run_folder_are_reported_as_a_failed_write(tmp_path, monkeypatch):
     import tensorflow as tf
 
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    monkeypatch.chdir(tmp_path)
+    run_dir = Path("results") / "CartPole-v1" / "ppo" / "run"  # relative, as the default results_dir is
+    run_dir.mkdir(parents=True)
     assert is_write_failure(OSError(28, "No space left on device"), run_dir)  # a full disk that names no file
     assert is_write_failure(PermissionError(13, "Permission denied", str(run_dir / "best" / "x.json")), run_dir)
     assert not is_write_failure(PermissionError(13, "Permission denied", str(tmp_path / "elsewhere")), run_dir)
+    assert not is_write_failure(FileNotFoundError(2, "No such file", str(run_dir / "config.yaml")), run_dir)  # a read
     assert not is_write_failure(FileNotFoundError(2, "No such file", "/data/level-3.map"), run_dir)  # an env's read
     assert not is_write_failure(ConnectionResetError(104, "Connection reset by peer"), run_dir)
     assert is_write_failure(tf.errors.ResourceExhaustedError(
         None, None, "{{function_node __inference_save_fn_12}} /r/ckpt-1_temp/part; No space left on device [Op:SaveV2]"),
         run_dir)
-    assert is_write_failure(tf.errors.UnknownError(None, None, f"{run_dir.resolve()}/ckpt-1.index; Read-only file system"),
-                             run_dir)
+    events = run_dir / "tb" / "events.out.tfevents.1"
+    assert is_write_failure(tf.errors.ResourceExhaustedError(None, None, f"{events}; No space left on device"), run_dir)
+    assert is_write_failure(tf.errors.UnknownError(None, None, f"{events.resolve()}; Read-only file system"), run_dir)
     assert not is_write_failure(tf.errors.PermissionDeniedError(None, None, "/opt/model.pb; Permission denied"), run_dir)
+    assert not is_write_failure(tf.errors.NotFoundError(None, None, f"{run_dir / 'checkpoints'}; No such file"), run_dir)
     assert not is_write_failure(tf.errors.InvalidArgumentError(
         None, None, "Read less bytes than requested [Op:__inference__advance_2499]"), run_dir)

@@ -1,6 +1,5 @@
 """The in-graph engine: CartPole in TF ops, rollouts and updates fused in one compiled call."""
 
-from collections import Counter
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -172,7 +171,3 @@ def test_the_divergence_guard_counts_updates_across_calls():
     assert state.nonfinite_streak == 4
     assert call(2, (2, 2, 2)) == 6  # and 2 more
     assert call(3, (0, 1, 1), skipped=0) == 0 and state.nonfinite_streak == 0  # no skipped step: the count restarts
-
-
-MLIR_CONVERTED = {"Abs", "IsFinite", "BiasAddGrad", "MatrixBandPart", "Sqrt", "Tanh", "Exp", "LogSoftmax", "Cos"}
-"""Ops TensorFlow converts for XLA through an MLIR pipeline of their own, about 7 ms per op at every run's first call."""

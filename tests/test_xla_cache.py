@@ -9,11 +9,20 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from agents.compile import xla_cache
+import pytest
+
+from agents.compile import compat, xla_cache
 from crash_helpers import CHAMPION
 
 
-def test_the_default_directory_is_per_tensorflow_version_and_machine_and_other_flags_are_kept(tmp_path, monkeypatch):
+@pytest.fixture
+def tensorflow_not_started(monkeypatch):
+    """As in a process that has run no TensorFlow op yet (this one has: other tests ran before)."""
+    monkeypatch.setattr(compat, "tensorflow_has_started", lambda: False)
+
+
+def test_the_default_directory_is_per_tensorflow_version_and_machine_and_other_flags_are_kept(
+        tmp_path, monkeypatch, tensorflow_not_started):
     monkeypatch.delenv(xla_cache.ENVIRONMENT_VARIABLE, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_min_cluster_size=2")
@@ -27,7 +36,8 @@ def test_the_default_directory_is_per_tensorflow_version_and_machine_and_other_f
     assert os.environ["TF_XLA_FLAGS"].count("persistent_cache") == 1
 
 
-def test_off_a_users_own_flag_and_an_unwritable_directory_leave_the_flags_alone(tmp_path, monkeypatch):
+def test_off_a_users_own_flag_and_an_unwritable_directory_leave_the_flags_alone(tmp_path, monkeypatch,
+                                                                                tensorflow_not_started):
     monkeypatch.setenv("TF_XLA_FLAGS", "")
     monkeypatch.setenv(xla_cache.ENVIRONMENT_VARIABLE, "off")
     assert (xla_cache.configure(), os.environ["TF_XLA_FLAGS"]) == (None, "")
@@ -42,6 +52,18 @@ def test_off_a_users_own_flag_and_an_unwritable_directory_leave_the_flags_alone(
     assert xla_cache.configure() == tmp_path / "mine"
     assert os.environ["TF_XLA_FLAGS"] == f"--tf_xla_persistent_cache_directory={tmp_path / 'mine'}"
     assert not (tmp_path / "champions").exists()
+
+
+def test_once_tensorflow_has_run_the_cache_is_left_off_and_the_run_told_how_to_have_it(tmp_path, monkeypatch, capsys):
+    import tensorflow as tf
+
+    tf.constant(1.0)  # TensorFlow's runtime has started in this process
+    monkeypatch.setenv("TF_XLA_FLAGS", "")
+    monkeypatch.setenv(xla_cache.ENVIRONMENT_VARIABLE, str(tmp_path / "cache"))
+    assert compat.tensorflow_has_started()
+    assert (xla_cache.configure(), os.environ["TF_XLA_FLAGS"], xla_cache.configured_cache_dir()) == (None, "", None)
+    assert not (tmp_path / "cache").exists()
+    assert "TF_XLA_FLAGS=--tf_xla_persistent_cache_directory=DIR" in capsys.readouterr().err
 
 
 def test_prune_removes_the_oldest_entries_down_to_half_the_limit_once_over_it(tmp_path):
@@ -97,7 +119,8 @@ def test_a_run_that_loads_the_compiled_step_from_the_cache_trains_exactly_as_the
     stranger.write_bytes(b"half")
     healed, warnings, built = _train(tmp_path / "results", cache, "third")
     assert healed == compiled
-    assert len(warnings) == 1 and f"XLA compile cache entry {xla_entry.name} in {cache} could not be read" in warnings[0]
+    assert len(warnings) == 1 and f"XLA compile cache entry in {cache} could not be used" in warnings[0]
+    assert f"set {xla_entry.name} aside, and compiling afresh" in warnings[0]
     set_aside = cache / f"damaged-{xla_entry.name}.bad"
     assert set_aside.is_file() and not xla_entry.exists()
     assert graph_entry.stat().st_mtime_ns == entries[graph_entry.name] and stranger.read_bytes() == b"half"

@@ -6,7 +6,7 @@ by name, and keeping its unique-id counter from naming two functions alike. Thos
 nowhere else (tests/test_layout.py fails if a private name appears in another file).
 
 ``available()`` says whether they may be used: TensorFlow's minor version is one in
-``TESTED_TENSORFLOW`` and the cache is not turned off (``CHAMPION_XLA_CACHE=off``). Otherwise callers
+``TESTED_TENSORFLOW``. Otherwise (and when ``CHAMPION_XLA_CACHE=off``, see ``graph_cache``) callers
 take the public path: the tf.function is traced in every process and called as it is (same numbers,
 tests/test_compile_fallback.py), and the XLA cache may then miss for a resumed run.
 """
@@ -18,8 +18,6 @@ import re
 from typing import Any
 
 import tensorflow as tf
-
-from agents.compile import xla_cache
 
 TESTED_TENSORFLOW = ("2.20", "2.21")
 """TensorFlow minor versions whose private APIs below were tested (the suite runs on them)."""
@@ -35,8 +33,8 @@ def tensorflow_minor_version() -> str:
 
 
 def available() -> bool:
-    """Whether the private APIs below may be used in this process (tested TensorFlow, cache not off)."""
-    return tensorflow_minor_version() in TESTED_TENSORFLOW and not xla_cache.turned_off()
+    """Whether the private APIs below may be used: the installed TensorFlow is one they were tested on."""
+    return tensorflow_minor_version() in TESTED_TENSORFLOW
 
 
 def new_library() -> Any:
@@ -120,3 +118,13 @@ def has_definition(name: str) -> bool:
     from tensorflow.python.eager import context
 
     return context.context().has_function(name)
+
+
+def tensorflow_has_started() -> bool:
+    """Whether TensorFlow's runtime has started in this process (it reads ``TF_XLA_FLAGS`` when it starts).
+    On an untested TensorFlow, where this can't be asked, False."""
+    if not available():
+        return False
+    from tensorflow.python.eager import context
+
+    return bool(context.context()._initialized)

@@ -70,6 +70,12 @@ VERSIONS = {package: _version(package) for package in ("champion", "tensorflow",
 """Read once: looking them up costs a few milliseconds each time."""
 
 
+def uses_private_apis() -> bool:
+    """Whether saved definitions are registered and called (``compat``): on a tested TensorFlow, unless
+    ``CHAMPION_XLA_CACHE=off`` turns the caches off."""
+    return compat.available() and not xla_cache.turned_off()
+
+
 def tracked_variables(root: Any) -> dict[str, tf.Variable]:
     """Every tf.Variable reachable from ``root`` by TensorFlow's object tracking, by its path from the root
     (Keras variables are unwrapped to the tf.Variable that graphs capture)."""
@@ -97,8 +103,8 @@ class CachedGraphFunction:
 
     ``list_variables`` gives the variables the function may capture, by a path that names the same
     variable in every process; a function that captures anything else (or creates variables while it
-    is traced) is still called this way, only not saved. ``key`` None, no cache directory, or private
-    APIs not available (``compat.available``) mean the tf.function is traced and called as it is.
+    is traced) is still called this way, only not saved. ``key`` None or no cache directory turn saving
+    and loading off. Where ``uses_private_apis`` is False the tf.function is traced and called as it is.
     """
 
     def __init__(self, function: tf.types.experimental.PolymorphicFunction,
@@ -118,7 +124,7 @@ class CachedGraphFunction:
 
     def prepare(self) -> str:
         """Load the graph from the cache, or trace (and save) it; returns "loaded" or "traced"."""
-        if not compat.available():
+        if not uses_private_apis():
             self.function.get_concrete_function()
             self._plain, self.source = True, "traced"
             return self.source

@@ -30,6 +30,7 @@ class CompiledUpdate:
         self.key = graph_cache.cache_key("CompiledUpdate", {
             "learner": type(learner).__name__, "config": dataclasses.asdict(config), "spec": spec.to_dict(),
             "num_envs": num_envs, "keep_gradients": keep_gradients})
+        self.call: graph_cache.CachedGraphFunction | None = None
         self._build_function()
 
     def prepare(self) -> str:
@@ -55,11 +56,17 @@ class CompiledUpdate:
         return tf.stack([tf.cast(metrics[name], tf.float32) for name in self.names])
 
     def _build_function(self, use_cache: bool = True) -> None:
+        if self.call is not None:  # a rebuild after a damaged compiled entry
+            self.call.close()
         function = tf.function(self._stacked, input_signature=self._signature, autograph=False,
                                jit_compile=self.jit_compile)
         self.call = graph_cache.CachedGraphFunction(function, lambda: learner_variables(self.learner),
                                                     self.key if use_cache else None)
         self._compiled = False
+
+    def close(self) -> None:
+        """Drop the definitions loaded from the cache (a traced graph goes with its function)."""
+        self.call.close()
 
     def tracing_count(self) -> int:
         """Times the update's graph was built, traced or loaded from the cache (1 once it has run)."""

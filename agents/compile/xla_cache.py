@@ -5,8 +5,9 @@ TensorFlow keeps what XLA compiled on disk when ``TF_XLA_FLAGS`` names a directo
 Entries are keyed by the computation and checked against its full HLO before use, and TensorFlow writes
 each one to a unique temporary file and renames it into place, so several runs may share the directory.
 
-``configure`` is called when a run starts (never at import). TensorFlow reads the flag at the first
-compile of the process, so it takes effect in a process that has compiled nothing yet. The directory is
+``configure`` is called when a run starts (never at import). TensorFlow reads the flag when its runtime
+starts (the first op of the process), so a run that starts after TensorFlow has run anything, in a
+process that did not name a cache directory before, goes without the cache and says so. The directory is
 per TensorFlow version and per machine (host name and CPU flags), so a home directory shared by a cluster
 never hands one machine another's code. ``CHAMPION_XLA_CACHE`` picks another directory, or ``off`` turns
 every compile cache off; a ``TF_XLA_FLAGS`` that already names a cache directory is left alone.
@@ -35,8 +36,8 @@ ENTRY_SUFFIX = ".pb"
 SET_ASIDE_PREFIX = "damaged-"
 OWN_ENTRY_PREFIX = "champion-graph-"
 """champion's traced-graph entries (graph_cache), which have a format of their own and are checked on read."""
-DAMAGED_ENTRY_MESSAGES = ("as binary proto", "Read less bytes than requested", "XlaSerializedCacheEntry")
-"""What TensorFlow says when it cannot read a cache entry (the first names the file)."""
+DAMAGED_ENTRY_MESSAGES = ("as binary proto", "Read less bytes than requested", "Serialized cache key does not match")
+"""What TensorFlow says when a cache entry cannot be used (the first names the file; the others name none)."""
 
 
 def machine_fingerprint() -> str:
@@ -67,15 +68,18 @@ def turned_off() -> bool:
     return chosen is not None and chosen.strip().lower() in OFF_VALUES
 
 
-def configured_cache_dir() -> Path | None:
-    """The cache directory ``TF_XLA_FLAGS`` names (set by ``configure`` or by the user), or None."""
-    if turned_off():
-        return None
+def flagged_cache_dir() -> Path | None:
+    """The XLA cache directory ``TF_XLA_FLAGS`` names (set by ``configure`` or by the user), or None."""
     for flag in os.environ.get("TF_XLA_FLAGS", "").split():
         name, _, value = flag.partition("=")
         if name == FLAG and value:
             return Path(value)
     return None
+
+
+def configured_cache_dir() -> Path | None:
+    """The directory champion's caches use: the one ``TF_XLA_FLAGS`` names, unless ``CHAMPION_XLA_CACHE=off``."""
+    return None if turned_off() else flagged_cache_dir()
 
 
 def configure() -> Path | None:
@@ -89,6 +93,13 @@ def configure() -> Path | None:
     existing = configured_cache_dir()
     if existing is not None:
         return existing
+    from agents.compile import compat
+
+    if compat.tensorflow_has_started():
+        print("champion: warning: TensorFlow ran before this run started, so it can no longer take the XLA compile "
+              f"cache's directory; this process trains without the compile cache. Start the run before other "
+              f"TensorFlow work, or set TF_XLA_FLAGS={FLAG}=DIR before starting Python", file=sys.stderr)
+        return None
     chosen = os.environ.get(ENVIRONMENT_VARIABLE)
     directory = Path(chosen).expanduser() if chosen else default_cache_dir()
     try:
@@ -128,37 +139,37 @@ def prune(directory: Path, max_bytes: int) -> int:
 
 
 def first_call(call: Callable[[], Result], rebuild: Callable[[], None]) -> Result:
-    """The first call of an XLA-compiled function, recovering from a cache entry TensorFlow cannot read.
+    """The first call of an XLA-compiled function, recovering from a cache entry TensorFlow cannot use.
 
     TensorFlow fails the call, not the lookup, when an entry it finds is damaged. Only that error is
-    recovered from: the damaged entry is renamed aside (``damaged-...``, removed by a later prune; no other
-    file is touched), ``rebuild`` makes a new function, traced afresh so that TensorFlow looks it up under
-    a new name, and the call is made once more. Any other error, or a damaged entry that can't be found,
-    is raised as it is.
+    recovered from: the damaged entry is renamed aside where it can be told (``damaged-...``, removed by a
+    later prune; no other file is touched), ``rebuild`` makes a new function, traced afresh so that
+    TensorFlow looks it up under a new name, and the call is made once more. Any other error is raised as
+    it is. This works on the directory TensorFlow was given, whoever named it.
     """
     import tensorflow as tf
 
-    directory = configured_cache_dir()
+    directory = flagged_cache_dir()
     try:
         return call()
     except tf.errors.OpError as error:
         if directory is None or not any(text in error.message for text in DAMAGED_ENTRY_MESSAGES):
             raise
         set_aside = set_aside_damaged(directory, error.message)
-        if not set_aside:
-            raise
         names = ", ".join(path.name.removeprefix(SET_ASIDE_PREFIX).removesuffix(".bad") for path in set_aside)
-        print(f"champion: warning: the XLA compile cache entry {names} in {directory} could not be read "
-              f"({error.message.splitlines()[0][:160]}); set it aside and compiling afresh", file=sys.stderr)
+        what = f"set {names} aside" if set_aside else "could not tell which entry it was, so it stays"
+        print(f"champion: warning: an XLA compile cache entry in {directory} could not be used "
+              f"({error.message.splitlines()[0][:160]}); {what}, and compiling afresh", file=sys.stderr)
         rebuild()
         return call()
 
 
 def set_aside_damaged(directory: Path, message: str) -> list[Path]:
     """Rename aside the damaged entries: the one the message names, else every finished TensorFlow entry
-    (``*.pb``, not champion's own) whose bytes are not a well-formed protocol buffer. Returns their new paths."""
+    (``*.pb``, not champion's own) that is empty or not a well-formed protocol buffer. Returns their new
+    paths (none when another run set them aside first, or when the damage can't be told from the bytes)."""
     named = [Path(found) for found in re.findall(r"(\S+" + re.escape(ENTRY_SUFFIX) + r")\b", message)]
-    candidates = [path for path in named if path.parent == directory and path.is_file()]
+    candidates = [path for path in named if path.parent == directory]
     if not candidates:
         candidates = [Path(entry.path) for entry in os.scandir(directory)
                       if entry.name.endswith(ENTRY_SUFFIX) and not entry.name.startswith(OWN_ENTRY_PREFIX)
@@ -175,12 +186,15 @@ def set_aside_damaged(directory: Path, message: str) -> list[Path]:
 
 
 def _well_formed(path: Path) -> bool:
-    """Whether a file's bytes parse as some protocol buffer (a truncated or garbled one does not)."""
+    """Whether a file's bytes parse as some protocol buffer (an empty, truncated or garbled one does not)."""
     from google.protobuf import empty_pb2
     from google.protobuf.message import DecodeError
 
     try:
-        empty_pb2.Empty().ParseFromString(path.read_bytes())
+        data = path.read_bytes()
+        if not data:
+            return False
+        empty_pb2.Empty().ParseFromString(data)
     except DecodeError:
         return False
     except OSError:

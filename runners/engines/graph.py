@@ -56,6 +56,7 @@ class GraphEngine:
         settings = {name: value for name, value in dataclasses.asdict(config).items()
                     if name not in FIELDS_OUTSIDE_THE_GRAPH}
         self.cache_key = graph_cache.cache_key("GraphEngine._advance", settings)
+        self.call: graph_cache.CachedGraphFunction | None = None
         self._build_function()
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
@@ -85,7 +86,9 @@ class GraphEngine:
 
     def _build_function(self, use_cache: bool = True) -> None:
         """The fused call as a tf.function with a fixed signature, traced (or its trace loaded from the cache)
-        and compiled at its first call."""
+        and compiled at its first call; a rebuild (after a damaged compiled entry) drops the previous one."""
+        if self.call is not None:
+            self.call.close()
         signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)]
         function = tf.function(self._advance, input_signature=signature, autograph=False, jit_compile=True)
         self.call = graph_cache.CachedGraphFunction(function, self._variables, self.cache_key if use_cache else None)

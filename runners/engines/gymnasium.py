@@ -26,20 +26,28 @@ class GymnasiumEngine:
 
     def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
         """Fresh envs, or the envs of a checkpoint's state (fresh ones, with a warning, if they could not be saved)."""
-        config, observations = self.config, None
+        config, observations, envs = self.config, None, None
         reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
         if saved is not None and saved.get("envs") is not None:
-            envs, observations = pickle.loads(saved["envs"]), saved["observations"]
-        else:
-            if saved is not None:
-                warn(f"the environments could not be saved ({saved['envs_problem']}); they restart from fresh "
-                     "episodes, so this continuation is not bit-exact")
+            try:
+                envs, observations = pickle.loads(saved["envs"]), saved["observations"]
+            except Exception as error:  # e.g. saved by an older champion whose env classes are gone
+                warn(f"the saved environments could not be loaded ({type(error).__name__}: {error}); they restart "
+                     "from fresh episodes, so this continuation is not bit-exact")
+        elif saved is not None:
+            warn(f"the environments could not be saved ({saved['envs_problem']}); they restart from fresh "
+                 "episodes, so this continuation is not bit-exact")
+        if envs is None:
             envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
         if saved is not None:
             reward_scaler = saved.get("reward_scaler")
-        self.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + step, self.timings,
-                                            observations=observations, reward_scaler=reward_scaler,
-                                            env_id=config.env_id)
+        try:
+            self.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + step, self.timings,
+                                                observations=observations, reward_scaler=reward_scaler,
+                                                env_id=config.env_id)
+        except BaseException:  # the first reset failed: its worker processes, if any, must not outlive it
+            envs.close()
+            raise
 
     def prepare(self) -> None:
         """Trace the learner's compiled update, or load its trace from the cache."""
@@ -81,6 +89,7 @@ class GymnasiumEngine:
                 "observations": self.collector.observations.copy(), "reward_scaler": self.collector.reward_scaler}
 
     def close(self) -> None:
-        """Close the training envs."""
+        """Close the training envs and drop the update's loaded graph."""
+        self.learner.compiled_update.close()
         if self.collector is not None:
             self.collector.envs.close()
