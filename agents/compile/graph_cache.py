@@ -152,8 +152,9 @@ class CachedGraphFunction:
 
     def close(self) -> None:
         """Drop the definitions this object loaded (traced ones go with the traced function)."""
-        compat.remove_definitions(self._loaded_names)
-        self._loaded_names = []
+        if self._loaded_names:
+            compat.remove_definitions(self._loaded_names)
+            self._loaded_names = []
 
     def _trace(self, path: Path | None) -> None:
         before = self.list_variables()
