@@ -105,6 +105,17 @@ class ResumeCheckpoints:
         raise CheckpointError(f"every resume checkpoint in {self.directory} is damaged: " + "; ".join(problems))
 
 
+def newest_good_step(directory: Path) -> int | None:
+    """The step of the newest checkpoint in ``directory`` that verifies, read-only (nothing is created or
+    cleaned up); None when there is none."""
+    for path in sorted((item for item in Path(directory).glob(f"{PREFIX}*") if item.is_dir()), reverse=True):
+        try:
+            return int(read_checkpoint(path).manifest["step"])
+        except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError):
+            continue
+    return None
+
+
 def read_checkpoint(path: Path) -> LoadedCheckpoint:
     """Verify every file of a checkpoint against its manifest and unpickle the state."""
     manifest = json.loads((path / MANIFEST_FILE).read_text())

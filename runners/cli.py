@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -68,9 +69,10 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
         if algo is not None:
             overrides["algo"] = algo
         from runners.run_folder import preflight
-        from runners.run_state import resumed_config
+        from runners.run_state import check_resumable, resumed_config
 
-        resumed_config(resume_dir, overrides)  # refused changes and a missing run fail here, before TensorFlow starts
+        # refused changes, a missing or finished run fail here, before TensorFlow starts
+        check_resumable(resume_dir, resumed_config(resume_dir, overrides))
         preflight(resume_dir)
         from runners.training import resume
 
@@ -132,7 +134,10 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
     result = outcome.result
     click.echo(f"replayed {outcome.entry} (best at step {outcome.step:,}) on seeds {result.seeds[0]}..{result.seeds[-1]}")
     click.echo(f"returns: {', '.join(f'{value:g}' for value in result.returns)}")
-    same = "same as recorded" if result.mean_return == outcome.recorded_mean_return else "recorded"
+    if outcome.same_episodes:
+        same = "same as recorded" if result.mean_return == outcome.recorded_mean_return else "recorded"
+    else:
+        same = f"recorded over its {len(outcome.recorded_seeds)} evaluation episodes"
     click.echo(f"mean return {result.mean_return:.2f} ± {result.std_return:.2f} "
                f"({same}: {outcome.recorded_mean_return:.2f})")
     if video is not None:
@@ -272,6 +277,25 @@ def _training_stopped(error: Exception) -> Any:
     return error if isinstance(error, TrainingStopped) else None
 
 
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reading end has been closed."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll on this platform, stdout closed or not a file
+        return False
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone, so that the interpreter's final flush does not fail
+    again (Python's documented recipe for SIGPIPE; nothing written there could reach anyone)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout already closed or not a file
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and turn known errors into one line and exit code 2."""
     from envs.factory import EnvError, EnvStepError
@@ -282,6 +306,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     prefix = f"champion {command}".strip()
     try:
         cli.main(args=args, prog_name="champion", standalone_mode=False)
+    except SystemExit as exit_request:  # click exits 1 when a write to stdout finds no reader
+        if exit_request.code == 1 and _reader_gone():  # e.g. `champion presets | head -1`: done, quietly
+            _discard_stdout()
+            sys.exit(0)
+        raise
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as error:

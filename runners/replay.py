@@ -27,6 +27,13 @@ class ReplayResult:
     result: EvalResult
     recorded_mean_return: float
     step: int
+    recorded_seeds: tuple[int, ...] = ()
+    """The evaluation seeds that made this policy best (its recorded mean is over these)."""
+
+    @property
+    def same_episodes(self) -> bool:
+        """Whether the replay played exactly the recorded evaluation's episodes (then its mean must match)."""
+        return tuple(self.result.seeds) == tuple(self.recorded_seeds)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON that ``champion replay --json`` prints."""
@@ -40,6 +47,8 @@ class ReplayResult:
             "mean_return": self.result.mean_return,
             "std_return": self.result.std_return,
             "recorded_mean_return": self.recorded_mean_return,
+            "recorded_episodes": len(self.recorded_seeds),
+            "same_episodes_as_recorded": self.same_episodes,
             "matches_recorded": self.result.mean_return == self.recorded_mean_return,
         }
 
@@ -79,7 +88,8 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
         eval_envs.close()
     if video is not None:
         write_video(Path(video), frames or [], fps)
-    return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]))
+    return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
+                        tuple(int(seed) for seed in manifest["eval_seeds"]))
 
 
 def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: int | None) -> list[int]:

@@ -9,6 +9,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
 
@@ -117,8 +118,9 @@ def _process_alive(pid: int) -> bool:
 class RunLock:
     """An exclusive lock on a run folder, held while a trainer writes to it.
 
-    Uses flock, so the kernel releases it when the process dies however it dies: a stale lock
-    file never blocks a resume.
+    Uses flock, so the kernel releases it when the process dies however it dies: a stale lock file never
+    blocks a resume. A trainer that finishes removes the file (while it still holds the lock); one that
+    opened the file just before that retries on the new one, so two trainers never both hold a lock.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -126,17 +128,21 @@ class RunLock:
         self._handle = None
 
     def __enter__(self) -> "RunLock":
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise RunFolderError(f"run folder {self.path.parent} is in use by another trainer (pid {holder}); "
-                                 "wait for it to finish or stop it first") from None
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise RunFolderError(f"run folder {self.path.parent} is in use by another trainer (pid {holder}); "
+                                     "wait for it to finish or stop it first") from None
+            if self._still_named(handle):
+                break
+            handle.close()  # the trainer before removed this file after we opened it: lock the new one
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -144,9 +150,17 @@ class RunLock:
         self._handle = handle
         return self
 
+    def _still_named(self, handle: Any) -> bool:
+        """Whether the lock file's name still points at the file ``handle`` has open."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         if self._handle is not None:
+            self.path.unlink(missing_ok=True)  # while still holding the lock
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None

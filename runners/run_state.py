@@ -17,7 +17,7 @@ from rich.console import Console
 
 from agents.config import ConfigError, TrainConfig, validate
 from runners.configure import apply_overrides, config_from_dict, valid_keys
-from runners.checkpoints import LoadedCheckpoint
+from runners.checkpoints import LoadedCheckpoint, newest_good_step
 
 # What --resume may change: how long and how often, never what is being learned.
 RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_keep", "log_every",
@@ -121,6 +121,14 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
                               "that would be a different problem; start a new run instead")
     validate(changed)
     return changed
+
+
+def check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse (ConfigError) to resume a run that has reached its budget already, before anything in it changes."""
+    step = newest_good_step(Path(run_dir) / "checkpoints")
+    if step is not None and step >= config.total_steps:
+        raise ConfigError(f"the run in {run_dir} is already at step {step:,} of {config.total_steps:,}; pass a "
+                          f"larger --total-steps to train longer (e.g. --total-steps {2 * config.total_steps})")
 
 
 def _lookup(config: TrainConfig, key: str) -> Any:

@@ -25,7 +25,8 @@ from runners.run import Run, build_run, warner
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
 from runners.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
 from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
-                               check_checkpoint_fits, is_write_failure, resumed_config, write_failure)
+                               check_checkpoint_fits, check_resumable, is_write_failure, resumed_config,
+                               write_failure)
 
 __all__ = ["TrainResult", "resume", "train"]
 
@@ -49,6 +50,7 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: boo
     """Continue a run from its newest good checkpoint: same folder, same problem, counters carried on."""
     called, run_dir = time.perf_counter(), Path(run_dir)
     config = resumed_config(run_dir, overrides or {})
+    check_resumable(run_dir, config)
     env_info = describe_env(config.env_id)
     preflight(run_dir)
     with RunLock(run_dir):
@@ -71,9 +73,6 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
         with StopRequests(console) as stop:
             if loaded is not None:
                 atomic_write_text(run_dir / "config.yaml", config_yaml(config, run_dir.name))  # e.g. a longer total_steps
-                if loaded.manifest["step"] >= config.total_steps:
-                    console.print(f"the run is already at step {loaded.manifest['step']:,} of {config.total_steps:,}; "
-                                  "pass a larger --total-steps to train longer")
             # a checkpoint from before engines existed holds gymnasium envs
             kind = loaded.state.get("engine", "gymnasium") if loaded is not None else choose_engine(config)
             run = build_run(config, run_dir, env_info, console, checkpoints, kind,
@@ -106,6 +105,9 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
     start_step, wall_before = state.step, state.wall_seconds
     console.print(f"[bold]champion[/] {config.algo} on {config.env_id} ({run.engine.kind} engine): step "
                   f"{state.step:,} of {config.total_steps:,} -> {run.run_dir}")
+    rounding = _budget_rounding(config)
+    if rounding:
+        console.print(rounding)
     with _progress_bar(console) as bar:
         task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0, last="-",
                             best=f"{run.store.best_mean_return:.1f}")
@@ -167,6 +169,17 @@ def _evaluations(run: Run, step: int, due: bool, ending: bool) -> list[FinishedE
         with run.timings.phase("waiting for evaluation"):
             taken += run.evaluation.wait()
     return taken
+
+
+def _budget_rounding(config: TrainConfig) -> str | None:
+    """What the run will really take when ``total_steps`` is not whole rollouts (both engines train whole ones)."""
+    num_steps, num_envs = config.algo_config.num_steps, config.num_envs
+    rollout = num_steps * num_envs
+    steps = -(-config.total_steps // rollout) * rollout
+    if steps == config.total_steps:
+        return None
+    return (f"note: {config.total_steps:,} steps rounded up to {steps:,}: whole rollouts of {num_steps:,} steps x "
+            f"{num_envs} envs")
 
 
 def _steps_to_next_event(step: int, config: TrainConfig) -> int:

@@ -15,6 +15,7 @@ toy_envs.register()
 @pytest.fixture(autouse=True, scope="session")
 def compile_cache_in_a_temporary_folder(tmp_path_factory):
     """Runs in the tests (in this process and the ones it starts) keep their compiled code in a temporary folder,
-    never in the user's ~/.cache; each xdist worker has its own."""
-    os.environ.setdefault("CHAMPION_XLA_CACHE", str(tmp_path_factory.getbasetemp() / "xla-cache"))
+    never in the user's ~/.cache nor a directory of their own TF_XLA_FLAGS; each xdist worker has its own."""
+    os.environ["CHAMPION_XLA_CACHE"] = str(tmp_path_factory.getbasetemp() / "xla-cache")
+    os.environ["TF_XLA_FLAGS"] = ""
     yield

@@ -103,6 +103,11 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     assert replayed["mean_return"] == replayed["recorded_mean_return"] == max(means)
     assert replayed["returns"] == stored.manifest["returns"]
     assert replayed["step"] == stored.manifest["step"]
+    assert (replayed["same_episodes_as_recorded"], replayed["recorded_episodes"]) == (True, 10)
+    more = subprocess.run(CHAMPION + ["replay", str(run_dir), "--episodes", "12"], capture_output=True, text=True,
+                          timeout=300)
+    assert more.returncode == 0, more.stderr
+    assert more.stdout.splitlines()[-1].endswith(f"(recorded over its 10 evaluation episodes: {max(means):.2f})")
 
     accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
     eval_events = accumulator.Tensors("eval/mean_return")
@@ -154,3 +159,14 @@ def test_replay_refuses_weights_that_do_not_fit_the_recorded_network(tmp_path, c
     code, lines = run_cli(["replay", str(run_dir)], capsys)
     assert code == 2
     assert lines[-1].startswith(f"champion replay: error: {entry}: the saved weights do not fit this network")
+
+
+def test_a_reader_that_goes_away_ends_the_listing_quietly_with_exit_0():
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `champion presets --fields | head -1` once head has its line
+    done = subprocess.run(CHAMPION + ["presets", "--fields"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+    os.close(write_end)
+    assert (done.returncode, done.stderr) == (0, "")

@@ -114,3 +114,12 @@ def test_the_private_api_versions_are_the_tensorflow_range_pyproject_allows():
     floor, cap = re.search(r">=(\d+\.\d+),<(\d+\.\d+)", frameworks["tensorflow"]).groups()
     major, first, last = int(floor.split(".")[0]), int(floor.split(".")[1]), int(cap.split(".")[1])
     assert compat.TESTED_TENSORFLOW == tuple(f"{major}.{minor}" for minor in range(first, last))
+
+
+def test_the_suite_keeps_compiled_code_in_a_temporary_folder_not_the_users_cache(tmp_path_factory):
+    from agents.compile import xla_cache
+
+    cache = Path(os.environ[xla_cache.ENVIRONMENT_VARIABLE])
+    assert cache.is_relative_to(tmp_path_factory.getbasetemp())
+    assert not cache.is_relative_to(Path.home())
+    assert xla_cache.configured_cache_dir() in (None, cache)  # never a directory the user's flags named

@@ -210,3 +210,73 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused(tmp_path):
         with pytest.raises(RunFolderError, match=f"run folder {run_dir} is in use by another trainer"):
             resume(run_dir, {"total_steps": 2048}, progress=False)
     assert resume(run_dir, {"total_steps": 1536}, progress=False).env_steps == 1536
+    assert not (run_dir / ".lock").exists()  # a finished trainer leaves no lock file behind
+
+
+def test_a_trainer_that_opened_the_lock_file_as_the_last_one_removed_it_locks_the_new_file(tmp_path):
+    import fcntl
+    import os
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    first = RunLock(run_dir).__enter__()
+    stale = open(run_dir / ".lock", "a+")  # a second trainer opens the file now...
+    first.__exit__(None, None, None)  # ...the first one finishes and removes it...
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ...so the old file's lock is free, but names nothing
+    with RunLock(run_dir) as third:  # a third trainer takes the path's new file
+        assert os.fstat(third._handle.fileno()).st_ino != os.fstat(stale.fileno()).st_ino
+        assert third._still_named(third._handle) and not third._still_named(stale)
+        with pytest.raises(RunFolderError, match="in use by another trainer"):
+            RunLock(run_dir).__enter__()
+    stale.close()
+
+
+def test_resuming_a_finished_run_exits_2_with_the_hint_and_leaves_the_run_untouched(tmp_path, capsys):
+    from runners.cli import main
+
+    run_dir = train(quick_config(tmp_path, "done", total_steps=1024), progress=False).run_dir
+
+    def snapshot() -> dict[str, tuple[int, bytes]]:
+        return {str(path.relative_to(run_dir)): (path.stat().st_mtime_ns, path.read_bytes())
+                for path in sorted(run_dir.rglob("*")) if path.is_file()}
+
+    before = snapshot()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(run_dir)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1
+    assert lines[0] == (f"champion train: error: the run in {run_dir} is already at step 1,024 of 1,024; pass a larger "
+                        "--total-steps to train longer (e.g. --total-steps 2048)")
+    assert snapshot() == before
+    assert resume(run_dir, {"total_steps": 2048}, progress=False).env_steps == 2048  # a larger budget still resumes
+
+
+def test_a_lock_file_removed_between_open_and_lock_is_opened_again(tmp_path, monkeypatch):
+    import fcntl
+    import os
+
+    import runners.run_folder
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_the_other_trainer_removed_the_file(handle, operation):
+        calls.append(operation)
+        if len(calls) == 1:
+            (run_dir / ".lock").unlink()  # the trainer before finished between our open() and flock()
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(runners.run_folder.fcntl, "flock", flock_after_the_other_trainer_removed_the_file)
+    with RunLock(run_dir) as lock:
+        assert len(calls) == 2  # locked the removed file, saw it was no longer the lock file, locked the new one
+        assert os.stat(run_dir / ".lock").st_ino == os.fstat(lock._handle.fileno()).st_ino
+        assert (run_dir / ".lock").read_text() == str(os.getpid())
+
+
+def test_a_budget_that_is_not_whole_rollouts_is_rounded_up_and_the_run_says_so_at_the_start(tmp_path, capsys):
+    result = train(quick_config(tmp_path, "rounded", total_steps=1000, eval_every=1000), progress=True)
+    assert result.env_steps == 1024  # 4 rollouts of 32 steps x 8 envs
+    assert "note: 1,000 steps rounded up to 1,024: whole rollouts of 32 steps x 8 envs" in capsys.readouterr().err
+    exact = train(quick_config(tmp_path, "exact", total_steps=1024, eval_every=1024), progress=True)
+    assert exact.env_steps == 1024 and "rounded up" not in capsys.readouterr().err
