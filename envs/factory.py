@@ -53,10 +53,29 @@ class EnvInfo:
     render_modes: tuple[str, ...]
 
 
+EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
+"""champion's optional extra that installs what the envs of a gymnasium entry-point package need."""
+
+
+def required_extra(env_id: str) -> str | None:
+    """The extra (``pip install -e '.[NAME]'``) that ``env_id`` needs, if it is one of gymnasium's that needs one."""
+    try:
+        entry_point = str(gym.spec(env_id).entry_point)
+    except gym.error.Error:
+        return None
+    return next((extra for package, extra in EXTRAS.items() if f".{package}" in entry_point), None)
+
+
 def describe_env(env_id: str) -> EnvInfo:
     """Make the env once and read its spaces; EnvError (one line) if it is unknown or unsupported."""
     try:
         env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as error:
+        extra = required_extra(env_id)
+        if extra is not None:
+            raise EnvError(f"{env_id} needs champion's {extra} extra, which is not installed: "
+                           f"pip install -e '.[{extra}]' (in champion's folder)") from None
+        raise EnvError(f"{env_id} needs a package that is not installed: {error}") from None
     except gym.error.Error as error:
         raise EnvError(f"unknown environment {env_id!r}: {error}") from None
     except Exception as error:  # a user's module can fail in any way while importing or building

@@ -1,10 +1,14 @@
 """Train on your own gymnasium environment.
 
 An environment given as ``module:EnvName-v0`` is found by importing ``module`` first, so the
-module only has to register it. Here that module is this file: run it from the examples folder
-or as ``python examples/custom_env.py``. Replay works the same way from the command line:
+module only has to register it. Here that module is this file. The ``champion`` command looks
+for the module where Python would (the installed packages), then in the current folder, as
+``python -m`` does:
 
-    cd examples && champion replay ../results/custom_env_LineWalk-v0/ppo
+    cd examples
+    python custom_env.py                                  # trains; the run goes to ./results
+    champion replay results/custom_env_LineWalk-v0/ppo    # finds custom_env.py in this folder
+    champion train custom_env:LineWalk-v0 --total-steps 20000
 """
 
 import sys

@@ -30,16 +30,16 @@ def cli() -> None:
     """Train PPO/A2C agents on gymnasium environments and keep the best policy safe."""
 
 
-@cli.command()
+@cli.command(short_help="Train PPO or A2C on an environment, or continue a stopped run.")
 @click.argument("env_id", required=False)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Continue the run in this folder from its newest good checkpoint.")
 @click.option("--algo", type=click.Choice(["ppo", "a2c"]), help="Learning algorithm (default: ppo).")
 @click.option("--seed", type=int, help="Seed for network, sampling and training envs (default 0).")
 @click.option("--total-steps", type=int, help="Environment steps to train for (default: preset's).")
-@click.option("--num-envs", type=int, help="Training envs stepped together.")
-@click.option("--eval-every", type=int, help="Evaluate every this many env steps.")
-@click.option("--eval-episodes", type=int, help="Episodes per evaluation (fixed seeds).")
+@click.option("--num-envs", type=int, help="Training envs stepped together (default: preset's, else 8).")
+@click.option("--eval-every", type=int, help="Evaluate every this many env steps (default: preset's, else 10,000).")
+@click.option("--eval-episodes", type=int, help="Episodes per evaluation, on fixed seeds (default: preset's, else 10).")
 @click.option("--results-dir", type=click.Path(file_okay=False), help="Where run folders go (default: results).")
 @click.option("--run-name", help="Run folder name (default: time and seed).")
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
@@ -116,7 +116,7 @@ def _print_profile(result: Any, profile: bool) -> None:
                    f"code from there instead of compiling it again)", err=True)
 
 
-@cli.command()
+@cli.command(short_help="Play a run's best policy on its evaluation seeds.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--episodes", type=int, help="Episodes to play (default: as many as the recorded evaluation).")
 @click.option("--seed", type=int, help="First episode seed (default: the recorded evaluation seeds).")
@@ -144,7 +144,7 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
         click.echo(f"video of the first episode: {video}")
 
 
-@cli.command()
+@cli.command(short_help="Write a run's best policy as a SavedModel or TFLite file.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--format", "export_format", type=click.Choice(["saved_model", "tflite"]), default="saved_model",
               show_default=True, help="SavedModel (acting + distribution signatures) or TFLite (acting only).")
@@ -162,7 +162,7 @@ def export(run_dir: Path, export_format: str, out: Path | None) -> None:
     click.echo(f"how to load it: {result.readme}")
 
 
-@cli.command()
+@cli.command(short_help="List the runs under a results folder (or the best per env).")
 @click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--leaderboard", "best_per_env", is_flag=True,
@@ -198,7 +198,7 @@ def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
     Console(width=200).print(table)
 
 
-@cli.command()
+@cli.command(short_help="Draw runs' evaluation curves on one figure.")
 @click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Image to write: .png, .svg or .pdf (default: RUN_DIR/evaluations.png for one run, "
@@ -215,7 +215,7 @@ def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
     click.echo(f"wrote {written}")
 
 
-@cli.command()
+@cli.command(short_help="List the tuned presets, or every config key.")
 @click.option("--fields", is_flag=True, help="List every config key with its default and meaning.")
 def presets(fields: bool) -> None:
     """List the tuned (env, algo) presets, or every config key with --fields."""
@@ -225,8 +225,12 @@ def presets(fields: bool) -> None:
         for key, default, doc in _field_docs():
             click.echo(f"{key:32} {default!s:14} {doc}")
         return
+    from envs.factory import required_extra
+
     for env_id, algo, path in preset_files.available():
-        click.echo(f"{env_id:28} {algo:5} {path}")
+        extra = required_extra(env_id)
+        needs = f"  (needs pip install -e '.[{extra}]')" if extra else ""
+        click.echo(f"{env_id:28} {algo:5} {path}{needs}")
 
 
 def _field_docs() -> list[tuple[str, Any, str]]:
@@ -277,6 +281,14 @@ def _training_stopped(error: Exception) -> Any:
     return error if isinstance(error, TrainingStopped) else None
 
 
+def _find_modules_in_the_current_folder() -> None:
+    """Let ``module:Env-v0`` name a module in the current folder, as ``python -m`` users expect. It is
+    looked up after the installed packages, so a file there never shadows one of them."""
+    folder = os.getcwd()
+    if "" not in sys.path and folder not in sys.path:
+        sys.path.append(folder)
+
+
 def _reader_gone() -> bool:
     """Whether stdout is a pipe or socket whose reading end has been closed."""
     try:
@@ -301,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from envs.factory import EnvError, EnvStepError
 
     _quiet_tensorflow_logs()
+    _find_modules_in_the_current_folder()
     args = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in args if not arg.startswith("-")), "")
     prefix = f"champion {command}".strip()

@@ -170,3 +170,45 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly_with_exit_0():
                           timeout=120)
     os.close(write_end)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_help_lists_every_command_with_a_whole_sentence_and_the_defaults_of_preset_options(capsys):
+    main(["--help"])
+    listing = capsys.readouterr().out.split("Commands:")[1].strip().splitlines()
+    assert len(listing) == 6 and all(line.rstrip().endswith((".", ")")) and "..." not in line for line in listing)
+    main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--num-envs", "--eval-every", "--eval-episodes"):
+        assert "(default: preset's, else" in text.split(option, 1)[1].split("--", 1)[0]
+
+
+def test_presets_say_which_extra_they_need(capsys):
+    main(["presets"])
+    lines = capsys.readouterr().out.splitlines()
+    lunar = [line for line in lines if line.startswith("LunarLander")]
+    assert lunar and all(line.endswith("(needs pip install -e '.[box2d]')") for line in lunar)
+    assert all("needs" not in line for line in lines if line.startswith(("CartPole", "Pendulum", "Acrobot")))
+
+
+def test_a_missing_extra_is_named_as_champions_extra(monkeypatch, capsys):
+    import gymnasium as gym
+
+    def make(env_id, **kwargs):
+        raise gym.error.DependencyNotInstalled('box2d is not installed, run `pip install swig` followed by '
+                                               '`pip install "gymnasium[box2d]"`')
+
+    monkeypatch.setattr(gym, "make", make)
+    code, lines = run_cli(["train", "LunarLander-v3"], capsys)
+    assert (code, lines) == (2, ["champion train: error: LunarLander-v3 needs champion's box2d extra, which is not "
+                                 "installed: pip install -e '.[box2d]' (in champion's folder)"])
+
+
+def test_async_vectorization_is_refused_on_the_graph_engine_and_auto_takes_gymnasium(tmp_path, capsys):
+    from agents.config import TrainConfig
+    from runners.engines import choose_engine
+
+    assert choose_engine(TrainConfig(env_id="CartPole-v1", vectorization="async")) == "gymnasium"
+    code, lines = run_cli(["train", "CartPole-v1", "--set", "engine=graph", "--set", "vectorization=async",
+                           "--results-dir", str(tmp_path / "results")], capsys)
+    assert code == 2 and len(lines) == 1 and "vectorization=async asks for gymnasium envs" in lines[0]
+    assert not (tmp_path / "results").exists()

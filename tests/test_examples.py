@@ -26,3 +26,20 @@ def test_cartpole_example_replays_its_recorded_return(tmp_path):
     best = float(re.search(r"best mean return ([\d.]+)", output).group(1))
     replayed, recorded = map(float, re.search(r"same seeds: ([\d.]+) \(recorded ([\d.]+)\)", output).groups())
     assert replayed == recorded == best > 0
+
+
+def test_the_custom_env_examples_own_commands_work_as_written_from_its_folder(tmp_path):
+    """`cd examples && python custom_env.py`, then the docstring's replay and train commands, as written."""
+    import shutil
+
+    champion = [str(Path(sys.executable).parent / "champion")]  # the console script: no current folder on its path
+    shutil.copy(EXAMPLES / "custom_env.py", tmp_path / "custom_env.py")
+    run_example("custom_env.py", 2000, tmp_path)
+    commands = [line.split("#")[0].split() for line in (EXAMPLES / "custom_env.py").read_text().splitlines()
+                if line.strip().startswith("champion ")]
+    assert [command[1] for command in commands] == ["replay", "train"]
+    for command in commands:
+        done = subprocess.run(champion + command[1:] + (["--quiet", "--no-media"] if command[1] == "train" else []),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "results" / "custom_env_LineWalk-v0" / "ppo").iterdir())) == 2

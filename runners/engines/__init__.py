@@ -27,6 +27,8 @@ def choose_engine(config: TrainConfig) -> str:
         reasons.append(f"{config.env_id} has no TF-op implementation (graph envs: {', '.join(GRAPH_ENV_IDS)})")
     if config.reward_scaling:
         reasons.append("reward_scaling is not implemented in the graph engine")
+    if config.vectorization == "async":
+        reasons.append("vectorization=async asks for gymnasium envs in worker processes")
     if config.engine == "graph" and reasons:
         raise ConfigError(f"engine=graph is not possible: {'; '.join(reasons)}; use engine=gymnasium or auto")
     if config.engine == "gymnasium" or reasons:
