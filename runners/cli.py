@@ -123,15 +123,20 @@ def _print_profile(result: Any, profile: bool) -> None:
 @click.option("--render", is_flag=True, help="Show the first episode in a window (needs a display).")
 @click.option("--video", type=click.Path(path_type=Path), help="Write the first episode to PATH (.gif or .mp4).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, video: Path | None, as_json: bool) -> None:
+@click.option("--best", "best_run", is_flag=True,
+              help="Given a folder of runs, take the run with the highest best return (default: the newest).")
+def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, video: Path | None, as_json: bool,
+           best_run: bool) -> None:
     """Play the best policy of RUN_DIR (or of the newest run below it) deterministically."""
     from runners.replay import replay as run_replay
 
-    outcome = run_replay(run_dir, episodes=episodes, seed=seed, render=render, video=video)
+    outcome = run_replay(run_dir, episodes=episodes, seed=seed, render=render, video=video, best=best_run)
     if as_json:
         click.echo(json.dumps(outcome.to_dict()))
         return
     result = outcome.result
+    if outcome.picked:
+        click.echo(f"picked {outcome.run_dir}: {outcome.picked}")
     click.echo(f"replayed {outcome.entry} (best at step {outcome.step:,}) on seeds {result.seeds[0]}..{result.seeds[-1]}")
     click.echo(f"returns: {', '.join(f'{value:g}' for value in result.returns)}")
     if outcome.same_episodes:
@@ -151,12 +156,16 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
 @click.option("--out", type=click.Path(path_type=Path),
               help="Where to write (default: RUN_DIR/export/saved_model or RUN_DIR/export/policy.tflite); "
                    "an earlier export there is replaced, anything else is refused.")
-def export(run_dir: Path, export_format: str, out: Path | None) -> None:
+@click.option("--best", "best_run", is_flag=True,
+              help="Given a folder of runs, take the run with the highest best return (default: the newest).")
+def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool) -> None:
     """Write the best policy of RUN_DIR as a standalone SavedModel or TFLite file (raw observations in,
     the deterministic action out), with a README and metadata.json next to it."""
     from runners.export import export_policy
 
-    result = export_policy(run_dir, export_format, out)
+    result = export_policy(run_dir, export_format, out, best=best_run)
+    if result.picked:
+        click.echo(f"picked {result.run_dir}: {result.picked}")
     click.echo(f"exported {result.entry} (best at step {result.step:,}, mean return {result.mean_return:.2f}) "
                f"as {result.export_format} to {result.path}")
     click.echo(f"how to load it: {result.readme}")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from runners.atomic_files import TEMP_PREFIX, atomic_write_bytes, atomic_write_text, fsync_directory
-from runners.runs import resolve_run_dir
+from runners.runs import choose_run
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -57,6 +57,10 @@ class ExportResult:
     entry: Path
     step: int
     mean_return: float
+    picked: str = ""
+    """Why this run, when a folder of runs was given."""
+    run_dir: Path | None = None
+    """The run whose best policy was exported."""
 
 
 def default_out(run_dir: Path, export_format: str) -> Path:
@@ -71,15 +75,17 @@ def sidecar_paths(out: Path, export_format: str) -> tuple[Path, Path]:
     return out.with_name(f"{out.stem}.README.md"), out.with_name(f"{out.stem}.metadata.json")
 
 
-def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path | None = None) -> ExportResult:
+def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path | None = None,
+                  best: bool = False) -> ExportResult:
     """Write the run's best policy as ``export_format`` to ``out`` (default: RUN_DIR/export/...).
 
-    An earlier champion export at ``out`` is replaced (the new one is complete before it takes the
-    name); any other file or folder there is refused.
+    A folder of runs stands for its newest run, or with ``best`` the one with the highest best return. An
+    earlier champion export at ``out`` is replaced (the new one is complete before it takes the name); any
+    other file or folder there is refused.
     """
     if export_format not in FORMATS:
         raise ExportError(f"unknown export format {export_format!r}; choose one of: {', '.join(FORMATS)}")
-    run_dir = resolve_run_dir(run_dir)
+    run_dir, picked = choose_run(run_dir, best)
     out = Path(out) if out is not None else default_out(run_dir, export_format)
     _check_destination(out, export_format)
     from runners.replay import load_policy
@@ -98,7 +104,7 @@ def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path |
         _write_tflite(module, policy, metadata, out)
     readme, metadata_path = sidecar_paths(out, export_format)
     return ExportResult(out, export_format, readme, metadata_path, Path(manifest["entry"]), int(manifest["step"]),
-                        float(manifest["mean_return"]))
+                        float(manifest["mean_return"]), picked, run_dir)
 
 
 def _check_destination(out: Path, export_format: str) -> None:

@@ -15,7 +15,7 @@ from agents.numpy_policy import NumpyPolicy
 from envs.factory import describe_env, make_eval_env
 from runners.best_store import load_best
 from runners.evaluate import EvalResult, episode_seeds, evaluate
-from runners.runs import ReplayError, resolve_run_dir
+from runners.runs import ReplayError, choose_run
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class ReplayResult:
     step: int
     recorded_seeds: tuple[int, ...] = ()
     """The evaluation seeds that made this policy best (its recorded mean is over these)."""
+    picked: str = ""
+    """Why this run, when a folder of runs was given."""
 
     @property
     def same_episodes(self) -> bool:
@@ -66,9 +68,10 @@ def load_policy(run_dir: Path) -> tuple[NumpyPolicy, dict[str, Any]]:
 
 
 def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, render: bool = False,
-           video: Path | None = None) -> ReplayResult:
-    """Play the best policy deterministically; with no episodes/seed, on the recorded seeds."""
-    run_dir = resolve_run_dir(run_dir)
+           video: Path | None = None, best: bool = False) -> ReplayResult:
+    """Play the best policy deterministically; with no episodes/seed, on the recorded seeds. A folder of runs
+    stands for its newest run, or with ``best`` the one with the highest best return."""
+    run_dir, picked = choose_run(run_dir, best)
     if episodes is not None and episodes <= 0:
         raise ReplayError(f"--episodes must be a positive integer, got {episodes}")
     if render and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform != "linux"):
@@ -89,7 +92,7 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     if video is not None:
         write_video(Path(video), frames or [], fps)
     return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
-                        tuple(int(seed) for seed in manifest["eval_seeds"]))
+                        tuple(int(seed) for seed in manifest["eval_seeds"]), picked)
 
 
 def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: int | None) -> list[int]:

@@ -55,17 +55,31 @@ def find_run_dirs(results_dir: Path) -> list[Path]:
     return sorted(found, key=lambda path: (path / "config.yaml").stat().st_mtime)
 
 
-def resolve_run_dir(path: Path) -> Path:
-    """The run folder itself, or the newest run with a best policy below a folder of runs."""
+def resolve_run_dir(path: Path, best: bool = False) -> Path:
+    """The run folder itself, or, below a folder of runs, the newest run with a best policy (with ``best``,
+    the one with the highest best return)."""
+    return choose_run(path, best)[0]
+
+
+def choose_run(path: Path, best: bool = False) -> tuple[Path, str]:
+    """``resolve_run_dir``'s run and why it was picked (empty when ``path`` is a run folder itself)."""
     path = Path(path)
     if not path.exists():
         raise RunNotFoundError(f"{path} does not exist; give a run folder such as results/CartPole-v1/ppo/<run>")
     if is_run_dir(path):
-        return path
+        return path, ""
     with_best = [run for run in find_run_dirs(path) if list_entries(run / "best")]
     if not with_best:
         raise RunNotFoundError(f"{path} is not a run folder (no config.yaml) and holds no run with a best policy")
-    return with_best[-1]
+    count = f"of the {len(with_best)} run{'s' if len(with_best) != 1 else ''} with a best policy below {path}"
+    if not best:
+        return with_best[-1], f"the newest {count} (--best picks the highest best return)"
+    finite = [summary for summary in map(summarize, with_best)
+              if summary.best_mean_return is not None and math.isfinite(summary.best_mean_return)]
+    if not finite:
+        return with_best[-1], f"the newest {count} (none records a finite best return)"
+    chosen = max(finite, key=_rank)  # a tie goes to the earlier best step, as in the leaderboard
+    return Path(chosen.path), f"the highest best return ({chosen.best_mean_return:.2f}) {count}"
 
 
 def summarize(run_dir: Path) -> RunSummary:

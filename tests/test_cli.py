@@ -104,6 +104,10 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     assert replayed["returns"] == stored.manifest["returns"]
     assert replayed["step"] == stored.manifest["step"]
     assert (replayed["same_episodes_as_recorded"], replayed["recorded_episodes"]) == (True, 10)
+    picked = subprocess.run(CHAMPION + ["replay", str(run_dir.parent), "--best"], capture_output=True, text=True,
+                            timeout=300)
+    assert picked.stdout.splitlines()[0] == (f"picked {run_dir}: the highest best return ({max(means):.2f}) of the 1 "
+                                             f"run with a best policy below {run_dir.parent}")
     more = subprocess.run(CHAMPION + ["replay", str(run_dir), "--episodes", "12"], capture_output=True, text=True,
                           timeout=300)
     assert more.returncode == 0, more.stderr
@@ -212,3 +216,27 @@ def test_async_vectorization_is_refused_on_the_graph_engine_and_auto_takes_gymna
                            "--results-dir", str(tmp_path / "results")], capsys)
     assert code == 2 and len(lines) == 1 and "vectorization=async asks for gymnasium envs" in lines[0]
     assert not (tmp_path / "results").exists()
+
+
+def test_a_folder_of_runs_stands_for_the_newest_run_or_with_best_for_the_best_one_and_says_which(tmp_path, capsys):
+    import shutil
+
+    from runners.runs import choose_run
+
+    def fake_run(name: str, mean_return: float, step: int) -> Path:
+        run = tmp_path / "runs" / name
+        (run / "best" / f"0001-step-{step}").mkdir(parents=True)
+        (run / "config.yaml").write_text("env_id: CartPole-v1\nalgo: ppo\ntotal_steps: 1000\n")
+        manifest = {"mean_return": mean_return, "step": step, "env_id": "CartPole-v1", "algo": "ppo"}
+        (run / "best" / f"0001-step-{step}" / "manifest.json").write_text(json.dumps(manifest))
+        (run / "best" / "current.json").write_text(json.dumps({"entry": f"0001-step-{step}"}))
+        return run
+
+    good, tie_later, newest = fake_run("a-good", 500.0, 3000), fake_run("b-tie", 500.0, 5000), fake_run("c-new", 9.0, 1000)
+    folder = tmp_path / "runs"
+    assert choose_run(folder) == (newest, f"the newest of the 3 runs with a best policy below {folder} "
+                                          "(--best picks the highest best return)")
+    assert choose_run(folder, best=True) == (good, f"the highest best return (500.00) of the 3 runs with a best "
+                                                   f"policy below {folder}")
+    assert choose_run(good, best=True) == (good, "")  # a run folder is taken as it is
+    shutil.rmtree(tie_later)
