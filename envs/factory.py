@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -84,6 +85,47 @@ def describe_env(env_id: str) -> EnvInfo:
         return _read_spaces(env_id, env)
     finally:
         env.close()
+
+
+@dataclass(frozen=True)
+class EnvSummary:
+    """One registered environment as ``champion envs`` lists it."""
+
+    env_id: str
+    observation_space: str
+    action_space: str
+    problem: str
+    """Why champion cannot train it ("" when it can): a missing extra, an unsupported space, a failure."""
+
+
+def summarize_env(env_id: str) -> EnvSummary:
+    """Make ``env_id`` once (its warnings held back) and say what it is and whether champion can train it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            env = gym.make(env_id)
+        except Exception:  # noqa: BLE001 - describe_env words every way of failing
+            try:
+                describe_env(env_id)
+            except EnvError as error:
+                return EnvSummary(env_id, "?", "?", str(error))
+            return EnvSummary(env_id, "?", "?", "could not be made")
+        try:
+            _read_spaces(env_id, env)
+            problem = ""
+        except EnvError as error:
+            problem = str(error)
+        finally:
+            env.close()
+    return EnvSummary(env_id, space_text(env.observation_space), space_text(env.action_space), problem)
+
+
+def space_text(space: gym.Space) -> str:
+    """A space in a few words: a Box by its shape and dtype (its bounds would fill a line), others as gymnasium
+    writes them."""
+    if isinstance(space, gym.spaces.Box):
+        return f"Box{tuple(int(size) for size in space.shape)} {space.dtype}"
+    return str(space)
 
 
 def _read_spaces(env_id: str, env: gym.Env) -> EnvInfo:

@@ -224,6 +224,40 @@ def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
     click.echo(f"wrote {written}")
 
 
+@cli.command(short_help="List the registered environments and whether champion can train them.")
+@click.argument("pattern", required=False, default="")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def envs(pattern: str, as_json: bool) -> None:
+    """List every registered gymnasium environment whose id contains PATTERN (any case): its spaces, whether
+    champion can train it (and if not, why), its presets and whether the graph engine runs it."""
+    import gymnasium as gym
+
+    from envs import presets as preset_files
+    from envs.factory import summarize_env
+    from envs.graph import has_graph_env
+
+    presets: dict[str, list[str]] = {}
+    for env_id, algo, _ in preset_files.available():
+        presets.setdefault(env_id, []).append(algo)
+    ids = sorted(env_id for env_id in gym.registry if pattern.lower() in env_id.lower())
+    rows = [dict(vars(summarize_env(env_id)), presets=presets.get(env_id, []), graph_engine=has_graph_env(env_id))
+            for env_id in ids]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo(f"no registered environment id contains {pattern!r}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("env", "observations", "actions", "champion trains it", "presets", "graph engine")
+    for row in rows:
+        table.add_row(row["env_id"], row["observation_space"], row["action_space"], row["problem"] or "yes",
+                      ", ".join(row["presets"]) or "-", "yes" if row["graph_engine"] else "-")
+    Console(width=200).print(table)
+
+
 @cli.command(short_help="List the tuned presets, or every config key.")
 @click.option("--fields", is_flag=True, help="List every config key with its default and meaning.")
 def presets(fields: bool) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agents.compile import xla_cache
 from agents.compile.runtime import configure_runtime
@@ -278,5 +278,6 @@ def _progress_bar(console: Console) -> Progress:
         TextColumn("[bold blue]training"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("last eval {task.fields[last]}"),
         TextColumn("best {task.fields[best]}"),
-        TimeElapsedColumn(), console=console, transient=False, disable=console.quiet,
+        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+        console=console, transient=False, disable=console.quiet,
     )

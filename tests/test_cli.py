@@ -179,7 +179,7 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly_with_exit_0():
 def test_help_lists_every_command_with_a_whole_sentence_and_the_defaults_of_preset_options(capsys):
     main(["--help"])
     listing = capsys.readouterr().out.split("Commands:")[1].strip().splitlines()
-    assert len(listing) == 6 and all(line.rstrip().endswith((".", ")")) and "..." not in line for line in listing)
+    assert len(listing) == 7 and all(line.rstrip().endswith((".", ")")) and "..." not in line for line in listing)
     main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for option in ("--num-envs", "--eval-every", "--eval-episodes"):
@@ -240,3 +240,18 @@ def test_a_folder_of_runs_stands_for_the_newest_run_or_with_best_for_the_best_on
                                                    f"policy below {folder}")
     assert choose_run(good, best=True) == (good, "")  # a run folder is taken as it is
     shutil.rmtree(tie_later)
+
+
+def test_envs_lists_the_registered_envs_with_what_champion_can_train(capsys):
+    main(["envs", "CARTPOLE-v1", "--json"])  # any case
+    rows = {row["env_id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["CartPole-v1"] == {"env_id": "CartPole-v1", "observation_space": "Box(4,) float32",
+                                   "action_space": "Discrete(2)", "problem": "", "presets": ["a2c", "ppo"],
+                                   "graph_engine": True}
+    main(["envs", "champion-test/", "--json"])  # the suite's own toy envs
+    rows = {row["env_id"]: row for row in json.loads(capsys.readouterr().out)}
+    grid = rows["champion-test/Grid-v0"]
+    assert grid["action_space"] == "MultiDiscrete([3 3])" and "which is not supported yet" in grid["problem"]
+    assert rows["champion-test/Counter-v0"]["problem"] == "" and rows["champion-test/Counter-v0"]["presets"] == []
+    main(["envs", "no-such-env-anywhere"])
+    assert capsys.readouterr().out.strip() == "no registered environment id contains 'no-such-env-anywhere'"
