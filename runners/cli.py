@@ -224,7 +224,7 @@ def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
     click.echo(f"wrote {written}")
 
 
-@cli.command(short_help="List the registered environments and whether champion can train them.")
+@cli.command(short_help="List gymnasium envs and whether champion can train them.")
 @click.argument("pattern", required=False, default="")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 def envs(pattern: str, as_json: bool) -> None:
