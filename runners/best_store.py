@@ -52,6 +52,8 @@ class BestPolicyStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         remove_temporaries(self.directory)
         self.best_mean_return = -math.inf
+        self.current_entry: Path | None = None
+        """The entry folder of the current best (None before the first)."""
         self.best_step: int | None = None
         if (self.directory / POINTER_FILE).exists() or list_entries(self.directory):
             try:
@@ -110,6 +112,7 @@ class BestPolicyStore:
 
     def _point_to(self, entry: Path) -> None:
         """Atomically make ``entry`` the current best (no write if it already is)."""
+        self.current_entry = entry
         pointer = self.directory / POINTER_FILE
         text = json.dumps({"entry": entry.name}) + "\n"
         if not pointer.exists() or pointer.read_text() != text:

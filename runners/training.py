@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from agents.compile import xla_cache
 from agents.compile.runtime import configure_runtime
@@ -110,7 +111,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
         console.print(rounding)
     with _progress_bar(console) as bar:
         task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0, last="-",
-                            best=f"{run.store.best_mean_return:.1f}")
+                            best=_best_text(run.store.best_mean_return))
         while state.step < config.total_steps:
             advanced = run.advance(state.step, _steps_to_next_event(state.step, config))
             previous, state.step = state.step, state.step + advanced.env_steps
@@ -131,7 +132,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
             checkpointing = _crossed(previous, state.step, config.checkpoint_every) or finished or stopping
             if taken:
                 _offer_all(run, taken, wall_before, session_start)
-                bar.update(task, last=f"{taken[-1].result.mean_return:.1f}", best=f"{run.store.best_mean_return:.1f}")
+                bar.update(task, last=f"{taken[-1].result.mean_return:.1f}", best=_best_text(run.store.best_mean_return))
             if checkpointing:  # one still in flight is played again by a resume from this checkpoint
                 state.evaluation_in_flight = run.evaluation.step_in_flight
                 _checkpoint(run, state, wall_before + time.perf_counter() - session_start, steps_per_second)
@@ -151,6 +152,8 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
     console.print(f"time went to: {timings.summary(wall_seconds)}")
+    if run.store.current_entry is not None:
+        console.print(f"best policy: {run.store.current_entry}")
     console.print(f"replay it with: champion replay {run.run_dir}")
     return result
 
@@ -273,11 +276,16 @@ def _evaluation_line(step: int, result: EvalResult, best: float, saved: bool) ->
             f"best {best:8.2f}{marker}")
 
 
+def _best_text(best: float) -> str:
+    return f"{best:,.1f}" if math.isfinite(best) else "-"
+
+
 def _progress_bar(console: Console) -> Progress:
+    """The live progress line (it fits 80 columns), on a terminal only: in a log file the evaluation lines
+    say it all."""
     return Progress(
-        TextColumn("[bold blue]training"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("last eval {task.fields[last]}"),
-        TextColumn("best {task.fields[best]}"),
-        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
-        console=console, transient=False, disable=console.quiet,
+        TextColumn("[bold blue]training"), BarColumn(bar_width=10), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("eval {task.fields[last]}"),
+        TextColumn("best {task.fields[best]}"), TimeRemainingColumn(), TextColumn("left"),
+        console=console, transient=False, disable=console.quiet or not console.is_terminal,
     )

@@ -280,3 +280,10 @@ def test_a_budget_that_is_not_whole_rollouts_is_rounded_up_and_the_run_says_so_a
     assert "note: 1,000 steps rounded up to 1,024: whole rollouts of 32 steps x 8 envs" in capsys.readouterr().err
     exact = train(quick_config(tmp_path, "exact", total_steps=1024, eval_every=1024), progress=True)
     assert exact.env_steps == 1024 and "rounded up" not in capsys.readouterr().err
+
+
+def test_the_end_of_a_run_names_the_best_policys_folder(tmp_path, capsys):
+    result = train(quick_config(tmp_path, "named", total_steps=1024, eval_every=512), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    entry = (result.run_dir / "best" / json.loads((result.run_dir / "best" / "current.json").read_text())["entry"])
+    assert f"best policy: {entry}" in lines and entry.is_dir()
