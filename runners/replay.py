@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays
@@ -82,15 +84,13 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     _check_env_fits(manifest)
     seeds = _seeds(run_dir, manifest, episodes, seed)
     render_mode = "human" if render else ("rgb_array" if video is not None else None)
-    frames: list | None = [] if video is not None else None
     eval_envs = make_eval_env(manifest["env_id"], len(seeds), render_mode)
     try:
-        result = evaluate(policy, eval_envs, seeds, frames, env_id=manifest["env_id"])
         fps = eval_envs.metadata.get("render_fps") or 30
+        with VideoWriter(Path(video), fps) if video is not None else contextlib.nullcontext() as frames:
+            result = evaluate(policy, eval_envs, seeds, frames, env_id=manifest["env_id"])
     finally:
         eval_envs.close()
-    if video is not None:
-        write_video(Path(video), frames or [], fps)
     return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
                         tuple(int(seed) for seed in manifest["eval_seeds"]), picked)
 
@@ -119,26 +119,45 @@ def _check_env_fits(manifest: dict[str, Any]) -> None:
         )
 
 
-def write_video(path: Path, frames: list, fps: int) -> None:
-    """Write the first episode's frames as a GIF (pillow) or MP4 (ffmpeg), atomically."""
-    import imageio.v2 as imageio
+class VideoWriter:
+    """Frames of the first episode written to a GIF (pillow) or MP4 (ffmpeg) as they come, so that the episode
+    is never held in memory whole; the file takes its name only once complete (a temporary name until then)."""
 
-    if not frames or frames[0] is None:
-        raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ReplayError(f"cannot create {path.parent} for the video ({error.strerror or error})") from None
-    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        if path.suffix.lower() == ".gif":
-            imageio.mimsave(temporary, frames, duration=1000 / fps, loop=0)
-        else:
-            imageio.mimsave(temporary, frames, fps=fps, macro_block_size=1)
-        os.replace(temporary, path)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise ReplayError(f"cannot write the video to {path} ({error.strerror or error}); choose another --video path") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    def __init__(self, path: Path, fps: int) -> None:
+        self.path, self.fps, self.frames = path, fps, 0
+        self.temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        self._writer: Any = None
+
+    def __enter__(self) -> "VideoWriter":
+        import imageio.v2 as imageio
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.suffix.lower() == ".gif":
+                self._writer = imageio.get_writer(self.temporary, mode="I", duration=1000 / self.fps, loop=0)
+            else:
+                self._writer = imageio.get_writer(self.temporary, fps=self.fps, macro_block_size=1)
+        except OSError as error:
+            raise ReplayError(f"cannot write the video to {self.path} ({error.strerror or error}); "
+                              "choose another --video path") from None
+        return self
+
+    def append(self, frame: np.ndarray | None) -> None:
+        """Write one rgb_array frame (``evaluate`` calls it for each frame of the first episode)."""
+        if frame is None:
+            raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
+        self._writer.append_data(frame)
+        self.frames += 1
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
+        try:
+            self._writer.close()
+            if kind is None:
+                if not self.frames:
+                    raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
+                os.replace(self.temporary, self.path)
+        except OSError as failure:
+            raise ReplayError(f"cannot write the video to {self.path} ({failure.strerror or failure}); "
+                              "choose another --video path") from None
+        finally:
+            self.temporary.unlink(missing_ok=True)
