@@ -22,7 +22,7 @@ from runners.best_store import BestPolicyStore
 from runners.checkpoints import LoadedCheckpoint, ResumeCheckpoints
 from runners.engines import Advance, Engine, make_engine
 from runners.evaluate import BackgroundEvaluation, episode_seeds
-from runners.media import BestPolicyMedia
+from runners.media import BestPolicyMedia, PendingBest
 from runners.run_logger import BEST_POLICY_GIF, RunLogger
 from runners.run_metadata import network_spec
 from runners.run_state import LoopState
@@ -83,6 +83,7 @@ class Run:
             "policy_random": self.policy.random_state(),
             "python_random": random.getstate(),
             "best_mean_return": self.store.best_mean_return,
+            "media_pending_step": self.media.pending.step if self.media is not None and self.media.pending else None,
         }
 
     def restore(self, loaded: LoadedCheckpoint) -> LoopState:
@@ -96,11 +97,23 @@ class Run:
         random.setstate(saved["python_random"])
         state = LoopState(**{key: value for key, value in saved["loop"].items() if key in LoopState.__dataclass_fields__})
         self.engine.start(saved, state.step, warner(self.console))
+        self._resume_pending_media(saved.get("media_pending_step"))
         if saved["best_mean_return"] > self.store.best_mean_return:
             warner(self.console)(f"the checkpoint records a best return of {saved['best_mean_return']:.2f} but the "
                                  f"best loadable policy on disk has {self.store.best_mean_return:.2f}")
         self.console.print(f"resuming from {loaded.path.name} at step {state.step:,}")
         return state
+
+
+    def _resume_pending_media(self, step: int | None) -> None:
+        """A best whose GIF the stopped session still owed (``BestPolicyMedia.pending``) is recorded by this one,
+        from the best store, unless a better one comes first."""
+        if step is None or self.media is None or step != self.store.best_step:
+            return
+        from runners.replay import load_policy
+
+        policy, _ = load_policy(self.run_dir)
+        self.media.pending = PendingBest(step, policy)
 
 
 def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Console,

@@ -137,3 +137,23 @@ def test_a_short_run_whose_bests_were_all_skipped_gets_its_final_best_recorded_a
     assert not media.offer(1000, wall_seconds=1.0, policy=policy) and not media.offer(2000, wall_seconds=2.0, policy=policy)
     assert media.finish(wall_seconds=2.0)
     assert written == [2000]
+
+
+def test_a_best_whose_gif_the_stopped_session_still_owed_is_recorded_by_the_resumed_one(tmp_path):
+    """Killed right after the checkpoint at 1,024 steps, whose first best's GIF the budget had put off: the
+    resumed session records it (a learning rate of 1e-12, so no later evaluation replaces that best)."""
+    from crash_helpers import champion
+
+    run_dir = tmp_path / "CartPole-v1" / "ppo" / "owed"
+    settings = ["--set", "checkpoint_every=1024", "--set", "ppo.learning_rate=1e-12", "--set", "engine=gymnasium",
+                "--set", "ppo.jit_compile=false", "--set", "ppo.epochs=1", "--set", "eval_in_background=false"]
+    killed = champion(["train", "CartPole-v1", "--total-steps", "2048", "--eval-every", "1024", "--results-dir",
+                       str(tmp_path), "--run-name", "owed", "--quiet", *settings],
+                      env={"CHAMPION_FAULT_KILL_AT_STEP": "1024"})
+    assert killed.returncode == -9, killed.stderr
+    assert load_best(run_dir / "best").manifest["step"] == 1024
+    assert BEST_POLICY_GIF not in events(run_dir).Tags()["tensors"]  # put off by the budget, then the kill
+    resumed = champion(["train", "--resume", str(run_dir), "--quiet"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_best(run_dir / "best").manifest["step"] == 1024
+    assert [event.step for event in events(run_dir).Tensors(BEST_POLICY_GIF)] == [1024]
