@@ -4,6 +4,7 @@ which errors count as a failed write in the run folder), and which config a resu
 from __future__ import annotations
 
 import errno
+import json
 import re
 import signal
 import threading
@@ -124,11 +125,21 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
 
 
 def check_resumable(run_dir: Path, config: TrainConfig) -> None:
-    """Refuse (ConfigError) to resume a run that has reached its budget already, before anything in it changes."""
+    """Refuse (ConfigError) to resume a finished run, before anything in it changes: one whose newest checkpoint
+    has reached the budget and whose summary.json says it ended there. A run stopped after its last checkpoint
+    but before its summary (a crash at the very end) is resumed, which finishes it."""
     step = newest_good_step(Path(run_dir) / "checkpoints")
-    if step is not None and step >= config.total_steps:
+    if step is not None and step >= config.total_steps and _summary_steps(Path(run_dir)) >= step:
         raise ConfigError(f"the run in {run_dir} is already at step {step:,} of {config.total_steps:,}; pass a "
                           f"larger --total-steps to train longer (e.g. --total-steps {2 * config.total_steps})")
+
+
+def _summary_steps(run_dir: Path) -> int:
+    """The env steps summary.json records (-1 when it is missing or unreadable)."""
+    try:
+        return int(json.loads((run_dir / "summary.json").read_text())["env_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
 
 
 def _lookup(config: TrainConfig, key: str) -> Any:

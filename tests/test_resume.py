@@ -287,3 +287,11 @@ def test_the_end_of_a_run_names_the_best_policys_folder(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     entry = (result.run_dir / "best" / json.loads((result.run_dir / "best" / "current.json").read_text())["entry"])
     assert f"best policy: {entry}" in lines and entry.is_dir()
+
+
+def test_a_run_killed_after_its_last_checkpoint_but_before_its_summary_is_finished_by_resume(tmp_path):
+    run_dir = train(quick_config(tmp_path, "almost", total_steps=1024), progress=False).run_dir
+    (run_dir / "summary.json").unlink()  # as if killed between the last checkpoint and the summary
+    result = resume(run_dir, progress=False)
+    assert (result.env_steps, result.session_steps) == (1024, 0)
+    assert json.loads((run_dir / "summary.json").read_text())["env_steps"] == 1024
