@@ -241,6 +241,7 @@ def test_resuming_a_finished_run_exits_2_with_the_hint_and_leaves_the_run_untouc
                 for path in sorted(run_dir.rglob("*")) if path.is_file()}
 
     before = snapshot()
+    capsys.readouterr()  # what the training above printed is not the resume's
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--resume", str(run_dir)])
     lines = capsys.readouterr().err.strip().splitlines()

@@ -53,10 +53,6 @@ class Engine(Protocol):
         """Begin collecting: fresh, or from a checkpoint's ``checkpoint_state`` (TF state is restored already)."""
         ...
 
-    def prepare(self) -> None:
-        """Trace the compiled function, or load its trace from the cache (``advance`` does it if not done)."""
-        ...
-
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """At least one rollout and update, at most ``max_env_steps`` env steps when that allows one."""
         ...

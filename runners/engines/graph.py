@@ -63,7 +63,7 @@ class GraphEngine:
         """As many whole rollouts (each followed by an update) as fit in ``max_env_steps``, at least one."""
         iterations = max(1, min(max_env_steps, MAX_STEPS_PER_CALL) // self.rollout_size)
         arguments = (tf.constant(iterations), tf.constant(step, tf.int64), tf.constant(total_steps, tf.int64))
-        self.prepare()
+        self._prepare()
         if self._compiled:
             with self.timings.phase("rollout+update (graph)"):
                 values = self.call(*arguments).numpy().tolist()
@@ -79,7 +79,7 @@ class GraphEngine:
         return Advance(iterations * self.rollout_size, iterations, metrics, EpisodeStats(int(count), return_sum, length_sum),
                        int(sums["nonfinite_steps"]), nonfinite_runs)
 
-    def prepare(self) -> None:
+    def _prepare(self) -> None:
         """Trace the fused call, or load its trace from the cache."""
         if not self.call.prepared:
             build_graph(self.call.prepare, self.timings, "graph")

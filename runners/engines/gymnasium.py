@@ -49,7 +49,7 @@ class GymnasiumEngine:
             envs.close()
             raise
 
-    def prepare(self) -> None:
+    def _prepare(self) -> None:
         """Trace the learner's compiled update, or load its trace from the cache."""
         if not self.learner.tracing_count():
             build_graph(self.learner.compiled_update.prepare, self.timings, "update")
@@ -60,7 +60,7 @@ class GymnasiumEngine:
         step += rollout.env_steps
         first, self.updated = not self.updated, True
         if first:
-            self.prepare()
+            self._prepare()
         with self.timings.phase("first update" if first else "update"):  # the first one compiles, with XLA
             metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
         with self.timings.phase("policy snapshot"):
