@@ -46,6 +46,7 @@ if "LineWalk-v0" not in gym.registry:
 if __name__ == "__main__":
     import runners
 
+    runners.quiet_tensorflow()  # before TensorFlow is imported: its start-up notes stay off stderr
     total_steps = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     config, note = runners.resolve_config("custom_env:LineWalk-v0", "ppo", {
         "total_steps": total_steps, "num_envs": 4, "eval_every": 2_000, "eval_episodes": 5,

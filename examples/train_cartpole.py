@@ -7,7 +7,10 @@
 import sys
 
 import runners
-from runners.replay import replay
+
+runners.quiet_tensorflow()  # before TensorFlow is imported: its start-up notes stay off stderr
+
+from runners.replay import replay  # noqa: E402  (imports TensorFlow)
 
 total_steps = int(sys.argv[1]) if len(sys.argv) > 1 else None
 overrides = {"total_steps": total_steps} if total_steps else {}

@@ -17,6 +17,7 @@ import click
 
 from agents.config import ConfigError
 from runners.best_store import BestPolicyError
+from runners import stderr_filter
 from runners.export import ExportError
 from runners.run_folder import RunFolderError
 from runners.runs import ReplayError, RunNotFoundError, find_run_dirs, summarize
@@ -45,7 +46,7 @@ def cli() -> None:
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
               help="Override any config field, e.g. --set ppo.learning_rate=1e-3 (repeatable).")
 @click.option("--no-preset", is_flag=True, help="Start from the defaults instead of the (env, algo) preset.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
 @click.option("--profile", is_flag=True, help="At the end, print a table of where the time went.")
 @click.option("--no-media", is_flag=True, help="No best-policy GIFs in TensorBoard (same as --set media=false).")
 def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: int | None, total_steps: int | None,
@@ -108,12 +109,12 @@ def _print_profile(result: Any, profile: bool) -> None:
         from runners.timing import profile_table
 
         click.echo(profile_table(result.timings, result.timing_calls, result.wall_seconds, result.session_steps,
-                                 result.beside_timings, result.beside_calls), err=True)
+                                 result.beside_timings, result.beside_calls))
         click.echo(f"before the loop: {result.startup_seconds:.2f} s (checks, run folder, model, learner, engine, "
-                   "evaluation envs, logger, store; on resume, the restore too)", err=True)
+                   "evaluation envs, logger, store; on resume, the restore too)")
         cache = configured_cache_dir()
         click.echo(f"XLA compile cache: {cache if cache else 'off'} (a run with the same shapes loads its compiled "
-                   f"code from there instead of compiling it again)", err=True)
+                   f"code from there instead of compiling it again)")
 
 
 @cli.command(short_help="Play a run's best policy on its evaluation seeds.")
@@ -302,16 +303,6 @@ def _field_docs() -> list[tuple[str, Any, str]]:
     return rows
 
 
-def _quiet_tensorflow_logs() -> None:
-    """Ask TensorFlow's C++ logging for fatal messages only (its own log level, read when TensorFlow starts),
-    unless the user chose a level or set CHAMPION_TF_LOGS=1: its start-up notes on a CPU machine (CUDA
-    probing, CPU features) and a warm cache's loader notes would otherwise come before every run's output.
-    A crash message is fatal and still printed. Also picks Keras' TensorFlow backend unless one is chosen."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if os.environ.get("CHAMPION_TF_LOGS") != "1":
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 def _training_stopped(error: Exception) -> Any:
     """The error as a TrainingStopped or CheckpointError (with an exit code), if it is one."""
     if "runners.run_state" not in sys.modules:
@@ -355,7 +346,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and turn known errors into one line and exit code 2."""
     from envs.factory import EnvError, EnvStepError
 
-    _quiet_tensorflow_logs()
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # TensorFlow's start-up notes on a CPU machine (CUDA probing, CPU features) and a warm cache's loader notes
+    # would otherwise come before every run's output; stderr is filtered only when this process is the champion
+    # command (not a caller's, e.g. a test's)
+    stderr_filter.quiet_tensorflow(filter_stderr=argv is None)
     _find_modules_in_the_current_folder()
     args = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in args if not arg.startswith("-")), "")

@@ -352,7 +352,7 @@ def render_readme(metadata: dict[str, Any]) -> str:
         f"± {metadata['std_return']:.2f} over {metadata['episodes']} deterministic evaluation episodes "
         f"(seeds {seeds[0]}..{seeds[-1]}) at env step {metadata['step']:,}.",
         "",
-        f"- Format: {metadata['format']} (`{metadata['file']}`); loads with TensorFlow alone, no champion needed.",
+        f"- Format: {metadata['format']} (`{metadata['file']}`); {_loads_with(metadata['format'])}",
         f"- Observations: the raw env observation, {observation['dtype']} of shape {observation['shape']}, "
         "batch first (cast float64 observations); "
         + ("the normalisation learned in training is inside the model." if metadata["normalize_observations"]
@@ -369,6 +369,13 @@ def render_readme(metadata: dict[str, Any]) -> str:
               f"Exported with {_versions_text(metadata['versions']['exported_with'])}; details in "
               f"`{sidecar_paths(Path(metadata['file']), metadata['format'])[1].name}`.", ""]
     return "\n".join(lines)
+
+
+def _loads_with(export_format: str) -> str:
+    if export_format == "saved_model":
+        return "loads with TensorFlow alone, no champion needed."
+    return ("loads with LiteRT alone (`pip install ai-edge-litert`), no TensorFlow or champion needed; "
+            "TensorFlow's `tf.lite.Interpreter` loads it too but is deprecated in favour of LiteRT.")
 
 
 def _describe_actions(action: dict[str, Any]) -> str:
@@ -388,7 +395,7 @@ def _versions_text(versions: dict[str, str]) -> str:
 
 
 def _snippet(metadata: dict[str, Any]) -> list[str]:
-    """Five lines that load the export and act on a batch of observations."""
+    """A few lines that load the export and act on a batch of observations."""
     shape = ", ".join(str(size) for size in [1, *metadata["observation_space"]["shape"]])
     observations = f"observations = np.zeros(({shape}), np.float32)  # a batch of raw env observations"
     if metadata["format"] == "saved_model":
@@ -397,8 +404,9 @@ def _snippet(metadata: dict[str, Any]) -> list[str]:
                 f"act = policy.signatures[{json.dumps(ACT_SIGNATURE)}]",
                 observations,
                 "actions = act(observations=tf.constant(observations))[\"actions\"].numpy()"]
-    return ["import numpy as np, tensorflow as tf",
-            f"interpreter = tf.lite.Interpreter(model_path={json.dumps(metadata['file'])})  # from this README's folder",
+    return ["import numpy as np",
+            "from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert",
+            f"interpreter = Interpreter(model_path={json.dumps(metadata['file'])})  # from this README's folder",
             f"act = interpreter.get_signature_runner({json.dumps(ACT_SIGNATURE)})",
             observations,
             "actions = act(observations=observations)[\"actions\"]"]

@@ -44,7 +44,8 @@ class Run:
     checkpoints: ResumeCheckpoints
     logger: RunLogger
     timings: Timings
-    console: Console
+    console: Console  # stderr: progress, notes and warnings
+    out: Console  # stdout: the run's header, evaluation lines and results
     engine: Engine
     media: BestPolicyMedia | None = None
     evaluations: list[tuple[int, float]] = field(default_factory=list)
@@ -116,7 +117,7 @@ class Run:
         self.media.pending = PendingBest(step, policy)
 
 
-def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Console,
+def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Console, out: Console,
               checkpoints: ResumeCheckpoints, engine_kind: str, resume_step: int | None) -> Run:
     """Model, learner, engine, policy, evaluation envs, best store and logger for a run folder.
 
@@ -146,7 +147,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
         built.pop_all()
     return Run(config=config, run_dir=run_dir, spec=spec, model=model, policy=policy, learner=learner,
                evaluation=evaluation, store=store, checkpoints=checkpoints, logger=logger, timings=timings,
-               console=console, engine=engine, media=media)
+               console=console, out=out, engine=engine, media=media)
 
 
 def warner(console: Console) -> Callable[[str], None]:

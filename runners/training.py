@@ -17,7 +17,7 @@ from agents.compile.runtime import configure_runtime
 from agents.config import TrainConfig, validate
 from agents.networks import weight_arrays, weight_name
 from envs.factory import EnvInfo, EnvStepError, describe_env
-from runners import faults
+from runners import faults, stderr_filter
 from runners.atomic_files import atomic_write_text, remove_temporaries
 from runners.checkpoints import ResumeCheckpoints
 from runners.engines import Advance, choose_engine
@@ -62,7 +62,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
              called: float) -> TrainResult:
     xla_cache.configure()
     configure_runtime()
-    console = Console(stderr=True, quiet=not progress, soft_wrap=True, highlight=False)
+    console, out = _consoles(quiet=not progress)
     remove_temporaries(run_dir)  # e.g. a config.yaml or summary.json write cut short by a crash
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=warner(console))
     loaded = checkpoints.latest() if resuming else None
@@ -76,7 +76,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
                 atomic_write_text(run_dir / "config.yaml", config_yaml(config, run_dir.name))  # e.g. a longer total_steps
             # a checkpoint from before engines existed holds gymnasium envs
             kind = loaded.state.get("engine", "gymnasium") if loaded is not None else choose_engine(config)
-            run = build_run(config, run_dir, env_info, console, checkpoints, kind,
+            run = build_run(config, run_dir, env_info, console, out, checkpoints, kind,
                             resume_step=loaded.manifest["step"] if loaded else None)
             if loaded is not None:
                 state = run.restore(loaded)
@@ -101,15 +101,15 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
 
 def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> TrainResult:
     """The one loop: collect, update, log; evaluate and checkpoint on their schedules; stop on request."""
-    config, timings, console = run.config, run.timings, run.console
+    config, timings, out = run.config, run.timings, run.out
     session_start = time.perf_counter()
     start_step, wall_before = state.step, state.wall_seconds
-    console.print(f"[bold]champion[/] {config.algo} on {config.env_id} ({run.engine.kind} engine): step "
+    out.print(f"[bold]champion[/] {config.algo} on {config.env_id} ({run.engine.kind} engine): step "
                   f"{state.step:,} of {config.total_steps:,} -> {run.run_dir}")
     rounding = _budget_rounding(config)
     if rounding:
-        console.print(rounding)
-    with _progress_bar(console) as bar:
+        run.console.print(rounding)
+    with _progress_bar(run.console) as bar:
         task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0, last="-",
                             best=_best_text(run.store.best_mean_return))
         while state.step < config.total_steps:
@@ -148,13 +148,13 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                          startup_seconds=session_start - called)
     write_summary(result, state.skipped_steps)
     _record_skipped_best(run, wall_seconds)
-    console.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
+    out.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
-    console.print(f"time went to: {timings.summary(wall_seconds)}")
+    out.print(f"time went to: {timings.summary(wall_seconds)}")
     if run.store.current_entry is not None:
-        console.print(f"best policy: {run.store.current_entry}")
-    console.print(f"replay it with: champion replay {run.run_dir}")
+        out.print(f"best policy: {run.store.current_entry}")
+    out.print(f"replay it with: champion replay {run.run_dir}")
     return result
 
 
@@ -230,7 +230,7 @@ def _offer(run: Run, evaluation: FinishedEvaluation, wall_seconds: float, sessio
         with run.timings.phase("media (best-policy GIF)"):
             _guard_media(run, lambda: run.media.offer(step, session_seconds, evaluation.policy))
     run.evaluations.append((step, result.mean_return))
-    run.console.print(_evaluation_line(step, result, run.store.best_mean_return, saved))
+    run.out.print(_evaluation_line(step, result, run.store.best_mean_return, saved))
 
 
 def histogram_arrays(run: Run) -> dict[str, Any]:
@@ -280,6 +280,17 @@ def _best_text(best: float) -> str:
     return f"{best:,.1f}" if math.isfinite(best) else "-"
 
 
+def _consoles(quiet: bool) -> tuple[Console, Console]:
+    """stderr's console (progress, notes, warnings) and stdout's (header, evaluation lines, results), as
+    command-line tools split them: ``champion train ... > train.log`` keeps the results. When both are the
+    terminal, one console prints both, so that its lines go above the progress line instead of through it."""
+    terminal = stderr_filter.stderr_is_terminal()
+    stderr = Console(stderr=True, quiet=quiet, soft_wrap=True, highlight=False, force_terminal=terminal or None)
+    if terminal and sys.stdout.isatty():
+        return stderr, stderr
+    return stderr, Console(file=sys.stdout, quiet=quiet, soft_wrap=True, highlight=False)
+
+
 def _progress_bar(console: Console) -> Progress:
     """The live progress line (it fits 80 columns), on a terminal only: in a log file the evaluation lines
     say it all."""
@@ -288,4 +299,5 @@ def _progress_bar(console: Console) -> Progress:
         TextColumn("{task.fields[sps]:,.0f} steps/s"), TextColumn("eval {task.fields[last]}"),
         TextColumn("best {task.fields[best]}"), TimeRemainingColumn(), TextColumn("left"),
         console=console, transient=False, disable=console.quiet or not console.is_terminal,
+        redirect_stdout=sys.stdout.isatty(),  # e.g. a user env's print(); rich would send a file's lines to the terminal
     )

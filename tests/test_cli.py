@@ -62,9 +62,9 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
                                        "--results-dir", str(results), "--run-name", "e2e", "--set", "ppo.epochs=4",
                                        "--set", f"engine={engine}", "--profile"], capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
-    assert f"({engine} engine)" in train.stderr
+    assert f"({engine} engine)" in train.stdout
     # --profile: 12 rollouts of 32 vector steps, 3 evaluations; "name [(detail)] seconds share calls ..."
-    lines = train.stderr.splitlines()
+    lines = train.stdout.splitlines()
     table, total, beside = (next(index for index, line in enumerate(lines) if line.startswith(start))
                             for start in ("phase ", "total ", "beside the loop"))
     profile = {line.split()[0]: line.split() for line in lines[table + 1:total]}
@@ -81,7 +81,7 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     before_the_loop = lines[-2].split()
     assert before_the_loop[:3] == ["before", "the", "loop:"] and abs(float(before_the_loop[3]) - startup) <= 0.006
     cache = xla_cache.configured_cache_dir() or Path(os.environ[xla_cache.ENVIRONMENT_VARIABLE])
-    assert train.stderr.splitlines()[-1].startswith(f"XLA compile cache: {cache} (")
+    assert lines[-1].startswith(f"XLA compile cache: {cache} (")
     assert any(path.name.endswith(".pb") for path in cache.iterdir())  # the run left its compiled step there
     run_dir = results / "CartPole-v1" / "ppo" / "e2e"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -57,7 +57,7 @@ def test_cache_off_turns_every_cache_path_off(tmp_path):
                                       "--quiet", "--profile"], capture_output=True, text=True, timeout=300,
                           env=environment)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines()[-1].startswith("XLA compile cache: off")
+    assert done.stdout.splitlines()[-1].startswith("XLA compile cache: off")
     assert not (tmp_path / "xdg" / "champion").exists()  # no default cache folder, graph entry or compiled entry
     summary = json.loads((tmp_path / "results" / "CartPole-v1" / "ppo" / "off" / "summary.json").read_text())
     assert "tracing (graph)" in summary["timings"]

@@ -34,7 +34,7 @@ TOLERANCE = 1e-5
 # an import finder on sys.meta_path; the script removes it and then proves that agents, envs and
 # runners cannot be imported before it touches the export.
 CHILD = textwrap.dedent('''
-    import importlib.util, json, os, re, sys
+    import importlib.util, json, os, re, sys, warnings
 
     editable = [finder for finder in sys.meta_path if getattr(finder, "__module__", "").startswith("__editable__")]
     sys.meta_path[:] = [finder for finder in sys.meta_path if finder not in editable]
@@ -56,7 +56,9 @@ CHILD = textwrap.dedent('''
     os.chdir(export_dir)  # the README snippets name the export relative to this folder
     for name, readme in (("saved_model", "saved_model/README.md"), ("tflite", "policy.README.md")):
         namespace = {}
-        exec(re.search(r"```python\\n(.+?)```", open(readme).read(), re.S).group(1), namespace)
+        with warnings.catch_warnings():  # the README recommends what loads without a deprecation warning
+            warnings.simplefilter("error")
+            exec(re.search(r"```python\\n(.+?)```", open(readme).read(), re.S).group(1), namespace)
         snippets[name] = np.asarray(namespace["actions"]).tolist()
     assert not [name for name in sys.modules if name.split(".")[0] in CHAMPION]
     print(json.dumps({"saved_model": actions.numpy().tolist(), "tflite": tflite.tolist(),

@@ -124,13 +124,13 @@ def test_signals_write_a_checkpoint_and_exit_with_128_plus_the_signal(tmp_path, 
     child = subprocess.Popen(CHAMPION + ["train", "CartPole-v1", "--total-steps", "200000", "--results-dir",
                                          str(tmp_path), "--run-name", "sig", "--eval-every", "512",
                                          "--set", "checkpoint_every=100000", "--set", f"engine={engine}"],
-                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    for line in child.stderr:
+                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for line in child.stdout:
         if line.startswith("step"):  # the first evaluation: training is under way
             break
     child.send_signal(signal_number)
-    rest = child.stderr.read()
-    assert child.wait(timeout=120) == 128 + signal_number
+    _, rest = child.communicate(timeout=120)
+    assert child.returncode == 128 + signal_number
     run_dir = tmp_path / "CartPole-v1" / "ppo" / "sig"
     assert f"continue with: champion train --resume {run_dir}" in rest
     [checkpoint] = sorted((run_dir / "checkpoints").glob("ckpt-*"))
@@ -285,7 +285,7 @@ def test_a_budget_that_is_not_whole_rollouts_is_rounded_up_and_the_run_says_so_a
 
 def test_the_end_of_a_run_names_the_best_policys_folder(tmp_path, capsys):
     result = train(quick_config(tmp_path, "named", total_steps=1024, eval_every=512), progress=True)
-    lines = capsys.readouterr().err.splitlines()
+    lines = capsys.readouterr().out.splitlines()  # with the results, on stdout
     entry = (result.run_dir / "best" / json.loads((result.run_dir / "best" / "current.json").read_text())["entry"])
     assert f"best policy: {entry}" in lines and entry.is_dir()
 
