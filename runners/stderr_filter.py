@@ -68,7 +68,9 @@ def install() -> bool:
     pid = os.fork()
     if pid == 0:  # the filter: forwards until every writer has gone, then exits without Python's clean-up
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the trainer; keep draining its output
+            for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                signal.signal(number, signal.SIG_IGN)  # Ctrl-C or a group's SIGTERM is for the trainer, which
+                # still has to print its stop; the filter ends when the trainer's output does
             _close_all_but(read_end, target)
             forward(read_end, target)
         finally:

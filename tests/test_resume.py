@@ -1,6 +1,7 @@
 """Resume: exact continuation after a kill, signals, damaged checkpoints, refusals, TensorBoard."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -121,14 +122,16 @@ def test_an_evaluation_in_flight_at_a_checkpoint_is_played_again_by_a_resume_unl
 
 @pytest.mark.parametrize("signal_number, engine", [(signal.SIGINT, "graph"), (signal.SIGTERM, "gymnasium")])
 def test_signals_write_a_checkpoint_and_exit_with_128_plus_the_signal(tmp_path, signal_number, engine):
+    """The signal goes to the process group, as Ctrl-C in a terminal or `kill -- -PGID` sends it: the
+    stderr filter process gets it too and must keep passing the trainer's last lines on."""
     child = subprocess.Popen(CHAMPION + ["train", "CartPole-v1", "--total-steps", "200000", "--results-dir",
                                          str(tmp_path), "--run-name", "sig", "--eval-every", "512",
                                          "--set", "checkpoint_every=100000", "--set", f"engine={engine}"],
-                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
     for line in child.stdout:
         if line.startswith("step"):  # the first evaluation: training is under way
             break
-    child.send_signal(signal_number)
+    os.killpg(child.pid, signal_number)
     _, rest = child.communicate(timeout=120)
     assert child.returncode == 128 + signal_number
     run_dir = tmp_path / "CartPole-v1" / "ppo" / "sig"
@@ -215,7 +218,6 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused(tmp_path):
 
 def test_a_trainer_that_opened_the_lock_file_as_the_last_one_removed_it_locks_the_new_file(tmp_path):
     import fcntl
-    import os
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -254,7 +256,6 @@ def test_resuming_a_finished_run_exits_2_with_the_hint_and_leaves_the_run_untouc
 
 def test_a_lock_file_removed_between_open_and_lock_is_opened_again(tmp_path, monkeypatch):
     import fcntl
-    import os
 
     import runners.run_folder
 
