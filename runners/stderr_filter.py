@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 
 __all__ = ["HARMLESS", "forward", "install", "quiet_tensorflow", "stderr_is_terminal"]
@@ -54,10 +55,12 @@ def stderr_is_terminal() -> bool:
 
 def install() -> bool:
     """Route fd 2 through the filter process (POSIX only; CHAMPION_TF_LOGS=1 keeps every line). Call it
-    before TensorFlow is imported and before any thread starts. Returns whether it is installed."""
+    before TensorFlow is imported: once another thread runs it does nothing. Returns whether it is installed."""
     global _was_terminal
     if _state or os.name != "posix" or os.environ.get("CHAMPION_TF_LOGS") == "1":
         return bool(_state)
+    if threading.active_count() > 1:  # forking now could copy a lock another thread holds: stay unfiltered
+        return False
     try:
         target = os.dup(2)
     except OSError:  # no stderr at all: nothing to filter

@@ -67,7 +67,7 @@ def test_train_writes_results_to_stdout_and_notes_to_stderr_without_tensorflow_l
     has no TensorFlow C++ line, on the first run nor on the second, which loads its compiled step from the
     cache (there XLA's loader warns about CPU tuning features such as +prefer-no-scatter on some CPUs)."""
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-    environment["CHAMPION_XLA_CACHE"] = str(tmp_path / "cache")
+    environment.update(CHAMPION_XLA_CACHE=str(tmp_path / "cache"), TF_XLA_FLAGS="")  # an in-process run here set it
     for run_name in ("cold", "warm"):
         done = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "2000", "--eval-every", "1000",
                                           "--results-dir", str(tmp_path), "--run-name", run_name, "--no-media"],
@@ -98,3 +98,12 @@ def test_from_python_quiet_tensorflow_is_opt_in_and_champion_tf_logs_turns_it_of
                           env={**environment, "CHAMPION_TF_LOGS": "1"})
     assert kept.stdout.split() == ["False", "3"]
     assert GLOG_LINE.search(kept.stderr)  # what they keep out: oneDNN on x86, CUDA probing or devices found
+
+
+def test_the_filter_is_not_forked_once_another_thread_runs():
+    """Forking a process with threads can copy a lock one of them holds; the filter then stays off."""
+    program = ("import threading, time, runners\n"
+               "threading.Thread(target=time.sleep, args=(1,), daemon=True).start()\n"
+               "print(runners.quiet_tensorflow())\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False"]
