@@ -20,7 +20,8 @@ class RolloutBatch(NamedTuple):
     observations: Array
     """[T, N, *obs_shape] float32: the observation each action was taken in."""
     actions: Array
-    """[T, N] int32 (discrete) or [T, N, action_size] float32 (continuous, before clipping) actions."""
+    """[T, N] int32 (discrete), [T, N, components] int32 (multidiscrete) or [T, N, size] float32 (multibinary as
+    0/1, continuous before clipping and flattened) actions."""
     log_probs: Array
     """[T, N] float32 log-probability of each action under the acting policy."""
     values: Array
@@ -42,15 +43,16 @@ class BatchPacking:
 
     A compiled function spends Python time per input tensor on every call (conversion and
     signature checks), comparable to a small A2C gradient step with one input per field. Here
-    the per-step fields sit side by side in one [T, N, width] array (discrete actions as float32,
+    the per-step fields sit side by side in one [T, N, width] array (category indices as float32,
     exact below 2**24) and last_values is the other.
     """
 
     SCALARS = ("log_probs", "values", "rewards", "terminated", "truncated", "truncation_values")
 
     def __init__(self, observation_shape: tuple[int, ...], action_shape: tuple[int, ...], num_steps: int,
-                 num_envs: int) -> None:
+                 num_envs: int, integer_actions: bool | None = None) -> None:
         self.observation_shape, self.action_shape = tuple(observation_shape), tuple(action_shape)
+        self.integer_actions = self.action_shape == () if integer_actions is None else integer_actions
         self.num_steps, self.num_envs = num_steps, num_envs
         self.observation_size = int(np.prod(observation_shape))
         self.action_size = int(np.prod(action_shape))  # 1 for a discrete action (shape ())
@@ -74,6 +76,8 @@ class BatchPacking:
         action_end = observation_end + self.action_size
         observations = tf.reshape(steps[..., :observation_end], [self.num_steps, self.num_envs, *self.observation_shape])
         actions = steps[..., observation_end:action_end]
-        actions = tf.cast(actions[..., 0], tf.int32) if self.action_shape == () else actions
+        if self.action_shape == ():
+            actions = actions[..., 0]
+        actions = tf.cast(actions, tf.int32) if self.integer_actions else actions
         scalars = {name: steps[..., action_end + index] for index, name in enumerate(self.SCALARS)}
         return RolloutBatch(observations=observations, actions=actions, last_values=last_values, **scalars)

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.spec import IMAGE_LAYOUTS, NATURE_CNN
+
 ALGORITHMS = ("ppo", "a2c")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu")
 SCHEDULES = ("constant", "linear")
@@ -39,6 +41,12 @@ class NetworkConfig:
     """Clip normalised observations to [-observation_clip, observation_clip]."""
     log_std_init: float = 0.0
     """Continuous actions: initial log standard deviation of the Gaussian policy."""
+    image_layout: str = "auto"
+    """How a uint8 Box observation is read: auto (an image if HxW, HxWxC or CxHxW with 1-4 channels), channels_last, channels_first, or none (never an image: flattened into the MLP)."""
+    cnn_layers: tuple[tuple[int, int, int], ...] = NATURE_CNN
+    """Image observations: [filters, kernel, stride] of each convolution (ReLU, no padding); the default is the Nature DQN CNN, which needs images of at least 36x36."""
+    cnn_features: int = 512
+    """Image observations: units of the dense ReLU layer after the convolutions."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,8 @@ class TrainConfig:
     """TensorBoard: an animated GIF of one evaluation episode at each new best, for envs that render rgb_array (throttled to a few percent of the wall time)."""
     histogram_every: int = 0
     """TensorBoard: histograms of the model's weights and last applied gradients every this many env steps (0: never)."""
+    frame_stack: int = 1
+    """Observations of the last this many steps, stacked (an image's frames become its channels); 1: no stacking."""
     engine: str = "auto"
     """How rollouts run: graph (env in TF ops, rollouts and updates fused in one compiled call; CartPole-v1), gymnasium (vector env stepped from Python), or auto (graph where possible)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -204,6 +214,8 @@ def validate(config: TrainConfig) -> None:
         f"eval_every={config.eval_every} is smaller than one vector step ({config.num_envs} env steps with "
         f"num_envs={config.num_envs}); use eval_every >= {config.num_envs}",
     )
+    _require(isinstance(config.frame_stack, int) and config.frame_stack > 0,
+             f"frame_stack must be a positive integer (1: no stacking), got {config.frame_stack!r}")
     _validate_network(config.network)
     prefix = config.algo
     hyper = config.algo_config
@@ -225,9 +237,18 @@ def validate(config: TrainConfig) -> None:
 
 def _validate_network(network: NetworkConfig) -> None:
     _require(
-        len(network.hidden_sizes) > 0 and all(isinstance(size, int) and size > 0 for size in network.hidden_sizes),
-        f"network.hidden_sizes must be a non-empty list of positive integers, got {list(network.hidden_sizes)!r}",
+        all(isinstance(size, int) and size > 0 for size in network.hidden_sizes),
+        f"network.hidden_sizes must be a list of positive integers (empty: heads right on the encoders), got "
+        f"{list(network.hidden_sizes)!r}",
     )
+    _require(network.image_layout in IMAGE_LAYOUTS,
+             f"network.image_layout must be one of {', '.join(IMAGE_LAYOUTS)}, got {network.image_layout!r}")
+    _require(len(network.cnn_layers) > 0 and all(len(layer) == 3 and all(isinstance(size, int) and size > 0 for size in layer)
+                                                 for layer in network.cnn_layers),
+             f"network.cnn_layers must be a non-empty list of [filters, kernel, stride] positive integers, got "
+             f"{[list(layer) for layer in network.cnn_layers]!r}")
+    _require(isinstance(network.cnn_features, int) and network.cnn_features > 0,
+             f"network.cnn_features must be a positive integer, got {network.cnn_features!r}")
     _require(network.activation in ACTIVATIONS, f"network.activation must be one of {', '.join(ACTIVATIONS)}, got {network.activation!r}")
     _positive_finite("network.observation_clip", network.observation_clip)
     _require(math.isfinite(network.log_std_init), f"network.log_std_init must be a finite number, got {network.log_std_init!r}")

@@ -76,8 +76,73 @@ class DiagonalGaussian:
         return tf.reduce_sum(log_std + 0.5 * math.log(2.0 * math.pi * math.e), axis=-1)
 
 
-def make_distribution(model: Any) -> Categorical | DiagonalGaussian:
+class MultiCategorical:
+    """One categorical per component (a MultiDiscrete action): logits side by side, log-probabilities and
+    entropies summed over the components."""
+
+    action_dtype = tf.int32
+
+    def __init__(self, nvec: tuple[int, ...]) -> None:
+        self.nvec = tuple(int(size) for size in nvec)
+
+    def _parts(self, logits: tf.Tensor) -> list[tf.Tensor]:
+        return tf.split(logits, self.nvec, axis=-1)
+
+    def sample(self, logits: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
+        """One index per component and row, by the Gumbel-max trick."""
+        return tf.stack([Categorical(size).sample(part, generator)
+                         for size, part in zip(self.nvec, self._parts(logits))], axis=-1)
+
+    def mode(self, logits: tf.Tensor) -> tf.Tensor:
+        """The most likely index of each component."""
+        return tf.stack([tf.argmax(part, axis=-1, output_type=tf.int32) for part in self._parts(logits)], axis=-1)
+
+    def log_prob(self, logits: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:
+        """Sum over components of log pi(component's index)."""
+        actions = tf.cast(actions, tf.int32)
+        return tf.add_n([Categorical(size).log_prob(part, actions[..., index])
+                         for index, (size, part) in enumerate(zip(self.nvec, self._parts(logits)))])
+
+    def entropy(self, logits: tf.Tensor) -> tf.Tensor:
+        """Sum over components of their entropies."""
+        return tf.add_n([Categorical(size).entropy(part) for size, part in zip(self.nvec, self._parts(logits))])
+
+
+class Bernoulli:
+    """Independent yes/no per component (a MultiBinary action), parameterised by logits."""
+
+    action_dtype = tf.float32
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def sample(self, logits: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
+        """1.0 with probability sigmoid(logit), else 0.0."""
+        return tf.cast(generator.uniform(tf.shape(logits)) < tf.sigmoid(logits), tf.float32)
+
+    def mode(self, logits: tf.Tensor) -> tf.Tensor:
+        """1.0 where that is the more likely value."""
+        return tf.cast(logits > 0.0, tf.float32)
+
+    def log_prob(self, logits: tf.Tensor, actions: tf.Tensor) -> tf.Tensor:
+        """Sum over components of a log sigmoid(l) + (1 - a) log sigmoid(-l) = a l - softplus(l)."""
+        return tf.reduce_sum(actions * logits - tf.nn.softplus(logits), axis=-1)
+
+    def entropy(self, logits: tf.Tensor) -> tf.Tensor:
+        """Sum over components of softplus(l) - l sigmoid(l)."""
+        return tf.reduce_sum(tf.nn.softplus(logits) - logits * tf.sigmoid(logits), axis=-1)
+
+
+Distribution = Categorical | MultiCategorical | Bernoulli | DiagonalGaussian
+
+
+def make_distribution(model: Any) -> Distribution:
     """The action distribution that matches an ActorCritic's policy head."""
-    if model.spec.action_kind == "continuous":
-        return DiagonalGaussian(model.spec.action_size)
-    return Categorical(model.spec.action_size)
+    spec = model.spec
+    if spec.action_kind == "continuous":
+        return DiagonalGaussian(spec.action_size)
+    if spec.action_kind == "multidiscrete":
+        return MultiCategorical(spec.action_nvec)
+    if spec.action_kind == "multibinary":
+        return Bernoulli(spec.action_size)
+    return Categorical(spec.action_size)

@@ -1,82 +1,51 @@
-"""The actor-critic Keras model: observations -> MLP torso(s) -> policy head + value head.
+"""The actor-critic Keras model: observations -> encoders -> MLP torso(s) -> policy head + value head.
 
 The model is the whole policy: saving its weights saves everything needed to act.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from agents.normalization import RunningNormalization
+from agents.numpy_policy import NumpyPolicy
+from agents.spec import ACTION_KINDS, NetworkSpec
+
+__all__ = ["ActorCritic", "NetworkSpec", "assign_weight_arrays", "checkpointable_weights", "numpy_policy", "weight_arrays",
+           "weight_name"]
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(f"champion needs Keras' TensorFlow backend, but KERAS_BACKEND or ~/.keras/keras.json selects "
                       f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow")
 
-SUPPORTED_ACTION_KINDS = ("discrete", "continuous")
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    """What the model is built from; stored in every best-policy manifest."""
-
-    observation_shape: tuple[int, ...]
-    action_kind: str
-    action_size: int
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    shared_torso: bool = False
-    action_low: tuple[float, ...] = ()
-    """Continuous actions only: the env's lower bounds (actions are clipped to them)."""
-    action_high: tuple[float, ...] = ()
-    log_std_init: float = 0.0
-    normalize_observations: bool = False
-    observation_clip: float = 10.0
-
-    @property
-    def action_shape(self) -> tuple[int, ...]:
-        """Shape of one action: () for discrete, (size,) for continuous."""
-        return () if self.action_kind == "discrete" else (self.action_size,)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
-        data = dataclasses.asdict(self)
-        for key in ("observation_shape", "hidden_sizes", "action_low", "action_high"):
-            data[key] = list(data[key])
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "NetworkSpec":
-        """Inverse of to_dict (fields missing from older manifests take their defaults)."""
-        values = dict(data)
-        for key in ("observation_shape", "hidden_sizes", "action_low", "action_high"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
-
-
 class ActorCritic(keras.Model):
-    """[normaliser ->] MLP torso(s) -> policy head + value head, orthogonally initialised.
+    """Encoders -> MLP torso(s) -> policy head + value head, orthogonally initialised.
 
-    Gains: sqrt(2) hidden, 0.01 policy, 1 value. The policy head gives logits (discrete) or the
-    mean, concatenated with a learned state-independent log standard deviation (continuous).
+    The input is the flat observation vector (``agents.spec``). Its vector leaves are normalised together
+    (when on); each image leaf goes through its own CNN (scaled to [0, 1] first), shared by policy and
+    value; one-hot and binary leaves pass as they are. The encoded features are concatenated in that
+    order: vector leaves, images, the rest. Gains: sqrt(2) hidden, 0.01 policy, 1 value. The policy head
+    gives logits (discrete, multidiscrete, multibinary) or the mean, concatenated with a learned
+    state-independent log standard deviation (continuous).
     """
 
     def __init__(self, spec: NetworkSpec, seed: int = 0) -> None:
         super().__init__(name="actor_critic")
-        if spec.action_kind not in SUPPORTED_ACTION_KINDS:
-            raise ValueError(f"action kind {spec.action_kind!r} is not supported; supported: {', '.join(SUPPORTED_ACTION_KINDS)}")
+        if spec.action_kind not in ACTION_KINDS:
+            raise ValueError(f"action kind {spec.action_kind!r} is not supported; supported: {', '.join(ACTION_KINDS)}")
         self.spec = spec
-        self.flat_size = int(np.prod(spec.observation_shape))
-        self.normalizer = (RunningNormalization(self.flat_size, spec.observation_clip)
-                           if spec.normalize_observations else None)
+        self.flat_size = spec.observation_size
+        self.vector_columns = spec.vector_columns()
+        self.whole_vector = self.vector_columns == list(range(self.flat_size))
+        self.normalizer = (RunningNormalization(len(self.vector_columns), spec.observation_clip)
+                           if spec.normalize_observations and self.vector_columns else None)
+        self.encoders = [_cnn(spec, seed + 400 + 10 * index, f"image_{index}")
+                         for index, _ in enumerate(spec.leaf_columns("image"))]
+        self.feature_size = self._feature_size()
         self.policy_torso = self._torso("policy_torso", seed)
         self.value_torso = [] if spec.shared_torso else self._torso("value_torso", seed + 100)
         self.policy_head = _dense(spec.action_size, None, 0.01, seed + 200, "policy_head")
@@ -86,13 +55,23 @@ class ActorCritic(keras.Model):
                         if spec.action_kind == "continuous" else None)
         self.build((None, *spec.observation_shape))
 
+    def _feature_size(self) -> int:
+        passthrough = sum(leaf.size for leaf in self.spec.observation_leaves if leaf.kind in ("onehot", "binary"))
+        return len(self.vector_columns) + self.spec.cnn_features * len(self.encoders) + passthrough
+
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         """Create every layer's weights from the known widths. Without a ``build``, Keras traces ``call``
         symbolically to find the shapes, which costs more than building the model."""
         if self.normalizer is not None:
-            self.normalizer.build((None, self.flat_size))
+            self.normalizer.build((None, len(self.vector_columns)))
+        for (leaf, _), layers in zip(self.spec.leaf_columns("image"), self.encoders):
+            shape: tuple[int | None, ...] = (None, *leaf.image_shape)
+            for layer in layers:
+                if not layer.built:
+                    layer.build(shape)
+                shape = layer.compute_output_shape(shape)
         for layers, head in ((self.policy_torso, self.policy_head), (self.value_torso or self.policy_torso, self.value_head)):
-            width = self.flat_size
+            width = self.feature_size
             for layer in layers:
                 if not layer.built:
                     layer.build((None, width))
@@ -124,13 +103,40 @@ class ActorCritic(keras.Model):
         return tf.squeeze(self.value_head(value_features), axis=-1)
 
     def _features(self, observations: tf.Tensor) -> tf.Tensor:
-        features = tf.reshape(tf.cast(observations, tf.float32), [-1, self.flat_size])
-        return self.normalizer(features) if self.normalizer is not None else features
+        flat = tf.reshape(tf.cast(observations, tf.float32), [-1, self.flat_size])
+        if self.whole_vector:  # the common case: one vector observation
+            return self.normalizer(flat) if self.normalizer is not None else flat
+        parts = []
+        if self.vector_columns:
+            vector = self._vector(flat)
+            parts.append(self.normalizer(vector) if self.normalizer is not None else vector)
+        for (leaf, offset), layers in zip(self.spec.leaf_columns("image"), self.encoders):
+            image = tf.reshape(flat[:, offset:offset + leaf.size], [-1, *leaf.shape])
+            if leaf.channels_first:
+                image = tf.transpose(image, [0, 2, 3, 1])
+            parts.append(_run(layers, tf.reshape(image, [-1, *leaf.image_shape]) / 255.0))
+        for kind in ("onehot", "binary"):
+            parts += [flat[:, offset:offset + leaf.size] for leaf, offset in self.spec.leaf_columns(kind)]
+        return tf.concat(parts, axis=-1)
+
+    def _vector(self, flat: tf.Tensor) -> tf.Tensor:
+        return flat if self.whole_vector else tf.gather(flat, self.vector_columns, axis=1)
 
     def update_normalizer(self, observations: tf.Tensor) -> None:
-        """Fold rollout observations ([batch, *obs_shape]) into the running statistics, if any."""
+        """Fold rollout observations ([batch, *obs_shape]) into the running statistics of the vector leaves."""
         if self.normalizer is not None:
-            self.normalizer.update(tf.reshape(observations, [-1, self.flat_size]))
+            self.normalizer.update(self._vector(tf.reshape(tf.cast(observations, tf.float32), [-1, self.flat_size])))
+
+
+def _cnn(spec: NetworkSpec, seed: int, prefix: str) -> list[keras.layers.Layer]:
+    """Convolutions (ReLU, no padding), flattened, then a dense ReLU layer: the Nature CNN by default."""
+    layers: list[keras.layers.Layer] = [
+        keras.layers.Conv2D(filters, kernel, strides=stride, activation="relu", name=f"{prefix}_conv_{index}",
+                            kernel_initializer=keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed + index),
+                            bias_initializer="zeros")
+        for index, (filters, kernel, stride) in enumerate(spec.cnn_layers)]
+    return [*layers, keras.layers.Flatten(name=f"{prefix}_flatten"),
+            _dense(spec.cnn_features, "relu", math.sqrt(2.0), seed + 9, f"{prefix}_dense")]
 
 
 def _dense(units: int, activation: str | None, gain: float, seed: int, name: str) -> keras.layers.Dense:
@@ -143,10 +149,21 @@ def _dense(units: int, activation: str | None, gain: float, seed: int, name: str
     )
 
 
-def _run(layers: list[keras.layers.Dense], features: tf.Tensor) -> tf.Tensor:
+def _run(layers: list[keras.layers.Layer], features: tf.Tensor) -> tf.Tensor:
     for layer in layers:
         features = layer(features)
     return features
+
+
+def numpy_policy(model: ActorCritic, seed: int = 0) -> NumpyPolicy:
+    """A NumpyPolicy that acts with ``model``'s weights (read again by its ``refresh``)."""
+    variables = model.weights
+    names = [weight_name(variable) for variable in variables]
+    # One graph call reads every weight, instead of one .numpy() call per variable.
+    read_all = tf.function(lambda: [tf.identity(variable.value) for variable in variables], autograph=False)
+    policy = NumpyPolicy(model.spec, lambda: {name: tensor.numpy() for name, tensor in zip(names, read_all())}, seed)
+    policy.model = model
+    return policy
 
 
 def checkpointable_weights(model: keras.Model) -> tf.train.Checkpoint:

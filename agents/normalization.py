@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from agents.spec import NORMALIZER_EPSILON, NORMALIZER_NAME
+
 
 class RunningNormalization(keras.layers.Layer):
     """(x - running mean) / running std, clipped; statistics are non-trainable float64 weights.
@@ -13,7 +15,7 @@ class RunningNormalization(keras.layers.Layer):
     observations), never in ``call``: evaluation and replay see exactly the saved statistics.
     """
 
-    def __init__(self, size: int, clip: float = 10.0, epsilon: float = 1e-8, name: str = "observation_normalizer") -> None:
+    def __init__(self, size: int, clip: float = 10.0, epsilon: float = NORMALIZER_EPSILON, name: str = NORMALIZER_NAME) -> None:
         super().__init__(name=name)
         self.size, self.clip, self.epsilon = size, clip, epsilon
 

@@ -1,11 +1,12 @@
 """The policy's forward pass in numpy, for acting on the CPU without a TensorFlow call per step.
 
-A small MLP on a handful of observations is microseconds of arithmetic, while every TensorFlow
+A small network on a handful of observations is microseconds of arithmetic, while every TensorFlow
 call has a fixed dispatch cost many times that; acting once per vector step, the dispatch would
-dominate (docs/architecture-notes.md has the figures). ``NumpyPolicy`` reads the Keras model's weights
-(``refresh`` after an update or load, before acting with them) and computes the same function to float32 rounding:
-the same normaliser, layers, activations and distributions. Evaluation and replay both act
-through it, so a replay reproduces the recorded return exactly.
+dominate (docs/architecture-notes.md has the figures). ``NumpyPolicy`` takes the Keras model's weights
+by name (``refresh`` after an update or load, before acting with them) and computes the same function
+to float32 rounding: the same normaliser, convolutions, layers, activations and distributions.
+Evaluation and replay both act through it, so a replay reproduces the recorded return exactly. It
+imports no TensorFlow, so a process that only acts (a remote worker) does not load it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import math
 from typing import Any, Callable
 
 import numpy as np
-import tensorflow as tf
+from numpy.lib.stride_tricks import sliding_window_view
 
-from agents.networks import ActorCritic, weight_name
+from agents.spec import NORMALIZER_EPSILON, NORMALIZER_NAME, NetworkSpec
 
 LOG_2PI = math.log(2.0 * math.pi)
+Layer = tuple[np.ndarray, np.ndarray]
 
 
 def _erf(values: np.ndarray) -> np.ndarray:
@@ -31,9 +33,13 @@ def _erf(values: np.ndarray) -> np.ndarray:
     return (sign * (1.0 - poly * np.exp(-magnitude * magnitude))).astype(values.dtype)
 
 
+def _relu(values: np.ndarray) -> np.ndarray:
+    return np.maximum(values, 0.0)
+
+
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0.0),
+    "relu": _relu,
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
     "silu": lambda x: x * (0.5 + 0.5 * np.tanh(0.5 * x)),  # x * sigmoid(x), without overflow
     "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / np.float32(math.sqrt(2.0)))),
@@ -43,34 +49,45 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 class NumpyPolicy:
     """Acts with a weight snapshot of an ActorCritic (sample / mode / value, numpy in and out).
 
-    Sampling uses this policy's own ``numpy.random.Generator``, whose state goes into resume
-    checkpoints (``random_state``), so a resumed run draws the same actions.
+    ``read_weights`` gives the model's current weights by name (``agents.networks.numpy_policy`` passes
+    the model's); without it, ``set_weights`` loads them. Sampling uses this policy's own
+    ``numpy.random.Generator``, whose state goes into resume checkpoints (``random_state``), so a resumed
+    run draws the same actions.
     """
 
-    def __init__(self, model: ActorCritic, seed: int = 0) -> None:
-        self.model = model
-        self.spec = model.spec
+    def __init__(self, spec: NetworkSpec, read_weights: Callable[[], dict[str, np.ndarray]] | None = None,
+                 seed: int = 0, weights: dict[str, np.ndarray] | None = None) -> None:
+        self.spec = spec
+        self.model: Any = None  # the Keras model, when made from one (export reads it)
         self.random = np.random.default_rng(seed)
-        self._activation = ACTIVATIONS[self.spec.activation]
-        spec = self.spec
+        self._read_weights = read_weights
+        self._activation = ACTIVATIONS[spec.activation]
         continuous = spec.action_kind == "continuous"
         self._low = np.asarray(spec.action_low, np.float32) if continuous else None
         self._high = np.asarray(spec.action_high, np.float32) if continuous else None
-        self._names = [weight_name(variable) for variable in model.weights]
-        # One graph call reads every weight, instead of one .numpy() call per variable.
-        self._read_weights = tf.function(lambda: [tf.identity(variable.value) for variable in model.weights],
-                                         autograph=False)
-        self.refresh()
+        self._vector_columns = np.asarray(spec.vector_columns(), np.intp)
+        self._whole_vector = len(self._vector_columns) == spec.observation_size
+        if weights is not None:
+            self.set_weights(weights)
+        elif read_weights is not None:
+            self.refresh()
 
     def refresh(self) -> None:
         """Take the model's current weights (after an update, restore or load, before acting or a snapshot)."""
-        weights = {name: tensor.numpy() for name, tensor in zip(self._names, self._read_weights())}
-        self.weights = weights  # by name, as networks.weight_arrays gives them (the best store saves these)
+        if self._read_weights is None:
+            raise ValueError("this NumpyPolicy was made without a model; give it weights with set_weights")
+        self.set_weights(self._read_weights())
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Act with these weights (by name, as ``agents.networks.weight_arrays`` gives them)."""
+        self.weights = weights  # the best store saves these
         spec = self.spec
 
-        def layer(name: str) -> tuple[np.ndarray, np.ndarray]:
+        def layer(name: str) -> Layer:
             return weights[f"{name}/kernel"], weights[f"{name}/bias"]
 
+        self._encoders = [([layer(f"image_{index}_conv_{number}") for number in range(len(spec.cnn_layers))],
+                           layer(f"image_{index}_dense")) for index, _ in enumerate(spec.leaf_columns("image"))]
         depth = len(spec.hidden_sizes)
         policy_layers = [layer(f"policy_torso_{index}") for index in range(depth)] + [layer("policy_head")]
         if spec.shared_torso:
@@ -84,27 +101,48 @@ class NumpyPolicy:
                      for index, (policy, value) in enumerate(zip(policy_layers, value_layers))]
             self._torso, self._head = fused[:-1], fused[-1]
         self._log_std = weights["log_std"] if "log_std" in weights else None
-        if spec.normalize_observations:
-            normalizer = self.model.normalizer
-            self._mean = weights[f"{normalizer.name}/mean"].astype(np.float32)
-            self._scale = np.sqrt(weights[f"{normalizer.name}/variance"] + normalizer.epsilon).astype(np.float32)
-            self._clip = np.float32(normalizer.clip)
+        self._normalize = spec.normalize_observations and len(self._vector_columns) > 0
+        if self._normalize:
+            self._mean = weights[f"{NORMALIZER_NAME}/mean"].astype(np.float32)
+            self._scale = np.sqrt(weights[f"{NORMALIZER_NAME}/variance"] + NORMALIZER_EPSILON).astype(np.float32)
+            self._clip = np.float32(spec.observation_clip)
 
     def snapshot(self) -> "NumpyPolicy":
         """This policy as of now, unchanged by later refreshes: evaluation plays it beside training.
 
-        ``refresh`` replaces the arrays instead of writing into them, so a shallow copy is a snapshot.
+        ``set_weights`` replaces the arrays instead of writing into them, so a shallow copy is a snapshot.
         It samples from its own generator, never from the training policy's.
         """
         frozen = copy.copy(self)
         frozen.random = np.random.default_rng(0)
         return frozen
 
+    def features(self, observations: np.ndarray) -> np.ndarray:
+        """The encoders' output for a batch of flat observations, as the Keras model computes it."""
+        flat = np.asarray(observations, np.float32).reshape(len(observations), -1)
+        if self._whole_vector:
+            return self._normalized(flat)
+        parts = [self._normalized(flat[:, self._vector_columns])] if len(self._vector_columns) else []
+        for (leaf, offset), (convolutions, dense) in zip(self.spec.leaf_columns("image"), self._encoders):
+            image = flat[:, offset:offset + leaf.size].reshape(len(flat), *leaf.shape)
+            if leaf.channels_first:
+                image = image.transpose(0, 2, 3, 1)
+            image = image.reshape(len(flat), *leaf.image_shape) / np.float32(255.0)
+            for (kernel, bias), (_, size, stride) in zip(convolutions, self.spec.cnn_layers):
+                image = _relu(_convolve(image, kernel, stride) + bias)
+            parts.append(_relu(image.reshape(len(flat), -1) @ dense[0] + dense[1]))
+        for kind in ("onehot", "binary"):
+            parts += [flat[:, offset:offset + leaf.size] for leaf, offset in self.spec.leaf_columns(kind)]
+        return np.concatenate(parts, axis=-1)
+
+    def _normalized(self, vector: np.ndarray) -> np.ndarray:
+        if not self._normalize:
+            return vector
+        return np.clip((vector - self._mean) / self._scale, -self._clip, self._clip)
+
     def forward(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(policy head output, values) for a batch, as the Keras model computes them."""
-        features = np.asarray(observations, np.float32).reshape(len(observations), -1)
-        if self.spec.normalize_observations:
-            features = np.clip((features - self._mean) / self._scale, -self._clip, self._clip)
+        features = self.features(observations)
         for kernel, bias in self._torso:
             features = self._activation(features @ kernel + bias)
         kernel, bias = self._head
@@ -114,29 +152,55 @@ class NumpyPolicy:
     def sample(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(actions, their log-probabilities, state values), drawn from the stochastic policy."""
         head, values = self.forward(observations)
-        if self._log_std is None:
-            log_probs = _log_softmax(head)
-            actions = np.argmax(log_probs + self.random.gumbel(size=head.shape), axis=-1)  # Gumbel-max
-            chosen = log_probs[np.arange(len(actions)), actions]
-            return actions.astype(np.int32), chosen.astype(np.float32), values.astype(np.float32)
-        std = np.exp(self._log_std)
-        noise = self.random.standard_normal(head.shape).astype(np.float32)
-        actions = head + std * noise
-        log_probs = np.sum(-0.5 * np.square(noise) - self._log_std - 0.5 * LOG_2PI, axis=-1)
-        return actions.astype(np.float32), log_probs.astype(np.float32), values.astype(np.float32)
+        kind = self.spec.action_kind
+        if kind == "discrete":
+            actions, log_probs = _sample_categorical(head, self.random)
+        elif kind == "multidiscrete":
+            drawn = [_sample_categorical(part, self.random) for part in self._split(head)]
+            actions = np.stack([action for action, _ in drawn], axis=-1)
+            log_probs = np.sum([log_prob for _, log_prob in drawn], axis=0)
+        elif kind == "multibinary":
+            actions = (self.random.random(head.shape) < _sigmoid(head)).astype(np.float32)
+            log_probs = np.sum(actions * head - np.logaddexp(0.0, head), axis=-1)
+        else:
+            noise = self.random.standard_normal(head.shape).astype(np.float32)
+            actions = head + np.exp(self._log_std) * noise
+            log_probs = np.sum(-0.5 * np.square(noise) - self._log_std - 0.5 * LOG_2PI, axis=-1)
+        dtype = np.int32 if self.spec.integer_actions else np.float32
+        return actions.astype(dtype), np.asarray(log_probs, np.float32), values.astype(np.float32)
 
     def mode(self, observations: np.ndarray) -> np.ndarray:
         """The deterministic action per observation: the most likely one, or the Gaussian mean."""
         head, _ = self.forward(observations)
-        return np.argmax(head, axis=-1).astype(np.int32) if self._log_std is None else head.astype(np.float32)
+        kind = self.spec.action_kind
+        if kind == "discrete":
+            return np.argmax(head, axis=-1).astype(np.int32)
+        if kind == "multidiscrete":
+            return np.stack([np.argmax(part, axis=-1) for part in self._split(head)], axis=-1).astype(np.int32)
+        if kind == "multibinary":
+            return (head > 0.0).astype(np.float32)
+        return head.astype(np.float32)
+
+    def _split(self, logits: np.ndarray) -> list[np.ndarray]:
+        return np.split(logits, np.cumsum(self.spec.action_nvec)[:-1], axis=-1)
 
     def value(self, observations: np.ndarray) -> np.ndarray:
         """V(observation) per observation."""
         return self.forward(observations)[1].astype(np.float32)
 
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
-        """What to send to the env: continuous actions clipped to its bounds, discrete ones as they are."""
-        return actions if self._low is None else np.clip(actions, self._low, self._high)
+        """What to send to the env: in its action space's shape and range (continuous actions clipped to the
+        bounds, category indices moved to the space's start)."""
+        spec, count = self.spec, len(actions)
+        if spec.action_kind == "continuous":
+            actions = np.clip(actions, self._low, self._high)
+        elif spec.action_kind == "multibinary":
+            actions = actions.astype(np.int8)
+        elif any(spec.action_start):
+            actions = actions + np.asarray(spec.action_start if spec.action_kind == "multidiscrete"
+                                           else spec.action_start[0], actions.dtype)
+        shape = spec.action_env_shape or spec.action_shape  # a manifest from before action_env_shape: a flat Box
+        return actions if spec.action_kind == "discrete" or actions.shape[1:] == shape else actions.reshape(count, *shape)
 
     def random_state(self) -> dict[str, Any]:
         """The sampler's state, for a resume checkpoint."""
@@ -147,8 +211,25 @@ class NumpyPolicy:
         self.random.bit_generator.state = state
 
 
-def _side_by_side(policy: tuple[np.ndarray, np.ndarray], value: tuple[np.ndarray, np.ndarray],
-                  first: bool) -> tuple[np.ndarray, np.ndarray]:
+def _sample_categorical(logits: np.ndarray, random: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(index per row by the Gumbel-max trick, its log-probability)."""
+    log_probs = _log_softmax(logits)
+    actions = np.argmax(log_probs + random.gumbel(size=logits.shape), axis=-1)
+    return actions, log_probs[np.arange(len(actions)), actions]
+
+
+def _convolve(images: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
+    """A 'valid' 2-D convolution of [batch, H, W, C] images with a Keras kernel [k, k, C, filters]."""
+    size = kernel.shape[0]
+    windows = sliding_window_view(images, (size, size), axis=(1, 2))[:, ::stride, ::stride]  # [B, h, w, C, k, k]
+    return np.tensordot(windows, kernel, axes=([4, 5, 3], [0, 1, 2]))
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return 0.5 + 0.5 * np.tanh(0.5 * values)
+
+
+def _side_by_side(policy: Layer, value: Layer, first: bool) -> Layer:
     """One layer computing a policy layer and a value layer at once.
 
     The first layer sees the same input for both, so the kernels sit side by side; later layers

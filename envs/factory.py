@@ -17,10 +17,11 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
+from agents.spec import ObservationLeaf
+from envs.spaces import ActionLayout, SpaceError, action_layout, needs_flattening, observation_leaves
+
 Result = TypeVar("Result")
 
-SUPPORTED_OBSERVATION_SPACES = "Box"
-SUPPORTED_ACTION_SPACES = "Discrete (starting at 0), Box (one-dimensional)"
 
 
 class EnvError(ValueError):
@@ -40,18 +41,42 @@ def env_call(env_id: str, what: str, call: Callable[..., Result], *arguments: An
 
 
 @dataclass(frozen=True)
+class EnvOptions:
+    """How an env id becomes the env champion trains on, beyond ``gymnasium.make``; recorded in every
+    best-policy manifest so that replay and export build the same env."""
+
+    frame_stack: int = 1
+    """Observations of the last this many steps, stacked (gymnasium's FrameStackObservation); 1: none."""
+    image_layout: str = "auto"
+    """How a uint8 Box is read: auto (an image when HxW, HxWxC or CxHxW), channels_last, channels_first, none."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frame_stack": self.frame_stack, "image_layout": self.image_layout}
+
+    @classmethod
+    def from_config(cls, config: Any) -> "EnvOptions":
+        """The options a TrainConfig asks for."""
+        return cls(frame_stack=config.frame_stack, image_layout=config.network.image_layout)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "EnvOptions":
+        """From a manifest (an older one has none: the defaults)."""
+        return cls(**{key: value for key, value in (data or {}).items() if key in ("frame_stack", "image_layout")})
+
+
+@dataclass(frozen=True)
 class EnvInfo:
     """What the agent needs to know about an environment, read once before training."""
 
     env_id: str
-    observation_shape: tuple[int, ...]
-    action_kind: str
-    action_size: int
-    action_low: tuple[float, ...]
-    action_high: tuple[float, ...]
+    observation_leaves: tuple[ObservationLeaf, ...]
+    action: ActionLayout
     reward_threshold: float | None
     max_episode_steps: int | None
     render_modes: tuple[str, ...]
+    observation_space: str = ""
+    """The observation space in a few words (after frame stacking), for messages."""
+    action_space: str = ""
 
 
 EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
@@ -67,10 +92,11 @@ def required_extra(env_id: str) -> str | None:
     return next((extra for package, extra in EXTRAS.items() if f".{package}" in entry_point), None)
 
 
-def describe_env(env_id: str) -> EnvInfo:
-    """Make the env once and read its spaces; EnvError (one line) if it is unknown or unsupported."""
+def describe_env(env_id: str, options: EnvOptions = EnvOptions()) -> EnvInfo:
+    """Make the env once (as ``options`` shape it) and read its spaces; EnvError (one line) if it is unknown or
+    unsupported."""
     try:
-        env = gym.make(env_id)
+        env = make_env(env_id, options, flatten=False)
     except gym.error.DependencyNotInstalled as error:
         extra = required_extra(env_id)
         if extra is not None:
@@ -82,7 +108,7 @@ def describe_env(env_id: str) -> EnvInfo:
     except Exception as error:  # a user's module can fail in any way while importing or building
         raise EnvError(f"cannot make environment {env_id!r}: {type(error).__name__}: {error}") from None
     try:
-        return _read_spaces(env_id, env)
+        return _read_spaces(env_id, env, options)
     finally:
         env.close()
 
@@ -111,7 +137,7 @@ def summarize_env(env_id: str) -> EnvSummary:
                 return EnvSummary(env_id, "?", "?", str(error))
             return EnvSummary(env_id, "?", "?", "could not be made")
         try:
-            _read_spaces(env_id, env)
+            _read_spaces(env_id, env, EnvOptions())
             problem = ""
         except EnvError as error:
             problem = str(error)
@@ -128,36 +154,68 @@ def space_text(space: gym.Space) -> str:
     return str(space)
 
 
-def _read_spaces(env_id: str, env: gym.Env) -> EnvInfo:
-    observation_space, action_space = env.observation_space, env.action_space
-    if not isinstance(observation_space, gym.spaces.Box):
-        raise EnvError(
-            f"{env_id} has observation space {observation_space}, which is not supported yet; "
-            f"supported: {SUPPORTED_OBSERVATION_SPACES}"
-        )
-    if isinstance(action_space, gym.spaces.Discrete) and int(action_space.start) == 0:
-        kind, size, low, high = "discrete", int(action_space.n), (), ()
-    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        kind, size = "continuous", int(action_space.shape[0])
-        low, high = tuple(float(value) for value in action_space.low), tuple(float(value) for value in action_space.high)
-    else:
-        raise EnvError(f"{env_id} has action space {action_space}, which is not supported yet; "
-                       f"supported: {SUPPORTED_ACTION_SPACES}")
+def _read_spaces(env_id: str, env: gym.Env, options: EnvOptions) -> EnvInfo:
+    try:
+        leaves = observation_leaves(env.observation_space, options.image_layout)
+        action = action_layout(env.action_space)
+    except SpaceError as error:
+        raise EnvError(f"{env_id}: {error}") from None
     spec = env.spec
     return EnvInfo(
         env_id=env_id,
-        observation_shape=tuple(int(size) for size in observation_space.shape),
-        action_kind=kind,
-        action_size=size,
-        action_low=low,
-        action_high=high,
+        observation_leaves=leaves,
+        action=action,
         reward_threshold=spec.reward_threshold if spec else None,
         max_episode_steps=spec.max_episode_steps if spec else None,
         render_modes=tuple(env.metadata.get("render_modes", ())),
+        observation_space=space_text(env.observation_space),
+        action_space=space_text(env.action_space),
     )
 
 
-def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", **env_kwargs: Any) -> gym.vector.VectorEnv:
+def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = True, **env_kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id)``, then frame stacking, then (with ``flatten``, unless the observations are a
+    Box) gymnasium's FlattenObservation: the model takes one flat vector (``agents.spec``). Module-level, so
+    vector envs built from it can be pickled into a checkpoint."""
+    env = gym.make(env_id, **env_kwargs)
+    if options.frame_stack > 1:
+        env = _stack_frames(env, options.frame_stack, options.image_layout)
+    if flatten and needs_flattening(env.observation_space):
+        env = gym.wrappers.FlattenObservation(env)
+    return env
+
+
+def _stack_frames(env: gym.Env, count: int, image_layout: str) -> gym.Env:
+    """gymnasium's FrameStackObservation; the frames of an image are then laid side by side as its channels
+    ((count, H, W[, C]) -> (H, W, count * C)), as a CNN takes them."""
+    space = env.observation_space
+    leaf = observation_leaves(space, image_layout)[0] if isinstance(space, gym.spaces.Box) else None
+    env = gym.wrappers.FrameStackObservation(env, count)
+    if leaf is None or leaf.kind != "image":
+        return env
+    merge = _FramesAsChannels(leaf.channels_first, len(leaf.shape), leaf.image_shape, count)
+    stacked = env.observation_space
+    return gym.wrappers.TransformObservation(env, merge, gym.spaces.Box(merge(stacked.low), merge(stacked.high),
+                                                                        dtype=stacked.dtype))
+
+
+@dataclass(frozen=True)
+class _FramesAsChannels:
+    """(count, H, W[, C]) stacked frames -> (H, W, count * C); a class, so that the env stays picklable."""
+
+    channels_first: bool
+    rank: int
+    image_shape: tuple[int, int, int]
+    count: int
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        order = (1, 2, 0) if self.rank == 2 else ((2, 3, 0, 1) if self.channels_first else (1, 2, 0, 3))
+        height, width, channels = self.image_shape
+        return np.ascontiguousarray(np.transpose(frames, order)).reshape(height, width, self.count * channels)
+
+
+def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", options: EnvOptions = EnvOptions(),
+                    **env_kwargs: Any) -> gym.vector.VectorEnv:
     """Training envs, seeded by the caller's first ``reset(seed=...)``.
 
     ``sync`` (and ``auto``) step gym.make envs in this process, ``async`` one process per env.
@@ -167,12 +225,13 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", **e
     lengths are reported by gymnasium's RecordEpisodeStatistics. The sync vector env is built
     from picklable parts, so its whole state (every sub-env and its RNG) can be checkpointed.
     """
-    make_one = [functools.partial(gym.make, env_id, **env_kwargs)] * num_envs
+    make_one = [functools.partial(make_env, env_id, options, **env_kwargs)] * num_envs
     vector_class = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     return RecordEpisodeStatistics(vector_class(make_one, autoreset_mode=AutoresetMode.SAME_STEP))
 
 
-def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None) -> gym.vector.VectorEnv:
+def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None,
+                  options: EnvOptions = EnvOptions()) -> gym.vector.VectorEnv:
     """Evaluation envs, one per episode, stepped together in this process; separate from the training envs.
 
     With ``render_mode`` only the first env renders (one window, or one video), so the episodes and
@@ -183,7 +242,7 @@ def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None
 
     def make(index: int) -> Callable[[], gym.Env]:
         kwargs = {"render_mode": render_mode} if render_mode and index == 0 else {}
-        return lambda: gym.make(env_id, **kwargs)
+        return functools.partial(make_env, env_id, options, **kwargs)
 
     return gym.vector.SyncVectorEnv([make(index) for index in range(num_episodes)])
 

@@ -73,8 +73,12 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
         from runners.run_state import check_resumable, resumed_config
 
         # refused changes, a missing or finished run fail here, before TensorFlow starts
-        check_resumable(resume_dir, resumed_config(resume_dir, overrides))
+        resumed = resumed_config(resume_dir, overrides)
+        check_resumable(resume_dir, resumed)
         preflight(resume_dir)
+        before = resumed_config(resume_dir, {}).total_steps
+        if resumed.total_steps < before and not quiet:
+            click.echo(f"note: the run's budget is lowered from {before:,} to {resumed.total_steps:,} steps", err=True)
         from runners.training import resume
 
         _print_profile(resume(resume_dir, overrides, progress=not quiet), profile)
@@ -84,7 +88,7 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
     describe_env(env_id)
     config, note = resolve_config(env_id, algo or "ppo", overrides, use_preset=not no_preset)
     if note and not quiet:
-        click.echo(f"champion: note: {note}", err=True)
+        click.echo(f"note: {note}", err=True)
     _check_before_tensorflow(config)
     from runners.training import train as run_training
 
@@ -209,7 +213,7 @@ def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
 
 
 @cli.command(short_help="Draw runs' evaluation curves on one figure.")
-@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Image to write: .png, .svg or .pdf (default: RUN_DIR/evaluations.png for one run, "
                    "./champion-plot.png for several).")
@@ -218,6 +222,9 @@ def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
     new best. A folder of runs (e.g. results/CartPole-v1/ppo) stands for every run inside it."""
     from runners.plotting import PlotError, plot_runs
 
+    if not run_dirs:
+        raise click.UsageError("give one or more run folders, e.g. champion plot results/CartPole-v1 (a folder "
+                               "stands for every run inside it)")
     try:
         written = plot_runs(run_dirs, out)
     except PlotError as error:

@@ -134,6 +134,11 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
             return None
         return _coerce(key, value, options[0])
     try:
+        if origin is tuple and typing.get_origin(typing.get_args(target)[0]) is tuple:  # e.g. cnn_layers
+            if not isinstance(value, (list, tuple)) or not all(isinstance(item, (list, tuple)) for item in value):
+                raise ConfigError(f"{key} must be a list of lists of integers, e.g. [[32, 8, 4], [64, 4, 2]], "
+                                  f"got {value!r}")
+            return tuple(_coerce(key, item, typing.get_args(target)[0]) for item in value)
         if origin is tuple:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 value = [value]

@@ -135,27 +135,36 @@ def _is_champion_export(metadata_path: Path) -> bool:
 def policy_module(model: ActorCritic) -> tf.Module:
     """A tf.Module with the two serving functions and the model's variables (so SavedModel tracks them).
 
-    ``act``: raw observations -> {"actions"}, the deterministic action replay sends to the env.
-    ``distribution``: raw observations -> the distribution's parameters ({"logits"} or
-    {"mean", "log_std"}) and {"value"}.
+    Both take the raw observation leaf by leaf, one named input each (``observations`` for a space that is
+    one leaf), in ``export_dtype``: ``act`` gives {"actions"}, the action replay sends to the env;
+    ``distribution`` gives the distribution's parameters ({"logits"} or {"mean", "log_std"}) and {"value"}.
     """
     import tensorflow as tf
 
     from agents.distributions import make_distribution
+    from agents.spec import export_dtype
 
     spec = model.spec
     distribution = make_distribution(model)
-    observations_spec = tf.TensorSpec([None, *spec.observation_shape], tf.float32, name="observations")
+    leaves = spec.observation_leaves
+    input_specs = [tf.TensorSpec([None, *leaf.shape], export_dtype(leaf), name=leaf.name) for leaf in leaves]
 
-    def act(observations: tf.Tensor) -> dict[str, tf.Tensor]:
-        actions = distribution.mode(model(observations)[0])
-        if spec.action_kind == "continuous":
-            actions = tf.clip_by_value(actions, np.float32(spec.action_low), np.float32(spec.action_high))
-        return {"actions": actions}
+    def flat(inputs: tuple[tf.Tensor, ...]) -> tf.Tensor:
+        parts = []
+        for leaf, values in zip(leaves, inputs):
+            if leaf.kind != "onehot":
+                parts.append(tf.reshape(tf.cast(values, tf.float32), [-1, leaf.size]))
+                continue
+            indices = tf.reshape(tf.cast(values, tf.int32), [-1, len(leaf.categories)]) - np.int32(leaf.start)
+            parts += [tf.one_hot(indices[:, index], size) for index, size in enumerate(leaf.categories)]
+        return parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
 
-    def parameters(observations: tf.Tensor) -> dict[str, tf.Tensor]:
-        outputs, values = model(observations)
-        if spec.action_kind == "discrete":
+    def act(*inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"actions": _env_actions(spec, distribution.mode(model(flat(inputs))[0]))}
+
+    def parameters(*inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs, values = model(flat(inputs))
+        if spec.action_kind != "continuous":
             return {"logits": outputs, "value": values}
         size = spec.action_size
         return {"mean": outputs[:, :size], "log_std": outputs[:, size:], "value": values}
@@ -163,9 +172,25 @@ def policy_module(model: ActorCritic) -> tf.Module:
     module = tf.Module(name="champion_policy")
     # Keras 3 variables are not tracked through the model object (layers sit in Python lists).
     module.model_variables = [variable.value for variable in model.weights]
-    module.act = tf.function(act, input_signature=[observations_spec])
-    module.distribution = tf.function(parameters, input_signature=[observations_spec])
+    module.act = tf.function(act, input_signature=input_specs)
+    module.distribution = tf.function(parameters, input_signature=input_specs)
     return module
+
+
+def _env_actions(spec: Any, actions: tf.Tensor) -> tf.Tensor:
+    """In TF, what ``NumpyPolicy.env_actions`` sends to the env: clipped, moved to the space's start, in its
+    shape (int32 for category and binary actions)."""
+    import tensorflow as tf
+
+    if spec.action_kind == "continuous":
+        actions = tf.clip_by_value(actions, np.float32(spec.action_low), np.float32(spec.action_high))
+    else:
+        actions = tf.cast(actions, tf.int32)
+        if any(spec.action_start):
+            actions = actions + np.int32(spec.action_start if spec.action_kind == "multidiscrete" else spec.action_start[0])
+    if spec.action_kind == "discrete":
+        return actions
+    return tf.reshape(actions, [-1, *(spec.action_env_shape or spec.action_shape)])
 
 
 def _write_saved_model(module: tf.Module, policy: NumpyPolicy, metadata: dict[str, Any], out: Path) -> None:
@@ -177,8 +202,8 @@ def _write_saved_model(module: tf.Module, policy: NumpyPolicy, metadata: dict[st
         tf.saved_model.save(module, str(temporary),
                             signatures={ACT_SIGNATURE: module.act, DISTRIBUTION_SIGNATURE: module.distribution})
         act = tf.saved_model.load(str(temporary)).signatures[ACT_SIGNATURE]
-        _check_against_replay(lambda observations: act(observations=tf.constant(observations))["actions"].numpy(),
-                              policy, "SavedModel")
+        _check_against_replay(lambda **inputs: act(**{name: tf.constant(value) for name, value in inputs.items()})
+                              ["actions"].numpy(), policy, "SavedModel")
         readme, metadata_path = sidecar_paths(temporary, "saved_model")
         atomic_write_text(metadata_path, json.dumps(metadata, indent=2) + "\n")
         atomic_write_text(readme, render_readme(metadata))
@@ -194,11 +219,15 @@ def _write_tflite(module: tf.Module, policy: NumpyPolicy, metadata: dict[str, An
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([module.act.get_concrete_function()], module)
-    data = converter.convert()
-    with warnings.catch_warnings():  # tf.lite.Interpreter points to ai_edge_litert; it still works
-        warnings.simplefilter("ignore")
-        runner = tf.lite.Interpreter(model_content=data).get_signature_runner(ACT_SIGNATURE)
-    _check_against_replay(lambda observations: runner(observations=observations)["actions"], policy, "TFLite model")
+    try:
+        data = converter.convert()
+        with warnings.catch_warnings():  # tf.lite.Interpreter points to ai_edge_litert; it still works
+            warnings.simplefilter("ignore")
+            runner = tf.lite.Interpreter(model_content=data).get_signature_runner(ACT_SIGNATURE)
+    except Exception as error:  # the converter's and interpreter's errors have no common type
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ExportError(f"TFLite cannot hold this policy ({first_line}); export it with --format saved_model") from None
+    _check_against_replay(lambda **inputs: runner(**inputs)["actions"], policy, "TFLite model")
     metadata = dict(metadata, sha256=hashlib.sha256(data).hexdigest())
     readme, metadata_path = sidecar_paths(out, "tflite")
     atomic_write_text(metadata_path, json.dumps(metadata, indent=2) + "\n")
@@ -229,36 +258,64 @@ def _replace_folder(temporary: Path, out: Path) -> None:
     shutil.rmtree(replaced, ignore_errors=True)
 
 
-def probe_observations(model: ActorCritic, count: int = PROBE_OBSERVATIONS, seed: int = 0) -> np.ndarray:
-    """Observations spread over what the policy has seen: its normaliser's mean +- 3 std (else N(0, 1))."""
-    spec = model.spec
-    noise = np.random.default_rng(seed).standard_normal((count, model.flat_size))
+def probe_observations(model: ActorCritic, count: int = PROBE_OBSERVATIONS, seed: int = 0) -> dict[str, np.ndarray]:
+    """Raw observations, leaf by leaf, spread over what the policy may see: vectors around its normaliser's mean
+    +- 3 std (else N(0, 1)), images of random pixels, every category value and bit."""
+    from agents.spec import export_dtype
+
+    random, spec = np.random.default_rng(seed), model.spec
     if model.normalizer is not None:
-        mean, variance = model.normalizer.mean.numpy(), model.normalizer.variance.numpy()
-        noise = mean + 3.0 * np.sqrt(variance) * noise
-    return noise.reshape(count, *spec.observation_shape).astype(np.float32)
+        mean, scale = model.normalizer.mean.numpy(), 3.0 * np.sqrt(model.normalizer.variance.numpy())
+    probes, vector_offset = {}, 0
+    for leaf in spec.observation_leaves:
+        if leaf.kind == "box":
+            values = random.standard_normal((count, leaf.size))
+            if model.normalizer is not None:
+                columns = slice(vector_offset, vector_offset + leaf.size)
+                values = mean[columns] + scale[columns] * values
+            vector_offset += leaf.size
+        elif leaf.kind == "onehot":
+            values = np.stack([random.integers(start, start + size, count)
+                               for start, size in zip(leaf.start, leaf.categories)], axis=-1)
+        else:  # image pixels, or bits
+            values = random.integers(0, 256 if leaf.kind == "image" else 2, (count, leaf.size))
+        probes[leaf.name] = values.reshape(count, *leaf.shape).astype(export_dtype(leaf))
+    return probes
 
 
-def _check_against_replay(act: Callable[[np.ndarray], np.ndarray], policy: NumpyPolicy, what: str) -> None:
-    """Refuse an export whose deterministic actions differ from replay's on probe observations."""
-    observations = probe_observations(policy.model)
+def _check_against_replay(act: Callable[..., np.ndarray], policy: NumpyPolicy, what: str) -> None:
+    """Refuse an export whose actions differ from replay's on probe observations (but for near-ties, which
+    float rounding may decide either way)."""
+    from agents.spec import flat_observations
+
+    probes = probe_observations(policy.model)
+    observations = flat_observations(policy.spec, probes)
     expected = policy.env_actions(policy.mode(observations))
-    actual = np.asarray(act(observations))
+    actual = np.asarray(act(**probes))
     if policy.spec.action_kind == "continuous":
         worst = float(np.max(np.abs(actual - expected)))
         if worst <= ACTION_TOLERANCE:
             return
         detail = f"largest difference {worst:.3g}"
     else:
-        logits, _ = policy.forward(observations)
-        top_two = np.sort(logits, axis=-1)[:, -2:]
-        clear = top_two[:, 1] - top_two[:, 0] > ACTION_TOLERANCE  # a near-tie may round either way
-        mismatched = int(np.sum(actual[clear] != expected[clear]))
+        clear = _clear_choices(policy, observations)
+        differs = (actual.reshape(len(actual), -1) != expected.reshape(len(expected), -1)).any(axis=-1)
+        mismatched = int(np.sum(differs & clear))
         if mismatched == 0:
             return
         detail = f"{mismatched} of {len(actual)} actions differ"
     raise ExportError(f"the exported {what} does not act like replay on probe observations ({detail}); "
                       "nothing was written")
+
+
+def _clear_choices(policy: NumpyPolicy, observations: np.ndarray) -> np.ndarray:
+    """Per observation: whether no choice of its action is a near-tie of logits."""
+    logits, _ = policy.forward(observations)
+    if policy.spec.action_kind == "multibinary":
+        return (np.abs(logits) > ACTION_TOLERANCE).all(axis=-1)
+    parts = np.split(logits, np.cumsum(policy.spec.action_nvec)[:-1], axis=-1) if policy.spec.action_nvec else [logits]
+    gaps = [np.diff(np.sort(part, axis=-1)[:, -2:], axis=-1)[:, 0] for part in parts]
+    return np.all([gap > ACTION_TOLERANCE for gap in gaps], axis=0)
 
 
 def describe_export(manifest: dict[str, Any], module: tf.Module, export_format: str, out: Path) -> dict[str, Any]:
@@ -282,7 +339,7 @@ def describe_export(manifest: dict[str, Any], module: tf.Module, export_format: 
         "std_return": float(manifest["std_return"]),
         "episodes": int(manifest["episodes"]),
         "eval_seeds": [int(seed) for seed in manifest["eval_seeds"]],
-        "observation_space": _observation_space(manifest["env_id"], network),
+        "observation_space": _observation_space(manifest),
         "action_space": _action_space(network),
         "normalize_observations": bool(network["normalize_observations"]),
         "deterministic_action": _action_rule(network),
@@ -294,9 +351,8 @@ def describe_export(manifest: dict[str, Any], module: tf.Module, export_format: 
 def _describe_function(function: Any) -> dict[str, Any]:
     """Inputs and outputs of a serving function: name -> {shape (null = any batch size), dtype}."""
     concrete = function.get_concrete_function()
-    [observations] = concrete.structured_input_signature[0]
     outputs = concrete.structured_outputs
-    return {"inputs": {"observations": _tensor_info(observations)},
+    return {"inputs": {spec.name: _tensor_info(spec) for spec in concrete.structured_input_signature[0]},
             "outputs": {name: _tensor_info(outputs[name]) for name in outputs}}
 
 
@@ -304,22 +360,46 @@ def _tensor_info(tensor: Any) -> dict[str, Any]:
     return {"shape": list(tensor.shape.as_list()), "dtype": tensor.dtype.name}
 
 
-def _observation_space(env_id: str, network: dict[str, Any]) -> dict[str, Any]:
-    """Shape, dtype and bounds (null where unbounded, or where the env cannot be made here)."""
-    space: dict[str, Any] = {"shape": list(network["observation_shape"]), "dtype": "float32", "env_dtype": None,
-                             "low": None, "high": None}
-    try:
-        import gymnasium as gym
+def _observation_space(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Each input (a leaf of the env's observation space): its kind, shape and dtype, and for vectors the env's
+    bounds (null where unbounded, or where the env cannot be made here)."""
+    from agents.spec import NetworkSpec, export_dtype
 
-        env = gym.make(env_id)
-        try:
-            box = env.observation_space
-            space.update(env_dtype=str(box.dtype), low=_json_floats(box.low), high=_json_floats(box.high))
-        finally:
-            env.close()
+    spec = NetworkSpec.from_dict(manifest["network"])
+    spaces = _leaf_spaces(manifest)
+    inputs = {}
+    for leaf in spec.observation_leaves:
+        described: dict[str, Any] = {"kind": leaf.kind, "shape": list(leaf.shape), "dtype": export_dtype(leaf)}
+        if leaf.kind == "onehot":
+            described.update(categories=list(leaf.categories), start=list(leaf.start))
+        space = spaces.get(leaf.name)
+        if leaf.kind == "box":
+            described.update(env_dtype=str(space.dtype) if space is not None else None,
+                             low=_json_floats(space.low) if space is not None else None,
+                             high=_json_floats(space.high) if space is not None else None)
+        inputs[leaf.name] = described
+    return {"inputs": inputs}
+
+
+def _leaf_spaces(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The env's space of each observation leaf, by input name ({} when the env cannot be made here)."""
+    from agents.spec import NetworkSpec
+    from envs.factory import EnvOptions, make_env
+
+    try:
+        env = make_env(manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options")), flatten=False)
     except Exception:  # noqa: BLE001 - the policy exports without its env; only the bounds are then unknown
-        pass
-    return space
+        return {}
+    try:
+        found = {}
+        for leaf in NetworkSpec.from_dict(manifest["network"]).observation_leaves:
+            space = env.observation_space
+            for key in leaf.path:
+                space = space[key] if hasattr(space, "spaces") and isinstance(space.spaces, dict) else space[int(key)]
+            found[leaf.name] = space
+        return found
+    finally:
+        env.close()
 
 
 def _json_floats(values: np.ndarray) -> list[float | None]:
@@ -327,16 +407,29 @@ def _json_floats(values: np.ndarray) -> list[float | None]:
 
 
 def _action_space(network: dict[str, Any]) -> dict[str, Any]:
-    if network["action_kind"] == "discrete":
-        return {"kind": "discrete", "n": int(network["action_size"]), "shape": [], "dtype": "int32"}
-    return {"kind": "continuous", "shape": [int(network["action_size"])], "dtype": "float32",
-            "low": [float(value) for value in network["action_low"]],
-            "high": [float(value) for value in network["action_high"]]}
+    from agents.spec import NetworkSpec
+
+    spec = NetworkSpec.from_dict(network)
+    shape = list(spec.action_env_shape or spec.action_shape)
+    if spec.action_kind == "discrete":
+        return {"kind": "discrete", "n": spec.action_size, "start": spec.action_start[0] if spec.action_start else 0,
+                "shape": [], "dtype": "int32"}
+    if spec.action_kind == "multidiscrete":
+        return {"kind": "multidiscrete", "nvec": list(spec.action_nvec), "start": list(spec.action_start),
+                "shape": shape, "dtype": "int32"}
+    if spec.action_kind == "multibinary":
+        return {"kind": "multibinary", "shape": shape, "dtype": "int32"}
+    return {"kind": "continuous", "shape": shape, "dtype": "float32",
+            "low": [float(value) for value in spec.action_low], "high": [float(value) for value in spec.action_high]}
 
 
 def _action_rule(network: dict[str, Any]) -> str:
-    if network["action_kind"] == "discrete":
-        return "the argmax of the logits, as champion replay acts"
+    kind = network["action_kind"]
+    if kind in ("discrete", "multidiscrete"):
+        each = " of each component" if kind == "multidiscrete" else ""
+        return f"the argmax of the logits{each} (plus the space's start), as champion replay acts"
+    if kind == "multibinary":
+        return "1 where a logit is positive, else 0, as champion replay acts"
     return ("the Gaussian mean clipped to the action bounds, which is what champion replay sends to the env "
             f"(the {DISTRIBUTION_SIGNATURE} signature of the SavedModel gives the unclipped mean and log_std)")
 
@@ -353,8 +446,7 @@ def render_readme(metadata: dict[str, Any]) -> str:
         f"(seeds {seeds[0]}..{seeds[-1]}) at env step {metadata['step']:,}.",
         "",
         f"- Format: {metadata['format']} (`{metadata['file']}`); {_loads_with(metadata['format'])}",
-        f"- Observations: the raw env observation, {observation['dtype']} of shape {observation['shape']}, "
-        "batch first (cast float64 observations); "
+        f"- Observations: {_describe_observations(observation['inputs'])}; "
         + ("the normalisation learned in training is inside the model." if metadata["normalize_observations"]
            else "the model has no observation normalisation."),
         f"- Actions: {_describe_actions(action)}; the exported action is {metadata['deterministic_action']}.",
@@ -364,7 +456,8 @@ def render_readme(metadata: dict[str, Any]) -> str:
     ]
     for name, signature in metadata["signatures"].items():
         outputs = ", ".join(f"`{key}` {_shape_text(info)}" for key, info in signature["outputs"].items())
-        lines.append(f"- `{name}`: `observations` {_shape_text(signature['inputs']['observations'])} -> {outputs}")
+        inputs = ", ".join(f"`{key}` {_shape_text(info)}" for key, info in signature["inputs"].items())
+        lines.append(f"- `{name}`: {inputs} -> {outputs}")
     lines += ["", "## Load and act", "", "```python", *_snippet(metadata), "```", "",
               f"Exported with {_versions_text(metadata['versions']['exported_with'])}; details in "
               f"`{sidecar_paths(Path(metadata['file']), metadata['format'])[1].name}`.", ""]
@@ -378,9 +471,30 @@ def _loads_with(export_format: str) -> str:
             "TensorFlow's `tf.lite.Interpreter` loads it too but is deprecated in favour of LiteRT.")
 
 
+def _describe_observations(inputs: dict[str, Any]) -> str:
+    def one(info: dict[str, Any]) -> str:
+        text = f"{info['dtype']} of shape {info['shape']}"
+        if info["kind"] == "onehot":
+            ranges = [f"{start}..{start + size - 1}" for start, size in zip(info["start"], info["categories"])]
+            text += f" (values {', '.join(ranges)})"
+        return text
+
+    if list(inputs) == ["observations"]:
+        cast = " (cast float64 observations)" if inputs["observations"]["kind"] == "box" else ""
+        return f"the raw env observation, {one(inputs['observations'])}, batch first{cast}"
+    return ("one input per leaf of the env's observation, batch first: "
+            + ", ".join(f"`{name}` {one(info)}" for name, info in inputs.items()))
+
+
 def _describe_actions(action: dict[str, Any]) -> str:
-    if action["kind"] == "discrete":
-        return f"discrete, 0..{action['n'] - 1} (int32)"
+    kind = action["kind"]
+    if kind == "discrete":
+        return f"discrete, {action['start']}..{action['start'] + action['n'] - 1} (int32)"
+    if kind == "multidiscrete":
+        ranges = ", ".join(f"{start}..{start + size - 1}" for start, size in zip(action["start"], action["nvec"]))
+        return f"multidiscrete, int32 of shape {action['shape']} (values {ranges})"
+    if kind == "multibinary":
+        return f"multibinary, int32 of shape {action['shape']} (0 or 1)"
     return f"continuous, float32 of shape {action['shape']}, low {action['low']}, high {action['high']}"
 
 
@@ -396,17 +510,30 @@ def _versions_text(versions: dict[str, str]) -> str:
 
 def _snippet(metadata: dict[str, Any]) -> list[str]:
     """A few lines that load the export and act on a batch of observations."""
-    shape = ", ".join(str(size) for size in [1, *metadata["observation_space"]["shape"]])
-    observations = f"observations = np.zeros(({shape}), np.float32)  # a batch of raw env observations"
+    inputs = metadata["observation_space"]["inputs"]
+    single = list(inputs) == ["observations"]
+
+    def zeros(info: dict[str, Any]) -> str:
+        sizes = [str(size) for size in [1, *info["shape"]]]
+        return f"np.zeros(({', '.join(sizes)}{',' if len(sizes) == 1 else ''}), np.{info['dtype']})"
+
+    if single:
+        observations = f"observations = {zeros(inputs['observations'])}  # a batch of raw env observations"
+    else:
+        observations = ("observations = {" + ", ".join(f"{json.dumps(name)}: {zeros(info)}" for name, info in inputs.items())
+                        + "}  # a batch of raw env observations, leaf by leaf")
     if metadata["format"] == "saved_model":
+        call = ("act(observations=tf.constant(observations))" if single
+                else "act(**{name: tf.constant(value) for name, value in observations.items()})")
         return ["import numpy as np, tensorflow as tf",
                 f"policy = tf.saved_model.load({json.dumps(metadata['file'])})  # path from the folder that holds it",
                 f"act = policy.signatures[{json.dumps(ACT_SIGNATURE)}]",
                 observations,
-                "actions = act(observations=tf.constant(observations))[\"actions\"].numpy()"]
+                f"actions = {call}[\"actions\"].numpy()"]
+    call = "act(observations=observations)" if single else "act(**observations)"
     return ["import numpy as np",
             "from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert",
             f"interpreter = Interpreter(model_path={json.dumps(metadata['file'])})  # from this README's folder",
             f"act = interpreter.get_signature_runner({json.dumps(ACT_SIGNATURE)})",
             observations,
-            "actions = act(observations=observations)[\"actions\"]"]
+            f"actions = {call}[\"actions\"]"]

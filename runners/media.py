@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import make_eval_env
+from envs.factory import EnvOptions, make_eval_env
 from runners.evaluate import evaluate
 
 MEDIA_BUDGET = 0.04
@@ -44,8 +44,8 @@ class BestPolicyMedia:
     """Records GIFs of new best policies for ``write(step, gif_bytes)`` (the logger)."""
 
     def __init__(self, env_id: str, seed: int, write: Callable[[int, bytes, int, int], None],
-                 budget: float | None = None) -> None:
-        self.env_id, self.seed = env_id, seed
+                 budget: float | None = None, options: EnvOptions = EnvOptions()) -> None:
+        self.env_id, self.seed, self.options = env_id, seed, options
         self.write = write
         self.budget = MEDIA_BUDGET if budget is None else budget
         self.seconds = self.last_seconds = 0.0
@@ -81,7 +81,7 @@ class BestPolicyMedia:
         started = time.perf_counter()
         self.attempts += 1
         frames: list[np.ndarray] = []
-        envs = make_eval_env(self.env_id, 1, render_mode="rgb_array")
+        envs = make_eval_env(self.env_id, 1, render_mode="rgb_array", options=self.options)
         try:
             evaluate(policy, envs, [self.seed], frames, max_steps=MAX_FRAMES * FRAME_STRIDE, frame_every=FRAME_STRIDE,
                      env_id=self.env_id)

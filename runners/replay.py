@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays
+from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import describe_env, make_eval_env
+from envs.factory import EnvOptions, describe_env, make_eval_env
 from runners.best_store import load_best
 from runners.evaluate import EvalResult, episode_seeds, evaluate
 from runners.runs import ReplayError, choose_run
@@ -66,7 +66,7 @@ def load_policy(run_dir: Path) -> tuple[NumpyPolicy, dict[str, Any]]:
         assign_weight_arrays(model, stored.weights)
     except ValueError as error:
         raise ReplayError(f"{stored.entry}: {error}") from None
-    return NumpyPolicy(model), dict(stored.manifest, entry=str(stored.entry))
+    return numpy_policy(model), dict(stored.manifest, entry=str(stored.entry))
 
 
 def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, render: bool = False,
@@ -84,7 +84,7 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     _check_env_fits(manifest)
     seeds = _seeds(run_dir, manifest, episodes, seed)
     render_mode = "human" if render else ("rgb_array" if video is not None else None)
-    eval_envs = make_eval_env(manifest["env_id"], len(seeds), render_mode)
+    eval_envs = make_eval_env(manifest["env_id"], len(seeds), render_mode, EnvOptions.from_dict(manifest.get("env_options")))
     try:
         fps = eval_envs.metadata.get("render_fps") or 30
         with VideoWriter(Path(video), fps) if video is not None else contextlib.nullcontext() as frames:
@@ -108,15 +108,24 @@ def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: 
 
 
 def _check_env_fits(manifest: dict[str, Any]) -> None:
-    info = describe_env(manifest["env_id"])
-    network = manifest["network"]
-    if (list(info.observation_shape) != list(network["observation_shape"]) or info.action_size != network["action_size"]
-            or info.action_kind != network["action_kind"]):
+    """Refuse to replay on an env whose spaces are no longer those the policy was trained on."""
+    info = describe_env(manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options")))
+    saved = NetworkSpec.from_dict(manifest["network"])
+    def layout(leaves: Any, kind: str, size: int) -> tuple:
+        return [(leaf.path, leaf.kind, leaf.shape, leaf.categories) for leaf in leaves], kind, size
+
+    if (layout(info.observation_leaves, info.action.kind, info.action.size)
+            != layout(saved.observation_leaves, saved.action_kind, saved.action_size)):
         raise ReplayError(
-            f"the saved policy expects observations of shape {network['observation_shape']} and "
-            f"{network['action_size']} actions, but {manifest['env_id']} now has {list(info.observation_shape)} "
-            f"and {info.action_size}"
+            f"the saved policy expects {_leaves_text(saved.observation_leaves)} and {saved.action_kind} actions of "
+            f"size {saved.action_size}, but {manifest['env_id']} now has {_leaves_text(info.observation_leaves)} "
+            f"and {info.action.kind} actions of size {info.action.size}"
         )
+
+
+def _leaves_text(leaves: Any) -> str:
+    return "observations " + ", ".join(f"{'/'.join(leaf.path) + ' ' if leaf.path else ''}{leaf.kind} {list(leaf.shape)}"
+                                       for leaf in leaves)
 
 
 class VideoWriter:

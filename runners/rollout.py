@@ -82,8 +82,8 @@ class VectorEnvCollector:
         """Run num_steps vector steps; the episode state carries over to the next call."""
         shape = (self.num_steps, self.num_envs)
         observations = np.empty((*shape, *self.observations.shape[1:]), np.float32)
-        action_shape = policy.model.spec.action_shape
-        actions = np.empty((*shape, *action_shape), np.int32 if action_shape == () else np.float32)
+        action_shape = policy.spec.action_shape
+        actions = np.empty((*shape, *action_shape), np.int32 if policy.spec.integer_actions else np.float32)
         log_probs, values, rewards, terminated, truncated, truncation_values = (
             np.zeros(shape, np.float32) for _ in range(6))
         episode_returns: list[np.ndarray] = []

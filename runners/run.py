@@ -14,9 +14,9 @@ from rich.console import Console
 
 from agents.config import TrainConfig
 from agents.learners import make_learner
-from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights
+from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, numpy_policy
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvInfo, make_eval_env
+from envs.factory import EnvInfo, EnvOptions, make_eval_env
 from runners.atomic_files import warn
 from runners.best_store import BestPolicyStore
 from runners.checkpoints import LoadedCheckpoint, ResumeCheckpoints
@@ -127,7 +127,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     spec = network_spec(env_info, config)
     model = ActorCritic(spec, seed=config.seed)
     learner, timings = make_learner(model, config), Timings()
-    policy = NumpyPolicy(model, seed=config.seed)  # the gymnasium engine acts with it; evaluation plays its snapshots
+    policy = numpy_policy(model, seed=config.seed)  # the gymnasium engine acts with it; evaluation plays its snapshots
     with contextlib.ExitStack() as built:  # if a later part fails, the parts built so far are closed
         engine = make_engine(engine_kind, config, model, policy, learner, timings)
         built.callback(engine.close)
@@ -138,8 +138,9 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
         media = None
         if config.media and "rgb_array" in env_info.render_modes:
             media = BestPolicyMedia(config.env_id, config.eval_seed,
-                                    lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height))
-        eval_envs = make_eval_env(config.env_id, config.eval_episodes)
+                                    lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height),
+                                    options=EnvOptions.from_config(config))
+        eval_envs = make_eval_env(config.env_id, config.eval_episodes, options=EnvOptions.from_config(config))
         evaluation = BackgroundEvaluation(eval_envs, episode_seeds(config.eval_seed, config.eval_episodes),
                                           config.eval_in_background, env_id=config.env_id)
         built.callback(evaluation.close)

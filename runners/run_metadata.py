@@ -11,9 +11,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from agents.config import TrainConfig
-from agents.networks import NetworkSpec
-from envs.factory import EnvInfo
+from agents.config import ConfigError, TrainConfig
+from agents.spec import NetworkSpec, cnn_output_size
+from envs.factory import EnvInfo, EnvOptions
 from runners.atomic_files import atomic_write_text
 from runners.evaluate import EvalResult
 
@@ -67,19 +67,31 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 
 
 def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
-    """The network for this env and config."""
+    """The network for this env and config; ConfigError (one line) when an image is too small for the CNN."""
+    network, action = config.network, env_info.action
+    for leaf in env_info.observation_leaves:
+        if leaf.kind == "image" and cnn_output_size(*leaf.image_shape[:2], network.cnn_layers) is None:
+            name = f"observation {'/'.join(leaf.path)}" if leaf.path else "the observation"
+            raise ConfigError(f"{name} is a {leaf.image_shape[0]}x{leaf.image_shape[1]} image, too small for "
+                              f"network.cnn_layers={[list(layer) for layer in network.cnn_layers]}; use smaller "
+                              f"kernels and strides, e.g. --set network.cnn_layers=[[32,3,1],[64,3,2],[64,3,1]]")
     return NetworkSpec(
-        observation_shape=env_info.observation_shape,
-        action_kind=env_info.action_kind,
-        action_size=env_info.action_size,
-        hidden_sizes=config.network.hidden_sizes,
-        activation=config.network.activation,
-        shared_torso=config.network.shared_torso,
-        action_low=env_info.action_low,
-        action_high=env_info.action_high,
-        log_std_init=config.network.log_std_init,
-        normalize_observations=config.network.normalize_observations,
-        observation_clip=config.network.observation_clip,
+        observation_leaves=env_info.observation_leaves,
+        action_kind=action.kind,
+        action_size=action.size,
+        hidden_sizes=network.hidden_sizes,
+        activation=network.activation,
+        shared_torso=network.shared_torso,
+        action_low=action.low,
+        action_high=action.high,
+        log_std_init=network.log_std_init,
+        normalize_observations=network.normalize_observations,
+        observation_clip=network.observation_clip,
+        action_nvec=action.nvec,
+        action_start=action.start,
+        action_env_shape=action.env_shape,
+        cnn_layers=network.cnn_layers,
+        cnn_features=network.cnn_features,
     )
 
 
@@ -109,6 +121,7 @@ def best_manifest(config: TrainConfig, spec: NetworkSpec, step: int, result: Eva
         "eval_seeds": list(result.seeds),
         "returns": list(result.returns),
         "network": spec.to_dict(),
+        "env_options": EnvOptions.from_config(config).to_dict(),
         "seed": config.seed,
         "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": package_versions(),

@@ -16,7 +16,7 @@ from agents.compile import xla_cache
 from agents.compile.runtime import configure_runtime
 from agents.config import TrainConfig, validate
 from agents.networks import weight_arrays, weight_name
-from envs.factory import EnvInfo, EnvStepError, describe_env
+from envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_env
 from runners import faults, stderr_filter
 from runners.atomic_files import atomic_write_text, remove_temporaries
 from runners.checkpoints import ResumeCheckpoints
@@ -39,7 +39,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """
     called = time.perf_counter()
     validate(config)
-    env_info = describe_env(config.env_id)
+    env_info = describe_env(config.env_id, EnvOptions.from_config(config))
+    network_spec(env_info, config)  # refuses an image too small for the CNN, before the folder exists
     choose_engine(config)  # refuses engine=graph where it cannot run, before the folder exists
     preflight(Path(config.results_dir))
     run_dir = create_run_dir(config)
@@ -52,7 +53,7 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: boo
     called, run_dir = time.perf_counter(), Path(run_dir)
     config = resumed_config(run_dir, overrides or {})
     check_resumable(run_dir, config)
-    env_info = describe_env(config.env_id)
+    env_info = describe_env(config.env_id, EnvOptions.from_config(config))
     preflight(run_dir)
     with RunLock(run_dir):
         return _session(config, run_dir, env_info, progress, resuming=True, called=called)
@@ -110,7 +111,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
     if rounding:
         run.console.print(rounding)
     with _progress_bar(run.console) as bar:
-        task = bar.add_task("train", total=config.total_steps, completed=state.step, sps=0.0, last="-",
+        task = bar.add_task("train", total=_rounded_budget(config), completed=state.step, sps=0.0, last="-",
                             best=_best_text(run.store.best_mean_return))
         while state.step < config.total_steps:
             advanced = run.advance(state.step, _steps_to_next_event(state.step, config))
@@ -139,7 +140,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
             faults.step_point(state.step)
             if stopping:
                 raise TrainingInterrupted(stopping, state.step, run.run_dir)
-            bar.update(task, completed=min(state.step, config.total_steps), sps=steps_per_second)
+            bar.update(task, completed=state.step, sps=steps_per_second)
     _offer_all(run, run.evaluation.wait(), wall_before, session_start)  # one a resume started, if the loop never ran
     wall_seconds = time.perf_counter() - session_start
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
@@ -174,11 +175,17 @@ def _evaluations(run: Run, step: int, due: bool, ending: bool) -> list[FinishedE
     return taken
 
 
+def _rounded_budget(config: TrainConfig) -> int:
+    """The steps the run will really take: ``total_steps`` rounded up to whole rollouts (both engines train whole
+    ones)."""
+    rollout = config.algo_config.num_steps * config.num_envs
+    return -(-config.total_steps // rollout) * rollout
+
+
 def _budget_rounding(config: TrainConfig) -> str | None:
-    """What the run will really take when ``total_steps`` is not whole rollouts (both engines train whole ones)."""
+    """What the run will really take when ``total_steps`` is not whole rollouts."""
     num_steps, num_envs = config.algo_config.num_steps, config.num_envs
-    rollout = num_steps * num_envs
-    steps = -(-config.total_steps // rollout) * rollout
+    steps = _rounded_budget(config)
     if steps == config.total_steps:
         return None
     return (f"note: {config.total_steps:,} steps rounded up to {steps:,}: whole rollouts of {num_steps:,} steps x "

@@ -32,7 +32,7 @@ def run_cli(args, capsys):
     (["train", "CartPole-v1", "--total-steps", "0"], "champion train: error: total_steps must be a positive integer, got 0"),
     (["train", "CartPole-v1", "--num-envs", "-1"], "champion train: error: num_envs must be a positive integer, got -1"),
     (["train", "CartPole-v1", "--eval-every", "4"], "champion train: error: eval_every=4 is smaller than one vector step (8 env steps with num_envs=8); use eval_every >= 8"),
-    (["train", "champion-test/Grid-v0"], "champion train: error: champion-test/Grid-v0 has action space MultiDiscrete([3 3]), which is not supported yet; supported: Discrete (starting at 0), Box (one-dimensional)"),
+    (["train", "champion-test/DictAction-v0"], "champion train: error: champion-test/DictAction-v0: action space Dict('move': Discrete(3), 'speed': Box(0.0, 1.0, (1,), float32)) is not supported; supported: Discrete, MultiDiscrete, MultiBinary, Box (any shape)"),
     (["train", "nosuchmodule:Env-v0"], "champion train: error: cannot make environment 'nosuchmodule:Env-v0': ModuleNotFoundError: No module named 'nosuchmodule'"),
     (["train", "CartPole-v1", "--algo", "dqn"], "champion train: error: "),  # then click's words, naming dqn
 ])
@@ -42,6 +42,12 @@ def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys,
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith(message)  # gymnasium may add a sentence
     assert not results.exists()
+
+
+def test_plot_without_a_run_folder_says_what_to_give(capsys):
+    code, lines = run_cli(["plot"], capsys)
+    assert (code, lines) == (2, ["champion plot: error: give one or more run folders, e.g. champion plot "
+                                 "results/CartPole-v1 (a folder stands for every run inside it)"])
 
 
 def test_replay_without_a_best_policy_says_so(tmp_path, capsys):
@@ -250,8 +256,10 @@ def test_envs_lists_the_registered_envs_with_what_champion_can_train(capsys):
                                    "graph_engine": True}
     main(["envs", "champion-test/", "--json"])  # the suite's own toy envs
     rows = {row["env_id"]: row for row in json.loads(capsys.readouterr().out)}
-    grid = rows["champion-test/Grid-v0"]
-    assert grid["action_space"] == "MultiDiscrete([3 3])" and "which is not supported yet" in grid["problem"]
+    refused = rows["champion-test/DictAction-v0"]
+    assert refused["action_space"].startswith("Dict(") and refused["problem"].endswith(
+        "is not supported; supported: Discrete, MultiDiscrete, MultiBinary, Box (any shape)")
+    assert rows["champion-test/DictCue-v0"]["problem"] == ""  # a Dict observation is fine
     assert rows["champion-test/Counter-v0"]["problem"] == "" and rows["champion-test/Counter-v0"]["presets"] == []
     main(["envs", "no-such-env-anywhere"])
     assert capsys.readouterr().out.strip() == "no registered environment id contains 'no-such-env-anywhere'"

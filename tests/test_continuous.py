@@ -8,9 +8,9 @@ import tensorflow as tf
 
 import toy_envs
 from agents.distributions import DiagonalGaussian
-from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, weight_arrays
+from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy, weight_arrays
 from agents.normalization import RunningNormalization
-from agents.numpy_policy import NumpyPolicy
+from agents.spec import box_leaf
 from envs.factory import make_vector_env
 from runners.configure import resolve_config
 from runners.replay import replay
@@ -57,7 +57,7 @@ def test_gaussian_log_prob_and_entropy_match_the_closed_form():
 
 
 def continuous_spec(**changes):
-    values = dict(observation_shape=(2,), action_kind="continuous", action_size=1, hidden_sizes=(16,),
+    values = dict(observation_leaves=(box_leaf((2,)),), action_kind="continuous", action_size=1, hidden_sizes=(16,),
                   action_low=(-1.0,), action_high=(1.0,), normalize_observations=True)
     values.update(changes)
     return NetworkSpec(**values)
@@ -65,7 +65,7 @@ def continuous_spec(**changes):
 
 def test_actions_sent_to_the_env_are_clipped_but_stored_unclipped():
     toy_envs.Target.received.clear()
-    policy = NumpyPolicy(ActorCritic(continuous_spec(log_std_init=1.5)), seed=0)  # std 4.5: most samples out of bounds
+    policy = numpy_policy(ActorCritic(continuous_spec(log_std_init=1.5)), seed=0)  # std 4.5: most samples out of bounds
     rollout = VectorEnvCollector(make_vector_env("toy_envs:Target-v0", 2), num_steps=16, seed=0).collect(policy)
     stored = rollout.batch.actions
     assert stored.shape == (16, 2, 1) and stored.dtype == np.float32
@@ -83,7 +83,7 @@ def test_save_and_load_gives_identical_actions_with_normalization_active():
     assign_weight_arrays(copy, weight_arrays(model))
     observations = rng.normal(400.0, 50.0, size=(100, 2)).astype(np.float32)
     assert np.array_equal(model(observations)[0].numpy(), copy(observations)[0].numpy())
-    assert np.array_equal(NumpyPolicy(model).mode(observations), NumpyPolicy(copy).mode(observations))
+    assert np.array_equal(numpy_policy(model).mode(observations), numpy_policy(copy).mode(observations))
     assert weight_arrays(copy)["observation_normalizer/count"] == pytest.approx(64 + 1e-4)
 
 

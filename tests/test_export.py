@@ -23,8 +23,8 @@ import pytest
 import tensorflow as tf
 
 from runners.cli import main
-from agents.networks import ActorCritic, NetworkSpec
-from agents.numpy_policy import NumpyPolicy
+from agents.networks import ActorCritic, NetworkSpec, numpy_policy
+from agents.spec import box_leaf
 from runners.export import ExportError, _check_destination, export_policy, policy_module
 from runners.replay import load_policy
 
@@ -146,19 +146,21 @@ def check_metadata(run_dir, manifest):
     export_dir, network = run_dir / "export", manifest["network"]
     saved_model = json.loads((export_dir / "saved_model" / "metadata.json").read_text())
     tflite = json.loads((export_dir / "policy.metadata.json").read_text())
-    observations = {"shape": [None, *network["observation_shape"]], "dtype": "float32"}
+    [leaf] = network["observation_leaves"]
+    observations = {"shape": [None, *leaf["shape"]], "dtype": "float32"}
     for metadata in (saved_model, tflite):
         assert {key: metadata[key] for key in ("env_id", "algo", "step", "mean_return", "eval_seeds")} == {
             key: manifest[key] for key in ("env_id", "algo", "step", "mean_return", "eval_seeds")}
         assert metadata["normalize_observations"] is True and metadata["exported_by"] == "champion"
-        assert metadata["observation_space"]["shape"] == network["observation_shape"]
+        described = metadata["observation_space"]["inputs"]["observations"]
+        assert (described["kind"], described["shape"], described["dtype"]) == ("box", leaf["shape"], "float32")
         assert metadata["signatures"]["serving_default"]["inputs"] == {"observations": observations}
         assert metadata["versions"]["exported_with"]["tensorflow"] == tf.__version__
     assert list(saved_model["signatures"]) == ["serving_default", "distribution"]
     assert list(tflite["signatures"]) == ["serving_default"]
     assert tflite["sha256"] == hashlib.sha256((export_dir / "policy.tflite").read_bytes()).hexdigest()
     if network["action_kind"] == "discrete":
-        assert saved_model["action_space"] == {"kind": "discrete", "n": 2, "shape": [], "dtype": "int32"}
+        assert saved_model["action_space"] == {"kind": "discrete", "n": 2, "start": 0, "shape": [], "dtype": "int32"}
         assert saved_model["signatures"]["distribution"]["outputs"] == {
             "logits": {"shape": [None, 2], "dtype": "float32"}, "value": {"shape": [None], "dtype": "float32"}}
     else:
@@ -217,12 +219,12 @@ def test_export_refuses_a_missing_folder_and_an_unknown_format(tmp_path, capsys)
 
 
 def test_exported_continuous_action_is_the_mean_clipped_like_replay():
-    spec = NetworkSpec(observation_shape=(3,), action_kind="continuous", action_size=2, hidden_sizes=(8,),
+    spec = NetworkSpec(observation_leaves=(box_leaf((3,)),), action_kind="continuous", action_size=2, hidden_sizes=(8,),
                        action_low=(-2.0, -0.5), action_high=(2.0, 0.5), normalize_observations=True)
     model = ActorCritic(spec)
     model.policy_head.bias.assign([3.0, -0.2])  # the first mean is beyond its bound, the second inside
     model.normalizer.mean.assign([1.0, -1.0, 5.0])
-    replay = NumpyPolicy(model)
+    replay = numpy_policy(model)
     observations = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
     module = policy_module(model)
     actions = module.act(tf.constant(observations))["actions"].numpy()

@@ -17,6 +17,7 @@ from agents.config import A2CConfig, PPOConfig, TrainConfig
 from agents.learners import make_learner
 from agents.networks import ActorCritic, NetworkSpec
 from agents.ppo import PPOLearner
+from agents.spec import box_leaf
 from envs.factory import describe_env
 from runners.configure import resolve_config
 from runners.engines.graph import FIELDS_OUTSIDE_THE_GRAPH, GraphEngine
@@ -171,7 +172,7 @@ def test_the_graph_engine_key_leaves_out_only_settings_its_graph_does_not_read(t
 
 
 def _learner_step(learner_class: type, config: Any, seed: int, batch: RolloutBatch) -> tuple[str, list, list]:
-    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,)), seed=1)
+    model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,)), seed=1)
     learner = learner_class(model, config, num_envs=4, seed=seed)
     source = learner.compiled_update.prepare()
     metrics = learner.update(batch, 1.0)
@@ -191,6 +192,6 @@ def test_a_learner_update_loaded_from_the_cache_takes_the_traced_ones_step(cache
     for traced_weights, loaded_weights in zip(traced[2], loaded[2]):
         np.testing.assert_array_equal(loaded_weights, traced_weights)
     # The seed is not in the key: it only fills the learner's generator, a variable.
-    seeded = [learner_class(ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,))), config, num_envs=4,
+    seeded = [learner_class(ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,))), config, num_envs=4,
                             seed=seed).compiled_update for seed in (0, 7)]
     assert seeded[0].key == seeded[1].key and _library_text(seeded[0].call) == _library_text(seeded[1].call)

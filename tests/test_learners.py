@@ -9,6 +9,7 @@ from agents.config import A2CConfig, PPOConfig
 from agents.networks import ActorCritic, NetworkSpec
 from agents.ppo import PPOLearner
 from agents.a2c import A2CLearner
+from agents.spec import box_leaf
 from runners.configure import resolve_config
 from runners.training import train
 
@@ -33,7 +34,7 @@ def random_batch(rng, num_steps, num_envs, observation_size=4):
 ])
 def test_compiled_update_traces_once(make):
     rng = np.random.default_rng(0)
-    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,)))
+    model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,)))
     learner = make(model)
     before = [variable.numpy().copy() for variable in model.trainable_variables]
     for index in range(4):
@@ -56,7 +57,7 @@ def test_xla_compiled_update_computes_the_same_step(learner_class, config):
     batches = [random_batch(rng, 16, 4) for _ in range(3)]
     results = []
     for jit_compile in (False, True):
-        model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,), normalize_observations=True), seed=1)
+        model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,), normalize_observations=True), seed=1)
         learner = learner_class(model, dataclasses.replace(config, jit_compile=jit_compile), num_envs=4, seed=5)
         metrics = [learner.update(batch, 1.0) for batch in batches]
         assert learner.tracing_count() == 1
@@ -76,7 +77,7 @@ def test_ppo_shuffles_only_when_an_epoch_has_several_minibatches():
     reordered = RolloutBatch(*[field[:, ::-1] if field.ndim >= 2 else field[::-1] for field in batch])
     weights, generator_moved = [], []
     for minibatch_size, rollout in ((64, batch), (64, reordered), (32, batch)):
-        model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,)), seed=1)
+        model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,)), seed=1)
         learner = PPOLearner(model, PPOConfig(num_steps=16, minibatch_size=minibatch_size, epochs=3), num_envs=4, seed=5)
         state = learner.generator.state.numpy().copy()
         learner.update(rollout, 1.0)
@@ -108,7 +109,7 @@ def test_learns_the_bandit_whose_best_return_is_one(tmp_path, algo, overrides):
 ])
 def test_a_non_finite_update_is_skipped_and_counted(make, steps_per_update):
     rng = np.random.default_rng(1)
-    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(16,)))
+    model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,)))
     learner = make(model)
     assert learner.update(random_batch(rng, 16, 4), 1.0)["nonfinite_steps"] == 0.0
     weights = [variable.numpy().copy() for variable in model.trainable_variables]

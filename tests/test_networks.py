@@ -8,10 +8,11 @@ import pytest
 import tensorflow as tf
 
 from agents.networks import ActorCritic, NetworkSpec, weight_arrays
+from agents.spec import box_leaf
 
 
 def spec(**changes) -> NetworkSpec:
-    values = dict(observation_shape=(3,), action_kind="discrete", action_size=2, hidden_sizes=(16, 8))
+    values = dict(observation_leaves=(box_leaf((3,)),), action_kind="discrete", action_size=2, hidden_sizes=(16, 8))
     values.update(changes)
     return NetworkSpec(**values)
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.networks import ActorCritic, NetworkSpec, weight_arrays
-from agents.numpy_policy import NumpyPolicy
+from agents.networks import ActorCritic, NetworkSpec, weight_arrays, numpy_policy
 from agents.distributions import make_distribution
+from agents.spec import box_leaf
 
 
 def spec_for(kind: str, **changes) -> NetworkSpec:
-    values = dict(observation_shape=(3,), action_kind=kind, action_size=2, hidden_sizes=(16, 8))
+    values = dict(observation_leaves=(box_leaf((3,)),), action_kind=kind, action_size=2, hidden_sizes=(16, 8))
     if kind == "continuous":
         values.update(action_low=(-1.0, -2.0), action_high=(1.0, 2.0), log_std_init=-0.7)
     values.update(changes)
@@ -27,20 +27,20 @@ def test_forward_pass_equals_the_keras_model(kind, activation, shared, normalize
     model.update_normalizer(tf.constant(rng.normal(50.0, 20.0, size=(64, 3)), tf.float32))
     observations = rng.normal(50.0, 40.0, size=(200, 3)).astype(np.float32)
     parameters, values = model(observations)
-    head, numpy_values = NumpyPolicy(model).forward(observations)
+    head, numpy_values = numpy_policy(model).forward(observations)
     # float32 both ways; only the order of summation differs
     np.testing.assert_allclose(head, parameters.numpy()[:, :2], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(numpy_values, values.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(model.value(observations).numpy(), values.numpy())  # the same ops, bit for bit
     if kind == "discrete":
-        assert np.array_equal(NumpyPolicy(model).mode(observations), make_distribution(model).mode(parameters).numpy())
+        assert np.array_equal(numpy_policy(model).mode(observations), make_distribution(model).mode(parameters).numpy())
 
 
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])
 def test_sampled_log_probabilities_equal_the_distributions(kind):
     model = ActorCritic(spec_for(kind), seed=1)
     observations = np.random.default_rng(2).normal(size=(500, 3)).astype(np.float32)
-    actions, log_probs, values = NumpyPolicy(model, seed=3).sample(observations)
+    actions, log_probs, values = numpy_policy(model, seed=3).sample(observations)
     parameters, _ = model(observations)
     expected = make_distribution(model).log_prob(parameters, tf.constant(actions)).numpy()
     np.testing.assert_allclose(log_probs, expected, rtol=1e-5, atol=1e-5)
@@ -52,7 +52,7 @@ def test_categorical_samples_follow_the_softmax():
     head = model.policy_head
     head.kernel.assign(np.zeros_like(head.kernel.numpy()))
     head.bias.assign(np.log(np.array([0.2, 0.3, 0.5], np.float32)))  # logits of probabilities 0.2/0.3/0.5
-    actions, log_probs, _ = NumpyPolicy(model, seed=0).sample(np.zeros((40_000, 3), np.float32))
+    actions, log_probs, _ = numpy_policy(model, seed=0).sample(np.zeros((40_000, 3), np.float32))
     frequencies = np.bincount(actions, minlength=3) / len(actions)
     np.testing.assert_allclose(frequencies, [0.2, 0.3, 0.5], atol=0.01)  # 4 standard errors at n = 40k
     np.testing.assert_allclose(log_probs, np.log([0.2, 0.3, 0.5])[actions], rtol=1e-5)
@@ -61,15 +61,15 @@ def test_categorical_samples_follow_the_softmax():
 def test_gaussian_samples_have_the_mean_and_the_learned_std():
     model = ActorCritic(spec_for("continuous", log_std_init=np.log(0.5)), seed=0)
     observations = np.zeros((40_000, 3), np.float32)
-    actions, _, _ = NumpyPolicy(model, seed=0).sample(observations)
-    mean = NumpyPolicy(model).mode(observations[:1])[0]
+    actions, _, _ = numpy_policy(model, seed=0).sample(observations)
+    mean = numpy_policy(model).mode(observations[:1])[0]
     np.testing.assert_allclose(actions.mean(axis=0), mean, atol=0.01)
     np.testing.assert_allclose(actions.std(axis=0), [0.5, 0.5], rtol=0.02)
 
 
 def test_refresh_takes_new_weights_and_the_sampler_state_round_trips():
     model = ActorCritic(spec_for("discrete"), seed=0)
-    policy = NumpyPolicy(model, seed=7)
+    policy = numpy_policy(model, seed=7)
     observations = np.ones((4, 3), np.float32)
     before = policy.value(observations)
     model.value_head.bias.assign([1.5])
@@ -83,8 +83,8 @@ def test_refresh_takes_new_weights_and_the_sampler_state_round_trips():
 
 
 def test_a_snapshot_keeps_acting_with_the_weights_it_was_taken_with():
-    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(8,)), seed=1)
-    policy = NumpyPolicy(model, seed=0)
+    model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(8,)), seed=1)
+    policy = numpy_policy(model, seed=0)
     observations = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     snapshot, before, weights = policy.snapshot(), policy.forward(observations), weight_arrays(model)
     for variable in model.trainable_variables:

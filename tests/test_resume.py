@@ -297,3 +297,12 @@ def test_a_run_killed_after_its_last_checkpoint_but_before_its_summary_is_finish
     result = resume(run_dir, progress=False)
     assert (result.env_steps, result.session_steps) == (1024, 0)
     assert json.loads((run_dir / "summary.json").read_text())["env_steps"] == 1024
+
+
+def test_resuming_with_a_smaller_budget_says_so(tmp_path, capsys):
+    from runners.cli import main
+
+    run_dir = train(quick_config(tmp_path, "lowered", total_steps=2048), progress=False).run_dir
+    (run_dir / "summary.json").unlink()  # resumable: as if killed before its summary
+    main(["train", "--resume", str(run_dir), "--total-steps", "1024"])  # returns: it succeeded
+    assert "note: the run's budget is lowered from 2,048 to 1,024 steps" in capsys.readouterr().err.splitlines()

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.networks import ActorCritic, NetworkSpec
-from agents.numpy_policy import NumpyPolicy
+from agents.networks import ActorCritic, NetworkSpec, numpy_policy
+from agents.spec import box_leaf
 from envs.factory import make_eval_env, make_vector_env
 from runners.configure import resolve_config
 from runners.evaluate import BackgroundEvaluation, episode_seeds, evaluate
@@ -18,7 +18,7 @@ from runners.training import train
 
 @pytest.fixture
 def policy():
-    return NumpyPolicy(ActorCritic(NetworkSpec((1,), "discrete", 2, hidden_sizes=(8,))), seed=0)
+    return numpy_policy(ActorCritic(NetworkSpec((box_leaf((1,)),), "discrete", 2, hidden_sizes=(8,))), seed=0)
 
 
 def test_truncation_is_bootstrapped_from_the_final_observation(policy):
@@ -72,8 +72,8 @@ def test_evaluation_needs_one_seed_per_env(policy):
 
 
 def test_cartpole_evaluation_is_reproducible_and_records_frames(policy):
-    model = ActorCritic(NetworkSpec((4,), "discrete", 2, hidden_sizes=(8,)), seed=3)
-    cartpole_policy = NumpyPolicy(model)
+    model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(8,)), seed=3)
+    cartpole_policy = numpy_policy(model)
     seeds = episode_seeds(0, 3)
     first = evaluate(cartpole_policy, make_eval_env("CartPole-v1", 3), seeds)
     frames = []

@@ -8,8 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util.tensor_util import make_ndarray
 
-from agents.networks import ActorCritic
-from agents.numpy_policy import NumpyPolicy
+from agents.networks import ActorCritic, numpy_policy
 from runners.best_store import load_best
 from runners.configure import resolve_config
 from runners import media as media_module
@@ -106,7 +105,7 @@ def cartpole_media(budget):
     written = []
     media = BestPolicyMedia("CartPole-v1", 0, lambda step, gif, width, height: written.append(step),
                             budget=budget)
-    return media, NumpyPolicy(ActorCritic(network_spec(describe_env("CartPole-v1"), config))), written
+    return media, numpy_policy(ActorCritic(network_spec(describe_env("CartPole-v1"), config))), written
 
 
 def test_media_stay_within_their_budget_and_the_skipped_best_is_recorded_at_the_end():

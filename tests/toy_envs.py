@@ -99,17 +99,129 @@ class Target(gym.Env):
         return np.array([500.0 + self.steps, -300.0], np.float32), reward, self.steps >= 8, False, {}
 
 
-class Grid(gym.Env):
-    """An env whose MultiDiscrete action space the agents do not support."""
+class DictAction(gym.Env):
+    """An env whose Dict action space champion refuses (a policy head per key is not supported)."""
 
     observation_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
-    action_space = gym.spaces.MultiDiscrete([3, 3])
+    action_space = gym.spaces.Dict({"move": gym.spaces.Discrete(3), "speed": gym.spaces.Box(0.0, 1.0, (1,))})
 
     def reset(self, *, seed=None, options=None):
         return np.zeros(2, np.float32), {}
 
     def step(self, action):
         return np.zeros(2, np.float32), 0.0, True, False, {}
+
+
+class CueTask(gym.Env):
+    """Eight steps; each pays for answering the cue the observation shows, drawn afresh every step.
+
+    The subclasses differ in where the cue is and what an answer is, so that each can be solved only if
+    that observation or action space is handled right. The best return is ``8 * best_reward``.
+    """
+
+    episode_length = 8
+    best_reward = 1.0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        self.cue = self._draw()
+        return self._observe(), {}
+
+    def step(self, action):
+        reward = self._reward(action)
+        self.steps += 1
+        self.cue = self._draw()
+        return self._observe(), reward, self.steps >= self.episode_length, False, {}
+
+
+class DictCue(CueTask):
+    """Dict observation: "cue" (Discrete 4) says the paying action; "noise" (Box, large scale) says nothing."""
+
+    observation_space = gym.spaces.Dict({"noise": gym.spaces.Box(-100.0, 100.0, (3,), np.float32),
+                                         "cue": gym.spaces.Discrete(4)})
+    action_space = gym.spaces.Discrete(4)
+
+    def _draw(self):
+        return int(self.np_random.integers(4))
+
+    def _observe(self):
+        return {"noise": self.np_random.uniform(-100.0, 100.0, 3).astype(np.float32), "cue": self.cue}
+
+    def _reward(self, action):
+        return float(action == self.cue)
+
+
+class MultiCue(CueTask):
+    """MultiDiscrete actions [3, 4] (from 1 and 0): component i pays 0.5 when it equals cue i, shown one-hot."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (7,), np.float32)
+    action_space = gym.spaces.MultiDiscrete([3, 4], start=[1, 0])
+
+    def _draw(self):
+        return np.array([self.np_random.integers(1, 4), self.np_random.integers(4)])
+
+    def _observe(self):
+        observation = np.zeros(7, np.float32)
+        observation[self.cue[0] - 1] = observation[3 + self.cue[1]] = 1.0
+        return observation
+
+    def _reward(self, action):
+        return 0.5 * float(np.sum(np.asarray(action) == self.cue))
+
+
+class BinaryCue(CueTask):
+    """MultiBinary(4) actions: each bit pays 0.25 when it equals the sign bit of its observation (+-1)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    action_space = gym.spaces.MultiBinary(4)
+
+    def _draw(self):
+        return self.np_random.integers(2, size=4)
+
+    def _observe(self):
+        return (2.0 * self.cue - 1.0).astype(np.float32)
+
+    def _reward(self, action):
+        return 0.25 * float(np.sum(np.asarray(action) == self.cue))
+
+
+class MatrixCue(CueTask):
+    """Box(2, 2) actions: reward -mean squared distance to the observation read as a 2x2 matrix (best 0)."""
+
+    observation_space = gym.spaces.Box(-0.5, 0.5, (4,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+    best_reward = 0.0
+    received_shapes: set = set()
+
+    def _draw(self):
+        return self.np_random.uniform(-0.5, 0.5, 4).astype(np.float32)
+
+    def _observe(self):
+        return self.cue.copy()
+
+    def _reward(self, action):
+        MatrixCue.received_shapes.add(np.shape(action))
+        return -float(np.mean(np.square(np.asarray(action) - self.cue.reshape(2, 2))))
+
+
+class QuadrantCue(CueTask):
+    """A 32x32x1 uint8 image with one lit quadrant (and dim noise elsewhere): Discrete(4) names the quadrant."""
+
+    observation_space = gym.spaces.Box(0, 255, (32, 32, 1), np.uint8)
+    action_space = gym.spaces.Discrete(4)
+
+    def _draw(self):
+        return int(self.np_random.integers(4))
+
+    def _observe(self):
+        image = self.np_random.integers(0, 40, (32, 32, 1), dtype=np.uint8)
+        row, column = divmod(self.cue, 2)
+        image[16 * row:16 * row + 16, 16 * column:16 * column + 16] = 255
+        return image
+
+    def _reward(self, action):
+        return float(action == self.cue)
 
 
 def register() -> None:
@@ -122,7 +234,12 @@ def register() -> None:
         "champion-test/NaNAfter-v0": dict(entry_point=NaNAfter),
         "champion-test/FailsAfter-v0": dict(entry_point=FailsAfter),
         "Target-v0": dict(entry_point=Target),  # made as "toy_envs:Target-v0", which imports this module first
-        "champion-test/Grid-v0": dict(entry_point=Grid),
+        "champion-test/DictAction-v0": dict(entry_point=DictAction),
+        "champion-test/DictCue-v0": dict(entry_point=DictCue),
+        "champion-test/MultiCue-v0": dict(entry_point=MultiCue),
+        "champion-test/BinaryCue-v0": dict(entry_point=BinaryCue),
+        "champion-test/MatrixCue-v0": dict(entry_point=MatrixCue),
+        "champion-test/QuadrantCue-v0": dict(entry_point=QuadrantCue),
     }
     for env_id, spec in specs.items():
         if env_id not in gym.registry:

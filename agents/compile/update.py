@@ -25,7 +25,8 @@ class CompiledUpdate:
     def __init__(self, learner: Any, num_envs: int, keep_gradients: bool) -> None:
         config, spec = learner.config, learner.model.spec
         self.learner, self.jit_compile, self.names = learner, config.jit_compile, list(learner.metric_names)
-        self.packing = BatchPacking(spec.observation_shape, spec.action_shape, config.num_steps, num_envs)
+        self.packing = BatchPacking(spec.observation_shape, spec.action_shape, config.num_steps, num_envs,
+                                    spec.integer_actions)
         self._signature = [*self.packing.signature(), tf.TensorSpec([], tf.float32)]
         self.key = graph_cache.cache_key("CompiledUpdate", {
             "learner": type(learner).__name__, "config": dataclasses.asdict(config), "spec": spec.to_dict(),

@@ -29,6 +29,8 @@ def choose_engine(config: TrainConfig) -> str:
         reasons.append("reward_scaling is not implemented in the graph engine")
     if config.vectorization == "async":
         reasons.append("vectorization=async asks for gymnasium envs in worker processes")
+    if config.frame_stack > 1:
+        reasons.append("frame_stack is not implemented in the graph engine")
     if config.engine == "graph" and reasons:
         raise ConfigError(f"engine=graph is not possible: {'; '.join(reasons)}; use engine=gymnasium or auto")
     if config.engine == "gymnasium" or reasons:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from agents.config import TrainConfig
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import make_vector_env
+from envs.factory import EnvOptions, make_vector_env
 from runners.engines.base import Advance, EpisodeStats, build_graph
 from runners.rollout import RewardScaler, VectorEnvCollector
 from runners.timing import Timings
@@ -38,7 +38,7 @@ class GymnasiumEngine:
             warn(f"the environments could not be saved ({saved['envs_problem']}); they restart from fresh "
                  "episodes, so this continuation is not bit-exact")
         if envs is None:
-            envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
+            envs = make_vector_env(config.env_id, config.num_envs, config.vectorization, EnvOptions.from_config(config))
         if saved is not None:
             reward_scaler = saved.get("reward_scaler")
         try:
