@@ -123,3 +123,27 @@ def test_the_suite_keeps_compiled_code_in_a_temporary_folder_not_the_users_cache
     assert cache.is_relative_to(tmp_path_factory.getbasetemp())
     assert not cache.is_relative_to(Path.home())
     assert xla_cache.configured_cache_dir() in (None, cache)  # never a directory the user's flags named
+
+
+def test_acting_and_the_env_side_import_no_tensorflow():
+    """What a worker that only steps envs and acts needs (the numpy policy, the spec, the env factory) loads
+    without TensorFlow or Keras: acting on a MultiDiscrete action from a Dict observation, in numpy."""
+    script = (
+        "import sys, numpy as np\n"
+        "from agents.numpy_policy import NumpyPolicy\n"
+        "from agents.spec import NetworkSpec, ObservationLeaf\n"
+        "from envs.factory import make_vector_env\n"
+        "leaves = (ObservationLeaf(('cue',), 'onehot', (), 'int64', (4,), (0,)), ObservationLeaf(('noise',), 'box', (3,)))\n"
+        "spec = NetworkSpec(leaves, 'multidiscrete', 5, hidden_sizes=(4,), action_nvec=(2, 3), action_start=(0, 0),"
+        " action_env_shape=(2,))\n"
+        "weights = {'policy_torso_0/kernel': np.ones((7, 4), np.float32), 'policy_torso_0/bias': np.zeros(4, np.float32),"
+        " 'value_torso_0/kernel': np.ones((7, 4), np.float32), 'value_torso_0/bias': np.zeros(4, np.float32),"
+        " 'policy_head/kernel': np.ones((4, 5), np.float32), 'policy_head/bias': np.arange(5, dtype=np.float32),"
+        " 'value_head/kernel': np.ones((4, 1), np.float32), 'value_head/bias': np.zeros(1, np.float32)}\n"
+        "policy = NumpyPolicy(spec, weights=weights)\n"
+        "print(policy.env_actions(policy.mode(np.zeros((1, 7), np.float32))).tolist())\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('tensorflow', 'keras')))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # logits [0, 1 | 2, 3, 4] (the torso adds the same to each): argmax 1 of the first component, 2 of the second
+    assert done.stdout.splitlines() == ["[[1, 2]]", "[]"]
