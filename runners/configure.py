@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any
@@ -69,18 +70,40 @@ def resolve_config(
     Returns the config and a note for the user when no preset exists for this pair.
     """
     config = TrainConfig(env_id=env_id, algo=algo)
-    note = None
     if algo not in ("ppo", "a2c"):
         raise ConfigError(f"algo must be one of ppo, a2c, got {algo!r}")
-    if use_preset:
-        preset = presets.load(env_id, algo)
-        if preset is None:
-            note = f"no preset for {env_id} with {algo}; using the defaults (champion presets lists the tuned ones)"
-        else:
-            config = apply_overrides(config, _flatten(preset))
+    preset = presets.load(env_id, algo) if use_preset else None
+    if preset is not None:
+        config = apply_overrides(config, _flatten(preset))
+    else:
+        config = apply_overrides(config, NO_PRESET)
     config = apply_overrides(config, overrides or {})
+    note = None
+    if preset is None:
+        given = {_resolve_key(config, key) for key in overrides or {}}
+        if algo == "ppo" and "ppo.num_steps" not in given:
+            config = apply_overrides(config, {"ppo.num_steps": _rollout_steps(config)})
+        rollout = config.algo_config.num_steps * config.num_envs
+        why = f"no preset for {env_id} with {algo}" if use_preset else "--no-preset"
+        note = (f"{why}: the defaults for any env ({rollout:,}-transition rollouts of {config.algo_config.num_steps:,} "
+                f"steps x {config.num_envs} envs, normalised observations); champion presets lists the tuned ones")
     validate(config)
     return config, note
+
+
+NO_PRESET = {"network.normalize_observations": True}
+"""What an env without a preset starts from, besides the defaults (docs/benchmarks.md has the measurements):
+observations normalised inside the model, since a user's env may measure them on any scale. PPO's rollout
+is sized by ``_rollout_steps``."""
+PPO_ROLLOUT = 2048
+"""Transitions per PPO rollout for an env without a preset, whatever the number of envs (SB3's default)."""
+
+
+def _rollout_steps(config: TrainConfig) -> int:
+    """Vector steps per PPO rollout so that a rollout holds about PPO_ROLLOUT transitions, rounded up so that
+    the minibatch size divides it (with the default 8 envs: 256 steps)."""
+    step = config.ppo.minibatch_size // math.gcd(config.ppo.minibatch_size, config.num_envs)
+    return max(step, -(-(PPO_ROLLOUT // config.num_envs) // step) * step)
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -15,8 +15,19 @@ def test_cartpole_preset_is_applied_and_overrides_win():
 
 def test_env_without_preset_gets_defaults_and_a_note():
     config, note = resolve_config("champion-test/Bandit-v0", "a2c")
-    assert config.a2c == TrainConfig().a2c
-    assert "no preset for champion-test/Bandit-v0 with a2c" in note
+    assert config.a2c == TrainConfig().a2c and config.network.normalize_observations is True
+    assert note == ("no preset for champion-test/Bandit-v0 with a2c: the defaults for any env (40-transition rollouts "
+                    "of 5 steps x 8 envs, normalised observations); champion presets lists the tuned ones")
+
+
+@pytest.mark.parametrize("num_envs, num_steps", [(8, 256), (16, 128), (1, 2048), (3, 704), (12, 176)])
+def test_without_a_preset_a_ppo_rollout_holds_about_2048_transitions_whole_minibatches(num_envs, num_steps):
+    config, note = resolve_config("Pendulum-v1", "ppo", {"num_envs": num_envs}, use_preset=False)
+    assert config.ppo.num_steps == num_steps and (num_steps * num_envs) % config.ppo.minibatch_size == 0
+    assert note.startswith(f"--no-preset: the defaults for any env ({num_steps * num_envs:,}-transition rollouts")
+    chosen, _ = resolve_config("Pendulum-v1", "ppo", {"num_steps": 64}, use_preset=False)  # a given one stays
+    preset, _ = resolve_config("CartPole-v1", "ppo")  # a preset keeps its own
+    assert chosen.ppo.num_steps == 64 and (preset.ppo.num_steps, preset.network.normalize_observations) == (32, False)
 
 
 def test_bare_key_means_the_selected_algorithm_or_network():
