@@ -84,7 +84,7 @@ class PPOConfig:
     adam_epsilon: float = 1e-5
     """Adam epsilon."""
     jit_compile: bool = True
-    """Compile the update (all epochs x minibatches) with XLA: faster gradient steps on a CPU for a compile once per machine (cached)."""
+    """Compile the update (all epochs x minibatches) with XLA: faster gradient steps on a CPU for a compile once per machine (cached). Never for image observations: XLA's CPU convolutions were about 100x slower than TensorFlow's."""
 
 
 @dataclass(frozen=True)

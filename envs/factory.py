@@ -18,6 +18,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from agents.spec import ObservationLeaf
+from envs.atari import is_atari, make_atari
 from envs.spaces import ActionLayout, SpaceError, action_layout, needs_flattening, observation_leaves
 
 Result = TypeVar("Result")
@@ -85,6 +86,8 @@ EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
 
 def required_extra(env_id: str) -> str | None:
     """The extra (``pip install -e '.[NAME]'``) that ``env_id`` needs, if it is one of gymnasium's that needs one."""
+    if is_atari(env_id):
+        return "atari"
     try:
         entry_point = str(gym.spec(env_id).entry_point)
     except gym.error.Error:
@@ -173,11 +176,13 @@ def _read_spaces(env_id: str, env: gym.Env, options: EnvOptions) -> EnvInfo:
     )
 
 
-def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = True, **env_kwargs: Any) -> gym.Env:
-    """``gymnasium.make(env_id)``, then frame stacking, then (with ``flatten``, unless the observations are a
+def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = True, training: bool = False,
+             **env_kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id)`` (an Atari game with its preprocessing, for ``training`` or for whole-game
+    evaluation: ``envs.atari``), then frame stacking, then (with ``flatten``, unless the observations are a
     Box) gymnasium's FlattenObservation: the model takes one flat vector (``agents.spec``). Module-level, so
     vector envs built from it can be pickled into a checkpoint."""
-    env = gym.make(env_id, **env_kwargs)
+    env = make_atari(env_id, training, **env_kwargs) if is_atari(env_id) else gym.make(env_id, **env_kwargs)
     if options.frame_stack > 1:
         env = _stack_frames(env, options.frame_stack, options.image_layout)
     if flatten and needs_flattening(env.observation_space):
@@ -225,7 +230,7 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", opt
     lengths are reported by gymnasium's RecordEpisodeStatistics. The sync vector env is built
     from picklable parts, so its whole state (every sub-env and its RNG) can be checkpointed.
     """
-    make_one = [functools.partial(make_env, env_id, options, **env_kwargs)] * num_envs
+    make_one = [functools.partial(make_env, env_id, options, training=True, **env_kwargs)] * num_envs
     vector_class = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     return RecordEpisodeStatistics(vector_class(make_one, autoreset_mode=AutoresetMode.SAME_STEP))
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agents.compile.runtime import single_threaded_numpy
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvOptions, describe_env, make_eval_env
@@ -81,6 +82,7 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     if video is not None and Path(video).suffix.lower() not in (".gif", ".mp4"):
         raise ReplayError(f"--video must end in .gif or .mp4, got {video}")
     policy, manifest = load_policy(run_dir)
+    single_threaded_numpy()  # it acts in numpy: small matrices (see agents/compile/runtime.py)
     _check_env_fits(manifest)
     seeds = _seeds(run_dir, manifest, episodes, seed)
     render_mode = "human" if render else ("rgb_array" if video is not None else None)

@@ -22,16 +22,17 @@ import time
 
 __all__ = ["HARMLESS", "forward", "install", "quiet_tensorflow", "stderr_is_terminal"]
 
-# absl's note, TFLite's note when champion export checks a .tflite, then glog-style INFO lines
+# absl's note, TFLite's note when champion export checks a .tflite, ale-py's banner, then glog-style INFO lines
 # "I0000 00:00:1796532540.476281   31700 port.cc:153] ..."
 HARMLESS = re.compile(
     rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\r?"
     rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.\r?"
+    rb"|A\.L\.E: Arcade Learning Environment \(version [^)]*\)\r?|\[Powered by Stella\]\r?"
     rb"|I\d{4} [\d:.]+ +\d+ (port\.cc:\d+\] oneDNN custom operations are on\b"
     rb"|cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, GPU will not be used)\..*"
 )
 _ABSL_NOTE = b"WARNING: All log messages before absl::InitializeLog()"
-_LINE_START = re.compile(rb"I(\d|$)")  # how a glog INFO line begins: wait for the rest of it
+_LINE_START = re.compile(rb"I(\d|$)|A(\.|$)|\[P")  # how a glog INFO line or ale-py's banner begins
 
 _state: dict[str, int] = {}
 _was_terminal: bool | None = None

@@ -35,7 +35,8 @@ def test_forward_leaves_out_only_tensorflows_start_up_lines():
     other_info = b"I0000 00:00:1796532542.068516   31700 cuda_executor.cc:1] something TensorFlow wants seen."
     crash = b"Fatal Python error: Illegal instruction"
     xnnpack = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."  # when export checks a .tflite
-    data = b"\n".join([ABSL_NOTE, ONEDNN, NO_CUDA, b"champion: warning: real", xnnpack, other_info, crash, b""])
+    ale = [b"A.L.E: Arcade Learning Environment (version 0.12.1+8a8fafb)", b"[Powered by Stella]"]  # ale-py's banner
+    data = b"\n".join([ABSL_NOTE, ONEDNN, NO_CUDA, b"champion: warning: real", xnnpack, *ale, other_info, crash, b""])
     assert filtered(data) == b"champion: warning: real\n" + other_info + b"\n" + crash + b"\n"
     # a harmless line cut in two by the pipe is still recognised; the same text inside another line is not
     assert filtered(NO_CUDA[:20], NO_CUDA[20:] + b"\nmy env says: " + NO_CUDA + b"\n") == b"my env says: " + NO_CUDA + b"\n"

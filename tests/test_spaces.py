@@ -152,3 +152,13 @@ def test_each_space_learns_its_known_answer_and_replays_and_exports_it(tmp_path,
         name: str(value.dtype) for name, value in probes.items()}
     if task == "MatrixCue":
         assert toy_envs.MatrixCue.received_shapes == {(2, 2)}  # the env got its own action shape
+
+
+def test_a_model_with_an_image_is_never_compiled_with_xla():
+    from agents.compile.update import uses_xla
+    from agents.config import PPOConfig
+
+    image = NetworkSpec((ObservationLeaf((), "image", (84, 84, 4), "uint8"),), "discrete", 4)
+    vector = NetworkSpec((ObservationLeaf((), "box", (4,)),), "discrete", 2)
+    assert (uses_xla(PPOConfig(), vector), uses_xla(PPOConfig(), image)) == (True, False)
+    assert uses_xla(PPOConfig(jit_compile=False), vector) is False

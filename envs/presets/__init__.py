@@ -11,11 +11,16 @@ from typing import Any
 import yaml
 
 PRESET_DIR = Path(__file__).parent
+ATARI_FILE, ATARI_NAME = "ALE-games", "ALE/*"
+"""Every Atari game (``ALE/<Game>-v5``) shares one preset per algorithm, listed as ALE/*."""
 
 
 def preset_path(env_id: str, algo: str) -> Path:
     """Where the preset for (env_id, algo) lives, whether or not it exists."""
-    return PRESET_DIR / f"{env_id}.{algo}.yaml"
+    own = PRESET_DIR / f"{env_id}.{algo}.yaml"
+    if env_id.startswith("ALE/") and not own.is_file():
+        return PRESET_DIR / f"{ATARI_FILE}.{algo}.yaml"
+    return own
 
 
 def load(env_id: str, algo: str) -> dict[str, Any] | None:
@@ -34,5 +39,5 @@ def available() -> list[tuple[str, str, Path]]:
     found = []
     for path in sorted(PRESET_DIR.glob("*.yaml")):
         env_id, _, algo = path.name.removesuffix(".yaml").rpartition(".")
-        found.append((env_id, algo, path))
+        found.append((ATARI_NAME if env_id == ATARI_FILE else env_id, algo, path))
     return found

@@ -1,0 +1,97 @@
+"""Atari through ale-py (``pip install -e '.[atari]'``): the standard preprocessing for training, full games
+with raw scores for evaluation and replay.
+
+Training (``training=True``) follows the usual recipe (Mnih et al. 2015; SB3's AtariWrapper): gymnasium's
+AtariPreprocessing (up to 30 no-op starts, 4 frames per step with the max of the last two, 84x84
+grayscale), FIRE pressed when a life starts in games that need it, the loss of a life ending the episode
+for the learner (the game goes on at the next reset), and rewards clipped to their sign. Evaluation and
+replay play whole games with the same observations and FIRE, but raw rewards and every life. Frame
+stacking (4 in the Atari presets) is ``frame_stack``, applied by ``envs.factory.make_env``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+FIRE = 1
+
+
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` names an ALE game (``ALE/Breakout-v5``)."""
+    return env_id.startswith("ALE/")
+
+
+def register() -> None:
+    """Register ale-py's envs with gymnasium; DependencyNotInstalled without ale-py."""
+    try:
+        import ale_py
+    except ImportError as error:
+        raise gym.error.DependencyNotInstalled(f"ale-py is not installed ({error})") from error
+    gym.register_envs(ale_py)
+
+
+def make_atari(env_id: str, training: bool, **env_kwargs: Any) -> gym.Env:
+    """The game ``env_id`` with the training or evaluation preprocessing (frames are skipped by the wrapper, so
+    the ALE env itself gets ``frameskip=1``)."""
+    register()
+    env = gym.make(env_id, frameskip=1, **env_kwargs)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True,
+                                          terminal_on_life_loss=False)
+    if FIRE < env.action_space.n and env.unwrapped.get_action_meanings()[FIRE] == "FIRE":
+        env = FireOnNewLife(env)
+    if training:
+        env = gym.wrappers.TransformReward(EpisodicLife(env), np.sign)
+    return env
+
+
+class FireOnNewLife(gym.Wrapper):
+    """Press FIRE when a game starts and after each lost life (games such as Breakout wait for it otherwise),
+    so that neither training nor a whole-game evaluation stalls on a ball that never comes."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        observation, info = self.env.reset(**kwargs)
+        observation, _, terminated, truncated, info = self.env.step(FIRE)
+        if terminated or truncated:
+            observation, info = self.env.reset(**kwargs)
+        self.lives = self.env.unwrapped.ale.lives()
+        return observation, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.env.unwrapped.ale.lives()
+        if lives < self.lives and not (terminated or truncated):
+            observation, more, terminated, truncated, info = self.env.step(FIRE)
+            reward += more
+        self.lives = lives
+        return observation, reward, terminated, truncated, info
+
+
+class EpisodicLife(gym.Wrapper):
+    """Training only: a lost life ends the learner's episode, while the game goes on at the next reset (a real
+    reset only once the game is over). Episode statistics therefore count lives, not games."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.lives, self.game_over = 0, True
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over = terminated or truncated
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self.lives:
+            terminated = True
+        self.lives = lives
+        return observation, reward, terminated, truncated, info
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        if self.game_over:
+            observation, info = self.env.reset(**kwargs)
+        else:  # go on with the game: one no-op step past the lost life
+            observation, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                observation, info = self.env.reset(**kwargs)
+        self.lives = self.env.unwrapped.ale.lives()
+        return observation, info
