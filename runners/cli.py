@@ -237,18 +237,28 @@ def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 def envs(pattern: str, as_json: bool) -> None:
     """List every registered gymnasium environment whose id contains PATTERN (any case): its spaces, whether
-    champion can train it (and if not, why), its presets and whether the graph engine runs it."""
+    champion can train it (and if not, why), its presets and whether the graph engine runs it. With a PATTERN
+    and the atari extra, Atari games (ALE/...) are listed too."""
     import gymnasium as gym
 
+    from envs import atari
     from envs import presets as preset_files
     from envs.factory import summarize_env
     from envs.graph import has_graph_env
 
+    if pattern:  # making each of ale-py's hundreds of ids takes a while: only when asked for some
+        try:
+            atari.register()
+        except gym.error.DependencyNotInstalled:
+            pass
     presets: dict[str, list[str]] = {}
     for env_id, algo, _ in preset_files.available():
         presets.setdefault(env_id, []).append(algo)
     ids = sorted(env_id for env_id in gym.registry if pattern.lower() in env_id.lower())
-    rows = [dict(vars(summarize_env(env_id)), presets=presets.get(env_id, []), graph_engine=has_graph_env(env_id))
+    def presets_of(env_id: str) -> list[str]:
+        return presets.get(env_id) or (presets.get(preset_files.ATARI_NAME, []) if atari.is_atari(env_id) else [])
+
+    rows = [dict(vars(summarize_env(env_id)), presets=presets_of(env_id), graph_engine=has_graph_env(env_id))
             for env_id in ids]
     if as_json:
         click.echo(json.dumps(rows))

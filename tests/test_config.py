@@ -15,9 +15,9 @@ def test_cartpole_preset_is_applied_and_overrides_win():
 
 def test_env_without_preset_gets_defaults_and_a_note():
     config, note = resolve_config("champion-test/Bandit-v0", "a2c")
-    assert config.a2c == TrainConfig().a2c and config.network.normalize_observations is True
+    assert config.a2c == TrainConfig().a2c and config.network.normalize_observations is config.reward_scaling is True
     assert note == ("no preset for champion-test/Bandit-v0 with a2c: the defaults for any env (40-transition rollouts "
-                    "of 5 steps x 8 envs, normalised observations); champion presets lists the tuned ones")
+                    "of 5 steps x 8 envs, normalised observations and rewards); champion presets lists the tuned ones")
 
 
 @pytest.mark.parametrize("num_envs, num_steps", [(8, 256), (16, 128), (1, 2048), (3, 704), (12, 176)])
