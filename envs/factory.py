@@ -180,14 +180,26 @@ def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = Tr
              **env_kwargs: Any) -> gym.Env:
     """``gymnasium.make(env_id)`` (an Atari game with its preprocessing, for ``training`` or for whole-game
     evaluation: ``envs.atari``), then frame stacking, then (with ``flatten``, unless the observations are a
-    Box) gymnasium's FlattenObservation: the model takes one flat vector (``agents.spec``). Module-level, so
-    vector envs built from it can be pickled into a checkpoint."""
+    Box) gymnasium's flattening: the model takes one flat vector (``agents.spec``). Module-level, so vector
+    envs built from it can be pickled into a checkpoint."""
     env = make_atari(env_id, training, **env_kwargs) if is_atari(env_id) else gym.make(env_id, **env_kwargs)
     if options.frame_stack > 1:
         env = _stack_frames(env, options.frame_stack, options.image_layout)
     if flatten and needs_flattening(env.observation_space):
-        env = gym.wrappers.FlattenObservation(env)
+        env = FlattenObservations(env)
     return env
+
+
+class FlattenObservations(gym.ObservationWrapper):
+    """gymnasium's ``spaces.flatten`` on every observation, as its FlattenObservation wrapper does; a class of
+    its own because that wrapper holds a lambda, which a resume checkpoint cannot pickle."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.flatten_space(env.observation_space)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        return gym.spaces.flatten(self.env.observation_space, observation)
 
 
 def _stack_frames(env: gym.Env, count: int, image_layout: str) -> gym.Env:

@@ -2,6 +2,10 @@
 and a known-answer task per space that only a correct handling can solve, replayed and exported."""
 
 import json
+import os
+import signal
+import subprocess
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -9,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import toy_envs
+from crash_helpers import CHAMPION, QUICK, evaluation_rows
 from ai_edge_litert.interpreter import Interpreter
 from agents.distributions import make_distribution
 from agents.networks import ActorCritic, numpy_policy
@@ -16,6 +21,7 @@ from agents.spec import NetworkSpec, ObservationLeaf, flat_observations
 from envs.factory import EnvError, EnvOptions, describe_env, make_env
 from envs.spaces import observation_leaves
 from runners.configure import resolve_config
+from runners.best_store import load_best
 from runners.export import export_policy, probe_observations
 from runners.replay import load_policy, replay
 from runners.training import train
@@ -162,3 +168,31 @@ def test_a_model_with_an_image_is_never_compiled_with_xla():
     vector = NetworkSpec((ObservationLeaf((), "box", (4,)),), "discrete", 2)
     assert (uses_xla(PPOConfig(), vector), uses_xla(PPOConfig(), image)) == (True, False)
     assert uses_xla(PPOConfig(jit_compile=False), vector) is False
+
+
+def test_a_dict_observation_and_multidiscrete_run_killed_and_resumed_continues_exactly(tmp_path):
+    """The flattened Dict envs, their RNGs and the MultiDiscrete sampler go through a resume checkpoint: the
+    resumed run evaluates and ends exactly as the straight one."""
+    def champion(*args, kill_at=None):
+        environment = dict(os.environ, **({"CHAMPION_FAULT_KILL_AT_STEP": str(kill_at)} if kill_at else {}))
+        return subprocess.run(CHAMPION + list(args), capture_output=True, text=True, timeout=300, env=environment,
+                              cwd=Path(__file__).parent)  # where toy_envs is found
+
+    def start(name, kill_at=None):
+        return champion("train", "toy_envs:champion-test/DictMultiCue-v0", "--total-steps", "2048", "--results-dir",
+                        str(tmp_path), "--run-name", name, "--num-envs", "4", "--set", "ppo.num_steps=32", *QUICK,
+                        kill_at=kill_at)
+
+    assert start("straight").returncode == 0
+    assert start("resumed", kill_at=1280).returncode == -signal.SIGKILL
+    [resumed_dir] = tmp_path.glob("*/ppo/resumed")
+    again = champion("train", "--resume", str(resumed_dir), "-q")
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr  # the envs came back whole
+    straight_dir = resumed_dir.parent / "straight"
+    columns = ("step", "mean_return", "std_return", "best_mean_return")
+    rows = [[[row[column] for column in columns] for row in evaluation_rows(folder)]
+            for folder in (straight_dir, resumed_dir)]
+    assert rows[0] == rows[1] and len(rows[0]) == 4
+    straight, resumed = load_best(straight_dir / "best"), load_best(resumed_dir / "best")
+    assert straight.manifest["step"] == resumed.manifest["step"]
+    assert all(np.array_equal(straight.weights[name], resumed.weights[name]) for name in straight.weights)

@@ -170,6 +170,16 @@ class MultiCue(CueTask):
         return 0.5 * float(np.sum(np.asarray(action) == self.cue))
 
 
+class DictMultiCue(MultiCue):
+    """MultiCue with its cues in a Dict observation: "cue" (MultiDiscrete [3, 4], from 1 and 0) and "noise"."""
+
+    observation_space = gym.spaces.Dict({"cue": gym.spaces.MultiDiscrete([3, 4], start=[1, 0]),
+                                         "noise": gym.spaces.Box(-1.0, 1.0, (2,), np.float32)})
+
+    def _observe(self):
+        return {"cue": self.cue.copy(), "noise": self.np_random.uniform(-1.0, 1.0, 2).astype(np.float32)}
+
+
 class BinaryCue(CueTask):
     """MultiBinary(4) actions: each bit pays 0.25 when it equals the sign bit of its observation (+-1)."""
 
@@ -238,6 +248,7 @@ def register() -> None:
         "champion-test/DictCue-v0": dict(entry_point=DictCue),
         "champion-test/MultiCue-v0": dict(entry_point=MultiCue),
         "champion-test/BinaryCue-v0": dict(entry_point=BinaryCue),
+        "champion-test/DictMultiCue-v0": dict(entry_point=DictMultiCue),
         "champion-test/MatrixCue-v0": dict(entry_point=MatrixCue),
         "champion-test/QuadrantCue-v0": dict(entry_point=QuadrantCue),
     }
