@@ -1,6 +1,6 @@
 """From a gymnasium space to what the network needs (``agents.spec``), and back to the env's actions.
 
-Observations are flattened with gymnasium's own ``FlattenObservation`` (so Dict, Tuple, Discrete and
+Observations are flattened with gymnasium's own ``spaces.flatten`` (so Dict, Tuple, Discrete and
 MultiDiscrete leaves land where ``spaces.flatten`` puts them); ``observation_leaves`` walks the space in
 that same order and says what each block is. Supported actions: Discrete, MultiDiscrete, MultiBinary and
 Box of any shape; a Dict or Tuple action space is refused.
