@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 IMAGE_LAYOUTS = ("auto", "channels_last", "channels_first", "none")
-OBSERVATION_KINDS = ("box", "image", "onehot", "binary")
 ACTION_KINDS = ("discrete", "multidiscrete", "multibinary", "continuous")
 NORMALIZER_NAME, NORMALIZER_EPSILON = "observation_normalizer", 1e-8
 """The observation normaliser's layer name (its weights are read by name) and the epsilon under its variance."""
