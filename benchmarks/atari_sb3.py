@@ -3,6 +3,7 @@
     pip install -e '.[atari,bench]'
     nohup python benchmarks/atari_sb3.py --library champion --seed 0 &   # about half an hour each here
     nohup python benchmarks/atari_sb3.py --library sb3 --seed 0 &        # (one at a time, idle machine)
+    python benchmarks/atari_sb3.py --report docs/atari-breakout.png      # the table and the curves
 
 Each call trains one library's whole run (``--total-steps``, 500k by default; the learning rate and clip
 range decay linearly over it, so a run is not split: an interrupted champion run is resumed from its
@@ -57,6 +58,7 @@ def champion_run(seed: int, total: int, results: Path) -> dict:
 
 def sb3_run(seed: int, total: int, results: Path) -> dict:
     """Train SB3's PPO (RL Zoo's Atari settings) for ``total`` steps, evaluating every EVAL_EVERY steps."""
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # keep TF out of SB3's TensorBoard import (its RSS)
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -83,7 +85,8 @@ def sb3_run(seed: int, total: int, results: Path) -> dict:
             return True
 
     started = time.perf_counter()
-    envs = VecFrameStack(make_atari_env(ENV_ID, n_envs=8, seed=seed), n_stack=4)
+    # SB3's AtariWrapper skips 4 frames itself, so the v5 env must not skip too (its default is 4: 16 in all)
+    envs = VecFrameStack(make_atari_env(ENV_ID, n_envs=8, seed=seed, env_kwargs={"frameskip": 1}), n_stack=4)
     model = PPO("CnnPolicy", envs, n_steps=128, n_epochs=4, batch_size=256, vf_coef=0.5, ent_coef=0.01, seed=seed,
                 verbose=0, learning_rate=lambda remaining: 2.5e-4 * remaining,
                 clip_range=lambda remaining: 0.1 * remaining)
@@ -109,15 +112,49 @@ def _sb3_evaluate(model, eval_envs, seeds) -> float:
     return float(returns.mean())
 
 
+def report(log_dir: Path, plot: Path) -> None:
+    """Print a Markdown table of the newest run of each library and seed, and draw their evaluation curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {}
+    for path in sorted(log_dir.glob("*.jsonl")):
+        lines = path.read_text().splitlines()
+        if lines:
+            runs[path.stem] = json.loads(lines[-1])
+    print("| run | env steps | best eval (at step) | last eval | wall time | env steps/s | peak RSS | load before/after |")
+    print("|---|---|---|---|---|---|---|---|")
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, run in runs.items():
+        steps, returns = zip(*run["evaluations"])
+        best = max(range(len(returns)), key=returns.__getitem__)
+        print(f"| {name} | {run['steps']:,} | {returns[best]:.1f} ({steps[best]:,}) | {returns[-1]:.1f} | "
+              f"{run['seconds'] / 60:.1f} min | {run['steps_per_second']:,.0f} | {run['peak_rss_mb']:,} MB | "
+              f"{run['load_before']} / {run['load_after']} |")
+        axes.plot(steps, returns, marker="o", label=name)
+    axes.set(xlabel="env steps", ylabel="mean score, 10 whole games", title=f"{ENV_ID}, PPO (RL Zoo's settings)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(plot, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--library", choices=["champion", "sb3"], required=True)
+    parser.add_argument("--library", choices=["champion", "sb3"])
+    parser.add_argument("--report", type=Path, metavar="PNG", help="tabulate the logs and draw the curves to PNG")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--total-steps", type=int, default=500_000)
     parser.add_argument("--results-dir", type=Path, default=ROOT / "results" / "atari_sb3")
     parser.add_argument("--log-dir", type=Path, default=LOG_DIR, help="where the JSON lines go")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.report:
+        report(args.log_dir, args.report)
+        return
+    if args.library is None:
+        parser.error("give --library champion or sb3 (or --report PNG)")
     load = os.getloadavg()[0]
     if args.library == "champion":
         record = champion_run(args.seed, args.total_steps, args.results_dir)
