@@ -62,7 +62,7 @@ class EnvOptions:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "EnvOptions":
         """From a manifest (an older one has none: the defaults)."""
-        return cls(**{key: value for key, value in (data or {}).items() if key in ("frame_stack", "image_layout")})
+        return cls(**{key: value for key, value in (data or {}).items() if key in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,6 @@ class EnvInfo:
     reward_threshold: float | None
     max_episode_steps: int | None
     render_modes: tuple[str, ...]
-    observation_space: str = ""
-    """The observation space in a few words (after frame stacking), for messages."""
-    action_space: str = ""
 
 
 EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
@@ -171,8 +168,6 @@ def _read_spaces(env_id: str, env: gym.Env, options: EnvOptions) -> EnvInfo:
         reward_threshold=spec.reward_threshold if spec else None,
         max_episode_steps=spec.max_episode_steps if spec else None,
         render_modes=tuple(env.metadata.get("render_modes", ())),
-        observation_space=space_text(env.observation_space),
-        action_space=space_text(env.action_space),
     )
 
 
