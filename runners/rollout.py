@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.batch import RolloutBatch
-from agents.numpy_policy import NumpyPolicy
+from agents.numpy_policy import EnvNoise, NumpyPolicy
 from envs.factory import as_float_batch, env_call
 from runners.timing import Timings
 
@@ -44,6 +44,12 @@ class RewardScaler:
         self.returns = np.zeros(num_envs, np.float64)
         self.mean, self.variance, self.count = 0.0, 1.0, 1e-4
 
+    def scale(self, batch: RolloutBatch) -> RolloutBatch:
+        """The batch with its [T, N] rewards scaled step by step, as if each step had been scaled as it came."""
+        ended = (np.asarray(batch.terminated) + np.asarray(batch.truncated)) > 0
+        rewards = np.stack([self(batch.rewards[step], ended[step]) for step in range(len(batch.rewards))])
+        return batch._replace(rewards=rewards)
+
     def __call__(self, rewards: np.ndarray, episode_ended: np.ndarray) -> np.ndarray:
         """Scaled rewards for one vector step; returns of ended episodes restart at zero."""
         self.returns = self.returns * self.gamma + rewards
@@ -62,17 +68,22 @@ class RewardScaler:
 
 
 class VectorEnvCollector:
-    """Steps a gymnasium vector env (same-step autoreset), acting with the numpy policy."""
+    """Steps a gymnasium vector env (same-step autoreset), acting with the numpy policy.
+
+    It is the whole of collection in the gymnasium engine and on each Ray rollout worker; rewards come out
+    unscaled (the engine scales a whole batch, so that W workers scale as one process does).
+    """
 
     def __init__(self, envs: gym.vector.VectorEnv, num_steps: int, seed: int, timings: Timings | None = None,
-                 observations: np.ndarray | None = None, reward_scaler: RewardScaler | None = None,
+                 observations: np.ndarray | None = None, noise: EnvNoise | None = None,
                  env_id: str = "the environment") -> None:
-        """Reset the envs with ``seed``, or, when resuming, continue from ``observations``. ``env_id`` names the
-        env in the error raised when it fails (``EnvStepError``)."""
+        """Reset the envs with ``seed`` (env i with seed + i), or, when resuming, continue from ``observations``.
+        ``noise`` draws the actions (by default one stream per env from ``seed``); ``env_id`` names the env in
+        the error raised when it fails (``EnvStepError``)."""
         self.envs, self.env_id = envs, env_id
-        self.reward_scaler = reward_scaler
         self.num_steps = num_steps
         self.num_envs = envs.num_envs
+        self.noise = noise or EnvNoise(seed, range(self.num_envs))
         self.timings = timings or Timings()
         if observations is None:
             observations, _ = env_call(env_id, "reset()", envs.reset, seed=seed)
@@ -91,12 +102,10 @@ class VectorEnvCollector:
         for step in range(self.num_steps):
             observations[step] = self.observations
             with self.timings.phase("acting"):
-                actions[step], log_probs[step], values[step] = policy.sample(self.observations)
+                actions[step], log_probs[step], values[step] = policy.sample(self.observations, self.noise)
             with self.timings.phase("env_stepping"):
                 next_observations, reward, terminal, truncation, info = env_call(
                     self.env_id, "step()", self.envs.step, policy.env_actions(actions[step]))
-            if self.reward_scaler is not None:
-                reward = self.reward_scaler(reward, terminal | truncation)
             rewards[step], terminated[step], truncated[step] = reward, terminal, truncation
             if truncation.any():
                 truncation_values[step] = self._final_values(policy, info, truncation)
@@ -119,6 +128,15 @@ class VectorEnvCollector:
         with self.timings.phase("acting"):
             values[indices] = policy.value(final)
         return values
+
+
+def stack_fragments(fragments: list[Rollout]) -> Rollout:
+    """One rollout of the fragments' envs side by side, in the order given (worker order): what one vector env
+    of all those envs would have collected."""
+    fields = [np.concatenate([getattr(fragment.batch, name) for fragment in fragments],
+                             axis=0 if name == "last_values" else 1) for name in RolloutBatch._fields]
+    return Rollout(RolloutBatch(*fields), np.concatenate([fragment.episode_returns for fragment in fragments]),
+                   np.concatenate([fragment.episode_lengths for fragment in fragments]))
 
 
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:

@@ -141,7 +141,7 @@ def test_rmsprop_epsilon_is_added_to_the_root_as_in_pytorch():
 
 @pytest.mark.parametrize("action_shape", [(), (2,)])
 def test_batch_packing_round_trips_every_field(action_shape):
-    from agents.batch import BatchPacking
+    from agents.compile.packing import BatchPacking
 
     rng = np.random.default_rng(0)
     batch = random_batch(rng, 5, 3, observation_size=6)._replace(observations=rng.standard_normal((5, 3, 2, 3)).astype(np.float32))

@@ -7,8 +7,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from agents.batch import BatchPacking, RolloutBatch
+from agents.batch import RolloutBatch
 from agents.compile import graph_cache, xla_cache
+from agents.compile.packing import BatchPacking
 from agents.networks import checkpointable_weights
 
 

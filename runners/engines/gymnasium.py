@@ -9,7 +9,7 @@ from agents.config import TrainConfig
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvOptions, make_vector_env
 from runners.engines.base import Advance, EpisodeStats, build_graph
-from runners.rollout import RewardScaler, VectorEnvCollector
+from runners.rollout import RewardScaler, Rollout, VectorEnvCollector
 from runners.timing import Timings
 
 
@@ -21,16 +21,18 @@ class GymnasiumEngine:
     def __init__(self, config: TrainConfig, policy: NumpyPolicy, learner: Any, timings: Timings) -> None:
         self.config, self.policy, self.learner, self.timings = config, policy, learner, timings
         self.collector: VectorEnvCollector | None = None
+        self.reward_scaler: RewardScaler | None = None
         self.updated = False
         """Whether this engine has made an update yet (its first one compiles)."""
 
     def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
         """Fresh envs, or the envs of a checkpoint's state (fresh ones, with a warning, if they could not be saved)."""
-        config, observations, envs = self.config, None, None
-        reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
+        config, observations, envs, noise = self.config, None, None, None
+        self.reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
         if saved is not None and saved.get("envs") is not None:
             try:
                 envs, observations = pickle.loads(saved["envs"]), saved["observations"]
+                noise = saved.get("noise")  # None from a checkpoint before per-env noise: fresh streams
             except Exception as error:  # e.g. saved by an older champion whose env classes are gone
                 warn(f"the saved environments could not be loaded ({type(error).__name__}: {error}); they restart "
                      "from fresh episodes, so this continuation is not bit-exact")
@@ -40,11 +42,10 @@ class GymnasiumEngine:
         if envs is None:
             envs = make_vector_env(config.env_id, config.num_envs, config.vectorization, EnvOptions.from_config(config))
         if saved is not None:
-            reward_scaler = saved.get("reward_scaler")
+            self.reward_scaler = saved.get("reward_scaler")
         try:
             self.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + step, self.timings,
-                                                observations=observations, reward_scaler=reward_scaler,
-                                                env_id=config.env_id)
+                                                observations=observations, noise=noise, env_id=config.env_id)
         except BaseException:  # the first reset failed: its worker processes, if any, must not outlive it
             envs.close()
             raise
@@ -56,17 +57,22 @@ class GymnasiumEngine:
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """One rollout and one update (``max_env_steps`` does not split a rollout)."""
-        rollout = self.collector.collect(self.policy)
+        return self.learn(self.collector.collect(self.policy), step, total_steps)
+
+    def learn(self, rollout: Rollout, step: int, total_steps: int, metrics: dict[str, float] | None = None) -> Advance:
+        """Scale the rollout's rewards (if on), update the learner on it, and act with the new weights from now on;
+        ``metrics`` (the engine's own) are reported beside the update's."""
+        batch = self.reward_scaler.scale(rollout.batch) if self.reward_scaler is not None else rollout.batch
         step += rollout.env_steps
         first, self.updated = not self.updated, True
         if first:
             self._prepare()
         with self.timings.phase("first update" if first else "update"):  # the first one compiles, with XLA
-            metrics = self.learner.update(rollout.batch, max(0.0, 1.0 - step / total_steps))
+            update_metrics = self.learner.update(batch, max(0.0, 1.0 - step / total_steps))
         with self.timings.phase("policy snapshot"):
             self.policy.refresh()  # the next rollout acts with the updated weights
-        skipped = int(metrics.get("nonfinite_steps", 0))
-        return Advance(rollout.env_steps, 1, metrics,
+        skipped = int(update_metrics.get("nonfinite_steps", 0))
+        return Advance(rollout.env_steps, 1, {**update_metrics, **(metrics or {})},
                        EpisodeStats.from_arrays(rollout.episode_returns, rollout.episode_lengths),
                        skipped, (1, 1, 1) if skipped else (0, 0, 0))
 
@@ -86,7 +92,12 @@ class GymnasiumEngine:
         except Exception as error:  # user envs, async workers: not picklable
             envs, envs_problem = None, f"{type(error).__name__}: {error}"
         return {"engine": self.kind, "envs": envs, "envs_problem": envs_problem,
-                "observations": self.collector.observations.copy(), "reward_scaler": self.collector.reward_scaler}
+                "observations": self.collector.observations.copy(), "noise": self.collector.noise,
+                "reward_scaler": self.reward_scaler}
+
+    def report(self) -> dict[str, Any]:
+        """The engine's kind (summary.json)."""
+        return {"kind": self.kind}
 
     def close(self) -> None:
         """Close the training envs and drop the update's loaded graph."""
