@@ -17,7 +17,7 @@ from agents.spec import IMAGE_LAYOUTS, NATURE_CNN
 ALGORITHMS = ("ppo", "a2c")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu")
 SCHEDULES = ("constant", "linear")
-ENGINES = ("auto", "graph", "gymnasium")
+ENGINES = ("auto", "graph", "gymnasium", "ray")
 OPTIMIZERS = ("adam", "rmsprop")
 
 
@@ -120,6 +120,30 @@ class A2CConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """The Ray engine's workers and cluster (used when engine is ray)."""
+
+    workers: int = 2
+    """Rollout workers (Ray actors), each stepping its own vector env with the numpy policy."""
+    envs_per_worker: int = 0
+    """Envs in each worker's vector env; num_envs is workers x envs_per_worker (0: num_envs split evenly)."""
+    address: str | None = None
+    """Cluster to join: auto (RAY_ADDRESS, else the head started on this machine) or HOST:PORT; null starts a local Ray for the run and shuts it down at the end."""
+    num_cpus: int | None = None
+    """CPUs of the local Ray a run starts (null: all of the machine's)."""
+    worker_cpus: float = 1.0
+    """CPUs each rollout worker reserves on the cluster."""
+    eval_workers: int = 1
+    """Actors playing the evaluation episodes beside training (the episodes are split among them); 0: evaluate in the driver process."""
+    fragment_timeout_s: float = 120.0
+    """A worker whose fragment takes longer is restarted and its fragment collected again."""
+    eval_timeout_s: float = 600.0
+    """An evaluation actor that takes longer is restarted and the evaluation played again."""
+    max_worker_restarts: int = 3
+    """Worker restarts (deaths and timeouts, over the whole run) before the run stops with a checkpoint."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs; saved as config.yaml in the run folder."""
 
@@ -164,13 +188,15 @@ class TrainConfig:
     frame_stack: int = 1
     """Observations of the last this many steps, stacked (an image's frames become its channels); 1: no stacking."""
     engine: str = "auto"
-    """How rollouts run: graph (env in TF ops, rollouts and updates fused in one compiled call; CartPole-v1), gymnasium (vector env stepped from Python), or auto (graph where possible)."""
+    """How rollouts run: graph (env in TF ops, rollouts and updates fused in one compiled call; CartPole-v1), gymnasium (vector env stepped from Python), ray (rollout and evaluation workers on Ray, see ray.*), or auto (graph where possible, else gymnasium; never ray)."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     """Network shape."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO hyperparameters (used when algo is ppo)."""
     a2c: A2CConfig = field(default_factory=A2CConfig)
     """A2C hyperparameters (used when algo is a2c)."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Ray engine settings (used when engine is ray)."""
 
     @property
     def algo_config(self) -> PPOConfig | A2CConfig:
@@ -217,6 +243,8 @@ def validate(config: TrainConfig) -> None:
     _require(isinstance(config.frame_stack, int) and config.frame_stack > 0,
              f"frame_stack must be a positive integer (1: no stacking), got {config.frame_stack!r}")
     _validate_network(config.network)
+    if config.engine == "ray":
+        _validate_ray(config)
     prefix = config.algo
     hyper = config.algo_config
     _require(hyper.num_steps > 0, f"{prefix}.num_steps must be a positive integer, got {hyper.num_steps!r}")
@@ -252,6 +280,28 @@ def _validate_network(network: NetworkConfig) -> None:
     _require(network.activation in ACTIVATIONS, f"network.activation must be one of {', '.join(ACTIVATIONS)}, got {network.activation!r}")
     _positive_finite("network.observation_clip", network.observation_clip)
     _require(math.isfinite(network.log_std_init), f"network.log_std_init must be a finite number, got {network.log_std_init!r}")
+
+
+def _validate_ray(config: TrainConfig) -> None:
+    ray = config.ray
+    for name in ("workers", "max_worker_restarts", "eval_workers", "envs_per_worker"):
+        value = getattr(ray, name)
+        least = 1 if name == "workers" else 0
+        _require(isinstance(value, int) and value >= least,
+                 f"ray.{name} must be an integer >= {least}, got {value!r}")
+    for name in ("worker_cpus", "fragment_timeout_s", "eval_timeout_s"):
+        _require(getattr(ray, name) >= 0 if name == "worker_cpus" else getattr(ray, name) > 0,
+                 f"ray.{name} must be a {'non-negative' if name == 'worker_cpus' else 'positive'} number, got "
+                 f"{getattr(ray, name)!r}")
+    _require(ray.num_cpus is None or ray.num_cpus > 0, f"ray.num_cpus must be a positive integer or null, got {ray.num_cpus!r}")
+    _require(config.num_envs % ray.workers == 0,
+             f"num_envs={config.num_envs} does not split evenly over ray.workers={ray.workers}; use num_envs="
+             f"{-(-config.num_envs // ray.workers) * ray.workers} or set ray.envs_per_worker")
+    _require(not ray.envs_per_worker or ray.envs_per_worker * ray.workers == config.num_envs,
+             f"ray.envs_per_worker={ray.envs_per_worker} x ray.workers={ray.workers} is not num_envs={config.num_envs}; "
+             "give two of the three")
+    _require(config.vectorization != "async", "vectorization=async is for the gymnasium engine; each Ray worker steps "
+             "its envs in its own process already")
 
 
 def _validate_ppo(hyper: PPOConfig, num_envs: int) -> None:

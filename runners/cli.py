@@ -49,17 +49,24 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings and errors.")
 @click.option("--profile", is_flag=True, help="At the end, print a table of where the time went.")
 @click.option("--no-media", is_flag=True, help="No best-policy GIFs in TensorBoard (same as --set media=false).")
+@click.option("--engine", type=click.Choice(["auto", "graph", "gymnasium", "ray"]),
+              help="How rollouts run (default auto: graph where possible, else gymnasium); ray: workers on Ray.")
+@click.option("--workers", type=int, help="Ray engine: rollout workers (default 2; implies --engine ray).")
+@click.option("--envs-per-worker", type=int, help="Ray engine: envs per worker (num_envs = workers x this).")
+@click.option("--ray-address", help="Ray engine: join this cluster (auto or HOST:PORT); default: a local Ray for the run.")
 def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: int | None, total_steps: int | None,
           num_envs: int | None, eval_every: int | None, eval_episodes: int | None, results_dir: str | None,
           run_name: str | None, set_pairs: Sequence[str], no_preset: bool, quiet: bool, profile: bool,
-          no_media: bool) -> None:
+          no_media: bool, engine: str | None, workers: int | None, envs_per_worker: int | None,
+          ray_address: str | None) -> None:
     """Train ALGO on ENV_ID (the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best),
     or continue a stopped run with --resume RUN_DIR."""
     from envs.factory import describe_env
     from runners.configure import parse_set_pairs, resolve_config
 
     named = {"seed": seed, "total_steps": total_steps, "num_envs": num_envs, "eval_every": eval_every,
-             "eval_episodes": eval_episodes, "results_dir": results_dir, "run_name": run_name}
+             "eval_episodes": eval_episodes, "results_dir": results_dir, "run_name": run_name, "engine": engine,
+             **_ray_options(engine, workers, envs_per_worker, ray_address)}
     overrides: dict[str, Any] = {key: value for key, value in named.items() if value is not None}
     overrides.update(parse_set_pairs(set_pairs))
     if no_media:
@@ -93,6 +100,17 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
     from runners.training import train as run_training
 
     _print_profile(run_training(config, progress=not quiet), profile)
+
+
+def _ray_options(engine: str | None, workers: int | None, envs_per_worker: int | None,
+                 address: str | None) -> dict[str, Any]:
+    """The Ray flags as config keys; any of them means --engine ray, and contradicts another --engine."""
+    given = {"ray.workers": workers, "ray.envs_per_worker": envs_per_worker, "ray.address": address}
+    named = [f"--{key.split('.')[1].replace('_', '-')}" for key, value in given.items() if value is not None]
+    if named and engine not in (None, "ray"):
+        raise click.UsageError(f"{', '.join(named).replace('--address', '--ray-address')} are for --engine ray, "
+                               f"not --engine {engine}")
+    return {**given, "engine": "ray"} if named else given
 
 
 def _check_before_tensorflow(config: Any) -> None:
@@ -310,7 +328,7 @@ def _field_docs() -> list[tuple[str, Any, str]]:
                 if isinstance(field_node, ast.AnnAssign) and isinstance(doc_node, ast.Expr):
                     docs[(node.name, field_node.target.id)] = str(doc_node.value.value)
     defaults = config_module.TrainConfig()
-    section_class = {"network": "NetworkConfig", "ppo": "PPOConfig", "a2c": "A2CConfig"}
+    section_class = {"network": "NetworkConfig", "ppo": "PPOConfig", "a2c": "A2CConfig", "ray": "RayConfig"}
     rows = []
     for key in valid_keys(defaults):
         section, _, name = key.rpartition(".")

@@ -19,7 +19,7 @@ import yaml
 from agents.config import ConfigError, TrainConfig, validate
 from envs import presets
 
-SECTIONS = ("network", "ppo", "a2c")
+SECTIONS = ("network", "ppo", "a2c", "ray")
 
 
 def parse_set_pairs(pairs: typing.Sequence[str]) -> dict[str, str]:
@@ -78,6 +78,7 @@ def resolve_config(
     else:
         config = apply_overrides(config, NO_PRESET)
     config = apply_overrides(config, overrides or {})
+    config = _ray_layout(config, overrides or {})
     note = None
     if preset is None:
         given = {_resolve_key(config, key) for key in overrides or {}}
@@ -90,6 +91,14 @@ def resolve_config(
                 "ones")
     validate(config)
     return config, note
+
+
+def _ray_layout(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """With ray.envs_per_worker given and num_envs not, num_envs becomes workers x envs_per_worker."""
+    given = {_resolve_key(config, key) for key in overrides}
+    if config.ray.envs_per_worker and "num_envs" not in given:
+        return dataclasses.replace(config, num_envs=config.ray.workers * config.ray.envs_per_worker)
+    return config
 
 
 NO_PRESET = {"network.normalize_observations": True, "reward_scaling": True}

@@ -39,7 +39,7 @@ class Run:
     model: ActorCritic
     policy: NumpyPolicy
     learner: Any
-    evaluation: BackgroundEvaluation
+    evaluation: BackgroundEvaluation  # or RayEvaluation, which has its interface
     store: BestPolicyStore
     checkpoints: ResumeCheckpoints
     logger: RunLogger
@@ -140,15 +140,26 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
             media = BestPolicyMedia(config.env_id, config.eval_seed,
                                     lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height),
                                     options=EnvOptions.from_config(config))
-        eval_envs = make_eval_env(config.env_id, config.eval_episodes, options=EnvOptions.from_config(config))
-        evaluation = BackgroundEvaluation(eval_envs, episode_seeds(config.eval_seed, config.eval_episodes),
-                                          config.eval_in_background, env_id=config.env_id)
+        evaluation = _evaluation(config, spec, engine_kind)
         built.callback(evaluation.close)
         store = BestPolicyStore(run_dir / "best", on_warning=warner(console))
         built.pop_all()
     return Run(config=config, run_dir=run_dir, spec=spec, model=model, policy=policy, learner=learner,
                evaluation=evaluation, store=store, checkpoints=checkpoints, logger=logger, timings=timings,
                console=console, out=out, engine=engine, media=media)
+
+
+def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> BackgroundEvaluation | Any:
+    """Evaluation beside training: on Ray actors with the Ray engine (unless ray.eval_workers is 0), else on a
+    thread of this process; both play the same fixed-seed episodes and return the same results."""
+    seeds, options = episode_seeds(config.eval_seed, config.eval_episodes), EnvOptions.from_config(config)
+    if engine_kind == "ray" and config.ray.eval_workers:
+        from runners.ray_evaluation import RayEvaluation
+
+        return RayEvaluation(config.env_id, options, spec, seeds, config.ray.eval_workers, config.ray.eval_timeout_s,
+                             config.ray.max_worker_restarts, config.eval_in_background)
+    eval_envs = make_eval_env(config.env_id, config.eval_episodes, options=options)
+    return BackgroundEvaluation(eval_envs, seeds, config.eval_in_background, env_id=config.env_id)
 
 
 def warner(console: Console) -> Callable[[str], None]:

@@ -115,7 +115,8 @@ class RunLogger:
             self._next_write = (step // self.log_every + 1) * self.log_every
 
     def _write_training(self, step: int, steps_per_second: float) -> None:
-        values = {TRAIN_PREFIX + name: total / self._metric_counts[name] for name, total in self._metric_sums.items()}
+        values = {(name if "/" in name else TRAIN_PREFIX + name): total / self._metric_counts[name]  # e.g. ray/...
+                  for name, total in self._metric_sums.items()}
         values[STEPS_PER_SECOND] = steps_per_second
         if self._episodes.count:
             values[ROLLOUT_RETURN] = self._episodes.return_sum / self._episodes.count

@@ -39,6 +39,8 @@ class TrainResult:
     beside_timings: dict[str, float] = field(default_factory=dict)
     """Seconds of work done on another thread while the loop went on (evaluation), per phase."""
     beside_calls: dict[str, int] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
+    """The engine's own report (``Engine.report``): its kind, and for Ray the layout, restarts and workers' memory."""
     startup_seconds: float = 0.0
     """From the train/resume call to the loop's first advance (checks, run folder, model, engine; on resume,
     the rest of the run and the restore too): evaluations.csv's wall_seconds count from the loop's start."""
@@ -143,6 +145,7 @@ def write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
         "timing_calls": dict(result.timing_calls),
         "beside_timings": {name: round(seconds, 3) for name, seconds in result.beside_timings.items()},
         "beside_calls": dict(result.beside_calls),
+        "engine": result.engine,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import tensorflow as tf
 from rich.console import Console
@@ -20,7 +21,7 @@ from envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_env
 from runners import faults, stderr_filter
 from runners.atomic_files import atomic_write_text, remove_temporaries
 from runners.checkpoints import ResumeCheckpoints
-from runners.engines import Advance, choose_engine
+from runners.engines import Advance, EngineFailed, choose_engine
 from runners.evaluate import EvalResult, FinishedEvaluation
 from runners.run import Run, build_run, warner
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
@@ -41,7 +42,10 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     validate(config)
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))
     network_spec(env_info, config)  # refuses an image too small for the CNN, before the folder exists
-    choose_engine(config)  # refuses engine=graph where it cannot run, before the folder exists
+    if choose_engine(config) == "ray":  # refuses engine=graph where it cannot run, before the folder exists
+        from runners.ray_cluster import preflight as ray_preflight
+
+        ray_preflight(config.ray.address, config.ray.num_cpus, config.ray.workers, config.ray.worker_cpus)
     preflight(Path(config.results_dir))
     run_dir = create_run_dir(config)
     with RunLock(run_dir):
@@ -110,7 +114,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
     rounding = _budget_rounding(config)
     if rounding:
         run.console.print(rounding)
-    with _progress_bar(run.console) as bar:
+    with _progress_bar(run.console) as bar, _checkpoint_on_engine_failure(run, state, wall_before, session_start):
         task = bar.add_task("train", total=_rounded_budget(config), completed=state.step, sps=0.0, last="-",
                             best=_best_text(run.store.best_mean_return))
         while state.step < config.total_steps:
@@ -146,7 +150,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
                          state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations,
                          beside_timings=dict(timings.beside_seconds), beside_calls=dict(timings.beside_calls),
-                         startup_seconds=session_start - called)
+                         engine=_engine_report(run), startup_seconds=session_start - called)
     write_summary(result, state.skipped_steps)
     _record_skipped_best(run, wall_seconds)
     out.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
@@ -157,6 +161,27 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
         out.print(f"best policy: {run.store.current_entry}")
     out.print(f"replay it with: champion replay {run.run_dir}")
     return result
+
+
+@contextlib.contextmanager
+def _checkpoint_on_engine_failure(run: Run, state: LoopState, wall_before: float, session_start: float) -> Iterator[None]:
+    """When the engine's workers are lost for good, write a checkpoint of the last whole iteration and stop with
+    how to continue."""
+    try:
+        yield
+    except EngineFailed as error:
+        state.evaluation_in_flight = run.evaluation.step_in_flight  # played again by the resume
+        _checkpoint(run, state, wall_before + time.perf_counter() - session_start, 0.0)
+        raise TrainingStopped(f"error: {error}; a checkpoint at step {state.step:,} was written, continue with: "
+                              f"champion train --resume {run.run_dir}") from error
+
+
+def _engine_report(run: Run) -> dict[str, Any]:
+    """The engine's report, with the evaluation actors' restarts when evaluation ran on Ray."""
+    report = run.engine.report()
+    if hasattr(run.evaluation, "restarts"):
+        report["evaluation_restarts"] = run.evaluation.restarts
+    return report
 
 
 def _evaluations(run: Run, step: int, due: bool, ending: bool) -> list[FinishedEvaluation]:

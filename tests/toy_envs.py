@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import gymnasium as gym
+from gymnasium.envs.classic_control import CartPoleEnv
 import numpy as np
 
 
@@ -234,6 +240,45 @@ class QuadrantCue(CueTask):
         return float(action == self.cue)
 
 
+class FaultyCartPole(CartPoleEnv):
+    """CartPole whose process dies, or hangs, once, when a test asks for it (tests/test_ray.py).
+
+    A test writes the file ``kill`` or ``hang`` into the folder named by CHAMPION_TEST_FAULTS, holding the pid
+    of a process to spare (the driver, which also steps this env when it evaluates). The first env in any
+    other process to take its 50th step claims the file (deletes it) and then SIGKILLs its own process, or
+    sleeps for an hour: a Ray rollout worker killed by its process id, or one that stops answering.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.steps_taken = 0
+
+    def step(self, action):
+        self.steps_taken += 1
+        if self.steps_taken == 50:
+            _fault_once()
+        return super().step(action)
+
+
+def _fault_once() -> None:
+    folder = os.environ.get("CHAMPION_TEST_FAULTS")
+    for kind in ("kill", "hang") if folder else ():
+        path = Path(folder) / kind
+        try:
+            spared = int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if spared == os.getpid():
+            continue
+        try:
+            path.unlink()  # the one env that deletes it does the fault
+        except FileNotFoundError:
+            continue
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(3600)
+
+
 def register() -> None:
     """Register the toy envs under champion-test/ (idempotent)."""
     specs = {
@@ -251,6 +296,7 @@ def register() -> None:
         "champion-test/DictMultiCue-v0": dict(entry_point=DictMultiCue),
         "champion-test/MatrixCue-v0": dict(entry_point=MatrixCue),
         "champion-test/QuadrantCue-v0": dict(entry_point=QuadrantCue),
+        "FaultyCartPole-v0": dict(entry_point=FaultyCartPole, max_episode_steps=500),  # as toy_envs:FaultyCartPole-v0
     }
     for env_id, spec in specs.items():
         if env_id not in gym.registry:

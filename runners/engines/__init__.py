@@ -4,7 +4,8 @@ The train loop asks an engine to ``advance`` up to the next step where it has so
 (evaluate, log, checkpoint, stop) and gets back the steps taken, the update metrics and the
 finished episodes (``base``). ``gymnasium`` steps a gymnasium vector env from Python, one rollout
 and one compiled update per call; ``graph`` runs the env as TF ops and fuses many rollouts and
-updates into one compiled call. A new engine is one module here and one line in ``make_engine``;
+updates into one compiled call; ``ray_engine`` collects fragments on Ray actors (``runners/workers.py``)
+and makes the same update on their stacked batch. A new engine is one module here and one line in ``make_engine``;
 the loop, evaluator, best-policy store and logger do not change.
 """
 
@@ -14,14 +15,20 @@ from typing import Any
 
 from agents.config import ConfigError, TrainConfig
 from envs.graph import GRAPH_ENV_IDS, has_graph_env
-from runners.engines.base import Advance, Engine, EpisodeStats
+from runners.engines.base import Advance, Engine, EngineFailed, EpisodeStats
 from runners.timing import Timings
 
-__all__ = ["Advance", "Engine", "EpisodeStats", "choose_engine", "make_engine"]
+__all__ = ["Advance", "Engine", "EngineFailed", "EpisodeStats", "choose_engine", "make_engine"]
 
 
 def choose_engine(config: TrainConfig) -> str:
-    """graph or gymnasium for this config; ConfigError (one line) if graph is asked for and impossible."""
+    """graph, gymnasium or ray for this config; ConfigError (one line) if graph is asked for and impossible, or ray
+    is asked for and not installed."""
+    if config.engine == "ray":
+        from runners.ray_cluster import require_ray
+
+        require_ray()
+        return "ray"
     reasons = []
     if not has_graph_env(config.env_id):
         reasons.append(f"{config.env_id} has no TF-op implementation (graph envs: {', '.join(GRAPH_ENV_IDS)})")
@@ -40,7 +47,11 @@ def choose_engine(config: TrainConfig) -> str:
 
 def make_engine(kind: str, config: TrainConfig, model: Any, policy: Any, learner: Any,
                 timings: Timings) -> Engine:
-    """The engine of this ``kind`` (graph or gymnasium); ``start`` it before the first ``advance``."""
+    """The engine of this ``kind`` (graph, gymnasium or ray); ``start`` it before the first ``advance``."""
+    if kind == "ray":
+        from runners.engines.ray_engine import RayEngine  # Ray, only when asked for
+
+        return RayEngine(config, policy, learner, timings)
     if kind == "graph":
         from runners.engines.graph import GraphEngine  # TF-op envs, only when asked for
 

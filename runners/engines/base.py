@@ -11,6 +11,10 @@ import numpy as np
 from runners.timing import Timings
 
 
+class EngineFailed(RuntimeError):
+    """The engine's workers failed past their restarts; the loop writes a checkpoint and stops with this message."""
+
+
 @dataclass(frozen=True)
 class EpisodeStats:
     """Training episodes that finished during an advance, summed (what the logger averages)."""
@@ -67,6 +71,10 @@ class Engine(Protocol):
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Picklable state for a resume checkpoint."""
+        ...
+
+    def report(self) -> dict[str, Any]:
+        """What summary.json records about the engine (at least its kind), asked before ``close``."""
         ...
 
     def close(self) -> None:

@@ -184,6 +184,10 @@ class GraphEngine:
         """Only the engine's kind: its state is in ``checkpoint_objects``."""
         return {"engine": self.kind}
 
+    def report(self) -> dict[str, Any]:
+        """The engine's kind (summary.json)."""
+        return {"kind": self.kind}
+
     def close(self) -> None:
         """Drop the fused call's definitions if they were loaded from the cache."""
         self.call.close()

@@ -1,0 +1,142 @@
+"""What runs on a Ray worker: rollout fragments and evaluations with the numpy policy, without TensorFlow.
+
+These are plain classes; ``runners/engines/ray_engine.py`` makes them Ray actors. Importing this module
+loads gymnasium, numpy and champion's env factory, never TensorFlow (a test asserts it on a worker), so
+a worker starts in about a second and holds about a tenth of a driver's memory.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agents.numpy_policy import EnvNoise, NumpyPolicy
+from agents.spec import NetworkSpec
+from envs.factory import EnvOptions, make_eval_env, make_vector_env
+from runners.evaluate import EvalResult, evaluate
+from runners.rollout import Rollout, VectorEnvCollector
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a rollout worker needs to build its envs: everything is picklable and TensorFlow-free."""
+
+    env_id: str
+    options: EnvOptions
+    spec: NetworkSpec
+    num_steps: int
+    envs_per_worker: int
+    worker_index: int
+
+    @property
+    def env_indices(self) -> range:
+        """This worker's envs' places in the whole batch: worker w holds envs w*M .. w*M + M - 1."""
+        start = self.worker_index * self.envs_per_worker
+        return range(start, start + self.envs_per_worker)
+
+
+class WorkerNotStarted(RuntimeError):
+    """A collect reached a worker with no envs: Ray restarted it (a lost node, a killed process) after the driver
+    sent the call, so it has only its constructor's state. The driver starts it again and counts a restart."""
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One worker's share of a rollout, tagged with the weights' version it was collected with."""
+
+    worker_index: int
+    version: int
+    rollout: Rollout
+    seconds: float
+    """Time the worker spent collecting it."""
+
+
+class RolloutWorker:
+    """A gymnasium vector env of M envs stepped with the numpy policy, one fragment (num_steps x M) per call.
+
+    ``start`` (fresh episodes, or a saved state) comes before the first ``collect``; after Ray restarts a
+    worker, the driver calls ``start`` again, since a restarted actor has only its constructor's state.
+    """
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.setup = setup
+        self.policy = NumpyPolicy(setup.spec)
+        self.collector: VectorEnvCollector | None = None
+
+    def start(self, run_seed: int, step: int, saved: dict[str, Any] | None = None) -> int:
+        """Reset the envs as the in-process engine resets its env ``i`` (seed ``run_seed + step + i``), with one
+        noise stream per env, or continue from ``saved`` (a ``state()``). Returns the process id."""
+        setup = self.setup
+        if self.collector is not None:
+            self.collector.envs.close()
+        if saved is not None:
+            envs = pickle.loads(saved["envs"])
+            self.collector = VectorEnvCollector(envs, setup.num_steps, 0, observations=saved["observations"],
+                                                noise=saved["noise"], env_id=setup.env_id)
+        else:
+            envs = make_vector_env(setup.env_id, setup.envs_per_worker, "sync", setup.options)
+            first = run_seed + step + setup.env_indices.start
+            self.collector = VectorEnvCollector(envs, setup.num_steps, first,
+                                                noise=EnvNoise(run_seed + step, setup.env_indices), env_id=setup.env_id)
+        return os.getpid()
+
+    def collect(self, weights: dict[str, np.ndarray], version: int) -> Fragment:
+        """One fragment acted with exactly these ``weights`` (version ``version``)."""
+        if self.collector is None:
+            raise WorkerNotStarted(f"rollout worker {self.setup.worker_index} (pid {os.getpid()}) has not been started")
+        started = time.perf_counter()
+        self.policy.set_weights(weights)
+        rollout = self.collector.collect(self.policy)
+        return Fragment(self.setup.worker_index, version, rollout, time.perf_counter() - started)
+
+    def state(self) -> dict[str, Any]:
+        """The pickled envs, observations and noise, for a resume checkpoint (``envs`` None, and why, if the
+        envs cannot be pickled)."""
+        try:
+            envs, problem = pickle.dumps(self.collector.envs, protocol=pickle.HIGHEST_PROTOCOL), None
+        except Exception as error:  # a user's env may hold a lock or a handle
+            envs, problem = None, f"{type(error).__name__}: {error}"
+        return {"envs": envs, "envs_problem": problem, "observations": self.collector.observations.copy(),
+                "noise": self.collector.noise}
+
+    def process(self) -> dict[str, Any]:
+        """This worker's process id, peak resident memory (MB) and whether it has imported TensorFlow."""
+        return process_report()
+
+    def close(self) -> None:
+        """Close the envs."""
+        if self.collector is not None:
+            self.collector.envs.close()
+
+
+class EvaluationWorker:
+    """Plays the fixed-seed evaluation episodes of a weight snapshot, as ``runners.evaluate`` does in process."""
+
+    def __init__(self, env_id: str, options: EnvOptions, spec: NetworkSpec, seeds: list[int]) -> None:
+        self.env_id, self.seeds = env_id, list(seeds)
+        self.envs = make_eval_env(env_id, len(self.seeds), options=options)
+        self.policy = NumpyPolicy(spec)
+
+    def evaluate(self, weights: dict[str, np.ndarray]) -> EvalResult:
+        """One episode per seed with the deterministic action of these ``weights``."""
+        self.policy.set_weights(weights)
+        return evaluate(self.policy, self.envs, self.seeds, env_id=self.env_id)
+
+    def process(self) -> dict[str, Any]:
+        """This worker's process id, peak resident memory (MB) and whether it has imported TensorFlow."""
+        return process_report()
+
+
+def process_report() -> dict[str, Any]:
+    """pid, Ray node, peak resident memory in MB (Linux reports KB), and whether TensorFlow was ever imported here."""
+    ray = sys.modules.get("ray")  # present on a Ray worker; this module does not import it
+    node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+    return {"pid": os.getpid(), "node": node, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "tensorflow": "tensorflow" in sys.modules}

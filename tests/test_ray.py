@@ -1,0 +1,222 @@
+"""The Ray engine on a local Ray started by this test session: learning, the same evaluations as in process,
+faults (a killed worker, a hung worker, a lost node), Ctrl-C and resume, and the clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.config import ConfigError
+from envs.factory import EnvError
+from crash_helpers import CHAMPION, evaluation_rows
+from runners.configure import resolve_config
+from runners.replay import replay
+from runners.run_state import TrainingStopped
+from runners.training import resume, train
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray for all of them, in one xdist worker
+
+HERE = Path(__file__).parent
+
+
+def ray_config(tmp_path, name, env_id="CartPole-v1", **overrides):
+    values = {"engine": "ray", "ray.workers": 2, "results_dir": str(tmp_path), "run_name": name, "media": False,
+              "ray.eval_workers": 1}
+    values.update(overrides)
+    return resolve_config(env_id, "ppo", values)[0]
+
+
+def summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_ray_trains_cartpole_to_475_and_the_best_policy_replays(local_ray, tmp_path):
+    result = train(ray_config(tmp_path, "learn", total_steps=60_000), progress=False)
+    assert result.best_mean_return >= 475
+    outcome = replay(result.run_dir)
+    assert outcome.result.mean_return == outcome.recorded_mean_return
+    engine = summary(result.run_dir)["engine"]
+    assert engine["kind"] == "ray" and engine["workers"] == 2 and engine["envs_per_worker"] == 4
+    assert engine["worker_restarts"] == 0
+    assert [process["tensorflow"] for process in engine["worker_processes"]] == [False, False]
+    assert all(process["peak_rss_mb"] < 400 for process in engine["worker_processes"])
+
+
+def test_two_workers_of_four_envs_give_the_evaluations_of_eight_envs_in_process(local_ray, tmp_path):
+    """Reward scaling and observation normalisation on, so the driver's scaling and the stacked batch count."""
+    common = {"total_steps": 6144, "eval_every": 1024, "reward_scaling": True, "network.normalize_observations": True,
+              "ppo.epochs": 4, "seed": 3}
+    in_process = train(ray_config(tmp_path, "in-process", **common, engine="gymnasium"), progress=False)
+    on_ray = train(ray_config(tmp_path, "on-ray", **common, **{"ray.envs_per_worker": 4}), progress=False)
+    assert len(on_ray.evaluations) == 6
+    assert on_ray.evaluations == in_process.evaluations
+    assert len({mean for _, mean in on_ray.evaluations}) > 1  # it learned something: not the same number six times
+
+
+def fault(local_ray, kind):
+    """Ask the first FaultyCartPole env on a worker to die (kill) or hang at its 50th step, sparing this process."""
+    (Path(local_ray["faults"]) / kind).write_text(str(os.getpid()))
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_training_goes_on(local_ray, tmp_path, capsys):
+    fault(local_ray, "kill")
+    result = train(ray_config(tmp_path, "killed", "toy_envs:FaultyCartPole-v0", total_steps=4096, eval_every=2048,
+                              **{"ray.eval_workers": 0}), progress=False)
+    assert not (Path(local_ray["faults"]) / "kill").exists()  # the fault happened
+    assert result.env_steps == 4096
+    assert summary(result.run_dir)["engine"]["worker_restarts"] == 1
+    assert "restarted it (1 of 3 restarts)" in capsys.readouterr().err
+
+
+def test_a_worker_that_hangs_past_the_timeout_is_replaced(local_ray, tmp_path, capsys):
+    fault(local_ray, "hang")
+    result = train(ray_config(tmp_path, "hung", "toy_envs:FaultyCartPole-v0", total_steps=4096, eval_every=2048,
+                              **{"ray.eval_workers": 0, "ray.fragment_timeout_s": 4}), progress=False)
+    assert not (Path(local_ray["faults"]) / "hang").exists()
+    assert result.env_steps == 4096
+    assert summary(result.run_dir)["engine"]["worker_restarts"] == 1
+    assert "did not answer within ray.fragment_timeout_s=4 s" in capsys.readouterr().err
+
+
+def test_past_the_restart_limit_the_run_stops_with_a_checkpoint(local_ray, tmp_path):
+    fault(local_ray, "kill")
+    config = ray_config(tmp_path, "limit", "toy_envs:FaultyCartPole-v0", total_steps=4096, eval_every=2048,
+                        checkpoint_every=1024, **{"ray.eval_workers": 0, "ray.max_worker_restarts": 0})
+    with pytest.raises(TrainingStopped, match="ray.max_worker_restarts=0 .* continue with: champion train --resume"):
+        train(config, progress=False)
+    [run_dir] = (tmp_path).glob("*/ppo/limit")
+    assert sorted(path.name for path in (run_dir / "checkpoints").glob("ckpt-*"))  # written on the way out
+    result = resume(run_dir, {"ray.max_worker_restarts": 3}, progress=False)
+    assert result.env_steps == 4096
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_continues(local_ray, tmp_path):
+    run_dir = tmp_path / "CartPole-v1" / "ppo" / "sigint"
+    child = subprocess.Popen(CHAMPION + ["train", "CartPole-v1", "--total-steps", "200000", "--results-dir",
+                                         str(tmp_path), "--run-name", "sigint", "--eval-every", "1024", "--workers", "2",
+                                         "--ray-address", local_ray["address"], "--set", "checkpoint_every=100000",
+                                         "--no-media"],
+                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    for line in child.stdout:
+        if line.startswith("step"):  # the first evaluation: training is under way
+            break
+    os.killpg(child.pid, signal.SIGINT)
+    _, rest = child.communicate(timeout=120)
+    assert child.returncode == 130, rest
+    assert f"continue with: champion train --resume {run_dir}" in rest
+    stopped_at = max(int(row["step"]) for row in evaluation_rows(run_dir))
+    resumed = subprocess.run(CHAMPION + ["train", "--resume", str(run_dir), "--total-steps", str(stopped_at + 2048),
+                                         "--ray-address", local_ray["address"]],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from ckpt-" in resumed.stderr
+    assert summary(run_dir)["env_steps"] >= stopped_at + 2048
+
+
+def test_removing_the_node_that_holds_a_worker_does_not_stop_training(tmp_path):
+    """Ray's multi-node test cluster in its own process (one process connects to one cluster)."""
+    script = HERE / "ray_multinode.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(HERE)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["removed_node_held_worker"] is True
+    assert report["env_steps"] == report["total_steps"]
+    assert report["worker_restarts"] >= 1
+
+
+def test_without_ray_installed_engine_ray_is_one_line_and_nothing_is_created(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from runners.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "ray" else real(name, *rest))
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "CartPole-v1", "--engine", "ray", "--results-dir", str(tmp_path)])
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("champion train: error: engine=ray needs Ray") and "pip install 'champion[ray]'" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_address_nobody_answers_fails_within_seconds(tmp_path):
+    done = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--ray-address", "127.0.0.1:9", "--results-dir",
+                                      str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "no Ray cluster answers at 127.0.0.1:9" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_more_workers_than_free_cpus_is_a_clear_error_before_the_run_folder(local_ray, tmp_path):
+    with pytest.raises(ConfigError, match="has 2 free CPUs, but 5 rollout workers need 5"):
+        train(ray_config(tmp_path, "too-many", num_envs=10, **{"ray.workers": 5, "ppo.minibatch_size": 64}),
+              progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ray_layout_keys_are_checked():
+    with pytest.raises(ConfigError, match="num_envs=8 does not split evenly over ray.workers=3; use num_envs=9"):
+        resolve_config("CartPole-v1", "ppo", {"engine": "ray", "ray.workers": 3})
+    config, _ = resolve_config("CartPole-v1", "ppo", {"engine": "ray", "ray.workers": 3, "ray.envs_per_worker": 2,
+                                                       "ppo.minibatch_size": 64})
+    assert config.num_envs == 6
+
+
+def test_a_worker_fragment_equals_the_same_envs_in_one_process(local_ray):
+    """Worker 1 of 2 (envs 4..7) collects exactly the columns 4..7 of an 8-env in-process rollout."""
+    from agents.networks import ActorCritic, numpy_policy
+    from envs.factory import EnvOptions, describe_env, make_vector_env
+    from runners.rollout import VectorEnvCollector
+    from runners.run_metadata import network_spec
+    from runners.workers import RolloutWorker, WorkerSetup
+
+    config = ray_config(Path("/unused"), "unused")
+    spec = network_spec(describe_env("CartPole-v1"), config)
+    policy = numpy_policy(ActorCritic(spec, seed=0), seed=0)
+    whole = VectorEnvCollector(make_vector_env("CartPole-v1", 8), 16, seed=7).collect(policy)
+    worker = ray.remote(RolloutWorker).remote(WorkerSetup("CartPole-v1", EnvOptions(), spec, 16, 4, 1))
+    ray.get(worker.start.remote(7, 0), timeout=60)
+    fragment = ray.get(worker.collect.remote(policy.weights, 1), timeout=60)
+    for name in ("observations", "actions", "log_probs", "values", "rewards", "terminated", "truncated"):
+        assert np.array_equal(getattr(fragment.rollout.batch, name), getattr(whole.batch, name)[:, 4:]), name
+    assert np.array_equal(fragment.rollout.batch.last_values, whole.batch.last_values[4:])
+    assert fragment.version == 1
+    report = ray.get(worker.process.remote(), timeout=60)
+    assert report["tensorflow"] is False and report["pid"] != os.getpid()
+    ray.kill(worker)
+
+
+@pytest.mark.slow
+def test_pendulum_ppo_on_two_workers_reaches_the_learning_bar_in_its_budget(local_ray, tmp_path):
+    """benchmarks/learning.py's bar for Pendulum-v1 PPO: -200 within the preset's 300k steps (4 envs: 2 x 2)."""
+    config = ray_config(tmp_path, "pendulum", "Pendulum-v1", seed=0)
+    assert config.total_steps == 300_000 and config.num_envs == 4
+    result = train(config, progress=False)
+    assert result.best_mean_return >= -200
+    outcome = replay(result.run_dir)
+    assert outcome.result.mean_return == outcome.recorded_mean_return
+
+
+def test_an_env_module_the_workers_cannot_import_is_one_line_naming_it(local_ray, tmp_path, monkeypatch):
+    """The module is on this process's path only, as a user's env is on a cluster where it is not installed."""
+    (tmp_path / "only_here.py").write_text(
+        "import gymnasium as gym\nfrom gymnasium.envs.classic_control import CartPoleEnv\n"
+        "if 'OnlyHere-v0' not in gym.registry:\n    gym.register(id='OnlyHere-v0', entry_point=CartPoleEnv)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(EnvError, match="a Ray rollout worker could not start: .*only_here"):
+        train(ray_config(tmp_path / "results", "elsewhere", "only_here:OnlyHere-v0", total_steps=1024), progress=False)
+
+
+def test_an_env_that_raises_on_a_worker_stops_the_run_as_in_process(local_ray, tmp_path):
+    config = ray_config(tmp_path, "fails", "toy_envs:champion-test/FailsAfter-v0", total_steps=4096, num_envs=2,
+                        **{"ppo.num_steps": 32, "ppo.minibatch_size": 64, "ray.eval_workers": 0})
+    with pytest.raises(TrainingStopped, match="environment toy_envs:champion-test/FailsAfter-v0 raised ValueError in "
+                                              r"step\(\): the simulator lost its state at step 151; the best policy"):
+        train(config, progress=False)
