@@ -121,7 +121,10 @@ def _check_before_tensorflow(config: Any) -> None:
     from runners.run_folder import preflight
 
     validate(config)
-    choose_engine(config)
+    if choose_engine(config) == "ray" and config.ray.address is not None:  # a stopped head fails here, in seconds
+        from runners.ray_cluster import probe, resolve_address
+
+        probe(resolve_address(config.ray.address), given=config.ray.address)
     preflight(Path(config.results_dir))
 
 

@@ -220,3 +220,22 @@ def test_an_env_that_raises_on_a_worker_stops_the_run_as_in_process(local_ray, t
     with pytest.raises(TrainingStopped, match="environment toy_envs:champion-test/FailsAfter-v0 raised ValueError in "
                                               r"step\(\): the simulator lost its state at step 151; the best policy"):
         train(config, progress=False)
+
+
+def test_auto_with_the_address_file_of_a_stopped_head_fails_within_seconds(tmp_path):
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # what `ray start --head` leaves behind
+    environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    done = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--ray-address", "auto", "--results-dir",
+                                      str(tmp_path / "results")], capture_output=True, text=True, timeout=60,
+                          env={**environment, "RAY_TMPDIR": str(tmp_path)})
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("champion train: error: no Ray cluster answers at 127.0.0.1:9 (from RAY_ADDRESS or the "
+                           "address file of a head that may have stopped)")
+    assert not (tmp_path / "results").exists()
+    (tmp_path / "ray" / "ray_current_cluster").unlink()
+    done = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--ray-address", "auto", "--results-dir",
+                                      str(tmp_path / "results")], capture_output=True, text=True, timeout=60,
+                          env={**environment, "RAY_TMPDIR": str(tmp_path)})
+    assert done.returncode == 2 and "--ray-address auto found no Ray cluster" in done.stderr
