@@ -13,7 +13,7 @@ import pytest
 
 from agents.config import ConfigError
 from envs.factory import EnvError
-from crash_helpers import CHAMPION, evaluation_rows
+from crash_helpers import CHAMPION, champion, evaluation_rows, tensorboard_steps
 from runners.configure import resolve_config
 from runners.replay import replay
 from runners.run_state import TrainingStopped
@@ -37,7 +37,7 @@ def summary(run_dir):
 
 
 def test_ray_trains_cartpole_to_475_and_the_best_policy_replays(local_ray, tmp_path):
-    result = train(ray_config(tmp_path, "learn", total_steps=60_000), progress=False)
+    result = train(ray_config(tmp_path, "learn", total_steps=40_000), progress=False)
     assert result.best_mean_return >= 475
     outcome = replay(result.run_dir)
     assert outcome.result.mean_return == outcome.recorded_mean_return
@@ -46,6 +46,10 @@ def test_ray_trains_cartpole_to_475_and_the_best_policy_replays(local_ray, tmp_p
     assert engine["worker_restarts"] == 0
     assert [process["tensorflow"] for process in engine["worker_processes"]] == [False, False]
     assert all(process["peak_rss_mb"] < 400 for process in engine["worker_processes"])
+    tags = tensorboard_steps(result.run_dir)
+    for tag in ("ray/fragment_wait_s", "ray/update_s", "ray/worker_0_steps_per_s", "ray/worker_1_steps_per_s",
+                "ray/worker_restarts"):
+        assert len(tags[tag]) >= 10, tag  # logged every log_every steps
 
 
 def test_two_workers_of_four_envs_give_the_evaluations_of_eight_envs_in_process(local_ray, tmp_path):
@@ -57,6 +61,26 @@ def test_two_workers_of_four_envs_give_the_evaluations_of_eight_envs_in_process(
     assert len(on_ray.evaluations) == 6
     assert on_ray.evaluations == in_process.evaluations
     assert len({mean for _, mean in on_ray.evaluations}) > 1  # it learned something: not the same number six times
+
+
+SPACES = {  # a Dict observation with MultiDiscrete actions, MultiBinary, a (2, 2) Box action, an image
+    "DictMultiCue": {},
+    "BinaryCue": {},
+    "MatrixCue": {},
+    "QuadrantCue": {"network.cnn_layers": [[16, 4, 2], [32, 3, 2]], "network.cnn_features": 64},
+}
+
+
+@pytest.mark.parametrize("task", SPACES)
+def test_every_space_trains_on_ray_workers_as_in_process(local_ray, tmp_path, task):
+    """The toy envs of tests/test_spaces.py (from toy_envs, which the workers import), 2 workers x 2 envs against 4
+    envs in process; evaluation split over two actors."""
+    common = {"total_steps": 1024, "num_envs": 4, "eval_every": 512, "eval_episodes": 6, "ppo.num_steps": 64,
+              "ppo.minibatch_size": 64, "ppo.epochs": 2, "ppo.learning_rate": 2e-3, "seed": 1, **SPACES[task]}
+    env_id = f"toy_envs:champion-test/{task}-v0"
+    in_process = train(ray_config(tmp_path, "in-process", env_id, **common, engine="gymnasium"), progress=False)
+    on_ray = train(ray_config(tmp_path, "on-ray", env_id, **common, **{"ray.eval_workers": 2}), progress=False)
+    assert on_ray.evaluations == in_process.evaluations and len(on_ray.evaluations) == 2
 
 
 def fault(local_ray, kind):
@@ -239,3 +263,24 @@ def test_auto_with_the_address_file_of_a_stopped_head_fails_within_seconds(tmp_p
                                       str(tmp_path / "results")], capture_output=True, text=True, timeout=60,
                           env={**environment, "RAY_TMPDIR": str(tmp_path)})
     assert done.returncode == 2 and "--ray-address auto found no Ray cluster" in done.stderr
+
+
+def test_a_run_killed_and_resumed_on_ray_continues_exactly_like_a_straight_run(local_ray, tmp_path):
+    """The driver is SIGKILLed after step 2560 (checkpoint at 2048); the resume restores every worker's envs and
+    noise, the reward scaler and the learner, so every evaluation equals a straight run's."""
+    options = ["--total-steps", "4096", "--eval-every", "512", "--results-dir", str(tmp_path), "--workers", "2",
+               "--ray-address", local_ray["address"], "--no-media", "-q", "--set", "checkpoint_every=1024",
+               "--set", "reward_scaling=true", "--set", "ppo.epochs=2"]
+    straight = champion(["train", "CartPole-v1", "--run-name", "straight"] + options)
+    assert straight.returncode == 0, straight.stderr
+    killed = champion(["train", "CartPole-v1", "--run-name", "resumed"] + options,
+                      env={"CHAMPION_FAULT_KILL_AT_STEP": "2560"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed_dir = tmp_path / "CartPole-v1" / "ppo" / "resumed"
+    again = champion(["train", "--resume", str(resumed_dir), "-q", "--ray-address", local_ray["address"]])
+    assert again.returncode == 0, again.stderr
+    assert "not bit-exact" not in again.stderr
+    columns = ("step", "mean_return", "best_mean_return")
+    rows = {name: [[row[column] for column in columns] for row in evaluation_rows(tmp_path / "CartPole-v1" / "ppo" / name)]
+            for name in ("straight", "resumed")}
+    assert rows["resumed"] == rows["straight"] and len(rows["straight"]) == 8

@@ -49,6 +49,8 @@ class RayEngine(GymnasiumEngine):
         self.workers: list[Any] = []
         self.version = 0
         self.restarts = 0
+        self.pids: list[int | None] = []
+        """Each worker's process id as of its last start (None: killed, whatever answers next is new)."""
         self.envs_per_worker = config.num_envs // config.ray.workers
         self.warn: Callable[[str], None] = lambda message: None  # the run's warner, from start
         self.connection = connect(config.ray.address, config.ray.num_cpus)
@@ -71,8 +73,7 @@ class RayEngine(GymnasiumEngine):
                                                   self.envs_per_worker, index))
                         for index in range(config.ray.workers)]
         started = [worker.start.remote(config.seed, step, state) for worker, state in zip(self.workers, states)]
-        self.pids: list[int | None] = self._get_all(started, START_TIMEOUT_S, "start")  # before the loop's clock
-        self.step = step
+        self.pids = self._get_all(started, START_TIMEOUT_S, "start")  # before the loop's clock
 
     def _saved_worker_states(self, saved: dict[str, Any] | None, warn: Callable[[str], None]) -> list[Any]:
         """Each worker's saved envs, or None each (with the reason warned) when they cannot be used."""
