@@ -195,14 +195,14 @@ class NumpyPolicy:
         """
         head, values = self.forward(observations)
         kind = self.spec.action_kind
-        if kind in ("discrete", "multidiscrete"):
+        if kind == "discrete":
+            actions, log_probs = _sample_categorical(head, self._noise(noise, "gumbel", head.shape))
+        elif kind == "multidiscrete":
             gumbel = self._noise(noise, "gumbel", head.shape)
             drawn = [_sample_categorical(part, part_noise)
                      for part, part_noise in zip(self._split(head), self._split(gumbel))]
             actions = np.stack([action for action, _ in drawn], axis=-1)
             log_probs = np.sum([log_prob for _, log_prob in drawn], axis=0)
-            if kind == "discrete":
-                actions = actions[:, 0]
         elif kind == "multibinary":
             actions = (self._noise(noise, "random", head.shape) < _sigmoid(head)).astype(np.float32)
             log_probs = np.sum(actions * head - np.logaddexp(0.0, head), axis=-1)
@@ -231,9 +231,7 @@ class NumpyPolicy:
         return head.astype(np.float32)
 
     def _split(self, logits: np.ndarray) -> list[np.ndarray]:
-        """Per-component columns of a multidiscrete head (the whole head for a discrete one)."""
-        if self.spec.action_kind == "discrete":
-            return [logits]
+        """Per-component columns of a multidiscrete head."""
         return np.split(logits, np.cumsum(self.spec.action_nvec)[:-1], axis=-1)
 
     def value(self, observations: np.ndarray) -> np.ndarray:
