@@ -284,16 +284,14 @@ def _validate_network(network: NetworkConfig) -> None:
 
 def _validate_ray(config: TrainConfig) -> None:
     ray = config.ray
-    for name in ("workers", "max_worker_restarts", "eval_workers", "envs_per_worker"):
+    for name, least in (("workers", 1), ("envs_per_worker", 0), ("eval_workers", 0), ("max_worker_restarts", 0)):
         value = getattr(ray, name)
-        least = 1 if name == "workers" else 0
-        _require(isinstance(value, int) and value >= least,
-                 f"ray.{name} must be an integer >= {least}, got {value!r}")
-    for name in ("worker_cpus", "fragment_timeout_s", "eval_timeout_s"):
-        _require(getattr(ray, name) >= 0 if name == "worker_cpus" else getattr(ray, name) > 0,
-                 f"ray.{name} must be a {'non-negative' if name == 'worker_cpus' else 'positive'} number, got "
-                 f"{getattr(ray, name)!r}")
-    _require(ray.num_cpus is None or ray.num_cpus > 0, f"ray.num_cpus must be a positive integer or null, got {ray.num_cpus!r}")
+        _require(isinstance(value, int) and value >= least, f"ray.{name} must be an integer >= {least}, got {value!r}")
+    for name in ("fragment_timeout_s", "eval_timeout_s"):
+        _positive_finite(f"ray.{name}", getattr(ray, name))
+    _require(ray.worker_cpus >= 0, f"ray.worker_cpus must be a number >= 0, got {ray.worker_cpus!r}")
+    _require(ray.num_cpus is None or (isinstance(ray.num_cpus, int) and ray.num_cpus > 0),
+             f"ray.num_cpus must be a positive integer or null, got {ray.num_cpus!r}")
     _require(config.num_envs % ray.workers == 0,
              f"num_envs={config.num_envs} does not split evenly over ray.workers={ray.workers}; use num_envs="
              f"{-(-config.num_envs // ray.workers) * ray.workers} or set ray.envs_per_worker")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -106,6 +106,20 @@ class FinishedEvaluation:
     seconds: float
 
 
+class Evaluation(Protocol):
+    """What the train loop calls to evaluate beside training: ``BackgroundEvaluation`` (a thread of this process)
+    or ``runners.ray_evaluation.RayEvaluation`` (Ray actors); both play the same fixed-seed episodes."""
+
+    step_in_flight: int
+    restarts: int
+    """Evaluation actors restarted after a failure (always 0 in process)."""
+
+    def start(self, step: int, policy: NumpyPolicy) -> list[FinishedEvaluation]: ...
+    def finished(self) -> list[FinishedEvaluation]: ...
+    def wait(self) -> list[FinishedEvaluation]: ...
+    def close(self) -> None: ...
+
+
 class BackgroundEvaluation:
     """Evaluations on a worker thread, so training goes on while the fixed-seed episodes are played.
 
@@ -120,6 +134,7 @@ class BackgroundEvaluation:
                  env_id: str = "the environment") -> None:
         self.eval_envs, self.seeds, self.background, self.env_id = eval_envs, list(seeds), background, env_id
         self._thread: threading.Thread | None = None
+        self.restarts = 0
         self.step_in_flight = -1
         """The step of the evaluation running now (-1: none)."""
         self._outcome: FinishedEvaluation | BaseException | None = None

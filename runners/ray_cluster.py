@@ -121,10 +121,10 @@ def free_cpus() -> float:
     return float(ray.available_resources().get("CPU", 0.0))
 
 
-def check_capacity(workers: int, cpus_per_worker: float, patience: float = CAPACITY_PATIENCE) -> None:
+def check_capacity(workers: int, cpus_per_worker: float) -> None:
     """ConfigError if the cluster has too few free CPUs for the rollout workers (their actors would never start).
-    CPUs still held by actors that are being stopped (an earlier run's) are waited for, up to ``patience`` s."""
-    needed, deadline = workers * cpus_per_worker, time.monotonic() + patience
+    CPUs still held by actors that are being stopped (an earlier run's) are waited for, up to CAPACITY_PATIENCE s."""
+    needed, deadline = workers * cpus_per_worker, time.monotonic() + CAPACITY_PATIENCE
     while (free := free_cpus()) + 1e-9 < needed and time.monotonic() < deadline:
         time.sleep(0.2)
     if needed > free + 1e-9:

@@ -15,7 +15,7 @@ import numpy as np
 
 from agents.numpy_policy import NumpyPolicy
 from agents.spec import NetworkSpec
-from envs.factory import EnvOptions
+from envs.factory import EnvOptions, EnvStepError
 from runners.engines.base import EngineFailed
 from runners.evaluate import EvalResult, FinishedEvaluation
 from runners.workers import EvaluationWorker
@@ -39,22 +39,20 @@ class RayEvaluation:
         self.restarts = 0
         self.step_in_flight = -1
         """The step of the evaluation running now (-1: none)."""
-        self._in_flight: tuple[int, NumpyPolicy, list[Any], float] | None = None
+        self._in_flight: tuple[int, NumpyPolicy, Any, list[Any], float] | None = None
 
     def start(self, step: int, policy: NumpyPolicy) -> list[FinishedEvaluation]:
         """Evaluate ``policy`` (a snapshot) as of ``step``; returns the previous evaluation if it was still running."""
+        import ray
+
         previous = self.wait()
         self.step_in_flight = step
-        self._in_flight = (step, policy, self._submit(policy), time.perf_counter())
+        weights = ray.put(policy.weights)
+        self._in_flight = (step, policy, weights, [actor.evaluate.remote(weights) for actor in self.actors],
+                           time.perf_counter())
         if not self.background:
             previous += self.wait()
         return previous
-
-    def _submit(self, policy: NumpyPolicy) -> list[Any]:
-        import ray
-
-        weights = ray.put(policy.weights)
-        return [actor.evaluate.remote(weights) for actor in self.actors]
 
     def finished(self) -> list[FinishedEvaluation]:
         """The evaluation in flight, if it has finished; never blocks."""
@@ -62,43 +60,69 @@ class RayEvaluation:
 
         if self._in_flight is None:
             return []
-        references = self._in_flight[2]
+        references = self._in_flight[3]
         ready, _ = ray.wait(references, num_returns=len(references), timeout=0)
         return self.wait() if len(ready) == len(references) else []
 
     def wait(self) -> list[FinishedEvaluation]:
-        """The evaluation in flight, once it has finished; an actor that died or took longer than ``timeout`` is
-        restarted and the evaluation played again (EvaluationFailed past ``max_restarts``)."""
+        """The evaluation in flight, once it has finished. An actor that died or took longer than ``timeout`` is
+        restarted and its share played again (EvaluationFailed past ``max_restarts``, or when none of it has come
+        back within three timeouts)."""
         import ray
 
         if self._in_flight is None:
             return []
-        step, policy, references, started = self._in_flight
-        while True:
-            ready, _ = ray.wait(references, num_returns=len(references), timeout=self.timeout)
-            try:
-                if len(ready) < len(references):
-                    raise TimeoutError(f"took longer than ray.eval_timeout_s={self.timeout:g} s")
-                results: list[EvalResult] = ray.get(references, timeout=self.timeout)
-                break
-            except (TimeoutError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
-                self._restart(error, kill=isinstance(error, TimeoutError))
-                references = self._submit(policy)
+        step, policy, weights, references, started = self._in_flight
+        results: dict[int, EvalResult] = {}
+        deadline = time.monotonic() + 3 * self.timeout
+        while len(results) < len(references):
+            if time.monotonic() > deadline:
+                raise EvaluationFailed(f"the evaluation at step {step:,} did not finish within "
+                                       f"3 x ray.eval_timeout_s={self.timeout:g} s")
+            waiting = [reference for index, reference in enumerate(references) if index not in results]
+            ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=self.timeout)
+            for index, reference in enumerate(references):
+                if index in results:
+                    continue
+                outcome = self._share(index, reference if reference in ready else None)
+                if outcome is None:
+                    references[index] = self.actors[index].evaluate.remote(weights)
+                else:
+                    results[index] = outcome
         self._in_flight, self.step_in_flight = None, -1
-        result = EvalResult(tuple(value for part in results for value in part.returns),
-                            tuple(value for part in results for value in part.lengths), tuple(self.seeds))
+        parts = [results[index] for index in range(len(references))]
+        result = EvalResult(tuple(value for part in parts for value in part.returns),
+                            tuple(value for part in parts for value in part.lengths), tuple(self.seeds))
         return [FinishedEvaluation(step, policy, result, time.perf_counter() - started)]
 
-    def _restart(self, error: BaseException, kill: bool) -> None:
+    def _share(self, index: int, reference: Any | None) -> EvalResult | None:
+        """Actor ``index``'s share of the episodes, or None once it has been restarted (it did not answer in time:
+        ``reference`` None, or it died) or is being restarted."""
         import ray
 
+        if reference is None:
+            self._count_restart(index, f"took longer than ray.eval_timeout_s={self.timeout:g} s")
+            ray.kill(self.actors[index], no_restart=False)
+            return None
+        try:
+            return ray.get(reference, timeout=self.timeout)
+        except ray.exceptions.ActorUnavailableError:  # restarting: asked again when it is back
+            time.sleep(0.2)
+            return None
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
+            self._count_restart(index, f"was lost ({type(error).__name__})")
+            return None
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            raise (cause if isinstance(cause, EnvStepError) else EvaluationFailed(
+                f"evaluation actor {index} failed: {type(cause).__name__}: {cause}")) from None
+
+    def _count_restart(self, index: int, why: str) -> None:
+        """One restart of evaluation actor ``index``; EvaluationFailed past the limit."""
         if self.restarts >= self.max_restarts:
-            raise EvaluationFailed(f"an evaluation actor failed ({error}) and the run has used its "
-                                   f"ray.max_worker_restarts={self.max_restarts} restarts") from error
+            raise EvaluationFailed(f"evaluation actor {index} {why}, and the run has used its "
+                                   f"ray.max_worker_restarts={self.max_restarts} restarts")
         self.restarts += 1
-        if kill:
-            for actor in self.actors:
-                ray.kill(actor, no_restart=False)
 
     def close(self) -> None:
         """Stop the evaluation actors, dropping an evaluation in flight."""

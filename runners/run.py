@@ -21,7 +21,7 @@ from runners.atomic_files import warn
 from runners.best_store import BestPolicyStore
 from runners.checkpoints import LoadedCheckpoint, ResumeCheckpoints
 from runners.engines import Advance, Engine, make_engine
-from runners.evaluate import BackgroundEvaluation, episode_seeds
+from runners.evaluate import BackgroundEvaluation, Evaluation, episode_seeds
 from runners.media import BestPolicyMedia, PendingBest
 from runners.run_logger import BEST_POLICY_GIF, RunLogger
 from runners.run_metadata import network_spec
@@ -39,7 +39,7 @@ class Run:
     model: ActorCritic
     policy: NumpyPolicy
     learner: Any
-    evaluation: BackgroundEvaluation  # or RayEvaluation, which has its interface
+    evaluation: Evaluation
     store: BestPolicyStore
     checkpoints: ResumeCheckpoints
     logger: RunLogger
@@ -149,7 +149,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
                console=console, out=out, engine=engine, media=media)
 
 
-def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> BackgroundEvaluation | Any:
+def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> Evaluation:
     """Evaluation beside training: on Ray actors with the Ray engine (unless ray.eval_workers is 0), else on a
     thread of this process; both play the same fixed-seed episodes and return the same results."""
     seeds, options = episode_seeds(config.eval_seed, config.eval_episodes), EnvOptions.from_config(config)

@@ -24,7 +24,7 @@ from runners.checkpoints import LoadedCheckpoint, newest_good_step
 RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_keep", "log_every",
                   "max_nonfinite_updates", "results_dir", "run_name", "media", "histogram_every",
                   # where and how the Ray engine runs, not what it computes (a new layout restarts the episodes)
-                  "ray.workers", "ray.envs_per_worker", "ray.address", "ray.num_cpus", "ray.worker_cpus",
+                  "ray.workers", "ray.address", "ray.num_cpus", "ray.worker_cpus",
                   "ray.eval_workers", "ray.fragment_timeout_s", "ray.eval_timeout_s", "ray.max_worker_restarts")
 
 

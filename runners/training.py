@@ -95,6 +95,9 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
     except EnvStepError as error:
         raise TrainingStopped(f"error: {error}; the best policy saved before it is unchanged in "
                               f"{run_dir / 'best'}") from error
+    except EngineFailed as error:  # outside the loop (a resume's first evaluation, the last wait): no checkpoint
+        raise TrainingStopped(f"error: {error}; the best policy saved before it is unchanged in "
+                              f"{run_dir / 'best'}") from error
     except (OSError, tf.errors.OpError) as error:
         if not is_write_failure(error, run_dir):
             raise
@@ -179,7 +182,7 @@ def _checkpoint_on_engine_failure(run: Run, state: LoopState, wall_before: float
 def _engine_report(run: Run) -> dict[str, Any]:
     """The engine's report, with the evaluation actors' restarts when evaluation ran on Ray."""
     report = run.engine.report()
-    if hasattr(run.evaluation, "restarts"):
+    if run.engine.kind == "ray":
         report["evaluation_restarts"] = run.evaluation.restarts
     return report
 

@@ -12,6 +12,7 @@ import pickle
 import resource
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +70,13 @@ class RolloutWorker:
         self.setup = setup
         self.policy = NumpyPolicy(setup.spec)
         self.collector: VectorEnvCollector | None = None
+        self.incarnation = uuid.uuid4().hex
+        """New each time the actor is constructed, so Ray's restart of it is told apart from the same process
+        (process ids repeat across nodes)."""
 
-    def start(self, run_seed: int, step: int, saved: dict[str, Any] | None = None) -> int:
+    def start(self, run_seed: int, step: int, saved: dict[str, Any] | None = None) -> str:
         """Reset the envs as the in-process engine resets its env ``i`` (seed ``run_seed + step + i``), with one
-        noise stream per env, or continue from ``saved`` (a ``state()``). Returns the process id."""
+        noise stream per env, or continue from ``saved`` (a ``state()``). Returns this actor's incarnation."""
         setup = self.setup
         if self.collector is not None:
             self.collector.envs.close()
@@ -85,7 +89,7 @@ class RolloutWorker:
             first = run_seed + step + setup.env_indices.start
             self.collector = VectorEnvCollector(envs, setup.num_steps, first,
                                                 noise=EnvNoise(run_seed + step, setup.env_indices), env_id=setup.env_id)
-        return os.getpid()
+        return self.incarnation
 
     def collect(self, weights: dict[str, np.ndarray], version: int) -> Fragment:
         """One fragment acted with exactly these ``weights`` (version ``version``)."""
@@ -99,6 +103,8 @@ class RolloutWorker:
     def state(self) -> dict[str, Any]:
         """The pickled envs, observations and noise, for a resume checkpoint (``envs`` None, and why, if the
         envs cannot be pickled)."""
+        if self.collector is None:  # restarted by Ray since its last start: its episodes are gone
+            return {"envs": None, "envs_problem": "a worker was restarted and has no episodes to save"}
         try:
             envs, problem = pickle.dumps(self.collector.envs, protocol=pickle.HIGHEST_PROTOCOL), None
         except Exception as error:  # a user's env may hold a lock or a handle
@@ -111,9 +117,10 @@ class RolloutWorker:
         return process_report()
 
     def close(self) -> None:
-        """Close the envs."""
+        """Close the envs (a user env may hold subprocesses or files)."""
         if self.collector is not None:
             self.collector.envs.close()
+            self.collector = None
 
 
 class EvaluationWorker:

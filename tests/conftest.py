@@ -25,9 +25,11 @@ def compile_cache_in_a_temporary_folder(tmp_path_factory):
 def local_ray(tmp_path_factory):
     """A local Ray with 2 CPUs for this test session (tests/test_ray.py), shut down after them.
 
-    Its session folder is a short temporary one (Ray's socket paths must fit in 107 bytes); its token comes
-    from RAY_AUTH_TOKEN, so Ray writes no token file into the user's home; the workers find the toy envs on
-    PYTHONPATH and the fault files (toy_envs.FaultyCartPole) in CHAMPION_TEST_FAULTS, both inherited.
+    Its session folder is a short temporary one of its own, removed after (under pytest's folder Ray's socket
+    paths would pass the 107-byte limit); its token comes from RAY_AUTH_TOKEN, so Ray writes no token file into
+    the user's home; the workers find the toy envs on PYTHONPATH and the fault files (toy_envs.FaultyCartPole)
+    in CHAMPION_TEST_FAULTS, both inherited. The variables are put back afterwards. Ray's ports listen on every
+    interface (Ray has no setting for that); the token guards them.
     """
     import logging
     import secrets
@@ -37,11 +39,17 @@ def local_ray(tmp_path_factory):
     ray = pytest.importorskip("ray")
     temp = tempfile.mkdtemp(prefix="ray-")
     faults = tmp_path_factory.mktemp("faults")
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
-    os.environ["CHAMPION_TEST_FAULTS"] = str(faults)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _temp_dir=temp,
-             _node_ip_address="127.0.0.1")
+    changed = {"RAY_AUTH_TOKEN": os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(16),
+               "CHAMPION_TEST_FAULTS": str(faults),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
+    before = {name: os.environ.get(name) for name in changed}
+    os.environ.update(changed)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _temp_dir=temp)
     yield {"address": ray.get_runtime_context().gcs_address, "faults": str(faults)}
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

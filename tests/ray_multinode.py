@@ -22,6 +22,7 @@ from runners.configure import resolve_config  # noqa: E402
 from runners.engines import ray_engine  # noqa: E402
 from runners.training import train  # noqa: E402
 
+# the test cluster notices a lost node within about 2 s (Ray's _system_config, as its own cluster tests set it)
 FAST_NODE_DEATH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}
 
 
@@ -40,13 +41,13 @@ def main(results: Path) -> None:
     ray_engine.RayEngine.start = start_and_keep
 
     def remove_a_worker_node() -> None:
-        while not engines or not getattr(engines[0], "pids", None):
-            time.sleep(0.1)
-        time.sleep(1.0)  # well into the run
-        held = {info["node"] for info in ray.get([worker.process.remote() for worker in engines[0].workers])}
+        while not engines or engines[0].version < 5:  # five rollouts in: the run is under way
+            time.sleep(0.05)
+        held = [info["node"] for info in ray.get([worker.process.remote() for worker in engines[0].workers])]
         victim = next(node for node in nodes if node.node_id in held)
         cluster.remove_node(victim, allow_graceful=False)
-        report["removed_node_held_worker"] = True
+        report.update(removed_node_held_worker=True, workers_on_removed_node=held.count(victim.node_id),
+                      removed_at_rollout=engines[0].version)
 
     remover = threading.Thread(target=remove_a_worker_node, daemon=True)
     remover.start()

@@ -117,3 +117,20 @@ def test_user_env_with_box_actions_trains_and_replays(tmp_path, algo):
     assert result.best_mean_return > -4.0 and result.best_mean_return >= first_evaluation  # random play scores about -4
     replayed = replay(result.run_dir)
     assert replayed.result.mean_return == replayed.recorded_mean_return == result.best_mean_return
+
+
+def test_reward_scaler_on_a_whole_batch_equals_scaling_each_step_as_it_comes():
+    from agents.batch import RolloutBatch
+    from runners.rollout import RewardScaler
+
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(5.0, 3.0, size=(20, 3)).astype(np.float32)
+    terminated = (rng.random((20, 3)) < 0.1).astype(np.float32)
+    truncated = (rng.random((20, 3)) < 0.05).astype(np.float32)
+    step_by_step = RewardScaler(3, 0.99)
+    expected = np.stack([step_by_step(rewards[step], (terminated[step] + truncated[step]) > 0) for step in range(20)])
+    zeros = np.zeros((20, 3), np.float32)
+    batch = RolloutBatch(zeros, zeros, zeros, zeros, rewards, terminated, truncated, zeros, np.zeros(3, np.float32))
+    whole = RewardScaler(3, 0.99)
+    assert np.array_equal(whole.scale(batch).rewards, expected)
+    assert whole.count == step_by_step.count and np.array_equal(whole.returns, step_by_step.returns)

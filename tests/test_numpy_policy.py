@@ -95,3 +95,56 @@ def test_a_snapshot_keeps_acting_with_the_weights_it_was_taken_with():
     assert snapshot.weights.keys() == weights.keys()
     assert all(np.array_equal(snapshot.weights[name], weights[name]) for name in weights)
     assert snapshot.random is not policy.random
+
+
+def test_each_row_is_computed_the_same_whatever_batch_it_is_in():
+    """A batch of 8 split as 2 x 4 or 8 x 1 gives every row to the last bit, for dense layers and convolutions
+    (a BLAS matrix product of the whole batch does not: it picks its kernels by the batch's size)."""
+    from agents.numpy_policy import _convolve, _matmul
+
+    rng = np.random.default_rng(3)
+    for rows, columns in ((4, 64), (64, 64), (128, 128), (3136, 512)):
+        inputs = rng.standard_normal((8, rows)).astype(np.float32)
+        kernel = rng.standard_normal((rows, columns)).astype(np.float32)
+        whole = _matmul(inputs, kernel)
+        for parts in (2, 8):
+            assert np.array_equal(np.concatenate([_matmul(part, kernel) for part in np.split(inputs, parts)]), whole)
+        np.testing.assert_allclose(whole, inputs @ kernel, rtol=1e-4, atol=1e-3)  # the same product
+    images = rng.random((8, 84, 84, 4)).astype(np.float32)
+    kernel = rng.standard_normal((8, 8, 4, 32)).astype(np.float32)
+    whole = _convolve(images, kernel, 4)
+    assert whole.shape == (8, 20, 20, 32)
+    assert np.array_equal(np.concatenate([_convolve(part, kernel, 4) for part in np.split(images, 2)]), whole)
+
+
+def test_env_noise_depends_only_on_the_env_and_survives_a_pickle():
+    """Env i draws the same numbers whether its stream is one of 8 or one of 4; past a block boundary too."""
+    import pickle
+
+    from agents.numpy_policy import EnvNoise
+
+    whole, first, second = EnvNoise(7, range(8)), EnvNoise(7, range(4)), EnvNoise(7, range(4, 8))
+    steps = EnvNoise.BLOCK + 10
+    together = np.stack([whole.draw("gumbel", (8, 3)) for _ in range(steps)])
+    apart = np.stack([np.concatenate([first.draw("gumbel", (4, 3)), second.draw("gumbel", (4, 3))])
+                      for _ in range(steps)])
+    assert np.array_equal(together, apart)
+    copy = pickle.loads(pickle.dumps(whole))
+    assert np.array_equal(copy.draw("gumbel", (8, 3)), whole.draw("gumbel", (8, 3)))
+    assert not np.array_equal(EnvNoise(8, range(8)).draw("gumbel", (8, 3)), together[0])  # another seed
+    with pytest.raises(ValueError, match="noise for 8 envs asked for a batch of 4"):
+        whole.draw("gumbel", (4, 3))
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous", "multibinary"])
+def test_sampling_8_envs_equals_sampling_them_as_two_workers_of_4(kind):
+    from agents.numpy_policy import EnvNoise
+
+    policy = numpy_policy(ActorCritic(spec_for(kind), seed=2))
+    observations = np.random.default_rng(4).normal(size=(8, 3)).astype(np.float32)
+    whole, first, second = EnvNoise(1, range(8)), EnvNoise(1, range(4)), EnvNoise(1, range(4, 8))
+    for _ in range(3):
+        together = policy.sample(observations, whole)
+        apart = [np.concatenate(parts) for parts in zip(policy.sample(observations[:4], first),
+                                                        policy.sample(observations[4:], second))]
+        assert all(np.array_equal(one, other) for one, other in zip(together, apart))

@@ -159,3 +159,18 @@ def test_an_env_that_raises_stops_the_run_with_one_line_naming_the_env_and_what_
                            "step(): the simulator lost its state at step 151; the best policy saved before it is "
                            "unchanged in ")
     assert "Traceback" not in done.stderr
+
+
+def test_fragments_of_two_collectors_stack_into_the_rollout_of_one():
+    """Envs 0-3 and 4-7, seeded and sampling as envs 0-7 of one vector env, stack (in order) into its rollout."""
+    from agents.numpy_policy import EnvNoise
+    from runners.rollout import stack_fragments
+
+    policy = numpy_policy(ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,)), seed=1), seed=1)
+    whole = VectorEnvCollector(make_vector_env("CartPole-v1", 8), num_steps=40, seed=11).collect(policy)
+    parts = [VectorEnvCollector(make_vector_env("CartPole-v1", 4), num_steps=40, seed=11 + start,
+                                noise=EnvNoise(11, range(start, start + 4))).collect(policy) for start in (0, 4)]
+    stacked = stack_fragments(parts)
+    for name, value in stacked.batch._asdict().items():
+        assert np.array_equal(value, getattr(whole.batch, name)), name
+    assert sorted(stacked.episode_returns) == sorted(whole.episode_returns) and len(whole.episode_returns) > 0

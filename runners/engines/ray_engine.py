@@ -18,6 +18,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+import gymnasium as gym
+import numpy as np
+
 from agents.config import ConfigError, TrainConfig
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvError, EnvOptions, EnvStepError
@@ -31,6 +34,8 @@ from runners.workers import Fragment, RolloutWorker, WorkerNotStarted, WorkerSet
 BY_VALUE_BYTES = 100_000
 """Weights smaller than this go to the workers inside the call; larger ones through Ray's object store once
 (measured: ``ray.put`` costs more than it saves below about 100 KB)."""
+CLOSE_TIMEOUT_S = 10.0
+"""How long workers may take to close their envs at the end of a run before they are stopped anyway."""
 START_TIMEOUT_S = 60.0
 """How long workers may take to start (import, build their envs) before the run says why they did not."""
 
@@ -49,8 +54,11 @@ class RayEngine(GymnasiumEngine):
         self.workers: list[Any] = []
         self.version = 0
         self.restarts = 0
-        self.pids: list[int | None] = []
-        """Each worker's process id as of its last start (None: killed, whatever answers next is new)."""
+        self.incarnations: list[str] = []
+        """Each worker's actor incarnation as of its last start: a restart by Ray answers with a new one."""
+        self.consistent = True
+        """False while a collection is under way or after one was abandoned (the workers' envs are then not at
+        the loop's step, so a checkpoint cannot hold them)."""
         self.envs_per_worker = config.num_envs // config.ray.workers
         self.warn: Callable[[str], None] = lambda message: None  # the run's warner, from start
         self.connection = connect(config.ray.address, config.ray.num_cpus)
@@ -73,7 +81,7 @@ class RayEngine(GymnasiumEngine):
                                                   self.envs_per_worker, index))
                         for index in range(config.ray.workers)]
         started = [worker.start.remote(config.seed, step, state) for worker, state in zip(self.workers, states)]
-        self.pids = self._get_all(started, START_TIMEOUT_S, "start")  # before the loop's clock
+        self.incarnations = self._get_all(started, START_TIMEOUT_S, "start")  # before the loop's clock
 
     def _saved_worker_states(self, saved: dict[str, Any] | None, warn: Callable[[str], None]) -> list[Any]:
         """Each worker's saved envs, or None each (with the reason warned) when they cannot be used."""
@@ -117,71 +125,88 @@ class RayEngine(GymnasiumEngine):
             payload = weights if sum(array.nbytes for array in weights.values()) < BY_VALUE_BYTES else ray.put(weights)
         pending = {index: worker.collect.remote(payload, self.version) for index, worker in enumerate(self.workers)}
         fragments: dict[int, Fragment] = {}
+        self.consistent = False  # until every fragment is in: the workers' episodes are past the loop's step
         while pending:
-            with self.timings.phase("waiting for workers"):
+            with self.timings.phase("waiting for workers"):  # the fragments' transfer included
                 ready, _ = ray.wait(list(pending.values()), num_returns=len(pending),
                                     timeout=self.config.ray.fragment_timeout_s)
             for index, reference in list(pending.items()):
-                if reference not in ready:
-                    self._restart(index, step, f"did not answer within ray.fragment_timeout_s="
-                                               f"{self.config.ray.fragment_timeout_s:g} s", kill=True)
+                fragment = self._fragment(index, step, reference if reference in ready else None)
+                if fragment is None:
+                    pending[index] = self.workers[index].collect.remote(payload, self.version)
                 else:
-                    try:
-                        with self.timings.phase("receiving fragments"):
-                            fragment = ray.get(reference, timeout=self.config.ray.fragment_timeout_s)
-                    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
-                        self._restart(index, step, f"was lost ({_first_line(error)})", kill=False)
-                    except ray.exceptions.RayTaskError as error:
-                        if isinstance(error.cause, EnvStepError):  # the env itself failed: the run stops as in process
-                            raise error.cause from None
-                        if not isinstance(error.cause, WorkerNotStarted):
-                            raise
-                        self._restart(index, step, "was restarted by Ray (its node or process was lost)", kill=False)
-                    else:
-                        if fragment.version != self.version:
-                            raise RuntimeError(f"rollout worker {index} collected with weights version "
-                                               f"{fragment.version}, not {self.version}")
-                        fragments[index] = fragment
-                        del pending[index]
-                        continue
-                pending[index] = self.workers[index].collect.remote(payload, self.version)
+                    fragments[index] = fragment
+                    del pending[index]
+        self.consistent = True
         return [fragments[index] for index in range(len(self.workers))]
+
+    def _fragment(self, index: int, step: int, reference: Any | None) -> Fragment | None:
+        """Worker ``index``'s fragment, or None after restarting it (it did not answer: ``reference`` None, or it
+        was lost); an env's own error stops the run as in process."""
+        import ray
+
+        if reference is None:
+            self._restart(index, step, f"did not answer within ray.fragment_timeout_s="
+                                       f"{self.config.ray.fragment_timeout_s:g} s", kill=True)
+            return None
+        try:
+            with self.timings.phase("receiving fragments"):
+                fragment = ray.get(reference, timeout=self.config.ray.fragment_timeout_s)
+        except ray.exceptions.ActorUnavailableError:  # restarting: asked again, counted if it is a new actor
+            self._restart(index, step, "was restarted by Ray", kill=False)
+            return None
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
+            self._restart(index, step, f"was lost ({_first_line(error)})", kill=False)
+            return None
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, WorkerNotStarted):  # Ray restarted it after the call was sent
+                self._restart(index, step, "was restarted by Ray (its node or process was lost)", kill=False)
+                return None
+            raise _task_failure(index, "collect", error) from None
+        if fragment.version != self.version:
+            raise WorkersLost(f"rollout worker {index} collected with weights version {fragment.version}, "
+                              f"not {self.version}")
+        return fragment
 
     def _restart(self, index: int, step: int, why: str, kill: bool) -> None:
         """Bring worker ``index`` back after it failed: kill it first if it hangs (Ray then restarts it), start its
-        envs afresh, and count a restart when it answers from a new process; WorkersLost past
-        ray.max_worker_restarts, or when Ray gave up on it."""
+        envs afresh, and count a restart when a new actor answers; WorkersLost past ray.max_worker_restarts, or
+        when Ray gave up on it."""
         import ray
 
         worker, limit = self.workers[index], self.config.ray.max_worker_restarts
         if kill:
             ray.kill(worker, no_restart=False)
-            self.pids[index] = None  # whatever answers next is a new process
-        pid = self._start_again(index, step, why)
-        if pid != self.pids[index]:
-            if self.restarts >= limit:
-                raise WorkersLost(f"rollout worker {index} {why}, and the run has used its "
-                                  f"ray.max_worker_restarts={limit} restarts")
-            self.restarts += 1
-            self.warn(f"rollout worker {index} {why}; restarted it ({self.restarts} of {limit} restarts), its fragment "
-                      "is collected again from fresh episodes")
-        self.pids[index] = pid
+        incarnation = self._start_again(index, step, why)
+        if incarnation == self.incarnations[index]:  # the same actor, briefly unavailable: its episodes restarted
+            return
+        if self.restarts >= limit:
+            raise WorkersLost(f"rollout worker {index} {why}, and the run has used its "
+                              f"ray.max_worker_restarts={limit} restarts")
+        self.restarts += 1
+        self.incarnations[index] = incarnation
+        if self.reward_scaler is not None:  # the restarted envs' returns start again at zero
+            self.reward_scaler.returns[self.envs_per_worker * index:self.envs_per_worker * (index + 1)] = 0.0
+        self.warn(f"rollout worker {index} {why}; restarted it ({self.restarts} of {limit} restarts), its fragment "
+                  "is collected again from fresh episodes")
 
-    def _start_again(self, index: int, step: int, why: str) -> int:
-        """The pid of worker ``index`` once it has started fresh episodes; calls made while Ray restarts it are
-        refused as unavailable and made again, until ray.fragment_timeout_s."""
+    def _start_again(self, index: int, step: int, why: str) -> str:
+        """Worker ``index``'s incarnation once it has started fresh episodes (seeded apart from every other env's);
+        calls made while Ray restarts it are refused as unavailable and made again, for up to
+        max(ray.fragment_timeout_s, START_TIMEOUT_S)."""
         import ray
 
-        timeout = self.config.ray.fragment_timeout_s
-        deadline = time.monotonic() + timeout
-        while True:
+        timeout = max(self.config.ray.fragment_timeout_s, START_TIMEOUT_S)
+        deadline, attempt = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            attempt += 1
+            seed = int(np.random.SeedSequence([self.config.seed, index, self.restarts + 1, attempt]).generate_state(1)[0])
             try:
-                return ray.get(self.workers[index].start.remote(self.config.seed + self.restarts + 1, step),
-                               timeout=max(deadline - time.monotonic(), 0.1))
+                return ray.get(self.workers[index].start.remote(seed, step), timeout=max(deadline - time.monotonic(), 0.1))
             except ray.exceptions.ActorUnavailableError:
-                if time.monotonic() > deadline:
-                    break
                 time.sleep(0.2)
+            except ray.exceptions.RayTaskError as error:
+                raise _task_failure(index, "start again", error) from None
             except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
                 raise WorkersLost(f"rollout worker {index} {why}, and Ray did not bring it back ({_first_line(error)}); "
                                   f"ray.max_worker_restarts={self.config.ray.max_worker_restarts} restarts are allowed "
@@ -195,14 +220,13 @@ class RayEngine(GymnasiumEngine):
         ready, _ = ray.wait(references, num_returns=len(references), timeout=timeout)
         if len(ready) < len(references):
             raise ConfigError(f"{len(references) - len(ready)} of {len(references)} Ray rollout workers did not {what} "
-                              f"within {timeout:g} s: the cluster may lack free CPUs (ray.worker_cpus="
-                              f"{self.config.ray.worker_cpus:g} each) or the env may not import on its nodes")
+                              f"within {timeout:g} s: a worker may hang, the cluster may lack free CPUs "
+                              f"(ray.worker_cpus={self.config.ray.worker_cpus:g} each), or the env may not import on "
+                              "its nodes")
         try:
             return ray.get(references)
-        except ray.exceptions.RayTaskError as error:  # e.g. the env's module is not installed on a worker's node
-            cause = error.cause if isinstance(error.cause, Exception) else error
-            raise EnvError(f"a Ray rollout worker could not {what}: {cause} (the env's module must import on every "
-                           "Ray node: install it there, or ship it with Ray's runtime_env)") from error
+        except ray.exceptions.RayTaskError as error:
+            raise _task_failure(None, what, error) from None
 
     def worker_processes(self) -> list[dict[str, Any]]:
         """Each worker's pid, peak resident memory (MB) and whether it imported TensorFlow."""
@@ -228,10 +252,12 @@ class RayEngine(GymnasiumEngine):
 
         base = {"engine": self.kind, "layout": (self.config.ray.workers, self.envs_per_worker),
                 "reward_scaler": self.reward_scaler, "workers": None, "envs_problem": None}
+        if not self.consistent:  # a collection was abandoned: the workers' envs are past the checkpoint's step
+            return {**base, "envs_problem": "the rollout workers were lost in the middle of a rollout"}
         try:
             states = self._get_all([worker.state.remote() for worker in self.workers],
                                    self.config.ray.fragment_timeout_s, "save their envs")
-        except (ConfigError, ray.exceptions.RayActorError) as error:
+        except (ConfigError, EnvError, ray.exceptions.RayActorError) as error:
             return {**base, "envs_problem": f"the workers could not be asked ({_first_line(error)})"}
         problems = [state["envs_problem"] for state in states if state["envs_problem"]]
         if problems:
@@ -243,6 +269,8 @@ class RayEngine(GymnasiumEngine):
         import ray
 
         self.learner.compiled_update.close()
+        closing = [worker.close.remote() for worker in self.workers]  # a user env may hold subprocesses or files
+        ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
         for worker in self.workers:
             try:
                 ray.kill(worker, no_restart=True)
@@ -250,6 +278,19 @@ class RayEngine(GymnasiumEngine):
                 pass
         self.workers = []
         self.connection.close()
+
+
+def _task_failure(index: int | None, what: str, error: Any) -> Exception:
+    """A worker's own exception as one line: the env's error as the in-process engine raises it (EnvStepError,
+    EnvError), anything else as WorkersLost (the run stops with a checkpoint)."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, (EnvStepError, EnvError)):
+        return cause
+    who = "a Ray rollout worker" if index is None else f"rollout worker {index}"
+    if isinstance(cause, (ImportError, gym.error.Error)):  # e.g. the env's module is not installed on its node
+        return EnvError(f"{who} could not {what}: {cause} (the env's module must import on every Ray node: install "
+                        "it there, or ship it with Ray's runtime_env)")
+    return WorkersLost(f"{who} could not {what}: {_first_line(cause if isinstance(cause, Exception) else error)}")
 
 
 def _first_line(error: BaseException) -> str:
