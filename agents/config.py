@@ -35,6 +35,10 @@ class NetworkConfig:
     """Hidden-layer activation: tanh, relu, elu, gelu or silu."""
     shared_torso: bool = False
     """One torso for policy and value (True) or one each (False)."""
+    value_hidden_sizes: tuple[int, ...] | None = None
+    """Units of each hidden layer of the value torso when it should differ from the policy's (null: hidden_sizes; not with shared_torso)."""
+    ortho_init: bool = True
+    """Orthogonal initialisation of the dense layers (gains sqrt(2) hidden, 0.01 policy head, 1 value head); false: Keras' Glorot uniform (as SB3's ortho_init=False keeps PyTorch's default)."""
     normalize_observations: bool = False
     """Normalise observations by running mean/std inside the model (saved with its weights)."""
     observation_clip: float = 10.0
@@ -269,6 +273,12 @@ def _validate_network(network: NetworkConfig) -> None:
         f"network.hidden_sizes must be a list of positive integers (empty: heads right on the encoders), got "
         f"{list(network.hidden_sizes)!r}",
     )
+    if network.value_hidden_sizes is not None:
+        _require(all(isinstance(size, int) and size > 0 for size in network.value_hidden_sizes),
+                 f"network.value_hidden_sizes must be a list of positive integers or null, got "
+                 f"{list(network.value_hidden_sizes)!r}")
+        _require(not network.shared_torso, "network.value_hidden_sizes needs two torsos; with network.shared_torso=true "
+                 "leave it null")
     _require(network.image_layout in IMAGE_LAYOUTS,
              f"network.image_layout must be one of {', '.join(IMAGE_LAYOUTS)}, got {network.image_layout!r}")
     _require(len(network.cnn_layers) > 0 and all(len(layer) == 3 and all(isinstance(size, int) and size > 0 for size in layer)

@@ -23,7 +23,7 @@ if keras.backend.backend() != "tensorflow":
                       f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow")
 
 class ActorCritic(keras.Model):
-    """Encoders -> MLP torso(s) -> policy head + value head, orthogonally initialised.
+    """Encoders -> MLP torso(s) -> policy head + value head, orthogonally initialised (unless spec.ortho_init is off).
 
     The input is the flat observation vector (``agents.spec``). Its vector leaves are normalised together
     (when on); each image leaf goes through its own CNN (scaled to [0, 1] first), shared by policy and
@@ -46,10 +46,10 @@ class ActorCritic(keras.Model):
         self.encoders = [_cnn(spec, seed + 400 + 10 * index, f"image_{index}")
                          for index, _ in enumerate(spec.leaf_columns("image"))]
         self.feature_size = self._feature_size()
-        self.policy_torso = self._torso("policy_torso", seed)
-        self.value_torso = [] if spec.shared_torso else self._torso("value_torso", seed + 100)
-        self.policy_head = _dense(spec.action_size, None, 0.01, seed + 200, "policy_head")
-        self.value_head = _dense(1, None, 1.0, seed + 300, "value_head")
+        self.policy_torso = self._torso("policy_torso", seed, spec.hidden_sizes)
+        self.value_torso = [] if spec.shared_torso else self._torso("value_torso", seed + 100, spec.value_sizes)
+        self.policy_head = _dense(spec.action_size, None, 0.01, seed + 200, "policy_head", spec.ortho_init)
+        self.value_head = _dense(1, None, 1.0, seed + 300, "value_head", spec.ortho_init)
         self.log_std = (self.add_weight(shape=(spec.action_size,), name="log_std", trainable=True,
                                         initializer=keras.initializers.Constant(spec.log_std_init))
                         if spec.action_kind == "continuous" else None)
@@ -79,10 +79,10 @@ class ActorCritic(keras.Model):
             head.build((None, width))
         self.built = True
 
-    def _torso(self, prefix: str, seed: int) -> list[keras.layers.Dense]:
+    def _torso(self, prefix: str, seed: int, sizes: tuple[int, ...]) -> list[keras.layers.Dense]:
         return [
-            _dense(size, self.spec.activation, math.sqrt(2.0), seed + index, f"{prefix}_{index}")
-            for index, size in enumerate(self.spec.hidden_sizes)
+            _dense(size, self.spec.activation, math.sqrt(2.0), seed + index, f"{prefix}_{index}", self.spec.ortho_init)
+            for index, size in enumerate(sizes)
         ]
 
     def call(self, observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -139,14 +139,14 @@ def _cnn(spec: NetworkSpec, seed: int, prefix: str) -> list[keras.layers.Layer]:
             _dense(spec.cnn_features, "relu", math.sqrt(2.0), seed + 9, f"{prefix}_dense")]
 
 
-def _dense(units: int, activation: str | None, gain: float, seed: int, name: str) -> keras.layers.Dense:
-    return keras.layers.Dense(
-        units,
-        activation=activation,
-        kernel_initializer=keras.initializers.Orthogonal(gain=gain, seed=seed),
-        bias_initializer="zeros",
-        name=name,
-    )
+def _dense(units: int, activation: str | None, gain: float, seed: int, name: str,
+           orthogonal: bool = True) -> keras.layers.Dense:
+    """A dense layer with zero biases and an orthogonal kernel of this ``gain`` (or Glorot uniform: SB3's
+    ortho_init=False leaves PyTorch's default, which is not orthogonal either)."""
+    initializer = (keras.initializers.Orthogonal(gain=gain, seed=seed) if orthogonal
+                   else keras.initializers.GlorotUniform(seed=seed))
+    return keras.layers.Dense(units, activation=activation, kernel_initializer=initializer, bias_initializer="zeros",
+                              name=name)
 
 
 def _run(layers: list[keras.layers.Layer], features: tf.Tensor) -> tf.Tensor:

@@ -126,18 +126,26 @@ class NumpyPolicy:
 
         self._encoders = [([layer(f"image_{index}_conv_{number}") for number in range(len(spec.cnn_layers))],
                            layer(f"image_{index}_dense")) for index, _ in enumerate(spec.leaf_columns("image"))]
-        depth = len(spec.hidden_sizes)
-        policy_layers = [layer(f"policy_torso_{index}") for index in range(depth)] + [layer("policy_head")]
+        policy_layers = [layer(f"policy_torso_{index}") for index in range(len(spec.hidden_sizes))] + [layer("policy_head")]
+        self._value_path: list[Layer] | None = None
         if spec.shared_torso:
             value_head = layer("value_head")
             self._torso = policy_layers[:-1]
             self._head = (np.concatenate([policy_layers[-1][0], value_head[0]], axis=1),
                           np.concatenate([policy_layers[-1][1], value_head[1]]))
-        else:  # both torsos side by side as one wider network: half the numpy calls per step
-            value_layers = [layer(f"value_torso_{index}") for index in range(depth)] + [layer("value_head")]
+            self._set_normalizer_and_log_std(weights)
+            return
+        value_layers = [layer(f"value_torso_{index}") for index in range(len(spec.value_sizes))] + [layer("value_head")]
+        if len(value_layers) == len(policy_layers):  # both torsos side by side as one wider network: half the calls
             fused = [_side_by_side(policy, value, first=index == 0)
                      for index, (policy, value) in enumerate(zip(policy_layers, value_layers))]
             self._torso, self._head = fused[:-1], fused[-1]
+        else:  # torsos of different depths: one after the other
+            self._torso, self._head, self._value_path = policy_layers[:-1], policy_layers[-1], value_layers
+        self._set_normalizer_and_log_std(weights)
+
+    def _set_normalizer_and_log_std(self, weights: dict[str, np.ndarray]) -> None:
+        spec = self.spec
         self._log_std = weights["log_std"] if "log_std" in weights else None
         self._normalize = spec.normalize_observations and len(self._vector_columns) > 0
         if self._normalize:
@@ -181,11 +189,16 @@ class NumpyPolicy:
     def forward(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(policy head output, values) for a batch, as the Keras model computes them."""
         features = self.features(observations)
-        for kernel, bias in self._torso:
-            features = self._activation(_matmul(features, kernel) + bias)
-        kernel, bias = self._head
-        output = _matmul(features, kernel) + bias
+        if self._value_path is not None:
+            return self._mlp(features, self._torso, self._head), self._mlp(features, self._value_path[:-1],
+                                                                          self._value_path[-1])[:, 0]
+        output = self._mlp(features, self._torso, self._head)
         return output[:, :-1], output[:, -1]
+
+    def _mlp(self, features: np.ndarray, torso: list[Layer], head: Layer) -> np.ndarray:
+        for kernel, bias in torso:
+            features = self._activation(_matmul(features, kernel) + bias)
+        return _matmul(features, head[0]) + head[1]
 
     def sample(self, observations: np.ndarray, noise: "EnvNoise | None" = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(actions, their log-probabilities, state values), drawn from the stochastic policy.

@@ -86,6 +86,10 @@ class NetworkSpec:
     hidden_sizes: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     shared_torso: bool = False
+    value_hidden_sizes: tuple[int, ...] | None = None
+    """The value torso's layers when they differ from the policy torso's (None: hidden_sizes)."""
+    ortho_init: bool = True
+    """Orthogonal initialisation (gains sqrt(2), 0.01, 1); False: Keras' Glorot uniform, zero biases."""
     action_low: tuple[float, ...] = ()
     """Continuous actions only: the env's lower bounds, flattened (actions are clipped to them)."""
     action_high: tuple[float, ...] = ()
@@ -151,6 +155,11 @@ class NetworkSpec:
         data["cnn_layers"] = [list(layer) for layer in self.cnn_layers]
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
+    @property
+    def value_sizes(self) -> tuple[int, ...]:
+        """The value torso's hidden layers (the policy torso's unless value_hidden_sizes says otherwise)."""
+        return self.hidden_sizes if self.value_hidden_sizes is None else self.value_hidden_sizes
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NetworkSpec":
         """Inverse of to_dict. A manifest from before observation leaves (``observation_shape``) is one box leaf;
@@ -161,6 +170,8 @@ class NetworkSpec:
         values["observation_leaves"] = tuple(ObservationLeaf.from_dict(leaf) for leaf in values["observation_leaves"])
         if "cnn_layers" in values:
             values["cnn_layers"] = tuple(tuple(int(size) for size in layer) for layer in values["cnn_layers"])
+        if values.get("value_hidden_sizes") is not None:
+            values["value_hidden_sizes"] = tuple(values["value_hidden_sizes"])
         for key in ("hidden_sizes", "action_low", "action_high", "action_nvec", "action_start", "action_env_shape"):
             if key in values:
                 values[key] = tuple(values[key])

@@ -92,6 +92,13 @@ def required_extra(env_id: str) -> str | None:
     return next((extra for package, extra in EXTRAS.items() if f".{package}" in entry_point), None)
 
 
+def renders_apart(env_id: str) -> bool:
+    """Whether ``env_id`` must render off-screen in a process without TensorFlow: MuJoCo's EGL context (Mesa)
+    crashed (SIGSEGV) when created in a process that had imported TensorFlow, whose own LLVM clashes with
+    Mesa's; the same process without TensorFlow renders fine."""
+    return required_extra(env_id) == "mujoco"
+
+
 def describe_env(env_id: str, options: EnvOptions = EnvOptions()) -> EnvInfo:
     """Make the env once (as ``options`` shape it) and read its spaces; EnvError (one line) if it is unknown or
     unsupported."""
@@ -251,6 +258,8 @@ def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None
     """
     if render_mode == "rgb_array":  # off-screen: without a display, SDL's probing only prints an error line
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        if not os.environ.get("DISPLAY"):  # MuJoCo would try GLFW first, which needs one; EGL renders headless
+            os.environ.setdefault("MUJOCO_GL", "egl")
 
     def make(index: int) -> Callable[[], gym.Env]:
         kwargs = {"render_mode": render_mode} if render_mode and index == 0 else {}

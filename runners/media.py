@@ -11,15 +11,21 @@ all skipped (a short one) gets its final best recorded once, after training.
 from __future__ import annotations
 
 import io
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvOptions, make_eval_env
-from runners.evaluate import evaluate
+from agents.spec import NetworkSpec
+from envs.factory import EnvOptions, make_eval_env, renders_apart
+from runners.evaluate import EvalResult, evaluate
+from runners.runs import ReplayError
 
 MEDIA_BUDGET = 0.04
 """At most this share of the wall time goes to recording GIFs (plus the one recording that crosses it)."""
@@ -80,14 +86,12 @@ class BestPolicyMedia:
     def _record(self, step: int, policy: NumpyPolicy) -> None:
         started = time.perf_counter()
         self.attempts += 1
-        frames: list[np.ndarray] = []
-        envs = make_eval_env(self.env_id, 1, render_mode="rgb_array", options=self.options)
-        try:
-            evaluate(policy, envs, [self.seed], frames, max_steps=MAX_FRAMES * FRAME_STRIDE, frame_every=FRAME_STRIDE,
-                     env_id=self.env_id)
-            fps = envs.metadata.get("render_fps") or 30
-        finally:
-            envs.close()
+        if renders_apart(self.env_id):
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
+                frames, fps = process.submit(play_and_render, self.env_id, self.options, self.seed, policy.spec,
+                                             policy.weights).result()
+        else:
+            frames, fps = play_and_render(self.env_id, self.options, self.seed, policy.spec, policy.weights, policy)
         if frames and frames[0] is not None:
             thinned = [shrink(frame) for frame in frames[:MAX_FRAMES]]
             height, width = thinned[0].shape[:2]
@@ -95,6 +99,21 @@ class BestPolicyMedia:
             self.recorded += 1
         self.last_seconds = time.perf_counter() - started
         self.seconds += self.last_seconds
+
+
+def play_and_render(env_id: str, options: EnvOptions, seed: int, spec: NetworkSpec, weights: dict[str, np.ndarray],
+                    policy: NumpyPolicy | None = None) -> tuple[list[np.ndarray], float]:
+    """The frames (every FRAME_STRIDE-th, up to MAX_FRAMES) of the episode from ``seed`` played with these weights,
+    and the env's frame rate. TensorFlow-free, so it can run in a process of its own (``renders_apart``)."""
+    policy = policy or NumpyPolicy(spec, weights=weights)
+    frames: list[np.ndarray] = []
+    envs = make_eval_env(env_id, 1, render_mode="rgb_array", options=options)
+    try:
+        evaluate(policy, envs, [seed], frames, max_steps=MAX_FRAMES * FRAME_STRIDE, frame_every=FRAME_STRIDE,
+                 env_id=env_id)
+        return frames, envs.metadata.get("render_fps") or 30
+    finally:
+        envs.close()
 
 
 def shrink(frame: np.ndarray) -> np.ndarray:
@@ -113,3 +132,60 @@ def encode_gif(frames: list[np.ndarray], fps: float) -> bytes:
     buffer = io.BytesIO()
     first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
     return buffer.getvalue()
+
+
+def write_video(env_id: str, options: EnvOptions, seeds: list[int], spec: NetworkSpec, weights: dict[str, np.ndarray],
+                path: Path) -> EvalResult:
+    """Play one episode per seed with these weights (as ``evaluate`` does), writing the first one's frames to a GIF
+    or MP4 at ``path``. TensorFlow-free, so it can run in a process of its own (``renders_apart``)."""
+    envs = make_eval_env(env_id, len(seeds), "rgb_array", options)
+    try:
+        fps = envs.metadata.get("render_fps") or 30
+        with VideoWriter(path, fps) as frames:
+            return evaluate(NumpyPolicy(spec, weights=weights), envs, seeds, frames, env_id=env_id)
+    finally:
+        envs.close()
+
+
+class VideoWriter:
+    """Frames of the first episode written to a GIF (pillow) or MP4 (ffmpeg) as they come, so that the episode
+    is never held in memory whole; the file takes its name only once complete (a temporary name until then)."""
+
+    def __init__(self, path: Path, fps: int) -> None:
+        self.path, self.fps, self.frames = path, fps, 0
+        self.temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        self._writer: Any = None
+
+    def __enter__(self) -> "VideoWriter":
+        import imageio.v2 as imageio
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.suffix.lower() == ".gif":
+                self._writer = imageio.get_writer(self.temporary, mode="I", duration=1000 / self.fps, loop=0)
+            else:
+                self._writer = imageio.get_writer(self.temporary, fps=self.fps, macro_block_size=1)
+        except OSError as error:
+            raise ReplayError(f"cannot write the video to {self.path} ({error.strerror or error}); "
+                              "choose another --video path") from None
+        return self
+
+    def append(self, frame: np.ndarray | None) -> None:
+        """Write one rgb_array frame (``evaluate`` calls it for each frame of the first episode)."""
+        if frame is None:
+            raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
+        self._writer.append_data(frame)
+        self.frames += 1
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
+        try:
+            self._writer.close()
+            if kind is None:
+                if not self.frames:
+                    raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
+                os.replace(self.temporary, self.path)
+        except OSError as failure:
+            raise ReplayError(f"cannot write the video to {self.path} ({failure.strerror or failure}); "
+                              "choose another --video path") from None
+        finally:
+            self.temporary.unlink(missing_ok=True)

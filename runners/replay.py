@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
+import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
 import yaml
 
 from agents.compile.runtime import single_threaded_numpy
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvOptions, describe_env, make_eval_env
+from envs.factory import EnvOptions, describe_env, make_eval_env, renders_apart
 from runners.best_store import load_best
 from runners.evaluate import EvalResult, episode_seeds, evaluate
+from runners.media import write_video
 from runners.runs import ReplayError, choose_run
 
 
@@ -85,16 +86,26 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     single_threaded_numpy()  # it acts in numpy: small matrices (see agents/compile/runtime.py)
     _check_env_fits(manifest)
     seeds = _seeds(run_dir, manifest, episodes, seed)
-    render_mode = "human" if render else ("rgb_array" if video is not None else None)
-    eval_envs = make_eval_env(manifest["env_id"], len(seeds), render_mode, EnvOptions.from_dict(manifest.get("env_options")))
-    try:
-        fps = eval_envs.metadata.get("render_fps") or 30
-        with VideoWriter(Path(video), fps) if video is not None else contextlib.nullcontext() as frames:
-            result = evaluate(policy, eval_envs, seeds, frames, env_id=manifest["env_id"])
-    finally:
-        eval_envs.close()
+    env_id, options = manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options"))
+    if video is not None:
+        result = _play_apart(write_video, env_id, options, seeds, policy.spec, policy.weights, Path(video))
+    else:
+        eval_envs = make_eval_env(env_id, len(seeds), "human" if render else None, options)
+        try:
+            result = evaluate(policy, eval_envs, seeds, env_id=env_id)
+        finally:
+            eval_envs.close()
     return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
                         tuple(int(seed) for seed in manifest["eval_seeds"]), picked)
+
+
+def _play_apart(play: Callable[..., EvalResult], env_id: str, *arguments: Any) -> EvalResult:
+    """``play(env_id, *arguments)`` here, or in a fresh process without TensorFlow for an env that must render
+    apart from it (``envs.factory.renders_apart``); the episodes and returns are the same."""
+    if not renders_apart(env_id):
+        return play(env_id, *arguments)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
+        return process.submit(play, env_id, *arguments).result()
 
 
 def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: int | None) -> list[int]:
@@ -128,47 +139,3 @@ def _check_env_fits(manifest: dict[str, Any]) -> None:
 def _leaves_text(leaves: Any) -> str:
     return "observations " + ", ".join(f"{'/'.join(leaf.path) + ' ' if leaf.path else ''}{leaf.kind} {list(leaf.shape)}"
                                        for leaf in leaves)
-
-
-class VideoWriter:
-    """Frames of the first episode written to a GIF (pillow) or MP4 (ffmpeg) as they come, so that the episode
-    is never held in memory whole; the file takes its name only once complete (a temporary name until then)."""
-
-    def __init__(self, path: Path, fps: int) -> None:
-        self.path, self.fps, self.frames = path, fps, 0
-        self.temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        self._writer: Any = None
-
-    def __enter__(self) -> "VideoWriter":
-        import imageio.v2 as imageio
-
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.path.suffix.lower() == ".gif":
-                self._writer = imageio.get_writer(self.temporary, mode="I", duration=1000 / self.fps, loop=0)
-            else:
-                self._writer = imageio.get_writer(self.temporary, fps=self.fps, macro_block_size=1)
-        except OSError as error:
-            raise ReplayError(f"cannot write the video to {self.path} ({error.strerror or error}); "
-                              "choose another --video path") from None
-        return self
-
-    def append(self, frame: np.ndarray | None) -> None:
-        """Write one rgb_array frame (``evaluate`` calls it for each frame of the first episode)."""
-        if frame is None:
-            raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
-        self._writer.append_data(frame)
-        self.frames += 1
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
-        try:
-            self._writer.close()
-            if kind is None:
-                if not self.frames:
-                    raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
-                os.replace(self.temporary, self.path)
-        except OSError as failure:
-            raise ReplayError(f"cannot write the video to {self.path} ({failure.strerror or failure}); "
-                              "choose another --video path") from None
-        finally:
-            self.temporary.unlink(missing_ok=True)

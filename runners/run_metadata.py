@@ -84,6 +84,8 @@ def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
         hidden_sizes=network.hidden_sizes,
         activation=network.activation,
         shared_torso=network.shared_torso,
+        value_hidden_sizes=network.value_hidden_sizes,
+        ortho_init=network.ortho_init,
         action_low=action.low,
         action_high=action.high,
         log_std_init=network.log_std_init,

@@ -22,16 +22,19 @@ import time
 
 __all__ = ["HARMLESS", "forward", "install", "quiet_tensorflow", "stderr_is_terminal"]
 
-# absl's note, TFLite's note when champion export checks a .tflite, ale-py's banner, then glog-style INFO lines
+# absl's note, TFLite's note when champion export checks a .tflite, ale-py's banner, MuJoCo's note on gymnasium's
+# v5 models (and the empty line after it), then glog-style INFO lines
 # "I0000 00:00:1796532540.476281   31700 port.cc:153] ..."
 HARMLESS = re.compile(
     rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR\r?"
     rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.\r?"
     rb"|A\.L\.E: Arcade Learning Environment \(version [^)]*\)\r?|\[Powered by Stella\]\r?"
+    rb"|WARNING: compiler attribute 'settotalmass' is deprecated and will be removed in a future release: .*"
     rb"|I\d{4} [\d:.]+ +\d+ (port\.cc:\d+\] oneDNN custom operations are on\b"
     rb"|cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, GPU will not be used)\..*"
 )
 _ABSL_NOTE = b"WARNING: All log messages before absl::InitializeLog()"
+_MUJOCO_NOTE = b"WARNING: compiler attribute 'settotalmass'"
 _LINE_START = re.compile(rb"I(\d|$)|A(\.|$)|\[P")  # how a glog INFO line or ale-py's banner begins
 
 _state: dict[str, int] = {}
@@ -113,11 +116,25 @@ def forward(source: int, target: int) -> None:
     while chunk := os.read(source, 65536):
         pending += chunk
         *lines, pending = pending.split(b"\n")
-        kept = b"".join(line + b"\n" for line in lines if not HARMLESS.fullmatch(line))
+        kept = b"".join(line + b"\n" for line in _without_harmless(lines))
         if pending and not _may_become_harmless(pending):
             kept, pending = kept + pending, b""
         target = _write_all(target, kept)
     _write_all(target, pending)
+
+
+def _without_harmless(lines: list[bytes]) -> list[bytes]:
+    """The lines that do not match HARMLESS, and not the empty line MuJoCo prints after its note."""
+    kept, after_mujoco = [], False
+    for line in lines:
+        if HARMLESS.fullmatch(line):
+            after_mujoco = line.startswith(_MUJOCO_NOTE)
+        elif after_mujoco and not line.strip():
+            after_mujoco = False
+        else:
+            kept.append(line)
+            after_mujoco = False
+    return kept
 
 
 def _may_become_harmless(partial: bytes) -> bool:

@@ -148,3 +148,20 @@ def test_sampling_8_envs_equals_sampling_them_as_two_workers_of_4(kind):
         apart = [np.concatenate(parts) for parts in zip(policy.sample(observations[:4], first),
                                                         policy.sample(observations[4:], second))]
         assert all(np.array_equal(one, other) for one, other in zip(together, apart))
+
+
+@pytest.mark.parametrize("value_sizes", [(32, 16), (24,), (16, 16, 8)])
+@pytest.mark.parametrize("ortho_init", [True, False])
+def test_a_value_torso_of_its_own_shape_computes_what_keras_computes(value_sizes, ortho_init):
+    """network.value_hidden_sizes (same depth: fused side by side; another depth: one torso after the other)."""
+    model = ActorCritic(spec_for("continuous", value_hidden_sizes=value_sizes, ortho_init=ortho_init), seed=3)
+    kernels = {variable.path: variable.shape for variable in model.weights if variable.path.endswith("kernel")}
+    assert [shape[1] for path, shape in sorted(kernels.items()) if "value_torso" in path] == list(value_sizes)
+    observations = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
+    parameters, values = model(observations)
+    head, numpy_values = numpy_policy(model).forward(observations)
+    np.testing.assert_allclose(head, parameters.numpy()[:, :2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(numpy_values, values.numpy(), rtol=1e-5, atol=1e-5)
+    hidden = model.get_layer("policy_torso_0").kernel.numpy()  # 3 x 16: its 3 rows are orthogonal
+    gram = hidden @ hidden.T  # scaled by the gain sqrt(2): 2 * identity
+    assert np.allclose(gram, 2.0 * np.eye(len(gram)), atol=1e-4) == ortho_init

@@ -42,6 +42,12 @@ def test_forward_leaves_out_only_tensorflows_start_up_lines():
     assert filtered(NO_CUDA[:20], NO_CUDA[20:] + b"\nmy env says: " + NO_CUDA + b"\n") == b"my env says: " + NO_CUDA + b"\n"
 
 
+def test_forward_leaves_out_mujocos_note_and_only_the_empty_line_after_it():
+    note = (b"WARNING: compiler attribute 'settotalmass' is deprecated and will be removed in a future release: scale "
+            b"the masses and densities in the model, or call mj_setTotalmass and mj_setConst on the compiled model")
+    assert filtered(note + b"\n\n" + b"step 1\n\nstep 2\n") == b"step 1\n\nstep 2\n"
+
+
 def test_forward_passes_a_partial_line_on_at_once_and_keeps_what_ends_without_a_newline():
     # a progress bar's redraw has no newline; it must not wait for one (nor be lost at the end)
     assert filtered(b"\r\x1b[2Ktraining 10/100", b"\r\x1b[2Ktraining 20/100") == b"\r\x1b[2Ktraining 10/100\r\x1b[2Ktraining 20/100"

@@ -1,0 +1,81 @@
+"""MuJoCo presets (issue 20): RL Zoo's settings as champion config, and, with the mujoco extra installed, a short
+HalfCheetah-v5 run whose best-policy GIF, replay, video, export and resume work as for the other envs."""
+
+import importlib.util
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from crash_helpers import CHAMPION, tensorboard_steps
+from runners.configure import resolve_config
+
+MUJOCO = importlib.util.find_spec("mujoco") is not None
+PRESETS = {  # env: (num_envs, num_steps, minibatch, epochs, learning rate, hidden sizes, activation, ortho init)
+    "HalfCheetah-v5": (1, 512, 64, 20, 2.0633e-05, (256, 256), "relu", False),
+    "Hopper-v5": (1, 512, 32, 5, 9.80828e-05, (256, 256), "relu", False),
+    "Walker2d-v5": (1, 512, 32, 20, 5.05041e-05, (64, 64), "tanh", True),
+    "Ant-v5": (1, 2048, 64, 10, 3e-4, (64, 64), "tanh", True),
+    "Swimmer-v5": (4, 1024, 256, 10, 6e-4, (64, 64), "tanh", True),
+}
+
+
+@pytest.mark.parametrize("env_id", PRESETS)
+def test_mujoco_presets_carry_rl_zoos_settings_with_normalised_observations_and_rewards(env_id):
+    config, note = resolve_config(env_id, "ppo")
+    assert note is None and config.total_steps == 1_000_000
+    network, ppo = config.network, config.ppo
+    assert (config.num_envs, ppo.num_steps, ppo.minibatch_size, ppo.epochs, ppo.learning_rate, network.hidden_sizes,
+            network.activation, network.ortho_init) == PRESETS[env_id]
+    assert network.normalize_observations and config.reward_scaling
+
+
+def test_value_hidden_sizes_are_refused_with_a_shared_torso():
+    from agents.config import ConfigError
+
+    with pytest.raises(ConfigError, match="network.value_hidden_sizes needs two torsos"):
+        resolve_config("Pendulum-v1", "ppo", {"network.value_hidden_sizes": [32], "network.shared_torso": True})
+
+
+@pytest.mark.skipif(not MUJOCO, reason="needs the mujoco extra: pip install -e '.[mujoco]'")
+def test_a_short_halfcheetah_run_records_its_gif_replays_exports_and_resumes(tmp_path):
+    """The GIF and the video render in a process without TensorFlow (Mesa's EGL crashed beside it)."""
+    options = ["--results-dir", str(tmp_path), "--run-name", "cheetah", "--eval-every", "1024", "--eval-episodes", "2",
+               "--set", "checkpoint_every=1024", "-q"]
+    first = subprocess.run(CHAMPION + ["train", "HalfCheetah-v5", "--total-steps", "2048"] + options,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_dir = tmp_path / "HalfCheetah-v5" / "ppo" / "cheetah"
+    assert tensorboard_steps(run_dir)["eval/best_policy"]  # a GIF of a best policy
+    replayed = subprocess.run(CHAMPION + ["replay", str(run_dir), "--json"], capture_output=True, text=True,
+                              timeout=300)
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    outcome = json.loads(replayed.stdout)
+    assert outcome["mean_return"] == outcome["recorded_mean_return"]
+    exported = subprocess.run(CHAMPION + ["export", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    resumed = subprocess.run(CHAMPION + ["train", "--resume", str(run_dir), "--total-steps", "3072", "-q"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run_dir / "summary.json").read_text())["env_steps"] == 3072
+
+
+@pytest.mark.skipif(not MUJOCO, reason="needs the mujoco extra: pip install -e '.[mujoco]'")
+def test_replay_writes_a_mujoco_video_of_the_recorded_episode(tmp_path):
+    """InvertedPendulum-v5: MuJoCo, and episodes short enough to render whole in a test."""
+    trained = subprocess.run(CHAMPION + ["train", "InvertedPendulum-v5", "--total-steps", "1024", "--eval-every", "1024",
+                                         "--results-dir", str(tmp_path), "--run-name", "pendulum", "--no-media", "-q",
+                                         "--set", "ppo.num_steps=128"], capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    run_dir, video = tmp_path / "InvertedPendulum-v5" / "ppo" / "pendulum", tmp_path / "first.mp4"
+    replayed = subprocess.run(CHAMPION + ["replay", str(run_dir), "--json", "--video", str(video)],
+                              capture_output=True, text=True, timeout=300)
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    outcome = json.loads(replayed.stdout)
+    assert outcome["mean_return"] == outcome["recorded_mean_return"]
+    import imageio.v2 as imageio
+
+    brightest = [int(np.max(frame)) for frame in imageio.get_reader(video)]  # a lit pole on a dark background
+    assert len(brightest) == outcome["lengths"][0] + 1  # the reset's frame and one per step of the first episode
+    assert min(brightest) > 100  # rendered, not black
