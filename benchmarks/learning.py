@@ -35,6 +35,12 @@ BARS: dict[tuple[str, str], tuple[int, float, str]] = {
     ("LunarLander-v3", "ppo"): (1_000_000, 200.0, "242 at 1M"),
     ("LunarLander-v3", "a2c"): (1_000_000, 200.0, "156 at 200k"),
     ("LunarLanderContinuous-v3", "ppo"): (1_000_000, 200.0, "271 at 1M"),
+    # MuJoCo (the mujoco extra): the bar is RL Zoo's PPO figure at 1M steps itself
+    ("HalfCheetah-v5", "ppo"): (1_000_000, 5819.0, "5819 at 1M"),
+    ("Hopper-v5", "ppo"): (1_000_000, 2410.0, "2410 at 1M"),
+    ("Walker2d-v5", "ppo"): (1_000_000, 3479.0, "3479 at 1M"),
+    ("Ant-v5", "ppo"): (1_000_000, 1327.0, "1327 at 1M"),
+    ("Swimmer-v5", "ppo"): (1_000_000, 282.0, "282 at 1M"),
 }
 
 

@@ -150,7 +150,7 @@ def test_sampling_8_envs_equals_sampling_them_as_two_workers_of_4(kind):
         assert all(np.array_equal(one, other) for one, other in zip(together, apart))
 
 
-@pytest.mark.parametrize("value_sizes", [(32, 16), (24,), (16, 16, 8)])
+@pytest.mark.parametrize("value_sizes", [(32, 16), (24,), (16, 16, 8), (256, 256)])  # the last: too wide to fuse
 @pytest.mark.parametrize("ortho_init", [True, False])
 def test_a_value_torso_of_its_own_shape_computes_what_keras_computes(value_sizes, ortho_init):
     """network.value_hidden_sizes (same depth: fused side by side; another depth: one torso after the other)."""
