@@ -141,8 +141,8 @@ def _cnn(spec: NetworkSpec, seed: int, prefix: str) -> list[keras.layers.Layer]:
 
 def _dense(units: int, activation: str | None, gain: float, seed: int, name: str,
            orthogonal: bool = True) -> keras.layers.Dense:
-    """A dense layer with zero biases and an orthogonal kernel of this ``gain`` (or Glorot uniform: SB3's
-    ortho_init=False leaves PyTorch's default, which is not orthogonal either)."""
+    """A dense layer with zero biases and an orthogonal kernel of this ``gain``, or Glorot uniform (SB3's
+    ortho_init=False leaves PyTorch's default, uniform within 1/sqrt(fan_in): not orthogonal either)."""
     initializer = (keras.initializers.Orthogonal(gain=gain, seed=seed) if orthogonal
                    else keras.initializers.GlorotUniform(seed=seed))
     return keras.layers.Dense(units, activation=activation, kernel_initializer=initializer, bias_initializer="zeros",

@@ -49,6 +49,11 @@ class Case:
     threshold: float
     champion_overrides: dict[str, Any]
     sb3_kwargs: dict[str, Any]
+    sb3_network: dict[str, Any] = dataclasses.field(default_factory=lambda: {"net_arch": [64, 64], "activation": "tanh"})
+    """SB3's policy_kwargs in plain terms: net_arch (both torsos), activation (tanh or relu), and optionally
+    log_std_init and ortho_init."""
+    sb3_normalize: bool = False
+    """Wrap SB3's envs in VecNormalize (observations and rewards; its evaluation env shares the statistics)."""
 
 
 CASES = {
@@ -60,6 +65,12 @@ CASES = {
         "a2c-cartpole", "CartPole-v1", "a2c", 500_000, 10_000, 475.0, {},
         dict(n_steps=5, gamma=0.99, gae_lambda=1.0, learning_rate=7e-4, ent_coef=0.0, vf_coef=0.5,
              max_grad_norm=0.5, n_envs=8)),
+    "ppo-halfcheetah": Case(  # RL Zoo's tuned HalfCheetah settings (champion's HalfCheetah-v5 preset)
+        "ppo-halfcheetah", "HalfCheetah-v5", "ppo", 1_000_000, 20_000, 5819.0, {},
+        dict(n_steps=512, batch_size=64, n_epochs=20, gamma=0.98, gae_lambda=0.92, learning_rate=2.0633e-05,
+             ent_coef=0.000401762, clip_range=0.1, max_grad_norm=0.8, vf_coef=0.58096, n_envs=1),
+        sb3_network={"net_arch": [256, 256], "activation": "relu", "log_std_init": -2.0, "ortho_init": False},
+        sb3_normalize=True),
     "ppo-lunarlander": Case(
         "ppo-lunarlander", "LunarLander-v3", "ppo", 100_000, 25_000, 200.0, {},
         dict(n_steps=1024, batch_size=64, n_epochs=4, gamma=0.999, gae_lambda=0.98, learning_rate=3e-4,
@@ -123,10 +134,21 @@ def run_sb3(case: Case, seed: int, jax: bool = False) -> dict[str, Any]:
 
     envs = make_vec_env(case.env_id, n_envs=n_envs, seed=seed)
     eval_envs = make_vec_env(case.env_id, n_envs=10, seed=1_000_000)
+    if case.sb3_normalize:  # EvalCallback copies the training statistics into the evaluation env before each one
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        envs = VecNormalize(envs, gamma=kwargs.get("gamma", 0.99))
+        eval_envs = VecNormalize(eval_envs, training=False, norm_reward=False)
     algorithm = A2C if case.algo == "a2c" else (SbxPPO if jax else PPO)
-    policy_kwargs = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=torch.nn.Tanh)
+    network = dict(case.sb3_network)
+    layers = network.pop("net_arch")
+    activation = network.pop("activation")
+    policy_kwargs = dict(net_arch=dict(pi=list(layers), vf=list(layers)),
+                         activation_fn={"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[activation], **network)
     if jax:
-        policy_kwargs = dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=flax.linen.tanh, ortho_init=True)
+        policy_kwargs = dict(net_arch=dict(pi=list(layers), vf=list(layers)),
+                             activation_fn={"tanh": flax.linen.tanh, "relu": flax.linen.relu}[activation],
+                             ortho_init=network.get("ortho_init", True))
     model = algorithm("MlpPolicy", envs, seed=seed, device="cpu", policy_kwargs=policy_kwargs, verbose=0, **kwargs)
     callback = EvalCallback(eval_envs, n_eval_episodes=10, eval_freq=max(case.eval_every // n_envs, 1),
                             deterministic=True, verbose=0, callback_after_eval=Record())
