@@ -38,7 +38,7 @@ class NetworkConfig:
     value_hidden_sizes: tuple[int, ...] | None = None
     """Units of each hidden layer of the value torso when it should differ from the policy's (null: hidden_sizes; not with shared_torso)."""
     ortho_init: bool = True
-    """Orthogonal initialisation of the dense layers (gains sqrt(2) hidden, 0.01 policy head, 1 value head); false: Keras' Glorot uniform (SB3's ortho_init=False keeps PyTorch's default, uniform within 1/sqrt(fan_in), somewhat smaller)."""
+    """Orthogonal initialisation of the dense layers (gains sqrt(2) hidden, 0.01 policy head, 1 value head); false: PyTorch's default for a linear layer, weights and biases uniform within 1/sqrt(fan_in), as SB3's ortho_init=False keeps it."""
     normalize_observations: bool = False
     """Normalise observations by running mean/std inside the model (saved with its weights)."""
     observation_clip: float = 10.0

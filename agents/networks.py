@@ -48,8 +48,10 @@ class ActorCritic(keras.Model):
         self.feature_size = self._feature_size()
         self.policy_torso = self._torso("policy_torso", seed, spec.hidden_sizes)
         self.value_torso = [] if spec.shared_torso else self._torso("value_torso", seed + 100, spec.value_sizes)
-        self.policy_head = _dense(spec.action_size, None, 0.01, seed + 200, "policy_head", spec.ortho_init)
-        self.value_head = _dense(1, None, 1.0, seed + 300, "value_head", spec.ortho_init)
+        policy_width = spec.hidden_sizes[-1] if spec.hidden_sizes else self.feature_size
+        value_width = (spec.value_sizes or (self.feature_size,))[-1] if not spec.shared_torso else policy_width
+        self.policy_head = _dense(spec.action_size, None, 0.01, seed + 200, "policy_head", spec.ortho_init, policy_width)
+        self.value_head = _dense(1, None, 1.0, seed + 300, "value_head", spec.ortho_init, value_width)
         self.log_std = (self.add_weight(shape=(spec.action_size,), name="log_std", trainable=True,
                                         initializer=keras.initializers.Constant(spec.log_std_init))
                         if spec.action_kind == "continuous" else None)
@@ -80,9 +82,11 @@ class ActorCritic(keras.Model):
         self.built = True
 
     def _torso(self, prefix: str, seed: int, sizes: tuple[int, ...]) -> list[keras.layers.Dense]:
+        inputs = (self.feature_size, *sizes[:-1])
         return [
-            _dense(size, self.spec.activation, math.sqrt(2.0), seed + index, f"{prefix}_{index}", self.spec.ortho_init)
-            for index, size in enumerate(sizes)
+            _dense(size, self.spec.activation, math.sqrt(2.0), seed + index, f"{prefix}_{index}", self.spec.ortho_init,
+                   fan_in)
+            for index, (size, fan_in) in enumerate(zip(sizes, inputs))
         ]
 
     def call(self, observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -139,14 +143,17 @@ def _cnn(spec: NetworkSpec, seed: int, prefix: str) -> list[keras.layers.Layer]:
             _dense(spec.cnn_features, "relu", math.sqrt(2.0), seed + 9, f"{prefix}_dense")]
 
 
-def _dense(units: int, activation: str | None, gain: float, seed: int, name: str,
-           orthogonal: bool = True) -> keras.layers.Dense:
-    """A dense layer with zero biases and an orthogonal kernel of this ``gain``, or Glorot uniform (SB3's
-    ortho_init=False leaves PyTorch's default, uniform within 1/sqrt(fan_in): not orthogonal either)."""
-    initializer = (keras.initializers.Orthogonal(gain=gain, seed=seed) if orthogonal
-                   else keras.initializers.GlorotUniform(seed=seed))
-    return keras.layers.Dense(units, activation=activation, kernel_initializer=initializer, bias_initializer="zeros",
-                              name=name)
+def _dense(units: int, activation: str | None, gain: float, seed: int, name: str, orthogonal: bool = True,
+           fan_in: int = 1) -> keras.layers.Dense:
+    """A dense layer: an orthogonal kernel of this ``gain`` and zero biases, or (``orthogonal`` False) PyTorch's
+    default for nn.Linear, which SB3's ortho_init=False keeps: kernel and bias uniform within 1/sqrt(fan_in)."""
+    if orthogonal:
+        kernel, bias = keras.initializers.Orthogonal(gain=gain, seed=seed), keras.initializers.Zeros()
+    else:
+        bound = 1.0 / math.sqrt(fan_in)
+        kernel = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)  # bound sqrt(1/fan_in)
+        bias = keras.initializers.RandomUniform(-bound, bound, seed=seed + 50_000)
+    return keras.layers.Dense(units, activation=activation, kernel_initializer=kernel, bias_initializer=bias, name=name)
 
 
 def _run(layers: list[keras.layers.Layer], features: tf.Tensor) -> tf.Tensor:

@@ -89,7 +89,7 @@ class NetworkSpec:
     value_hidden_sizes: tuple[int, ...] | None = None
     """The value torso's layers when they differ from the policy torso's (None: hidden_sizes)."""
     ortho_init: bool = True
-    """Orthogonal initialisation (gains sqrt(2), 0.01, 1); False: Keras' Glorot uniform, zero biases."""
+    """Orthogonal initialisation (gains sqrt(2), 0.01, 1); False: PyTorch's default (uniform within 1/sqrt(fan_in))."""
     action_low: tuple[float, ...] = ()
     """Continuous actions only: the env's lower bounds, flattened (actions are clipped to them)."""
     action_high: tuple[float, ...] = ()

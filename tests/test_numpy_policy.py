@@ -165,3 +165,8 @@ def test_a_value_torso_of_its_own_shape_computes_what_keras_computes(value_sizes
     hidden = model.get_layer("policy_torso_0").kernel.numpy()  # 3 x 16: its 3 rows are orthogonal
     gram = hidden @ hidden.T  # scaled by the gain sqrt(2): 2 * identity
     assert np.allclose(gram, 2.0 * np.eye(len(gram)), atol=1e-4) == ortho_init
+    bias = model.get_layer("policy_torso_0").bias.numpy()
+    if not ortho_init:  # PyTorch's default: weights and biases uniform within 1/sqrt(fan_in), fan_in 3
+        assert np.abs(hidden).max() <= 1 / np.sqrt(3) and np.abs(hidden).max() > 0.4 and np.abs(bias).max() > 0.1
+    else:
+        assert not bias.any()
