@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -90,6 +91,24 @@ def required_extra(env_id: str) -> str | None:
     except gym.error.Error:
         return None
     return next((extra for package, extra in EXTRAS.items() if f".{package}" in entry_point), None)
+
+
+MUJOCO_DEPRECATION = "compiler attribute 'settotalmass' is deprecated"
+"""MuJoCo 3.x's note on every gymnasium v5 model; harmless, and left out."""
+
+
+def _mujoco_warnings_to_stderr() -> None:
+    """MuJoCo's own warning handler also appends every warning to MUJOCO_LOG.TXT in the current folder; this one
+    prints them to stderr only (MuJoCo's note on gymnasium's v5 models left out). A handler set by the user stays."""
+    import mujoco
+
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_print_mujoco_warning)
+
+
+def _print_mujoco_warning(message: str) -> None:
+    if MUJOCO_DEPRECATION not in message:
+        print(f"MuJoCo warning: {message}", file=sys.stderr)
 
 
 def renders_apart(env_id: str) -> bool:
@@ -184,6 +203,8 @@ def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = Tr
     evaluation: ``envs.atari``), then frame stacking, then (with ``flatten``, unless the observations are a
     Box) gymnasium's flattening: the model takes one flat vector (``agents.spec``). Module-level, so vector
     envs built from it can be pickled into a checkpoint."""
+    if required_extra(env_id) == "mujoco":
+        _mujoco_warnings_to_stderr()
     env = make_atari(env_id, training, **env_kwargs) if is_atari(env_id) else gym.make(env_id, **env_kwargs)
     if options.frame_stack > 1:
         env = _stack_frames(env, options.frame_stack, options.image_layout)

@@ -44,8 +44,9 @@ def test_a_short_halfcheetah_run_records_its_gif_replays_exports_and_resumes(tmp
     options = ["--results-dir", str(tmp_path), "--run-name", "cheetah", "--eval-every", "1024", "--eval-episodes", "2",
                "--set", "checkpoint_every=1024", "-q"]
     first = subprocess.run(CHAMPION + ["train", "HalfCheetah-v5", "--total-steps", "2048"] + options,
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
+    assert "settotalmass" not in first.stderr and not (tmp_path / "MUJOCO_LOG.TXT").exists()  # MuJoCo's own log
     run_dir = tmp_path / "HalfCheetah-v5" / "ppo" / "cheetah"
     assert tensorboard_steps(run_dir)["eval/best_policy"]  # a GIF of a best policy
     replayed = subprocess.run(CHAMPION + ["replay", str(run_dir), "--json"], capture_output=True, text=True,
