@@ -302,7 +302,7 @@ def _matmul(rows: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``rows @ kernel`` computed row by row, so that a row's result does not depend on the batch it is in.
 
     A BLAS matrix product of a batch picks its kernels by the batch's size, and the same row can come out
-    different in the last bit in a batch of 4 and one of 8. Acting would then depend on how the envs are
+    different (in its last bits) in a batch of 4 and one of 8. Acting would then depend on how the envs are
     split across workers, and a run on W workers x M envs would drift from the same run on W*M envs in
     one process. As a stack of row-vector products (one BLAS call each inside one numpy call), every row
     takes the same path whatever the batch: about 1 microsecond more per layer for 8 envs of a small MLP.
