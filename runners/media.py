@@ -86,12 +86,7 @@ class BestPolicyMedia:
     def _record(self, step: int, policy: NumpyPolicy) -> None:
         started = time.perf_counter()
         self.attempts += 1
-        if renders_apart(self.env_id):
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
-                frames, fps = process.submit(play_and_render, self.env_id, self.options, self.seed, policy.spec,
-                                             policy.weights).result()
-        else:
-            frames, fps = play_and_render(self.env_id, self.options, self.seed, policy.spec, policy.weights, policy)
+        frames, fps = play_apart(play_and_render, self.env_id, self.options, self.seed, policy.spec, policy.weights)
         if frames and frames[0] is not None:
             thinned = [shrink(frame) for frame in frames[:MAX_FRAMES]]
             height, width = thinned[0].shape[:2]
@@ -101,11 +96,20 @@ class BestPolicyMedia:
         self.seconds += self.last_seconds
 
 
-def play_and_render(env_id: str, options: EnvOptions, seed: int, spec: NetworkSpec, weights: dict[str, np.ndarray],
-                    policy: NumpyPolicy | None = None) -> tuple[list[np.ndarray], float]:
+def play_apart(play: Callable[..., Any], env_id: str, *arguments: Any) -> Any:
+    """``play(env_id, *arguments)`` here, or in a fresh process without TensorFlow for an env that must render
+    apart from it (``envs.factory.renders_apart``); the episodes and returns are the same either way."""
+    if not renders_apart(env_id):
+        return play(env_id, *arguments)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
+        return process.submit(play, env_id, *arguments).result()
+
+
+def play_and_render(env_id: str, options: EnvOptions, seed: int, spec: NetworkSpec,
+                    weights: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
     """The frames (every FRAME_STRIDE-th, up to MAX_FRAMES) of the episode from ``seed`` played with these weights,
     and the env's frame rate. TensorFlow-free, so it can run in a process of its own (``renders_apart``)."""
-    policy = policy or NumpyPolicy(spec, weights=weights)
+    policy = NumpyPolicy(spec, weights=weights)
     frames: list[np.ndarray] = []
     envs = make_eval_env(env_id, 1, render_mode="rgb_array", options=options)
     try:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from agents.compile.runtime import single_threaded_numpy
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvOptions, describe_env, make_eval_env, renders_apart
+from envs.factory import EnvOptions, describe_env, make_eval_env
 from runners.best_store import load_best
 from runners.evaluate import EvalResult, episode_seeds, evaluate
-from runners.media import write_video
+from runners.media import play_apart, write_video
 from runners.runs import ReplayError, choose_run
 
 
@@ -88,7 +86,7 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     seeds = _seeds(run_dir, manifest, episodes, seed)
     env_id, options = manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options"))
     if video is not None:
-        result = _play_apart(write_video, env_id, options, seeds, policy.spec, policy.weights, Path(video))
+        result = play_apart(write_video, env_id, options, seeds, policy.spec, policy.weights, Path(video))
     else:
         eval_envs = make_eval_env(env_id, len(seeds), "human" if render else None, options)
         try:
@@ -97,15 +95,6 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
             eval_envs.close()
     return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
                         tuple(int(seed) for seed in manifest["eval_seeds"]), picked)
-
-
-def _play_apart(play: Callable[..., EvalResult], env_id: str, *arguments: Any) -> EvalResult:
-    """``play(env_id, *arguments)`` here, or in a fresh process without TensorFlow for an env that must render
-    apart from it (``envs.factory.renders_apart``); the episodes and returns are the same."""
-    if not renders_apart(env_id):
-        return play(env_id, *arguments)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
-        return process.submit(play, env_id, *arguments).result()
 
 
 def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: int | None) -> list[int]:
