@@ -148,6 +148,30 @@ class RayConfig:
 
 
 @dataclass(frozen=True)
+class CrownConfig:
+    """Crowning the champion: the best candidates re-evaluated on held-out episodes after training."""
+
+    at_end: bool = True
+    """Crown at the end of a run (false: only on demand, with champion crown RUN_DIR)."""
+    candidates: int = 3
+    """The newest best entries re-evaluated with the final policy (the best store keeps at least this many)."""
+    episodes: int = 100
+    """Held-out episodes per candidate, one per seed, disjoint from the evaluation seeds."""
+    seed: int | None = None
+    """Held-out episode i uses seed crown.seed + i (null: eval_seed + 10,000,000)."""
+    workers: int = 0
+    """Processes playing the held-out episodes (1: this process; 0: this process, or one per CPU when the first candidate shows that pays off)."""
+
+    def held_out_seed(self, eval_seed: int) -> int:
+        """The first held-out seed."""
+        return eval_seed + HELD_OUT_OFFSET if self.seed is None else self.seed
+
+
+HELD_OUT_OFFSET = 10_000_000
+"""Default distance of the held-out seeds from the evaluation seeds."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs; saved as config.yaml in the run folder."""
 
@@ -201,6 +225,8 @@ class TrainConfig:
     """A2C hyperparameters (used when algo is a2c)."""
     ray: RayConfig = field(default_factory=RayConfig)
     """Ray engine settings (used when engine is ray)."""
+    crown: CrownConfig = field(default_factory=CrownConfig)
+    """Held-out re-evaluation of the best candidates (champion crown)."""
 
     @property
     def algo_config(self) -> PPOConfig | A2CConfig:
@@ -247,6 +273,7 @@ def validate(config: TrainConfig) -> None:
     _require(isinstance(config.frame_stack, int) and config.frame_stack > 0,
              f"frame_stack must be a positive integer (1: no stacking), got {config.frame_stack!r}")
     _validate_network(config.network)
+    _validate_crown(config)
     if config.engine == "ray":
         _validate_ray(config)
     prefix = config.algo
@@ -290,6 +317,22 @@ def _validate_network(network: NetworkConfig) -> None:
     _require(network.activation in ACTIVATIONS, f"network.activation must be one of {', '.join(ACTIVATIONS)}, got {network.activation!r}")
     _positive_finite("network.observation_clip", network.observation_clip)
     _require(math.isfinite(network.log_std_init), f"network.log_std_init must be a finite number, got {network.log_std_init!r}")
+
+
+def _validate_crown(config: TrainConfig) -> None:
+    crown = config.crown
+    for name in ("candidates", "episodes"):
+        value = getattr(crown, name)
+        _require(isinstance(value, int) and value > 0, f"crown.{name} must be a positive integer, got {value!r}")
+    _require(isinstance(crown.workers, int) and crown.workers >= 0,
+             f"crown.workers must be 0 (one per CPU) or a positive integer, got {crown.workers!r}")
+    _require(crown.seed is None or (isinstance(crown.seed, int) and crown.seed >= 0),
+             f"crown.seed must be a non-negative integer or null, got {crown.seed!r}")
+    first = crown.held_out_seed(config.eval_seed)
+    overlaps = first < config.eval_seed + config.eval_episodes and config.eval_seed < first + crown.episodes
+    _require(not overlaps, f"the held-out seeds {first}..{first + crown.episodes - 1} overlap the evaluation seeds "
+             f"{config.eval_seed}..{config.eval_seed + config.eval_episodes - 1}; choose crown.seed >= "
+             f"{config.eval_seed + config.eval_episodes} (or null)")
 
 
 def _validate_ray(config: TrainConfig) -> None:

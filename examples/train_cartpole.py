@@ -1,4 +1,5 @@
-"""Train PPO on CartPole-v1 from Python, then replay the best policy on its evaluation seeds.
+"""Train PPO on CartPole-v1 from Python, then replay its champion: the best policy judged on held-out episodes at
+the end of the run (``--entry best`` in the CLI, ``entry="best"`` here, replays the training-time best).
 
     python examples/train_cartpole.py            # the preset's 100k steps
     python examples/train_cartpole.py 20000      # a shorter run
@@ -20,5 +21,8 @@ result = runners.train(config)
 print(f"best mean return {result.best_mean_return:.1f} at step {result.best_step} in {result.run_dir}")
 
 replayed = replay(result.run_dir)
-print(f"replay on the same seeds: {replayed.result.mean_return:.1f} "
-      f"(recorded {replayed.recorded_mean_return:.1f})")
+print(f"champion {replayed.entry.name}, replayed on its {len(replayed.result.seeds)} held-out episodes: "
+      f"{replayed.result.mean_return:.1f} (recorded {replayed.recorded_mean_return:.1f})")
+training_best = replay(result.run_dir, entry="best")
+print(f"training-time best {training_best.entry.name}, replayed on the same seeds: "
+      f"{training_best.result.mean_return:.1f} (recorded {training_best.recorded_mean_return:.1f})")

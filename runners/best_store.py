@@ -18,12 +18,20 @@ from runners.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder,
 from runners.faults import write_point
 
 POINTER_FILE = "current.json"
+CHAMPION_FILE = "champion.json"
+"""Written by the crown (``runners.crown``): the entry that won on held-out episodes."""
 WEIGHTS_FILE = "policy.npz"
 MANIFEST_FILE = "manifest.json"
+FINAL_PREFIX = "final-step-"
+"""Entries of the policy a run ended with (``final-step-<step>``), a crown candidate beside the bests."""
 
 
 class BestPolicyError(RuntimeError):
     """No loadable best policy; the message says what was found."""
+
+
+class CrownError(RuntimeError):
+    """A run cannot be crowned (``runners.crown``); the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,9 @@ class BestPolicyStore:
             return False, "the weights contain NaN or infinity"
         if mean_return <= self.best_mean_return:
             return False, f"{mean_return:.2f} is not above the best {self.best_mean_return:.2f}"
-        self._write_entry(weights, dict(manifest, mean_return=mean_return))
+        final = self._write_entry(self._next_name(manifest), weights, dict(manifest, mean_return=mean_return))
+        self._point_to(final)
+        self._prune(final)
         self.best_mean_return = mean_return
         self.best_step = manifest.get("step")
         return True, "new best"
@@ -89,12 +99,28 @@ class BestPolicyStore:
         """The current best policy, verified by sha256; falls back (loudly) to older good entries."""
         return load_best(self.directory, self.on_warning)
 
-    def _write_entry(self, weights: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
-        data = encode_weights(weights)
-        manifest = dict(manifest, weights_file=WEIGHTS_FILE, sha256=hashlib.sha256(data).hexdigest())
+    def save_final(self, weights: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path | None:
+        """Keep the policy the run ended with as ``final-step-<step>`` (a crown candidate; the pointer does not
+        move). Older final entries go, except one that is crowned. None if the weights are not finite."""
+        if not all(np.all(np.isfinite(array)) for array in weights.values()):
+            return None
+        entry = self._write_entry(f"{FINAL_PREFIX}{int(manifest.get('step', 0))}", weights, manifest)
+        protected = {entry, crowned_entry(self.directory)}
+        for older in list_final_entries(self.directory):
+            if older not in protected:
+                remove_folder(older)
+        return entry
+
+    def _next_name(self, manifest: dict[str, Any]) -> str:
         existing = self.entries()
         number = entry_number(existing[-1]) + 1 if existing else 1
-        final = unique_path(self.directory, f"{number:04d}-step-{int(manifest.get('step', 0))}")
+        return f"{number:04d}-step-{int(manifest.get('step', 0))}"
+
+    def _write_entry(self, name: str, weights: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
+        """Write one entry folder completely under a temporary name, then rename it into place."""
+        data = encode_weights(weights)
+        manifest = dict(manifest, weights_file=WEIGHTS_FILE, sha256=hashlib.sha256(data).hexdigest())
+        final = unique_path(self.directory, name)
         temporary = self.directory / f"{TEMP_PREFIX}{final.name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
@@ -106,8 +132,6 @@ class BestPolicyStore:
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
-        self._point_to(final)
-        self._prune(final)
         return final
 
     def _point_to(self, entry: Path) -> None:
@@ -119,8 +143,10 @@ class BestPolicyStore:
             atomic_write_text(pointer, text)
 
     def _prune(self, current: Path) -> None:
+        """Delete entries older than the newest ``keep``, except the current one and the crowned one."""
+        crowned = crowned_entry(self.directory)
         for entry in self.entries()[:-self.keep]:
-            if entry != current:
+            if entry not in (current, crowned):
                 remove_folder(entry)
 
 
@@ -133,6 +159,52 @@ def list_entries(directory: Path) -> list[Path]:
     """Complete entry folders of a best-policy folder, in the order they were saved."""
     entries = [path for path in Path(directory).glob("[0-9]*-step-*") if path.is_dir()]
     return sorted(entries, key=lambda path: (entry_number(path), path.name))
+
+
+def list_final_entries(directory: Path) -> list[Path]:
+    """Final-policy entry folders (``final-step-<step>``), oldest step first."""
+    entries = [path for path in Path(directory).glob(f"{FINAL_PREFIX}*") if path.is_dir()]
+    return sorted(entries, key=lambda path: (_final_step(path), path.name))
+
+
+def _final_step(entry: Path) -> int:
+    digits = entry.name[len(FINAL_PREFIX):].split("-", 1)[0]
+    return int(digits) if digits.isdigit() else -1
+
+
+def read_champion(directory: Path) -> dict[str, Any] | None:
+    """The crown record (``champion.json``), or None if there is none or it is unreadable."""
+    try:
+        record = json.loads((Path(directory) / CHAMPION_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("entry"), str) else None
+
+
+def crowned_entry(directory: Path) -> Path | None:
+    """The entry folder the crown names (None without a crown)."""
+    record = read_champion(directory)
+    return Path(directory) / record["entry"] if record is not None else None
+
+
+def load_champion(directory: Path, on_warning: Callable[[str], None] = warn) -> tuple[StoredPolicy, dict[str, Any]] | None:
+    """The crowned entry, verified, and its crown record; None (with a warning when a crown was found but is
+    unusable) when there is no crown to follow, so that the caller falls back to the training-time best."""
+    directory = Path(directory)
+    if not (directory / CHAMPION_FILE).exists():
+        return None
+    record = read_champion(directory)
+    if record is None:
+        on_warning(f"{directory / CHAMPION_FILE} is unreadable; using the training-time best instead")
+        return None
+    try:
+        stored = read_entry(directory / record["entry"])
+        if stored.manifest["sha256"] != record.get("sha256"):
+            raise ValueError("its weights are not the ones that were crowned")
+    except (OSError, ValueError, KeyError) as error:
+        on_warning(f"the crowned entry {record['entry']} is unusable ({error}); using the training-time best instead")
+        return None
+    return stored, record
 
 
 def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> StoredPolicy:

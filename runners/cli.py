@@ -1,4 +1,4 @@
-"""The ``champion`` command: train, replay, export, runs, plot, presets.
+"""The ``champion`` command: train, replay, export, crown, runs, plot, presets.
 
 Usage errors print one line (``champion <command>: error: ...``) and exit with code 2, before
 anything is written to disk. TensorFlow is imported only by the commands that need it.
@@ -16,13 +16,15 @@ from typing import Any, Sequence
 import click
 
 from agents.config import ConfigError
-from runners.best_store import BestPolicyError
+from runners.best_store import BestPolicyError, CrownError
 from runners import stderr_filter
 from runners.export import ExportError
 from runners.run_folder import RunFolderError
 from runners.runs import ReplayError, RunNotFoundError, find_run_dirs, summarize
 
 USAGE_EXIT = 2
+ENTRY_HELP = ("Use this entry of RUN_DIR/best instead of the champion: a folder name such as 0003-step-40000, "
+              "or 'best' for the training-time best.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,24 +153,28 @@ def _print_profile(result: Any, profile: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--best", "best_run", is_flag=True,
               help="Given a folder of runs, take the run with the highest best return (default: the newest).")
+@click.option("--entry", metavar="NAME", help=ENTRY_HELP)
 def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, video: Path | None, as_json: bool,
-           best_run: bool) -> None:
-    """Play the best policy of RUN_DIR (or of the newest run below it) deterministically."""
+           best_run: bool, entry: str | None) -> None:
+    """Play the champion of RUN_DIR (or of the newest run below it) deterministically: the crowned one, else the
+    training-time best. By default on the episodes its recorded mean is over, which it reproduces exactly."""
     from runners.replay import replay as run_replay
 
-    outcome = run_replay(run_dir, episodes=episodes, seed=seed, render=render, video=video, best=best_run)
+    outcome = run_replay(run_dir, episodes=episodes, seed=seed, render=render, video=video, best=best_run, entry=entry)
     if as_json:
         click.echo(json.dumps(outcome.to_dict()))
         return
     result = outcome.result
     if outcome.picked:
         click.echo(f"picked {outcome.run_dir}: {outcome.picked}")
-    click.echo(f"replayed {outcome.entry} (best at step {outcome.step:,}) on seeds {result.seeds[0]}..{result.seeds[-1]}")
+    kind = "crowned champion" if outcome.crowned else "training-time best"
+    click.echo(f"replayed {outcome.entry} ({kind}, step {outcome.step:,}) on seeds {result.seeds[0]}..{result.seeds[-1]}")
     click.echo(f"returns: {', '.join(f'{value:g}' for value in result.returns)}")
+    episodes_kind = "held-out" if outcome.crowned else "evaluation"
     if outcome.same_episodes:
         same = "same as recorded" if result.mean_return == outcome.recorded_mean_return else "recorded"
     else:
-        same = f"recorded over its {len(outcome.recorded_seeds)} evaluation episodes"
+        same = f"recorded over its {len(outcome.recorded_seeds)} {episodes_kind} episodes"
     click.echo(f"mean return {result.mean_return:.2f} ± {result.std_return:.2f} "
                f"({same}: {outcome.recorded_mean_return:.2f})")
     if video is not None:
@@ -184,17 +190,41 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
                    "an earlier export there is replaced, anything else is refused.")
 @click.option("--best", "best_run", is_flag=True,
               help="Given a folder of runs, take the run with the highest best return (default: the newest).")
-def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool) -> None:
-    """Write the best policy of RUN_DIR as a standalone SavedModel or TFLite file (raw observations in,
-    the deterministic action out), with a README and metadata.json next to it."""
+@click.option("--entry", metavar="NAME", help=ENTRY_HELP)
+def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool, entry: str | None) -> None:
+    """Write the champion of RUN_DIR (the crowned one, else the training-time best) as a standalone SavedModel or
+    TFLite file (raw observations in, the deterministic action out), with a README and metadata.json next to it."""
     from runners.export import export_policy
 
-    result = export_policy(run_dir, export_format, out, best=best_run)
+    result = export_policy(run_dir, export_format, out, best=best_run, entry=entry)
     if result.picked:
         click.echo(f"picked {result.run_dir}: {result.picked}")
-    click.echo(f"exported {result.entry} (best at step {result.step:,}, mean return {result.mean_return:.2f}) "
+    click.echo(f"exported {result.entry} ({'crowned champion' if result.crowned else 'training-time best'}, step "
+               f"{result.step:,}, mean return {result.mean_return:.2f}) "
                f"as {result.export_format} to {result.path}")
     click.echo(f"how to load it: {result.readme}")
+
+
+@cli.command(short_help="Judge a run's best policies on held-out episodes; crown one.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--candidates", type=int, help="Newest best entries to judge, with the final policy (default: "
+              "the run's crown.candidates, 3).")
+@click.option("--episodes", type=int, help="Held-out episodes per candidate (default: the run's crown.episodes, 100).")
+@click.option("--workers", type=int, help="Processes playing them (default 0: one per CPU; 1: this process).")
+@click.option("--json", "as_json", is_flag=True, help="Print the crown record (best/champion.json) instead of text.")
+def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: int | None, as_json: bool) -> None:
+    """Play the newest best entries of RUN_DIR and its final policy on held-out episode seeds (disjoint from the
+    evaluation seeds) and crown the highest held-out mean in RUN_DIR/best/champion.json, which replay and export
+    then use. Training runs this at its end; use it on runs from before, or to judge on more episodes."""
+    from runners.crown import crown_lines, crown_saved_run
+
+    named = {"crown.candidates": candidates, "crown.episodes": episodes, "crown.workers": workers}
+    outcome = crown_saved_run(run_dir, {key: value for key, value in named.items() if value is not None})
+    if as_json:
+        click.echo(json.dumps(outcome.record()))
+        return
+    for line in crown_lines(outcome)[1:]:
+        click.echo(line)
 
 
 @cli.command(short_help="List the runs under a results folder (or the best per env).")
@@ -223,13 +253,16 @@ def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
     from rich.table import Table
 
     progress_columns = [] if best_per_env else ["steps", "date"]
-    table = Table("env", "algo", "run", "best return", "at step", *progress_columns, "path",
+    table = Table("env", "algo", "run", "best return", "at step", "crowned (held-out)", *progress_columns, "path",
                   title="best run per env" if best_per_env else None)
     for summary in summaries:
         best = "-" if summary.best_mean_return is None else f"{summary.best_mean_return:.2f}"
+        crowned = ("-" if summary.crowned_mean_return is None
+                   else f"{summary.crowned_mean_return:.2f} at {summary.crowned_step or 0:,}")
         progress = [] if best_per_env else [f"{summary.env_steps:,}/{summary.total_steps:,}", summary.date]
         table.add_row(summary.env_id, summary.algo, summary.run_name, best,
-                      f"{summary.best_step:,}" if summary.best_step is not None else "-", *progress, summary.path)
+                      f"{summary.best_step:,}" if summary.best_step is not None else "-", crowned, *progress,
+                      summary.path)
     Console(width=200).print(table)
 
 
@@ -321,7 +354,7 @@ def _field_docs() -> list[tuple[str, Any, str]]:
     import inspect
 
     from agents import config as config_module
-    from runners.configure import valid_keys
+    from runners.configure import SECTIONS, valid_keys
 
     docs: dict[tuple[str, str], str] = {}
     tree = ast.parse(inspect.getsource(config_module))
@@ -331,7 +364,7 @@ def _field_docs() -> list[tuple[str, Any, str]]:
                 if isinstance(field_node, ast.AnnAssign) and isinstance(doc_node, ast.Expr):
                     docs[(node.name, field_node.target.id)] = str(doc_node.value.value)
     defaults = config_module.TrainConfig()
-    section_class = {"network": "NetworkConfig", "ppo": "PPOConfig", "a2c": "A2CConfig", "ray": "RayConfig"}
+    section_class = {section: type(getattr(defaults, section)).__name__ for section in SECTIONS}
     rows = []
     for key in valid_keys(defaults):
         section, _, name = key.rpartition(".")
@@ -405,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as error:
         click.echo(f"{prefix}: error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
-    except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, RunFolderError, ExportError) as error:
+    except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, RunFolderError, ExportError,
+            CrownError) as error:
         click.echo(f"{prefix}: error: {error}", err=True)
         sys.exit(USAGE_EXIT)
     except EnvStepError as error:  # replay, export's check: the env itself failed

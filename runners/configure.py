@@ -19,7 +19,7 @@ import yaml
 from agents.config import ConfigError, TrainConfig, validate
 from envs import presets
 
-SECTIONS = ("network", "ppo", "a2c", "ray")
+SECTIONS = ("network", "ppo", "a2c", "ray", "crown")
 
 
 def parse_set_pairs(pairs: typing.Sequence[str]) -> dict[str, str]:

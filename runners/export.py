@@ -61,6 +61,8 @@ class ExportResult:
     """Why this run, when a folder of runs was given."""
     run_dir: Path | None = None
     """The run whose best policy was exported."""
+    crowned: bool = False
+    """Whether it is the crowned champion (its mean return is then the held-out one)."""
 
 
 def default_out(run_dir: Path, export_format: str) -> Path:
@@ -76,7 +78,7 @@ def sidecar_paths(out: Path, export_format: str) -> tuple[Path, Path]:
 
 
 def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path | None = None,
-                  best: bool = False) -> ExportResult:
+                  best: bool = False, entry: str | None = None) -> ExportResult:
     """Write the run's best policy as ``export_format`` to ``out`` (default: RUN_DIR/export/...).
 
     A folder of runs stands for its newest run, or with ``best`` the one with the highest best return. An
@@ -90,7 +92,7 @@ def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path |
     _check_destination(out, export_format)
     from runners.replay import load_policy
 
-    policy, manifest = load_policy(run_dir)
+    policy, manifest = load_policy(run_dir, entry)
     module = policy_module(policy.model)
     metadata = describe_export(manifest, module, export_format, out)
     try:
@@ -104,7 +106,7 @@ def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path |
         _write_tflite(module, policy, metadata, out)
     readme, metadata_path = sidecar_paths(out, export_format)
     return ExportResult(out, export_format, readme, metadata_path, Path(manifest["entry"]), int(manifest["step"]),
-                        float(manifest["mean_return"]), picked, run_dir)
+                        float(manifest["mean_return"]), picked, run_dir, bool(manifest.get("crowned")))
 
 
 def _check_destination(out: Path, export_format: str) -> None:
@@ -339,6 +341,7 @@ def describe_export(manifest: dict[str, Any], module: tf.Module, export_format: 
         "std_return": float(manifest["std_return"]),
         "episodes": int(manifest["episodes"]),
         "eval_seeds": [int(seed) for seed in manifest["eval_seeds"]],
+        "crowned": bool(manifest.get("crowned")),
         "observation_space": _observation_space(manifest),
         "action_space": _action_space(network),
         "normalize_observations": bool(network["normalize_observations"]),
@@ -441,8 +444,9 @@ def render_readme(metadata: dict[str, Any]) -> str:
     lines = [
         f"# {metadata['env_id']} policy ({metadata['algo'].upper()}), exported by champion",
         "",
-        f"The best policy of `{metadata['best_entry']}`: mean return {metadata['mean_return']:.2f} "
-        f"± {metadata['std_return']:.2f} over {metadata['episodes']} deterministic evaluation episodes "
+        f"The {'crowned champion' if metadata.get('crowned') else 'best policy'} of `{metadata['best_entry']}`: "
+        f"mean return {metadata['mean_return']:.2f} ± {metadata['std_return']:.2f} over {metadata['episodes']} "
+        f"deterministic {'held-out' if metadata.get('crowned') else 'evaluation'} episodes "
         f"(seeds {seeds[0]}..{seeds[-1]}) at env step {metadata['step']:,}.",
         "",
         f"- Format: {metadata['format']} (`{metadata['file']}`); {_loads_with(metadata['format'])}",

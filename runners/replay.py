@@ -14,7 +14,9 @@ from agents.compile.runtime import single_threaded_numpy
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvOptions, describe_env, make_eval_env
-from runners.best_store import load_best
+from runners.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
+                                load_champion, read_entry)
+from runners.crown import play_episodes
 from runners.evaluate import EvalResult, episode_seeds, evaluate
 from runners.media import play_apart, write_video
 from runners.runs import ReplayError, choose_run
@@ -33,6 +35,8 @@ class ReplayResult:
     """The evaluation seeds that made this policy best (its recorded mean is over these)."""
     picked: str = ""
     """Why this run, when a folder of runs was given."""
+    crowned: bool = False
+    """Whether the policy is the crowned champion (then the recorded mean and seeds are its held-out ones)."""
 
     @property
     def same_episodes(self) -> bool:
@@ -50,6 +54,7 @@ class ReplayResult:
             "seeds": list(self.result.seeds),
             "mean_return": self.result.mean_return,
             "std_return": self.result.std_return,
+            "crowned": self.crowned,
             "recorded_mean_return": self.recorded_mean_return,
             "recorded_episodes": len(self.recorded_seeds),
             "same_episodes_as_recorded": self.same_episodes,
@@ -57,22 +62,53 @@ class ReplayResult:
         }
 
 
-def load_policy(run_dir: Path) -> tuple[NumpyPolicy, dict[str, Any]]:
-    """The run's best policy (verified) and its manifest; refuses weights that do not fit."""
-    stored = load_best(run_dir / "best")
+TRAINING_BEST = "best"
+"""``--entry best``: the training-time best (``best/current.json``) even when a champion is crowned."""
+
+
+def load_policy(run_dir: Path, entry: str | None = None) -> tuple[NumpyPolicy, dict[str, Any]]:
+    """The run's policy (verified) and its manifest: the crowned champion if there is one, else the training-time
+    best; ``entry`` picks an entry folder of ``best/`` by name, or ``best`` the training-time best. A champion's
+    manifest records its held-out mean and seeds (``crowned``: true). Refuses weights that do not fit."""
+    stored, manifest = _stored(Path(run_dir) / "best", entry)
     spec = NetworkSpec.from_dict(stored.manifest["network"])
     model = ActorCritic(spec)
     try:
         assign_weight_arrays(model, stored.weights)
     except ValueError as error:
         raise ReplayError(f"{stored.entry}: {error}") from None
-    return numpy_policy(model), dict(stored.manifest, entry=str(stored.entry))
+    return numpy_policy(model), dict(manifest, entry=str(stored.entry))
+
+
+def _stored(best_dir: Path, entry: str | None) -> tuple[StoredPolicy, dict[str, Any]]:
+    if entry is None:
+        crowned = load_champion(best_dir)
+        if crowned is not None:
+            stored, record = crowned
+            return stored, dict(stored.manifest, crowned=True, training_mean_return=stored.manifest["mean_return"],
+                                mean_return=record["held_out_mean"], std_return=record["held_out_std"],
+                                eval_seeds=record["held_out_seeds"], episodes=len(record["held_out_seeds"]),
+                                interval=record.get("interval"))
+    if entry is None or entry == TRAINING_BEST:
+        stored = load_best(best_dir)
+        return stored, dict(stored.manifest, crowned=False)
+    folder = best_dir / entry
+    if Path(entry).name != entry or not (folder / "manifest.json").is_file():
+        names = [path.name for path in [*list_entries(best_dir), *list_final_entries(best_dir)]]
+        raise ReplayError(f"no entry {entry!r} in {best_dir}; choose one of: {', '.join(names) or 'none saved yet'}, "
+                          f"or {TRAINING_BEST!r} for the training-time best")
+    try:
+        stored = read_entry(folder)
+    except (OSError, ValueError, KeyError) as error:
+        raise BestPolicyError(f"entry {folder} is unusable ({error})") from None
+    return stored, dict(stored.manifest, crowned=False)
 
 
 def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, render: bool = False,
-           video: Path | None = None, best: bool = False) -> ReplayResult:
-    """Play the best policy deterministically; with no episodes/seed, on the recorded seeds. A folder of runs
-    stands for its newest run, or with ``best`` the one with the highest best return."""
+           video: Path | None = None, best: bool = False, entry: str | None = None) -> ReplayResult:
+    """Play the champion (else the training-time best; ``entry`` picks another) deterministically; with no
+    episodes/seed, on the seeds its recorded mean is over. A folder of runs stands for its newest run, or with
+    ``best`` the one with the highest best return."""
     run_dir, picked = choose_run(run_dir, best)
     if episodes is not None and episodes <= 0:
         raise ReplayError(f"--episodes must be a positive integer, got {episodes}")
@@ -80,21 +116,23 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
         raise ReplayError("--render needs a display and none was found (DISPLAY is unset); use --video PATH instead")
     if video is not None and Path(video).suffix.lower() not in (".gif", ".mp4"):
         raise ReplayError(f"--video must end in .gif or .mp4, got {video}")
-    policy, manifest = load_policy(run_dir)
+    policy, manifest = load_policy(run_dir, entry)
     single_threaded_numpy()  # it acts in numpy: small matrices (see agents/compile/runtime.py)
     _check_env_fits(manifest)
     seeds = _seeds(run_dir, manifest, episodes, seed)
     env_id, options = manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options"))
     if video is not None:
         result = play_apart(write_video, env_id, options, seeds, policy.spec, policy.weights, Path(video))
-    else:
-        eval_envs = make_eval_env(env_id, len(seeds), "human" if render else None, options)
+    elif render:
+        eval_envs = make_eval_env(env_id, len(seeds), "human", options)
         try:
             result = evaluate(policy, eval_envs, seeds, env_id=env_id)
         finally:
             eval_envs.close()
+    else:  # a crowned champion's 100 held-out episodes are played a few dozen at a time
+        result = play_episodes(env_id, options, policy.spec, policy.weights, seeds)
     return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
-                        tuple(int(seed) for seed in manifest["eval_seeds"]), picked)
+                        tuple(int(seed) for seed in manifest["eval_seeds"]), picked, bool(manifest.get("crowned")))
 
 
 def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: int | None) -> list[int]:

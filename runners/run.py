@@ -21,7 +21,7 @@ from runners.atomic_files import warn
 from runners.best_store import BestPolicyStore
 from runners.checkpoints import LoadedCheckpoint, ResumeCheckpoints
 from runners.engines import Advance, Engine, make_engine
-from runners.evaluate import BackgroundEvaluation, Evaluation, episode_seeds
+from runners.evaluate import BackgroundEvaluation, Evaluation, FinishedEvaluation, episode_seeds
 from runners.media import BestPolicyMedia, PendingBest
 from runners.run_logger import BEST_POLICY_GIF, RunLogger
 from runners.run_metadata import network_spec
@@ -49,6 +49,8 @@ class Run:
     engine: Engine
     media: BestPolicyMedia | None = None
     evaluations: list[tuple[int, float]] = field(default_factory=list)
+    last_evaluation: FinishedEvaluation | None = None
+    """The newest evaluation offered (at the end of a run: the final policy's)."""
 
     def close(self, unwinding: bool = False) -> None:
         """Flush the logs and close every environment, each even if another fails. While ``unwinding`` from an
@@ -142,7 +144,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
                                     options=EnvOptions.from_config(config))
         evaluation = _evaluation(config, spec, engine_kind)
         built.callback(evaluation.close)
-        store = BestPolicyStore(run_dir / "best", on_warning=warner(console))
+        store = BestPolicyStore(run_dir / "best", keep=max(3, config.crown.candidates), on_warning=warner(console))
         built.pop_all()
     return Run(config=config, run_dir=run_dir, spec=spec, model=model, policy=policy, learner=learner,
                evaluation=evaluation, store=store, checkpoints=checkpoints, logger=logger, timings=timings,

@@ -18,7 +18,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.plugins.histogram import summary_v2 as histogram_summary
@@ -44,6 +43,10 @@ EVAL_MAX = "eval/max_return"
 EVAL_LENGTH = "eval/mean_length"
 BEST_MEAN = "eval/best_mean_return"
 CONFIG_TEXT = "config"
+CROWN_MEAN = "crown/held_out_mean"
+"""One point per crown candidate, at the step its policy comes from."""
+CROWN_CHAMPION = "crown/champion_held_out_mean"
+CROWN_TEXT = "crown"
 BEST_POLICY_GIF = "eval/best_policy"
 CSV_COLUMNS = ("step", "wall_seconds", "mean_return", "std_return", "min_return", "max_return",
                "mean_length", "best_mean_return", "saved")
@@ -89,6 +92,8 @@ class RunLogger:
 
     def log_image(self, step: int, tag: str, encoded: bytes, width: int, height: int) -> None:
         """An encoded image (PNG, or an animated GIF, which TensorBoard's browser view plays)."""
+        import tensorflow as tf
+
         tensor = tensor_util.make_tensor_proto([str(width).encode(), str(height).encode(), encoded], dtype=tf.string)
         metadata = image_metadata.create_summary_metadata(display_name=None, description=None)
         self._write(step, [summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)])
@@ -174,6 +179,8 @@ def truncate_logs(run_dir: Path, step: int) -> None:
     The resumed run logs those steps again, so without this TensorBoard would show two values
     per step and evaluations.csv duplicate rows. Both files are rewritten atomically.
     """
+    import tensorflow as tf  # only a resume after a crash needs it
+
     csv_path = run_dir / "evaluations.csv"
     if csv_path.exists():
         with open(csv_path, newline="") as handle:
@@ -200,3 +207,24 @@ def truncate_logs(run_dir: Path, step: int) -> None:
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, event_file)
+
+
+def log_crown(run_dir: Path, held_out_means: dict[int, float], champion_step: int, champion_mean: float,
+              table: str) -> None:
+    """The crown in TensorBoard (a new event file in ``tb/``, so it can be written after the run, without
+    TensorFlow): ``crown/held_out_mean`` at each candidate's step, the champion's, and the table as text."""
+    writer = EventFileWriter(str(run_dir / "tb"), filename_suffix=".crown")
+    try:
+        for step, mean in sorted(held_out_means.items()):
+            value = summary_pb2.Summary.Value(tag=CROWN_MEAN, metadata=_SCALAR_METADATA,
+                                              tensor=tensor_util.make_tensor_proto(np.float32(mean)))
+            writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[value])))
+        champion = summary_pb2.Summary.Value(tag=CROWN_CHAMPION, metadata=_SCALAR_METADATA,
+                                             tensor=tensor_util.make_tensor_proto(np.float32(champion_mean)))
+        text = summary_pb2.Summary.Value(
+            tag=CROWN_TEXT, tensor=tensor_util.make_tensor_proto(table.encode()),
+            metadata=text_metadata.create_summary_metadata(display_name=None, description=None))
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=champion_step,
+                                         summary=summary_pb2.Summary(value=[champion, text])))
+    finally:
+        writer.close()

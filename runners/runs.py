@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from runners.best_store import POINTER_FILE, list_entries
+from runners.best_store import POINTER_FILE, list_entries, read_champion
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -36,6 +36,12 @@ class RunSummary:
     env_steps: int
     total_steps: int
     date: str
+    crowned_entry: str | None = None
+    """The crowned champion's entry (None before a crown)."""
+    crowned_step: int | None = None
+    crowned_mean_return: float | None = None
+    """The champion's mean over its held-out episodes."""
+    crowned_interval: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +95,7 @@ def summarize(run_dir: Path) -> RunSummary:
     except (OSError, yaml.YAMLError):
         config = {}  # listed with "?" rather than hiding the run or failing the whole listing
     manifest = _best_manifest(run_dir / "best")
+    crown = read_champion(run_dir / "best") or {}
     return RunSummary(
         path=str(run_dir),
         env_id=str(config.get("env_id", "?")),
@@ -99,11 +106,16 @@ def summarize(run_dir: Path) -> RunSummary:
         env_steps=_env_steps(run_dir),
         total_steps=int(config.get("total_steps", 0)),
         date=datetime.fromtimestamp((run_dir / "config.yaml").stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
+        crowned_entry=crown.get("entry"),
+        crowned_step=crown.get("step"),
+        crowned_mean_return=crown.get("held_out_mean"),
+        crowned_interval=crown.get("interval"),
     )
 
 
 def leaderboard(summaries: Sequence[RunSummary]) -> list[RunSummary]:
-    """The best run of each env (by env id): highest best mean return, a tie to the earlier best step.
+    """The best run of each env (by env id): highest best mean return, a tie to the earlier best step. Runs are
+    ranked by their training-time best, which every run has; a crowned run's held-out mean is shown beside it.
 
     Runs without a (finite) best return are left out; among full ties the first given wins.
     """

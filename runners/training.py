@@ -154,16 +154,49 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                          state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations,
                          beside_timings=dict(timings.beside_seconds), beside_calls=dict(timings.beside_calls),
                          engine=_engine_report(run), startup_seconds=session_start - called)
-    write_summary(result, state.skipped_steps)
     _record_skipped_best(run, wall_seconds)
     out.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
     out.print(f"time went to: {timings.summary(wall_seconds)}")
+    _save_final_policy(run, state.step)
+    crowned = _crown_at_end(run) if config.crown.at_end else None
+    write_summary(result, state.skipped_steps, crowned.summary() if crowned is not None else None)
     if run.store.current_entry is not None:
         out.print(f"best policy: {run.store.current_entry}")
     out.print(f"replay it with: champion replay {run.run_dir}")
     return result
+
+
+def _save_final_policy(run: Run, step: int) -> None:
+    """The policy the run ended with, evaluated at ``step``, kept as a crown candidate beside the bests."""
+    last = run.last_evaluation
+    if last is None or last.step != step:
+        return
+    with run.timings.phase("saving"):
+        run.store.save_final(last.policy.weights, best_manifest(run.config, run.spec, step, last.result))
+
+
+def _crown_at_end(run: Run) -> Any:
+    """Crown the run (``runners.crown``) and print and log it; a failure is a warning, the training-time best
+    stands."""
+    from runners.crown import CrownError, ProcessPlayer, RayPlayer, crown_lines, crown_run, log_crown_to_tensorboard
+
+    if run.store.current_entry is None:
+        return None
+    player = RayPlayer(run.config, run.spec) if run.engine.kind == "ray" else ProcessPlayer(run.config)
+    run.out.print(f"crowning: the newest {run.config.crown.candidates} best entries and the final policy, "
+                  f"{run.config.crown.episodes} held-out episodes each")
+    try:
+        crown = crown_run(run.run_dir, run.config, player, on_warning=warner(run.console))
+    except (CrownError, EnvStepError, EngineFailed, OSError) as error:
+        warner(run.console)(f"the crown failed ({error}); the training-time best stands. Try again with: "
+                            f"champion crown {run.run_dir}")
+        return None
+    log_crown_to_tensorboard(crown)
+    for line in crown_lines(crown):
+        run.out.print(line)
+    return crown
 
 
 @contextlib.contextmanager
@@ -265,6 +298,7 @@ def _offer(run: Run, evaluation: FinishedEvaluation, wall_seconds: float, sessio
         with run.timings.phase("media (best-policy GIF)"):
             _guard_media(run, lambda: run.media.offer(step, session_seconds, evaluation.policy))
     run.evaluations.append((step, result.mean_return))
+    run.last_evaluation = evaluation
     run.out.print(_evaluation_line(step, result, run.store.best_mean_return, saved))
 
 

@@ -103,8 +103,14 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     assert stored.manifest["mean_return"] == max(means)
     assert stored.manifest["eval_seeds"] == list(range(1_000_000, 1_000_010))
 
+    crowned = json.loads((run_dir / "best" / "champion.json").read_text())  # the run crowned itself at its end
     replay = subprocess.run(CHAMPION + ["replay", str(run_dir), "--json"], capture_output=True, text=True, timeout=300)
     assert replay.returncode == 0, replay.stderr
+    replayed = json.loads(replay.stdout)
+    assert replayed["crowned"] and replayed["seeds"] == crowned["held_out_seeds"]
+    assert replayed["mean_return"] == replayed["recorded_mean_return"] == crowned["held_out_mean"]
+    replay = subprocess.run(CHAMPION + ["replay", str(run_dir), "--json", "--entry", "best"], capture_output=True,
+                            text=True, timeout=300)
     replayed = json.loads(replay.stdout)
     assert replayed["mean_return"] == replayed["recorded_mean_return"] == max(means)
     assert replayed["returns"] == stored.manifest["returns"]
@@ -117,7 +123,8 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     more = subprocess.run(CHAMPION + ["replay", str(run_dir), "--episodes", "12"], capture_output=True, text=True,
                           timeout=300)
     assert more.returncode == 0, more.stderr
-    assert more.stdout.splitlines()[-1].endswith(f"(recorded over its 10 evaluation episodes: {max(means):.2f})")
+    assert more.stdout.splitlines()[-1].endswith(
+        f"(recorded over its 100 held-out episodes: {crowned['held_out_mean']:.2f})")
 
     accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
     eval_events = accumulator.Tensors("eval/mean_return")
@@ -185,7 +192,7 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly_with_exit_0():
 def test_help_lists_every_command_with_a_whole_sentence_and_the_defaults_of_preset_options(capsys):
     main(["--help"])
     listing = capsys.readouterr().out.split("Commands:")[1].strip().splitlines()
-    assert len(listing) == 7 and all(line.rstrip().endswith((".", ")")) and "..." not in line for line in listing)
+    assert len(listing) == 8 and all(line.rstrip().endswith((".", ")")) and "..." not in line for line in listing)
     main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for option in ("--num-envs", "--eval-every", "--eval-episodes"):

@@ -32,6 +32,8 @@ def test_cartpole_example_replays_its_recorded_return(tmp_path):
     best = float(re.search(r"best mean return ([\d.]+)", output).group(1))
     replayed, recorded = map(float, re.search(r"same seeds: ([\d.]+) \(recorded ([\d.]+)\)", output).groups())
     assert replayed == recorded == best > 0
+    champion, held_out = map(float, re.search(r"held-out episodes: ([\d.]+) \(recorded ([\d.]+)\)", output).groups())
+    assert champion == held_out > 0
 
 
 def test_the_custom_env_examples_own_commands_work_as_written_from_its_folder(tmp_path):

@@ -192,7 +192,7 @@ def test_leaderboard_table_shows_only_the_leaders(leaderboard_results, capsys):
     assert not any(name in table for name in ["good", "best-but-late", "no-best-yet", "no-best-either"])
     header = next(line for line in out if "env" in line and "algo" in line)
     assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == ["env", "algo", "run", "best return",
-                                                                         "at step", "path"]
+                                                                         "at step", "crowned (held-out)", "path"]
 
 
 def test_leaderboard_skips_unranked_returns_and_keeps_the_first_of_full_ties(two_seeds):

@@ -38,10 +38,12 @@ def summary(run_dir):
 
 
 def test_ray_trains_cartpole_to_475_and_the_best_policy_replays(local_ray, tmp_path):
-    result = train(ray_config(tmp_path, "learn", total_steps=40_000), progress=False)
+    result = train(ray_config(tmp_path, "learn", total_steps=40_000, **{"crown.episodes": 40}), progress=False)
     assert result.best_mean_return >= 475
     outcome = replay(result.run_dir)
+    assert outcome.crowned  # the crown played its episodes on Ray actors; here they are replayed in process
     assert outcome.result.mean_return == outcome.recorded_mean_return
+    assert summary(result.run_dir)["crown"]["workers"] == "2 Ray actors"
     engine = summary(result.run_dir)["engine"]
     assert engine["kind"] == "ray" and engine["workers"] == 2 and engine["envs_per_worker"] == 4
     assert engine["worker_restarts"] == 0

@@ -141,8 +141,10 @@ def test_each_space_learns_its_known_answer_and_replays_and_exports_it(tmp_path,
         "ppo.gamma": 0.5, "results_dir": str(tmp_path), "run_name": "cue", **overrides})
     result = train(config, progress=False)
     assert result.best_mean_return >= target
-    replayed = replay(result.run_dir)
+    replayed = replay(result.run_dir, entry="best")
     assert replayed.result.mean_return == replayed.recorded_mean_return == result.best_mean_return
+    crowned = replay(result.run_dir)
+    assert crowned.crowned and crowned.result.mean_return == crowned.recorded_mean_return
     export = export_policy(result.run_dir)
     loaded = tf.saved_model.load(str(export.path)).signatures["serving_default"]
     policy, _ = load_policy(result.run_dir)

@@ -26,6 +26,27 @@ class Bandit(gym.Env):
         return np.ones(1, np.float32), float(action == 1), True, False, {}
 
 
+class NoisyBandit(gym.Env):
+    """One-step episodes with a context (which of two cues is on, from the seed) and eight arms: arm a pays
+    ARM_MEANS[a] plus N(0, NOISE_STD) noise drawn from the seed. A deterministic policy that plays arm m(c) on
+    cue c has the true expected return (ARM_MEANS[m(0)] + ARM_MEANS[m(1)]) / 2."""
+
+    ARM_MEANS = (1.0, 1.0, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6)
+    NOISE_STD = 1.5
+    observation_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(len(ARM_MEANS))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.cue = int(self.np_random.integers(2))
+        self.noise = self.np_random.normal(0.0, self.NOISE_STD, len(self.ARM_MEANS))
+        return np.eye(2, dtype=np.float32)[self.cue], {}
+
+    def step(self, action):
+        reward = self.ARM_MEANS[int(action)] + float(self.noise[int(action)])
+        return np.eye(2, dtype=np.float32)[self.cue], reward, True, False, {}
+
+
 class Counter(gym.Env):
     """Observation = steps taken so far, reward 1 per step, terminates after ``length`` steps.
 
@@ -288,7 +309,8 @@ def register() -> None:
         "champion-test/SeededCounter-v0": dict(entry_point=Counter, kwargs={"length_from_seed": True}),
         "champion-test/NaNAfter-v0": dict(entry_point=NaNAfter),
         "champion-test/FailsAfter-v0": dict(entry_point=FailsAfter),
-        "Target-v0": dict(entry_point=Target),  # made as "toy_envs:Target-v0", which imports this module first
+        "Target-v0": dict(entry_point=Target),
+        "NoisyBandit-v0": dict(entry_point=NoisyBandit),  # as toy_envs:NoisyBandit-v0 in spawned processes too  # made as "toy_envs:Target-v0", which imports this module first
         "champion-test/DictAction-v0": dict(entry_point=DictAction),
         "champion-test/DictCue-v0": dict(entry_point=DictCue),
         "champion-test/MultiCue-v0": dict(entry_point=MultiCue),

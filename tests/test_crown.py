@@ -1,0 +1,270 @@
+"""The crown: held-out re-evaluation of the best candidates (runners/crown.py), and everything that follows it."""
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from agents.config import ConfigError, CrownConfig, NetworkConfig, TrainConfig, validate
+from agents.networks import ActorCritic, weight_arrays
+from agents.numpy_policy import NumpyPolicy
+from envs.factory import EnvOptions, describe_env, make_eval_env
+from runners import crown as crowning
+from runners.best_store import BestPolicyStore, read_champion
+from runners.evaluate import episode_seeds, evaluate
+from runners.run_metadata import best_manifest, network_spec
+from toy_envs import NoisyBandit
+
+BANDIT = "toy_envs:NoisyBandit-v0"
+ARM_PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7)]
+"""Candidate i plays arm ARM_PAIRS[i][c] on cue c: candidate 0 is truly best (1.0), the others 0.6."""
+
+
+def true_return(arms: tuple[int, int]) -> float:
+    return (NoisyBandit.ARM_MEANS[arms[0]] + NoisyBandit.ARM_MEANS[arms[1]]) / 2
+
+
+def bandit_config(trial: int, **crown: int) -> TrainConfig:
+    return TrainConfig(env_id=BANDIT, eval_seed=1_000 * trial, eval_episodes=10,
+                       network=NetworkConfig(hidden_sizes=()),
+                       crown=CrownConfig(**{"candidates": 4, "episodes": 100, "workers": 1, **crown}))
+
+
+@pytest.fixture(scope="module")
+def bandit_policies():
+    """A policy per candidate: logits 10 on its arm for each cue (no hidden layer), so its mode is that arm."""
+    config = bandit_config(0)
+    spec = network_spec(describe_env(BANDIT, EnvOptions()), config)
+    template = weight_arrays(ActorCritic(spec, seed=0))
+    head = next(name for name, array in template.items() if array.shape == (2, len(NoisyBandit.ARM_MEANS)))
+    policies = []
+    for arms in ARM_PAIRS:
+        weights = {name: np.zeros_like(array) for name, array in template.items()}
+        for cue, arm in enumerate(arms):
+            weights[head][cue, arm] = 10.0
+        policies.append(NumpyPolicy(spec, weights=weights))
+    return spec, policies
+
+
+def save_candidates(run_dir: Path, config: TrainConfig, spec, policies) -> tuple[str, list[str]]:
+    """Evaluate each policy on the run's 10 evaluation seeds and save them as the best store would have, in
+    increasing order of that mean (so each is a new best); returns the training-time best and entry by candidate."""
+    envs = make_eval_env(BANDIT, config.eval_episodes)
+    try:
+        results = [evaluate(policy, envs, episode_seeds(config.eval_seed, config.eval_episodes)) for policy in policies]
+    finally:
+        envs.close()
+    store = BestPolicyStore(run_dir / "best", keep=config.crown.candidates)
+    names = [""] * len(policies)
+    for rank, index in enumerate(np.argsort([result.mean_return for result in results])):
+        saved, _ = store.offer(policies[index].weights, results[index].mean_return,
+                               best_manifest(config, spec, 1_000 * (rank + 1), results[index]))
+        assert saved
+        names[index] = store.current_entry.name
+    return store.current_entry.name, names
+
+
+def test_bandit_policies_play_their_arms(bandit_policies):
+    """The known answer rests on this: each candidate's mode is its arm for the cue, so its true return is known."""
+    spec, policies = bandit_policies
+    for policy, arms in zip(policies, ARM_PAIRS):
+        assert policy.mode(np.eye(2, dtype=np.float32)).tolist() == list(arms)
+    assert [true_return(arms) for arms in ARM_PAIRS] == [1.0, 0.6, 0.6, 0.6]
+
+
+def test_crown_picks_the_truly_best_entry_far_more_often_than_the_training_time_maximum(tmp_path, bandit_policies):
+    """Known answer: candidate 0 is truly best. Over 100 runs (different evaluation and held-out seeds) the crown
+    on 100 held-out episodes picks it in a large majority; the max of the 10-episode evaluations far less often."""
+    spec, policies = bandit_policies
+    trials, crowned_right, naive_right = 100, 0, 0
+    for trial in range(trials):
+        run_dir = tmp_path / f"run{trial}"
+        config = bandit_config(trial + 1)
+        training_best, names = save_candidates(run_dir, config, spec, policies)
+        before = {path.name for path in (run_dir / "best").iterdir()}
+        crown = crowning.crown_run(run_dir, config)
+        assert {path.name for path in (run_dir / "best").iterdir()} == before | {"champion.json"}  # nothing deleted
+        assert crown.training_best == training_best
+        assert len(crown.judged) == 4 and set(crown.seeds).isdisjoint(episode_seeds(config.eval_seed, 10))
+        naive_right += training_best == names[0]
+        crowned_right += crown.champion.candidate.name == names[0]
+    naive_rate, crown_rate = naive_right / trials, crowned_right / trials
+    print(f"truly best picked: crown {crown_rate:.2f}, training-time maximum {naive_rate:.2f}")
+    assert crown_rate >= 0.80
+    assert naive_rate <= 0.70
+    assert crown_rate - naive_rate >= 0.25
+
+
+def test_champion_json_records_the_held_out_episodes_and_the_interval(tmp_path, bandit_policies):
+    spec, policies = bandit_policies
+    config = bandit_config(7)
+    save_candidates(tmp_path, config, spec, policies)
+    crown = crowning.crown_run(tmp_path, config)
+    record = read_champion(tmp_path / "best")
+    assert record["entry"] == crown.champion.candidate.name
+    assert record["held_out_seeds"] == list(range(7_000 + 10_000_000, 7_000 + 10_000_100))
+    assert len(record["returns"]) == 100 and record["held_out_mean"] == pytest.approx(np.mean(record["returns"]))
+    low, high = record["interval"]
+    assert low < record["held_out_mean"] < high
+    assert record["held_out_mean"] == max(candidate["held_out_mean"] for candidate in record["candidates"])
+    weights = (tmp_path / "best" / record["entry"] / "policy.npz").read_bytes()
+    assert record["sha256"] == hashlib.sha256(weights).hexdigest()
+    assert record["cost"]["episodes"] == 400 and record["cost"]["env_steps"] == 400  # one-step episodes
+
+
+def test_bootstrap_interval_matches_the_normal_approximation():
+    """Half zeros, half ones: mean 0.5, standard error 0.05, so the 95% interval is about 0.5 ± 0.098."""
+    low, high = crowning.bootstrap_interval([0.0, 1.0] * 50)
+    assert low == pytest.approx(0.5 - 1.96 * 0.05, abs=0.012)
+    assert high == pytest.approx(0.5 + 1.96 * 0.05, abs=0.012)
+    assert crowning.bootstrap_interval([3.0] * 20) == (3.0, 3.0)
+
+
+def test_a_crown_that_fails_midway_leaves_the_store_as_it_was(tmp_path, bandit_policies):
+    spec, policies = bandit_policies
+    config = bandit_config(3)
+    save_candidates(tmp_path, config, spec, policies)
+    crowning.crown_run(tmp_path, config)
+    before = {path: path.read_bytes() for path in (tmp_path / "best").rglob("*") if path.is_file()}
+
+    class Dies(crowning.ProcessPlayer):
+        def play(self, policies, seeds):
+            super().play(policies[:2], seeds)
+            raise KeyboardInterrupt  # as a Ctrl-C or a crash would stop it after two candidates
+
+    with pytest.raises(KeyboardInterrupt):
+        crowning.crown_run(tmp_path, dataclasses.replace(config, crown=CrownConfig(candidates=4, episodes=50)),
+                           Dies(config))
+    assert {path: path.read_bytes() for path in (tmp_path / "best").rglob("*") if path.is_file()} == before
+
+
+def test_held_out_seeds_must_not_overlap_the_evaluation_seeds():
+    with pytest.raises(ConfigError, match="overlap the evaluation seeds"):
+        validate(TrainConfig(eval_seed=100, eval_episodes=10, crown=CrownConfig(seed=50, episodes=60)))
+    validate(TrainConfig(eval_seed=100, eval_episodes=10, crown=CrownConfig(seed=110)))
+
+
+def test_processes_play_the_same_episodes_as_this_process():
+    """Acting is row by row, so splitting the held-out seeds over spawned processes changes no return."""
+    config = dataclasses.replace(TrainConfig(env_id="CartPole-v1"), crown=CrownConfig(workers=2, episodes=40))
+    spec = network_spec(describe_env("CartPole-v1", EnvOptions()), config)
+    policies = [NumpyPolicy(spec, weights=weight_arrays(ActorCritic(spec, seed=seed))) for seed in (1, 2)]
+    seeds = crowning.held_out_seeds(config)
+    apart = crowning.ProcessPlayer(config)
+    here = crowning.ProcessPlayer(dataclasses.replace(config, crown=CrownConfig(workers=1)))
+    assert [result.returns for result in apart.play(policies, seeds)] == \
+        [result.returns for result in here.play(policies, seeds)]
+    assert apart.where == "2 processes"
+
+
+def test_the_store_never_prunes_the_crowned_entry(tmp_path, bandit_policies):
+    spec, policies = bandit_policies
+    config = bandit_config(5, candidates=3)
+    store = BestPolicyStore(tmp_path / "best", keep=3)
+    envs = make_eval_env(BANDIT, 10)
+    result = evaluate(policies[0], envs, episode_seeds(5_000, 10))
+    envs.close()
+    store.offer(policies[0].weights, 0.1, best_manifest(config, spec, 100, result))
+    crowning.crown_run(tmp_path, config)
+    crowned = read_champion(tmp_path / "best")["entry"]
+    for step in range(1, 5):
+        store.offer(policies[1].weights, 0.1 + step, best_manifest(config, spec, 100 + step, result))
+    assert (tmp_path / "best" / crowned).is_dir()
+    assert len(store.entries()) == 4  # keep=3 plus the crowned one
+
+
+# --- a real run: the crown at its end, and replay, export, runs and TensorBoard reading it ---
+
+def champion(*args: str) -> int:
+    """``champion ARGS`` in this process; its exit code."""
+    from runners.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as done:
+        return done.code or 0
+    return 0
+
+
+@pytest.fixture(scope="module")
+def crowned_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("crowned")
+    assert champion("train", "CartPole-v1", "--total-steps", "20000", "--eval-every", "5000", "--results-dir",
+                    str(results), "--run-name", "crowned", "--seed", "3", "--no-media", "--quiet",
+                    "--set", "crown.episodes=30") == 0
+    return results / "CartPole-v1" / "ppo" / "crowned"
+
+
+def test_a_run_crowns_itself_and_replay_reproduces_the_held_out_mean(crowned_run):
+    from runners.cli import cli
+
+    record = read_champion(crowned_run / "best")
+    summary = json.loads((crowned_run / "summary.json").read_text())
+    assert summary["crown"]["champion"] == record["entry"]
+    assert summary["crown"]["episodes"] == 30 * len(record["candidates"])
+    assert summary["crown"]["seconds"] > 0
+    final = [candidate for candidate in record["candidates"] if candidate["final_policy"]]
+    assert final == [] or final[0]["step"] == summary["env_steps"]
+    replayed = json.loads(CliRunner().invoke(cli, ["replay", str(crowned_run), "--json"]).output)
+    assert replayed["crowned"] is True
+    assert replayed["seeds"] == record["held_out_seeds"]
+    assert replayed["recorded_mean_return"] == record["held_out_mean"]
+    assert replayed["mean_return"] == record["held_out_mean"] and replayed["matches_recorded"]
+    training_best = json.loads(CliRunner().invoke(cli, ["replay", str(crowned_run), "--json", "--entry", "best"]).output)
+    assert training_best["crowned"] is False
+    assert Path(training_best["entry"]).name == record["training_best"]
+    assert training_best["seeds"] == list(range(1_000_000, 1_000_010))
+
+
+def test_runs_and_export_show_the_champion(crowned_run, tmp_path):
+    from runners.cli import cli
+    from runners.export import export_policy
+
+    record = read_champion(crowned_run / "best")
+    listed = json.loads(CliRunner().invoke(cli, ["runs", "--results-dir", str(crowned_run.parent), "--json"]).output)
+    assert listed[0]["crowned_entry"] == record["entry"]
+    assert listed[0]["crowned_mean_return"] == record["held_out_mean"]
+    exported = export_policy(crowned_run, "saved_model", tmp_path / "model")
+    metadata = json.loads(exported.metadata.read_text())
+    assert exported.crowned and Path(metadata["best_entry"]).name == record["entry"]
+    assert metadata["mean_return"] == record["held_out_mean"] and metadata["episodes"] == 30
+
+
+def test_tensorboard_has_the_crown_per_candidate(crowned_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    record = read_champion(crowned_run / "best")
+    events = EventAccumulator(str(crowned_run / "tb"), size_guidance={"tensors": 0}).Reload()
+    points = {event.step: float(np.asarray(event.tensor_proto.float_val[0]))
+              for event in events.Tensors("crown/held_out_mean")}
+    assert points == pytest.approx({candidate["step"]: candidate["held_out_mean"] for candidate in record["candidates"]})
+    table = events.Tensors("crown")[-1].tensor_proto.string_val[0].decode()
+    assert record["entry"] in table and "crowned" in table
+
+
+def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_run, tmp_path):
+    assert champion("crown", str(crowned_run), "--episodes", "12", "--workers", "1") == 0
+    assert len(read_champion(crowned_run / "best")["held_out_seeds"]) == 12
+    empty = tmp_path / "empty"
+    (empty / "best").mkdir(parents=True)
+    (empty / "config.yaml").write_text("env_id: CartPole-v1\n")
+    assert champion("crown", str(empty)) == 2
+
+
+def test_a_damaged_crowned_entry_falls_back_to_the_training_time_best(crowned_run, tmp_path, capsys):
+    import shutil
+
+    from runners.replay import load_policy
+
+    copy = tmp_path / "copy"
+    shutil.copytree(crowned_run, copy)
+    record = read_champion(copy / "best")
+    (copy / "best" / record["entry"] / "policy.npz").write_bytes(b"damaged")
+    _, manifest = load_policy(copy)
+    assert manifest["crowned"] is False
+    assert Path(manifest["entry"]).name == record["training_best"] or record["training_best"] == record["entry"]
+    assert "crowned entry" in capsys.readouterr().err
