@@ -71,6 +71,17 @@ CASES = {
              ent_coef=0.000401762, clip_range=0.1, max_grad_norm=0.8, vf_coef=0.58096, n_envs=1),
         sb3_network={"net_arch": [256, 256], "activation": "relu", "log_std_init": -2.0, "ortho_init": False},
         sb3_normalize=True),
+    "ppo-hopper": Case(  # RL Zoo's tuned Hopper settings (champion's Hopper-v5 preset)
+        "ppo-hopper", "Hopper-v5", "ppo", 1_000_000, 20_000, 2410.0, {},
+        dict(n_steps=512, batch_size=32, n_epochs=5, gamma=0.999, gae_lambda=0.99, learning_rate=9.80828e-05,
+             ent_coef=0.00229519, clip_range=0.2, max_grad_norm=0.7, vf_coef=0.835671, n_envs=1),
+        sb3_network={"net_arch": [256, 256], "activation": "relu", "log_std_init": -2.0, "ortho_init": False},
+        sb3_normalize=True),
+    "ppo-ant": Case(  # RL Zoo's Ant entry: SB3's PPO defaults with VecNormalize (champion's Ant-v5 preset)
+        "ppo-ant", "Ant-v5", "ppo", 1_000_000, 20_000, 1327.0, {},
+        dict(n_steps=2048, batch_size=64, n_epochs=10, gamma=0.99, gae_lambda=0.95, learning_rate=3e-4,
+             ent_coef=0.0, clip_range=0.2, max_grad_norm=0.5, vf_coef=0.5, n_envs=1),
+        sb3_normalize=True),
     "ppo-lunarlander": Case(
         "ppo-lunarlander", "LunarLander-v3", "ppo", 100_000, 25_000, 200.0, {},
         dict(n_steps=1024, batch_size=64, n_epochs=4, gamma=0.999, gae_lambda=0.98, learning_rate=3e-4,
