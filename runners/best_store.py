@@ -172,13 +172,17 @@ def _final_step(entry: Path) -> int:
     return int(digits) if digits.isdigit() else -1
 
 
+CHAMPION_KEYS = ("entry", "sha256", "held_out_mean", "held_out_std", "held_out_seeds", "candidates")
+
+
 def read_champion(directory: Path) -> dict[str, Any] | None:
-    """The crown record (``champion.json``), or None if there is none or it is unreadable."""
+    """The crown record (``champion.json``), or None if there is none or it is unreadable or incomplete."""
     try:
         record = json.loads((Path(directory) / CHAMPION_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("entry"), str) else None
+    complete = isinstance(record, dict) and all(key in record for key in CHAMPION_KEYS)
+    return record if complete and isinstance(record["entry"], str) else None
 
 
 def crowned_entry(directory: Path) -> Path | None:
@@ -195,7 +199,13 @@ def load_champion(directory: Path, on_warning: Callable[[str], None] = warn) -> 
         return None
     record = read_champion(directory)
     if record is None:
-        on_warning(f"{directory / CHAMPION_FILE} is unreadable; using the training-time best instead")
+        on_warning(f"{directory / CHAMPION_FILE} is unreadable or incomplete; using the training-time best instead")
+        return None
+    newer = _newer_than_crown(directory, record)
+    if newer is not None:
+        on_warning(f"the crown in {directory / CHAMPION_FILE} predates the newest best entry {newer.name} (a resumed "
+                   f"run that did not crown again); using that training-time best. Judge them all with: "
+                   f"champion crown {directory.parent}")
         return None
     try:
         stored = read_entry(directory / record["entry"])
@@ -205,6 +215,16 @@ def load_champion(directory: Path, on_warning: Callable[[str], None] = warn) -> 
         on_warning(f"the crowned entry {record['entry']} is unusable ({error}); using the training-time best instead")
         return None
     return stored, record
+
+
+def _newer_than_crown(directory: Path, record: dict[str, Any]) -> Path | None:
+    """The newest best entry if it was saved after the crown judged its candidates (else None)."""
+    entries = list_entries(directory)
+    judged = {candidate.get("entry") for candidate in record["candidates"] if isinstance(candidate, dict)}
+    judged_numbers = [entry_number(entry) for entry in entries if entry.name in judged]
+    if entries and entries[-1].name not in judged and entry_number(entries[-1]) > max(judged_numbers, default=0):
+        return entries[-1]
+    return None
 
 
 def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> StoredPolicy:

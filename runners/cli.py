@@ -144,7 +144,7 @@ def _print_profile(result: Any, profile: bool) -> None:
                    f"code from there instead of compiling it again)")
 
 
-@cli.command(short_help="Play a run's best policy on its evaluation seeds.")
+@cli.command(short_help="Play a run's champion on the episodes its recorded mean is over.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--episodes", type=int, help="Episodes to play (default: as many as the recorded evaluation).")
 @click.option("--seed", type=int, help="First episode seed (default: the recorded evaluation seeds).")

@@ -30,7 +30,7 @@ from agents.numpy_policy import NumpyPolicy
 from agents.spec import NetworkSpec
 from envs.factory import EnvOptions, make_eval_env
 from runners.atomic_files import atomic_write_text, warn
-from runners.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, list_entries,
+from runners.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
                                 list_final_entries, read_entry)
 from runners.evaluate import EvalResult, episode_seeds, evaluate
 
@@ -158,16 +158,21 @@ def bootstrap_interval(returns: Sequence[float], confidence: float = CONFIDENCE,
     values = np.asarray(returns, np.float64)
     if len(values) < 2 or np.all(values == values[0]):
         return float(values.mean()), float(values.mean())
-    picks = np.random.default_rng(0).integers(0, len(values), (resamples, len(values)))
-    means = values[picks].mean(axis=1)
+    generator, means = np.random.default_rng(0), []
+    block = max(1, 1_000_000 // len(values))  # resamples drawn a block at a time: memory stays bounded
+    for start in range(0, resamples, block):
+        picks = generator.integers(0, len(values), (min(block, resamples - start), len(values)))
+        means.append(values[picks].mean(axis=1))
+    means = np.concatenate(means)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return float(low), float(high)
 
 
 def candidates(best_dir: Path, count: int, on_warning: Callable[[str], None] = warn) -> list[Candidate]:
-    """The newest ``count`` best entries that verify, oldest first, then the newest final-policy entry (unless it
-    holds the same weights as one of them)."""
+    """The newest ``count`` best entries that verify, oldest first, then the newest final-policy entry; before them
+    the entry an earlier crown chose, if it is not one of those (a resumed run judges it again). An entry holding
+    the same weights as one already taken is left out."""
     found: list[Candidate] = []
     for entry in reversed(list_entries(best_dir)):
         if len(found) == count:
@@ -176,9 +181,13 @@ def candidates(best_dir: Path, count: int, on_warning: Callable[[str], None] = w
         if stored is not None:
             found.insert(0, Candidate(stored))
     finals = list_final_entries(best_dir)
-    final = _verified(finals[-1], on_warning) if finals else None
-    if final is not None and final.manifest["sha256"] not in {each.stored.manifest["sha256"] for each in found}:
-        found.append(Candidate(final))
+    crowned = crowned_entry(best_dir)
+    extra = [(0, crowned)] if crowned is not None and crowned.is_dir() else []
+    extra += [(len(found), finals[-1])] if finals else []
+    for position, entry in extra:
+        stored = _verified(entry, on_warning)
+        if stored is not None and stored.manifest["sha256"] not in {each.stored.manifest["sha256"] for each in found}:
+            found.insert(position if position == 0 else len(found), Candidate(stored))
     return found
 
 
@@ -227,17 +236,38 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
     if not is_run_dir(run_dir):
         raise RunNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give one such as "
                                "results/CartPole-v1/ppo/<run>")
-    config = apply_overrides(config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()) or {}),
-                             overrides or {})
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except OSError as error:
+        raise CrownError(f"{run_dir / 'config.yaml'} is unreadable ({error.strerror}); the crown needs the run's "
+                         "config") from None
+    except yaml.YAMLError:
+        raise CrownError(f"{run_dir / 'config.yaml'} is not valid YAML; the crown needs the run's config as "
+                         "champion train wrote it") from None
+    config = apply_overrides(config_from_dict(saved), overrides or {})
     validate(config)
+    _check_env_fits(run_dir, config)
     with RunLock(run_dir):
         crown = crown_run(run_dir, config, on_warning=on_warning)
         log_crown_to_tensorboard(crown)
-        _add_to_summary(run_dir / "summary.json", crown)
+        add_to_summary(run_dir / "summary.json", crown)
     return crown
 
 
-def _add_to_summary(path: Path, crown: Crown) -> None:
+def _check_env_fits(run_dir: Path, config: TrainConfig) -> None:
+    """EnvError if the run's env cannot be made here, ReplayError if its spaces no longer fit the saved policies."""
+    from runners.replay import check_env_fits
+
+    entries = list_entries(run_dir / "best")
+    if entries:
+        try:
+            manifest = json.loads((entries[-1] / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return  # an unreadable entry is reported by the crown itself
+        check_env_fits(dict(manifest, env_id=config.env_id))
+
+
+def add_to_summary(path: Path, crown: Crown) -> None:
     """summary.json gains (or replaces) its ``crown`` part; a run without a summary (stopped early) gets none."""
     try:
         summary = json.loads(path.read_text())

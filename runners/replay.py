@@ -118,17 +118,20 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
         raise ReplayError(f"--video must end in .gif or .mp4, got {video}")
     policy, manifest = load_policy(run_dir, entry)
     single_threaded_numpy()  # it acts in numpy: small matrices (see agents/compile/runtime.py)
-    _check_env_fits(manifest)
+    check_env_fits(manifest)
     seeds = _seeds(run_dir, manifest, episodes, seed)
     env_id, options = manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options"))
     if video is not None:
         result = play_apart(write_video, env_id, options, seeds, policy.spec, policy.weights, Path(video))
-    elif render:
-        eval_envs = make_eval_env(env_id, len(seeds), "human", options)
+    elif render:  # the first episode in a window, the others as usual (the same returns either way)
+        eval_envs = make_eval_env(env_id, 1, "human", options)
         try:
-            result = evaluate(policy, eval_envs, seeds, env_id=env_id)
+            first = evaluate(policy, eval_envs, seeds[:1], env_id=env_id)
         finally:
             eval_envs.close()
+        rest = play_episodes(env_id, options, policy.spec, policy.weights, seeds[1:]) if len(seeds) > 1 else None
+        result = first if rest is None else EvalResult(first.returns + rest.returns, first.lengths + rest.lengths,
+                                                       tuple(seeds))
     else:  # a crowned champion's 100 held-out episodes are played a few dozen at a time
         result = play_episodes(env_id, options, policy.spec, policy.weights, seeds)
     return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
@@ -147,7 +150,7 @@ def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: 
 
 
 
-def _check_env_fits(manifest: dict[str, Any]) -> None:
+def check_env_fits(manifest: dict[str, Any]) -> None:
     """Refuse to replay on an env whose spaces are no longer those the policy was trained on."""
     info = describe_env(manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options")))
     saved = NetworkSpec.from_dict(manifest["network"])

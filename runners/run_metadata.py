@@ -132,8 +132,8 @@ def best_manifest(config: TrainConfig, spec: NetworkSpec, step: int, result: Eva
     }
 
 
-def write_summary(result: TrainResult, nonfinite_steps_skipped: int, crown: dict[str, Any] | None = None) -> None:
-    """summary.json: what the finished session measured, with the crown's outcome and cost (written atomically)."""
+def write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
+    """summary.json: what the finished session measured (written atomically; the crown adds its part after)."""
     summary = {
         "env_steps": result.env_steps,
         "session_steps": result.session_steps,
@@ -148,7 +148,6 @@ def write_summary(result: TrainResult, nonfinite_steps_skipped: int, crown: dict
         "beside_timings": {name: round(seconds, 3) for name, seconds in result.beside_timings.items()},
         "beside_calls": dict(result.beside_calls),
         "engine": result.engine,
-        **({"crown": crown} if crown is not None else {}),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_text(result.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -91,7 +91,13 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
                 state = LoopState()
                 run.logger.log_config((run_dir / "config.yaml").read_text())
                 run.logger.log_hparams(hparams(config, run.engine.kind), run_dir.name)
-            return _loop(run, state, called, stop)
+            result = _loop(run, state, called, stop)
+        if config.crown.at_end:  # after StopRequests: a Ctrl-C here stops the crown, not the finished run
+            _crown_at_end(run)
+        if run.store.current_entry is not None:
+            run.out.print(f"best policy: {run.store.current_entry}")
+        run.out.print(f"replay it with: champion replay {run.run_dir}")
+        return result
     except EnvStepError as error:
         raise TrainingStopped(f"error: {error}; the best policy saved before it is unchanged in "
                               f"{run_dir / 'best'}") from error
@@ -160,11 +166,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
     out.print(f"time went to: {timings.summary(wall_seconds)}")
     _save_final_policy(run, state.step)
-    crowned = _crown_at_end(run) if config.crown.at_end else None
-    write_summary(result, state.skipped_steps, crowned.summary() if crowned is not None else None)
-    if run.store.current_entry is not None:
-        out.print(f"best policy: {run.store.current_entry}")
-    out.print(f"replay it with: champion replay {run.run_dir}")
+    write_summary(result, state.skipped_steps)
     return result
 
 
@@ -177,26 +179,29 @@ def _save_final_policy(run: Run, step: int) -> None:
         run.store.save_final(last.policy.weights, best_manifest(run.config, run.spec, step, last.result))
 
 
-def _crown_at_end(run: Run) -> Any:
-    """Crown the run (``runners.crown``) and print and log it; a failure is a warning, the training-time best
-    stands."""
-    from runners.crown import CrownError, ProcessPlayer, RayPlayer, crown_lines, crown_run, log_crown_to_tensorboard
+def _crown_at_end(run: Run) -> None:
+    """Crown the finished run (``runners.crown``), print it and add it to TensorBoard and summary.json. The run
+    is complete without it: a failure or a Ctrl-C is a warning, and the store stays as it was."""
+    from runners.crown import ProcessPlayer, RayPlayer, add_to_summary, crown_lines, crown_run, log_crown_to_tensorboard
 
     if run.store.current_entry is None:
-        return None
+        return
     player = RayPlayer(run.config, run.spec) if run.engine.kind == "ray" else ProcessPlayer(run.config)
     run.out.print(f"crowning: the newest {run.config.crown.candidates} best entries and the final policy, "
                   f"{run.config.crown.episodes} held-out episodes each")
+    later = f"the training-time best stands; crown later with: champion crown {run.run_dir}"
     try:
         crown = crown_run(run.run_dir, run.config, player, on_warning=warner(run.console))
-    except (CrownError, EnvStepError, EngineFailed, OSError) as error:
-        warner(run.console)(f"the crown failed ({error}); the training-time best stands. Try again with: "
-                            f"champion crown {run.run_dir}")
-        return None
-    log_crown_to_tensorboard(crown)
+        log_crown_to_tensorboard(crown)
+        add_to_summary(run.run_dir / "summary.json", crown)
+    except KeyboardInterrupt:
+        warner(run.console)(f"the crown was interrupted; {later}")
+        return
+    except Exception as error:  # the crown only adds to a finished run; whatever stops it must not undo that
+        warner(run.console)(f"the crown failed ({type(error).__name__}: {error}); {later}")
+        return
     for line in crown_lines(crown):
         run.out.print(line)
-    return crown
 
 
 @contextlib.contextmanager

@@ -101,9 +101,15 @@ def test_crown_picks_the_truly_best_entry_far_more_often_than_the_training_time_
 
 def test_champion_json_records_the_held_out_episodes_and_the_interval(tmp_path, bandit_policies):
     spec, policies = bandit_policies
-    config = bandit_config(7)
-    save_candidates(tmp_path, config, spec, policies)
+    config = bandit_config(7, candidates=3)
+    training_best, names = save_candidates(tmp_path, config, spec, policies)
+    oldest = min(names)  # the oldest of four entries was pruned (keep 3): it comes back as the final policy
+    store = BestPolicyStore(tmp_path / "best", keep=4)
+    final = store.save_final(policies[names.index(oldest)].weights,
+                             json.loads((tmp_path / "best" / training_best / "manifest.json").read_text()) | {"step": 9_000})
     crown = crowning.crown_run(tmp_path, config)
+    assert [judged.candidate.name for judged in crown.judged] == sorted(set(names) - {oldest}) + [final.name]
+    assert crown.judged[-1].candidate.is_final
     record = read_champion(tmp_path / "best")
     assert record["entry"] == crown.champion.candidate.name
     assert record["held_out_seeds"] == list(range(7_000 + 10_000_000, 7_000 + 10_000_100))
@@ -124,22 +130,39 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     assert crowning.bootstrap_interval([3.0] * 20) == (3.0, 3.0)
 
 
+class InterruptedAfterTwo(crowning.ProcessPlayer):
+    def play(self, policies, seeds):
+        super().play(policies[:2], seeds)
+        raise KeyboardInterrupt  # as a Ctrl-C would stop it after two candidates
+
+
 def test_a_crown_that_fails_midway_leaves_the_store_as_it_was(tmp_path, bandit_policies):
     spec, policies = bandit_policies
     config = bandit_config(3)
     save_candidates(tmp_path, config, spec, policies)
     crowning.crown_run(tmp_path, config)
     before = {path: path.read_bytes() for path in (tmp_path / "best").rglob("*") if path.is_file()}
-
-    class Dies(crowning.ProcessPlayer):
-        def play(self, policies, seeds):
-            super().play(policies[:2], seeds)
-            raise KeyboardInterrupt  # as a Ctrl-C or a crash would stop it after two candidates
-
+    again = dataclasses.replace(config, crown=CrownConfig(candidates=4, episodes=50, workers=1))
     with pytest.raises(KeyboardInterrupt):
-        crowning.crown_run(tmp_path, dataclasses.replace(config, crown=CrownConfig(candidates=4, episodes=50)),
-                           Dies(config))
-    assert {path: path.read_bytes() for path in (tmp_path / "best").rglob("*") if path.is_file()} == before
+        crowning.crown_run(tmp_path, again, InterruptedAfterTwo(again))
+    after = {path: path.read_bytes() for path in (tmp_path / "best").rglob("*") if path.is_file()}
+    assert after == before and len(read_champion(tmp_path / "best")["held_out_seeds"]) == 100  # the first crown's
+
+
+def test_ctrl_c_during_the_crown_at_the_end_of_a_run_keeps_the_finished_run(tmp_path, monkeypatch, capsys):
+    """The training is complete: its summary and final policy are written before the crown, which a Ctrl-C only
+    skips (with how to crown later); best/ gets no champion.json."""
+    from runners.configure import resolve_config
+    from runners.training import train
+
+    monkeypatch.setattr(crowning, "ProcessPlayer", InterruptedAfterTwo)
+    config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 2048, "eval_every": 512, "results_dir": str(tmp_path),
+                                                      "run_name": "stopped", "media": False, "engine": "gymnasium"})
+    result = train(config, progress=False)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["env_steps"] == 2048 and "crown" not in summary
+    assert not (result.run_dir / "best" / "champion.json").exists()
+    assert "the crown was interrupted" in capsys.readouterr().err
 
 
 def test_held_out_seeds_must_not_overlap_the_evaluation_seeds():
@@ -207,8 +230,6 @@ def test_a_run_crowns_itself_and_replay_reproduces_the_held_out_mean(crowned_run
     assert summary["crown"]["champion"] == record["entry"]
     assert summary["crown"]["episodes"] == 30 * len(record["candidates"])
     assert summary["crown"]["seconds"] > 0
-    final = [candidate for candidate in record["candidates"] if candidate["final_policy"]]
-    assert final == [] or final[0]["step"] == summary["env_steps"]
     replayed = json.loads(CliRunner().invoke(cli, ["replay", str(crowned_run), "--json"]).output)
     assert replayed["crowned"] is True
     assert replayed["seeds"] == record["held_out_seeds"]
@@ -246,25 +267,61 @@ def test_tensorboard_has_the_crown_per_candidate(crowned_run):
     assert record["entry"] in table and "crowned" in table
 
 
-def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_run, tmp_path):
-    assert champion("crown", str(crowned_run), "--episodes", "12", "--workers", "1") == 0
-    assert len(read_champion(crowned_run / "best")["held_out_seeds"]) == 12
+def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(crowned_run, copy)
+    assert champion("crown", str(copy), "--episodes", "12", "--workers", "1") == 0
+    assert len(read_champion(copy / "best")["held_out_seeds"]) == 12
+    assert json.loads((copy / "summary.json").read_text())["crown"]["episodes"] == 12 * len(
+        read_champion(copy / "best")["candidates"])
+    capsys.readouterr()
     empty = tmp_path / "empty"
     (empty / "best").mkdir(parents=True)
     (empty / "config.yaml").write_text("env_id: CartPole-v1\n")
     assert champion("crown", str(empty)) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"champion crown: error: {empty / 'best'} holds no usable best-policy entry to crown; train the run first"]
+    (empty / "config.yaml").write_text("env_id: [CartPole-v1\n")
+    assert champion("crown", str(empty)) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"champion crown: error: {empty / 'config.yaml'} is not valid YAML; the crown needs the run's config as "
+        "champion train wrote it"]
 
 
-def test_a_damaged_crowned_entry_falls_back_to_the_training_time_best(crowned_run, tmp_path, capsys):
-    import shutil
+class Fixed:
+    """Plays nothing: the held-out means are given (the first candidate's highest), to fix which one is crowned."""
 
+    where = "given"
+
+    def play(self, policies, seeds):
+        from runners.evaluate import EvalResult
+
+        return [EvalResult(tuple([float(-index)] * len(seeds)), (1,) * len(seeds), tuple(seeds))
+                for index in range(len(policies))]
+
+
+def test_a_damaged_or_outdated_crown_falls_back_to_the_training_time_best(tmp_path, bandit_policies, capsys):
     from runners.replay import load_policy
 
-    copy = tmp_path / "copy"
-    shutil.copytree(crowned_run, copy)
-    record = read_champion(copy / "best")
-    (copy / "best" / record["entry"] / "policy.npz").write_bytes(b"damaged")
-    _, manifest = load_policy(copy)
-    assert manifest["crowned"] is False
-    assert Path(manifest["entry"]).name == record["training_best"] or record["training_best"] == record["entry"]
+    spec, policies = bandit_policies
+    config = bandit_config(9)
+    training_best, names = save_candidates(tmp_path, config, spec, policies)
+    crown = crowning.crown_run(tmp_path, config, Fixed())
+    crowned = crown.champion.candidate.name
+    assert crowned != training_best and load_policy(tmp_path)[1]["crowned"] is True
+    damaged = tmp_path / "best" / crowned / "policy.npz"
+    intact = damaged.read_bytes()
+    damaged.write_bytes(b"damaged")
+    _, manifest = load_policy(tmp_path)
+    assert (manifest["crowned"], Path(manifest["entry"]).name) == (False, training_best)
     assert "crowned entry" in capsys.readouterr().err
+    damaged.write_bytes(intact)
+    store = BestPolicyStore(tmp_path / "best", keep=4)  # a resumed run saves a better one and stops before a crown
+    store.offer(policies[1].weights, 99.0, json.loads((tmp_path / "best" / training_best / "manifest.json").read_text()))
+    _, manifest = load_policy(tmp_path)
+    assert (manifest["crowned"], Path(manifest["entry"]).name) == (False, store.current_entry.name)
+    assert "predates the newest best entry" in capsys.readouterr().err
+    again = crowning.crown_run(tmp_path, dataclasses.replace(config, crown=CrownConfig(candidates=3, workers=1)))
+    assert [judged.candidate.name for judged in again.judged][0] == crowned  # the earlier champion is judged again
