@@ -47,6 +47,7 @@ CROWN_MEAN = "crown/held_out_mean"
 """One point per crown candidate, at the step its policy comes from."""
 CROWN_CHAMPION = "crown/champion_held_out_mean"
 CROWN_TEXT = "crown"
+CROWN_SUFFIX = ".crown"
 BEST_POLICY_GIF = "eval/best_policy"
 CSV_COLUMNS = ("step", "wall_seconds", "mean_return", "std_return", "min_return", "max_return",
                "mean_length", "best_mean_return", "saved")
@@ -211,9 +212,11 @@ def truncate_logs(run_dir: Path, step: int) -> None:
 
 def log_crown(run_dir: Path, held_out_means: dict[int, float], champion_step: int, champion_mean: float,
               table: str) -> None:
-    """The crown in TensorBoard (a new event file in ``tb/``, so it can be written after the run, without
-    TensorFlow): ``crown/held_out_mean`` at each candidate's step, the champion's, and the table as text."""
-    writer = EventFileWriter(str(run_dir / "tb"), filename_suffix=".crown")
+    """The crown in TensorBoard (an event file of its own in ``tb/``, so it can be written after the run, without
+    TensorFlow): ``crown/held_out_mean`` at each candidate's step, the champion's, and the table as text. An
+    earlier crown's file goes once this one is written, so TensorBoard shows one crown."""
+    earlier = list((run_dir / "tb").glob(f"events.out.tfevents.*{CROWN_SUFFIX}"))
+    writer = EventFileWriter(str(run_dir / "tb"), filename_suffix=CROWN_SUFFIX)
     try:
         for step, mean in sorted(held_out_means.items()):
             value = summary_pb2.Summary.Value(tag=CROWN_MEAN, metadata=_SCALAR_METADATA,
@@ -228,3 +231,5 @@ def log_crown(run_dir: Path, held_out_means: dict[int, float], champion_step: in
                                          summary=summary_pb2.Summary(value=[champion, text])))
     finally:
         writer.close()
+    for path in earlier:
+        path.unlink(missing_ok=True)

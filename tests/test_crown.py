@@ -274,6 +274,7 @@ def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_ru
     shutil.copytree(crowned_run, copy)
     assert champion("crown", str(copy), "--episodes", "12", "--workers", "1") == 0
     assert len(read_champion(copy / "best")["held_out_seeds"]) == 12
+    assert len(list((copy / "tb").glob("*.crown"))) == 1  # the first crown's TensorBoard file was replaced
     assert json.loads((copy / "summary.json").read_text())["crown"]["episodes"] == 12 * len(
         read_champion(copy / "best")["candidates"])
     capsys.readouterr()
