@@ -177,6 +177,8 @@ class TrainConfig:
 
     env_id: str = "CartPole-v1"
     """Gymnasium id, or module:EnvName-v0 for an environment registered by your module."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for gymnasium.make, e.g. {include_cfrc_ext_in_observation: false}; replay and export use them too."""
     algo: str = "ppo"
     """Learning algorithm: ppo or a2c."""
     seed: int = 0
@@ -254,6 +256,8 @@ def _plain(value: Any) -> Any:
 def validate(config: TrainConfig) -> None:
     """Raise ConfigError naming the first invalid value and what would be valid."""
     _require(config.algo in ALGORITHMS, f"algo must be one of {', '.join(ALGORITHMS)}, got {config.algo!r}")
+    _require(isinstance(config.env_kwargs, dict) and all(isinstance(key, str) for key in config.env_kwargs),
+             f"env_kwargs must be a mapping of keyword names to values, e.g. {{frame_skip: 4}}, got {config.env_kwargs!r}")
     for name in ("total_steps", "num_envs", "eval_every", "eval_episodes", "log_every", "checkpoint_every",
                  "checkpoint_keep", "max_nonfinite_updates"):
         value = getattr(config, name)

@@ -51,19 +51,25 @@ class EnvOptions:
     """Observations of the last this many steps, stacked (gymnasium's FrameStackObservation); 1: none."""
     image_layout: str = "auto"
     """How a uint8 Box is read: auto (an image when HxW, HxWxC or CxHxW), channels_last, channels_first, none."""
+    make_kwargs: tuple[tuple[str, Any], ...] = ()
+    """Keyword arguments of ``gymnasium.make`` (the config's ``env_kwargs``), as sorted pairs so options hash."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"frame_stack": self.frame_stack, "image_layout": self.image_layout}
+        return {"frame_stack": self.frame_stack, "image_layout": self.image_layout, "env_kwargs": dict(self.make_kwargs)}
 
     @classmethod
     def from_config(cls, config: Any) -> "EnvOptions":
         """The options a TrainConfig asks for."""
-        return cls(frame_stack=config.frame_stack, image_layout=config.network.image_layout)
+        return cls(frame_stack=config.frame_stack, image_layout=config.network.image_layout,
+                   make_kwargs=tuple(sorted((config.env_kwargs or {}).items())))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "EnvOptions":
         """From a manifest (an older one has none: the defaults)."""
-        return cls(**{key: value for key, value in (data or {}).items() if key in cls.__dataclass_fields__})
+        data = dict(data or {})
+        make_kwargs = tuple(sorted((data.pop("env_kwargs", None) or {}).items()))
+        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__},
+                   make_kwargs=make_kwargs)
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,7 @@ def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = Tr
     envs built from it can be pickled into a checkpoint."""
     if required_extra(env_id) == "mujoco":
         _mujoco_warnings_to_stderr()
+    env_kwargs = {**dict(options.make_kwargs), **env_kwargs}
     env = make_atari(env_id, training, **env_kwargs) if is_atari(env_id) else gym.make(env_id, **env_kwargs)
     if options.frame_stack > 1:
         env = _stack_frames(env, options.frame_stack, options.image_layout)

@@ -168,6 +168,10 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
         if value is None:
             return None
         return _coerce(key, value, options[0])
+    if origin is dict:  # env_kwargs: whatever the env takes
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{key} must be a mapping, e.g. {key}={{frame_skip: 4}}, got {value!r}")
     try:
         if origin is tuple and typing.get_origin(typing.get_args(target)[0]) is tuple:  # e.g. cnn_layers
             if not isinstance(value, (list, tuple)) or not all(isinstance(item, (list, tuple)) for item in value):

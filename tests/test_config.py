@@ -100,3 +100,23 @@ def test_every_preset_resolves_to_a_valid_config():
 def test_text_fields_keep_the_text_yaml_would_read_as_a_boolean():
     config, _ = resolve_config("CartPole-v1", "ppo", {"run_name": "off", "results_dir": "no"})
     assert (config.run_name, config.results_dir) == ("off", "no")
+
+
+def test_env_kwargs_reach_gymnasium_make_in_training_evaluation_and_replay(tmp_path):
+    """Counter pays 1 a step for ``length`` steps: with env_kwargs length 7 every evaluation and replay returns 7."""
+    from runners.replay import replay
+    from runners.training import train
+
+    config, _ = resolve_config("champion-test/Counter-v0", "ppo", {
+        "env_kwargs": "{length: 7}", "total_steps": 256, "eval_every": 128, "num_envs": 2, "ppo.num_steps": 64,
+        "results_dir": str(tmp_path), "run_name": "kwargs", "media": False, "crown.episodes": 5})
+    assert config.env_kwargs == {"length": 7}
+    result = train(config, progress=False)
+    assert result.best_mean_return == 7.0
+    assert replay(result.run_dir, entry="best").result.returns == (7.0,) * 10
+    assert replay(result.run_dir).result.returns == (7.0,) * 5  # the crown's held-out episodes
+
+
+def test_env_kwargs_must_be_a_mapping():
+    with pytest.raises(ConfigError, match="env_kwargs must be a mapping"):
+        resolve_config("CartPole-v1", "ppo", {"env_kwargs": "[1, 2]"})
