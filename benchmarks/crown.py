@@ -44,8 +44,8 @@ def run_one(env_id: str, algo: str, seed: int, results_dir: str) -> str:
 def fresh_check(run_dir: Path) -> dict:
     """The training-time best and the champion on FRESH_EPISODES episodes neither evaluation nor crown played."""
     from envs.factory import EnvOptions
-    from runners.crown import bootstrap_interval, play_episodes
-    from runners.evaluate import episode_seeds
+    from runners.crown import bootstrap_interval
+    from runners.evaluate import episode_seeds, play_episodes
     from runners.replay import load_policy
 
     seeds = episode_seeds(FRESH_SEED, FRESH_EPISODES)

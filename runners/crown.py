@@ -28,11 +28,11 @@ import numpy as np
 from agents.config import TrainConfig
 from agents.numpy_policy import NumpyPolicy
 from agents.spec import NetworkSpec
-from envs.factory import EnvOptions, make_eval_env
+from envs.factory import EnvOptions
 from runners.atomic_files import atomic_write_text, warn
 from runners.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
                                 list_final_entries, read_entry)
-from runners.evaluate import EvalResult, episode_seeds, evaluate
+from runners.evaluate import EvalResult, episode_seeds, joined, play_episodes
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
@@ -40,8 +40,6 @@ INTERVAL_METHOD = f"percentile bootstrap, {BOOTSTRAP_RESAMPLES:,} resamples of t
 SPAWN_PAYS_AFTER_S = 5.0
 """crown.workers 0: the rest of the candidates go to spawned processes when, played here, they would take longer
 (starting the processes costs a few seconds)."""
-MAX_VECTOR_ENVS = 32
-"""Held-out episodes played at once in one vector env (more would only cost memory)."""
 
 class Player(Protocol):
     """Plays every policy on every seed (one episode per seed), and says where it did."""
@@ -345,30 +343,7 @@ def _play_apart(env_id: str, options: EnvOptions, policies: Sequence[NumpyPolicy
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [[pool.submit(play_episodes, env_id, options, policy.spec, policy.weights, [int(seed) for seed in share])
                     for share in shares] for policy in policies]
-        return [_joined([future.result() for future in parts], seeds) for parts in futures]
-
-
-def play_episodes(env_id: str, options: EnvOptions, spec: NetworkSpec, weights: dict[str, np.ndarray],
-                  seeds: Sequence[int]) -> EvalResult:
-    """One deterministic episode per seed, ``MAX_VECTOR_ENVS`` at a time (TensorFlow-free, so it runs in a spawned
-    process or on a Ray actor as well as here)."""
-    policy = NumpyPolicy(spec, weights=weights)
-    parts, envs = [], {}
-    try:
-        for start in range(0, len(seeds), MAX_VECTOR_ENVS):
-            chunk = list(seeds[start:start + MAX_VECTOR_ENVS])
-            if len(chunk) not in envs:
-                envs[len(chunk)] = make_eval_env(env_id, len(chunk), options=options)
-            parts.append(evaluate(policy, envs[len(chunk)], chunk, env_id=env_id))
-    finally:
-        for vector_env in envs.values():
-            vector_env.close()
-    return _joined(parts, seeds)
-
-
-def _joined(parts: list[EvalResult], seeds: Sequence[int]) -> EvalResult:
-    return EvalResult(tuple(value for part in parts for value in part.returns),
-                      tuple(value for part in parts for value in part.lengths), tuple(int(seed) for seed in seeds))
+        return [joined([future.result() for future in parts], seeds) for parts in futures]
 
 
 def crown_table(crown: Crown) -> list[str]:

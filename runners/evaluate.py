@@ -12,7 +12,8 @@ import gymnasium as gym
 import numpy as np
 
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import as_float_batch, env_call
+from agents.spec import NetworkSpec
+from envs.factory import EnvOptions, as_float_batch, env_call, make_eval_env
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,34 @@ def evaluate(
             _record(eval_envs, frames)
         done |= terminated | truncated
     return EvalResult(tuple(returns.tolist()), tuple(lengths.tolist()), tuple(int(seed) for seed in seeds))
+
+
+MAX_VECTOR_ENVS = 32
+"""Episodes ``play_episodes`` plays at once in one vector env (more would only cost memory)."""
+
+
+def play_episodes(env_id: str, options: EnvOptions, spec: NetworkSpec, weights: dict[str, np.ndarray],
+                  seeds: Sequence[int]) -> EvalResult:
+    """One deterministic episode per seed, ``MAX_VECTOR_ENVS`` at a time (the same returns as one vector env of them all: acting is
+    row by row)."""
+    policy = NumpyPolicy(spec, weights=weights)
+    parts, envs = [], {}
+    try:
+        for start in range(0, len(seeds), MAX_VECTOR_ENVS):
+            chunk = list(seeds[start:start + MAX_VECTOR_ENVS])
+            if len(chunk) not in envs:
+                envs[len(chunk)] = make_eval_env(env_id, len(chunk), options=options)
+            parts.append(evaluate(policy, envs[len(chunk)], chunk, env_id=env_id))
+    finally:
+        for vector_env in envs.values():
+            vector_env.close()
+    return joined(parts, seeds)
+
+
+def joined(parts: list[EvalResult], seeds: Sequence[int]) -> EvalResult:
+    """Results of consecutive slices of ``seeds``, as one."""
+    return EvalResult(tuple(value for part in parts for value in part.returns),
+                      tuple(value for part in parts for value in part.lengths), tuple(int(seed) for seed in seeds))
 
 
 def _record(eval_envs: gym.vector.VectorEnv, frames: list | None) -> None:

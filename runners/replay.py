@@ -16,8 +16,7 @@ from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvOptions, describe_env, make_eval_env
 from runners.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
                                 load_champion, read_entry)
-from runners.crown import play_episodes
-from runners.evaluate import EvalResult, episode_seeds, evaluate
+from runners.evaluate import EvalResult, episode_seeds, evaluate, play_episodes
 from runners.media import play_apart, write_video
 from runners.runs import ReplayError, choose_run
 
