@@ -182,15 +182,16 @@ def _save_final_policy(run: Run, step: int) -> None:
 def _crown_at_end(run: Run) -> None:
     """Crown the finished run (``runners.crown``), print it and add it to TensorBoard and summary.json. The run
     is complete without it: a failure or a Ctrl-C is a warning, and the store stays as it was."""
-    from runners.crown import ProcessPlayer, RayPlayer, add_to_summary, crown_lines, crown_run, log_crown_to_tensorboard
-
     if run.store.current_entry is None:
         return
-    player = RayPlayer(run.config, run.spec) if run.engine.kind == "ray" else ProcessPlayer(run.config)
     run.out.print(f"crowning: the newest {run.config.crown.candidates} best entries and the final policy, "
                   f"{run.config.crown.episodes} held-out episodes each")
     later = f"the training-time best stands; crown later with: champion crown {run.run_dir}"
     try:
+        from runners.crown import (ProcessPlayer, RayPlayer, add_to_summary, crown_lines, crown_run,
+                                   log_crown_to_tensorboard)
+
+        player = RayPlayer(run.config, run.spec) if run.engine.kind == "ray" else ProcessPlayer(run.config)
         crown = crown_run(run.run_dir, run.config, player, on_warning=warner(run.console))
         log_crown_to_tensorboard(crown)
         add_to_summary(run.run_dir / "summary.json", crown)
