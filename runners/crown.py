@@ -178,14 +178,12 @@ def candidates(best_dir: Path, count: int, on_warning: Callable[[str], None] = w
         stored = _verified(entry, on_warning)
         if stored is not None:
             found.insert(0, Candidate(stored))
-    finals = list_final_entries(best_dir)
-    crowned = crowned_entry(best_dir)
-    extra = [(0, crowned)] if crowned is not None and crowned.is_dir() else []
-    extra += [(len(found), finals[-1])] if finals else []
-    for position, entry in extra:
-        stored = _verified(entry, on_warning)
+    crowned, finals = crowned_entry(best_dir), list_final_entries(best_dir)
+    earlier = _verified(crowned, on_warning) if crowned is not None and crowned.is_dir() else None
+    final = _verified(finals[-1], on_warning) if finals else None
+    for stored, at_end in ((earlier, False), (final, True)):
         if stored is not None and stored.manifest["sha256"] not in {each.stored.manifest["sha256"] for each in found}:
-            found.insert(position if position == 0 else len(found), Candidate(stored))
+            found.insert(len(found) if at_end else 0, Candidate(stored))
     return found
 
 
