@@ -169,7 +169,10 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
         click.echo(f"picked {outcome.run_dir}: {outcome.picked}")
     kind = "crowned champion" if outcome.crowned else "training-time best"
     click.echo(f"replayed {outcome.entry} ({kind}, step {outcome.step:,}) on seeds {result.seeds[0]}..{result.seeds[-1]}")
-    click.echo(f"returns: {', '.join(f'{value:g}' for value in result.returns)}")
+    if len(set(result.returns)) == 1 and len(result.returns) > 1:
+        click.echo(f"returns: {result.returns[0]:g} in each of the {len(result.returns)} episodes")
+    else:
+        click.echo(f"returns: {', '.join(f'{value:g}' for value in result.returns)}")
     episodes_kind = "held-out" if outcome.crowned else "evaluation"
     if outcome.same_episodes:
         same = "same as recorded" if result.mean_return == outcome.recorded_mean_return else "recorded"

@@ -115,6 +115,12 @@ def test_env_kwargs_reach_gymnasium_make_in_training_evaluation_and_replay(tmp_p
     assert result.best_mean_return == 7.0
     assert replay(result.run_dir, entry="best").result.returns == (7.0,) * 10
     assert replay(result.run_dir).result.returns == (7.0,) * 5  # the crown's held-out episodes
+    from click.testing import CliRunner
+
+    from runners.cli import cli
+
+    printed = CliRunner().invoke(cli, ["replay", str(result.run_dir), "--entry", "best"]).output.splitlines()
+    assert "returns: 7 in each of the 10 episodes" in printed
 
 
 def test_env_kwargs_must_be_a_mapping():
