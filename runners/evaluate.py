@@ -98,8 +98,8 @@ MAX_VECTOR_ENVS = 32
 
 def play_episodes(env_id: str, options: EnvOptions, spec: NetworkSpec, weights: dict[str, np.ndarray],
                   seeds: Sequence[int]) -> EvalResult:
-    """One deterministic episode per seed, ``MAX_VECTOR_ENVS`` at a time (the same returns as one vector env of them all: acting is
-    row by row)."""
+    """One deterministic episode per seed, ``MAX_VECTOR_ENVS`` at a time: the same returns as one vector env of
+    them all, since acting is row by row."""
     policy = NumpyPolicy(spec, weights=weights)
     parts, envs = [], {}
     try:

@@ -16,7 +16,7 @@ from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvOptions, describe_env, make_eval_env
 from runners.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
                                 load_champion, read_entry)
-from runners.evaluate import EvalResult, episode_seeds, evaluate, play_episodes
+from runners.evaluate import EvalResult, episode_seeds, evaluate, joined, play_episodes
 from runners.media import play_apart, write_video
 from runners.runs import ReplayError, choose_run
 
@@ -128,9 +128,8 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
             first = evaluate(policy, eval_envs, seeds[:1], env_id=env_id)
         finally:
             eval_envs.close()
-        rest = play_episodes(env_id, options, policy.spec, policy.weights, seeds[1:]) if len(seeds) > 1 else None
-        result = first if rest is None else EvalResult(first.returns + rest.returns, first.lengths + rest.lengths,
-                                                       tuple(seeds))
+        rest = [play_episodes(env_id, options, policy.spec, policy.weights, seeds[1:])] if len(seeds) > 1 else []
+        result = joined([first, *rest], seeds)
     else:  # a crowned champion's 100 held-out episodes are played a few dozen at a time
         result = play_episodes(env_id, options, policy.spec, policy.weights, seeds)
     return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
