@@ -14,7 +14,7 @@ from runners.configure import resolve_config
 MUJOCO = importlib.util.find_spec("mujoco") is not None
 PRESETS = {  # env: (num_envs, num_steps, minibatch, epochs, learning rate, hidden sizes, activation, ortho init)
     "HalfCheetah-v5": (1, 512, 64, 20, 2.0633e-05, (256, 256), "relu", False),
-    "Hopper-v5": (1, 512, 32, 5, 9.80828e-05, (256, 256), "relu", False),
+    "Hopper-v5": (1, 2048, 64, 10, 3e-4, (64, 64), "tanh", True),  # RL Zoo's MuJoCo defaults
     "Walker2d-v5": (1, 512, 32, 20, 5.05041e-05, (64, 64), "tanh", True),
     "Ant-v5": (1, 2048, 64, 10, 3e-4, (64, 64), "tanh", True),
     "Swimmer-v5": (4, 1024, 256, 10, 6e-4, (64, 64), "tanh", True),
