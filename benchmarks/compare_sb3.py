@@ -71,11 +71,10 @@ CASES = {
              ent_coef=0.000401762, clip_range=0.1, max_grad_norm=0.8, vf_coef=0.58096, n_envs=1),
         sb3_network={"net_arch": [256, 256], "activation": "relu", "log_std_init": -2.0, "ortho_init": False},
         sb3_normalize=True),
-    "ppo-hopper": Case(  # RL Zoo's tuned Hopper settings (champion's Hopper-v5 preset)
+    "ppo-hopper": Case(  # RL Zoo's MuJoCo defaults: SB3's PPO defaults with VecNormalize (champion's Hopper-v5 preset)
         "ppo-hopper", "Hopper-v5", "ppo", 1_000_000, 20_000, 2410.0, {},
-        dict(n_steps=512, batch_size=32, n_epochs=5, gamma=0.999, gae_lambda=0.99, learning_rate=9.80828e-05,
-             ent_coef=0.00229519, clip_range=0.2, max_grad_norm=0.7, vf_coef=0.835671, n_envs=1),
-        sb3_network={"net_arch": [256, 256], "activation": "relu", "log_std_init": -2.0, "ortho_init": False},
+        dict(n_steps=2048, batch_size=64, n_epochs=10, gamma=0.99, gae_lambda=0.95, learning_rate=3e-4,
+             ent_coef=0.0, clip_range=0.2, max_grad_norm=0.5, vf_coef=0.5, n_envs=1),
         sb3_normalize=True),
     "ppo-ant": Case(  # RL Zoo's Ant entry: SB3's PPO defaults with VecNormalize (champion's Ant-v5 preset)
         "ppo-ant", "Ant-v5", "ppo", 1_000_000, 20_000, 1327.0, {},
@@ -268,13 +267,16 @@ def sbx_installed() -> bool:
     return importlib.util.find_spec("sbx") is not None
 
 
-def compare(case: Case, pairs: int, results_dir: str, scale: float) -> tuple[list[str], dict[str, Any]]:
-    """Alternate champion and SB3 (and SBX for PPO) runs, champion first on even pairs; rows and medians."""
+def compare(case: Case, pairs: range, results_dir: str, scale: float) -> tuple[list[str], dict[str, Any]]:
+    """Alternate champion and SB3 (and SBX for PPO) runs, champion first on even pairs; rows and medians.
+
+    Pair N runs seed N, so a long comparison can run in pieces (--first-pair) that add up to the whole.
+    """
     peers = ["sb3", "sbx"] if case.algo == "ppo" and sbx_installed() else ["sb3"]
     rows: list[str] = []
     runs: dict[str, list[dict[str, Any]]] = {library: [] for library in [*CHAMPIONS, *peers]}
     run_child("champion-warm", case.name, 1_000, results_dir, scale)  # fills the warm cache; not counted
-    for pair in range(pairs):
+    for pair in pairs:
         order = [*CHAMPIONS, *peers] if pair % 2 == 0 else [*peers, *reversed(CHAMPIONS)]
         for library in order:
             summary = summarise(run_child(library, case.name, pair, results_dir, scale), case)
@@ -292,6 +294,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--pairs", type=int, default=3, help="alternating champion/SB3 pairs per case (default 3)")
+    parser.add_argument("--first-pair", type=int, default=0,
+                        help="number (and seed) of the first pair, to run a long comparison in pieces (default 0)")
     parser.add_argument("--results-dir", default="results/compare_sb3")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step budget (e.g. 0.05 for a smoke test)")
     parser.add_argument("--out", type=Path, help="write the tables to this Markdown file")
@@ -308,14 +312,14 @@ def main() -> None:
     lines, ratio_lines, champion_speeds = [], [], {}
     for name in args.cases:
         case = scaled(CASES[name], args.scale)
-        rows, medians = compare(case, args.pairs, args.results_dir, args.scale)
+        rows, medians = compare(case, range(args.first_pair, args.first_pair + args.pairs), args.results_dir,
+                                args.scale)
         lines += rows
         ratio_lines += _ratio_lines(case, medians)
         champion_speeds[name] = medians["champion-warm"]["steps_per_second"]
         print("\n".join(ratio_lines), flush=True)
     speed = _env_speed_lines(champion_speeds)
-    text = _report(header, lines, ratio_lines, speed, args.pairs, load_before, os.getloadavg()[0], time.time() - started,
-                   args.scale)
+    text = _report(header, lines, ratio_lines, speed, args, load_before, os.getloadavg()[0], time.time() - started)
     print(text)
     if args.out:
         args.out.write_text(text)
@@ -355,12 +359,14 @@ def _env_speed_lines(champion_speeds: dict[str, float]) -> list[str]:
     return lines
 
 
-def _report(header: str, lines: list[str], ratio_lines: list[str], speed: list[str], pairs: int, load_before: float,
-            load_after: float, seconds: float, scale: float) -> str:
-    scale_note = f" --scale {scale}" if scale != 1.0 else ""
+def _report(header: str, lines: list[str], ratio_lines: list[str], speed: list[str], args: argparse.Namespace,
+            load_before: float, load_after: float, seconds: float) -> str:
+    scale_note = f" --scale {args.scale}" if args.scale != 1.0 else ""
+    first_note = f" --first-pair {args.first_pair}" if args.first_pair else ""
+    cases_note = f" --cases {' '.join(args.cases)}" if args.cases != list(CASES) else ""
     return "\n".join([
         "# champion vs Stable-Baselines3, side by side", "",
-        f"Produced by `python benchmarks/compare_sb3.py --pairs {pairs}{scale_note}` in {seconds / 60:.0f} min on "
+        f"Produced by `python benchmarks/compare_sb3.py{cases_note} --pairs {args.pairs}{first_note}{scale_note}` in {seconds / 60:.0f} min on "
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), load average {load_before:.2f} before "
         f"and {load_after:.2f} after. Python {platform.python_version()}.", "",
         "## Ratios (peer / champion, medians over the pairs)", "",
