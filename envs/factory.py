@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, SupportsFloat, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -272,9 +272,29 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", opt
     lengths are reported by gymnasium's RecordEpisodeStatistics. The sync vector env is built
     from picklable parts, so its whole state (every sub-env and its RNG) can be checkpointed.
     """
-    make_one = [functools.partial(make_env, env_id, options, training=True, **env_kwargs)] * num_envs
+    make_one = [functools.partial(make_env_without_info, env_id, options, training=True, **env_kwargs)] * num_envs
     vector_class = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     return RecordEpisodeStatistics(vector_class(make_one, autoreset_mode=AutoresetMode.SAME_STEP))
+
+
+def make_env_without_info(env_id: str, options: EnvOptions = EnvOptions(), training: bool = False,
+                          **env_kwargs: Any) -> gym.Env:
+    """``make_env`` without the env's per-step info, for the training and evaluation vector envs: nothing reads
+    it there, and a vector env batches every key of it at every step (a MuJoCo env reports 4-6 numbers)."""
+    return WithoutInfo(make_env(env_id, options, training=training, **env_kwargs))
+
+
+class WithoutInfo(gym.Wrapper):
+    """Returns an empty info dict from ``step`` and ``reset``; the vector env still adds its own keys
+    (``final_obs``, and the episode statistics of RecordEpisodeStatistics)."""
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, _ = self.env.step(action)
+        return observation, reward, terminated, truncated, {}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        observation, _ = self.env.reset(seed=seed, options=options)
+        return observation, {}
 
 
 def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None,
@@ -291,7 +311,7 @@ def make_eval_env(env_id: str, num_episodes: int, render_mode: str | None = None
 
     def make(index: int) -> Callable[[], gym.Env]:
         kwargs = {"render_mode": render_mode} if render_mode and index == 0 else {}
-        return functools.partial(make_env, env_id, options, **kwargs)
+        return functools.partial(make_env_without_info, env_id, options, **kwargs)
 
     return gym.vector.SyncVectorEnv([make(index) for index in range(num_episodes)])
 

@@ -42,6 +42,25 @@ def test_truncation_is_bootstrapped_from_the_final_observation(policy):
     assert rollout.env_steps == 18
 
 
+def test_training_envs_drop_the_envs_own_info_but_still_bootstrap_truncations(policy):
+    from envs.factory import make_env
+
+    single = make_env("champion-test/ChattyCounter-v0")
+    single.reset(seed=0)
+    assert single.step(0)[4] == {"steps": 1}  # the env itself reports it; the vector envs leave it out
+    envs = make_vector_env("champion-test/ChattyCounter-v0", num_envs=2)
+    envs.reset(seed=0)
+    assert "steps" not in envs.step(np.zeros(2, np.int64))[4]
+    rollout = VectorEnvCollector(envs, num_steps=9, seed=0).collect(policy)
+    np.testing.assert_array_equal(rollout.batch.observations[:, 0, 0], [0, 1, 2, 3, 0, 1, 2, 3, 0])
+    final_value = policy.value(np.array([[4.0]], np.float32))[0]
+    np.testing.assert_allclose(rollout.batch.truncation_values[[3, 7]], final_value, rtol=1e-5)
+    assert rollout.episode_returns.tolist() == [4.0] * 4
+    evaluation = make_eval_env("champion-test/ChattyCounter-v0", 2)
+    evaluation.reset(seed=0)
+    assert "steps" not in evaluation.step(np.zeros(2, np.int64))[4]
+
+
 def test_termination_is_not_a_truncation_and_state_carries_over(policy):
     envs = make_vector_env("champion-test/Counter-v0", num_envs=1)  # terminates after 3 steps
     collector = VectorEnvCollector(envs, num_steps=2, seed=0)

@@ -74,6 +74,18 @@ class Counter(gym.Env):
         return np.array([float(self.steps)], np.float32), 1.0, self.steps >= self.length, False, {}
 
 
+class ChattyCounter(Counter):
+    """Counter that reports its step count in ``info`` at every step, as MuJoCo envs report positions."""
+
+    def reset(self, *, seed=None, options=None):
+        observation, _ = super().reset(seed=seed, options=options)
+        return observation, {"steps": 0}
+
+    def step(self, action):
+        observation, reward, terminated, truncated, _ = super().step(action)
+        return observation, reward, terminated, truncated, {"steps": self.steps}
+
+
 class NaNAfter(Counter):
     """Counter whose rewards turn NaN after ``healthy_steps`` steps of this env instance."""
 
@@ -306,6 +318,7 @@ def register() -> None:
         "champion-test/Bandit-v0": dict(entry_point=Bandit),
         "champion-test/Counter-v0": dict(entry_point=Counter, kwargs={"length": 3}, max_episode_steps=100),
         "champion-test/Counter-v1": dict(entry_point=Counter, kwargs={"length": 10}, max_episode_steps=4),
+        "champion-test/ChattyCounter-v0": dict(entry_point=ChattyCounter, kwargs={"length": 10}, max_episode_steps=4),
         "champion-test/SeededCounter-v0": dict(entry_point=Counter, kwargs={"length_from_seed": True}),
         "champion-test/NaNAfter-v0": dict(entry_point=NaNAfter),
         "champion-test/FailsAfter-v0": dict(entry_point=FailsAfter),
