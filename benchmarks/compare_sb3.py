@@ -304,6 +304,8 @@ def main() -> None:
     if args.child:
         child_main(*args.child)
         return
+    if args.first_pair < 0 or args.pairs < 1:
+        parser.error(f"--first-pair must be 0 or more and --pairs 1 or more (got {args.first_pair} and {args.pairs})")
     started = time.time()
     load_before = os.getloadavg()[0]
     header = ("| case | library | pair | wall s | env steps/s | s to threshold | step at threshold | best eval | "

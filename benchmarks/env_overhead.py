@@ -1,7 +1,7 @@
 """What a training env step costs beyond the env's own: the bare env against champion's training vector env.
 
     python benchmarks/env_overhead.py                           # HalfCheetah-v5 and Hopper-v5 (mujoco extra)
-    python benchmarks/env_overhead.py --envs CartPole-v1 --steps 50000 --out docs/benchmark-runs/env-overhead.json
+    python benchmarks/env_overhead.py --envs CartPole-v1 --steps 50000 --out /tmp/env-overhead-cartpole.json
 
 Each layer steps the same env with the same random actions (resetting when an episode ends) for
 ``--steps`` steps; the layers take turns for ``--rounds`` rounds so that a change in the machine's load
@@ -13,6 +13,9 @@ hits all of them, and the median per round is reported. Layers:
   champion stepped before the training envs dropped it);
 - ``vector``: ``envs.factory.make_vector_env`` with one env, what champion's rollout steps (gymnasium's
   SyncVectorEnv with same-step autoreset and RecordEpisodeStatistics, the env's own info left out).
+
+The bare env has no time limit, so it resets only when an episode terminates; ``vector_with_info`` is built
+here as ``make_vector_env`` builds its envs, minus ``WithoutInfo``, and must follow it if that changes.
 """
 
 from __future__ import annotations

@@ -269,7 +269,8 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", opt
     Autoreset happens in the same step (the returned observation starts the next episode and
     ``info["final_obs"]`` holds the last one), so every step is a real transition and a
     truncated episode can be bootstrapped from its final observation. Episode returns and
-    lengths are reported by gymnasium's RecordEpisodeStatistics. The sync vector env is built
+    lengths are reported by gymnasium's RecordEpisodeStatistics. The env's own per-step info is left out
+    (``WithoutInfo``): nothing in training reads it. The sync vector env is built
     from picklable parts, so its whole state (every sub-env and its RNG) can be checkpointed.
     """
     make_one = [functools.partial(make_env_without_info, env_id, options, training=True, **env_kwargs)] * num_envs
@@ -280,13 +281,13 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", opt
 def make_env_without_info(env_id: str, options: EnvOptions = EnvOptions(), training: bool = False,
                           **env_kwargs: Any) -> gym.Env:
     """``make_env`` without the env's per-step info, for the training and evaluation vector envs: nothing reads
-    it there, and a vector env batches every key of it at every step (a MuJoCo env reports 4-6 numbers)."""
+    it there, and a vector env batches every key of it at every step (a MuJoCo env reports 4-9 numbers)."""
     return WithoutInfo(make_env(env_id, options, training=training, **env_kwargs))
 
 
 class WithoutInfo(gym.Wrapper):
     """Returns an empty info dict from ``step`` and ``reset``; the vector env still adds its own keys
-    (``final_obs``, and the episode statistics of RecordEpisodeStatistics)."""
+    (``final_obs``, ``final_info``, now always empty, and the episode statistics of RecordEpisodeStatistics)."""
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         observation, reward, terminated, truncated, _ = self.env.step(action)
