@@ -1,13 +1,13 @@
 """Run by tests/test_ray.py in its own process: Ray's multi-node test cluster (a head and two nodes, one CPU
-each, on this machine), a Ray-engine run on it, and the node holding a rollout worker removed mid-run.
-Prints one JSON line: whether the removed node held a worker, the steps reached, and the restarts."""
+each, on this machine), a Ray-engine run on it, and the node holding a rollout worker removed between
+two rollouts once the run is under way. Prints one JSON line: whether the removed node held a worker, the steps
+reached, and the restarts."""
 
 import json
 import os
 import secrets
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,37 +31,54 @@ def main(results: Path) -> None:
                       head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": FAST_NODE_DEATH})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
-    engines, report = [], {"removed_node_held_worker": False}
-    start = ray_engine.RayEngine.start
+    report = {"removed_node_held_worker": False}
+    collect = ray_engine.RayEngine._collect
 
-    def start_and_keep(engine, *args, **kwargs):  # the test's handle on the run's engine
-        engines.append(engine)
-        return start(engine, *args, **kwargs)
+    def collect_after_removing_a_node(engine, step):  # before the sixth rollout: the run is under way
+        if engine.version == 5:
+            remove_a_worker_node(engine)
+        return collect(engine, step)
 
-    ray_engine.RayEngine.start = start_and_keep
-
-    def remove_a_worker_node() -> None:
-        while not engines or engines[0].version < 5:  # five rollouts in: the run is under way
-            time.sleep(0.05)
-        held = [info["node"] for info in ray.get([worker.process.remote() for worker in engines[0].workers])]
-        victim = next(node for node in nodes if node.node_id in held)
+    def remove_a_worker_node(engine) -> None:
+        """Remove a node holding a worker between two rollouts, and wait until the worker's process is gone and
+        Ray has marked the node dead: the next rollout then meets the loss, however fast the run goes."""
+        held = ray.get([worker.process.remote() for worker in engine.workers])
+        victim = next(node for node in nodes if node.node_id in [info["node"] for info in held])
         cluster.remove_node(victim, allow_graceful=False)
-        report.update(removed_node_held_worker=True, workers_on_removed_node=held.count(victim.node_id),
-                      removed_at_rollout=engines[0].version)
+        pids = [info["pid"] for info in held if info["node"] == victim.node_id]
+        deadline = time.monotonic() + 60
+        while not (lost := not any(alive(pid) for pid in pids) and not node_alive(victim.node_id)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        report.update(removed_node_held_worker=True, workers_on_removed_node=len(pids),
+                      removed_at_rollout=engine.version, loss_seen_by_ray=lost)
 
-    remover = threading.Thread(target=remove_a_worker_node, daemon=True)
-    remover.start()
+    ray_engine.RayEngine._collect = collect_after_removing_a_node
     config, _ = resolve_config("CartPole-v1", "ppo", {"engine": "ray", "ray.workers": 2, "total_steps": 16384,
                                                        "eval_every": 4096, "results_dir": str(results),
                                                        "run_name": "multinode", "media": False})
     result = train(config, progress=False)
-    remover.join(timeout=60)
     summary = json.loads((result.run_dir / "summary.json").read_text())
     report.update(env_steps=result.env_steps, total_steps=config.total_steps,
                   worker_restarts=summary["engine"]["worker_restarts"])
     ray.shutdown()
     cluster.shutdown()
     print(json.dumps(report))
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (the worker's node is on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+
+
+def node_alive(node_id: str) -> bool:
+    """Whether Ray still lists node ``node_id`` as alive."""
+    return any(node["NodeID"] == node_id and node["Alive"] for node in ray.nodes())
 
 
 if __name__ == "__main__":
