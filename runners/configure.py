@@ -154,9 +154,10 @@ def _field_type(cls: type, name: str) -> Any:
 
 def _coerce(key: str, value: Any, target: Any) -> Any:
     """Parse strings as YAML, then convert to the annotated type or say what was expected. A text field keeps
-    the text as given (YAML would read a run named "off" or "no" as false)."""
+    the text as given (YAML would read a run named "off" or "no" as false), except that an optional text field
+    given "null" or "~" is unset, as YAML reads it everywhere else."""
     if isinstance(value, str) and target in (str, str | None):
-        return value
+        return None if target != str and value in ("null", "~") else value
     if isinstance(value, str):
         try:
             value = yaml.safe_load(value) if value != "" else ""

@@ -46,6 +46,13 @@ def test_values_are_coerced_to_the_field_type():
     assert config.ppo.clip_range == 1.0 and isinstance(config.ppo.clip_range, float)
 
 
+
+def test_optional_text_is_unset_by_null_and_other_text_is_kept_as_given():
+    config = apply_overrides(TrainConfig(), {"ray.address": "null", "run_name": "~"})
+    assert config.ray.address is None and config.run_name is None
+    config = apply_overrides(TrainConfig(), {"ray.address": "10.0.0.5:6379", "run_name": "off"})
+    assert config.ray.address == "10.0.0.5:6379" and config.run_name == "off"
+
 @pytest.mark.parametrize("key, value, message", [
     ("ppo.learning_rat", "1", "unknown config key 'ppo.learning_rat'; did you mean ppo.learning_rate?"),
     ("lerning_rate", "1", "did you mean ppo.learning_rate?"),
