@@ -136,7 +136,9 @@ def describe_env(env_id: str, options: EnvOptions = EnvOptions()) -> EnvInfo:
                            f"pip install -e '.[{extra}]' (in champion's folder)") from None
         raise EnvError(f"{env_id} needs a package that is not installed: {error}") from None
     except gym.error.Error as error:
-        raise EnvError(f"unknown environment {env_id!r}: {error}") from None
+        sentence = str(error).strip() if str(error).strip().endswith((".", "?", "!")) else f"{error}."
+        raise EnvError(f"unknown environment {env_id!r}: {sentence} `champion envs` lists the installed ones; an env "
+                       "registered by your own module is named module:EnvId-v0") from None
     except Exception as error:  # a user's module can fail in any way while importing or building
         raise EnvError(f"cannot make environment {env_id!r}: {type(error).__name__}: {error}") from None
     try:

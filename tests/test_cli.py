@@ -33,6 +33,7 @@ def run_cli(args, capsys):
     (["train", "CartPole-v1", "--num-envs", "-1"], "champion train: error: num_envs must be a positive integer, got -1"),
     (["train", "CartPole-v1", "--eval-every", "4"], "champion train: error: eval_every=4 is smaller than one vector step (8 env steps with num_envs=8); use eval_every >= 8"),
     (["train", "champion-test/DictAction-v0"], "champion train: error: champion-test/DictAction-v0: action space Dict('move': Discrete(3), 'speed': Box(0.0, 1.0, (1,), float32)) is not supported; supported: Discrete, MultiDiscrete, MultiBinary, Box (any shape)"),
+    (["train", "NoSuchEnv-v0"], "champion train: error: unknown environment 'NoSuchEnv-v0': "),
     (["train", "nosuchmodule:Env-v0"], "champion train: error: cannot make environment 'nosuchmodule:Env-v0': ModuleNotFoundError: No module named 'nosuchmodule'"),
     (["train", "CartPole-v1", "--algo", "dqn"], "champion train: error: "),  # then click's words, naming dqn
 ])
@@ -41,6 +42,9 @@ def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys,
     code, lines = run_cli(args + ["--results-dir", str(results)], capsys)
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith(message)  # gymnasium may add a sentence
+    if "unknown environment" in message:
+        assert lines[0].endswith("`champion envs` lists the installed ones; an env registered by your own module is "
+                                 "named module:EnvId-v0")
     assert not results.exists()
 
 
