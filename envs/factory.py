@@ -136,9 +136,11 @@ def describe_env(env_id: str, options: EnvOptions = EnvOptions()) -> EnvInfo:
                            f"pip install -e '.[{extra}]' (in champion's folder)") from None
         raise EnvError(f"{env_id} needs a package that is not installed: {error}") from None
     except gym.error.Error as error:
-        sentence = str(error).strip() if str(error).strip().endswith((".", "?", "!")) else f"{error}."
-        raise EnvError(f"unknown environment {env_id!r}: {sentence} `champion envs` lists the installed ones; an env "
-                       "registered by your own module is named module:EnvId-v0") from None
+        sentence = str(error).strip()
+        sentence += "" if sentence.endswith((".", "?", "!")) else "."
+        own = "" if ":" in env_id else "; an env registered by your own module is named module:EnvId-v0"
+        raise EnvError(f"unknown environment {env_id!r}: {sentence} `champion envs` lists the installed "
+                       f"ones{own}.") from None
     except Exception as error:  # a user's module can fail in any way while importing or building
         raise EnvError(f"cannot make environment {env_id!r}: {type(error).__name__}: {error}") from None
     try:

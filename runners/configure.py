@@ -21,15 +21,19 @@ from envs import presets
 
 SECTIONS = ("network", "ppo", "a2c", "ray", "crown")
 
+YAML_NULLS = ("null", "Null", "NULL", "~")
+"""The texts YAML reads as null."""
 
-def parse_set_pairs(pairs: typing.Sequence[str]) -> dict[str, str]:
-    """Turn ``["key=value", ...]`` into a dict, refusing entries without '='."""
-    overrides: dict[str, str] = {}
+
+def parse_set_pairs(pairs: typing.Sequence[str]) -> dict[str, str | None]:
+    """Turn ``["key=value", ...]`` into a dict, refusing entries without '='. A value that YAML reads as null
+    ("null", "~") unsets the key, text fields included (``--set ray.address=null``)."""
+    overrides: dict[str, str | None] = {}
     for pair in pairs:
         key, separator, value = pair.partition("=")
         if not separator or not key.strip():
             raise ConfigError(f"--set expects key=value (for example ppo.learning_rate=1e-3), got {pair!r}")
-        overrides[key.strip()] = value.strip()
+        overrides[key.strip()] = None if value.strip() in YAML_NULLS else value.strip()
     return overrides
 
 
@@ -154,10 +158,9 @@ def _field_type(cls: type, name: str) -> Any:
 
 def _coerce(key: str, value: Any, target: Any) -> Any:
     """Parse strings as YAML, then convert to the annotated type or say what was expected. A text field keeps
-    the text as given (YAML would read a run named "off" or "no" as false), except that an optional text field
-    given "null" or "~" is unset, as YAML reads it everywhere else."""
+    the text as given (YAML would read a run named "off" or "no" as false)."""
     if isinstance(value, str) and target in (str, str | None):
-        return None if target != str and value in ("null", "~") else value
+        return value
     if isinstance(value, str):
         try:
             value = yaml.safe_load(value) if value != "" else ""
@@ -199,7 +202,7 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
-        if target is str:
+        if target is str and value is not None:
             return str(value)
     except (TypeError, ValueError):
         pass

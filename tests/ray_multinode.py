@@ -68,12 +68,13 @@ def main(results: Path) -> None:
 
 
 def alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (the worker's node is on this machine)."""
+    """Whether process ``pid`` still runs (the worker's node is on this machine): not gone, and not a zombie
+    waiting to be reaped."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return not Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    return state not in ("Z", "X")
 
 
 def node_alive(node_id: str) -> bool:

@@ -44,7 +44,7 @@ def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys,
     assert len(lines) == 1 and lines[0].startswith(message)  # gymnasium may add a sentence
     if "unknown environment" in message:
         assert lines[0].endswith("`champion envs` lists the installed ones; an env registered by your own module is "
-                                 "named module:EnvId-v0")
+                                 "named module:EnvId-v0.")
     assert not results.exists()
 
 

@@ -46,12 +46,16 @@ def test_values_are_coerced_to_the_field_type():
     assert config.ppo.clip_range == 1.0 and isinstance(config.ppo.clip_range, float)
 
 
-
-def test_optional_text_is_unset_by_null_and_other_text_is_kept_as_given():
-    config = apply_overrides(TrainConfig(), {"ray.address": "null", "run_name": "~"})
+def test_set_null_unsets_optional_text_and_other_text_is_kept_as_given():
+    config = apply_overrides(TrainConfig(), parse_set_pairs(["ray.address=null", "run_name=~"]))
     assert config.ray.address is None and config.run_name is None
-    config = apply_overrides(TrainConfig(), {"ray.address": "10.0.0.5:6379", "run_name": "off"})
+    config = apply_overrides(TrainConfig(), parse_set_pairs(["ray.address=10.0.0.5:6379", "run_name=off"]))
     assert config.ray.address == "10.0.0.5:6379" and config.run_name == "off"
+    config = apply_overrides(TrainConfig(), {"run_name": "null"})  # a run named null (--run-name, config.yaml)
+    assert config.run_name == "null"
+    with pytest.raises(ConfigError, match="network.activation must be text, got None"):
+        apply_overrides(TrainConfig(), parse_set_pairs(["network.activation=NULL"]))
+
 
 @pytest.mark.parametrize("key, value, message", [
     ("ppo.learning_rat", "1", "unknown config key 'ppo.learning_rat'; did you mean ppo.learning_rate?"),
