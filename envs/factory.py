@@ -129,11 +129,13 @@ def describe_env(env_id: str, options: EnvOptions = EnvOptions()) -> EnvInfo:
     unsupported."""
     try:
         env = make_env(env_id, options, flatten=False)
-    except gym.error.DependencyNotInstalled as error:
+    except (gym.error.DependencyNotInstalled, ModuleNotFoundError) as error:  # MuJoCo's envs raise the latter
         extra = required_extra(env_id)
         if extra is not None:
             raise EnvError(f"{env_id} needs champion's {extra} extra, which is not installed: "
                            f"pip install -e '.[{extra}]' (in champion's folder)") from None
+        if isinstance(error, ModuleNotFoundError):
+            raise EnvError(f"cannot make environment {env_id!r}: {type(error).__name__}: {error}") from None
         raise EnvError(f"{env_id} needs a package that is not installed: {error}") from None
     except gym.error.Error as error:
         sentence = str(error).strip()

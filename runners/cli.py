@@ -321,15 +321,16 @@ def envs(pattern: str, as_json: bool) -> None:
         click.echo(json.dumps(rows))
         return
     if not rows:
-        click.echo(f"no registered environment id contains {pattern!r}")
-        return
+        raise click.UsageError(f"no registered environment id contains {pattern!r}; champion envs lists them all")
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("env", "observations", "actions", "champion trains it", "presets", "graph engine")
-    for row in rows:
-        table.add_row(row["env_id"], row["observation_space"], row["action_space"], row["problem"] or "yes",
-                      ", ".join(row["presets"]) or "-", "yes" if row["graph_engine"] else "-")
+    for row in rows:  # escaped: rich would read "[box2d]" in an install hint as a style
+        table.add_row(*(escape(text) for text in (
+            row["env_id"], row["observation_space"], row["action_space"], row["problem"] or "yes",
+            ", ".join(row["presets"]) or "-", "yes" if row["graph_engine"] else "-")))
     Console(width=200).print(table)
 
 

@@ -222,6 +222,16 @@ def test_a_missing_extra_is_named_as_champions_extra(monkeypatch, capsys):
     code, lines = run_cli(["train", "LunarLander-v3"], capsys)
     assert (code, lines) == (2, ["champion train: error: LunarLander-v3 needs champion's box2d extra, which is not "
                                  "installed: pip install -e '.[box2d]' (in champion's folder)"])
+    main(["envs", "LunarLander-v3"])  # the table, where rich would read "[box2d]" as a style
+    assert "pip install -e '.[box2d]'" in capsys.readouterr().out
+
+    def make_without_mujoco(env_id, **kwargs):  # gymnasium's MuJoCo envs import mujoco when made
+        raise ModuleNotFoundError("No module named 'mujoco'")
+
+    monkeypatch.setattr(gym, "make", make_without_mujoco)
+    code, lines = run_cli(["train", "Ant-v5"], capsys)
+    assert (code, lines) == (2, ["champion train: error: Ant-v5 needs champion's mujoco extra, which is not "
+                                 "installed: pip install -e '.[mujoco]' (in champion's folder)"])
 
 
 def test_async_vectorization_is_refused_on_the_graph_engine_and_auto_takes_gymnasium(tmp_path, capsys):
@@ -272,5 +282,6 @@ def test_envs_lists_the_registered_envs_with_what_champion_can_train(capsys):
         "is not supported; supported: Discrete, MultiDiscrete, MultiBinary, Box (any shape)")
     assert rows["champion-test/DictCue-v0"]["problem"] == ""  # a Dict observation is fine
     assert rows["champion-test/Counter-v0"]["problem"] == "" and rows["champion-test/Counter-v0"]["presets"] == []
-    main(["envs", "no-such-env-anywhere"])
-    assert capsys.readouterr().out.strip() == "no registered environment id contains 'no-such-env-anywhere'"
+    code, lines = run_cli(["envs", "no-such-env-anywhere"], capsys)
+    assert (code, lines) == (2, ["champion envs: error: no registered environment id contains 'no-such-env-anywhere'; "
+                                 "champion envs lists them all"])
