@@ -20,7 +20,7 @@ from runners.best_store import BestPolicyError, CrownError
 from runners import stderr_filter
 from runners.export import ExportError
 from runners.run_folder import RunFolderError
-from runners.runs import ReplayError, RunNotFoundError, find_run_dirs, summarize
+from runners.runs import ReplayError, RunNotFoundError, choose_run, find_run_dirs, summarize
 
 USAGE_EXIT = 2
 ENTRY_HELP = ("Use this entry of RUN_DIR/best instead of the champion: a folder name such as 0003-step-40000, "
@@ -215,12 +215,21 @@ def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool, 
 @click.option("--episodes", type=int, help="Held-out episodes per candidate (default: the run's crown.episodes, 100).")
 @click.option("--workers", type=int, help="Processes playing them (default 0: one per CPU; 1: this process).")
 @click.option("--json", "as_json", is_flag=True, help="Print the crown record (best/champion.json) instead of text.")
-def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: int | None, as_json: bool) -> None:
+@click.option("--best", "best_run", is_flag=True,
+              help="With a folder of runs: the run with the highest best return (default: the newest).")
+def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: int | None, as_json: bool,
+          best_run: bool) -> None:
     """Play the newest best entries of RUN_DIR and its final policy on held-out episode seeds (disjoint from the
     evaluation seeds) and crown the highest held-out mean in RUN_DIR/best/champion.json, which replay and export
-    then use. Training runs this at its end; use it on runs from before, or to judge on more episodes."""
+    then use. Training runs this at its end; use it on runs from before, or to judge on more episodes. A folder
+    of runs stands for its newest run with a best policy (--best: the highest best return)."""
+    from runners.best_store import read_champion
     from runners.crown import crown_lines, crown_saved_run
 
+    run_dir, picked = choose_run(run_dir, best_run)
+    if picked and not as_json:
+        click.echo(f"picked {run_dir}: {picked}")
+    earlier = read_champion(run_dir / "best")
     named = {"crown.candidates": candidates, "crown.episodes": episodes, "crown.workers": workers}
     outcome = crown_saved_run(run_dir, {key: value for key, value in named.items() if value is not None})
     if as_json:
@@ -228,6 +237,10 @@ def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: 
         return
     for line in crown_lines(outcome)[1:]:
         click.echo(line)
+    if earlier is not None:
+        when = f" of {earlier['crowned_at'][:16].replace('T', ' ')} UTC" if earlier.get("crowned_at") else ""
+        click.echo(f"it replaces the crown{when}: {earlier['entry']}, held-out mean {earlier['held_out_mean']:.2f} "
+                   f"over {len(earlier['held_out_seeds'])} episodes")
 
 
 @cli.command(short_help="List the runs under a results folder (or the best per env).")

@@ -272,7 +272,13 @@ def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_ru
 
     copy = tmp_path / "copy"
     shutil.copytree(crowned_run, copy)
-    assert champion("crown", str(copy), "--episodes", "12", "--workers", "1") == 0
+    first = read_champion(copy / "best")
+    capsys.readouterr()
+    assert champion("crown", str(tmp_path), "--episodes", "12", "--workers", "1") == 0  # a folder of runs
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"picked {copy}: the newest of the 1 run with a best policy below {tmp_path}")
+    assert lines[-1].startswith("it replaces the crown of ") and lines[-1].endswith(
+        f": {first['entry']}, held-out mean {first['held_out_mean']:.2f} over 30 episodes")
     assert len(read_champion(copy / "best")["held_out_seeds"]) == 12
     assert len(list((copy / "tb").glob("*.crown"))) == 1  # the first crown's TensorBoard file was replaced
     assert json.loads((copy / "summary.json").read_text())["crown"]["episodes"] == 12 * len(
