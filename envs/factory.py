@@ -105,9 +105,12 @@ MUJOCO_DEPRECATION = "compiler attribute 'settotalmass' is deprecated"
 
 def _mujoco_warnings_to_stderr() -> None:
     """MuJoCo's own warning handler also appends every warning to MUJOCO_LOG.TXT in the current folder; this one
-    prints them to stderr only (MuJoCo's note on gymnasium's v5 models left out). A handler set by the user stays."""
-    import mujoco
-
+    prints them to stderr only (MuJoCo's note on gymnasium's v5 models left out). A handler set by the user stays.
+    Without MuJoCo it does nothing: gymnasium then says which package is missing, and describe_env names the extra."""
+    try:
+        import mujoco
+    except ImportError:
+        return
     if mujoco.get_mju_user_warning() is None:
         mujoco.set_mju_user_warning(_print_mujoco_warning)
 
@@ -129,13 +132,11 @@ def describe_env(env_id: str, options: EnvOptions = EnvOptions()) -> EnvInfo:
     unsupported."""
     try:
         env = make_env(env_id, options, flatten=False)
-    except (gym.error.DependencyNotInstalled, ModuleNotFoundError) as error:  # MuJoCo's envs raise the latter
+    except gym.error.DependencyNotInstalled as error:
         extra = required_extra(env_id)
         if extra is not None:
             raise EnvError(f"{env_id} needs champion's {extra} extra, which is not installed: "
                            f"pip install -e '.[{extra}]' (in champion's folder)") from None
-        if isinstance(error, ModuleNotFoundError):
-            raise EnvError(f"cannot make environment {env_id!r}: {type(error).__name__}: {error}") from None
         raise EnvError(f"{env_id} needs a package that is not installed: {error}") from None
     except gym.error.Error as error:
         sentence = str(error).strip()

@@ -231,16 +231,26 @@ def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: 
         click.echo(f"picked {run_dir}: {picked}")
     earlier = read_champion(run_dir / "best")
     named = {"crown.candidates": candidates, "crown.episodes": episodes, "crown.workers": workers}
-    outcome = crown_saved_run(run_dir, {key: value for key, value in named.items() if value is not None})
+    try:
+        outcome = crown_saved_run(run_dir, {key: value for key, value in named.items() if value is not None})
+    except RunFolderError as error:  # a run still training, picked from a folder
+        raise RunFolderError(f"{error}; or give another run's folder" if picked else str(error)) from None
     if as_json:
-        click.echo(json.dumps(outcome.record()))
+        click.echo(json.dumps({"run_dir": str(run_dir), **outcome.record()}))
         return
     for line in crown_lines(outcome)[1:]:
         click.echo(line)
     if earlier is not None:
-        when = f" of {earlier['crowned_at'][:16].replace('T', ' ')} UTC" if earlier.get("crowned_at") else ""
-        click.echo(f"it replaces the crown{when}: {earlier['entry']}, held-out mean {earlier['held_out_mean']:.2f} "
-                   f"over {len(earlier['held_out_seeds'])} episodes")
+        click.echo(_replaced_crown_line(earlier))
+
+
+def _replaced_crown_line(earlier: dict[str, Any]) -> str:
+    """Which crown a re-crown replaced (its date, entry, held-out mean and episodes, as far as its record says)."""
+    when, mean, seeds = earlier.get("crowned_at"), earlier.get("held_out_mean"), earlier.get("held_out_seeds")
+    date = " of " + when[:16].replace("T", " ") + " UTC" if isinstance(when, str) else ""
+    held_out = f", held-out mean {mean:.2f}" if isinstance(mean, (int, float)) else ""
+    episodes = f" over {len(seeds)} episodes" if isinstance(seeds, list) else ""
+    return f"it replaces the crown{date}: {earlier['entry']}{held_out}{episodes}"
 
 
 @cli.command(short_help="List the runs under a results folder (or the best per env).")

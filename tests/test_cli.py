@@ -225,10 +225,10 @@ def test_a_missing_extra_is_named_as_champions_extra(monkeypatch, capsys):
     main(["envs", "LunarLander-v3"])  # the table, where rich would read "[box2d]" as a style
     assert "pip install -e '.[box2d]'" in capsys.readouterr().out
 
-    def make_without_mujoco(env_id, **kwargs):  # gymnasium's MuJoCo envs import mujoco when made
-        raise ModuleNotFoundError("No module named 'mujoco'")
-
-    monkeypatch.setattr(gym, "make", make_without_mujoco)
+    monkeypatch.undo()  # the real gym.make, with MuJoCo not importable (as without the mujoco extra)
+    monkeypatch.setitem(sys.modules, "mujoco", None)
+    for name in [name for name in sys.modules if name.startswith("gymnasium.envs.mujoco")]:
+        monkeypatch.delitem(sys.modules, name)
     code, lines = run_cli(["train", "Ant-v5"], capsys)
     assert (code, lines) == (2, ["champion train: error: Ant-v5 needs champion's mujoco extra, which is not "
                                  "installed: pip install -e '.[mujoco]' (in champion's folder)"])

@@ -280,10 +280,20 @@ def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_ru
     assert lines[-1].startswith("it replaces the crown of ") and lines[-1].endswith(
         f": {first['entry']}, held-out mean {first['held_out_mean']:.2f} over 30 episodes")
     assert len(read_champion(copy / "best")["held_out_seeds"]) == 12
+    assert champion("crown", str(tmp_path), "--episodes", "6", "--workers", "1", "--json") == 0
+    record = json.loads(capsys.readouterr().out)  # one JSON object, naming the run it picked
+    assert record["run_dir"] == str(copy) and len(record["held_out_seeds"]) == 6
     assert len(list((copy / "tb").glob("*.crown"))) == 1  # the first crown's TensorBoard file was replaced
-    assert json.loads((copy / "summary.json").read_text())["crown"]["episodes"] == 12 * len(
+    assert json.loads((copy / "summary.json").read_text())["crown"]["episodes"] == 6 * len(
         read_champion(copy / "best")["candidates"])
+    from runners.run_folder import RunLock
+
     capsys.readouterr()
+    with RunLock(copy):  # as if it were still training
+        assert champion("crown", str(tmp_path)) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"champion crown: error: run folder {copy} is in use") and line.endswith(
+        "; or give another run's folder")
     empty = tmp_path / "empty"
     (empty / "best").mkdir(parents=True)
     (empty / "config.yaml").write_text("env_id: CartPole-v1\n")
@@ -295,6 +305,17 @@ def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_ru
     assert capsys.readouterr().err.splitlines() == [
         f"champion crown: error: {empty / 'config.yaml'} is not valid YAML; the crown needs the run's config as "
         "champion train wrote it"]
+
+
+def test_the_replaced_crown_line_says_what_the_earlier_record_holds():
+    from runners.cli import _replaced_crown_line
+
+    earlier = {"entry": "0002-step-20224", "crowned_at": "2026-12-06T17:27:40+00:00", "held_out_mean": 431.257,
+               "held_out_seeds": [11, 12, 13]}
+    assert _replaced_crown_line(earlier) == ("it replaces the crown of 2026-12-06 17:27 UTC: 0002-step-20224, "
+                                             "held-out mean 431.26 over 3 episodes")
+    damaged = {"entry": "0002-step-20224", "held_out_mean": None, "held_out_seeds": 3}  # from an older or edited file
+    assert _replaced_crown_line(damaged) == "it replaces the crown: 0002-step-20224"
 
 
 class Fixed:
