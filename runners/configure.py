@@ -30,10 +30,10 @@ def parse_set_pairs(pairs: typing.Sequence[str]) -> dict[str, str | None]:
     ("null", "~") unsets the key, text fields included (``--set ray.address=null``)."""
     overrides: dict[str, str | None] = {}
     for pair in pairs:
-        key, separator, value = pair.partition("=")
-        if not separator or not key.strip():
+        key, separator, value = (part.strip() for part in pair.partition("="))
+        if not separator or not key:
             raise ConfigError(f"--set expects key=value (for example ppo.learning_rate=1e-3), got {pair!r}")
-        overrides[key.strip()] = None if value.strip() in YAML_NULLS else value.strip()
+        overrides[key] = None if value in YAML_NULLS else value
     return overrides
 
 

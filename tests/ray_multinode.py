@@ -46,10 +46,11 @@ def main(results: Path) -> None:
         victim = next(node for node in nodes if node.node_id in [info["node"] for info in held])
         cluster.remove_node(victim, allow_graceful=False)
         pids = [info["pid"] for info in held if info["node"] == victim.node_id]
+        def loss_seen() -> bool:
+            return not any(map(alive, pids)) and not node_alive(victim.node_id)
+
         deadline = time.monotonic() + 60
-        while not (lost := not any(alive(pid) for pid in pids) and not node_alive(victim.node_id)):
-            if time.monotonic() > deadline:
-                break
+        while not (lost := loss_seen()) and time.monotonic() < deadline:
             time.sleep(0.1)
         report.update(removed_node_held_worker=True, workers_on_removed_node=len(pids),
                       removed_at_rollout=engine.version, loss_seen_by_ray=lost)
