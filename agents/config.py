@@ -62,11 +62,11 @@ class PPOConfig:
     learning_rate: float = 3e-4
     """Adam learning rate at the start of training."""
     learning_rate_schedule: str = "constant"
-    """constant, or linear decay to zero over total_steps."""
+    """constant, or linear decay to zero over schedule_steps (the run's first total_steps)."""
     clip_range: float = 0.2
     """PPO ratio clipping epsilon at the start of training."""
     clip_range_schedule: str = "constant"
-    """constant, or linear decay to zero over total_steps."""
+    """constant, or linear decay to zero over schedule_steps (the run's first total_steps)."""
     value_clip_range: float | None = None
     """Clip the value update to this distance from the old value; null disables."""
     epochs: int = 10
@@ -100,7 +100,7 @@ class A2CConfig:
     learning_rate: float = 7e-4
     """Learning rate at the start of training."""
     learning_rate_schedule: str = "constant"
-    """constant, or linear decay to zero over total_steps."""
+    """constant, or linear decay to zero over schedule_steps (the run's first total_steps)."""
     optimizer: str = "rmsprop"
     """rmsprop or adam."""
     rmsprop_decay: float = 0.99
@@ -185,6 +185,8 @@ class TrainConfig:
     """Seeds the network, action sampling and the training environments."""
     total_steps: int = 100_000
     """Environment steps to train for (summed over the vector envs)."""
+    schedule_steps: int | None = None
+    """Env steps over which linear schedules fall to 0 (unset: total_steps, recorded when the run starts); a resume keeps it, so --total-steps changes where a run stops, never what it learns."""
     num_envs: int = 8
     """Training environments stepped together."""
     eval_every: int = 10_000
@@ -210,7 +212,7 @@ class TrainConfig:
     log_every: int = 2_000
     """Write averaged training metrics to TensorBoard every this many environment steps."""
     vectorization: str = "auto"
-    """Training envs: sync (every env in this process; auto means sync) or async (one process per env; not checkpointable, so a resume restarts their episodes)."""
+    """Training envs: sync (every env in this process; auto means sync) or async (one process per env); both resume exactly."""
     media: bool = True
     """TensorBoard: an animated GIF of one evaluation episode at each new best, for envs that render rgb_array (throttled to a few percent of the wall time)."""
     histogram_every: int = 0
@@ -253,6 +255,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def linear_schedules(config: TrainConfig) -> list[str]:
+    """The fields of the chosen algorithm whose schedule is linear (they fall to 0 at schedule_steps)."""
+    hyper = config.algo_config
+    names = ["learning_rate_schedule", "clip_range_schedule"] if config.algo == "ppo" else ["learning_rate_schedule"]
+    return [f"{config.algo}.{name}" for name in names if getattr(hyper, name) == "linear"]
+
+
+def _validate_schedule_steps(config: TrainConfig) -> None:
+    """schedule_steps is unset or positive; a run with a linear schedule may not train past it."""
+    steps = config.schedule_steps
+    if steps is None:
+        return
+    _require(isinstance(steps, int) and steps > 0, f"schedule_steps must be a positive integer, got {steps!r}")
+    linear = linear_schedules(config)
+    if linear:
+        _require(config.total_steps <= steps,
+                 f"total_steps={config.total_steps:,} is past schedule_steps={steps:,}, where the linear schedule of "
+                 f"{linear[0]} reaches 0, so the steps after it would learn nothing; a resumed run keeps its schedules, "
+                 "so to train longer start a new run with the larger --total-steps")
+
+
 def validate(config: TrainConfig) -> None:
     """Raise ConfigError naming the first invalid value and what would be valid."""
     _require(config.algo in ALGORITHMS, f"algo must be one of {', '.join(ALGORITHMS)}, got {config.algo!r}")
@@ -276,6 +299,7 @@ def validate(config: TrainConfig) -> None:
     )
     _require(isinstance(config.frame_stack, int) and config.frame_stack > 0,
              f"frame_stack must be a positive integer (1: no stacking), got {config.frame_stack!r}")
+    _validate_schedule_steps(config)
     _validate_network(config.network)
     _validate_crown(config)
     if config.engine == "ray":

@@ -86,6 +86,12 @@ class EpisodicLife(gym.Wrapper):
         self.lives = lives
         return observation, reward, terminated, truncated, info
 
+    @property
+    def resets_fully(self) -> bool:
+        """Whether the next reset starts a new game (else it goes on with this one): ``envs.env_state``'s journal
+        keeps recording across a reset that does not."""
+        return self.game_over
+
     def reset(self, **kwargs: Any) -> tuple[Any, dict]:
         if self.game_over:
             observation, info = self.env.reset(**kwargs)

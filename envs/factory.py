@@ -20,6 +20,7 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from agents.spec import ObservationLeaf
 from envs.atari import is_atari, make_atari
+from envs.env_state import EpisodeJournal
 from envs.spaces import ActionLayout, SpaceError, action_layout, needs_flattening, observation_leaves
 
 Result = TypeVar("Result")
@@ -277,10 +278,12 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", opt
     ``info["final_obs"]`` holds the last one), so every step is a real transition and a
     truncated episode can be bootstrapped from its final observation. Episode returns and
     lengths are reported by gymnasium's RecordEpisodeStatistics. The env's own per-step info is left out
-    (``WithoutInfo``): nothing in training reads it. The sync vector env is built
-    from picklable parts, so its whole state (every sub-env and its RNG) can be checkpointed.
+    (``WithoutInfo``): nothing in training reads it. Each env is wrapped in ``envs.env_state.EpisodeJournal``,
+    which seeds every episode from the run and records how the env got where it is, so a resume can restore
+    it exactly (``envs.env_state.capture`` / ``restore``).
     """
-    make_one = [functools.partial(make_env_without_info, env_id, options, training=True, **env_kwargs)] * num_envs
+    make_one = [functools.partial(EpisodeJournal, functools.partial(make_env_without_info, env_id, options,
+                                                                    training=True, **env_kwargs))] * num_envs
     vector_class = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     return RecordEpisodeStatistics(vector_class(make_one, autoreset_mode=AutoresetMode.SAME_STEP))
 

@@ -105,19 +105,25 @@ class ResumeCheckpoints:
         raise CheckpointError(f"every resume checkpoint in {self.directory} is damaged: " + "; ".join(problems))
 
 
-def newest_good_step(directory: Path) -> int | None:
-    """The step of the newest checkpoint in ``directory`` that verifies, read-only (nothing is created or
-    cleaned up); None when there is none."""
+def newest_good_manifest(directory: Path) -> dict[str, Any] | None:
+    """The manifest of the newest checkpoint in ``directory`` whose files verify, read-only (nothing is created,
+    cleaned up or unpickled); None when there is none."""
     for path in sorted((item for item in Path(directory).glob(f"{PREFIX}*") if item.is_dir()), reverse=True):
         try:
-            return int(read_checkpoint(path).manifest["step"])
-        except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError):
+            return verify_checkpoint(path)
+        except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
 
 
-def read_checkpoint(path: Path) -> LoadedCheckpoint:
-    """Verify every file of a checkpoint against its manifest and unpickle the state."""
+def newest_good_step(directory: Path) -> int | None:
+    """The step of ``newest_good_manifest``; None when there is none."""
+    manifest = newest_good_manifest(directory)
+    return None if manifest is None else int(manifest["step"])
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's manifest, once every file in it matches the sha256 the manifest records."""
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     present = sorted(item.name for item in path.iterdir() if item.name != MANIFEST_FILE)
     if present != sorted(manifest["files"]):
@@ -126,5 +132,11 @@ def read_checkpoint(path: Path) -> LoadedCheckpoint:
         actual = file_sha256(path / name)
         if actual != expected:
             raise ValueError(f"sha256 of {name} is {actual[:12]}..., the manifest says {expected[:12]}...")
+    return manifest
+
+
+def read_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Verify every file of a checkpoint against its manifest and unpickle the state."""
+    manifest = verify_checkpoint(path)
     state = pickle.loads((path / STATE_FILE).read_bytes())
     return LoadedCheckpoint(path, manifest, state)

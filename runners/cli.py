@@ -20,7 +20,7 @@ from runners.best_store import BestPolicyError, CrownError
 from runners import stderr_filter
 from runners.export import ExportError
 from runners.run_folder import RunFolderError
-from runners.runs import ReplayError, RunNotFoundError, choose_run, find_run_dirs, summarize
+from runners.runs import ReplayError, RunNotFoundError, choose_run, find_run_dirs, status_text, summarize
 
 USAGE_EXIT = 2
 ENTRY_HELP = ("Use this entry of RUN_DIR/best instead of the champion: a folder name such as 0003-step-40000, "
@@ -259,7 +259,8 @@ def _replaced_crown_line(earlier: dict[str, Any]) -> str:
 @click.option("--leaderboard", "best_per_env", is_flag=True,
               help="Only the best run of each env (highest best return; a tie goes to the earlier step).")
 def runs(results_dir: Path, as_json: bool, best_per_env: bool) -> None:
-    """List runs: env, algo, best return and its step, steps done, date (or the best run per env)."""
+    """List runs: env, algo, best return and its step, steps done, status (running, finished, stopped, failed or
+    crashed, with the step a resume starts from), date (or the best run per env)."""
     from runners.runs import leaderboard
 
     summaries = [summarize(run_dir) for run_dir in find_run_dirs(results_dir)] if results_dir.exists() else []
@@ -278,14 +279,15 @@ def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    progress_columns = [] if best_per_env else ["steps", "date"]
+    progress_columns = [] if best_per_env else ["steps", "status", "date"]
     table = Table("env", "algo", "run", "best return", "at step", "crowned (held-out)", *progress_columns, "path",
                   title="best run per env" if best_per_env else None)
     for summary in summaries:
         best = "-" if summary.best_mean_return is None else f"{summary.best_mean_return:.2f}"
         crowned = ("-" if summary.crowned_mean_return is None
                    else f"{summary.crowned_mean_return:.2f} at {summary.crowned_step or 0:,}")
-        progress = [] if best_per_env else [f"{summary.env_steps:,}/{summary.total_steps:,}", summary.date]
+        progress = [] if best_per_env else [f"{summary.env_steps:,}/{summary.total_steps:,}", status_text(summary),
+                                            summary.date]
         table.add_row(summary.env_id, summary.algo, summary.run_name, best,
                       f"{summary.best_step:,}" if summary.best_step is not None else "-", crowned, *progress,
                       summary.path)

@@ -8,12 +8,14 @@ compiled call instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 
 from agents.batch import RolloutBatch
 from agents.numpy_policy import EnvNoise, NumpyPolicy
+from envs import env_state
 from envs.factory import as_float_batch, env_call
 from runners.timing import Timings
 
@@ -128,6 +130,54 @@ class VectorEnvCollector:
         with self.timings.phase("acting"):
             values[indices] = policy.value(final)
         return values
+
+
+def restore_envs(envs: gym.vector.VectorEnv, saved: dict[str, Any] | None
+                 ) -> tuple[np.ndarray | None, EnvNoise | None, list[str | None]]:
+    """Fresh ``envs`` brought to a checkpoint's state (``saved``: what ``env_checkpoint`` wrote, or None for a fresh
+    start): their observations and action noise (None, None: reset them afresh) and, per env, None when it was
+    replayed and checked exactly, else why its episode restarts."""
+    if saved is None:
+        return None, None, []
+    state = saved.get("env_state")
+    if state is None or len(state.journals) != envs.num_envs:
+        reason = saved.get("envs_problem") or "the checkpoint holds no record of them (written by an older champion)"
+        return None, None, [reason] * envs.num_envs
+    observations, problems = env_state.restore(envs, state, saved["envs_exact"])
+    return as_float_batch(observations), saved["noise"], problems
+
+
+def restart_returns(reward_scaler: RewardScaler | None, problems: list[str | None]) -> None:
+    """The reward scaler's running returns start again at zero for the envs whose episodes restarted."""
+    if reward_scaler is not None and problems:
+        reward_scaler.returns[[problem is not None for problem in problems]] = 0.0
+
+
+def env_checkpoint(envs: gym.vector.VectorEnv, inexact: dict[int, str] | None, env_id: str,
+                   warn: Callable[[str], None], first_index: int = 0) -> tuple[dict[str, Any], dict[int, str]]:
+    """The envs' part of a resume checkpoint: their journals and which ones a resume can restore exactly.
+
+    ``inexact`` None (a session's first checkpoint): each env's journal is replayed on a fresh copy first, and
+    those that do not arrive where the env is are warned about in one line and recorded as not exact (the check
+    is not repeated: an env that replays once is taken to be deterministic; a resume checks again). Returns the
+    state and ``inexact`` (keyed by env index, counted from ``first_index``).
+    """
+    if inexact is None:
+        checks = env_state.check_replays(envs)
+        inexact = {first_index + index: problem for index, problem in enumerate(checks) if problem is not None}
+        if inexact:
+            warn(not_exact_line(env_id, inexact, "a resume restarts"))
+    exact = [first_index + index not in inexact for index in range(envs.num_envs)]
+    return {"env_state": env_state.capture(envs), "envs_exact": exact}, inexact
+
+
+def not_exact_line(env_id: str, problems: dict[int, str], what: str) -> str:
+    """One line naming the envs that are not restored exactly and why (the first reason), and what follows."""
+    indices = sorted(problems)
+    names = f"env {indices[0]}" if len(indices) == 1 else f"envs {', '.join(map(str, indices))}"
+    whose = "its current episode" if len(indices) == 1 else "their current episodes"
+    return (f"{env_id} {names} cannot be resumed exactly ({problems[indices[0]]}); {what} {whose}, so a resumed run "
+            "is not bit-exact")
 
 
 def stack_fragments(fragments: list[Rollout]) -> Rollout:

@@ -25,6 +25,7 @@ from runners.evaluate import BackgroundEvaluation, Evaluation, FinishedEvaluatio
 from runners.media import BestPolicyMedia, PendingBest
 from runners.run_logger import BEST_POLICY_GIF, RunLogger
 from runners.run_metadata import network_spec
+from runners.rollout import not_exact_line
 from runners.run_state import LoopState
 from runners.timing import Timings
 
@@ -69,8 +70,9 @@ class Run:
         return False
 
     def advance(self, step: int, max_env_steps: int) -> Advance:
-        """The engine's next advance: at most ``max_env_steps`` env steps from ``step``."""
-        return self.engine.advance(step, max_env_steps, self.config.total_steps)
+        """The engine's next advance: at most ``max_env_steps`` env steps from ``step``; schedules are measured
+        against the run's own schedule_steps, whatever budget this session has."""
+        return self.engine.advance(step, max_env_steps, self.config.schedule_steps or self.config.total_steps)
 
     def trackables(self) -> dict[str, Any]:
         """The TensorFlow objects a resume checkpoint holds."""
@@ -99,12 +101,15 @@ class Run:
         np.random.set_state(saved["numpy_random"])
         random.setstate(saved["python_random"])
         state = LoopState(**{key: value for key, value in saved["loop"].items() if key in LoopState.__dataclass_fields__})
-        self.engine.start(saved, state.step, warner(self.console))
+        problems = self.engine.start(saved, state.step, warner(self.console))
+        self.console.print(f"resuming from {loaded.path.name} at step {state.step:,}: {restored_text(problems)}")
+        restarted = {index: problem for index, problem in enumerate(problems) if problem is not None}
+        if restarted:
+            warner(self.console)(not_exact_line(self.config.env_id, restarted, "this resume restarted"))
         self._resume_pending_media(saved.get("media_pending_step"))
         if saved["best_mean_return"] > self.store.best_mean_return:
             warner(self.console)(f"the checkpoint records a best return of {saved['best_mean_return']:.2f} but the "
                                  f"best loadable policy on disk has {self.store.best_mean_return:.2f}")
-        self.console.print(f"resuming from {loaded.path.name} at step {state.step:,}")
         return state
 
 
@@ -162,6 +167,12 @@ def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> Eva
                              config.ray.max_worker_restarts, config.eval_in_background)
     eval_envs = make_eval_env(config.env_id, config.eval_episodes, options=options)
     return BackgroundEvaluation(eval_envs, seeds, config.eval_in_background, env_id=config.env_id)
+
+
+def restored_text(problems: list[str | None]) -> str:
+    """How many envs a resume restored exactly (the resume's first line)."""
+    exact = sum(problem is None for problem in problems)
+    return f"{exact} of {len(problems)} envs restored exactly (replayed and checked bit for bit)"
 
 
 def warner(console: Console) -> Callable[[str], None]:

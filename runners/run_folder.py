@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 from datetime import datetime
@@ -14,10 +15,12 @@ from typing import Any
 import yaml
 
 from agents.config import ConfigError, TrainConfig
-from runners.atomic_files import TEMP_PREFIX, commit_folder
+from runners.atomic_files import TEMP_PREFIX, atomic_write_text, commit_folder
 
 DEFAULT_MIN_FREE_MB = 64.0
 LOCK_FILE = ".lock"
+STATUS_FILE = "status.json"
+"""How the run's last session stands: running, finished, stopped (a signal, with a checkpoint) or failed (why)."""
 
 
 class RunFolderError(RuntimeError):
@@ -164,3 +167,37 @@ class RunLock:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a trainer holds the run folder's lock now (read-only: the lock is tried and released at once)."""
+    try:
+        handle = open(Path(run_dir) / LOCK_FILE)
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def write_status(run_dir: Path, status: str, reason: str = "") -> None:
+    """Record how the session stands (``STATUS_FILE``); a failure to write it never hides why a session ended."""
+    record = {"status": status, "reason": reason, "pid": os.getpid(),
+              "time": datetime.now().astimezone().isoformat(timespec="seconds")}
+    try:
+        atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(record))
+    except OSError:
+        pass
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """The recorded status ({} when there is none or it cannot be read)."""
+    try:
+        record = json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}

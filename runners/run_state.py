@@ -3,6 +3,7 @@ which errors count as a failed write in the run folder), and which config a resu
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import re
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from agents.config import ConfigError, TrainConfig, validate
+from agents.config import ConfigError, TrainConfig, linear_schedules, validate
 from runners.configure import apply_overrides, config_from_dict, valid_keys
 from runners.checkpoints import LoadedCheckpoint, newest_good_step
 
@@ -119,6 +120,8 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
         original = config_from_dict(yaml.safe_load(config_path.read_text()) or {})
     except yaml.YAMLError as error:
         raise ConfigError(f"{config_path} is not valid YAML ({error.problem or error}); fix or restore it") from None
+    if original.schedule_steps is None:  # a run from before schedule_steps: its schedules ran over its budget
+        original = dataclasses.replace(original, schedule_steps=original.total_steps)
     changed = apply_overrides(original, overrides)
     for key in valid_keys(original):
         before, after = _lookup(original, key), _lookup(changed, key)
@@ -134,9 +137,18 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
     has reached the budget and whose summary.json says it ended there. A run stopped after its last checkpoint
     but before its summary (a crash at the very end) is resumed, which finishes it."""
     step = newest_good_step(Path(run_dir) / "checkpoints")
+    if step is not None and step > config.total_steps:
+        raise ConfigError(f"the run in {run_dir} is at step {step:,} already, past --total-steps "
+                          f"{config.total_steps:,}; give at least {step:,} (it cannot go back)")
     if step is not None and step >= config.total_steps and _summary_steps(Path(run_dir)) >= step:
+        linear = linear_schedules(config)
+        if linear and config.total_steps >= (config.schedule_steps or config.total_steps):
+            raise ConfigError(f"the run in {run_dir} is already at step {step:,} of {config.total_steps:,}, where its "
+                              f"linear {linear[0]} reaches 0; to train longer start a new run with a larger "
+                              "--total-steps")
+        example = config.schedule_steps if linear else 2 * config.total_steps  # a linear run stops at its schedule
         raise ConfigError(f"the run in {run_dir} is already at step {step:,} of {config.total_steps:,}; pass a "
-                          f"larger --total-steps to train longer (e.g. --total-steps {2 * config.total_steps})")
+                          f"larger --total-steps to train longer (e.g. --total-steps {example})")
 
 
 def _summary_steps(run_dir: Path) -> int:

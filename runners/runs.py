@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import yaml
 
 from runners.best_store import POINTER_FILE, list_entries, read_champion
+from runners.checkpoints import newest_good_manifest
+from runners.run_folder import is_locked, read_status
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -42,6 +44,13 @@ class RunSummary:
     crowned_mean_return: float | None = None
     """The champion's mean over its held-out episodes."""
     crowned_interval: list[float] | None = None
+    status: str = "?"
+    """running, finished, stopped (by a signal, with a checkpoint), failed, crashed (killed while training) or
+    unknown (a run from before status.json)."""
+    resume_step: int | None = None
+    """The step a resume starts from: the newest checkpoint that verifies (None: there is none)."""
+    envs_exact: list[bool] | None = None
+    """Per training env, whether a resume from that checkpoint restores it exactly."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,13 +98,18 @@ def choose_run(path: Path, best: bool = False) -> tuple[Path, str]:
 
 
 def summarize(run_dir: Path) -> RunSummary:
-    """Read a run's config, best manifest and progress without verifying weights."""
+    """Read a run's config, best manifest, progress and status without verifying weights (a checkpoint's files are
+    verified, never unpickled)."""
     try:
         config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         config = {}  # listed with "?" rather than hiding the run or failing the whole listing
     manifest = _best_manifest(run_dir / "best")
     crown = read_champion(run_dir / "best") or {}
+    checkpoint = newest_good_manifest(run_dir / "checkpoints") or {}
+    env_steps, status = _env_steps(run_dir), run_status(run_dir)
+    if status != "finished" and checkpoint:
+        env_steps = int(checkpoint["step"])  # where it stands: what a resume starts from, not the last evaluation
     return RunSummary(
         path=str(run_dir),
         env_id=str(config.get("env_id", "?")),
@@ -103,14 +117,39 @@ def summarize(run_dir: Path) -> RunSummary:
         run_name=run_dir.name,
         best_mean_return=manifest.get("mean_return"),
         best_step=manifest.get("step"),
-        env_steps=_env_steps(run_dir),
+        env_steps=env_steps,
         total_steps=int(config.get("total_steps", 0)),
         date=datetime.fromtimestamp((run_dir / "config.yaml").stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
         crowned_entry=crown.get("entry"),
         crowned_step=crown.get("step"),
         crowned_mean_return=crown.get("held_out_mean"),
         crowned_interval=crown.get("interval"),
+        status=status,
+        resume_step=checkpoint.get("step"),
+        envs_exact=checkpoint.get("envs_exact"),
     )
+
+
+def run_status(run_dir: Path) -> str:
+    """How a run stands (``RunSummary.status``): a held lock means running, whatever status.json says."""
+    if is_locked(run_dir):
+        return "running"
+    recorded = read_status(run_dir).get("status")
+    if recorded == "running":  # the trainer that wrote it is gone without a word: killed
+        return "crashed"
+    if recorded in ("finished", "stopped", "failed"):
+        return recorded
+    return "finished" if (run_dir / "summary.json").is_file() else "unknown"
+
+
+def status_text(summary: RunSummary) -> str:
+    """The status as ``champion runs`` shows it: where a resume would start, and how many envs it restores
+    exactly."""
+    if summary.status in ("finished", "running") or summary.resume_step is None:
+        return summary.status
+    exact = summary.envs_exact or []
+    exact_text = f", {sum(exact)}/{len(exact)} envs exact" if exact else ""
+    return f"{summary.status}, resumes at {summary.resume_step:,}{exact_text}"
 
 
 def leaderboard(summaries: Sequence[RunSummary]) -> list[RunSummary]:

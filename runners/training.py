@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
@@ -24,7 +25,7 @@ from runners.checkpoints import ResumeCheckpoints
 from runners.engines import Advance, EngineFailed, choose_engine
 from runners.evaluate import EvalResult, FinishedEvaluation
 from runners.run import Run, build_run, warner
-from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight
+from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight, write_status
 from runners.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
 from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
                                check_checkpoint_fits, check_resumable, is_write_failure, resumed_config,
@@ -39,6 +40,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     Bad input (ConfigError, EnvError, RunFolderError) is raised before the run folder exists.
     """
     called = time.perf_counter()
+    if config.schedule_steps is None:  # recorded in config.yaml, so a resume with another budget keeps it
+        config = dataclasses.replace(config, schedule_steps=config.total_steps)
     validate(config)
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))
     network_spec(env_info, config)  # refuses an image too small for the CNN, before the folder exists
@@ -49,7 +52,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     preflight(Path(config.results_dir))
     run_dir = create_run_dir(config)
     with RunLock(run_dir):
-        return _session(config, run_dir, env_info, progress, resuming=False, called=called)
+        return _recording_status(run_dir, lambda: _session(config, run_dir, env_info, progress, resuming=False,
+                                                           called=called))
 
 
 def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
@@ -60,7 +64,24 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: boo
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))
     preflight(run_dir)
     with RunLock(run_dir):
-        return _session(config, run_dir, env_info, progress, resuming=True, called=called)
+        return _recording_status(run_dir, lambda: _session(config, run_dir, env_info, progress, resuming=True,
+                                                           called=called))
+
+
+def _recording_status(run_dir: Path, session: Callable[[], TrainResult]) -> TrainResult:
+    """Run ``session`` with the run folder's status.json saying how it stands: running while it trains (a kill
+    leaves that, with the lock free: crashed), then finished, stopped (a signal, after its checkpoint) or failed."""
+    write_status(run_dir, "running")
+    try:
+        result = session()
+    except TrainingInterrupted as error:
+        write_status(run_dir, "stopped", str(error))
+        raise
+    except BaseException as error:
+        write_status(run_dir, "failed", str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        raise
+    write_status(run_dir, "finished")
+    return result
 
 
 def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool,
@@ -340,8 +361,10 @@ def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_secon
     with run.timings.phase("saving"):
         run.logger.flush(state.step, steps_per_second)
         state.wall_seconds = wall_seconds
-        manifest = {"env_id": run.config.env_id, "algo": run.config.algo, "network": run.spec.to_dict()}
-        run.checkpoints.save(state.step, run.trackables(), run.checkpoint_state(state), manifest)
+        saved = run.checkpoint_state(state)
+        manifest = {"env_id": run.config.env_id, "algo": run.config.algo, "network": run.spec.to_dict(),
+                    "envs_exact": saved["envs_exact"]}
+        run.checkpoints.save(state.step, run.trackables(), saved, manifest)
 
 
 def _evaluation_line(step: int, result: EvalResult, best: float, saved: bool) -> str:

@@ -8,7 +8,6 @@ a worker starts in about a second and holds about a tenth of a driver's memory.
 from __future__ import annotations
 
 import os
-import pickle
 import resource
 import sys
 import time
@@ -22,7 +21,7 @@ from agents.numpy_policy import EnvNoise, NumpyPolicy
 from agents.spec import NetworkSpec
 from envs.factory import EnvOptions, make_eval_env, make_vector_env
 from runners.evaluate import EvalResult, evaluate
-from runners.rollout import Rollout, VectorEnvCollector
+from runners.rollout import Rollout, VectorEnvCollector, env_checkpoint, restore_envs
 
 
 @dataclass(frozen=True)
@@ -74,22 +73,21 @@ class RolloutWorker:
         """New each time the actor is constructed, so Ray's restart of it is told apart from the same process
         (process ids repeat across nodes)."""
 
-    def start(self, run_seed: int, step: int, saved: dict[str, Any] | None = None) -> str:
+    def start(self, run_seed: int, step: int, saved: dict[str, Any] | None = None) -> tuple[str, list[str | None]]:
         """Reset the envs as the in-process engine resets its env ``i`` (seed ``run_seed + step + i``), with one
-        noise stream per env, or continue from ``saved`` (a ``state()``). Returns this actor's incarnation."""
+        noise stream per env, or bring fresh envs to ``saved`` (a ``state()``). Returns this actor's incarnation
+        and, per env, None when it was restored exactly, else why its episode restarted (empty when fresh)."""
         setup = self.setup
         if self.collector is not None:
             self.collector.envs.close()
-        if saved is not None:
-            envs = pickle.loads(saved["envs"])
-            self.collector = VectorEnvCollector(envs, setup.num_steps, 0, observations=saved["observations"],
-                                                noise=saved["noise"], env_id=setup.env_id)
-        else:
-            envs = make_vector_env(setup.env_id, setup.envs_per_worker, "sync", setup.options)
-            first = run_seed + step + setup.env_indices.start
-            self.collector = VectorEnvCollector(envs, setup.num_steps, first,
-                                                noise=EnvNoise(run_seed + step, setup.env_indices), env_id=setup.env_id)
-        return self.incarnation
+            self.collector = None
+        envs = make_vector_env(setup.env_id, setup.envs_per_worker, "sync", setup.options)
+        observations, noise, problems = restore_envs(envs, saved)
+        first = run_seed + step + setup.env_indices.start
+        self.collector = VectorEnvCollector(envs, setup.num_steps, first, observations=observations,
+                                            noise=noise or EnvNoise(run_seed + step, setup.env_indices),
+                                            env_id=setup.env_id)
+        return self.incarnation, problems
 
     def collect(self, weights: dict[str, np.ndarray], version: int) -> Fragment:
         """One fragment acted with exactly these ``weights`` (version ``version``)."""
@@ -100,17 +98,16 @@ class RolloutWorker:
         rollout = self.collector.collect(self.policy)
         return Fragment(self.setup.worker_index, version, rollout, time.perf_counter() - started)
 
-    def state(self) -> dict[str, Any]:
-        """The pickled envs, observations and noise, for a resume checkpoint (``envs`` None, and why, if the
-        envs cannot be pickled)."""
+    def state(self, inexact: dict[int, str] | None) -> dict[str, Any]:
+        """This worker's envs for a resume checkpoint (``runners.rollout.env_checkpoint``: their journals, checked
+        by a replay when ``inexact`` is None), its action noise, and the envs found not exact (by place in the
+        whole batch)."""
         if self.collector is None:  # restarted by Ray since its last start: its episodes are gone
-            return {"envs": None, "envs_problem": "a worker was restarted and has no episodes to save"}
-        try:
-            envs, problem = pickle.dumps(self.collector.envs, protocol=pickle.HIGHEST_PROTOCOL), None
-        except Exception as error:  # a user's env may hold a lock or a handle
-            envs, problem = None, f"{type(error).__name__}: {error}"
-        return {"envs": envs, "envs_problem": problem, "observations": self.collector.observations.copy(),
-                "noise": self.collector.noise}
+            return {"env_state": None, "envs_problem": "a worker was restarted and has no episodes to save",
+                    "inexact": inexact or {}}
+        saved, inexact = env_checkpoint(self.collector.envs, inexact, self.setup.env_id, lambda message: None,
+                                        self.setup.env_indices.start)
+        return {**saved, "noise": self.collector.noise, "inexact": inexact}
 
     def process(self) -> dict[str, Any]:
         """This worker's process id, peak resident memory (MB) and whether it has imported TensorFlow."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from runners.best_store import POINTER_FILE, list_entries, load_best, read_entry
 from runners.checkpoints import read_checkpoint
+from runners.run_folder import env_folder_name
 
 CHAMPION = [sys.executable, "-c", "from runners.cli import main; main()"]
 QUICK = ["--set", "ppo.epochs=2", "--set", "checkpoint_every=1024", "--eval-every", "512", "-q", "--no-media",
@@ -25,8 +27,10 @@ add --set engine=graph, which wins)."""
 
 def champion(args: list[str], env: dict[str, str] | None = None, timeout: float = 300,
              prefix: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI in a child process (optionally under a prefix such as setpriv)."""
-    child_env = dict(os.environ, **(env or {}))
+    """Run the CLI in a child process (optionally under a prefix such as setpriv), with tests/ on its path."""
+    tests = str(Path(__file__).parent)  # so that a child can make toy_envs:... envs
+    child_env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
+                     **(env or {}))
     return subprocess.run((prefix or []) + CHAMPION + args, capture_output=True, text=True, timeout=timeout,
                           env=child_env, stdin=subprocess.DEVNULL)
 
@@ -63,3 +67,70 @@ def tensorboard_steps(run_dir: Path) -> dict[str, list[int]]:
 
 def best_weights(run_dir: Path) -> dict[str, np.ndarray]:
     return load_best(run_dir / "best").weights
+
+
+def checkpoint_weights(run_dir: Path, step: int) -> dict[str, np.ndarray]:
+    """The model's and optimizer's variables in the run's checkpoint at ``step`` (verified first)."""
+    path = run_dir / "checkpoints" / f"ckpt-{step:010d}"
+    read_checkpoint(path)
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(str(path / "tf"))
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(str(path / "tf"))
+            if name.startswith(("model/", "optimizer/"))}
+
+
+ROLLOUTS = 5
+KILLED_AT = "checkpoint: state written#3"  # in the middle of the third checkpoint's save: resumes from the second
+
+
+def run_options(tmp_path, algo, num_envs, num_steps, pairs):
+    rollout = num_envs * num_steps
+    sets = [f"num_envs={num_envs}", f"{algo}.num_steps={num_steps}", f"checkpoint_every={rollout}",
+            "engine=gymnasium", "eval_episodes=2", "crown.at_end=false", *pairs]
+    if algo == "ppo":
+        sets += [f"ppo.minibatch_size={rollout}", "ppo.epochs=2", "ppo.jit_compile=false"]
+    else:
+        sets += ["a2c.jit_compile=false"]
+    options = ["--algo", algo, "--total-steps", str(ROLLOUTS * rollout), "--eval-every", str(rollout),
+               "--results-dir", str(tmp_path), "--no-media", "-q", "--seed", "3"]
+    for pair in sets:
+        options += ["--set", pair]
+    return options
+
+
+def weights_by_entry(run_dir):
+    """Each best entry's name -> its arrays' bytes (the npz's zip timestamps aside, the policy byte for byte)."""
+    return {entry.name: {name: array.tobytes() for name, array in read_entry(entry).weights.items()}
+            for entry in list_entries(run_dir / "best")}
+
+
+def kill_resume_and_compare(tmp_path, env_id, algo, options, resume_options=()):
+    """A straight run and one SIGKILLed mid-save then resumed; returns the resume's stderr once every evaluation,
+    the final weights and every best entry are found equal."""
+    straight = champion(["train", env_id, "--run-name", "straight"] + options)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = champion(["train", env_id, "--run-name", "resumed"] + options,
+                      env={"CHAMPION_FAULT_KILL_AT": KILLED_AT})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    folder = tmp_path / env_folder_name(env_id) / algo
+    resumed_dir, straight_dir = folder / "resumed", folder / "straight"
+    [checkpoint] = sorted((resumed_dir / "checkpoints").glob("ckpt-*"))[-1:]
+    loaded = read_checkpoint(checkpoint)
+    saved, step = loaded.state, loaded.manifest["step"]
+    journals = saved["env_state"].journals if "env_state" in saved else saved["workers"][0]["env_state"].journals
+    assert any(journal.steps > 0 for journal in journals), "the envs were not in the middle of an episode"
+    again = champion(["train", "--resume", str(resumed_dir), *resume_options])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "not bit-exact" not in again.stderr
+    num_envs = len(saved["envs_exact"])
+    assert f"resuming from {checkpoint.name} at step {step:,}: {num_envs} of {num_envs} envs restored exactly" in again.stderr
+    columns = ("step", "mean_return", "std_return", "min_return", "max_return", "mean_length", "best_mean_return")
+    rows = {name: [[row[column] for column in columns] for row in evaluation_rows(folder / name)]
+            for name in ("straight", "resumed")}
+    assert rows["resumed"] == rows["straight"] and len(rows["straight"]) == ROLLOUTS
+    last = int(rows["straight"][-1][0])
+    first, second = checkpoint_weights(straight_dir, last), checkpoint_weights(resumed_dir, last)
+    assert first.keys() == second.keys() and all(np.array_equal(first[name], second[name]) for name in first)
+    assert weights_by_entry(resumed_dir) == weights_by_entry(straight_dir) != {}
+    assert_run_is_sound(resumed_dir)
+    return again.stderr

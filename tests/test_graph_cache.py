@@ -155,7 +155,7 @@ def _engine(config: TrainConfig) -> GraphEngine:
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_the_graph_engine_key_leaves_out_only_settings_its_graph_does_not_read(tmp_path, algo):
     base, _ = resolve_config("CartPole-v1", algo, {})
-    changed = {"seed": 7, "total_steps": 12_345, "eval_every": 999, "eval_episodes": 3, "eval_seed": 5,
+    changed = {"seed": 7, "total_steps": 12_345, "schedule_steps": 20_000, "eval_every": 999, "eval_episodes": 3, "eval_seed": 5,
                "eval_in_background": False, "results_dir": str(tmp_path), "run_name": "other",
                "checkpoint_every": 777, "checkpoint_keep": 1, "max_nonfinite_updates": 9, "log_every": 111,
                "media": False}

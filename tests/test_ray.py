@@ -1,6 +1,7 @@
 """The Ray engine on a local Ray started by this test session: learning, the same evaluations as in process,
 faults (a killed worker, a hung worker, a lost node), Ctrl-C and resume, and the clear errors."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import pytest
 
 from agents.config import ConfigError
 from envs.factory import EnvError
-from crash_helpers import CHAMPION, champion, evaluation_rows, tensorboard_steps
+from crash_helpers import CHAMPION, champion, evaluation_rows, kill_resume_and_compare, run_options, tensorboard_steps
 from runners.checkpoints import read_checkpoint
 from runners.configure import resolve_config
 from runners.replay import replay
@@ -272,6 +273,14 @@ def test_auto_with_the_address_file_of_a_stopped_head_fails_within_seconds(tmp_p
                                       str(tmp_path / "results")], capture_output=True, text=True, timeout=60,
                           env={**environment, "RAY_TMPDIR": str(tmp_path)})
     assert done.returncode == 2 and "--ray-address auto found no Ray cluster" in done.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("Box2D") is None, reason="needs the box2d extra")
+def test_a_lunarlander_run_killed_mid_save_on_ray_resumes_exactly_like_a_straight_run(local_ray, tmp_path):
+    """Box2D's state cannot be pickled; the workers' envs are replayed from their journals and checked."""
+    options = run_options(tmp_path, "ppo", 4, 32, ["engine=ray", "ray.workers=2", "ray.eval_workers=1"])
+    options += ["--ray-address", local_ray["address"]]
+    kill_resume_and_compare(tmp_path, "LunarLander-v3", "ppo", options, ["--ray-address", local_ray["address"]])
 
 
 def test_a_run_killed_and_resumed_on_ray_continues_exactly_like_a_straight_run(local_ray, tmp_path):

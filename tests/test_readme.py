@@ -31,7 +31,7 @@ def test_the_run_folder_layouts_name_what_a_run_writes(tmp_path):
                                                       "media": False, "results_dir": str(tmp_path), "run_name": "r"})
     run_dir = train(config, progress=False).run_dir
     written = sorted(path.name for path in run_dir.iterdir())
-    assert written == ["best", "checkpoints", "config.yaml", "evaluations.csv", "summary.json", "tb"]
+    assert written == ["best", "checkpoints", "config.yaml", "evaluations.csv", "status.json", "summary.json", "tb"]
     checkpoint_names = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
     assert checkpoint_names == ["ckpt-0000000256", "ckpt-0000000512"]
     for layout in ((ROOT / "README.md").read_text().split("## What a run folder holds")[1].split("```")[1],

@@ -12,22 +12,14 @@ import numpy as np
 import pytest
 
 from agents.config import ConfigError
-from crash_helpers import (CHAMPION, QUICK, assert_run_is_sound, champion, evaluation_rows, tensorboard_steps)
+from crash_helpers import (CHAMPION, QUICK, assert_run_is_sound, champion, checkpoint_weights, evaluation_rows,
+                           tensorboard_steps)
 import runners.evaluate
 import runners.faults
 from runners.configure import resolve_config
 from runners.checkpoints import CheckpointError, read_checkpoint
 from runners.run_folder import RunFolderError, RunLock
 from runners.training import resume, train
-
-
-def checkpoint_weights(run_dir, step):
-    path = run_dir / "checkpoints" / f"ckpt-{step:010d}"
-    read_checkpoint(path)
-    import tensorflow as tf
-    reader = tf.train.load_checkpoint(str(path / "tf"))
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(str(path / "tf"))
-            if name.startswith(("model/", "optimizer/"))}
 
 
 @pytest.mark.parametrize("engine", ["graph", pytest.param("gymnasium", marks=pytest.mark.slow)])
@@ -138,13 +130,17 @@ def test_signals_write_a_checkpoint_and_exit_with_128_plus_the_signal(tmp_path, 
     assert f"continue with: champion train --resume {run_dir}" in rest
     [checkpoint] = sorted((run_dir / "checkpoints").glob("ckpt-*"))
     assert read_checkpoint(checkpoint).manifest["step"] < 100000
+    [listed] = json.loads(champion(["runs", "--results-dir", str(tmp_path), "--json"]).stdout)
+    assert (listed["status"], listed["resume_step"]) == ("stopped", read_checkpoint(checkpoint).manifest["step"])
     assert_run_is_sound(run_dir)
 
 
 def quick_config(tmp_path, name, **overrides):
     values = {"total_steps": 2048, "eval_every": 512, "checkpoint_every": 1024, "ppo.epochs": 2,
               "results_dir": str(tmp_path), "run_name": name, "media": False, "engine": "gymnasium",
-              "ppo.jit_compile": False}  # resume mechanics, not the engine: see crash_helpers.QUICK
+              "ppo.jit_compile": False,  # resume mechanics, not the engine: see crash_helpers.QUICK
+              # constant rates, so that a finished run may train longer (a linear one ends at its first budget)
+              "ppo.learning_rate_schedule": "constant", "ppo.clip_range_schedule": "constant"}
     values.update(overrides)
     return resolve_config("CartPole-v1", "ppo", values)[0]
 
@@ -299,10 +295,96 @@ def test_a_run_killed_after_its_last_checkpoint_but_before_its_summary_is_finish
     assert json.loads((run_dir / "summary.json").read_text())["env_steps"] == 1024
 
 
-def test_resuming_with_a_smaller_budget_says_so(tmp_path, capsys):
+def tensorboard_values(run_dir, tag):
+    """step -> value of a scalar tag, as TensorBoard's Python loader reads it."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
+    return {event.step: float(tf.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)}
+
+
+def crash_at_step(monkeypatch, crash_step):
+    def crash_at(step):
+        if step == crash_step:
+            raise Crash
+    monkeypatch.setattr(runners.faults, "step_point", crash_at)
+
+
+def test_a_resume_keeps_the_runs_linear_schedules_whatever_its_new_budget(tmp_path, monkeypatch, capsys):
+    """The learning rate falls linearly to 0 over the run's first budget (3,072 steps), recorded as schedule_steps:
+    a resume with a lower --total-steps stops earlier with the same rates; a larger one is refused."""
     from runners.cli import main
 
-    run_dir = train(quick_config(tmp_path, "lowered", total_steps=2048), progress=False).run_dir
-    (run_dir / "summary.json").unlink()  # resumable: as if killed before its summary
-    main(["train", "--resume", str(run_dir), "--total-steps", "1024"])  # returns: it succeeded
-    assert "note: the run's budget is lowered from 2,048 to 1,024 steps" in capsys.readouterr().err.splitlines()
+    config = quick_config(tmp_path, "linear", total_steps=3072, log_every=256, checkpoint_every=256,
+                          **{"ppo.learning_rate_schedule": "linear", "ppo.learning_rate": 1e-3})
+    crash_at_step(monkeypatch, 1024)
+    with pytest.raises(Crash):
+        train(config, progress=False)
+    monkeypatch.undo()
+    run_dir = tmp_path / "CartPole-v1" / "ppo" / "linear"
+    assert "schedule_steps: 3072" in (run_dir / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"total_steps=4,096 is past schedule_steps=3,072, where the linear schedule "
+                                          r"of ppo.learning_rate_schedule reaches 0"):
+        resume(run_dir, {"total_steps": 4096}, progress=False)
+    with pytest.raises(SystemExit) as exit_info:  # the CLI says it in one line
+        main(["train", "--resume", str(run_dir), "--total-steps", "4096"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("champion train: error: total_steps=4,096 is past schedule_steps")
+    assert resume(run_dir, {"total_steps": 2048}, progress=False).env_steps == 2048
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # finished at 2,048 of a 3,072-step schedule: it may still go on to 3,072
+        main(["train", "--resume", str(run_dir), "--total-steps", "2048"])
+    assert "pass a larger --total-steps to train longer (e.g. --total-steps 3072)" in capsys.readouterr().err
+    rates = tensorboard_values(run_dir, "train/learning_rate")
+    assert sorted(rates) == list(range(256, 2049, 256))
+    for step, rate in rates.items():  # the rule: 1e-3 * (1 - step / 3072) at the update ending at step
+        assert rate == pytest.approx(1e-3 * (1 - step / 3072), rel=1e-6), step
+    assert resume(run_dir, {"total_steps": 3072}, progress=False).env_steps == 3072
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(run_dir)])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"champion train: error: the run in {run_dir} is already at step 3,072 of 3,072, where its linear "
+        "ppo.learning_rate_schedule reaches 0; to train longer start a new run with a larger --total-steps")
+
+
+def test_a_budget_below_the_steps_already_done_is_refused_and_a_lower_one_above_them_is_noted(tmp_path, monkeypatch,
+                                                                                              capsys):
+    from runners.cli import main
+
+    crash_at_step(monkeypatch, 1536)
+    with pytest.raises(Crash):
+        train(quick_config(tmp_path, "lowered", total_steps=3072, checkpoint_every=512), progress=False)
+    monkeypatch.undo()
+    run_dir = tmp_path / "CartPole-v1" / "ppo" / "lowered"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--resume", str(run_dir), "--total-steps", "1024"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"champion train: error: the run in {run_dir} is at step 1,536 already, past --total-steps 1,024; give at "
+        "least 1,536 (it cannot go back)"]
+    main(["train", "--resume", str(run_dir), "--total-steps", "2048"])  # returns: it succeeded
+    assert "note: the run's budget is lowered from 3,072 to 2,048 steps" in capsys.readouterr().err.splitlines()
+    assert json.loads((run_dir / "summary.json").read_text())["env_steps"] == 2048
+
+
+def test_champion_runs_shows_each_runs_status_and_the_step_a_resume_starts_from(tmp_path, monkeypatch):
+    from runners.runs import status_text, summarize
+
+    finished = train(quick_config(tmp_path, "finished", total_steps=1024), progress=False).run_dir
+    crash_at_step(monkeypatch, 1536)
+    with pytest.raises(Crash):
+        train(quick_config(tmp_path, "failed", total_steps=3072, eval_every=1024, checkpoint_every=512), progress=False)
+    monkeypatch.undo()
+    failed = tmp_path / "CartPole-v1" / "ppo" / "failed"
+    assert [row["step"] for row in evaluation_rows(failed)] == ["1024"]  # the last evaluation is behind...
+    summary = summarize(failed)
+    assert (summary.status, summary.resume_step, summary.env_steps) == ("failed", 1536, 1536)  # ...the checkpoint
+    assert summary.envs_exact == [True] * 8
+    assert status_text(summary) == "failed, resumes at 1,536, 8/8 envs exact"
+    assert (summarize(finished).status, summarize(finished).env_steps) == ("finished", 1024)
+    with RunLock(failed):
+        assert summarize(failed).status == "running"
+    (failed / "status.json").write_text(json.dumps({"status": "running"}))  # as a SIGKILL leaves it
+    assert summarize(failed).status == "crashed"

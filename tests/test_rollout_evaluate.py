@@ -148,9 +148,10 @@ def test_training_evaluates_the_same_with_and_without_the_background_thread(tmp_
     assert len({row[1] for row in rows[True]}) > 1  # the policy changed between evaluations
 
 
-def test_async_vectorization_trains_exactly_as_sync_and_its_checkpoint_says_the_envs_restart(tmp_path):
-    """Worker processes step the same seeded envs: the same transitions, so the same training."""
-    import pickle
+def test_async_vectorization_trains_exactly_as_sync_and_its_checkpoint_holds_the_same_env_journals(tmp_path):
+    """Worker processes step the same seeded envs: the same transitions, so the same training, and checkpoints
+    that a resume restores exactly either way (``envs.env_state``)."""
+    from runners.checkpoints import read_checkpoint
 
     runs = {}
     for vectorization in ("sync", "async"):
@@ -161,11 +162,15 @@ def test_async_vectorization_trains_exactly_as_sync_and_its_checkpoint_says_the_
         result = train(config, progress=False)
         with open(result.run_dir / "evaluations.csv", newline="") as handle:
             runs[vectorization] = [row["mean_return"] for row in csv.DictReader(handle)]
-        checkpoint = sorted((result.run_dir / "checkpoints").glob("ckpt-*"))[-1]
-        state = pickle.loads((checkpoint / "state.pkl").read_bytes())
-        runs[f"{vectorization} envs saved"] = state["envs"] is not None
+        checkpoint = read_checkpoint(sorted((result.run_dir / "checkpoints").glob("ckpt-*"))[-1])
+        runs[f"{vectorization} exact"] = checkpoint.manifest["envs_exact"]
+        runs[f"{vectorization} journals"] = [(journal.base_seed, journal.episodes, journal.observation.tobytes(),
+                                              [(seed, actions.tolist()) for seed, actions in journal.segments])
+                                             for journal in checkpoint.state["env_state"].journals]
     assert runs["async"] == runs["sync"] and len(runs["sync"]) == 2
-    assert (runs["sync envs saved"], runs["async envs saved"]) == (True, False)
+    assert runs["async exact"] == runs["sync exact"] == [True, True]
+    assert runs["async journals"] == runs["sync journals"]
+    assert [base_seed for base_seed, *_ in runs["sync journals"]] == [0, 1]  # env i's first reset had seed + i
 
 
 def test_an_env_that_raises_stops_the_run_with_one_line_naming_the_env_and_what_it_raised(tmp_path):

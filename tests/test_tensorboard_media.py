@@ -47,7 +47,7 @@ def cartpole_run(results, **values):
 
 
 def test_hparams_once_across_resumes_and_weight_histograms_every_histogram_every_steps(tmp_path):
-    run_dir = cartpole_run(tmp_path, media=False, histogram_every=2048, **QUICK_ENGINE).run_dir
+    run_dir = cartpole_run(tmp_path, media=False, histogram_every=2048, schedule_steps=4096, **QUICK_ENGINE).run_dir
     check_histograms(events(run_dir))  # before the resume: 3,072 steps hold one multiple of 2,048
     resume(run_dir, {"total_steps": 4096}, progress=False)
     accumulator = events(run_dir)

@@ -74,6 +74,24 @@ class Counter(gym.Env):
         return np.array([float(self.steps)], np.float32), 1.0, self.steps >= self.length, False, {}
 
 
+class Unseeded(Counter):
+    """A Counter whose observations carry an offset drawn from a generator seeded by the OS, not by reset's seed:
+    not deterministic given its seed, as a user's env drawing from an unseeded RNG is."""
+
+    def __init__(self):
+        super().__init__(length=40)
+        self.entropy = np.random.default_rng()
+
+    def reset(self, *, seed=None, options=None):
+        observation, info = super().reset(seed=seed, options=options)
+        self.offset = float(self.entropy.random())
+        return observation + self.offset, info
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        return observation + np.float32(self.offset), reward, terminated, truncated, info
+
+
 class ChattyCounter(Counter):
     """Counter that reports its step count in ``info`` at every step, as MuJoCo envs report positions."""
 
@@ -321,6 +339,7 @@ def register() -> None:
         "champion-test/ChattyCounter-v0": dict(entry_point=ChattyCounter, kwargs={"length": 10}, max_episode_steps=4),
         "champion-test/SeededCounter-v0": dict(entry_point=Counter, kwargs={"length_from_seed": True}),
         "champion-test/NaNAfter-v0": dict(entry_point=NaNAfter),
+        "champion-test/Unseeded-v0": dict(entry_point=Unseeded),
         "champion-test/FailsAfter-v0": dict(entry_point=FailsAfter),
         "Target-v0": dict(entry_point=Target),
         "NoisyBandit-v0": dict(entry_point=NoisyBandit),  # as toy_envs:NoisyBandit-v0 in spawned processes too  # made as "toy_envs:Target-v0", which imports this module first

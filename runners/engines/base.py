@@ -53,8 +53,10 @@ class Engine(Protocol):
 
     kind: str
 
-    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
-        """Begin collecting: fresh, or from a checkpoint's ``checkpoint_state`` (TF state is restored already)."""
+    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> list[str | None]:
+        """Begin collecting: fresh, or from a checkpoint's ``checkpoint_state`` (TF state is restored already).
+        Returns, per env, None when a checkpoint's env was restored exactly, else why its episode restarted
+        (empty on a fresh start)."""
         ...
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
@@ -70,7 +72,8 @@ class Engine(Protocol):
         ...
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """Picklable state for a resume checkpoint."""
+        """Picklable state for a resume checkpoint, with ``envs_exact``: per env, whether a resume restores it
+        exactly."""
         ...
 
     def report(self) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from runners.timing import Timings
 EPISODE_FIELDS = ("episodes", "episode_return_sum", "episode_length_sum")
 MAX_STEPS_PER_CALL = 100_000
 """Env steps one compiled call may take at most, so that Ctrl-C and the progress bar are answered within seconds."""
-FIELDS_OUTSIDE_THE_GRAPH = ("seed", "total_steps", "eval_every", "eval_episodes", "eval_seed", "eval_in_background",
+FIELDS_OUTSIDE_THE_GRAPH = ("seed", "total_steps", "schedule_steps", "eval_every", "eval_episodes", "eval_seed", "eval_in_background",
                             "results_dir", "run_name", "checkpoint_every", "checkpoint_keep", "max_nonfinite_updates",
                             "log_every", "media")
 """TrainConfig fields the fused call's graph does not read, so runs that differ only in them share one traced
@@ -167,8 +167,9 @@ class GraphEngine:
         arrays = tuple(array.write(time, column) for array, column in zip(arrays, columns))
         return time + 1, state, returns * (1.0 - ended), lengths * (1.0 - ended), arrays, episodes
 
-    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
-        """Nothing to do: a checkpoint's env state is in the variables, which the restore has filled."""
+    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> list[str | None]:
+        """Nothing to do: a checkpoint's env state is in the variables, which the restore has filled exactly."""
+        return [] if saved is None else [None] * self.num_envs
 
     def tracing_count(self) -> int:
         """Times the fused call's graph was built, traced or loaded from the cache (1 once it has run)."""
@@ -181,8 +182,8 @@ class GraphEngine:
                                               episode_lengths=self.episode_lengths, generator=self.generator)}
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """Only the engine's kind: its state is in ``checkpoint_objects``."""
-        return {"engine": self.kind}
+        """The engine's kind; the env state is in ``checkpoint_objects``, so every env resumes exactly."""
+        return {"engine": self.kind, "envs_exact": [True] * self.num_envs}
 
     def report(self) -> dict[str, Any]:
         """The engine's kind (summary.json)."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pickle
 from typing import Any, Callable
 
 from agents.config import TrainConfig
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvOptions, make_vector_env
 from runners.engines.base import Advance, EpisodeStats, build_graph
-from runners.rollout import RewardScaler, Rollout, VectorEnvCollector
+from runners.rollout import RewardScaler, Rollout, VectorEnvCollector, env_checkpoint, restart_returns, restore_envs
 from runners.timing import Timings
 
 
@@ -24,31 +23,27 @@ class GymnasiumEngine:
         self.reward_scaler: RewardScaler | None = None
         self.updated = False
         """Whether this engine has made an update yet (its first one compiles)."""
+        self.inexact: dict[int, str] | None = None
+        """Envs a resume cannot restore exactly, and why: found at this session's first checkpoint."""
+        self.warn: Callable[[str], None] = lambda message: None  # the run's warner, from start
 
-    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
-        """Fresh envs, or the envs of a checkpoint's state (fresh ones, with a warning, if they could not be saved)."""
-        config, observations, envs, noise = self.config, None, None, None
+    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> list[str | None]:
+        """Fresh envs, or a checkpoint's envs replayed from their journals and checked (``envs.env_state``).
+        Returns, per env, None when it was restored exactly, else why its current episode restarts."""
+        config, self.warn = self.config, warn
         self.reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
-        if saved is not None and saved.get("envs") is not None:
-            try:
-                envs, observations = pickle.loads(saved["envs"]), saved["observations"]
-                noise = saved.get("noise")  # None from a checkpoint before per-env noise: fresh streams
-            except Exception as error:  # e.g. saved by an older champion whose env classes are gone
-                warn(f"the saved environments could not be loaded ({type(error).__name__}: {error}); they restart "
-                     "from fresh episodes, so this continuation is not bit-exact")
-        elif saved is not None:
-            warn(f"the environments could not be saved ({saved['envs_problem']}); they restart from fresh "
-                 "episodes, so this continuation is not bit-exact")
-        if envs is None:
-            envs = make_vector_env(config.env_id, config.num_envs, config.vectorization, EnvOptions.from_config(config))
-        if saved is not None:
-            self.reward_scaler = saved.get("reward_scaler")
+        envs = make_vector_env(config.env_id, config.num_envs, config.vectorization, EnvOptions.from_config(config))
         try:
+            observations, noise, problems = restore_envs(envs, saved)
+            if saved is not None:
+                self.reward_scaler = saved.get("reward_scaler")
+                restart_returns(self.reward_scaler, problems)
             self.collector = VectorEnvCollector(envs, config.algo_config.num_steps, config.seed + step, self.timings,
                                                 observations=observations, noise=noise, env_id=config.env_id)
         except BaseException:  # the first reset failed: its worker processes, if any, must not outlive it
             envs.close()
             raise
+        return problems
 
     def _prepare(self) -> None:
         """Trace the learner's compiled update, or load its trace from the cache."""
@@ -85,15 +80,10 @@ class GymnasiumEngine:
         return {}
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """The pickled envs (or why they could not be), the current observations and the reward scaler."""
-        try:
-            envs = pickle.dumps(self.collector.envs, protocol=pickle.HIGHEST_PROTOCOL)
-            envs_problem = None
-        except Exception as error:  # user envs, async workers: not picklable
-            envs, envs_problem = None, f"{type(error).__name__}: {error}"
-        return {"engine": self.kind, "envs": envs, "envs_problem": envs_problem,
-                "observations": self.collector.observations.copy(), "noise": self.collector.noise,
-                "reward_scaler": self.reward_scaler}
+        """Each env's journal (``envs.env_state``) and which envs a resume can restore exactly, the action noise
+        and the reward scaler."""
+        state, self.inexact = env_checkpoint(self.collector.envs, self.inexact, self.config.env_id, self.warn)
+        return {"engine": self.kind, **state, "noise": self.collector.noise, "reward_scaler": self.reward_scaler}
 
     def report(self) -> dict[str, Any]:
         """The engine's kind (summary.json)."""

@@ -27,7 +27,7 @@ from envs.factory import EnvError, EnvOptions, EnvStepError
 from runners.ray_cluster import check_capacity, connect
 from runners.engines.base import Advance, EngineFailed
 from runners.engines.gymnasium import GymnasiumEngine
-from runners.rollout import RewardScaler, stack_fragments
+from runners.rollout import RewardScaler, not_exact_line, restart_returns, stack_fragments
 from runners.timing import Timings
 from runners.workers import Fragment, RolloutWorker, WorkerNotStarted, WorkerSetup
 
@@ -60,18 +60,16 @@ class RayEngine(GymnasiumEngine):
         """False while a collection is under way or after one was abandoned (the workers' envs are then not at
         the loop's step, so a checkpoint cannot hold them)."""
         self.envs_per_worker = config.num_envs // config.ray.workers
-        self.warn: Callable[[str], None] = lambda message: None  # the run's warner, from start
         self.connection = connect(config.ray.address, config.ray.num_cpus)
 
-    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> None:
-        """Start the workers on fresh episodes, or on a checkpoint's envs when its layout is this run's."""
+    def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> list[str | None]:
+        """Start the workers on fresh episodes, or on a checkpoint's envs when its layout is this run's. Returns,
+        per env, None when it was restored exactly, else why its episode restarted (empty when fresh)."""
         import ray
 
         config, self.warn = self.config, warn
         self.reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
-        states = self._saved_worker_states(saved, warn)
-        if saved is not None:
-            self.reward_scaler = saved.get("reward_scaler")
+        states, problem = self._saved_worker_states(saved)
         check_capacity(config.ray.workers, config.ray.worker_cpus)
         remote = ray.remote(RolloutWorker).options(
             num_cpus=config.ray.worker_cpus, max_restarts=config.ray.max_worker_restarts, max_task_retries=0,
@@ -81,23 +79,26 @@ class RayEngine(GymnasiumEngine):
                                                   self.envs_per_worker, index))
                         for index in range(config.ray.workers)]
         started = [worker.start.remote(config.seed, step, state) for worker, state in zip(self.workers, states)]
-        self.incarnations = self._get_all(started, START_TIMEOUT_S, "start")  # before the loop's clock
+        answers = self._get_all(started, START_TIMEOUT_S, "start")  # before the loop's clock
+        self.incarnations = [incarnation for incarnation, _ in answers]
+        if saved is None:
+            return []
+        problems = [problem] * config.num_envs if problem else [item for _, each in answers for item in each]
+        self.reward_scaler = saved.get("reward_scaler")
+        restart_returns(self.reward_scaler, problems)
+        return problems
 
-    def _saved_worker_states(self, saved: dict[str, Any] | None, warn: Callable[[str], None]) -> list[Any]:
-        """Each worker's saved envs, or None each (with the reason warned) when they cannot be used."""
+    def _saved_worker_states(self, saved: dict[str, Any] | None) -> tuple[list[Any], str | None]:
+        """Each worker's saved envs, or None each and why, when they cannot be used."""
         fresh = [None] * self.config.ray.workers
         if saved is None:
-            return fresh
+            return fresh, None
         layout = (self.config.ray.workers, self.envs_per_worker)
         if saved.get("engine") != self.kind or tuple(saved.get("layout", ())) != layout:
-            warn(f"the checkpoint's environments were not on {layout[0]} Ray workers of {layout[1]} envs; they "
-                 "restart from fresh episodes, so this continuation is not bit-exact")
-            return fresh
+            return fresh, f"the checkpoint's envs were not on {layout[0]} Ray workers of {layout[1]} envs"
         if saved.get("envs_problem"):
-            warn(f"the environments could not be saved ({saved['envs_problem']}); they restart from fresh episodes, "
-                 "so this continuation is not bit-exact")
-            return fresh
-        return list(saved["workers"])
+            return fresh, saved["envs_problem"]
+        return list(saved["workers"]), None
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """One fragment from every worker, stacked in worker order, then one update."""
@@ -202,7 +203,9 @@ class RayEngine(GymnasiumEngine):
             attempt += 1
             seed = int(np.random.SeedSequence([self.config.seed, index, self.restarts + 1, attempt]).generate_state(1)[0])
             try:
-                return ray.get(self.workers[index].start.remote(seed, step), timeout=max(deadline - time.monotonic(), 0.1))
+                incarnation, _ = ray.get(self.workers[index].start.remote(seed, step),
+                                         timeout=max(deadline - time.monotonic(), 0.1))
+                return incarnation
             except ray.exceptions.ActorUnavailableError:
                 time.sleep(0.2)
             except ray.exceptions.RayTaskError as error:
@@ -246,23 +249,29 @@ class RayEngine(GymnasiumEngine):
                 "ray_started_for_run": self.connection.owned, "worker_processes": processes}
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """Each worker's envs, observations and noise (all None, and why, if a worker cannot give them), the layout
-        and the reward scaler."""
+        """Each worker's env journals and noise (all None, and why, if a worker cannot give them), which envs a
+        resume restores exactly (checked by a replay at the session's first checkpoint), the layout and the reward
+        scaler."""
         import ray
 
         base = {"engine": self.kind, "layout": (self.config.ray.workers, self.envs_per_worker),
-                "reward_scaler": self.reward_scaler, "workers": None, "envs_problem": None}
+                "reward_scaler": self.reward_scaler, "workers": None, "envs_problem": None,
+                "envs_exact": [False] * self.config.num_envs}
         if not self.consistent:  # a collection was abandoned: the workers' envs are past the checkpoint's step
             return {**base, "envs_problem": "the rollout workers were lost in the middle of a rollout"}
         try:
-            states = self._get_all([worker.state.remote() for worker in self.workers],
+            states = self._get_all([worker.state.remote(self.inexact) for worker in self.workers],
                                    self.config.ray.fragment_timeout_s, "save their envs")
         except (ConfigError, EnvError, ray.exceptions.RayActorError) as error:
             return {**base, "envs_problem": f"the workers could not be asked ({_first_line(error)})"}
-        problems = [state["envs_problem"] for state in states if state["envs_problem"]]
+        problems = [state["envs_problem"] for state in states if state.get("envs_problem")]
         if problems:
             return {**base, "envs_problem": problems[0]}
-        return {**base, "workers": states}
+        found = {index: problem for state in states for index, problem in state["inexact"].items()}
+        if self.inexact is None and found:
+            self.warn(not_exact_line(self.config.env_id, found, "a resume restarts"))
+        self.inexact = found
+        return {**base, "workers": states, "envs_exact": [exact for state in states for exact in state["envs_exact"]]}
 
     def close(self) -> None:
         """Drop the update's graph, stop the workers, and shut down a Ray this run started."""

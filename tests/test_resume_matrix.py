@@ -1,0 +1,61 @@
+"""Exact resume on every kind of env: SIGKILL in the middle of a checkpoint's save (the envs in the middle of their
+episodes), resume, and compare with a run that was never stopped: every evaluation after the resume, the final
+weights and every saved best policy, bit for bit. Plus an env that cannot be resumed exactly, which says so."""
+
+import importlib.util
+import json
+import signal
+
+import pytest
+
+from crash_helpers import KILLED_AT, ROLLOUTS, champion, kill_resume_and_compare, run_options
+from runners.checkpoints import read_checkpoint
+from runners.run_folder import env_folder_name
+
+
+def needs(module: str, extra: str):
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=f"needs the {extra} extra")
+
+
+BOX2D, MUJOCO, ATARI = needs("Box2D", "box2d"), needs("mujoco", "mujoco"), needs("ale_py", "atari")
+
+# (env, algo, num_envs, num_steps, extra --set pairs): tiny rollouts, a checkpoint and an evaluation after each
+CASES = [
+    pytest.param("Acrobot-v1", "ppo", 4, 32, [], id="acrobot"),
+    pytest.param("LunarLander-v3", "ppo", 4, 32, [], id="lunarlander", marks=BOX2D),
+    pytest.param("LunarLanderContinuous-v3", "ppo", 2, 32, [], id="lunarlander-continuous", marks=BOX2D),
+    pytest.param("LunarLander-v3", "a2c", 4, 8, ["vectorization=async"], id="lunarlander-a2c-async", marks=BOX2D),
+    pytest.param("HalfCheetah-v5", "ppo", 1, 64, [], id="halfcheetah", marks=MUJOCO),
+    pytest.param("Hopper-v5", "ppo", 2, 32, [], id="hopper", marks=MUJOCO),
+    pytest.param("ALE/Breakout-v5", "ppo", 2, 32, [], id="breakout", marks=ATARI),
+    pytest.param("toy_envs:champion-test/DictCue-v0", "ppo", 2, 10, [], id="dict-observations"),
+]
+@pytest.mark.parametrize("env_id, algo, num_envs, num_steps, pairs", CASES)
+def test_a_run_killed_mid_save_resumes_exactly_like_a_straight_run(tmp_path, env_id, algo, num_envs, num_steps, pairs):
+    options = run_options(tmp_path, algo, num_envs, num_steps, pairs)
+    kill_resume_and_compare(tmp_path, env_id, algo, options)
+
+
+def test_an_env_that_is_not_deterministic_says_so_at_its_first_checkpoint_and_restarts_on_resume(tmp_path):
+    env_id = "toy_envs:champion-test/Unseeded-v0"
+    options = run_options(tmp_path, "ppo", 2, 16, [])
+    killed = champion(["train", env_id, "--run-name", "unseeded"] + options,
+                      env={"CHAMPION_FAULT_KILL_AT": KILLED_AT})
+    assert killed.returncode == -signal.SIGKILL
+    warnings = [line for line in killed.stderr.splitlines() if "cannot be resumed exactly" in line]
+    assert len(warnings) == 1, killed.stderr[-3000:]  # said once, at the first checkpoint
+    assert "champion-test/Unseeded-v0 envs 0, 1 cannot be resumed exactly (replaying its episode" in warnings[0]
+    assert warnings[0].endswith("a resume restarts their current episodes, so a resumed run is not bit-exact")
+    run_dir = tmp_path / env_folder_name(env_id) / "ppo" / "unseeded"
+    [checkpoint] = sorted((run_dir / "checkpoints").glob("ckpt-*"))[-1:]
+    assert read_checkpoint(checkpoint).manifest["envs_exact"] == [False, False]
+    listed = json.loads(champion(["runs", "--results-dir", str(tmp_path), "--json"]).stdout)
+    assert [(run["status"], run["resume_step"], run["envs_exact"]) for run in listed] == [("crashed", 64, [False, False])]
+    again = champion(["train", "--resume", str(run_dir)])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "at step 64: 0 of 2 envs restored exactly" in again.stderr
+    restarted = [line for line in again.stderr.splitlines() if "this resume restarted" in line]
+    assert len(restarted) == 1 and "envs 0, 1 cannot be resumed exactly" in restarted[0]
+    assert "2 of 2 envs restored exactly" not in again.stderr
+    listed = json.loads(champion(["runs", "--results-dir", str(tmp_path), "--json"]).stdout)
+    assert listed[0]["status"] == "finished" and listed[0]["env_steps"] == ROLLOUTS * 32
