@@ -11,8 +11,11 @@ hits all of them, and the median per round is reported. Layers:
 - ``made``: ``envs.factory.make_env`` (gymnasium.make's wrappers: TimeLimit, OrderEnforcing, the checker);
 - ``vector_with_info``: the same vector env over ``make_env``, which keeps the env's per-step info (what
   champion stepped before the training envs dropped it);
+- ``vector_without_journal``: the training vector env without ``envs.env_state.EpisodeJournal`` (what champion
+  stepped before resume checkpoints kept a journal of each env's episode);
 - ``vector``: ``envs.factory.make_vector_env`` with one env, what champion's rollout steps (gymnasium's
-  SyncVectorEnv with same-step autoreset and RecordEpisodeStatistics, the env's own info left out).
+  SyncVectorEnv with same-step autoreset and RecordEpisodeStatistics, the env's own info left out, each env's
+  episode journalled).
 
 The bare env has no time limit, so it resets only when an episode terminates; ``vector_with_info`` is built
 here as ``make_vector_env`` builds its envs, minus ``WithoutInfo``, and must follow it if that changes.
@@ -38,7 +41,7 @@ import gymnasium as gym  # noqa: E402
 from gymnasium.vector import AutoresetMode  # noqa: E402
 from gymnasium.wrappers.vector import RecordEpisodeStatistics  # noqa: E402
 
-from envs.factory import EnvOptions, make_env, make_vector_env  # noqa: E402
+from envs.factory import EnvOptions, make_env, make_env_without_info, make_vector_env  # noqa: E402
 
 
 def _single_stepper(env: Any, actions: np.ndarray) -> Callable[[int], None]:
@@ -65,8 +68,11 @@ def layers(env_id: str) -> dict[str, Callable[[int], None]]:
     bare = make_env(env_id).unwrapped
     with_info = RecordEpisodeStatistics(gym.vector.SyncVectorEnv(
         [functools.partial(make_env, env_id, training=True)], autoreset_mode=AutoresetMode.SAME_STEP))
+    without_journal = RecordEpisodeStatistics(gym.vector.SyncVectorEnv(
+        [functools.partial(make_env_without_info, env_id, training=True)], autoreset_mode=AutoresetMode.SAME_STEP))
     return {"bare": _single_stepper(bare, actions), "made": _single_stepper(make_env(env_id, EnvOptions()), actions),
             "vector_with_info": _vector_stepper(with_info, actions),
+            "vector_without_journal": _vector_stepper(without_journal, actions),
             "vector": _vector_stepper(make_vector_env(env_id, 1), actions)}
 
 
@@ -98,7 +104,8 @@ def main() -> None:
     for result in results:
         cost = result["us_per_step"]
         print(f"{result['env']}: bare {cost['bare']:.1f} us/step, make_env {cost['made']:.1f}, vector env with the "
-              f"env's info {cost['vector_with_info']:.1f}, training vector env {cost['vector']:.1f} "
+              f"env's info {cost['vector_with_info']:.1f}, without the journal {cost['vector_without_journal']:.1f}, "
+              f"training vector env {cost['vector']:.1f} "
               f"({result['vector_over_bare']:.2f}x the bare env; +{result['overhead_us']['vector']:.1f} us)")
     report = {"load_before": load_before, "load_after": os.getloadavg()[0], "results": results}
     print(f"load average {load_before:.2f} before, {report['load_after']:.2f} after")

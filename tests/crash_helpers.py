@@ -79,8 +79,10 @@ def checkpoint_weights(run_dir: Path, step: int) -> dict[str, np.ndarray]:
             if name.startswith(("model/", "optimizer/"))}
 
 
-ROLLOUTS = 5
-KILLED_AT = "checkpoint: state written#3"  # in the middle of the third checkpoint's save: resumes from the second
+ROLLOUTS = 4
+KILL_POINTS = ("checkpoint: tensorflow state written#3", "checkpoint: state written#3", "before renaming to ckpt-#3")
+"""Moments in the middle of the third checkpoint's save (its model written; its state too; all but the rename): a
+resume goes on from the second."""
 
 
 def run_options(tmp_path, algo, num_envs, num_steps, pairs):
@@ -104,13 +106,14 @@ def weights_by_entry(run_dir):
             for entry in list_entries(run_dir / "best")}
 
 
-def kill_resume_and_compare(tmp_path, env_id, algo, options, resume_options=()):
-    """A straight run and one SIGKILLed mid-save then resumed; returns the resume's stderr once every evaluation,
-    the final weights and every best entry are found equal."""
+def kill_resume_and_compare(tmp_path: Path, env_id: str, algo: str, options: list[str], resume_options: tuple = (),
+                            kill_at: str = KILL_POINTS[1]) -> str:
+    """A straight run and one SIGKILLed at ``kill_at`` then resumed; returns the resume's stderr once every
+    evaluation, the final weights and every best entry are found equal."""
     straight = champion(["train", env_id, "--run-name", "straight"] + options)
     assert straight.returncode == 0, straight.stderr[-3000:]
     killed = champion(["train", env_id, "--run-name", "resumed"] + options,
-                      env={"CHAMPION_FAULT_KILL_AT": KILLED_AT})
+                      env={"CHAMPION_FAULT_KILL_AT": kill_at})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     folder = tmp_path / env_folder_name(env_id) / algo
     resumed_dir, straight_dir = folder / "resumed", folder / "straight"

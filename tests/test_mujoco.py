@@ -42,7 +42,9 @@ def test_value_hidden_sizes_are_refused_with_a_shared_torso():
 def test_a_short_halfcheetah_run_records_its_gif_replays_exports_and_resumes(tmp_path):
     """The GIF and the video render in a process without TensorFlow (Mesa's EGL crashed beside it)."""
     options = ["--results-dir", str(tmp_path), "--run-name", "cheetah", "--eval-every", "1024", "--eval-episodes", "2",
-               "--set", "checkpoint_every=1024", "-q"]
+               "--set", "checkpoint_every=1024", "-q",
+               # what is tested here is the same with fewer, uncompiled epochs and no crown (test_crown.py)
+               "--set", "ppo.epochs=2", "--set", "ppo.jit_compile=false", "--set", "crown.at_end=false"]
     first = subprocess.run(CHAMPION + ["train", "HalfCheetah-v5", "--total-steps", "2048"] + options,
                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from crash_helpers import KILLED_AT, ROLLOUTS, champion, kill_resume_and_compare, run_options
+from crash_helpers import KILL_POINTS, ROLLOUTS, champion, kill_resume_and_compare, run_options
 from runners.checkpoints import read_checkpoint
 from runners.run_folder import env_folder_name
 
@@ -19,28 +19,32 @@ def needs(module: str, extra: str):
 
 BOX2D, MUJOCO, ATARI = needs("Box2D", "box2d"), needs("mujoco", "mujoco"), needs("ale_py", "atari")
 
-# (env, algo, num_envs, num_steps, extra --set pairs): tiny rollouts, a checkpoint and an evaluation after each
+# (env, algo, num_envs, num_steps, extra --set pairs, where the kill lands): tiny rollouts, a checkpoint and an
+# evaluation after each. CartPole's cases are in test_resume.py and test_crash.py, a Dict-observation env's in
+# test_spaces.py, LunarLander on Ray in test_ray.py.
+TF_WRITTEN, STATE_WRITTEN, BEFORE_RENAME = KILL_POINTS
 CASES = [
-    pytest.param("Acrobot-v1", "ppo", 4, 32, [], id="acrobot"),
-    pytest.param("LunarLander-v3", "ppo", 4, 32, [], id="lunarlander", marks=BOX2D),
-    pytest.param("LunarLanderContinuous-v3", "ppo", 2, 32, [], id="lunarlander-continuous", marks=BOX2D),
-    pytest.param("LunarLander-v3", "a2c", 4, 8, ["vectorization=async"], id="lunarlander-a2c-async", marks=BOX2D),
-    pytest.param("HalfCheetah-v5", "ppo", 1, 64, [], id="halfcheetah", marks=MUJOCO),
-    pytest.param("Hopper-v5", "ppo", 2, 32, [], id="hopper", marks=MUJOCO),
-    pytest.param("ALE/Breakout-v5", "ppo", 2, 32, [], id="breakout", marks=ATARI),
-    pytest.param("toy_envs:champion-test/DictCue-v0", "ppo", 2, 10, [], id="dict-observations"),
+    pytest.param("Acrobot-v1", "ppo", 4, 32, [], TF_WRITTEN, id="acrobot"),
+    pytest.param("LunarLander-v3", "ppo", 4, 32, [], STATE_WRITTEN, id="lunarlander", marks=BOX2D),
+    pytest.param("LunarLanderContinuous-v3", "ppo", 2, 32, [], BEFORE_RENAME, id="lunarlander-continuous", marks=BOX2D),
+    pytest.param("LunarLander-v3", "a2c", 4, 8, ["vectorization=async"], TF_WRITTEN, id="lunarlander-a2c-async",
+                 marks=BOX2D),
+    pytest.param("HalfCheetah-v5", "ppo", 1, 64, [], STATE_WRITTEN, id="halfcheetah", marks=MUJOCO),
+    pytest.param("Hopper-v5", "ppo", 2, 32, [], BEFORE_RENAME, id="hopper", marks=MUJOCO),
+    pytest.param("ALE/Breakout-v5", "ppo", 2, 32, [], STATE_WRITTEN, id="breakout", marks=ATARI),
 ]
-@pytest.mark.parametrize("env_id, algo, num_envs, num_steps, pairs", CASES)
-def test_a_run_killed_mid_save_resumes_exactly_like_a_straight_run(tmp_path, env_id, algo, num_envs, num_steps, pairs):
+@pytest.mark.parametrize("env_id, algo, num_envs, num_steps, pairs, kill_at", CASES)
+def test_a_run_killed_mid_save_resumes_exactly_like_a_straight_run(tmp_path, env_id, algo, num_envs, num_steps, pairs,
+                                                                   kill_at):
     options = run_options(tmp_path, algo, num_envs, num_steps, pairs)
-    kill_resume_and_compare(tmp_path, env_id, algo, options)
+    kill_resume_and_compare(tmp_path, env_id, algo, options, kill_at=kill_at)
 
 
 def test_an_env_that_is_not_deterministic_says_so_at_its_first_checkpoint_and_restarts_on_resume(tmp_path):
     env_id = "toy_envs:champion-test/Unseeded-v0"
     options = run_options(tmp_path, "ppo", 2, 16, [])
     killed = champion(["train", env_id, "--run-name", "unseeded"] + options,
-                      env={"CHAMPION_FAULT_KILL_AT": KILLED_AT})
+                      env={"CHAMPION_FAULT_KILL_AT": KILL_POINTS[1]})
     assert killed.returncode == -signal.SIGKILL
     warnings = [line for line in killed.stderr.splitlines() if "cannot be resumed exactly" in line]
     assert len(warnings) == 1, killed.stderr[-3000:]  # said once, at the first checkpoint
