@@ -242,6 +242,11 @@ class TrainConfig:
         """Transitions in one rollout."""
         return self.algo_config.num_steps * self.num_envs
 
+    @property
+    def rounded_total_steps(self) -> int:
+        """total_steps rounded up to whole rollouts: the steps a run really takes (every engine trains whole ones)."""
+        return -(-self.total_steps // self.rollout_size) * self.rollout_size
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), suitable for YAML and JSON."""
         return _plain(dataclasses.asdict(self))

@@ -69,10 +69,10 @@ def measure(env_id: str, algo: str, num_envs: int, total_steps: int, checkpoint_
     resume_seconds = time.perf_counter() - started
     return {"env": env_id, "algo": algo, "num_envs": num_envs, "total_steps": total_steps,
             "checkpoint_every": checkpoint_every, "train_wall_seconds": result.wall_seconds,
-            "checkpoint_seconds": checkpoints,
+            "checkpoint_seconds": checkpoints, "phase_seconds": result.timings,
             "checkpoint_share_of_wall": sum(checkpoints) / result.wall_seconds,
             "checkpoint_bytes": size, "journal_steps_replayed": replayed, "restore_seconds": restores[0], "resume_command_seconds": resume_seconds,
-            "code": str(ROOT)}
+            "code": str(Path(runners.training.__file__).resolve().parent.parent)}
 
 
 def main() -> None:

@@ -101,3 +101,19 @@ class EpisodicLife(gym.Wrapper):
                 observation, info = self.env.reset(**kwargs)
         self.lives = self.env.unwrapped.ale.lives()
         return observation, info
+
+
+class AleSnapshot:
+    """What an unseeded reset of an ALE game depends on: the emulator with its random generator (sticky actions)
+    and the env's numpy generator (the no-op starts). ``envs.env_state.EpisodeJournal`` keeps it at each new game
+    instead of reseeding the game, which reloads its ROM (92 ms a reset against 5 ms unseeded, on Breakout)."""
+
+    def capture(self, env: gym.Env) -> tuple[Any, dict[str, Any]]:
+        game = env.unwrapped
+        return game.ale.cloneState(include_rng=True), game.np_random.bit_generator.state
+
+    def restore(self, env: gym.Env, state: tuple[Any, dict[str, Any]]) -> None:
+        emulator, generator = state
+        game = env.unwrapped
+        game.ale.restoreState(emulator)
+        game.np_random.bit_generator.state = generator

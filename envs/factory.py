@@ -19,7 +19,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from agents.spec import ObservationLeaf
-from envs.atari import is_atari, make_atari
+from envs.atari import AleSnapshot, is_atari, make_atari
 from envs.env_state import EpisodeJournal
 from envs.spaces import ActionLayout, SpaceError, action_layout, needs_flattening, observation_leaves
 
@@ -40,7 +40,8 @@ def env_call(env_id: str, what: str, call: Callable[..., Result], *arguments: An
     try:
         return call(*arguments, **keywords)
     except Exception as error:
-        raise EnvStepError(f"environment {env_id} raised {type(error).__name__} in {what}: {error}") from error
+        detail = str(error).strip() or "(it gave no message)"  # e.g. a bare assert in the env's code
+        raise EnvStepError(f"environment {env_id} raised {type(error).__name__} in {what}: {detail}") from error
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,8 @@ def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = Tr
              **env_kwargs: Any) -> gym.Env:
     """``gymnasium.make(env_id)`` (an Atari game with its preprocessing, for ``training`` or for whole-game
     evaluation: ``envs.atari``), then frame stacking, then (with ``flatten``, unless the observations are a
-    Box) gymnasium's flattening: the model takes one flat vector (``agents.spec``). Module-level, so vector
-    envs built from it can be pickled into a checkpoint."""
+    Box) gymnasium's flattening: the model takes one flat vector (``agents.spec``). Module-level, so that a
+    partial of it can be sent to an async vector env's worker processes and to Ray's workers."""
     if required_extra(env_id) == "mujoco":
         _mujoco_warnings_to_stderr()
     env_kwargs = {**dict(options.make_kwargs), **env_kwargs}
@@ -230,7 +231,7 @@ def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = Tr
 
 class FlattenObservations(gym.ObservationWrapper):
     """gymnasium's ``spaces.flatten`` on every observation, as its FlattenObservation wrapper does; a class of
-    its own because that wrapper holds a lambda, which a resume checkpoint cannot pickle."""
+    its own because that wrapper holds a lambda, so an env wrapped in it could not be pickled."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
@@ -282,8 +283,8 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", opt
     which seeds every episode from the run and records how the env got where it is, so a resume can restore
     it exactly (``envs.env_state.capture`` / ``restore``).
     """
-    make_one = [functools.partial(EpisodeJournal, functools.partial(make_env_without_info, env_id, options,
-                                                                    training=True, **env_kwargs))] * num_envs
+    make = functools.partial(make_env_without_info, env_id, options, training=True, **env_kwargs)
+    make_one = [functools.partial(EpisodeJournal, make, AleSnapshot() if is_atari(env_id) else None)] * num_envs
     vector_class = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     return RecordEpisodeStatistics(vector_class(make_one, autoreset_mode=AutoresetMode.SAME_STEP))
 

@@ -132,18 +132,18 @@ class VectorEnvCollector:
         return values
 
 
-def restore_envs(envs: gym.vector.VectorEnv, saved: dict[str, Any] | None
+def restore_envs(envs: gym.vector.VectorEnv, saved: dict[str, Any] | None, env_id: str
                  ) -> tuple[np.ndarray | None, EnvNoise | None, list[str | None]]:
     """Fresh ``envs`` brought to a checkpoint's state (``saved``: what ``env_checkpoint`` wrote, or None for a fresh
     start): their observations and action noise (None, None: reset them afresh) and, per env, None when it was
-    replayed and checked exactly, else why its episode restarts."""
+    replayed and checked exactly, else why its episode restarts. An env's own error names it (EnvStepError)."""
     if saved is None:
         return None, None, []
     state = saved.get("env_state")
     if state is None or len(state.journals) != envs.num_envs:
-        reason = saved.get("envs_problem") or "the checkpoint holds no record of them (written by an older champion)"
+        reason = saved.get("envs_problem") or "the checkpoint, written by an older champion, holds no record of them"
         return None, None, [reason] * envs.num_envs
-    observations, problems = env_state.restore(envs, state, saved["envs_exact"])
+    observations, problems = env_call(env_id, "a resume's replay", env_state.restore, envs, state, saved["envs_exact"])
     return as_float_batch(observations), saved["noise"], problems
 
 
@@ -163,12 +163,15 @@ def env_checkpoint(envs: gym.vector.VectorEnv, inexact: dict[int, str] | None, e
     state and ``inexact`` (keyed by env index, counted from ``first_index``).
     """
     if inexact is None:
-        checks = env_state.check_replays(envs)
-        inexact = {first_index + index: problem for index, problem in enumerate(checks) if problem is not None}
+        checks = env_call(env_id, "a check of its replay", env_state.check_replays, envs)
+        inexact = {first_index + index: problem for index, problem in enumerate(checks)
+                   if problem is not None and problem != env_state.TOO_LONG}  # an overlong episode ends, in time
         if inexact:
             warn(not_exact_line(env_id, inexact, "a resume restarts"))
-    exact = [first_index + index not in inexact for index in range(envs.num_envs)]
-    return {"env_state": env_state.capture(envs), "envs_exact": exact}, inexact
+    state = env_state.capture(envs)
+    exact = [first_index + index not in inexact and journal.observation is not None
+             for index, journal in enumerate(state.journals)]
+    return {"env_state": state, "envs_exact": exact}, inexact
 
 
 def not_exact_line(env_id: str, problems: dict[int, str], what: str) -> str:

@@ -172,7 +172,7 @@ def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> Eva
 def restored_text(problems: list[str | None]) -> str:
     """How many envs a resume restored exactly (the resume's first line)."""
     exact = sum(problem is None for problem in problems)
-    return f"{exact} of {len(problems)} envs restored exactly (replayed and checked bit for bit)"
+    return f"{exact} of {len(problems)} envs restored exactly"
 
 
 def warner(console: Console) -> Callable[[str], None]:

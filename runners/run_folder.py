@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -134,7 +135,7 @@ class RunLock:
         while True:
             handle = open(self.path, "a+")
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _lock_within(handle, BUSY_WAIT_S)
             except OSError as error:
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
@@ -169,8 +170,26 @@ class RunLock:
             self._handle = None
 
 
+BUSY_WAIT_S = 0.5
+"""How long a trainer waits for a lock held only for a moment (``is_locked``'s look) before calling it taken."""
+
+
+def _lock_within(handle: Any, seconds: float) -> None:
+    """An exclusive flock on ``handle``, tried again for up to ``seconds`` while it is held; OSError after."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def is_locked(run_dir: Path) -> bool:
-    """Whether a trainer holds the run folder's lock now (read-only: the lock is tried and released at once)."""
+    """Whether a trainer holds the run folder's lock now (read-only: a shared lock is tried and released at once; a
+    trainer starting at that moment waits for it, ``BUSY_WAIT_S``)."""
     try:
         handle = open(Path(run_dir) / LOCK_FILE)
     except OSError:

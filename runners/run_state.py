@@ -137,7 +137,7 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
     has reached the budget and whose summary.json says it ended there. A run stopped after its last checkpoint
     but before its summary (a crash at the very end) is resumed, which finishes it."""
     step = newest_good_step(Path(run_dir) / "checkpoints")
-    if step is not None and step > config.total_steps:
+    if step is not None and step > config.rounded_total_steps:  # whole rollouts may end a little past the budget
         raise ConfigError(f"the run in {run_dir} is at step {step:,} already, past --total-steps "
                           f"{config.total_steps:,}; give at least {step:,} (it cannot go back)")
     if step is not None and step >= config.total_steps and _summary_steps(Path(run_dir)) >= step:

@@ -135,8 +135,8 @@ def run_status(run_dir: Path) -> str:
     if is_locked(run_dir):
         return "running"
     recorded = read_status(run_dir).get("status")
-    if recorded == "running":  # the trainer that wrote it is gone without a word: killed
-        return "crashed"
+    if recorded == "running":  # the trainer that wrote it is gone without a word (killed), or one just started
+        return "running" if is_locked(run_dir) else "crashed"
     if recorded in ("finished", "stopped", "failed"):
         return recorded
     return "finished" if (run_dir / "summary.json").is_file() else "unknown"

@@ -145,7 +145,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
     if rounding:
         run.console.print(rounding)
     with _progress_bar(run.console) as bar, _checkpoint_on_engine_failure(run, state, wall_before, session_start):
-        task = bar.add_task("train", total=_rounded_budget(config), completed=state.step, sps=0.0, last="-",
+        task = bar.add_task("train", total=config.rounded_total_steps, completed=state.step, sps=0.0, last="-",
                             best=_best_text(run.store.best_mean_return))
         while state.step < config.total_steps:
             advanced = run.advance(state.step, _steps_to_next_event(state.step, config))
@@ -263,17 +263,10 @@ def _evaluations(run: Run, step: int, due: bool, ending: bool) -> list[FinishedE
     return taken
 
 
-def _rounded_budget(config: TrainConfig) -> int:
-    """The steps the run will really take: ``total_steps`` rounded up to whole rollouts (both engines train whole
-    ones)."""
-    rollout = config.algo_config.num_steps * config.num_envs
-    return -(-config.total_steps // rollout) * rollout
-
-
 def _budget_rounding(config: TrainConfig) -> str | None:
     """What the run will really take when ``total_steps`` is not whole rollouts."""
     num_steps, num_envs = config.algo_config.num_steps, config.num_envs
-    steps = _rounded_budget(config)
+    steps = config.rounded_total_steps
     if steps == config.total_steps:
         return None
     return (f"note: {config.total_steps:,} steps rounded up to {steps:,}: whole rollouts of {num_steps:,} steps x "

@@ -82,7 +82,7 @@ class RolloutWorker:
             self.collector.envs.close()
             self.collector = None
         envs = make_vector_env(setup.env_id, setup.envs_per_worker, "sync", setup.options)
-        observations, noise, problems = restore_envs(envs, saved)
+        observations, noise, problems = restore_envs(envs, saved, setup.env_id)
         first = run_seed + step + setup.env_indices.start
         self.collector = VectorEnvCollector(envs, setup.num_steps, first, observations=observations,
                                             noise=noise or EnvNoise(run_seed + step, setup.env_indices),

@@ -107,9 +107,9 @@ def weights_by_entry(run_dir):
 
 
 def kill_resume_and_compare(tmp_path: Path, env_id: str, algo: str, options: list[str], resume_options: tuple = (),
-                            kill_at: str = KILL_POINTS[1]) -> str:
-    """A straight run and one SIGKILLed at ``kill_at`` then resumed; returns the resume's stderr once every
-    evaluation, the final weights and every best entry are found equal."""
+                            kill_at: str = KILL_POINTS[1]) -> dict:
+    """A straight run and one SIGKILLed at ``kill_at`` then resumed; returns the state of the checkpoint resumed
+    from once every evaluation, the final weights and every best entry are found equal."""
     straight = champion(["train", env_id, "--run-name", "straight"] + options)
     assert straight.returncode == 0, straight.stderr[-3000:]
     killed = champion(["train", env_id, "--run-name", "resumed"] + options,
@@ -136,4 +136,4 @@ def kill_resume_and_compare(tmp_path: Path, env_id: str, algo: str, options: lis
     assert first.keys() == second.keys() and all(np.array_equal(first[name], second[name]) for name in first)
     assert weights_by_entry(resumed_dir) == weights_by_entry(straight_dir) != {}
     assert_run_is_sound(resumed_dir)
-    return again.stderr
+    return saved

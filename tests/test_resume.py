@@ -288,7 +288,9 @@ def test_the_end_of_a_run_names_the_best_policys_folder(tmp_path, capsys):
 
 
 def test_a_run_killed_after_its_last_checkpoint_but_before_its_summary_is_finished_by_resume(tmp_path):
-    run_dir = train(quick_config(tmp_path, "almost", total_steps=1024), progress=False).run_dir
+    # 1,000 steps are 4 whole rollouts of 256: the last checkpoint is at 1,024, past the budget as given
+    run_dir = train(quick_config(tmp_path, "almost", total_steps=1000,
+                                 **{"ppo.learning_rate_schedule": "linear"}), progress=False).run_dir
     (run_dir / "summary.json").unlink()  # as if killed between the last checkpoint and the summary
     result = resume(run_dir, progress=False)
     assert (result.env_steps, result.session_steps) == (1024, 0)

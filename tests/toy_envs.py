@@ -118,6 +118,18 @@ class NaNAfter(Counter):
         return observation, float("nan") if self.total_steps > self.healthy_steps else reward, terminated, truncated, info
 
 
+class NaNMidEpisode(Counter):
+    """Counter of 10-step episodes whose reward is NaN from the 5th step of each episode: NaN rewards that depend
+    only on the episode, so its journal replays."""
+
+    def __init__(self):
+        super().__init__(length=10)
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        return observation, float("nan") if self.steps >= 5 else reward, terminated, truncated, info
+
+
 class FailsAfter(Counter):
     """Counter whose step raises after ``healthy_steps`` steps of this env instance (a user env's bug)."""
 
@@ -340,6 +352,7 @@ def register() -> None:
         "champion-test/SeededCounter-v0": dict(entry_point=Counter, kwargs={"length_from_seed": True}),
         "champion-test/NaNAfter-v0": dict(entry_point=NaNAfter),
         "champion-test/Unseeded-v0": dict(entry_point=Unseeded),
+        "champion-test/NaNMidEpisode-v0": dict(entry_point=NaNMidEpisode),
         "champion-test/FailsAfter-v0": dict(entry_point=FailsAfter),
         "Target-v0": dict(entry_point=Target),
         "NoisyBandit-v0": dict(entry_point=NoisyBandit),  # as toy_envs:NoisyBandit-v0 in spawned processes too  # made as "toy_envs:Target-v0", which imports this module first

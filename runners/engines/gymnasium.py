@@ -34,7 +34,7 @@ class GymnasiumEngine:
         self.reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
         envs = make_vector_env(config.env_id, config.num_envs, config.vectorization, EnvOptions.from_config(config))
         try:
-            observations, noise, problems = restore_envs(envs, saved)
+            observations, noise, problems = restore_envs(envs, saved, config.env_id)
             if saved is not None:
                 self.reward_scaler = saved.get("reward_scaler")
                 restart_returns(self.reward_scaler, problems)
