@@ -137,7 +137,9 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
     has reached the budget and whose summary.json says it ended there. A run stopped after its last checkpoint
     but before its summary (a crash at the very end) is resumed, which finishes it."""
     step = newest_good_step(Path(run_dir) / "checkpoints")
-    if step is not None and step > config.rounded_total_steps:  # whole rollouts may end a little past the budget
+    # a run's own budget, rounded up to whole rollouts, may end a little past it; a budget given now may not
+    limit = config.rounded_total_steps if config.total_steps == _recorded_total_steps(run_dir) else config.total_steps
+    if step is not None and step > limit:
         raise ConfigError(f"the run in {run_dir} is at step {step:,} already, past --total-steps "
                           f"{config.total_steps:,}; give at least {step:,} (it cannot go back)")
     if step is not None and step >= config.total_steps and _summary_steps(Path(run_dir)) >= step:
@@ -149,6 +151,14 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
         example = config.schedule_steps if linear else 2 * config.total_steps  # a linear run stops at its schedule
         raise ConfigError(f"the run in {run_dir} is already at step {step:,} of {config.total_steps:,}; pass a "
                           f"larger --total-steps to train longer (e.g. --total-steps {example})")
+
+
+def _recorded_total_steps(run_dir: Path) -> int | None:
+    """The total_steps in the run's config.yaml (None when it cannot be read)."""
+    try:
+        return int((yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {})["total_steps"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _summary_steps(run_dir: Path) -> int:

@@ -295,6 +295,10 @@ def test_a_run_killed_after_its_last_checkpoint_but_before_its_summary_is_finish
     result = resume(run_dir, progress=False)
     assert (result.env_steps, result.session_steps) == (1024, 0)
     assert json.loads((run_dir / "summary.json").read_text())["env_steps"] == 1024
+    (run_dir / "summary.json").unlink()
+    with pytest.raises(ConfigError, match="is at step 1,024 already, past --total-steps 999; give at least 1,024"):
+        resume(run_dir, {"total_steps": 999}, progress=False)  # a budget given now is not rounded up to reach it
+    assert resume(run_dir, {"total_steps": 1000}, progress=False).env_steps == 1024  # its own budget: finishes
 
 
 def tensorboard_values(run_dir, tag):
