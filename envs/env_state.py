@@ -29,8 +29,9 @@ from typing import Any, Callable, Protocol, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-MAX_JOURNAL_STEPS = 1_000_000
-"""An episode longer than this is not journalled (its memory would grow without bound); a resume restarts it."""
+MAX_JOURNAL_STEPS = 100_000
+"""An episode longer than this is not journalled (its memory, its checkpoints and the replay of a resume would
+grow without bound); a resume restarts it. Gymnasium's longest time limits (Atari's 27,000 agent steps) fit."""
 
 
 NOT_REPLAYED = "its replay was found to differ when the checkpoint was written"
@@ -107,9 +108,14 @@ class EpisodeJournal(gym.Wrapper):
         self._observation: Any = None
         self._reward_sum = 0.0
         self._steps = 0
+        self._started = False
+        """Whether the env has had its first reset (here or in the run a journal came from)."""
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         full = _resets_fully(self.env)
+        if seed is None and not self._started:  # a first reset without a seed: one from the OS, then derived ones
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+        self._started = True
         if seed is not None:
             self._base_seed, self._episodes = int(seed), 0
         else:
@@ -150,7 +156,7 @@ class EpisodeJournal(gym.Wrapper):
     def restore(self, state: JournalState) -> str | None:
         """Replay ``state`` on this (fresh) env; None when it arrived where the record says, else what differed
         (the env is then in no state to go on: ``restart`` it)."""
-        self._base_seed, self._episodes = state.base_seed, state.episodes
+        self._base_seed, self._episodes, self._started = state.base_seed, state.episodes, True
         problem = replay(self.env, state, self._snapshot)
         self._segments = [(start, list(actions)) for start, actions in state.segments]
         self._reward_sum, self._steps = state.reward_sum, state.steps
@@ -181,16 +187,22 @@ class EpisodeJournal(gym.Wrapper):
         now, and None when it was replayed and checked, else why it starts a fresh episode instead (seeded as the
         journal's next one)."""
         (state, replaying), self.pending_state = self.pending_state, None
-        problem = self.restore(state) if replaying else NOT_REPLAYED
+        if state.observation is None:
+            problem = TOO_LONG
+        else:
+            problem = self.restore(state) if replaying else NOT_REPLAYED
         if problem is None:
             return state.observation, None
-        self._base_seed, self._episodes = state.base_seed, state.episodes
+        self._base_seed, self._episodes, self._started = state.base_seed, state.episodes, True
         return self.restart(), problem
 
     def restart(self) -> Any:
         """A fresh env on the journal's next episode, seeded as that one (whatever the env's kind); its
         observation."""
-        self.env.close()
+        try:
+            self.env.close()
+        except Exception:  # a replay that failed may have left it broken; a fresh one replaces it either way
+            pass
         self.env = self._make()
         self._episodes += 1
         seed = episode_seed(self._base_seed, self._episodes)

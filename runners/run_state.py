@@ -144,7 +144,7 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
                           f"{config.total_steps:,}; give at least {step:,} (it cannot go back)")
     if step is not None and step >= config.total_steps and _summary_steps(Path(run_dir)) >= step:
         linear = linear_schedules(config)
-        if linear and config.total_steps >= (config.schedule_steps or config.total_steps):
+        if linear and step >= (config.schedule_steps or config.total_steps):
             raise ConfigError(f"the run in {run_dir} is already at step {step:,} of {config.total_steps:,}, where its "
                               f"linear {linear[0]} reaches 0; to train longer start a new run with a larger "
                               "--total-steps")

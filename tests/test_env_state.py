@@ -87,6 +87,8 @@ def test_an_episode_longer_than_the_journal_keeps_is_not_replayed(monkeypatch):
     assert journal.observation is None and journal.segments == ()
     _, problems = restore(make_vector_env("Acrobot-v1", 1), capture(vector), [True])
     assert problems == [TOO_LONG]
+    _, problems = restore(make_vector_env("Acrobot-v1", 1), capture(vector), [False])  # as its checkpoint records it
+    assert problems == [TOO_LONG]
     assert check_replays(vector) == [TOO_LONG]  # not found "not deterministic": it is only too long to record
 
 
