@@ -154,9 +154,8 @@ class EpisodeJournal(gym.Wrapper):
         return JournalState(self._base_seed, self._episodes, segments, observation, self._reward_sum)
 
     def restore(self, state: JournalState) -> str | None:
-        """Replay ``state`` on this (fresh) env; None when it arrived where the record says, else what differed
+        """Replay ``state`` on this (fresh) env, whose counters ``restore_pending`` has set; None when it arrived where the record says, else what differed
         (the env is then in no state to go on: ``restart`` it)."""
-        self._base_seed, self._episodes, self._started = state.base_seed, state.episodes, True
         problem = replay(self.env, state, self._snapshot)
         self._segments = [(start, list(actions)) for start, actions in state.segments]
         self._reward_sum, self._steps = state.reward_sum, state.steps
@@ -187,13 +186,13 @@ class EpisodeJournal(gym.Wrapper):
         now, and None when it was replayed and checked, else why it starts a fresh episode instead (seeded as the
         journal's next one)."""
         (state, replaying), self.pending_state = self.pending_state, None
+        self._base_seed, self._episodes, self._started = state.base_seed, state.episodes, True
         if state.observation is None:
             problem = TOO_LONG
         else:
             problem = self.restore(state) if replaying else NOT_REPLAYED
         if problem is None:
             return state.observation, None
-        self._base_seed, self._episodes, self._started = state.base_seed, state.episodes, True
         return self.restart(), problem
 
     def restart(self) -> Any:
