@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,3 +208,73 @@ def flat_observations(spec: NetworkSpec, inputs: dict[str, Any]) -> Any:
         indices = values.reshape(len(values), -1) - np.asarray(leaf.start)
         parts += [np.eye(size, dtype=np.float32)[indices[:, index]] for index, size in enumerate(leaf.categories)]
     return np.concatenate(parts, axis=-1)
+
+
+def weight_shapes(spec: NetworkSpec) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight the network of ``spec`` has, by the name the saved weights use
+    (``agents.networks.weight_name``), worked out without building it: a saved file can be checked against the
+    network it claims before it is read."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    vector_size = sum(leaf.size for leaf in spec.observation_leaves if leaf.kind == "box")
+    if spec.normalize_observations and vector_size:
+        shapes.update({f"{NORMALIZER_NAME}/mean": (vector_size,), f"{NORMALIZER_NAME}/variance": (vector_size,),
+                       f"{NORMALIZER_NAME}/count": ()})
+    images = [leaf for leaf in spec.observation_leaves if leaf.kind == "image"]
+    for index, leaf in enumerate(images):
+        height, width, channels = leaf.image_shape
+        for layer, (filters, kernel, _) in enumerate(spec.cnn_layers):
+            shapes[f"image_{index}_conv_{layer}/kernel"] = (kernel, kernel, channels, filters)
+            shapes[f"image_{index}_conv_{layer}/bias"] = (filters,)
+            channels = filters
+        out_height, out_width = cnn_output_size(height, width, spec.cnn_layers) or (0, 0)
+        _dense_shapes(shapes, f"image_{index}_dense", out_height * out_width * channels, spec.cnn_features)
+    passthrough = sum(leaf.size for leaf in spec.observation_leaves if leaf.kind in ("onehot", "binary"))
+    features = vector_size + spec.cnn_features * len(images) + passthrough
+    policy_width = _torso_shapes(shapes, "policy_torso", features, spec.hidden_sizes)
+    value_width = policy_width if spec.shared_torso else _torso_shapes(shapes, "value_torso", features, spec.value_sizes)
+    _dense_shapes(shapes, "policy_head", policy_width, spec.action_size)
+    _dense_shapes(shapes, "value_head", value_width, 1)
+    if spec.action_kind == "continuous":
+        shapes["log_std"] = (spec.action_size,)
+    return shapes
+
+
+def parameter_count(spec: NetworkSpec) -> int:
+    """How many numbers the network of ``spec`` holds."""
+    return sum(math.prod(shape) for shape in weight_shapes(spec).values())
+
+
+def _dense_shapes(shapes: dict[str, tuple[int, ...]], name: str, inputs: int, units: int) -> None:
+    shapes[f"{name}/kernel"], shapes[f"{name}/bias"] = (inputs, units), (units,)
+
+
+def _torso_shapes(shapes: dict[str, tuple[int, ...]], prefix: str, inputs: int, sizes: tuple[int, ...]) -> int:
+    """Add a torso's dense layers; return its output width."""
+    for index, size in enumerate(sizes):
+        _dense_shapes(shapes, f"{prefix}_{index}", inputs, size)
+        inputs = size
+    return inputs
+
+
+BYTES_PER_PARAMETER_TRAINING = 24
+"""What training holds per weight: the weights, their gradients and two Adam slots in float32, and the numpy copies
+that act and evaluate."""
+
+
+def check_network_size(spec: NetworkSpec) -> None:
+    """ValueError (one line) when training the network of ``spec`` would take more than half of this machine's
+    memory: it would swap or be killed after a long wait, so it is refused before anything is built."""
+    needed = parameter_count(spec) * BYTES_PER_PARAMETER_TRAINING
+    memory = _physical_memory()
+    if memory and needed > memory // 2:
+        raise ValueError(f"the network has {parameter_count(spec):,} weights; training it needs about "
+                         f"{needed / 2**30:,.1f} GiB, more than half of this machine's {memory / 2**30:,.1f} GiB: "
+                         "use smaller hidden sizes")
+
+
+def _physical_memory() -> int:
+    """This machine's memory in bytes (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0

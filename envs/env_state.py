@@ -50,7 +50,8 @@ class ResetSnapshot(Protocol):
     of that kind (``envs.atari.AleSnapshot``)."""
 
     def capture(self, env: gym.Env) -> Any:
-        """The state an unseeded reset of ``env`` starts from (picklable)."""
+        """The state an unseeded reset of ``env`` starts from, as plain data a checkpoint can hold (bytes, arrays,
+        numbers, tuples, dicts: ``runners.state_codec``)."""
         ...
 
     def restore(self, env: gym.Env, state: Any) -> None:

@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -112,9 +113,24 @@ def encode_weights(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def decode_weights(data: bytes) -> dict[str, np.ndarray]:
-    """Inverse of encode_weights."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
+    """Inverse of encode_weights (``read_arrays``)."""
+    return read_arrays(data)
+
+
+def read_arrays(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of npz bytes; ValueError for pickled objects or compressed members (champion writes neither: a
+    small deflated file can expand without bound) and for members that claim more bytes than the file holds."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+        if any(member.compress_type != zipfile.ZIP_STORED for member in members):
+            raise ValueError("it has compressed members; champion writes arrays uncompressed")
+        if sum(member.file_size for member in members) > len(data):
+            raise ValueError("its members claim more bytes than the file holds")
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ValueError(f"it is not an npz file of arrays ({error})") from None
 
 
 def warn(message: str) -> None:

@@ -16,6 +16,8 @@ import numpy as np
 from runners.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder, decode_weights, encode_weights,
                                   remove_folder, remove_temporaries, unique_path, warn)
 from runners.faults import write_point
+from runners.folder_trust import (BEST_ENTRY_NAME, FINAL_ENTRY_NAME, check_seal, is_entry_name, read_bytes,
+                                  read_record, seal)
 
 POINTER_FILE = "current.json"
 CHAMPION_FILE = "champion.json"
@@ -119,7 +121,7 @@ class BestPolicyStore:
     def _write_entry(self, name: str, weights: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
         """Write one entry folder completely under a temporary name, then rename it into place."""
         data = encode_weights(weights)
-        manifest = dict(manifest, weights_file=WEIGHTS_FILE, sha256=hashlib.sha256(data).hexdigest())
+        manifest = seal(dict(manifest, weights_file=WEIGHTS_FILE, sha256=hashlib.sha256(data).hexdigest()))
         final = unique_path(self.directory, name)
         temporary = self.directory / f"{TEMP_PREFIX}{final.name}-{os.getpid()}"
         shutil.rmtree(temporary, ignore_errors=True)
@@ -156,15 +158,33 @@ def entry_number(entry: Path) -> int:
 
 
 def list_entries(directory: Path) -> list[Path]:
-    """Complete entry folders of a best-policy folder, in the order they were saved."""
-    entries = [path for path in Path(directory).glob("[0-9]*-step-*") if path.is_dir()]
+    """Complete entry folders of a best-policy folder, in the order they were saved (other names are passed over:
+    ``stray_names``)."""
+    entries = [path for path in _folders(directory) if BEST_ENTRY_NAME.fullmatch(path.name)]
     return sorted(entries, key=lambda path: (entry_number(path), path.name))
 
 
 def list_final_entries(directory: Path) -> list[Path]:
     """Final-policy entry folders (``final-step-<step>``), oldest step first."""
-    entries = [path for path in Path(directory).glob(f"{FINAL_PREFIX}*") if path.is_dir()]
+    entries = [path for path in _folders(directory) if FINAL_ENTRY_NAME.fullmatch(path.name)]
     return sorted(entries, key=lambda path: (_final_step(path), path.name))
+
+
+def stray_names(directory: Path) -> list[str]:
+    """What a best-policy folder holds besides entries, their pointer, the crown and temporaries: ignored, and
+    worth a warning (a hand-made folder, say), never a reason to stop."""
+    known = {POINTER_FILE, CHAMPION_FILE}
+    return sorted(path.name for path in Path(directory).glob("*") if not (
+        path.name in known or path.name.startswith(TEMP_PREFIX)
+        or (is_entry_name(path.name) and path.is_dir() and not path.is_symlink())))
+
+
+def _folders(directory: Path) -> list[Path]:
+    """The folders directly in ``directory`` (links are not entries)."""
+    try:
+        return [path for path in Path(directory).iterdir() if path.is_dir() and not path.is_symlink()]
+    except FileNotFoundError:
+        return []
 
 
 def _final_step(entry: Path) -> int:
@@ -176,13 +196,15 @@ CHAMPION_KEYS = ("entry", "sha256", "held_out_mean", "held_out_std", "held_out_s
 
 
 def read_champion(directory: Path) -> dict[str, Any] | None:
-    """The crown record (``champion.json``), or None if there is none or it is unreadable or incomplete."""
+    """The crown record (``champion.json``), or None if there is none or it is unreadable or incomplete (or names
+    anything but an entry of this folder)."""
     try:
-        record = json.loads((Path(directory) / CHAMPION_FILE).read_text())
+        record = read_record(Path(directory) / CHAMPION_FILE)
+        check_seal(record, CHAMPION_FILE)
     except (OSError, ValueError):
         return None
-    complete = isinstance(record, dict) and all(key in record for key in CHAMPION_KEYS)
-    return record if complete and isinstance(record["entry"], str) else None
+    complete = all(key in record for key in CHAMPION_KEYS) and isinstance(record["candidates"], list)
+    return record if complete and isinstance(record["entry"], str) and is_entry_name(record["entry"]) else None
 
 
 def crowned_entry(directory: Path) -> Path | None:
@@ -235,6 +257,10 @@ def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> Stor
     Every entry passed over is reported through ``on_warning``; BestPolicyError if none loads.
     """
     directory = Path(directory)
+    strays = stray_names(directory)
+    if strays:
+        on_warning(f"{directory} holds {', '.join(strays[:3])}{' and more' if len(strays) > 3 else ''}, which "
+                   "champion did not write there; ignoring it")
     candidates = list_entries(directory)[::-1]
     pointed = _read_pointer(directory, on_warning)
     if pointed is not None:
@@ -258,23 +284,60 @@ def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> Stor
 def _read_pointer(directory: Path, on_warning: Callable[[str], None]) -> Path | None:
     path = directory / POINTER_FILE
     try:
-        entry = directory / json.loads(path.read_text())["entry"]
+        name = read_record(path)["entry"]
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
         on_warning(f"the best-policy pointer {path} is unreadable ({error}); using the newest good entry")
         return None
-    if not entry.is_dir():
+    if not isinstance(name, str) or not BEST_ENTRY_NAME.fullmatch(name):
+        on_warning(f"the best-policy pointer {path} names {str(name)[:80]!r}, which is not an entry of the folder; "
+                   "using the newest good entry")
+        return None
+    entry = directory / name
+    if not entry.is_dir() or entry.is_symlink():
         on_warning(f"the best-policy pointer names {entry.name}, which is missing; using the newest good entry")
         return None
     return entry
 
 
 def read_entry(entry: Path) -> StoredPolicy:
-    """Read and verify one entry; ValueError if its weights do not match the manifest's sha256."""
-    manifest = json.loads((entry / MANIFEST_FILE).read_text())
-    data = (entry / manifest["weights_file"]).read_bytes()
+    """Read and verify one entry: its manifest against its digest, the weights file's size against the network the
+    manifest claims (before reading it), its bytes against the manifest's sha256, and every array's name and shape
+    against that network. ValueError (or OSError) saying what does not match."""
+    manifest = read_record(entry / MANIFEST_FILE)
+    check_seal(manifest, MANIFEST_FILE)
+    if manifest.get("weights_file", WEIGHTS_FILE) != WEIGHTS_FILE:
+        raise ValueError(f"its manifest names the weights file {str(manifest['weights_file'])[:80]!r}; an entry's "
+                         f"weights are in {WEIGHTS_FILE}")
+    shapes = _claimed_shapes(manifest)
+    data = read_bytes(entry / WEIGHTS_FILE, _largest_weights_file(shapes))
     digest = hashlib.sha256(data).hexdigest()
     if digest != manifest["sha256"]:
-        raise ValueError(f"sha256 of {manifest['weights_file']} is {digest[:12]}..., the manifest says {manifest['sha256'][:12]}...")
-    return StoredPolicy(entry, manifest, decode_weights(data))
+        raise ValueError(f"sha256 of {WEIGHTS_FILE} is {digest[:12]}..., the manifest says {str(manifest['sha256'])[:12]}...")
+    weights = decode_weights(data)
+    found = {name: tuple(array.shape) for name, array in weights.items()}
+    if found != shapes or any(array.dtype.kind != "f" for array in weights.values()):
+        wrong = sorted(set(found) ^ set(shapes)) or sorted(name for name in found if found[name] != shapes[name])
+        raise ValueError(f"its weights do not fit the network its manifest describes ({', '.join(wrong[:3]) or 'dtype'})")
+    return StoredPolicy(entry, manifest, weights)
+
+
+def _claimed_shapes(manifest: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The weight shapes of the network a manifest describes; ValueError if it describes none, or one too large to
+    build on this machine."""
+    from agents.spec import NetworkSpec, check_network_size, weight_shapes
+
+    try:
+        spec = NetworkSpec.from_dict(manifest["network"])
+        shapes = weight_shapes(spec)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(f"its manifest describes no network champion builds ({type(error).__name__}: {error})") from None
+    check_network_size(spec)
+    return shapes
+
+
+def _largest_weights_file(shapes: dict[str, tuple[int, ...]]) -> int:
+    """The most bytes an uncompressed npz of these weights can take: 8 bytes a number, and room for each array's
+    name and headers."""
+    return sum(8 * math.prod(shape) + 1024 for shape in shapes.values()) + 4096

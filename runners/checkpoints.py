@@ -1,30 +1,37 @@
 """Resume checkpoints: everything needed to continue a run exactly where it stopped.
 
 A checkpoint is a folder ``checkpoints/ckpt-<step>/`` holding a tf.train.Checkpoint of the
-TensorFlow state (model, optimizer slots and iterations, random generators), ``state.pkl`` with
-the rest (counters, the environments themselves with their RNGs, numpy and Python random
-states) and ``manifest.json`` with the sha256 of every file. It is written in a temporary
-folder and renamed into place, so a checkpoint either exists complete or not at all; one that
-fails verification is reported and the next older one is used instead.
+TensorFlow state (model, optimizer slots and iterations, random generators), ``state.json`` and
+``state.npz`` with the rest (counters, the envs' journals, numpy and Python random states) as plain data
+(``runners.state_codec``: never a pickle, so reading a checkpoint runs no code from it), and
+``manifest.json`` with the sha256 of every file and of itself. It is written in a temporary folder
+and renamed into place, so a checkpoint either exists complete or not at all; one that fails
+verification is reported and the next older one is used instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import pickle
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from runners.atomic_files import TEMP_PREFIX, commit_folder, file_sha256, remove_folder, remove_temporaries, unique_path, warn
+from runners.atomic_files import TEMP_PREFIX, commit_folder, remove_folder, remove_temporaries, unique_path, warn
 from runners.faults import write_point
+from runners.folder_trust import CHECKPOINT_NAME, check_seal, read_bytes, read_record, seal
 
 PREFIX = "ckpt-"
-STATE_FILE = "state.pkl"
+STATE_FILE = "state.json"
+ARRAYS_FILE = "state.npz"
+OLD_STATE_FILE = "state.pkl"
+"""Where older champions kept a checkpoint's state, as a pickle: never read (reading one can run code)."""
 MANIFEST_FILE = "manifest.json"
 TF_PREFIX = "tf"
+MAX_FILE_BYTES = 2**34
+"""The largest file a checkpoint may hold (model and optimizer of the largest network champion builds)."""
 
 
 class CheckpointError(RuntimeError):
@@ -58,11 +65,13 @@ class ResumeCheckpoints:
 
     def all(self) -> list[Path]:
         """Complete checkpoint folders, oldest first."""
-        return sorted(path for path in self.directory.glob(f"{PREFIX}*") if path.is_dir())
+        return list_checkpoints(self.directory)
 
     def save(self, step: int, trackables: dict[str, Any], state: dict[str, Any], manifest: dict[str, Any]) -> Path:
         """Write a new checkpoint for ``step`` (never over an existing one) and prune old ones."""
         import tensorflow as tf
+
+        from runners.state_codec import encode_state
 
         final = unique_path(self.directory, f"{PREFIX}{step:010d}")
         temporary = self.directory / f"{TEMP_PREFIX}{final.name}"
@@ -71,11 +80,13 @@ class ResumeCheckpoints:
         try:
             tf.train.Checkpoint(**trackables).write(str(temporary / TF_PREFIX))
             write_point("checkpoint: tensorflow state written")
-            (temporary / STATE_FILE).write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+            structure, arrays = encode_state(state)
+            (temporary / STATE_FILE).write_bytes(structure)
+            (temporary / ARRAYS_FILE).write_bytes(arrays)
             write_point("checkpoint: state written")
-            files = {path.name: file_sha256(path) for path in sorted(temporary.iterdir())}
+            files = {path.name: _sha256(path) for path in sorted(temporary.iterdir())}
             created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            full_manifest = dict(manifest, step=step, files=files, created=created)
+            full_manifest = seal(dict(manifest, step=step, files=files, created=created))
             (temporary / MANIFEST_FILE).write_text(json.dumps(full_manifest, indent=2))
             commit_folder(temporary, final)
         except BaseException:
@@ -95,7 +106,8 @@ class ResumeCheckpoints:
         for path in reversed(checkpoints):
             try:
                 loaded = read_checkpoint(path)
-            except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError) as error:
+                _check_tensorflow(path)
+            except (OSError, ValueError, KeyError, TypeError) as error:
                 problems.append(f"{path.name}: {error}")
                 self.on_warning(f"checkpoint {path} is damaged ({error}); trying the one before it")
                 continue
@@ -108,12 +120,23 @@ class ResumeCheckpoints:
 def newest_good_manifest(directory: Path) -> dict[str, Any] | None:
     """The manifest of the newest checkpoint in ``directory`` whose files verify, read-only (nothing is created,
     cleaned up or unpickled); None when there is none."""
-    for path in sorted((item for item in Path(directory).glob(f"{PREFIX}*") if item.is_dir()), reverse=True):
+    for path in reversed(list_checkpoints(directory)):
         try:
             return verify_checkpoint(path)
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
+
+
+def list_checkpoints(directory: Path, on_stray: Callable[[str], None] | None = None) -> list[Path]:
+    """Checkpoint folders (``ckpt-<step>``), oldest first; other names are passed over (told to ``on_stray``)."""
+    found = []
+    for path in Path(directory).glob(f"{PREFIX}*"):
+        if CHECKPOINT_NAME.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            found.append(path)
+        elif on_stray is not None:
+            on_stray(f"{path} is not a checkpoint folder champion writes; ignoring it")
+    return sorted(found)
 
 
 def newest_good_step(directory: Path) -> int | None:
@@ -123,20 +146,51 @@ def newest_good_step(directory: Path) -> int | None:
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's manifest, once every file in it matches the sha256 the manifest records."""
-    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    """A checkpoint's manifest, once it matches its own digest and every file in it matches the sha256 the
+    manifest records (ValueError otherwise)."""
+    manifest = read_record(path / MANIFEST_FILE)
+    check_seal(manifest, MANIFEST_FILE)
+    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("step"), int):
+        raise ValueError("its manifest lacks the files or the step")
     present = sorted(item.name for item in path.iterdir() if item.name != MANIFEST_FILE)
     if present != sorted(manifest["files"]):
         raise ValueError(f"files {present} differ from the manifest's {sorted(manifest['files'])}")
+    if OLD_STATE_FILE in present:
+        raise ValueError(f"it was written by an older champion, whose {OLD_STATE_FILE} is a pickle (reading one can "
+                         "run code, so champion no longer does); start a new run: its best policies replay as before")
     for name, expected in manifest["files"].items():
-        actual = file_sha256(path / name)
+        actual = _sha256(path / name)
         if actual != expected:
-            raise ValueError(f"sha256 of {name} is {actual[:12]}..., the manifest says {expected[:12]}...")
+            raise ValueError(f"sha256 of {name} is {actual[:12]}..., the manifest says {str(expected)[:12]}...")
     return manifest
 
 
 def read_checkpoint(path: Path) -> LoadedCheckpoint:
-    """Verify every file of a checkpoint against its manifest and unpickle the state."""
+    """Verify every file of a checkpoint against its manifest and decode the state (as data: nothing in it runs)."""
+    from runners.state_codec import decode_state
+
     manifest = verify_checkpoint(path)
-    state = pickle.loads((path / STATE_FILE).read_bytes())
+    state = decode_state(read_bytes(path / STATE_FILE, MAX_FILE_BYTES), read_bytes(path / ARRAYS_FILE, MAX_FILE_BYTES))
+    if not isinstance(state, dict):
+        raise ValueError("its state is not a mapping")
     return LoadedCheckpoint(path, manifest, state)
+
+
+def _sha256(path: Path) -> str:
+    """Hex sha256 of a checkpoint's file, read without following a link and only up to ``MAX_FILE_BYTES``."""
+    digest = hashlib.sha256()
+    digest.update(read_bytes(path, MAX_FILE_BYTES))
+    return digest.hexdigest()
+
+
+def _check_tensorflow(path: Path) -> None:
+    """ValueError unless every tensor of the checkpoint's TensorFlow part can be read (its files match the sha256,
+    which says they were not damaged since, not that they were whole when written)."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(str(path / TF_PREFIX))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, RuntimeError) as error:
+        raise ValueError(f"its TensorFlow state cannot be read ({str(error).strip().splitlines()[0][:200]})") from None

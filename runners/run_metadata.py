@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import ConfigError, TrainConfig
-from agents.spec import NetworkSpec, cnn_output_size
+from agents.spec import NetworkSpec, check_network_size, cnn_output_size
 from envs.factory import EnvInfo, EnvOptions
 from runners.atomic_files import atomic_write_text
 from runners.evaluate import EvalResult
@@ -69,7 +69,8 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 
 
 def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
-    """The network for this env and config; ConfigError (one line) when an image is too small for the CNN."""
+    """The network for this env and config; ConfigError (one line) when an image is too small for the CNN, or the
+    network too large for this machine's memory."""
     network, action = config.network, env_info.action
     for leaf in env_info.observation_leaves:
         if leaf.kind == "image" and cnn_output_size(*leaf.image_shape[:2], network.cnn_layers) is None:
@@ -77,7 +78,7 @@ def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
             raise ConfigError(f"{name} is a {leaf.image_shape[0]}x{leaf.image_shape[1]} image, too small for "
                               f"network.cnn_layers={[list(layer) for layer in network.cnn_layers]}; use smaller "
                               f"kernels and strides, e.g. --set network.cnn_layers=[[32,3,1],[64,3,2],[64,3,1]]")
-    return NetworkSpec(
+    spec = NetworkSpec(
         observation_leaves=env_info.observation_leaves,
         action_kind=action.kind,
         action_size=action.size,
@@ -97,6 +98,11 @@ def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
         cnn_layers=network.cnn_layers,
         cnn_features=network.cnn_features,
     )
+    try:
+        check_network_size(spec)
+    except ValueError as error:
+        raise ConfigError(f"network.hidden_sizes={list(network.hidden_sizes)}: {error}") from None
+    return spec
 
 
 def package_versions() -> dict[str, str]:

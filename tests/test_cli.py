@@ -166,8 +166,11 @@ def test_replay_writes_a_video_of_the_first_episode(tmp_path):
 
 
 def test_replay_refuses_weights_that_do_not_fit_the_recorded_network(tmp_path, capsys):
+    """An entry whose manifest (digest and all) describes another network than its weights is unusable, before any
+    network is built; with no other entry, replay says so in one line."""
     from runners.best_store import list_entries
     from runners.configure import resolve_config
+    from runners.folder_trust import seal
     from runners.training import train
 
     config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 256, "eval_every": 256, "eval_episodes": 2,
@@ -175,11 +178,12 @@ def test_replay_refuses_weights_that_do_not_fit_the_recorded_network(tmp_path, c
     run_dir = train(config, progress=False).run_dir
     [entry] = list_entries(run_dir / "best")
     manifest = json.loads((entry / "manifest.json").read_text())
-    manifest["network"]["hidden_sizes"] = [32, 32]
-    (entry / "manifest.json").write_text(json.dumps(manifest))
+    manifest["network"]["hidden_sizes"] = [128, 128]  # a larger network: the file fits its size
+    (entry / "manifest.json").write_text(json.dumps(seal(manifest)))
     code, lines = run_cli(["replay", str(run_dir)], capsys)
     assert code == 2
-    assert lines[-1].startswith(f"champion replay: error: {entry}: the saved weights do not fit this network")
+    assert lines[-1].startswith(f"champion replay: error: no usable best policy in {run_dir / 'best'}: {entry.name}: "
+                                "its weights do not fit the network its manifest describes (policy_torso_0/bias")
 
 
 def test_a_reader_that_goes_away_ends_the_listing_quietly_with_exit_0():

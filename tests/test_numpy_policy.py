@@ -117,11 +117,13 @@ def test_each_row_is_computed_the_same_whatever_batch_it_is_in():
     assert np.array_equal(np.concatenate([_convolve(part, kernel, 4) for part in np.split(images, 2)]), whole)
 
 
-def test_env_noise_depends_only_on_the_env_and_survives_a_pickle():
-    """Env i draws the same numbers whether its stream is one of 8 or one of 4; past a block boundary too."""
+def test_env_noise_depends_only_on_the_env_and_survives_a_pickle_and_a_checkpoint():
+    """Env i draws the same numbers whether its stream is one of 8 or one of 4; past a block boundary too. Ray
+    pickles it between processes; a checkpoint holds it as data (``runners.state_codec``)."""
     import pickle
 
     from agents.numpy_policy import EnvNoise
+    from runners.state_codec import decode_state, encode_state
 
     whole, first, second = EnvNoise(7, range(8)), EnvNoise(7, range(4)), EnvNoise(7, range(4, 8))
     steps = EnvNoise.BLOCK + 10
@@ -129,8 +131,9 @@ def test_env_noise_depends_only_on_the_env_and_survives_a_pickle():
     apart = np.stack([np.concatenate([first.draw("gumbel", (4, 3)), second.draw("gumbel", (4, 3))])
                       for _ in range(steps)])
     assert np.array_equal(together, apart)
-    copy = pickle.loads(pickle.dumps(whole))
-    assert np.array_equal(copy.draw("gumbel", (8, 3)), whole.draw("gumbel", (8, 3)))
+    copy, restored = pickle.loads(pickle.dumps(whole)), decode_state(*encode_state(whole))
+    drawn = whole.draw("gumbel", (8, 3))
+    assert np.array_equal(copy.draw("gumbel", (8, 3)), drawn) and np.array_equal(restored.draw("gumbel", (8, 3)), drawn)
     assert not np.array_equal(EnvNoise(8, range(8)).draw("gumbel", (8, 3)), together[0])  # another seed
     with pytest.raises(ValueError, match="noise for 8 envs asked for a batch of 4"):
         whole.draw("gumbel", (4, 3))
