@@ -4,6 +4,8 @@ The export needs only TensorFlow to load: observation normalisation is inside th
 deterministic action is exactly what ``champion replay`` sends to the env (the argmax of the
 logits; the Gaussian mean clipped to the action bounds). It is written under a temporary name in
 the destination's folder, checked against replay's actions, and only then renamed into place.
+What a killed export left there is cleaned up or finished by the next export into that folder
+(``recover_leftovers``).
 
 TensorFlow is imported inside the functions that need it, so that the CLI can name ExportError
 without loading TensorFlow.
@@ -15,7 +17,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from runners.atomic_files import TEMP_PREFIX, atomic_write_bytes, atomic_write_text, fsync_directory
+from runners.atomic_files import TEMP_PREFIX, atomic_write_text, fsync_directory
+from runners.faults import write_point
 from runners.runs import choose_run
 
 if TYPE_CHECKING:
@@ -40,6 +45,12 @@ EXPORTED_BY = "champion"
 PROBE_OBSERVATIONS = 256
 ACTION_TOLERANCE = 1e-5
 """How far an exported continuous action may be from replay's (float32 rounding of another kernel)."""
+METADATA_LIMIT = 10_000_000
+"""Bytes beyond which a metadata.json is not read (champion's are a few kB)."""
+LEFTOVER = re.compile(re.escape(TEMP_PREFIX) + r"(export|replaced|commit)-(\d+)-(.+)")
+"""The folders an export makes beside its destination, by kind, pid and destination name: ``export`` (a new export
+being written), ``replaced`` (an earlier SavedModel moved aside), ``commit`` (a TFLite export's files being moved
+into place)."""
 
 
 class ExportError(ValueError):
@@ -83,12 +94,14 @@ def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path |
 
     A folder of runs stands for its newest run, or with ``best`` the one with the highest best return. An
     earlier champion export at ``out`` is replaced (the new one is complete before it takes the name); any
-    other file or folder there is refused.
+    other file or folder there is refused. What killed exports left in ``out``'s folder is first cleaned up or
+    finished (``recover_leftovers``).
     """
     if export_format not in FORMATS:
         raise ExportError(f"unknown export format {export_format!r}; choose one of: {', '.join(FORMATS)}")
     run_dir, picked = choose_run(run_dir, best)
     out = Path(out) if out is not None else default_out(run_dir, export_format)
+    recover_leftovers(out.parent)
     _check_destination(out, export_format)
     from runners.replay import load_policy
 
@@ -128,7 +141,10 @@ def _check_destination(out: Path, export_format: str) -> None:
 
 
 def _is_champion_export(metadata_path: Path) -> bool:
+    """Whether ``metadata_path`` is a metadata.json that champion wrote (a FIFO or device there is never read)."""
     try:
+        if not metadata_path.is_file() or metadata_path.stat().st_size > METADATA_LIMIT:
+            return False
         return json.loads(metadata_path.read_text()).get("exported_by") == EXPORTED_BY
     except (OSError, ValueError, AttributeError):
         return False
@@ -217,7 +233,7 @@ def _write_saved_model(module: tf.Module, policy: NumpyPolicy, metadata: dict[st
 
 
 def _write_tflite(module: tf.Module, policy: NumpyPolicy, metadata: dict[str, Any], out: Path) -> None:
-    """Convert the deterministic policy, check it, then write metadata, README and the model (last)."""
+    """Convert the deterministic policy, check it, then replace the model, metadata and README together."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([module.act.get_concrete_function()], module)
@@ -231,10 +247,49 @@ def _write_tflite(module: tf.Module, policy: NumpyPolicy, metadata: dict[str, An
         raise ExportError(f"TFLite cannot hold this policy ({first_line}); export it with --format saved_model") from None
     _check_against_replay(lambda **inputs: runner(**inputs)["actions"], policy, "TFLite model")
     metadata = dict(metadata, sha256=hashlib.sha256(data).hexdigest())
-    readme, metadata_path = sidecar_paths(out, "tflite")
-    atomic_write_text(metadata_path, json.dumps(metadata, indent=2) + "\n")
-    atomic_write_text(readme, render_readme(metadata))
-    atomic_write_bytes(out, data)
+    commit_tflite_files(out, data, metadata, render_readme(metadata))
+
+
+def tflite_files(out: Path) -> list[Path]:
+    """A TFLite export's files in the order they are moved into place: metadata.json, README.md, the model."""
+    readme, metadata = sidecar_paths(out, "tflite")
+    return [metadata, readme, out]
+
+
+def commit_tflite_files(out: Path, model: bytes, metadata: dict[str, Any], readme: str) -> None:
+    """Write a TFLite export's model, metadata.json and README.md so that they replace the earlier ones together.
+
+    The three sit side by side and no rename moves three files at once, so the commit is a folder: they are
+    written and fsynced in .tmp-export-PID-NAME, which is renamed to .tmp-commit-PID-NAME once complete (the commit
+    point), and then each is renamed over its final name, metadata first and the model last. A kill before the
+    commit point leaves the earlier export as it was; one after it can leave new files beside old ones, which the
+    next export into this folder completes from the commit folder before anything else (``recover_leftovers``).
+    So the destination holds the complete earlier export or, once the next export has looked, the complete new
+    one; meanwhile metadata.json's sha256 tells whether the model beside it is the one it describes.
+    """
+    contents = dict(zip(tflite_files(out), [(json.dumps(metadata, indent=2) + "\n").encode(), readme.encode(), model]))
+    staging = out.parent / f"{TEMP_PREFIX}export-{os.getpid()}-{out.name}"
+    committing = out.parent / f"{TEMP_PREFIX}commit-{os.getpid()}-{out.name}"
+    try:
+        staging.mkdir()
+        for path, data in contents.items():
+            with open(staging / path.name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            write_point(f"export: staged {path.name}")
+        fsync_directory(staging)
+        os.rename(staging, committing)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_directory(out.parent)
+    write_point(f"export: committed {out.name}")
+    for path in contents:
+        os.replace(committing / path.name, path)
+        write_point(f"export: {path.name} in place")
+    fsync_directory(out.parent)
+    os.rmdir(committing)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -250,14 +305,88 @@ def _replace_folder(temporary: Path, out: Path) -> None:
     """Give a complete folder its final name; an earlier export there is moved aside first, then deleted.
 
     A crash between the two renames leaves no export at ``out`` (the old one is kept under a
-    .tmp- name), never a half-written one.
+    .tmp-replaced- name, which the next export puts back), never a half-written one.
     """
     replaced = out.parent / f"{TEMP_PREFIX}replaced-{os.getpid()}-{out.name}"
     if out.exists():
         os.rename(out, replaced)
+        write_point(f"export: earlier {out.name} moved aside")
     os.rename(temporary, out)
     fsync_directory(out.parent)
+    write_point(f"export: {out.name} in place")
     shutil.rmtree(replaced, ignore_errors=True)
+
+
+def recover_leftovers(folder: Path) -> None:
+    """Clean up after exports into ``folder`` that were killed (their pid is no longer a live process).
+
+    Only real folders named as ``LEFTOVER`` describes are touched: a new export's staging folder is deleted; an
+    earlier SavedModel moved aside is put back if nothing took its name (the kill came between the two renames of
+    ``_replace_folder``, so it is the only complete copy), else deleted; a committed TFLite export is moved into
+    place (``commit_tflite_files``). One that cannot be handled now is left for a later export.
+    """
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:  # no such folder yet, or not readable: the export says so itself
+        return
+    for name in names:
+        match, path = LEFTOVER.fullmatch(name), folder / name
+        if match is None or not _is_real_folder(path) or process_is_alive(int(match[2])):
+            continue
+        kind, destination = match[1], folder / match[3]
+        try:
+            if kind == "export":
+                shutil.rmtree(path)
+            elif kind == "replaced" and _is_champion_export(path / "metadata.json"):
+                if os.path.lexists(destination):
+                    shutil.rmtree(path)
+                else:
+                    os.rename(path, destination)
+            elif kind == "commit" and destination.suffix == ".tflite":
+                _finish_commit(path, destination)
+            fsync_directory(folder)
+        except OSError:
+            continue
+
+
+def _finish_commit(committing: Path, out: Path) -> None:
+    """Move the files a killed TFLite export had committed into place, in its order, unless a file there is not
+    from champion (then nothing is moved); then remove the commit folder."""
+    finals = tflite_files(out)
+    if _is_champion_export(finals[0]) or not any(os.path.lexists(path) for path in finals):
+        for path in finals:
+            if _is_regular_file(committing / path.name):
+                os.replace(committing / path.name, path)
+    shutil.rmtree(committing)
+
+
+def process_is_alive(pid: int) -> bool:
+    """Whether ``pid`` names a running process (this one included; one of another user counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):  # no process can have such a number
+        return False
+    return True
+
+
+def _is_real_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def probe_observations(model: ActorCritic, count: int = PROBE_OBSERVATIONS, seed: int = 0) -> dict[str, np.ndarray]:
