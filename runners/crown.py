@@ -16,6 +16,9 @@ import json
 import math
 import multiprocessing
 import os
+import re
+import stat
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -29,10 +32,11 @@ from agents.config import TrainConfig
 from agents.numpy_policy import NumpyPolicy
 from agents.spec import NetworkSpec
 from envs.factory import EnvOptions
-from runners.atomic_files import atomic_write_text, warn
+from runners.atomic_files import TEMP_PREFIX, atomic_write_text, warn
 from runners.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
                                 list_final_entries, read_entry)
 from runners.evaluate import EvalResult, episode_seeds, joined, play_episodes
+from runners.export import process_is_alive
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
@@ -213,8 +217,26 @@ def crown_run(run_dir: Path, config: TrainConfig, player: Player | None = None,
     champion = max(judged, key=lambda each: (each.result.mean_return, each.candidate.name == training_best,
                                             each.candidate.step))
     crown = Crown(Path(run_dir), judged, champion, training_best, tuple(seeds), seconds, player.where)
+    remove_dead_temporaries(best_dir / CHAMPION_FILE)
     atomic_write_text(best_dir / CHAMPION_FILE, json.dumps(crown.record(), indent=2) + "\n")
     return crown
+
+
+def remove_dead_temporaries(path: Path) -> None:
+    """Delete the temporary files that atomic writes of ``path`` left when their process was killed (.tmp-NAME-PID,
+    PID no longer running); those of live processes, and any other name, stay."""
+    shape = re.compile(re.escape(f"{TEMP_PREFIX}{path.name}-") + r"(\d+)")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:  # the write that follows says what is wrong
+        return
+    for name in names:
+        match, leftover = shape.fullmatch(name), path.parent / name
+        try:
+            if match and stat.S_ISREG(leftover.lstat().st_mode) and not process_is_alive(int(match[1])):
+                leftover.unlink()
+        except OSError:
+            continue
 
 
 def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
@@ -232,6 +254,7 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
     if not is_run_dir(run_dir):
         raise RunNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give one such as "
                                "results/CartPole-v1/ppo/<run>")
+    check_writable(run_dir)
     try:
         saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except OSError as error:
@@ -248,6 +271,22 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
         log_crown_to_tensorboard(crown)
         add_to_summary(run_dir / "summary.json", crown)
     return crown
+
+
+def check_writable(run_dir: Path) -> None:
+    """CrownError, before anything is judged, if the run folder, its best/ or its tb/ cannot be written (a file is
+    created there and dropped unnamed: permissions, a read-only mount, and what root may do all count)."""
+    for folder in (run_dir, run_dir / "best", run_dir / "tb"):
+        if not folder.is_dir():
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            where = "the run folder" if folder == run_dir else f"its {folder.name}/ folder"
+            raise CrownError(f"cannot crown {run_dir}: {where} cannot be written ({error.strerror or error}), and "
+                             "crowning writes best/champion.json and summary.json; crown a writable copy instead "
+                             f"(cp -r {run_dir} COPY && chmod -R u+w COPY, then champion crown COPY)") from None
 
 
 def _check_env_fits(run_dir: Path, config: TrainConfig) -> None:
@@ -270,6 +309,7 @@ def add_to_summary(path: Path, crown: Crown) -> None:
     except (OSError, ValueError):
         return
     summary["crown"] = crown.summary()
+    remove_dead_temporaries(path)
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
 
 

@@ -174,3 +174,71 @@ def test_a_real_tflite_export_killed_with_new_metadata_beside_the_old_model_is_c
     assert described["step"] == step and described["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert f"at env step {step:,}" in readme.read_text()
     assert not [name for name in names_in(out.parent) if name.startswith(".tmp-")]
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    """chmod every folder under ``root`` (itself included) to 0o755, or to 0o555."""
+    for folder in [root, *(path for path in root.rglob("*") if path.is_dir() and not path.is_symlink())]:
+        folder.chmod(0o755 if writable else 0o555)
+
+
+def crown_as_a_user(run_dir: Path, capsys, monkeypatch) -> tuple[int, str]:
+    """``champion crown`` with folder modes applying (root's override dropped in a child); its exit code and stderr.
+    In this process, judging must never start."""
+    options = ["crown", str(run_dir), "--episodes", "2", "--workers", "1"]
+    if os.geteuid() != 0:
+        monkeypatch.setattr("runners.crown.crown_run", lambda *args, **kwargs: pytest.fail("judging started"))
+        return champion(*options), capsys.readouterr().err
+    if not shutil.which("setpriv"):
+        pytest.skip("root without setpriv: a folder's mode does not stop root's writes")
+    child = crash_helpers.champion(options, prefix=DROP_ROOT_OVERRIDE)
+    return child.returncode, child.stderr
+
+
+def test_crowning_a_read_only_run_folder_is_one_line_before_any_judging(finished_run, tmp_path, capsys, monkeypatch):
+    run_dir = copy_run(finished_run, tmp_path / "R")
+    advice = (", and crowning writes best/champion.json and summary.json; crown a writable copy instead "
+              f"(cp -r {run_dir} COPY && chmod -R u+w COPY, then champion crown COPY)")
+    for read_only, where in ((run_dir / "best", "its best/ folder"), (run_dir, "the run folder")):
+        set_writable(read_only, False)
+        try:
+            before = tree_digest(run_dir)
+            code, stderr = crown_as_a_user(run_dir, capsys, monkeypatch)
+            assert (code, errors_in(stderr)) == (2, [
+                f"champion crown: error: cannot crown {run_dir}: {where} cannot be written (Permission denied)"
+                + advice])
+            assert "Traceback" not in stderr
+            assert tree_digest(run_dir) == before
+            if read_only == run_dir:
+                copy = copy_run(run_dir, tmp_path / "copy")  # what the line advises
+        finally:
+            set_writable(read_only, True)
+    monkeypatch.undo()
+    set_writable(copy, True)
+    assert champion("crown", copy, "--episodes", "2", "--workers", "1") == 0
+    assert len(json.loads((copy / "best" / "champion.json").read_text())["held_out_seeds"]) == 2
+
+
+def test_a_crown_removes_what_a_killed_crown_left(finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "R")
+    best_dir, options = run_dir / "best", ["--episodes", "2", "--workers", "1"]
+    killed = crash_helpers.champion(["crown", str(run_dir), *options],
+                                    env=kill_at("half-way through .tmp-champion.json#1"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    [leftover] = [name for name in names_in(best_dir) if name.startswith(".tmp-")]
+    assert re.fullmatch(r"\.tmp-champion\.json-\d+", leftover) and not (best_dir / "champion.json").exists()
+    dead, live = dead_pid(), os.getppid()
+    (run_dir / f".tmp-summary.json-{dead}").write_text("{")  # a kill while summary.json was written
+    kept = [best_dir / f".tmp-champion.json-{live}", best_dir / ".tmp-champion.json-12ab",
+            best_dir / f".tmp-current.json-{dead}", run_dir / f".tmp-summary.json-{live}"]
+    for path in kept:
+        path.write_text("not a dead crown's")
+
+    assert champion("crown", run_dir, *options) == 0
+
+    assert [name for name in names_in(best_dir) if name.startswith(".tmp-")] == sorted(
+        path.name for path in kept if path.parent == best_dir)
+    assert [name for name in names_in(run_dir) if name.startswith(".tmp-")] == [f".tmp-summary.json-{live}"]
+    record = json.loads((best_dir / "champion.json").read_text())
+    assert len(record["held_out_seeds"]) == 2
+    assert json.loads((run_dir / "summary.json").read_text())["crown"]["champion"] == record["entry"]
