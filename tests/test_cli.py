@@ -183,7 +183,7 @@ def test_replay_refuses_weights_that_do_not_fit_the_recorded_network(tmp_path, c
     code, lines = run_cli(["replay", str(run_dir)], capsys)
     assert code == 2
     assert lines[-1].startswith(f"champion replay: error: no usable best policy in {run_dir / 'best'}: {entry.name}: "
-                                "its weights do not fit the network its manifest describes (policy_torso_0/bias")
+                                "its weights do not fit the network its manifest describes (policy_head/kernel, policy_torso_0/bias")
 
 
 def test_a_reader_that_goes_away_ends_the_listing_quietly_with_exit_0():
