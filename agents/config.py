@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,15 @@ OPTIMIZERS = ("adam", "rmsprop")
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message says what and what would be right."""
+
+
+SEED_LIMIT = 2**31
+"""Seeds are below this: the training envs are reset with seed + env step + env index, evaluation and held-out
+episodes with their seed + episode, and every such sum must stay below 2**32 (numpy's RandomState, many envs)."""
+RUN_NAME_PUNCTUATION = "._-+=,"
+"""What a run name may hold besides letters and digits: nothing a shell or a file system reads specially."""
+RUN_NAME_MAX_BYTES = 255 - len(".tmp-") - len("-") - 7
+"""A run folder is assembled as ``.tmp-<name>-<pid>`` (a pid has at most 7 digits): a file name holds 255 bytes."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +192,7 @@ class TrainConfig:
     algo: str = "ppo"
     """Learning algorithm: ppo or a2c."""
     seed: int = 0
-    """Seeds the network, action sampling and the training environments."""
+    """Seeds the network, action sampling and the training environments (0 to 2,147,483,647)."""
     total_steps: int = 100_000
     """Environment steps to train for (summed over the vector envs)."""
     schedule_steps: int | None = None
@@ -202,7 +212,7 @@ class TrainConfig:
     results_dir: str = "results"
     """Run folders are created under results_dir/<env_id>/<algo>/."""
     run_name: str | None = None
-    """Name of the run folder; default: time and seed."""
+    """Name of the run folder: letters, digits and . _ - + = , (not first: . or -), at most 242 bytes; default: time and seed."""
     checkpoint_every: int = 20_000
     """Write a resume checkpoint every this many environment steps (and on SIGINT/SIGTERM)."""
     checkpoint_keep: int = 3
@@ -291,8 +301,9 @@ def validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         _require(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
     for name in ("seed", "eval_seed"):
-        value = getattr(config, name)
-        _require(isinstance(value, int) and value >= 0, f"{name} must be a non-negative integer, got {value!r}")
+        _validate_seed(name, getattr(config, name))
+    if config.run_name is not None:
+        _validate_run_name(config.run_name)
     _require(config.vectorization in ("auto", "sync", "async"), f"vectorization must be auto, sync or async, got {config.vectorization!r}")
     _require(isinstance(config.histogram_every, int) and config.histogram_every >= 0,
              f"histogram_every must be 0 (off) or a positive number of env steps, got {config.histogram_every!r}")
@@ -359,8 +370,8 @@ def _validate_crown(config: TrainConfig) -> None:
         _require(isinstance(value, int) and value > 0, f"crown.{name} must be a positive integer, got {value!r}")
     _require(isinstance(crown.workers, int) and crown.workers >= 0,
              f"crown.workers must be 0 (one per CPU) or a positive integer, got {crown.workers!r}")
-    _require(crown.seed is None or (isinstance(crown.seed, int) and crown.seed >= 0),
-             f"crown.seed must be a non-negative integer or null, got {crown.seed!r}")
+    if crown.seed is not None:
+        _validate_seed("crown.seed", crown.seed, " or null")
     first = crown.held_out_seed(config.eval_seed)
     overlaps = first < config.eval_seed + config.eval_episodes and config.eval_seed < first + crown.episodes
     _require(not overlaps, f"the held-out seeds {first}..{first + crown.episodes - 1} overlap the evaluation seeds "
@@ -405,6 +416,31 @@ def _validate_ppo(hyper: PPOConfig, num_envs: int) -> None:
             f"(num_envs={num_envs} x ppo.num_steps={hyper.num_steps}); use a divisor such as "
             f"{' or '.join(str(size) for size in sorted(near))}"
         )
+
+
+def _validate_seed(name: str, value: Any, alternative: str = "") -> None:
+    """A seed every consumer takes, with the offsets added to it (``SEED_LIMIT``)."""
+    _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT,
+             f"{name} must be an integer from 0 to {SEED_LIMIT - 1:,}{alternative}, got {value!r}")
+
+
+def _validate_run_name(name: Any) -> None:
+    """A run name is one plain folder name: no path, no hidden or temporary name, nothing unprintable, and short
+    enough for its temporary name (``RUN_NAME_MAX_BYTES``). Checked before any folder exists."""
+    allowed = (f"a run name holds letters, digits and {' '.join(RUN_NAME_PUNCTUATION)} only (not starting with . or -), "
+               f"at most {RUN_NAME_MAX_BYTES} bytes in UTF-8")
+    _require(isinstance(name, str) and name != "", f"run_name must be a non-empty text, got {name!r}; {allowed}")
+    shown = repr(name) if len(name) <= 60 else repr(name[:60]) + "..."  # repr: an unprintable character as an escape
+    wrong = next((char for char in name if not _run_name_character(char)), None)
+    _require(wrong is None, f"run_name {shown} holds {wrong!r}; {allowed}")
+    _require(name[0] not in ".-", f"run_name {shown} starts with {name[0]!r}; {allowed}")
+    size = len(name.encode("utf-8"))
+    _require(size <= RUN_NAME_MAX_BYTES, f"run_name is {size} bytes long in UTF-8; {allowed}")
+
+
+def _run_name_character(char: str) -> bool:
+    """A letter or digit of any script (with its combining marks), or one of ``RUN_NAME_PUNCTUATION``."""
+    return char in RUN_NAME_PUNCTUATION or char.isalnum() or unicodedata.category(char) in ("Mn", "Mc")
 
 
 def _positive_finite(name: str, value: float) -> None:
