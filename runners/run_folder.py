@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 
 from agents.config import ConfigError, TrainConfig
-from runners.atomic_files import TEMP_PREFIX, atomic_write_text, commit_folder
+from runners.atomic_files import TEMP_PREFIX, atomic_write_text, commit_folder, warn
 
 DEFAULT_MIN_FREE_MB = 64.0
 LOCK_FILE = ".lock"
@@ -78,7 +79,7 @@ def create_run_dir(config: TrainConfig) -> Path:
     never exists without its config. An existing named run is refused.
     """
     parent = Path(config.results_dir) / env_folder_name(config.env_id) / config.algo
-    name = config.run_name or datetime.now().strftime(f"%Y%m%d-%H%M%S-seed{config.seed}")
+    name = config.run_name or default_run_name(config.seed, datetime.now())
     run_dir = parent / name
     if run_dir.exists():
         if config.run_name:
@@ -101,18 +102,49 @@ def create_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
+def default_run_name(seed: int, now: datetime) -> str:
+    """The name of a run not given one: its start time and seed (``create_run_dir`` adds -2, -3... if taken)."""
+    return now.strftime(f"%Y%m%d-%H%M%S-seed{seed}")
+
+
 def _remove_abandoned_run_folders(parent: Path) -> None:
-    """Delete half-made run folders whose creating process is gone."""
+    """Delete half-made run folders whose creating process is gone: only what ``create_run_dir`` leaves (a folder
+    holding config.yaml or nothing). Anything else under such a name is left in place with a warning: it may be a
+    run someone keeps there."""
     for path in parent.glob(f"{TEMP_PREFIX}*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        if _left_by_create_run_dir(path):
+            _remove_leftover(path)
+        else:
+            warn(f"kept {path}: its name is that of a run folder a trainer (pid {pid}, gone) left half-made, but "
+                 "it holds more than champion leaves there; move or delete it yourself")
+
+
+def _left_by_create_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a real folder (not a link) holding nothing but a regular config.yaml, or nothing."""
+    try:
+        if not stat.S_ISDIR(path.lstat().st_mode):
+            return False
+        return all(item.name == "config.yaml" and stat.S_ISREG(item.lstat().st_mode) for item in path.iterdir())
+    except OSError:
+        return False
+
+
+def _remove_leftover(path: Path) -> None:
+    """Delete a folder ``_left_by_create_run_dir`` found: its config.yaml, then the folder (never a link's target)."""
+    try:
+        (path / "config.yaml").unlink(missing_ok=True)
+        path.rmdir()
+    except OSError:  # another trainer removed it first, or it changed meanwhile: left as it is
+        pass
 
 
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
         return False
     except PermissionError:
         return True
@@ -133,14 +165,15 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         while True:
-            handle = open(self.path, "a+")
+            handle = os.fdopen(open_lock_file(self.path, os.O_RDWR | os.O_CREAT), "r+")
             try:
                 _lock_within(handle, BUSY_WAIT_S)
             except OSError as error:
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
                 handle.seek(0)
-                holder = handle.read().strip() or "unknown"
+                holder = handle.read(20).strip()
+                holder = holder if holder.isdigit() else "unknown"  # a PID, as a trainer writes it
                 handle.close()
                 raise RunFolderError(f"run folder {self.path.parent} is in use by another trainer (pid {holder}); "
                                      "wait for it to finish or stop it first") from None
@@ -155,11 +188,12 @@ class RunLock:
         return self
 
     def _still_named(self, handle: Any) -> bool:
-        """Whether the lock file's name still points at the file ``handle`` has open."""
+        """Whether the lock file's name (not followed if a link) still names the file ``handle`` has open."""
         try:
-            return os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            named, opened = os.lstat(self.path), os.fstat(handle.fileno())
         except FileNotFoundError:
             return False
+        return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
@@ -187,12 +221,45 @@ def _lock_within(handle: Any, seconds: float) -> None:
             time.sleep(0.05)
 
 
+def open_lock_file(path: Path, flags: int) -> int:
+    """A descriptor of the lock file at ``path``, opened with ``flags`` and never through a link. Anything but a
+    regular file with one name is refused (RunFolderError) before it is opened, and checked again once open: a
+    link or a hard link could point the PID champion writes at any file, a FIFO or a device could block or act."""
+    try:
+        _check_lock_file(path, os.lstat(path))
+    except FileNotFoundError:
+        pass  # created below, if flags say so
+    try:
+        descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o666)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):  # a link made meanwhile; a folder; a socket
+            raise RunFolderError(_not_a_lock_file(path)) from None
+        raise
+    try:
+        _check_lock_file(path, os.fstat(descriptor))
+    except RunFolderError:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def _check_lock_file(path: Path, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        raise RunFolderError(_not_a_lock_file(path))
+
+
+def _not_a_lock_file(path: Path) -> str:
+    return (f"the run folder's {LOCK_FILE} ({path}) is a link or not a regular file; champion never writes through "
+            f"one: delete {path} and try again")
+
+
 def is_locked(run_dir: Path) -> bool:
     """Whether a trainer holds the run folder's lock now (read-only: a shared lock is tried and released at once; a
-    trainer starting at that moment waits for it, ``BUSY_WAIT_S``)."""
+    trainer starting at that moment waits for it, ``BUSY_WAIT_S``). A lock file no trainer would take (a link, a
+    FIFO...) is never opened or followed: nobody holds it."""
     try:
-        handle = open(Path(run_dir) / LOCK_FILE)
-    except OSError:
+        handle = os.fdopen(open_lock_file(Path(run_dir) / LOCK_FILE, os.O_RDONLY))
+    except (OSError, RunFolderError):
         return False
     with handle:
         try:
