@@ -18,7 +18,8 @@ import yaml
 from rich.console import Console
 
 from agents.config import ConfigError, TrainConfig, linear_schedules, validate
-from runners.configure import apply_overrides, config_from_dict, valid_keys
+from runners.best_store import list_entries
+from runners.configure import SECTIONS, apply_overrides, config_from_dict, valid_keys
 from runners.checkpoints import LoadedCheckpoint, newest_good_step
 
 # What --resume may change: how long and how often, never what is being learned.
@@ -57,8 +58,9 @@ class TrainingInterrupted(TrainingStopped):
 
     def __init__(self, signal_number: int, step: int, run_dir: Path) -> None:
         name = signal.Signals(signal_number).name
-        super().__init__(f"stopped by {name} at step {step:,} with a checkpoint saved; "
-                         f"continue with: champion train --resume {run_dir}", exit_code=128 + signal_number)
+        saved = " with a checkpoint saved" if has_checkpoint(run_dir) else ""
+        super().__init__(f"stopped by {name} at step {step:,}{saved}; {resume_hint(run_dir)}",
+                         exit_code=128 + signal_number)
         self.signal_number = signal_number
 
 
@@ -66,11 +68,34 @@ class TrainingDiverged(TrainingStopped):
     """Too many consecutive updates had a non-finite loss or gradient."""
 
     def __init__(self, streak: int, step: int, run_dir: Path, best: float, best_step: int | None) -> None:
-        best_text = f"mean return {best:.2f} at step {best_step}" if best_step is not None else f"mean return {best:.2f}"
+        if best_step is not None:
+            kept = f"the best policy (mean return {best:.2f} at step {best_step}) is untouched in {run_dir / 'best'}"
+        else:
+            kept = best_policy_note(run_dir)
         super().__init__(
             f"{streak} updates in a row had a non-finite loss or gradient (the last at step {step:,}), so training "
-            f"stopped; the best policy ({best_text}) is untouched in {run_dir / 'best'}. Lower the learning rate "
-            "or check the environment for NaN or infinite rewards and observations")
+            f"stopped; {kept}. Lower the learning rate or check the environment for NaN or infinite rewards and "
+            "observations")
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether the run folder holds a resume checkpoint that verifies (read-only)."""
+    return newest_good_step(Path(run_dir) / "checkpoints") is not None
+
+
+def resume_hint(run_dir: Path) -> str:
+    """How to go on after a stop: resume when a good checkpoint exists; otherwise there is nothing to resume."""
+    if has_checkpoint(run_dir):
+        return f"continue with: champion train --resume {run_dir}"
+    return (f"start a new run: no checkpoint was written yet, so there is nothing to resume (delete {run_dir} "
+            "first to use its name again)")
+
+
+def best_policy_note(run_dir: Path) -> str:
+    """What a stop left of the best policy: the one saved before it, or none yet."""
+    if list_entries(Path(run_dir) / "best"):
+        return f"the best policy saved before it is unchanged in {Path(run_dir) / 'best'}"
+    return "no best policy had been saved yet"
 
 
 class StopRequests:
@@ -116,10 +141,7 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); give the folder that champion train created")
-    try:
-        original = config_from_dict(yaml.safe_load(config_path.read_text()) or {})
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{config_path} is not valid YAML ({error.problem or error}); fix or restore it") from None
+    original = _recorded_config(config_path)
     if original.schedule_steps is None:  # a run from before schedule_steps: its schedules ran over its budget
         original = dataclasses.replace(original, schedule_steps=original.total_steps)
     changed = apply_overrides(original, overrides)
@@ -128,8 +150,57 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
         if before != after and key not in RESUMABLE_KEYS:
             raise ConfigError(f"--resume cannot change {key} (the run has {before!r}, you asked for {after!r}): "
                               "that would be a different problem; start a new run instead")
-    validate(changed)
+    validate(changed if changed.run_name != original.run_name else _without_run_name(changed))
     return changed
+
+
+RECORDED_KEYS = ("env_id", "algo")
+"""What every config.yaml champion writes names: without them it would resume some other problem."""
+WRITTEN = "the mapping of config fields champion train writes (env_id: ..., algo: ..., ppo: {...}, ...)"
+
+
+def _recorded_config(config_path: Path) -> TrainConfig:
+    """The config a run folder records, or one ConfigError line naming the file, what is wrong and what is right."""
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{config_path} is not valid YAML ({getattr(error, 'problem', None) or error}); fix or "
+                          "restore it") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{config_path} cannot be read ({getattr(error, 'strerror', None) or error}); fix or "
+                          "restore it") from None
+    problem = _shape_problem(data)
+    if problem:
+        raise ConfigError(f"{config_path} {problem}, where it should hold {WRITTEN}; fix or restore it")
+    try:
+        config = config_from_dict(data)
+        validate(_without_run_name(config))
+    except ConfigError as error:
+        raise ConfigError(f"{config_path}: {error}; fix or restore it") from None
+    return config
+
+
+def _without_run_name(config: TrainConfig) -> TrainConfig:
+    """``config`` with no run name: the folder of a run being resumed exists, and an older champion allowed names
+    that a new run may not take (``validate``'s rules are for names about to become folders)."""
+    return dataclasses.replace(config, run_name=None)
+
+
+def _shape_problem(data: Any) -> str | None:
+    """What keeps ``data`` (a parsed config.yaml) from being a config's mapping, if anything."""
+    if not isinstance(data, dict):
+        kinds = {type(None): "nothing", list: "a list", str: "a text", int: "a number", float: "a number"}
+        return f"holds {kinds.get(type(data), 'a ' + type(data).__name__)}"
+    missing = [key for key in RECORDED_KEYS if key not in data]
+    if missing:
+        return f"has no {missing[0]}"
+    wrong = next((key for key in data if not isinstance(key, str)), None)
+    if wrong is not None:
+        return f"has the key {wrong!r}, which is not text"
+    section = next((key for key in SECTIONS if key in data and not isinstance(data[key], dict)), None)
+    if section is not None:
+        return f"has {section}: {data[section]!r} instead of a mapping of {section}.* fields"
+    return None
 
 
 def check_resumable(run_dir: Path, config: TrainConfig) -> None:
@@ -154,10 +225,12 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
 
 
 def _recorded_total_steps(run_dir: Path) -> int | None:
-    """The total_steps in the run's config.yaml (None when it cannot be read)."""
+    """The total_steps in the run's config.yaml (None when it cannot be read, is not a mapping or has none)."""
     try:
-        return int((yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {})["total_steps"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        data = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+        steps = data.get("total_steps") if isinstance(data, dict) else None
+        return int(steps) if isinstance(steps, (int, float, str)) and not isinstance(steps, bool) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, OverflowError):
         return None
 
 
@@ -210,6 +283,5 @@ def write_failure(error: Exception, run_dir: Path) -> TrainingStopped:
         reason = re.sub(r"\s*\[Op:\w+\]\s*$", "", error.message.split(";")[-1])
     else:
         reason = error.strerror or str(error)
-    return TrainingStopped(
-        f"error: a write in {run_dir} failed ({reason.strip()}); the best policy saved before it is unchanged "
-        f"in {run_dir / 'best'}. Free space or fix the folder, then continue with: champion train --resume {run_dir}")
+    return TrainingStopped(f"error: a write in {run_dir} failed ({reason.strip()}); {best_policy_note(run_dir)}. "
+                           f"Free space or fix the folder, then {resume_hint(run_dir)}")
