@@ -144,6 +144,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
     rounding = _budget_rounding(config)
     if rounding:
         run.console.print(rounding)
+    final_saved = False
     with _progress_bar(run.console) as bar, _checkpoint_on_engine_failure(run, state, wall_before, session_start):
         task = bar.add_task("train", total=config.rounded_total_steps, completed=state.step, sps=0.0, last="-",
                             best=_best_text(run.store.best_mean_return))
@@ -168,6 +169,8 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
             if taken:
                 _offer_all(run, taken, wall_before, session_start)
                 bar.update(task, last=f"{taken[-1].result.mean_return:.1f}", best=_best_text(run.store.best_mean_return))
+            if finished:  # before the last checkpoint: a run killed after it is finished and must have its final entry
+                final_saved = _save_final_policy(run, state.step)
             if checkpointing:  # one still in flight is played again by a resume from this checkpoint
                 state.evaluation_in_flight = run.evaluation.step_in_flight
                 _checkpoint(run, state, wall_before + time.perf_counter() - session_start, steps_per_second)
@@ -186,18 +189,21 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
     out.print(f"time went to: {timings.summary(wall_seconds)}")
-    _save_final_policy(run, state.step)
+    if not final_saved:  # e.g. the loop did not run: a resume at the last step, its evaluation there played again
+        _save_final_policy(run, state.step)
     write_summary(result, state.skipped_steps)
     return result
 
 
-def _save_final_policy(run: Run, step: int) -> None:
-    """The policy the run ended with, evaluated at ``step``, kept as a crown candidate beside the bests."""
+def _save_final_policy(run: Run, step: int) -> bool:
+    """The policy the run ended with, evaluated at ``step``, kept as a crown candidate beside the bests; whether
+    there was one to keep."""
     last = run.last_evaluation
     if last is None or last.step != step:
-        return
+        return False
     with run.timings.phase("saving"):
         run.store.save_final(last.policy.weights, best_manifest(run.config, run.spec, step, last.result))
+    return True
 
 
 def _crown_at_end(run: Run) -> None:
