@@ -7,6 +7,8 @@ imported first, so it can register the environment).
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.machinery
 import os
 import sys
 import warnings
@@ -127,6 +129,31 @@ def renders_apart(env_id: str) -> bool:
     crashed (SIGSEGV) when created in a process that had imported TensorFlow, whose own LLVM clashes with
     Mesa's; the same process without TensorFlow renders fine."""
     return required_extra(env_id) == "mujoco"
+
+
+def import_recorded_env_module(env_id: str, source: str) -> None:
+    """Import the module of an env id read from a file (``source``: a run folder's config or manifest) from
+    installed packages only: never from the current folder (where a downloaded run folder may be opened) or from
+    an empty path entry. Modules already imported (e.g. named with ``--env-module``) are taken as they are; EnvError
+    (one line, saying how to name the module) otherwise."""
+    module = env_id.split(":", 1)[0] if ":" in env_id else ""
+    if not module or module in sys.modules:
+        return
+    here = os.path.realpath(os.getcwd())
+    trusted = [entry for entry in sys.path if entry and os.path.realpath(entry) != here]
+    top = module.split(".", 1)[0]
+    if not top.isidentifier() or importlib.machinery.PathFinder.find_spec(top, trusted) is None:
+        raise EnvError(f"{source} names the env {env_id!r}, whose module {module!r} is not an installed package; "
+                       "champion imports the module of a recorded env only from installed packages, so that opening "
+                       f"a run folder never runs code from it. If you trust {module!r}, name it: --env-module {module}")
+    path = sys.path[:]
+    sys.path[:] = trusted
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # a user's module can fail in any way while importing
+        raise EnvError(f"cannot import {module!r} for the env {env_id!r}: {type(error).__name__}: {error}") from None
+    finally:
+        sys.path[:] = path
 
 
 def describe_env(env_id: str, options: EnvOptions = EnvOptions()) -> EnvInfo:

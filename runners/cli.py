@@ -20,9 +20,13 @@ from runners.best_store import BestPolicyError, CrownError
 from runners import stderr_filter
 from runners.export import ExportError
 from runners.run_folder import RunFolderError
-from runners.runs import ReplayError, RunNotFoundError, choose_run, find_run_dirs, status_text, summarize
+from runners.runs import ReplayError, RunNotFoundError, UnreadableRunError, choose_run, find_run_dirs, status_text
 
 USAGE_EXIT = 2
+ENV_MODULE_OPTION = click.option(
+    "--env-module", "env_modules", multiple=True, metavar="MODULE",
+    help="Import MODULE first (from anywhere on the path, the current folder included). The module of a run "
+         "folder's env (module:Env-v0) is otherwise imported only from installed packages (repeatable).")
 ENTRY_HELP = ("Use this entry of RUN_DIR/best instead of the champion: a folder name such as 0003-step-40000, "
               "or 'best' for the training-time best.")
 
@@ -56,16 +60,18 @@ def cli() -> None:
 @click.option("--workers", type=int, help="Ray engine: rollout workers (default 2; implies --engine ray).")
 @click.option("--envs-per-worker", type=int, help="Ray engine: envs per worker (num_envs = workers x this).")
 @click.option("--ray-address", help="Ray engine: join this cluster (auto or HOST:PORT); default: a local Ray for the run.")
+@ENV_MODULE_OPTION
 def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: int | None, total_steps: int | None,
           num_envs: int | None, eval_every: int | None, eval_episodes: int | None, results_dir: str | None,
           run_name: str | None, set_pairs: Sequence[str], no_preset: bool, quiet: bool, profile: bool,
           no_media: bool, engine: str | None, workers: int | None, envs_per_worker: int | None,
-          ray_address: str | None) -> None:
+          ray_address: str | None, env_modules: Sequence[str]) -> None:
     """Train ALGO on ENV_ID (the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best),
     or continue a stopped run with --resume RUN_DIR."""
     from envs.factory import describe_env
     from runners.configure import parse_set_pairs, resolve_config
 
+    _import_env_modules(env_modules)
     named = {"seed": seed, "total_steps": total_steps, "num_envs": num_envs, "eval_every": eval_every,
              "eval_episodes": eval_episodes, "results_dir": results_dir, "run_name": run_name, "engine": engine,
              **_ray_options(engine, workers, envs_per_worker, ray_address)}
@@ -78,9 +84,12 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
             overrides["env_id"] = env_id
         if algo is not None:
             overrides["algo"] = algo
+        from runners.folder_trust import check_links
         from runners.run_folder import preflight
         from runners.run_state import check_resumable, resumed_config
 
+        if resume_dir.is_dir():
+            check_links(resume_dir)
         # refused changes, a missing or finished run fail here, before TensorFlow starts
         resumed = resumed_config(resume_dir, overrides)
         check_resumable(resume_dir, resumed)
@@ -154,12 +163,14 @@ def _print_profile(result: Any, profile: bool) -> None:
 @click.option("--best", "best_run", is_flag=True,
               help="Given a folder of runs, take the run with the highest best return (default: the newest).")
 @click.option("--entry", metavar="NAME", help=ENTRY_HELP)
+@ENV_MODULE_OPTION
 def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, video: Path | None, as_json: bool,
-           best_run: bool, entry: str | None) -> None:
+           best_run: bool, entry: str | None, env_modules: Sequence[str]) -> None:
     """Play the champion of RUN_DIR (or of the newest run below it) deterministically: the crowned one, else the
     training-time best. By default on the episodes its recorded mean is over, which it reproduces exactly."""
     from runners.replay import replay as run_replay
 
+    _import_env_modules(env_modules)
     outcome = run_replay(run_dir, episodes=episodes, seed=seed, render=render, video=video, best=best_run, entry=entry)
     if as_json:
         click.echo(json.dumps(outcome.to_dict()))
@@ -194,11 +205,14 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
 @click.option("--best", "best_run", is_flag=True,
               help="Given a folder of runs, take the run with the highest best return (default: the newest).")
 @click.option("--entry", metavar="NAME", help=ENTRY_HELP)
-def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool, entry: str | None) -> None:
+@ENV_MODULE_OPTION
+def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool, entry: str | None,
+           env_modules: Sequence[str]) -> None:
     """Write the champion of RUN_DIR (the crowned one, else the training-time best) as a standalone SavedModel or
     TFLite file (raw observations in, the deterministic action out), with a README and metadata.json next to it."""
     from runners.export import export_policy
 
+    _import_env_modules(env_modules)
     result = export_policy(run_dir, export_format, out, best=best_run, entry=entry)
     if result.picked:
         click.echo(f"picked {result.run_dir}: {result.picked}")
@@ -217,8 +231,9 @@ def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool, 
 @click.option("--json", "as_json", is_flag=True, help="Print the crown record (best/champion.json) instead of text.")
 @click.option("--best", "best_run", is_flag=True,
               help="With a folder of runs: the run with the highest best return (default: the newest).")
+@ENV_MODULE_OPTION
 def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: int | None, as_json: bool,
-          best_run: bool) -> None:
+          best_run: bool, env_modules: Sequence[str]) -> None:
     """Play the newest best entries of RUN_DIR and its final policy on held-out episode seeds (disjoint from the
     evaluation seeds) and crown the highest held-out mean in RUN_DIR/best/champion.json, which replay and export
     then use. Training runs this at its end; use it on runs from before, or to judge on more episodes. A folder
@@ -226,6 +241,7 @@ def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: 
     from runners.best_store import read_champion
     from runners.crown import crown_lines, crown_saved_run
 
+    _import_env_modules(env_modules)
     run_dir, picked = choose_run(run_dir, best_run)
     if picked and not as_json:
         click.echo(f"picked {run_dir}: {picked}")
@@ -261,9 +277,12 @@ def _replaced_crown_line(earlier: dict[str, Any]) -> str:
 def runs(results_dir: Path, as_json: bool, best_per_env: bool) -> None:
     """List runs: env, algo, best return and its step, steps done, status (running, finished, stopped, failed or
     crashed, with the step a resume starts from), date (or the best run per env)."""
-    from runners.runs import leaderboard
+    from runners.atomic_files import warn
+    from runners.runs import leaderboard, summarize_all
 
-    summaries = [summarize(run_dir) for run_dir in find_run_dirs(results_dir)] if results_dir.exists() else []
+    summaries, unreadable = summarize_all(find_run_dirs(results_dir)) if results_dir.exists() else ([], [])
+    for run_dir, reason in unreadable:
+        warn(f"cannot list {run_dir}: {reason}")
     if best_per_env:
         summaries = leaderboard(summaries)
     if as_json:
@@ -415,6 +434,17 @@ def _training_stopped(error: Exception) -> Any:
     return error if isinstance(error, TrainingStopped) else None
 
 
+def _import_env_modules(modules: Sequence[str]) -> None:
+    """Import the modules named with --env-module (the user trusts them: they may live in the current folder)."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # a user's module can fail in any way while importing
+            raise click.UsageError(f"--env-module {module}: cannot import it ({type(error).__name__}: {error})") from None
+
+
 def _find_modules_in_the_current_folder() -> None:
     """Let ``module:Env-v0`` name a module in the current folder, as ``python -m`` users expect. It is
     looked up after the installed packages, so a file there never shadows one of them."""
@@ -468,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         click.echo(f"{prefix}: error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
     except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, RunFolderError, ExportError,
-            CrownError) as error:
+            CrownError, UnreadableRunError) as error:
         click.echo(f"{prefix}: error: {error}", err=True)
         sys.exit(USAGE_EXIT)
     except EnvStepError as error:  # replay, export's check: the env itself failed

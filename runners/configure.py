@@ -12,12 +12,14 @@ import difflib
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from agents.config import ConfigError, TrainConfig, validate
 from envs import presets
+from runners.folder_trust import read_yaml_file
 
 SECTIONS = ("network", "ppo", "a2c", "ray", "crown")
 
@@ -125,6 +127,32 @@ def _rollout_steps(config: TrainConfig) -> int:
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from its to_dict() form (e.g. a run's config.yaml)."""
     return apply_overrides(TrainConfig(), _flatten(data))
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """A run folder's config.yaml as a TrainConfig; ConfigError (one line naming the file) when it cannot be read,
+    is not a mapping, expands past a sane size, or holds a key or value champion does not take."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        data = read_yaml_file(path)
+    except OSError as error:
+        raise ConfigError(f"{path} cannot be read ({error.strerror or error}); a run folder needs the config.yaml "
+                          "champion train wrote") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path} is not valid YAML{where}; a run folder needs its config as champion train wrote "
+                          "it") from None
+    except ValueError as error:
+        raise ConfigError(f"{path} is not a config champion wrote: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a {type(data).__name__}, not the mapping of settings champion writes")
+    try:
+        return config_from_dict(data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ConfigError(f"{path} holds a setting champion cannot take ({type(error).__name__}: {error})") from None
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -243,10 +243,9 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
                     on_warning: Callable[[str], None] = warn) -> Crown:
     """``champion crown RUN_DIR``: crown a finished (or stopped) run with its config's ``crown.*`` settings and
     ``overrides`` of them, while holding the run's lock; log it to TensorBoard and add it to summary.json."""
-    import yaml
-
     from agents.config import validate
-    from runners.configure import apply_overrides, config_from_dict
+    from envs.factory import import_recorded_env_module
+    from runners.configure import apply_overrides, load_run_config
     from runners.run_folder import RunLock
     from runners.runs import RunNotFoundError, is_run_dir
 
@@ -255,15 +254,9 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
         raise RunNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give one such as "
                                "results/CartPole-v1/ppo/<run>")
     check_writable(run_dir)
-    try:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except OSError as error:
-        raise CrownError(f"{run_dir / 'config.yaml'} is unreadable ({error.strerror}); the crown needs the run's "
-                         "config") from None
-    except yaml.YAMLError:
-        raise CrownError(f"{run_dir / 'config.yaml'} is not valid YAML; the crown needs the run's config as "
-                         "champion train wrote it") from None
-    config = apply_overrides(config_from_dict(saved), overrides or {})
+    saved = load_run_config(run_dir)
+    import_recorded_env_module(saved.env_id, str(run_dir / "config.yaml"))
+    config = apply_overrides(saved, overrides or {})
     validate(config)
     _check_env_fits(run_dir, config)
     with RunLock(run_dir):

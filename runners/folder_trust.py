@@ -83,8 +83,8 @@ def load_yaml(text: str, source: str) -> Any:
             return None
         size = _expanded_size(node, {}, set())
         if size > MAX_YAML_NODES:
-            raise ValueError(f"{source} stands for {size:,} YAML values once its aliases are expanded, more than the "
-                             f"{MAX_YAML_NODES:,} a config may hold")
+            raise ValueError(f"{source} stands for more than {MAX_YAML_NODES:,} YAML values once its aliases are "
+                             "expanded, more than a config may hold")
         return loader.construct_document(node)
     finally:
         loader.dispose()

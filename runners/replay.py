@@ -13,10 +13,11 @@ import yaml
 from agents.compile.runtime import single_threaded_numpy
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
 from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvOptions, describe_env, make_eval_env
+from envs.factory import EnvOptions, describe_env, import_recorded_env_module, make_eval_env
 from runners.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
                                 load_champion, read_entry)
 from runners.evaluate import EvalResult, episode_seeds, evaluate, joined, play_episodes
+from runners.folder_trust import is_entry_name
 from runners.media import play_apart, write_video
 from runners.runs import ReplayError, choose_run
 
@@ -70,6 +71,7 @@ def load_policy(run_dir: Path, entry: str | None = None) -> tuple[NumpyPolicy, d
     best; ``entry`` picks an entry folder of ``best/`` by name, or ``best`` the training-time best. A champion's
     manifest records its held-out mean and seeds (``crowned``: true). Refuses weights that do not fit."""
     stored, manifest = _stored(Path(run_dir) / "best", entry)
+    import_recorded_env_module(str(manifest.get("env_id", "")), str(stored.entry / "manifest.json"))
     spec = NetworkSpec.from_dict(stored.manifest["network"])
     model = ActorCritic(spec)
     try:
@@ -92,7 +94,7 @@ def _stored(best_dir: Path, entry: str | None) -> tuple[StoredPolicy, dict[str, 
         stored = load_best(best_dir)
         return stored, dict(stored.manifest, crowned=False)
     folder = best_dir / entry
-    if Path(entry).name != entry or not (folder / "manifest.json").is_file():
+    if not is_entry_name(entry) or not (folder / "manifest.json").is_file():
         names = [path.name for path in [*list_entries(best_dir), *list_final_entries(best_dir)]]
         raise ReplayError(f"no entry {entry!r} in {best_dir}; choose one of: {', '.join(names) or 'none saved yet'}, "
                           f"or {TRAINING_BEST!r} for the training-time best")

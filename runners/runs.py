@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -12,9 +12,13 @@ from typing import Any, Sequence
 
 import yaml
 
-from runners.best_store import POINTER_FILE, list_entries, read_champion
+from runners.best_store import MANIFEST_FILE, POINTER_FILE, list_entries, read_champion
 from runners.checkpoints import newest_good_manifest
-from runners.run_folder import is_locked, read_status
+from runners.folder_trust import BEST_ENTRY_NAME, check_links, read_bytes, read_record, read_yaml_file
+from runners.run_folder import RunFolderError, is_locked, read_status
+
+MAX_EVALUATIONS_BYTES = 256 * 2**20
+"""The largest evaluations.csv read (one row per evaluation: a long run writes a few MB)."""
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -23,6 +27,10 @@ class RunNotFoundError(FileNotFoundError):
 
 class ReplayError(RuntimeError):
     """A replay cannot run as asked; the message says why and what to do."""
+
+
+class UnreadableRunError(ValueError):
+    """A run folder whose config cannot be read as champion writes it; the message says what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ def choose_run(path: Path, best: bool = False) -> tuple[Path, str]:
     if not path.exists():
         raise RunNotFoundError(f"{path} does not exist; give a run folder such as results/CartPole-v1/ppo/<run>")
     if is_run_dir(path):
+        check_links(path)
         return path, ""
     with_best = [run for run in find_run_dirs(path) if list_entries(run / "best")]
     if not with_best:
@@ -89,45 +98,93 @@ def choose_run(path: Path, best: bool = False) -> tuple[Path, str]:
     count = f"of the {len(with_best)} run{'s' if len(with_best) != 1 else ''} with a best policy below {path}"
     if not best:
         return with_best[-1], f"the newest {count} (--best picks the highest best return)"
-    finite = [summary for summary in map(summarize, with_best)
+    finite = [summary for summary in summarize_all(with_best)[0]
               if summary.best_mean_return is not None and math.isfinite(summary.best_mean_return)]
     if not finite:
+        check_links(with_best[-1])
         return with_best[-1], f"the newest {count} (none records a finite best return)"
     chosen = max(finite, key=_rank)  # a tie goes to the earlier best step, as in the leaderboard
+    check_links(Path(chosen.path))
     return Path(chosen.path), f"the highest best return ({chosen.best_mean_return:.2f}) {count}"
+
+
+def summarize_all(run_dirs: Sequence[Path]) -> tuple[list[RunSummary], list[tuple[Path, str]]]:
+    """The summaries of the runs that can be read, and (folder, why) for each one that cannot: one bad folder never
+    hides the others."""
+    summaries, unreadable = [], []
+    for run_dir in run_dirs:
+        try:
+            summaries.append(summarize(run_dir))
+        except (UnreadableRunError, RunFolderError, OSError) as error:
+            unreadable.append((run_dir, str(error)))
+    return summaries, unreadable
 
 
 def summarize(run_dir: Path) -> RunSummary:
     """Read a run's config, best manifest, progress and status without verifying weights (a checkpoint's files are
-    verified, never unpickled)."""
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        config = {}  # listed with "?" rather than hiding the run or failing the whole listing
+    verified, never decoded); UnreadableRunError when its config is not one champion wrote, RunFolderError when it
+    holds a link out of it."""
+    check_links(run_dir)
+    config = _read_config(run_dir / "config.yaml")
     manifest = _best_manifest(run_dir / "best")
     crown = read_champion(run_dir / "best") or {}
     checkpoint = newest_good_manifest(run_dir / "checkpoints") or {}
     env_steps, status = _env_steps(run_dir), run_status(run_dir)
     if status != "finished" and checkpoint:
         env_steps = int(checkpoint["step"])  # where it stands: what a resume starts from, not the last evaluation
+    interval = crown.get("interval")
+    exact = checkpoint.get("envs_exact")
     return RunSummary(
         path=str(run_dir),
-        env_id=str(config.get("env_id", "?")),
-        algo=str(config.get("algo", "?")),
+        env_id=_text(config.get("env_id")),
+        algo=_text(config.get("algo")),
         run_name=run_dir.name,
-        best_mean_return=manifest.get("mean_return"),
-        best_step=manifest.get("step"),
+        best_mean_return=_number(manifest.get("mean_return")),
+        best_step=_whole(manifest.get("step")),
         env_steps=env_steps,
-        total_steps=int(config.get("total_steps", 0)),
+        total_steps=_whole(config.get("total_steps")) or 0,
         date=datetime.fromtimestamp((run_dir / "config.yaml").stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
         crowned_entry=crown.get("entry"),
-        crowned_step=crown.get("step"),
-        crowned_mean_return=crown.get("held_out_mean"),
-        crowned_interval=crown.get("interval"),
+        crowned_step=_whole(crown.get("step")),
+        crowned_mean_return=_number(crown.get("held_out_mean")),
+        crowned_interval=[float(value) for value in interval] if _numbers(interval) else None,
         status=status,
-        resume_step=checkpoint.get("step"),
-        envs_exact=checkpoint.get("envs_exact"),
+        resume_step=_whole(checkpoint.get("step")),
+        envs_exact=[bool(value) for value in exact] if isinstance(exact, list) else None,
     )
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as a mapping; UnreadableRunError (why) for anything else."""
+    try:
+        config = read_yaml_file(path)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
+        raise UnreadableRunError(f"{path.name} cannot be read ({reason})") from None
+    if not isinstance(config, dict):
+        raise UnreadableRunError(f"{path.name} holds a {type(config).__name__}, not the mapping champion writes")
+    wrong = [key for key, kind in (("env_id", str), ("algo", str), ("total_steps", int))
+             if key in config and (not isinstance(config[key], kind) or isinstance(config[key], bool))]
+    if wrong:
+        raise UnreadableRunError(f"{path.name}'s {wrong[0]} is {str(config[wrong[0]])[:40]!r}, not a "
+                                 f"{'whole number' if wrong[0] == 'total_steps' else 'name'}")
+    return config
+
+
+def _text(value: Any) -> str:
+    return value[:200] if isinstance(value, str) else "?"
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and all(_number(item) is not None for item in value)
 
 
 def run_status(run_dir: Path) -> str:
@@ -174,15 +231,18 @@ def _rank(summary: RunSummary) -> tuple[float, float]:
 
 
 def _best_manifest(best_dir: Path) -> dict[str, Any]:
+    """The manifest of the entry the pointer names, else of the newest entry (read, not verified: a listing)."""
     candidates = []
     try:
-        candidates.append(best_dir / json.loads((best_dir / POINTER_FILE).read_text())["entry"])
-    except (OSError, ValueError, KeyError, TypeError):
+        name = read_record(best_dir / POINTER_FILE)["entry"]
+        if isinstance(name, str) and BEST_ENTRY_NAME.fullmatch(name):
+            candidates.append(best_dir / name)
+    except (OSError, ValueError, KeyError):
         pass
     candidates += list_entries(best_dir)[::-1]
     for entry in candidates:
         try:
-            return json.loads((entry / "manifest.json").read_text())
+            return read_record(entry / MANIFEST_FILE)
         except (OSError, ValueError):
             continue
     return {}
@@ -190,12 +250,14 @@ def _best_manifest(best_dir: Path) -> dict[str, Any]:
 
 def _env_steps(run_dir: Path) -> int:
     try:
-        return int(json.loads((run_dir / "summary.json").read_text())["env_steps"])
+        steps = read_record(run_dir / "summary.json")["env_steps"]
+        if _whole(steps) is not None:
+            return steps
     except (OSError, ValueError, KeyError):
         pass
     try:
-        with open(run_dir / "evaluations.csv", newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        text = read_bytes(run_dir / "evaluations.csv", MAX_EVALUATIONS_BYTES).decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
         return int(rows[-1]["step"]) if rows else 0
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return 0
