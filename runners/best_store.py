@@ -179,6 +179,14 @@ def stray_names(directory: Path) -> list[str]:
         or (is_entry_name(path.name) and path.is_dir() and not path.is_symlink())))
 
 
+def warn_about_strays(directory: Path, on_warning: Callable[[str], None]) -> None:
+    """One warning naming what ``stray_names`` finds (nothing when there is nothing)."""
+    strays = stray_names(directory)
+    if strays:
+        on_warning(f"{directory} holds {', '.join(strays[:3])}{' and more' if len(strays) > 3 else ''}, which "
+                   "champion did not write there; ignoring it")
+
+
 def _folders(directory: Path) -> list[Path]:
     """The folders directly in ``directory`` (links are not entries)."""
     try:
@@ -257,10 +265,7 @@ def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> Stor
     Every entry passed over is reported through ``on_warning``; BestPolicyError if none loads.
     """
     directory = Path(directory)
-    strays = stray_names(directory)
-    if strays:
-        on_warning(f"{directory} holds {', '.join(strays[:3])}{' and more' if len(strays) > 3 else ''}, which "
-                   "champion did not write there; ignoring it")
+    warn_about_strays(directory, on_warning)
     candidates = list_entries(directory)[::-1]
     pointed = _read_pointer(directory, on_warning)
     if pointed is not None:

@@ -34,7 +34,7 @@ from agents.spec import NetworkSpec
 from envs.factory import EnvOptions
 from runners.atomic_files import TEMP_PREFIX, atomic_write_text, warn
 from runners.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
-                                list_final_entries, read_entry)
+                                list_final_entries, read_entry, warn_about_strays)
 from runners.evaluate import EvalResult, episode_seeds, joined, play_episodes
 from runners.export import process_is_alive
 
@@ -176,6 +176,7 @@ def candidates(best_dir: Path, count: int, on_warning: Callable[[str], None] = w
     the entry an earlier crown chose, if it is not one of those (a resumed run judges it again). An entry holding
     the same weights as one already taken is left out."""
     found: list[Candidate] = []
+    warn_about_strays(best_dir, on_warning)
     for entry in reversed(list_entries(best_dir)):
         if len(found) == count:
             break

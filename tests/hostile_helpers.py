@@ -18,8 +18,10 @@ FINISHED_OPTIONS = ("--total-steps", "4096", "--eval-every", "1024", "--eval-epi
                     "--no-media", "--quiet", "--engine", "gymnasium",
                     "--set", "num_envs=4", "--set", "ppo.num_steps=128", "--set", "ppo.minibatch_size=512",
                     "--set", "ppo.epochs=1", "--set", "checkpoint_every=1024", "--set", "crown.at_end=false",
-                    "--set", "ppo.jit_compile=false")
-"""A CartPole run of 8 rollouts with an evaluation and a checkpoint after every second one: a few seconds."""
+                    "--set", "ppo.jit_compile=false", "--set", "ppo.learning_rate_schedule=constant",
+                    "--set", "ppo.clip_range_schedule=constant")
+"""A CartPole run of 8 rollouts with an evaluation and a checkpoint after every second one: a few seconds. Its
+schedules are constant, so that a resume may give it a larger budget."""
 
 
 def champion(*args: str) -> int:

@@ -1,0 +1,329 @@
+"""Run folders built to do harm, opened with replay, export, crown, runs and --resume.
+
+Each test makes one hostile change to a copy of a small finished CartPole run, then checks three things: nothing
+outside the copy changed (the whole temporary area beside it is hashed before and after), no code from the folder
+ran (a marker file never appears), and the outcome is a fallback with one warning, or one line with exit 2.
+"""
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hostile_helpers import champion, copy_run, errors_in, finished_run, tree_digest, warnings_in  # noqa: F401
+from runners.atomic_files import encode_weights
+from runners.best_store import BestPolicyStore, list_entries, load_best
+from runners.folder_trust import seal
+
+EVIL_MODULE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
+
+
+@pytest.fixture
+def area(tmp_path, finished_run):
+    """A copy of the finished run at tmp_path/R, a file outside it that nothing may touch, and the marker path."""
+    run_dir = copy_run(finished_run, tmp_path / "R")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me\n")
+    return {"run": run_dir, "root": tmp_path, "outside": outside, "marker": tmp_path / "MARKER"}
+
+
+def snapshot(area):
+    """What lies outside the run folder, to compare after the command."""
+    return tree_digest(area["outside"])
+
+
+def outcome(capsys):
+    """(warning lines, error lines, stdout) of what the command printed."""
+    captured = capsys.readouterr()
+    return warnings_in(captured.err), errors_in(captured.err), captured.out
+
+
+def add_better_entry(run_dir: Path, bonus: float = 1.0) -> Path:
+    """A second best entry, written through the store as a run would (same weights, a higher return)."""
+    stored = load_best(run_dir / "best")
+    manifest = dict(stored.manifest)
+    store = BestPolicyStore(run_dir / "best", keep=5)
+    assert store.offer(stored.weights, float(manifest["mean_return"]) + bonus, manifest)[0]
+    return list_entries(run_dir / "best")[-1]
+
+
+def forge_manifest(entry: Path, **changes) -> None:
+    """Change an entry's manifest and give it a matching digest: what a forger, not damage, would leave."""
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest.update(changes)
+    manifest.pop("digest", None)
+    (entry / "manifest.json").write_text(json.dumps(seal(manifest)))
+
+
+def forge_weights(entry: Path, data: bytes) -> None:
+    """Replace an entry's weights file and give its manifest the matching sha256 (and digest)."""
+    import hashlib
+
+    (entry / "policy.npz").write_bytes(data)
+    forge_manifest(entry, sha256=hashlib.sha256(data).hexdigest())
+
+
+def replay_json(capsys, run_dir, *options):
+    code = champion("replay", run_dir, "--json", *options)
+    warnings, errors, out = outcome(capsys)
+    return code, warnings, errors, (json.loads(out) if code == 0 else None)
+
+
+# --- code execution -------------------------------------------------------------------------------------------
+
+def test_a_crafted_pickle_in_a_checkpoint_never_runs(area, capsys):
+    """Every checkpoint's state replaced by a pickle that would write the marker, with a manifest that matches it:
+    the resume reads no pickle and says in one line that there is no usable checkpoint."""
+    import hashlib
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (Path(area["marker"]).write_text, ("ran",))
+
+    before = snapshot(area)
+    for checkpoint in (area["run"] / "checkpoints").glob("ckpt-*"):
+        for name in ("state.json", "state.npz"):
+            (checkpoint / name).unlink()
+        (checkpoint / "state.pkl").write_bytes(pickle.dumps(Evil()))
+        manifest = json.loads((checkpoint / "manifest.json").read_text())
+        manifest["files"] = {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+                             for path in checkpoint.iterdir() if path.name != "manifest.json"}
+        manifest.pop("digest")
+        (checkpoint / "manifest.json").write_text(json.dumps(seal(manifest)))
+    assert champion("train", "--resume", area["run"], "--total-steps", "8192", "-q") == 2
+    warnings, errors, _ = outcome(capsys)
+    assert not area["marker"].exists() and snapshot(area) == before
+    assert len(errors) == 1 and "every resume checkpoint" in errors[0] and "pickle" in errors[0]
+
+
+def test_a_state_file_naming_any_other_class_is_damage_not_code(area, capsys):
+    """A state.json that asks for a class outside the codec's list (with matching sha256s): the newest checkpoint
+    is passed over with one warning, and the resume continues from the one before."""
+    import hashlib
+
+    newest = sorted((area["run"] / "checkpoints").glob("ckpt-*"))[-1]
+    (newest / "state.json").write_text(json.dumps({"object": "os.system", "fields": {"command": "touch MARKER"}}))
+    manifest = json.loads((newest / "manifest.json").read_text())
+    manifest["files"]["state.json"] = hashlib.sha256((newest / "state.json").read_bytes()).hexdigest()
+    manifest.pop("digest")
+    (newest / "manifest.json").write_text(json.dumps(seal(manifest)))
+    before = snapshot(area)
+    assert champion("train", "--resume", area["run"], "--total-steps", "5120", "-q") == 0
+    warnings, errors, _ = outcome(capsys)
+    assert not area["marker"].exists() and snapshot(area) == before and not errors
+    assert [line for line in warnings if newest.name in line][0].count("damaged") == 1
+    assert any(f"older checkpoint {sorted((area['run'] / 'checkpoints').glob('ckpt-*'))[0].name}" in line
+               or "resuming from the older checkpoint" in line for line in warnings)
+
+
+def test_a_recorded_env_module_in_the_current_folder_is_not_imported(area, capsys, monkeypatch):
+    """A manifest (digest and all) naming evilmod:CartPole-v1, with evilmod.py in the folder replay runs from: one
+    line saying how to trust it, and the module never runs."""
+    entry = list_entries(area["run"] / "best")[-1]
+    forge_manifest(entry, env_id="evilmod_champion_test:CartPole-v1")
+    (area["run"] / "evilmod_champion_test.py").write_text(EVIL_MODULE.format(marker=str(area["marker"])))
+    monkeypatch.chdir(area["run"])
+    before = snapshot(area)
+    code, warnings, errors, _ = replay_json(capsys, ".")
+    assert code == 2 and not area["marker"].exists() and snapshot(area) == before
+    assert len(errors) == 1 and "--env-module evilmod_champion_test" in errors[0]
+    assert "evilmod_champion_test" not in __import__("sys").modules
+
+
+def test_a_module_the_user_names_is_imported_from_the_current_folder(area, capsys, monkeypatch):
+    """The same shape of folder with a module the user trusts (--env-module): the replay runs and reproduces the
+    recorded mean exactly."""
+    entry = list_entries(area["run"] / "best")[-1]
+    forge_manifest(entry, env_id="goodmod_champion_test:CartPole-v1")
+    (area["run"] / "goodmod_champion_test.py").write_text("LOADED = True\n")
+    monkeypatch.chdir(area["run"])
+    code, warnings, errors, result = replay_json(capsys, ".", "--env-module", "goodmod_champion_test", "--entry", "best")
+    assert code == 0 and not errors
+    assert result["mean_return"] == result["recorded_mean_return"]
+
+
+# --- reads and writes outside the run folder ------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["replay", "export", "crown", "resume"])
+def test_a_best_folder_linked_elsewhere_is_refused(area, capsys, command):
+    """best/ moved outside and linked back: nothing there is read, written or pruned; one line, exit 2."""
+    elsewhere = area["outside"] / "best"
+    shutil.move(area["run"] / "best", elsewhere)
+    (area["run"] / "best").symlink_to(elsewhere)
+    before = snapshot(area)
+    arguments = {"replay": ["replay", area["run"]], "export": ["export", area["run"]],
+                 "crown": ["crown", area["run"]],
+                 "resume": ["train", "--resume", area["run"], "--total-steps", "8192", "-q"]}[command]
+    assert champion(*arguments) == 2
+    warnings, errors, _ = outcome(capsys)
+    assert snapshot(area) == before
+    assert len(errors) == 1 and "best -> " in errors[0] and "link out of the run folder" in errors[0]
+
+
+@pytest.mark.parametrize("name", ["../../outside", "/etc", "0001-step-1024/../../../outside"])
+def test_a_pointer_naming_a_path_out_of_the_store_falls_back_to_the_newest_entry(area, capsys, name):
+    (area["run"] / "best" / "current.json").write_text(json.dumps({"entry": name}))
+    before = snapshot(area)
+    code, warnings, errors, result = replay_json(capsys, area["run"], "--entry", "best")
+    assert code == 0 and snapshot(area) == before and not errors
+    assert len(warnings) == 1 and "not an entry of the folder" in warnings[0]
+    assert Path(result["entry"]).parent == area["run"] / "best" and result["mean_return"] == result["recorded_mean_return"]
+
+
+def test_a_crown_naming_an_entry_out_of_the_store_falls_back_to_the_training_time_best(area, capsys):
+    entry = list_entries(area["run"] / "best")[-1]
+    record = {"entry": "../../outside", "sha256": json.loads((entry / "manifest.json").read_text())["sha256"],
+              "held_out_mean": 1e9, "held_out_std": 0.0, "held_out_seeds": [1], "candidates": []}
+    (area["run"] / "best" / "champion.json").write_text(json.dumps(record))
+    code, warnings, errors, result = replay_json(capsys, area["run"])
+    assert code == 0 and not errors and len(warnings) == 1 and "champion.json" in warnings[0]
+    assert result["crowned"] is False and result["entry"] == str(entry)
+
+
+@pytest.mark.parametrize("weights_file", ["/dev/zero", "../../outside/precious.txt", "policy.npz/../../../x"])
+def test_a_weights_file_named_out_of_the_entry_falls_back_to_the_older_entry(area, capsys, weights_file):
+    older = list_entries(area["run"] / "best")[-1]
+    newer = add_better_entry(area["run"])
+    forge_manifest(newer, weights_file=weights_file)
+    before = snapshot(area)
+    code, warnings, errors, result = replay_json(capsys, area["run"], "--entry", "best")
+    assert code == 0 and snapshot(area) == before and not errors
+    assert len(warnings) == 1 and newer.name in warnings[0] and "weights file" in warnings[0]
+    assert result["entry"] == str(older)
+
+
+# --- trusted numbers ------------------------------------------------------------------------------------------
+
+def test_an_edited_mean_return_is_found_and_the_entry_falls_back(area, capsys):
+    """mean_return raised by hand (digest not updated): the entry is unusable, so a resumed run measures improvements
+    against the older entry's real return instead of refusing them all."""
+    older = list_entries(area["run"] / "best")[-1]
+    newer = add_better_entry(area["run"])
+    manifest = json.loads((newer / "manifest.json").read_text())
+    manifest["mean_return"] = 900.4
+    (newer / "manifest.json").write_text(json.dumps(manifest))
+    warnings = []
+    store = BestPolicyStore(area["run"] / "best", on_warning=warnings.append)
+    assert store.best_mean_return == json.loads((older / "manifest.json").read_text())["mean_return"]
+    assert len(warnings) == 1 and "digest" in warnings[0] and newer.name in warnings[0]
+
+
+# --- exhaustion -----------------------------------------------------------------------------------------------
+
+def test_a_huge_sparse_weights_file_is_refused_by_its_size_before_reading(area, capsys):
+    older = list_entries(area["run"] / "best")[-1]
+    newer = add_better_entry(area["run"])
+    with open(newer / "policy.npz", "r+b") as handle:
+        handle.truncate(64 * 2**30)  # sparse: no disk used, 64 GiB if read
+    code, warnings, errors, result = replay_json(capsys, area["run"], "--entry", "best")
+    assert code == 0 and not errors and result["entry"] == str(older)
+    assert len(warnings) == 1 and "68,719,476,736 bytes" in warnings[0]
+
+
+def test_a_deflated_weights_file_is_refused_before_it_expands(area, capsys):
+    """A small file whose member inflates to far more (sha256 and digest forged to match)."""
+    import io
+
+    older = list_entries(area["run"] / "best")[-1]
+    newer = add_better_entry(area["run"])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("policy_head/kernel.npy", b"\0" * (64 * 2**20))
+    assert len(buffer.getvalue()) < 2**20
+    forge_weights(newer, buffer.getvalue())
+    code, warnings, errors, result = replay_json(capsys, area["run"], "--entry", "best")
+    assert code == 0 and not errors and result["entry"] == str(older)
+    assert len(warnings) == 1 and "compressed" in warnings[0]
+
+
+def test_a_network_too_large_for_memory_is_refused_before_it_is_built(area, capsys):
+    text = (area["run"] / "config.yaml").read_text().replace("hidden_sizes:\n  - 64\n  - 64",
+                                                             "hidden_sizes:\n  - 200000\n  - 200000")
+    assert "200000" in text
+    (area["run"] / "config.yaml").write_text(text)
+    assert champion("train", "--resume", area["run"], "--total-steps", "8192", "-q") == 2
+    warnings, errors, _ = outcome(capsys)
+    assert len(errors) == 1 and "weights; training it needs about" in errors[0] and "use smaller hidden sizes" in errors[0]
+
+
+def test_a_billion_laughs_config_is_named_and_the_other_runs_listed(area, capsys, tmp_path):
+    copy_run(area["run"], tmp_path / "results" / "CartPole-v1" / "ppo" / "good")
+    bad = copy_run(area["run"], tmp_path / "results" / "CartPole-v1" / "ppo" / "laughs")
+    layers = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for index, name in enumerate("bcdefghi"):
+        previous = "abcdefghi"[index]
+        layers.append(f"{name}: &{name} [{', '.join(['*' + previous] * 10)}]")
+    (bad / "config.yaml").write_text("\n".join(layers) + "\nenv_id: *i\n")
+    assert champion("runs", "--results-dir", tmp_path / "results", "--json") == 0
+    warnings, errors, out = outcome(capsys)
+    assert [run["run_name"] for run in json.loads(out)] == ["good"]
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "aliases" in warnings[0]
+
+
+# --- one bad file never hides the good ones -------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["replay", "export", "crown"])
+def test_a_stray_folder_in_best_is_passed_over_with_a_warning(area, capsys, command, tmp_path):
+    (area["run"] / "best" / "0001x-step-5").mkdir()
+    arguments = {"replay": ["replay", area["run"], "--entry", "best"],
+                 "export": ["export", area["run"], "--out", tmp_path / "export"],
+                 "crown": ["crown", area["run"], "--episodes", "2", "--workers", "1"]}[command]
+    assert champion(*arguments) == 0
+    warnings, errors, _ = outcome(capsys)
+    assert not errors and any("0001x-step-5" in line and "ignoring" in line for line in warnings)
+
+
+def test_weights_that_do_not_fit_their_network_fall_back_to_the_older_entry(area, capsys):
+    older = list_entries(area["run"] / "best")[-1]
+    newer = add_better_entry(area["run"])
+    weights = load_best(area["run"] / "best").weights
+    weights["policy_head/kernel"] = np.zeros((3, 3), np.float32)
+    forge_weights(newer, encode_weights(weights))
+    code, warnings, errors, result = replay_json(capsys, area["run"], "--entry", "best")
+    assert code == 0 and not errors and result["entry"] == str(older)
+    assert len(warnings) == 1 and "policy_head/kernel" in warnings[0]
+
+
+def test_a_garbage_tensorflow_index_falls_back_to_the_older_checkpoint(area, capsys):
+    import hashlib
+
+    older, newest = sorted((area["run"] / "checkpoints").glob("ckpt-*"))[-2:]
+    (newest / "tf.index").write_bytes(os.urandom(512))
+    manifest = json.loads((newest / "manifest.json").read_text())
+    manifest["files"]["tf.index"] = hashlib.sha256((newest / "tf.index").read_bytes()).hexdigest()
+    manifest.pop("digest")
+    (newest / "manifest.json").write_text(json.dumps(seal(manifest)))
+    assert champion("train", "--resume", area["run"], "--total-steps", "5120", "-q") == 0
+    warnings, errors, _ = outcome(capsys)
+    assert not errors and any(newest.name in line and "TensorFlow state cannot be read" in line for line in warnings)
+    assert any(older.name in line for line in warnings)
+
+
+@pytest.mark.parametrize("command", ["crown", "resume"])
+@pytest.mark.parametrize("text, problem", [("- a list\n", "holds a list"), ("network: 5\n", "network")])
+def test_a_config_that_is_not_a_config_is_one_line(area, capsys, command, text, problem):
+    if problem == "network":
+        text = (area["run"] / "config.yaml").read_text() + text
+    (area["run"] / "config.yaml").write_text(text)
+    arguments = (["crown", area["run"]] if command == "crown"
+                 else ["train", "--resume", area["run"], "--total-steps", "8192", "-q"])
+    assert champion(*arguments) == 2
+    warnings, errors, _ = outcome(capsys)
+    assert len(errors) == 1 and "config.yaml" in errors[0] and problem in errors[0]
+
+
+def test_runs_lists_the_readable_runs_and_names_the_one_with_a_list_for_total_steps(area, capsys, tmp_path):
+    copy_run(area["run"], tmp_path / "results" / "CartPole-v1" / "ppo" / "good")
+    bad = copy_run(area["run"], tmp_path / "results" / "CartPole-v1" / "ppo" / "bad")
+    text = (bad / "config.yaml").read_text()
+    (bad / "config.yaml").write_text(text.replace("total_steps: 4096", "total_steps: [1, 2]"))
+    assert champion("runs", "--results-dir", tmp_path / "results") == 0
+    warnings, errors, out = outcome(capsys)
+    assert "good" in out and " bad " not in out
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "total_steps" in warnings[0]
