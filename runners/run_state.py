@@ -58,8 +58,9 @@ class TrainingInterrupted(TrainingStopped):
 
     def __init__(self, signal_number: int, step: int, run_dir: Path) -> None:
         name = signal.Signals(signal_number).name
-        saved = " with a checkpoint saved" if has_checkpoint(run_dir) else ""
-        super().__init__(f"stopped by {name} at step {step:,}{saved}; {resume_hint(run_dir)}",
+        checkpointed = has_checkpoint(run_dir)
+        saved = " with a checkpoint saved" if checkpointed else ""
+        super().__init__(f"stopped by {name} at step {step:,}{saved}; {resume_hint(run_dir, checkpointed)}",
                          exit_code=128 + signal_number)
         self.signal_number = signal_number
 
@@ -83,9 +84,10 @@ def has_checkpoint(run_dir: Path) -> bool:
     return newest_good_step(Path(run_dir) / "checkpoints") is not None
 
 
-def resume_hint(run_dir: Path) -> str:
-    """How to go on after a stop: resume when a good checkpoint exists; otherwise there is nothing to resume."""
-    if has_checkpoint(run_dir):
+def resume_hint(run_dir: Path, checkpointed: bool | None = None) -> str:
+    """How to go on after a stop: resume when a good checkpoint exists (``checkpointed``, looked up when None);
+    otherwise there is nothing to resume."""
+    if has_checkpoint(run_dir) if checkpointed is None else checkpointed:
         return f"continue with: champion train --resume {run_dir}"
     return (f"start a new run: no checkpoint was written yet, so there is nothing to resume (delete {run_dir} "
             "first to use its name again)")
