@@ -98,7 +98,7 @@ class ResumeCheckpoints:
 
     def latest(self) -> LoadedCheckpoint:
         """The newest checkpoint that verifies; each newer damaged one is reported, never skipped silently."""
-        checkpoints = self.all()
+        checkpoints = list_checkpoints(self.directory, on_stray=self.on_warning)
         if not checkpoints:
             raise CheckpointError(f"no resume checkpoint in {self.directory} (the run stopped before its first "
                                   "checkpoint); start a new run, or lower checkpoint_every next time")

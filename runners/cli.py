@@ -40,7 +40,8 @@ def cli() -> None:
 @cli.command(short_help="Train PPO or A2C on an environment, or continue a stopped run.")
 @click.argument("env_id", required=False)
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
-              help="Continue the run in this folder from its newest good checkpoint.")
+              help="Continue the run in this folder from its newest good checkpoint (read as data: nothing in a run "
+                   "folder runs as code, nothing outside it is touched).")
 @click.option("--algo", type=click.Choice(["ppo", "a2c"]), help="Learning algorithm (default: ppo).")
 @click.option("--seed", type=int, help="Seed for network, sampling and training envs (default 0).")
 @click.option("--total-steps", type=int, help="Environment steps to train for (default: preset's).")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -129,9 +130,17 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return apply_overrides(TrainConfig(), _flatten(data))
 
 
+RECORDED_KEYS = ("env_id", "algo")
+"""What every config.yaml champion writes names: without them it would be some other problem."""
+WRITTEN = "the mapping of config fields champion train writes (env_id: ..., algo: ..., ppo: {...}, ...)"
+
+
 def load_run_config(run_dir: Path) -> TrainConfig:
-    """A run folder's config.yaml as a TrainConfig; ConfigError (one line naming the file) when it cannot be read,
-    is not a mapping, expands past a sane size, or holds a key or value champion does not take."""
+    """A run folder's config.yaml as a TrainConfig; ConfigError (one line naming the file, what is wrong and what is
+    right) when it cannot be read, expands past a sane size, is not champion's mapping, or holds a key or value
+    champion does not take; EnvError when its env's module is not an installed package (nor already imported,
+    e.g. by ``--env-module``). The run name is not checked again: the folder exists, and older champions allowed names
+    a new run may not take."""
     path = Path(run_dir) / "config.yaml"
     try:
         data = read_yaml_file(path)
@@ -145,14 +154,37 @@ def load_run_config(run_dir: Path) -> TrainConfig:
                           "it") from None
     except ValueError as error:
         raise ConfigError(f"{path} is not a config champion wrote: {error}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} holds a {type(data).__name__}, not the mapping of settings champion writes")
+    problem = _shape_problem(data)
+    if problem:
+        raise ConfigError(f"{path} {problem}, where it should hold {WRITTEN}; fix or restore it")
     try:
-        return config_from_dict(data)
+        config = config_from_dict(data)
+        validate(dataclasses.replace(config, run_name=None))
     except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+        raise ConfigError(f"{path}: {error}; fix or restore it") from None
     except (TypeError, ValueError, AttributeError) as error:
         raise ConfigError(f"{path} holds a setting champion cannot take ({type(error).__name__}: {error})") from None
+    from envs.factory import import_recorded_env_module
+
+    import_recorded_env_module(config.env_id, str(path))
+    return config
+
+
+def _shape_problem(data: Any) -> str | None:
+    """What keeps ``data`` (a parsed config.yaml) from being a config's mapping, if anything."""
+    if not isinstance(data, dict):
+        kinds = {type(None): "nothing", list: "a list", str: "a text", int: "a number", float: "a number"}
+        return f"holds {kinds.get(type(data), 'a ' + type(data).__name__)}"
+    missing = [key for key in RECORDED_KEYS if key not in data]
+    if missing:
+        return f"has no {missing[0]}"
+    wrong = next((key for key in data if not isinstance(key, str)), None)
+    if wrong is not None:
+        return f"has the key {wrong!r}, which is not text"
+    section = next((key for key in SECTIONS if key in data and not isinstance(data[key], dict)), None)
+    if section is not None:
+        return f"has {section}: {reprlib.repr(data[section])} instead of a mapping of {section}.* fields"
+    return None
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -12,6 +12,8 @@ row by row, see ``agents.numpy_policy``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import multiprocessing
@@ -245,7 +247,6 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
     """``champion crown RUN_DIR``: crown a finished (or stopped) run with its config's ``crown.*`` settings and
     ``overrides`` of them, while holding the run's lock; log it to TensorBoard and add it to summary.json."""
     from agents.config import validate
-    from envs.factory import import_recorded_env_module
     from runners.configure import apply_overrides, load_run_config
     from runners.run_folder import RunLock
     from runners.runs import RunNotFoundError, is_run_dir
@@ -256,9 +257,8 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
                                "results/CartPole-v1/ppo/<run>")
     check_writable(run_dir)
     saved = load_run_config(run_dir)
-    import_recorded_env_module(saved.env_id, str(run_dir / "config.yaml"))
     config = apply_overrides(saved, overrides or {})
-    validate(config)
+    validate(dataclasses.replace(config, run_name=None))  # the folder exists; older champions allowed other names
     _check_env_fits(run_dir, config)
     with RunLock(run_dir):
         crown = crown_run(run_dir, config, on_warning=on_warning)

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from agents.compile.runtime import single_threaded_numpy
+from agents.config import SEED_LIMIT
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
 from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvOptions, describe_env, import_recorded_env_module, make_eval_env
@@ -113,6 +114,8 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     run_dir, picked = choose_run(run_dir, best)
     if episodes is not None and episodes <= 0:
         raise ReplayError(f"--episodes must be a positive integer, got {episodes}")
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise ReplayError(f"--seed must be from 0 to {SEED_LIMIT - 1:,}, got {seed}")
     if render and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or sys.platform != "linux"):
         raise ReplayError("--render needs a display and none was found (DISPLAY is unset); use --video PATH instead")
     if video is not None and Path(video).suffix.lower() not in (".gif", ".mp4"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import re
 import signal
 import threading
@@ -19,8 +18,9 @@ from rich.console import Console
 
 from agents.config import ConfigError, TrainConfig, linear_schedules, validate
 from runners.best_store import list_entries
-from runners.configure import SECTIONS, apply_overrides, config_from_dict, valid_keys
+from runners.configure import apply_overrides, load_run_config, valid_keys
 from runners.checkpoints import LoadedCheckpoint, newest_good_step
+from runners.folder_trust import read_record, read_yaml_file
 
 # What --resume may change: how long and how often, never what is being learned.
 RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_keep", "log_every",
@@ -143,7 +143,7 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml); give the folder that champion train created")
-    original = _recorded_config(config_path)
+    original = load_run_config(run_dir)
     if original.schedule_steps is None:  # a run from before schedule_steps: its schedules ran over its budget
         original = dataclasses.replace(original, schedule_steps=original.total_steps)
     changed = apply_overrides(original, overrides)
@@ -156,53 +156,10 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     return changed
 
 
-RECORDED_KEYS = ("env_id", "algo")
-"""What every config.yaml champion writes names: without them it would resume some other problem."""
-WRITTEN = "the mapping of config fields champion train writes (env_id: ..., algo: ..., ppo: {...}, ...)"
-
-
-def _recorded_config(config_path: Path) -> TrainConfig:
-    """The config a run folder records, or one ConfigError line naming the file, what is wrong and what is right."""
-    try:
-        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{config_path} is not valid YAML ({getattr(error, 'problem', None) or error}); fix or "
-                          "restore it") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{config_path} cannot be read ({getattr(error, 'strerror', None) or error}); fix or "
-                          "restore it") from None
-    problem = _shape_problem(data)
-    if problem:
-        raise ConfigError(f"{config_path} {problem}, where it should hold {WRITTEN}; fix or restore it")
-    try:
-        config = config_from_dict(data)
-        validate(_without_run_name(config))
-    except ConfigError as error:
-        raise ConfigError(f"{config_path}: {error}; fix or restore it") from None
-    return config
-
-
 def _without_run_name(config: TrainConfig) -> TrainConfig:
     """``config`` with no run name: the folder of a run being resumed exists, and an older champion allowed names
     that a new run may not take (``validate``'s rules are for names about to become folders)."""
     return dataclasses.replace(config, run_name=None)
-
-
-def _shape_problem(data: Any) -> str | None:
-    """What keeps ``data`` (a parsed config.yaml) from being a config's mapping, if anything."""
-    if not isinstance(data, dict):
-        kinds = {type(None): "nothing", list: "a list", str: "a text", int: "a number", float: "a number"}
-        return f"holds {kinds.get(type(data), 'a ' + type(data).__name__)}"
-    missing = [key for key in RECORDED_KEYS if key not in data]
-    if missing:
-        return f"has no {missing[0]}"
-    wrong = next((key for key in data if not isinstance(key, str)), None)
-    if wrong is not None:
-        return f"has the key {wrong!r}, which is not text"
-    section = next((key for key in SECTIONS if key in data and not isinstance(data[key], dict)), None)
-    if section is not None:
-        return f"has {section}: {data[section]!r} instead of a mapping of {section}.* fields"
-    return None
 
 
 def check_resumable(run_dir: Path, config: TrainConfig) -> None:
@@ -229,17 +186,17 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
 def _recorded_total_steps(run_dir: Path) -> int | None:
     """The total_steps in the run's config.yaml (None when it cannot be read, is not a mapping or has none)."""
     try:
-        data = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"))
+        data = read_yaml_file(Path(run_dir) / "config.yaml")
         steps = data.get("total_steps") if isinstance(data, dict) else None
         return int(steps) if isinstance(steps, (int, float, str)) and not isinstance(steps, bool) else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, OverflowError):
+    except (OSError, yaml.YAMLError, ValueError, OverflowError):
         return None
 
 
 def _summary_steps(run_dir: Path) -> int:
     """The env steps summary.json records (-1 when it is missing or unreadable)."""
     try:
-        return int(json.loads((run_dir / "summary.json").read_text())["env_steps"])
+        return int(read_record(run_dir / "summary.json")["env_steps"])
     except (OSError, ValueError, KeyError, TypeError):
         return -1
 

@@ -22,6 +22,7 @@ from envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_env
 from runners import faults, stderr_filter
 from runners.atomic_files import atomic_write_text, remove_temporaries
 from runners.checkpoints import ResumeCheckpoints
+from runners.folder_trust import check_links
 from runners.engines import Advance, EngineFailed, choose_engine
 from runners.evaluate import EvalResult, FinishedEvaluation
 from runners.run import Run, build_run, warner
@@ -59,6 +60,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Continue a run from its newest good checkpoint: same folder, same problem, counters carried on."""
     called, run_dir = time.perf_counter(), Path(run_dir)
+    if run_dir.is_dir():
+        check_links(run_dir)  # a run folder from anyone: nothing outside it is read or written
     config = resumed_config(run_dir, overrides or {})
     check_resumable(run_dir, config)
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))

@@ -15,6 +15,7 @@ from tensorboard.util.tensor_util import make_ndarray
 from agents.compile import xla_cache
 from runners.best_store import load_best
 from runners.cli import main
+from hostile_helpers import champion as champion_in_process, finished_run  # noqa: F401 - fixture
 
 CHAMPION = [sys.executable, "-c", "from runners.cli import main; main()"]
 
@@ -289,3 +290,10 @@ def test_envs_lists_the_registered_envs_with_what_champion_can_train(capsys):
     code, lines = run_cli(["envs", "no-such-env-anywhere"], capsys)
     assert (code, lines) == (2, ["champion envs: error: no registered environment id contains 'no-such-env-anywhere'; "
                                  "champion envs lists them all"])
+
+
+def test_replay_refuses_a_seed_out_of_range_in_one_line(finished_run, capsys):
+    """Seeds are from 0 to 2**31 - 1 everywhere (agents.config.SEED_LIMIT); the env's own error would exit 1."""
+    assert champion_in_process("replay", finished_run, "--seed", "-1") == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "champion replay: error: --seed must be from 0 to 2,147,483,647, got -1"]

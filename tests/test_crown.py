@@ -296,7 +296,7 @@ def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_ru
         "; or give another run's folder")
     empty = tmp_path / "empty"
     (empty / "best").mkdir(parents=True)
-    (empty / "config.yaml").write_text("env_id: CartPole-v1\n")
+    (empty / "config.yaml").write_text("env_id: CartPole-v1\nalgo: ppo\n")
     assert champion("crown", str(empty)) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"champion crown: error: {empty / 'best'} holds no usable best-policy entry to crown; train the run first"]

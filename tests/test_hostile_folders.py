@@ -136,6 +136,21 @@ def test_a_recorded_env_module_in_the_current_folder_is_not_imported(area, capsy
     assert "evilmod_champion_test" not in __import__("sys").modules
 
 
+@pytest.mark.parametrize("command", ["crown", "resume"])
+def test_a_config_naming_a_module_in_the_current_folder_is_not_imported(area, capsys, monkeypatch, command):
+    """config.yaml's env_id naming a module beside it: crown and resume refuse in one line before importing it."""
+    config = area["run"] / "config.yaml"
+    config.write_text(config.read_text().replace("env_id: CartPole-v1", "env_id: evilmod2_champion_test:CartPole-v1"))
+    (area["run"] / "evilmod2_champion_test.py").write_text(EVIL_MODULE.format(marker=str(area["marker"])))
+    monkeypatch.chdir(area["run"])
+    before = snapshot(area)
+    arguments = ["crown", "."] if command == "crown" else ["train", "--resume", ".", "--total-steps", "8192", "-q"]
+    assert champion(*arguments) == 2
+    warnings, errors, _ = outcome(capsys)
+    assert not area["marker"].exists() and snapshot(area) == before
+    assert len(errors) == 1 and "--env-module evilmod2_champion_test" in errors[0]
+
+
 def test_a_module_the_user_names_is_imported_from_the_current_folder(area, capsys, monkeypatch):
     """The same shape of folder with a module the user trusts (--env-module): the replay runs and reproduces the
     recorded mean exactly."""

@@ -64,7 +64,7 @@ def write_points(log: Path) -> list[str]:
 
 def test_an_export_removes_what_killed_exports_left_and_nothing_else(finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "R")
-    export_dir, outside = run_dir / "export", tmp_path / "outside"
+    export_dir, outside = tmp_path / "exports", tmp_path / "outside"  # not in the run folder, which takes no link out
     export_dir.mkdir()
     outside.mkdir()
     (outside / "keep.txt").write_text("not the export's")
@@ -85,7 +85,7 @@ def test_an_export_removes_what_killed_exports_left_and_nothing_else(finished_ru
     (export_dir / f".tmp-export-{dead}-link").symlink_to(outside)
     outside_before = tree_digest(outside)
 
-    assert champion("export", run_dir) == 0
+    assert champion("export", run_dir, "--out", export_dir / "saved_model") == 0
 
     assert names_in(export_dir) == sorted([
         ".tmp-export-12ab-saved_model", f".tmp-export-{dead}-link", f".tmp-export-{dead}-notes.txt",
