@@ -96,8 +96,9 @@ class ResumeCheckpoints:
             remove_folder(old)
         return final
 
-    def latest(self) -> LoadedCheckpoint:
-        """The newest checkpoint that verifies; each newer damaged one is reported, never skipped silently."""
+    def latest(self, check: Callable[[dict[str, Any]], None] | None = None) -> LoadedCheckpoint:
+        """The newest checkpoint that verifies (and whose state passes ``check``, which raises ValueError or
+        TypeError saying what is wrong); each newer damaged one is reported, never skipped silently."""
         checkpoints = list_checkpoints(self.directory, on_stray=self.on_warning)
         if not checkpoints:
             raise CheckpointError(f"no resume checkpoint in {self.directory} (the run stopped before its first "
@@ -107,6 +108,8 @@ class ResumeCheckpoints:
             try:
                 loaded = read_checkpoint(path)
                 _check_tensorflow(path)
+                if check is not None:
+                    check(loaded.state)
             except (OSError, ValueError, KeyError, TypeError) as error:
                 problems.append(f"{path.name}: {error}")
                 self.on_warning(f"checkpoint {path} is damaged ({error}); trying the one before it")

@@ -39,6 +39,7 @@ from runners.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredP
                                 list_final_entries, read_entry, warn_about_strays)
 from runners.evaluate import EvalResult, episode_seeds, joined, play_episodes
 from runners.export import process_is_alive
+from runners.folder_trust import seal
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
@@ -221,7 +222,7 @@ def crown_run(run_dir: Path, config: TrainConfig, player: Player | None = None,
                                             each.candidate.step))
     crown = Crown(Path(run_dir), judged, champion, training_best, tuple(seeds), seconds, player.where)
     remove_dead_temporaries(best_dir / CHAMPION_FILE)
-    atomic_write_text(best_dir / CHAMPION_FILE, json.dumps(crown.record(), indent=2) + "\n")
+    atomic_write_text(best_dir / CHAMPION_FILE, json.dumps(seal(crown.record()), indent=2) + "\n")
     return crown
 
 

@@ -15,7 +15,8 @@ from rich.console import Console
 from agents.config import TrainConfig
 from agents.learners import make_learner
 from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, numpy_policy
-from agents.numpy_policy import NumpyPolicy
+from agents.numpy_policy import EnvNoise, NumpyPolicy
+from envs.env_state import VectorEnvState
 from envs.factory import EnvInfo, EnvOptions, make_eval_env
 from runners.atomic_files import warn
 from runners.best_store import BestPolicyStore
@@ -25,7 +26,7 @@ from runners.evaluate import BackgroundEvaluation, Evaluation, FinishedEvaluatio
 from runners.media import BestPolicyMedia, PendingBest
 from runners.run_logger import BEST_POLICY_GIF, RunLogger
 from runners.run_metadata import network_spec
-from runners.rollout import not_exact_line
+from runners.rollout import RewardScaler, not_exact_line
 from runners.run_state import LoopState
 from runners.timing import Timings
 
@@ -167,6 +168,32 @@ def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> Eva
                              config.ray.max_worker_restarts, config.eval_in_background)
     eval_envs = make_eval_env(config.env_id, config.eval_episodes, options=options)
     return BackgroundEvaluation(eval_envs, seeds, config.eval_in_background, env_id=config.env_id)
+
+
+def check_checkpoint_state(saved: dict[str, Any]) -> None:
+    """ValueError or TypeError unless a checkpoint's state has what ``Run.restore`` applies, of the right kinds:
+    each random state is tried on a throwaway generator, so a state that would fail mid-restore is found while an
+    older checkpoint can still be used instead."""
+    loop = saved.get("loop")
+    if not isinstance(loop, dict) or not all(_is_number(loop.get(name, 0)) for name in LoopState.__dataclass_fields__):
+        raise ValueError("its loop counters are missing or not numbers")
+    np.random.RandomState().set_state(saved["numpy_random"])
+    random.Random().setstate(saved["python_random"])
+    if "policy_random" in saved:
+        np.random.default_rng().bit_generator.state = saved["policy_random"]
+    if not _is_number(saved.get("best_mean_return")):
+        raise ValueError("its best return is not a number")
+    expected = {"env_state": VectorEnvState, "noise": EnvNoise, "reward_scaler": RewardScaler}
+    for key, kind in expected.items():
+        if saved.get(key) is not None and not isinstance(saved[key], kind):
+            raise ValueError(f"its {key} is a {type(saved[key]).__name__}, not a {kind.__name__}")
+    exact = saved.get("envs_exact", [])
+    if not isinstance(exact, list) or not all(isinstance(value, bool) for value in exact):
+        raise ValueError("its envs_exact is not a list of true/false")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def restored_text(problems: list[str | None]) -> str:

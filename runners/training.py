@@ -25,7 +25,7 @@ from runners.checkpoints import ResumeCheckpoints
 from runners.folder_trust import check_links
 from runners.engines import Advance, EngineFailed, choose_engine
 from runners.evaluate import EvalResult, FinishedEvaluation
-from runners.run import Run, build_run, warner
+from runners.run import Run, build_run, check_checkpoint_state, warner
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight, write_status
 from runners.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
 from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
@@ -94,7 +94,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
     console, out = _consoles(quiet=not progress)
     remove_temporaries(run_dir)  # e.g. a config.yaml or summary.json write cut short by a crash
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=warner(console))
-    loaded = checkpoints.latest() if resuming else None
+    loaded = checkpoints.latest(check=check_checkpoint_state) if resuming else None
     if loaded is not None:  # refuse a foreign checkpoint before anything in the folder changes
         check_checkpoint_fits(loaded, config, network_spec(env_info, config))
     run = None
