@@ -9,7 +9,8 @@ It trains in this process (the env's preset, no evaluation until the end, no med
 call of the loop's checkpoint (``runners.training._checkpoint``: flushing the logs, gathering the run's state,
 writing and verifying the files). Then it removes summary.json, as a kill just before the end would, and
 resumes the run, which restores everything from the last checkpoint and finishes at once; the restore
-(``runners.run.Run.restore``) is timed. Both names exist in the code before and after the env journals, so
+(``runners.run.Run.restore``) is timed, and so is finding and verifying the checkpoint it restores
+(``ResumeCheckpoints.latest``: decoding the state, and since issue 29 reading every TensorFlow tensor once). Both names exist in the code before and after the env journals, so
 ``CHAMPION_ROOT`` can point at either.
 """
 
@@ -27,6 +28,7 @@ from typing import Any, Callable
 ROOT = Path(os.environ.get("CHAMPION_ROOT", Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(ROOT))
 
+import runners.checkpoints  # noqa: E402
 import runners.run  # noqa: E402
 import runners.training  # noqa: E402
 from runners.checkpoints import read_checkpoint  # noqa: E402
@@ -52,8 +54,10 @@ def measure(env_id: str, algo: str, num_envs: int, total_steps: int, checkpoint_
     """Train, then resume the finished run from its last checkpoint; the times of both."""
     checkpoints: list[float] = []
     restores: list[float] = []
+    finds: list[float] = []
     timed(runners.training, "_checkpoint", checkpoints)
     timed(runners.run.Run, "restore", restores)
+    timed(runners.checkpoints.ResumeCheckpoints, "latest", finds)
     config, _ = resolve_config(env_id, algo, {
         "num_envs": num_envs, "total_steps": total_steps, "checkpoint_every": checkpoint_every,
         "eval_every": total_steps, "eval_episodes": 1, "media": False, "crown.at_end": False,
@@ -71,7 +75,8 @@ def measure(env_id: str, algo: str, num_envs: int, total_steps: int, checkpoint_
             "checkpoint_every": checkpoint_every, "train_wall_seconds": result.wall_seconds,
             "checkpoint_seconds": checkpoints, "phase_seconds": result.timings,
             "checkpoint_share_of_wall": sum(checkpoints) / result.wall_seconds,
-            "checkpoint_bytes": size, "journal_steps_replayed": replayed, "restore_seconds": restores[0], "resume_command_seconds": resume_seconds,
+            "checkpoint_bytes": size, "journal_steps_replayed": replayed, "restore_seconds": restores[0],
+            "find_checkpoint_seconds": finds[0], "resume_command_seconds": resume_seconds,
             "code": str(Path(runners.training.__file__).resolve().parent.parent)}
 
 

@@ -131,16 +131,31 @@ def renders_apart(env_id: str) -> bool:
     return required_extra(env_id) == "mujoco"
 
 
+ADDED_FOLDERS: set[str] = set()
+"""Folders ``allow_current_folder_modules`` put on sys.path (never trusted for a recorded env's module)."""
+
+
+def allow_current_folder_modules() -> None:
+    """Let an env id the user types (``module:Env-v0``) name a module in the current folder, as ``python -m`` users
+    expect: the folder goes on sys.path after the installed packages, so a file there never shadows one of them,
+    and processes started later (async envs, evaluation) find it too. A module recorded in a run folder is still
+    never imported from there (``import_recorded_env_module``)."""
+    folder = os.getcwd()
+    if "" not in sys.path and folder not in sys.path:
+        sys.path.append(folder)
+        ADDED_FOLDERS.add(os.path.realpath(folder))
+
+
 def import_recorded_env_module(env_id: str, source: str) -> None:
     """Import the module of an env id read from a file (``source``: a run folder's config or manifest) from
-    installed packages only: never from the current folder (where a downloaded run folder may be opened) or from
-    an empty path entry. Modules already imported (e.g. named with ``--env-module``) are taken as they are; EnvError
+    installed packages only: never from the current folder (where a downloaded run folder may be opened), a folder
+    champion put on the path, or an empty path entry. Modules already imported (e.g. named with ``--env-module``) are taken as they are; EnvError
     (one line, saying how to name the module) otherwise."""
     module = env_id.split(":", 1)[0] if ":" in env_id else ""
     if not module or module in sys.modules:
         return
-    here = os.path.realpath(os.getcwd())
-    trusted = [entry for entry in sys.path if entry and os.path.realpath(entry) != here]
+    untrusted = {os.path.realpath(os.getcwd()), *ADDED_FOLDERS}
+    trusted = [entry for entry in sys.path if entry and os.path.realpath(entry) not in untrusted]
     top = module.split(".", 1)[0]
     if not top.isidentifier() or importlib.machinery.PathFinder.find_spec(top, trusted) is None:
         raise EnvError(f"{source} names the env {env_id!r}, whose module {module!r} is not an installed package; "

@@ -1,13 +1,15 @@
 """Train on your own gymnasium environment.
 
 An environment given as ``module:EnvName-v0`` is found by importing ``module`` first, so the
-module only has to register it. Here that module is this file. The ``champion`` command looks
-for the module where Python would (the installed packages), then in the current folder, as
-``python -m`` does:
+module only has to register it. Here that module is this file. ``champion train`` looks for the
+module you type where Python would (the installed packages), then in the current folder, as
+``python -m`` does. A run folder's recorded env module is imported only from installed packages
+(opening a folder from someone else never runs code from it), so replay, export, crown and
+``--resume`` name a module of your own with ``--env-module``:
 
     cd examples
     python custom_env.py                                  # trains; the run goes to ./results
-    champion replay results/custom_env_LineWalk-v0/ppo    # finds custom_env.py in this folder
+    champion replay results/custom_env_LineWalk-v0/ppo --env-module custom_env
     champion train custom_env:LineWalk-v0 --total-steps 20000
 """
 

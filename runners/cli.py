@@ -446,14 +446,6 @@ def _import_env_modules(modules: Sequence[str]) -> None:
             raise click.UsageError(f"--env-module {module}: cannot import it ({type(error).__name__}: {error})") from None
 
 
-def _find_modules_in_the_current_folder() -> None:
-    """Let ``module:Env-v0`` name a module in the current folder, as ``python -m`` users expect. It is
-    looked up after the installed packages, so a file there never shadows one of them."""
-    folder = os.getcwd()
-    if "" not in sys.path and folder not in sys.path:
-        sys.path.append(folder)
-
-
 def _reader_gone() -> bool:
     """Whether stdout is a pipe or socket whose reading end has been closed."""
     try:
@@ -475,14 +467,14 @@ def _discard_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and turn known errors into one line and exit code 2."""
-    from envs.factory import EnvError, EnvStepError
+    from envs.factory import EnvError, EnvStepError, allow_current_folder_modules
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # TensorFlow's start-up notes on a CPU machine (CUDA probing, CPU features) and a warm cache's loader notes
     # would otherwise come before every run's output; stderr is filtered only when this process is the champion
     # command (not a caller's, e.g. a test's)
     stderr_filter.quiet_tensorflow(filter_stderr=argv is None)
-    _find_modules_in_the_current_folder()
+    allow_current_folder_modules()
     args = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in args if not arg.startswith("-")), "")
     prefix = f"champion {command}".strip()

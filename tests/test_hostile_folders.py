@@ -360,3 +360,24 @@ def test_runs_lists_the_readable_runs_and_names_the_one_with_a_list_for_total_st
     warnings, errors, out = outcome(capsys)
     assert "good" in out and " bad " not in out
     assert len(warnings) == 1 and str(bad) in warnings[0] and "total_steps" in warnings[0]
+
+
+def test_a_folder_an_earlier_command_put_on_the_path_is_not_trusted_later(tmp_path, monkeypatch):
+    """A command run from folder A puts A on sys.path (for env ids the user types); a run folder opened later from
+    folder B, naming a module that lives in A, is still refused: only installed packages are trusted."""
+    import sys
+
+    from envs.factory import EnvError, allow_current_folder_modules, import_recorded_env_module
+
+    first, second = tmp_path / "A", tmp_path / "B"
+    first.mkdir()
+    second.mkdir()
+    (first / "evilmod3_champion_test.py").write_text(EVIL_MODULE.format(marker=str(tmp_path / "MARKER")))
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry])  # as the console script has it
+    monkeypatch.chdir(first)
+    allow_current_folder_modules()
+    monkeypatch.chdir(second)
+    with pytest.raises(EnvError, match="--env-module evilmod3_champion_test"):
+        import_recorded_env_module("evilmod3_champion_test:CartPole-v1", "config.yaml")
+    assert not (tmp_path / "MARKER").exists()
+    import_recorded_env_module("CartPole-v1", "config.yaml")  # no module: nothing to import

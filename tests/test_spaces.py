@@ -188,7 +188,7 @@ def test_a_dict_observation_and_multidiscrete_run_killed_and_resumed_continues_e
     assert start("straight").returncode == 0
     assert start("resumed", kill_at=1280).returncode == -signal.SIGKILL
     [resumed_dir] = tmp_path.glob("*/ppo/resumed")
-    again = champion("train", "--resume", str(resumed_dir), "-q")
+    again = champion("train", "--resume", str(resumed_dir), "-q", "--env-module", "toy_envs")  # in the current folder
     assert again.returncode == 0 and "warning" not in again.stderr, again.stderr  # the envs came back whole
     straight_dir = resumed_dir.parent / "straight"
     columns = ("step", "mean_return", "std_return", "best_mean_return")
