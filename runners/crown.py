@@ -39,7 +39,7 @@ from runners.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredP
                                 list_final_entries, read_entry, warn_about_strays)
 from runners.evaluate import EvalResult, episode_seeds, joined, play_episodes
 from runners.export import process_is_alive
-from runners.folder_trust import seal
+from runners.folder_trust import read_record, seal
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
@@ -291,7 +291,7 @@ def _check_env_fits(run_dir: Path, config: TrainConfig) -> None:
     entries = list_entries(run_dir / "best")
     if entries:
         try:
-            manifest = json.loads((entries[-1] / "manifest.json").read_text())
+            manifest = read_record(entries[-1] / "manifest.json")
         except (OSError, ValueError):
             return  # an unreadable entry is reported by the crown itself
         check_env_fits(dict(manifest, env_id=config.env_id))
@@ -300,7 +300,7 @@ def _check_env_fits(run_dir: Path, config: TrainConfig) -> None:
 def add_to_summary(path: Path, crown: Crown) -> None:
     """summary.json gains (or replaces) its ``crown`` part; a run without a summary (stopped early) gets none."""
     try:
-        summary = json.loads(path.read_text())
+        summary = read_record(path)
     except (OSError, ValueError):
         return
     summary["crown"] = crown.summary()
@@ -311,7 +311,7 @@ def add_to_summary(path: Path, crown: Crown) -> None:
 def _training_best(best_dir: Path, found: list[Candidate]) -> str:
     """The entry the pointer names (the training-time best), else the newest best candidate."""
     try:
-        return str(json.loads((best_dir / "current.json").read_text())["entry"])
+        return str(read_record(best_dir / "current.json")["entry"])
     except (OSError, ValueError, KeyError, TypeError):
         bests = [candidate.name for candidate in found if not candidate.is_final]
         return bests[-1] if bests else ""

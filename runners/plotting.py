@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from runners.atomic_files import atomic_write_bytes
-from runners.runs import RunSummary, find_run_dirs, is_run_dir, summarize
+from runners.folder_trust import read_bytes
+from runners.runs import MAX_EVALUATIONS_BYTES, RunSummary, find_run_dirs, is_run_dir, summarize
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -86,10 +87,10 @@ def read_evaluations(run_dir: Path, label: str) -> EvaluationCurve:
     """The run's evaluation rows; a row cut short by a crash is skipped."""
     csv_path = Path(run_dir) / "evaluations.csv"
     try:
-        with open(csv_path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows, header = list(reader), reader.fieldnames or []
-    except OSError:
+        text = read_bytes(csv_path, MAX_EVALUATIONS_BYTES).decode("utf-8", errors="replace")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows, header = list(reader), reader.fieldnames or []
+    except (OSError, ValueError):
         rows, header = [], []
     missing = [column for column in _COLUMNS if header and column not in header]
     if missing:

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agents.compile.runtime import single_threaded_numpy
 from agents.config import SEED_LIMIT
 from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
@@ -17,6 +15,7 @@ from agents.numpy_policy import NumpyPolicy
 from envs.factory import EnvOptions, describe_env, import_recorded_env_module, make_eval_env
 from runners.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
                                 load_champion, read_entry)
+from runners.configure import load_run_config
 from runners.evaluate import EvalResult, episode_seeds, evaluate, joined, play_episodes
 from runners.folder_trust import is_entry_name
 from runners.media import play_apart, write_video
@@ -146,8 +145,7 @@ def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: 
     if seed is None and (episodes is None or episodes == len(recorded)):
         return recorded
     if seed is None:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        seed = int(config.get("eval_seed", recorded[0]))
+        seed = load_run_config(run_dir).eval_seed
     return episode_seeds(seed, episodes or len(recorded))
 
 

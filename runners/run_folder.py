@@ -282,8 +282,9 @@ def write_status(run_dir: Path, status: str, reason: str = "") -> None:
 
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The recorded status ({} when there is none or it cannot be read)."""
+    from runners.folder_trust import read_record  # it imports this module
+
     try:
-        record = json.loads((Path(run_dir) / STATUS_FILE).read_text())
+        return read_record(Path(run_dir) / STATUS_FILE)
     except (OSError, ValueError):
         return {}
-    return record if isinstance(record, dict) else {}
