@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.machinery
+import importlib.util
 import os
 import sys
 import warnings
@@ -149,23 +149,32 @@ def allow_current_folder_modules() -> None:
 def import_recorded_env_module(env_id: str, source: str) -> None:
     """Import the module of an env id read from a file (``source``: a run folder's config or manifest) from
     installed packages only: never from the current folder (where a downloaded run folder may be opened), a folder
-    champion put on the path, or an empty path entry. Modules already imported (e.g. named with ``--env-module``) are taken as they are; EnvError
-    (one line, saying how to name the module) otherwise."""
+    champion put on the path, or an empty path entry; never a standard-library module or a ``__main__`` (a
+    program, not a library). Modules already imported (e.g. named with ``--env-module``) are taken as they are;
+    EnvError (one line, saying how to name a module of one's own) otherwise."""
     module = env_id.split(":", 1)[0] if ":" in env_id else ""
-    if not module or module in sys.modules:
+    if not module:
+        return
+    parts = module.split(".")
+    if not all(part.isidentifier() for part in parts) or "__main__" in parts or parts[0] in sys.stdlib_module_names:
+        raise EnvError(f"{source} names the env {env_id!r}, whose module {module!r} is not one an env lives in; "
+                       "a recorded env's module must be an installed package")
+    if module in sys.modules:
         return
     untrusted = {os.path.realpath(os.getcwd()), *ADDED_FOLDERS}
     trusted = [entry for entry in sys.path if entry and os.path.realpath(entry) not in untrusted]
-    top = module.split(".", 1)[0]
-    if not top.isidentifier() or importlib.machinery.PathFinder.find_spec(top, trusted) is None:
-        raise EnvError(f"{source} names the env {env_id!r}, whose module {module!r} is not an installed package; "
-                       "champion imports the module of a recorded env only from installed packages, so that opening "
-                       f"a run folder never runs code from it. If you trust {module!r}, name it: --env-module {module}")
     path = sys.path[:]
-    sys.path[:] = trusted
+    sys.path[:] = trusted  # the meta path's finders (editable installs among them) look only here
     try:
+        if importlib.util.find_spec(parts[0]) is None:
+            raise EnvError(f"{source} names the env {env_id!r}, whose module {module!r} is not an installed package; "
+                           "champion imports the module of a recorded env only from installed packages, so that "
+                           f"opening a run folder never runs code from it. If you trust {module!r}, name it: "
+                           f"--env-module {module}")
         importlib.import_module(module)
-    except Exception as error:  # a user's module can fail in any way while importing
+    except EnvError:
+        raise
+    except (Exception, SystemExit) as error:  # a user's module can fail in any way while importing
         raise EnvError(f"cannot import {module!r} for the env {env_id!r}: {type(error).__name__}: {error}") from None
     finally:
         sys.path[:] = path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import shutil
 import sys
@@ -100,6 +101,21 @@ def remove_temporaries(directory: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def process_is_alive(pid: int) -> bool:
+    """Whether ``pid`` names a running process (this one included; one of another user counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):  # no process can have such a number
+        return False
+    return True
+
+
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -127,10 +143,28 @@ def read_arrays(data: bytes) -> dict[str, np.ndarray]:
             raise ValueError("it has compressed members; champion writes arrays uncompressed")
         if sum(member.file_size for member in members) > len(data):
             raise ValueError("its members claim more bytes than the file holds")
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for member in members:
+                _check_array_header(archive, member)
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
+    except (zipfile.BadZipFile, OSError, EOFError, OverflowError) as error:
         raise ValueError(f"it is not an npz file of arrays ({error})") from None
+
+
+def _check_array_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> None:
+    """ValueError unless the .npy member's header claims no more data than the member holds (numpy allocates what
+    the header claims before it reads), and no Python objects."""
+    with archive.open(member) as handle:
+        version = np.lib.format.read_magic(handle)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(handle) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(handle))
+        header_size = handle.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{member.filename} holds Python objects")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > member.file_size - header_size:
+        raise ValueError(f"{member.filename} claims {claimed:,} bytes of data, more than its {member.file_size:,}")
 
 
 def warn(message: str) -> None:

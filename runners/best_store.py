@@ -16,8 +16,8 @@ import numpy as np
 from runners.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder, decode_weights, encode_weights,
                                   remove_folder, remove_temporaries, unique_path, warn)
 from runners.faults import write_point
-from runners.folder_trust import (BEST_ENTRY_NAME, FINAL_ENTRY_NAME, check_seal, is_entry_name, read_bytes,
-                                  read_record, seal)
+from runners.folder_trust import (BEST_ENTRY_NAME, FINAL_ENTRY_NAME, is_entry_name, read_bytes, read_record,
+                                  read_sealed, seal)
 
 POINTER_FILE = "current.json"
 CHAMPION_FILE = "champion.json"
@@ -43,6 +43,8 @@ class StoredPolicy:
     entry: Path
     manifest: dict[str, Any]
     weights: dict[str, np.ndarray]
+    sealed: bool = True
+    """Whether the manifest carried its digest (an older champion's did not): without one, its numbers are unchecked."""
 
 
 class BestPolicyStore:
@@ -141,7 +143,11 @@ class BestPolicyStore:
         self.current_entry = entry
         pointer = self.directory / POINTER_FILE
         text = json.dumps({"entry": entry.name}) + "\n"
-        if not pointer.exists() or pointer.read_text() != text:
+        try:
+            unchanged = read_bytes(pointer, len(text) + 1) == text.encode()
+        except (OSError, ValueError):  # missing, or not a plain file: replaced by one
+            unchanged = False
+        if not unchanged:
             atomic_write_text(pointer, text)
 
     def _prune(self, current: Path) -> None:
@@ -207,12 +213,16 @@ def read_champion(directory: Path) -> dict[str, Any] | None:
     """The crown record (``champion.json``), or None if there is none or it is unreadable or incomplete (or names
     anything but an entry of this folder)."""
     try:
-        record = read_record(Path(directory) / CHAMPION_FILE)
-        check_seal(record, CHAMPION_FILE)
+        record, _ = read_sealed(Path(directory) / CHAMPION_FILE)
     except (OSError, ValueError):
         return None
     complete = all(key in record for key in CHAMPION_KEYS) and isinstance(record["candidates"], list)
-    return record if complete and isinstance(record["entry"], str) and is_entry_name(record["entry"]) else None
+    seeds, mean = record.get("held_out_seeds"), record.get("held_out_mean")
+    usable = (isinstance(seeds, list) and 0 < len(seeds) <= MAX_RECORDED_SEEDS
+              and all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds)
+              and isinstance(mean, (int, float)) and not isinstance(mean, bool))
+    named = complete and isinstance(record["entry"], str) and is_entry_name(record["entry"])
+    return record if named and usable else None
 
 
 def crowned_entry(directory: Path) -> Path | None:
@@ -277,27 +287,36 @@ def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> Stor
     problems = []
     for entry in candidates:
         try:
-            return read_entry(entry)
+            stored = read_entry(entry)
         except (OSError, ValueError, KeyError) as error:
             problems.append(f"{entry.name}: {error}")
             on_warning(f"best-policy entry {entry} is unusable ({error}); trying an older one")
+            continue
+        if not stored.sealed:
+            on_warning(f"best-policy entry {entry} {UNSEALED}")
+        return stored
     if not problems:
         raise BestPolicyError(f"no best policy in {directory} (no evaluation has saved one yet)")
     raise BestPolicyError(f"no usable best policy in {directory}: " + "; ".join(problems))
 
 
+def pointer_name(directory: Path) -> str:
+    """The entry name ``current.json`` holds; OSError or ValueError (saying why) if it holds none, or anything
+    but a best entry's name."""
+    name = read_record(Path(directory) / POINTER_FILE).get("entry")
+    if not isinstance(name, str) or not BEST_ENTRY_NAME.fullmatch(name):
+        raise ValueError(f"it names {str(name)[:80]!r}, which is not an entry of the folder")
+    return name
+
+
 def _read_pointer(directory: Path, on_warning: Callable[[str], None]) -> Path | None:
     path = directory / POINTER_FILE
     try:
-        name = read_record(path)["entry"]
+        name = pointer_name(directory)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        on_warning(f"the best-policy pointer {path} is unreadable ({error}); using the newest good entry")
-        return None
-    if not isinstance(name, str) or not BEST_ENTRY_NAME.fullmatch(name):
-        on_warning(f"the best-policy pointer {path} names {str(name)[:80]!r}, which is not an entry of the folder; "
-                   "using the newest good entry")
+    except (OSError, ValueError) as error:
+        on_warning(f"the best-policy pointer {path} is unusable ({error}); using the newest good entry")
         return None
     entry = directory / name
     if not entry.is_dir() or entry.is_symlink():
@@ -310,8 +329,8 @@ def read_entry(entry: Path) -> StoredPolicy:
     """Read and verify one entry: its manifest against its digest, the weights file's size against the network the
     manifest claims (before reading it), its bytes against the manifest's sha256, and every array's name and shape
     against that network. ValueError (or OSError) saying what does not match."""
-    manifest = read_record(entry / MANIFEST_FILE)
-    check_seal(manifest, MANIFEST_FILE)
+    manifest, sealed = read_sealed(entry / MANIFEST_FILE)
+    check_manifest(manifest)
     if manifest.get("weights_file", WEIGHTS_FILE) != WEIGHTS_FILE:
         raise ValueError(f"its manifest names the weights file {str(manifest['weights_file'])[:80]!r}; an entry's "
                          f"weights are in {WEIGHTS_FILE}")
@@ -325,20 +344,60 @@ def read_entry(entry: Path) -> StoredPolicy:
     if found != shapes or any(array.dtype.kind != "f" for array in weights.values()):
         wrong = sorted(set(found) ^ set(shapes)) or sorted(name for name in found if found[name] != shapes[name])
         raise ValueError(f"its weights do not fit the network its manifest describes ({', '.join(wrong[:3]) or 'dtype'})")
-    return StoredPolicy(entry, manifest, weights)
+    return StoredPolicy(entry, manifest, weights, sealed)
+
+
+UNSEALED = ("has no digest (written by a champion from before digests, or its digest was removed), so its recorded "
+            "return and step cannot be checked")
+
+
+def check_manifest(manifest: dict[str, Any]) -> None:
+    """ValueError unless the fields a manifest decides with have the kinds and ranges champion writes: a finite
+    return, a step, an env id, evaluation seeds, env options."""
+    from agents.config import SEED_LIMIT
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def whole(value: Any, low: int = 0, high: int = 2**62) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+    seeds = manifest.get("eval_seeds", [])
+    problems = [
+        ("mean_return", not number(manifest.get("mean_return"))),
+        ("step", not whole(manifest.get("step"))),
+        ("env_id", not isinstance(manifest.get("env_id"), str) or len(manifest["env_id"]) > 256),
+        ("eval_seeds", not isinstance(seeds, list) or len(seeds) > MAX_RECORDED_SEEDS
+         or not all(whole(seed, high=2 * SEED_LIMIT) for seed in seeds)),
+        ("env_options", not isinstance(manifest.get("env_options") or {}, dict)),
+        ("sha256", not isinstance(manifest.get("sha256"), str)),
+    ]
+    wrong = [name for name, bad in problems if bad]
+    if wrong:
+        raise ValueError(f"its manifest's {wrong[0]} is not what champion writes")
+
+
+MAX_RECORDED_SEEDS = 100_000
+"""The most episode seeds a manifest or crown may record (an evaluation or a crown plays each one)."""
 
 
 def _claimed_shapes(manifest: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The weight shapes of the network a manifest describes; ValueError if it describes none, or one too large to
     build on this machine."""
+    from agents.config import ACTIVATIONS
     from agents.spec import NetworkSpec, check_network_size, weight_shapes
 
     try:
         spec = NetworkSpec.from_dict(manifest["network"])
         shapes = weight_shapes(spec)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        if spec.activation not in ACTIVATIONS or not all(isinstance(size, int) and size > 0
+                                                         for shape in shapes.values() for size in shape):
+            raise ValueError("its activation or a layer's size is not one champion builds")
+        check_network_size(spec)
+    except ValueError as error:
+        raise ValueError(f"its manifest describes no network champion builds ({error})") from None
+    except (KeyError, TypeError, AttributeError, ZeroDivisionError, OverflowError) as error:
         raise ValueError(f"its manifest describes no network champion builds ({type(error).__name__}: {error})") from None
-    check_network_size(spec)
     return shapes
 
 

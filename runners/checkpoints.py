@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +45,8 @@ class LoadedCheckpoint:
     path: Path
     manifest: dict[str, Any]
     state: dict[str, Any]
+    tensor_shapes: dict[str, list[int]] = field(default_factory=dict)
+    """The TensorFlow part's variables by checkpoint key, with their shapes (read by ``ResumeCheckpoints.latest``)."""
 
     def restore(self, trackables: dict[str, Any]) -> None:
         """Load the TensorFlow objects saved under the same names; every one must match."""
@@ -96,21 +98,25 @@ class ResumeCheckpoints:
             remove_folder(old)
         return final
 
-    def latest(self, check: Callable[[dict[str, Any]], None] | None = None) -> LoadedCheckpoint:
-        """The newest checkpoint that verifies (and whose state passes ``check``, which raises ValueError or
-        TypeError saying what is wrong); each newer damaged one is reported, never skipped silently."""
+    def latest(self, check: Callable[["LoadedCheckpoint"], None] | None = None) -> LoadedCheckpoint:
+        """The newest checkpoint that verifies, whose TensorFlow part reads, and that passes ``check`` (which raises
+        ValueError or TypeError saying what is wrong); each newer one passed over is reported, never skipped
+        silently. Checkpoints of an older champion (a pickled state) are refused in one line."""
         checkpoints = list_checkpoints(self.directory, on_stray=self.on_warning)
         if not checkpoints:
             raise CheckpointError(f"no resume checkpoint in {self.directory} (the run stopped before its first "
                                   "checkpoint); start a new run, or lower checkpoint_every next time")
+        if all((path / OLD_STATE_FILE).exists() for path in checkpoints):
+            raise CheckpointError(f"the checkpoints in {self.directory} were written by an older champion, whose "
+                                  f"{OLD_STATE_FILE} is a pickle (reading one can run code, so champion no longer "
+                                  "does); start a new run: this run's best policies replay and export as before")
         problems = []
         for path in reversed(checkpoints):
             try:
-                loaded = read_checkpoint(path)
-                _check_tensorflow(path)
+                loaded = replace(read_checkpoint(path), tensor_shapes=_tensor_shapes(path))
                 if check is not None:
-                    check(loaded.state)
-            except (OSError, ValueError, KeyError, TypeError) as error:
+                    check(loaded)
+            except (OSError, ValueError, KeyError, TypeError, OverflowError) as error:
                 problems.append(f"{path.name}: {error}")
                 self.on_warning(f"checkpoint {path} is damaged ({error}); trying the one before it")
                 continue
@@ -186,14 +192,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_tensorflow(path: Path) -> None:
-    """ValueError unless every tensor of the checkpoint's TensorFlow part can be read (its files match the sha256,
-    which says they were not damaged since, not that they were whole when written)."""
+def _tensor_shapes(path: Path) -> dict[str, list[int]]:
+    """Every variable of the checkpoint's TensorFlow part with its shape, once each tensor was read (the files
+    matching their sha256 says they were not damaged since, not that they were whole when written); ValueError if
+    any cannot be read."""
     import tensorflow as tf
 
     try:
         reader = tf.train.load_checkpoint(str(path / TF_PREFIX))
-        for name in reader.get_variable_to_shape_map():
+        shapes = reader.get_variable_to_shape_map()
+        for name in shapes:
             reader.get_tensor(name)
     except (tf.errors.OpError, ValueError, RuntimeError) as error:
         raise ValueError(f"its TensorFlow state cannot be read ({str(error).strip().splitlines()[0][:200]})") from None
+    return {name: list(shape) for name, shape in shapes.items()}

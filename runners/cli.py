@@ -25,8 +25,9 @@ from runners.runs import ReplayError, RunNotFoundError, UnreadableRunError, choo
 USAGE_EXIT = 2
 ENV_MODULE_OPTION = click.option(
     "--env-module", "env_modules", multiple=True, metavar="MODULE",
-    help="Import MODULE first (from anywhere on the path, the current folder included). The module of a run "
-         "folder's env (module:Env-v0) is otherwise imported only from installed packages (repeatable).")
+    help="Import MODULE first, from the installed packages or the current folder (trust it: it goes on the path). "
+         "The module of a run folder's env (module:Env-v0) is otherwise imported only from installed packages "
+         "(repeatable).")
 ENTRY_HELP = ("Use this entry of RUN_DIR/best instead of the champion: a folder name such as 0003-step-40000, "
               "or 'best' for the training-time best.")
 
@@ -69,10 +70,12 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
           ray_address: str | None, env_modules: Sequence[str]) -> None:
     """Train ALGO on ENV_ID (the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best),
     or continue a stopped run with --resume RUN_DIR."""
-    from envs.factory import describe_env
+    from envs.factory import allow_current_folder_modules, describe_env
     from runners.configure import parse_set_pairs, resolve_config
 
     _import_env_modules(env_modules)
+    if env_id is not None and ":" in env_id and resume_dir is None:  # a module the user typed: it may live here
+        allow_current_folder_modules()
     named = {"seed": seed, "total_steps": total_steps, "num_envs": num_envs, "eval_every": eval_every,
              "eval_episodes": eval_episodes, "results_dir": results_dir, "run_name": run_name, "engine": engine,
              **_ray_options(engine, workers, envs_per_worker, ray_address)}
@@ -436,9 +439,14 @@ def _training_stopped(error: Exception) -> Any:
 
 
 def _import_env_modules(modules: Sequence[str]) -> None:
-    """Import the modules named with --env-module (the user trusts them: they may live in the current folder)."""
+    """Import the modules named with --env-module: the user trusts them, and the current folder, which goes on the
+    path (after the installed packages) for this command and the processes it starts."""
     import importlib
 
+    from envs.factory import allow_current_folder_modules
+
+    if modules:
+        allow_current_folder_modules()
     for module in modules:
         try:
             importlib.import_module(module)
@@ -467,14 +475,13 @@ def _discard_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and turn known errors into one line and exit code 2."""
-    from envs.factory import EnvError, EnvStepError, allow_current_folder_modules
+    from envs.factory import EnvError, EnvStepError
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # TensorFlow's start-up notes on a CPU machine (CUDA probing, CPU features) and a warm cache's loader notes
     # would otherwise come before every run's output; stderr is filtered only when this process is the champion
     # command (not a caller's, e.g. a test's)
     stderr_filter.quiet_tensorflow(filter_stderr=argv is None)
-    allow_current_folder_modules()
     args = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in args if not arg.startswith("-")), "")
     prefix = f"champion {command}".strip()

@@ -34,12 +34,11 @@ from agents.config import TrainConfig
 from agents.numpy_policy import NumpyPolicy
 from agents.spec import NetworkSpec
 from envs.factory import EnvOptions
-from runners.atomic_files import TEMP_PREFIX, atomic_write_text, warn
+from runners.atomic_files import TEMP_PREFIX, atomic_write_text, process_is_alive, warn
 from runners.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
-                                list_final_entries, read_entry, warn_about_strays)
+                                list_final_entries, pointer_name, read_entry, warn_about_strays)
 from runners.evaluate import EvalResult, episode_seeds, joined, play_episodes
-from runners.export import process_is_alive
-from runners.folder_trust import read_record, seal
+from runners.folder_trust import check_links, read_record, seal
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
@@ -256,6 +255,7 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
     if not is_run_dir(run_dir):
         raise RunNotFoundError(f"{run_dir} is not a run folder (no config.yaml); give one such as "
                                "results/CartPole-v1/ppo/<run>")
+    check_links(run_dir)
     check_writable(run_dir)
     saved = load_run_config(run_dir)
     config = apply_overrides(saved, overrides or {})
@@ -311,8 +311,8 @@ def add_to_summary(path: Path, crown: Crown) -> None:
 def _training_best(best_dir: Path, found: list[Candidate]) -> str:
     """The entry the pointer names (the training-time best), else the newest best candidate."""
     try:
-        return str(read_record(best_dir / "current.json")["entry"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return pointer_name(best_dir)
+    except (OSError, ValueError):
         bests = [candidate.name for candidate in found if not candidate.is_final]
         return bests[-1] if bests else ""
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from runners.atomic_files import TEMP_PREFIX, atomic_write_text, fsync_directory
+from runners.atomic_files import TEMP_PREFIX, atomic_write_text, fsync_directory, process_is_alive
 from runners.faults import write_point
 from runners.runs import choose_run
 
@@ -358,21 +358,6 @@ def _finish_commit(committing: Path, out: Path) -> None:
             if _is_regular_file(committing / path.name):
                 os.replace(committing / path.name, path)
     shutil.rmtree(committing)
-
-
-def process_is_alive(pid: int) -> bool:
-    """Whether ``pid`` names a running process (this one included; one of another user counts as running)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):  # no process can have such a number
-        return False
-    return True
 
 
 def _is_real_folder(path: Path) -> bool:

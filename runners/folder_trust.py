@@ -34,6 +34,8 @@ CHECKPOINT_NAME = re.compile(r"ckpt-[0-9]{10,15}(-[0-9]{1,6})?")
 """A resume checkpoint's folder name (``ckpt-0000012345``)."""
 MAX_RECORD_BYTES = 16 * 2**20
 """The largest JSON or YAML record read from a run folder (config.yaml, manifests, pointers: a few KB each)."""
+MAX_EVALUATIONS_BYTES = 256 * 2**20
+"""The largest evaluations.csv read (one row per evaluation: a long run writes a few MB)."""
 MAX_YAML_NODES = 100_000
 """The most YAML nodes a document may stand for once its aliases are expanded (a config has a few hundred)."""
 DIGEST_KEY = "digest"
@@ -54,7 +56,10 @@ def read_bytes(path: Path, limit: int) -> bytes:
             raise ValueError(f"{path.name} is not a regular file")
         if status.st_size > limit:
             raise ValueError(f"{path.name} is {status.st_size:,} bytes, more than the {limit:,} it can hold")
-        return handle.read(limit + 1)[:limit]
+        data = handle.read(status.st_size)  # the size it has, never the limit: a buffer of that size is made first
+        if handle.read(1):
+            raise ValueError(f"{path.name} grew while it was read")
+        return data
 
 
 def read_json(path: Path, limit: int = MAX_RECORD_BYTES) -> Any:
@@ -127,12 +132,20 @@ def seal(record: dict[str, Any]) -> dict[str, Any]:
     return dict(record, **{DIGEST_KEY: _digest(record)})
 
 
-def check_seal(record: dict[str, Any], name: str) -> None:
-    """ValueError if ``record`` carries a digest that its content does not match. A record without one was written
-    by a champion from before digests, and is taken as it is."""
+def check_seal(record: dict[str, Any], name: str) -> bool:
+    """ValueError if ``record`` carries a digest that its content does not match; whether it carries one (a record
+    without one was written by a champion from before digests, or had its digest removed: its numbers cannot be
+    checked, which the caller says)."""
     recorded = record.get(DIGEST_KEY)
     if recorded is not None and recorded != _digest(record):
         raise ValueError(f"{name} does not match its digest (it was edited or damaged after it was written)")
+    return recorded is not None
+
+
+def read_sealed(path: Path) -> tuple[dict[str, Any], bool]:
+    """A JSON record of a run folder checked against its digest (``check_seal``), and whether it had one."""
+    record = read_record(path)
+    return record, check_seal(record, path.name)
 
 
 def _digest(record: dict[str, Any]) -> str:
@@ -148,8 +161,11 @@ def links_out(run_dir: Path) -> list[tuple[str, str]]:
         for name in folders + files:
             path = Path(folder) / name
             if path.is_symlink():
-                target = path.resolve()
-                if not target.is_relative_to(root) or not target.exists():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):  # a loop, or a link to nothing
+                    target = None
+                if target is None or not target.is_relative_to(root):
                     found.append((str(path.relative_to(root)), os.readlink(path)))
     return found
 

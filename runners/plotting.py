@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from runners.atomic_files import atomic_write_bytes
-from runners.folder_trust import read_bytes
-from runners.runs import MAX_EVALUATIONS_BYTES, RunSummary, find_run_dirs, is_run_dir, summarize
+from runners.folder_trust import MAX_EVALUATIONS_BYTES, read_bytes
+from runners.runs import RunSummary, find_run_dirs, is_run_dir, summarize
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

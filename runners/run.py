@@ -15,6 +15,7 @@ from rich.console import Console
 from agents.config import TrainConfig
 from agents.learners import make_learner
 from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, numpy_policy
+from agents.spec import weight_shapes
 from agents.numpy_policy import EnvNoise, NumpyPolicy
 from envs.env_state import VectorEnvState
 from envs.factory import EnvInfo, EnvOptions, make_eval_env
@@ -170,24 +171,40 @@ def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> Eva
     return BackgroundEvaluation(eval_envs, seeds, config.eval_in_background, env_id=config.env_id)
 
 
-def check_checkpoint_state(saved: dict[str, Any]) -> None:
-    """ValueError or TypeError unless a checkpoint's state has what ``Run.restore`` applies, of the right kinds:
-    each random state is tried on a throwaway generator, so a state that would fail mid-restore is found while an
-    older checkpoint can still be used instead."""
+def check_checkpoint_state(loaded: LoadedCheckpoint, spec: NetworkSpec) -> None:
+    """ValueError or TypeError unless a checkpoint has what ``Run.restore`` applies, of the right kinds and shapes:
+    its model's variables those of ``spec``, its counters at the manifest's step, each random state tried on a
+    throwaway generator. A checkpoint that would fail mid-restore is so found while an older one can still be used."""
+    saved = loaded.state
     loop = saved.get("loop")
-    if not isinstance(loop, dict) or not all(_is_number(loop.get(name, 0)) for name in LoopState.__dataclass_fields__):
-        raise ValueError("its loop counters are missing or not numbers")
+    if (not isinstance(loop, dict) or not all(_is_number(loop.get(name, 0)) for name in LoopState.__dataclass_fields__)
+            or loop.get("step") != loaded.manifest.get("step")):
+        raise ValueError("its loop counters are missing, not numbers, or not at the manifest's step")
     np.random.RandomState().set_state(saved["numpy_random"])
     random.Random().setstate(saved["python_random"])
     if "policy_random" in saved:
         np.random.default_rng().bit_generator.state = saved["policy_random"]
     if not _is_number(saved.get("best_mean_return")):
         raise ValueError("its best return is not a number")
+    for part in [saved, *(saved.get("workers") or [])]:
+        _check_engine_part(part)
+    if loaded.manifest.get("network") != spec.to_dict():
+        return  # a checkpoint of another network: check_checkpoint_fits refuses it in one line
+    for name, shape in weight_shapes(spec).items():
+        key = f"model/{name.replace('/', '__')}/.ATTRIBUTES/VARIABLE_VALUE"
+        if loaded.tensor_shapes.get(key) != list(shape):
+            raise ValueError(f"its model's {name} is {loaded.tensor_shapes.get(key)}, the network's is {list(shape)}")
+
+
+def _check_engine_part(part: Any) -> None:
+    """The env part of a checkpoint's state (the whole state, or one Ray worker's) holds the kinds it should."""
+    if not isinstance(part, dict):
+        raise ValueError("a worker's state is not a mapping")
     expected = {"env_state": VectorEnvState, "noise": EnvNoise, "reward_scaler": RewardScaler}
     for key, kind in expected.items():
-        if saved.get(key) is not None and not isinstance(saved[key], kind):
-            raise ValueError(f"its {key} is a {type(saved[key]).__name__}, not a {kind.__name__}")
-    exact = saved.get("envs_exact", [])
+        if part.get(key) is not None and not isinstance(part[key], kind):
+            raise ValueError(f"its {key} is a {type(part[key]).__name__}, not a {kind.__name__}")
+    exact = part.get("envs_exact", [])
     if not isinstance(exact, list) or not all(isinstance(value, bool) for value in exact):
         raise ValueError("its envs_exact is not a list of true/false")
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from agents.config import ConfigError, TrainConfig
-from runners.atomic_files import TEMP_PREFIX, atomic_write_text, commit_folder, warn
+from runners.atomic_files import TEMP_PREFIX, atomic_write_text, commit_folder, process_is_alive, warn
 
 DEFAULT_MIN_FREE_MB = 64.0
 LOCK_FILE = ".lock"
@@ -113,7 +113,7 @@ def _remove_abandoned_run_folders(parent: Path) -> None:
     run someone keeps there."""
     for path in parent.glob(f"{TEMP_PREFIX}*"):
         pid = path.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or _process_alive(int(pid)):
+        if not pid.isdigit() or process_is_alive(int(pid)):
             continue
         if _left_by_create_run_dir(path):
             _remove_leftover(path)
@@ -139,16 +139,6 @@ def _remove_leftover(path: Path) -> None:
         path.rmdir()
     except OSError:  # another trainer removed it first, or it changed meanwhile: left as it is
         pass
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # gone, or a number no process can have
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLock:

@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.plugins.histogram import summary_v2 as histogram_summary
@@ -28,6 +29,8 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
 from runners.atomic_files import atomic_write_text, remove_temporaries
+from runners.folder_trust import MAX_EVALUATIONS_BYTES, read_bytes
+from runners.run_folder import RunFolderError
 
 from runners.engines.base import EpisodeStats
 from runners.evaluate import EvalResult
@@ -75,8 +78,9 @@ class RunLogger:
         self._last_step, self._last_steps_per_second = 0, 0.0
         self._episodes = EpisodeStats()
         self._pending_updates = 0
-        if not self.csv_path.exists() or not self.csv_path.read_text().strip():
-            atomic_write_text(self.csv_path, ",".join(CSV_COLUMNS) + "\n")
+        text = csv_text(self.csv_path)
+        if not text.strip() or self.csv_path.stat().st_nlink > 1:  # a hard link is copied: rows are appended here
+            atomic_write_text(self.csv_path, text if text.strip() else ",".join(CSV_COLUMNS) + "\n")
 
     def log_config(self, config_yaml: str) -> None:
         """The resolved config as a TensorBoard text summary."""
@@ -149,8 +153,7 @@ class RunLogger:
 
     def has_evaluation(self, step: int) -> bool:
         """Whether evaluations.csv has a row for ``step``."""
-        with open(self.csv_path, newline="") as handle:
-            return any(row.get("step") == str(step) for row in csv.DictReader(handle))
+        return any(row.get("step") == str(step) for row in csv.DictReader(io.StringIO(csv_text(self.csv_path), newline="")))
 
     def _write_scalars(self, step: int, values: dict[str, float]) -> None:
         self._write(step, [summary_pb2.Summary.Value(tag=tag, metadata=_SCALAR_METADATA,
@@ -174,6 +177,18 @@ class RunLogger:
         self.writer.close()
 
 
+def csv_text(path: Path) -> str:
+    """The text of a run's evaluations.csv ("" when there is none), read as ``folder_trust.read_bytes`` reads:
+    RunFolderError (one line) for a file champion would not have written (too large, not a plain file)."""
+    try:
+        return read_bytes(path, MAX_EVALUATIONS_BYTES).decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError) as error:
+        raise RunFolderError(f"{path} is not the file champion writes ({error}); move it aside to continue the "
+                             "run") from None
+
+
 def truncate_logs(run_dir: Path, step: int) -> None:
     """Drop what was logged after ``step`` (by a run that died after its last checkpoint).
 
@@ -184,9 +199,8 @@ def truncate_logs(run_dir: Path, step: int) -> None:
 
     csv_path = run_dir / "evaluations.csv"
     if csv_path.exists():
-        with open(csv_path, newline="") as handle:
-            rows = list(csv.reader(handle))
-        complete = [row for row in rows[1:] if len(row) == len(CSV_COLUMNS) and row[0].isdigit()]
+        rows = list(csv.reader(io.StringIO(csv_text(csv_path), newline="")))
+        complete = [row for row in rows[1:] if len(row) == len(CSV_COLUMNS) and row[0].isascii() and row[0].isdigit()]
         kept = [list(CSV_COLUMNS)] + [row for row in complete if int(row[0]) <= step]
         buffer = io.StringIO()
         csv.writer(buffer).writerows(kept)
@@ -196,7 +210,10 @@ def truncate_logs(run_dir: Path, step: int) -> None:
         records = []
         try:
             for record in tf.data.TFRecordDataset(str(event_file)):
-                event = event_pb2.Event.FromString(record.numpy())
+                try:
+                    event = event_pb2.Event.FromString(record.numpy())
+                except DecodeError:  # not an event: dropped
+                    continue
                 if event.step <= step:
                     records.append(record.numpy())
         except tf.errors.DataLossError:

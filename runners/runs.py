@@ -12,13 +12,10 @@ from typing import Any, Sequence
 
 import yaml
 
-from runners.best_store import MANIFEST_FILE, POINTER_FILE, list_entries, read_champion
+from runners.best_store import MANIFEST_FILE, list_entries, pointer_name, read_champion
 from runners.checkpoints import newest_good_manifest
-from runners.folder_trust import BEST_ENTRY_NAME, check_links, read_bytes, read_record, read_yaml_file
+from runners.folder_trust import MAX_EVALUATIONS_BYTES, check_links, read_bytes, read_record, read_yaml_file
 from runners.run_folder import RunFolderError, is_locked, read_status
-
-MAX_EVALUATIONS_BYTES = 256 * 2**20
-"""The largest evaluations.csv read (one row per evaluation: a long run writes a few MB)."""
 
 
 class RunNotFoundError(FileNotFoundError):
@@ -85,12 +82,17 @@ def resolve_run_dir(path: Path, best: bool = False) -> Path:
 
 
 def choose_run(path: Path, best: bool = False) -> tuple[Path, str]:
-    """``resolve_run_dir``'s run and why it was picked (empty when ``path`` is a run folder itself)."""
-    path = Path(path)
+    """``resolve_run_dir``'s run and why it was picked (empty when ``path`` is a run folder itself); RunFolderError
+    when the run holds a link out of its folder (``folder_trust.check_links``), whichever way it was picked."""
+    run_dir, why = _pick_run(Path(path), best)
+    check_links(run_dir)
+    return run_dir, why
+
+
+def _pick_run(path: Path, best: bool) -> tuple[Path, str]:
     if not path.exists():
         raise RunNotFoundError(f"{path} does not exist; give a run folder such as results/CartPole-v1/ppo/<run>")
     if is_run_dir(path):
-        check_links(path)
         return path, ""
     with_best = [run for run in find_run_dirs(path) if list_entries(run / "best")]
     if not with_best:
@@ -101,10 +103,8 @@ def choose_run(path: Path, best: bool = False) -> tuple[Path, str]:
     finite = [summary for summary in summarize_all(with_best)[0]
               if summary.best_mean_return is not None and math.isfinite(summary.best_mean_return)]
     if not finite:
-        check_links(with_best[-1])
         return with_best[-1], f"the newest {count} (none records a finite best return)"
     chosen = max(finite, key=_rank)  # a tie goes to the earlier best step, as in the leaderboard
-    check_links(Path(chosen.path))
     return Path(chosen.path), f"the highest best return ({chosen.best_mean_return:.2f}) {count}"
 
 
@@ -234,10 +234,8 @@ def _best_manifest(best_dir: Path) -> dict[str, Any]:
     """The manifest of the entry the pointer names, else of the newest entry (read, not verified: a listing)."""
     candidates = []
     try:
-        name = read_record(best_dir / POINTER_FILE)["entry"]
-        if isinstance(name, str) and BEST_ENTRY_NAME.fullmatch(name):
-            candidates.append(best_dir / name)
-    except (OSError, ValueError, KeyError):
+        candidates.append(best_dir / pointer_name(best_dir))
+    except (OSError, ValueError):
         pass
     candidates += list_entries(best_dir)[::-1]
     for entry in candidates:

@@ -19,14 +19,19 @@ from envs.env_state import JournalState, Snapshot, VectorEnvState
 from runners.atomic_files import read_arrays
 from runners.rollout import RewardScaler
 
-CLASSES: dict[str, tuple[type, tuple[str, ...]]] = {
-    "JournalState": (JournalState, tuple(field.name for field in dataclasses.fields(JournalState))),
-    "Snapshot": (Snapshot, tuple(field.name for field in dataclasses.fields(Snapshot))),
-    "VectorEnvState": (VectorEnvState, tuple(field.name for field in dataclasses.fields(VectorEnvState))),
-    "EnvNoise": (EnvNoise, ("env_indices", "generators", "_kind", "_block", "_position")),
-    "RewardScaler": (RewardScaler, ("gamma", "epsilon", "returns", "mean", "variance", "count")),
+NUMBER = (int, float, np.integer, np.floating)
+CLASSES: dict[str, tuple[type, dict[str, tuple[type, ...]]]] = {
+    "JournalState": (JournalState, {"base_seed": (int,), "episodes": (int,), "segments": (tuple,),
+                                    "observation": (np.ndarray, dict, tuple, type(None)), "reward_sum": NUMBER}),
+    "Snapshot": (Snapshot, {"state": (object,)}),
+    "VectorEnvState": (VectorEnvState, {"journals": (tuple,), "episode_returns": (np.ndarray,),
+                                        "episode_lengths": (np.ndarray,)}),
+    "EnvNoise": (EnvNoise, {"env_indices": (list,), "generators": (list,), "_kind": (tuple, type(None)),
+                            "_block": (np.ndarray,), "_position": (int,)}),
+    "RewardScaler": (RewardScaler, {"gamma": NUMBER, "epsilon": NUMBER, "returns": (np.ndarray,), "mean": NUMBER,
+                                    "variance": NUMBER, "count": NUMBER}),
 }
-"""The classes a checkpoint may hold, by name, with the attributes each is rebuilt from."""
+"""The classes a checkpoint may hold, by name: the attributes each is rebuilt from, and the kinds each may be."""
 BIT_GENERATORS = {name: getattr(np.random, name) for name in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")}
 
 
@@ -49,34 +54,38 @@ def decode_state(structure: bytes, arrays_data: bytes) -> Any:
         arrays = read_arrays(arrays_data)
         tree = json.loads(structure)
         return _decode(tree, arrays)
-    except (ValueError, TypeError, KeyError, RecursionError) as error:
-        raise StateFormatError(f"the state is not one champion wrote ({error})") from None
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError, AttributeError) as error:
+        raise StateFormatError(f"the state is not one champion wrote ({type(error).__name__}: {error})") from None
 
 
 def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
-    if value is None or isinstance(value, (bool, str)):
+    """The JSON structure of ``value``; exact types only (a namedtuple or an OrderedDict would come back as
+    something else, so it is refused rather than changed)."""
+    kind = type(value)
+    if value is None or kind in (bool, str, int, float):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, np.generic):
-        return value
-    if isinstance(value, (np.ndarray, np.generic, bytes)):
+    if kind in (np.ndarray, bytes) or isinstance(value, np.generic):
         if getattr(value, "dtype", None) == object:
             raise TypeError("a resume checkpoint cannot hold an array of Python objects")
         key = f"a{len(arrays)}"
-        arrays[key] = np.frombuffer(value, np.uint8) if isinstance(value, bytes) else np.asarray(value)
-        kind = "bytes" if isinstance(value, bytes) else "scalar" if isinstance(value, np.generic) else "array"
-        return {kind: key}
-    if isinstance(value, list):
+        arrays[key] = np.frombuffer(value, np.uint8) if kind is bytes else np.asarray(value)
+        return {"bytes" if kind is bytes else "array" if kind is np.ndarray else "scalar": key}
+    if kind is list:
         return [_encode(item, arrays) for item in value]
-    if isinstance(value, tuple):
+    if kind is tuple:
         return {"tuple": [_encode(item, arrays) for item in value]}
-    if isinstance(value, dict):
+    if kind is dict:
         return {"items": [[_encode(key, arrays), _encode(item, arrays)] for key, item in value.items()]}
-    if isinstance(value, np.random.Generator):
+    if kind is np.random.Generator:
         return {"generator": _encode(value.bit_generator.state, arrays)}
-    name = type(value).__name__
-    if name in CLASSES and type(value) is CLASSES[name][0]:
-        return {"object": name, "fields": {field: _encode(getattr(value, field), arrays) for field in CLASSES[name][1]}}
-    raise TypeError(f"a resume checkpoint cannot hold a {type(value).__qualname__}; add it to state_codec.CLASSES")
+    name = kind.__name__
+    if name in CLASSES and kind is CLASSES[name][0]:
+        fields = CLASSES[name][1]
+        present = set(vars(value)) if not dataclasses.is_dataclass(value) else set(fields)
+        if present != set(fields):
+            raise TypeError(f"{name} has the attributes {sorted(present)}, state_codec.CLASSES lists {sorted(fields)}")
+        return {"object": name, "fields": {field: _encode(getattr(value, field), arrays) for field in fields}}
+    raise TypeError(f"a resume checkpoint cannot hold a {kind.__qualname__}; add it to state_codec.CLASSES")
 
 
 def _decode(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -106,10 +115,15 @@ def _decode(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
 
 def _build(name: str, fields: Any, arrays: dict[str, np.ndarray]) -> Any:
     """One of ``CLASSES`` from exactly its recorded attributes."""
-    cls, names = CLASSES[name]
-    if not isinstance(fields, dict) or set(fields) != set(names):
-        raise ValueError(f"{name} needs the fields {', '.join(names)}")
-    values = {field: _decode(fields[field], arrays) for field in names}
+    cls, kinds = CLASSES[name]
+    if not isinstance(fields, dict) or set(fields) != set(kinds):
+        raise ValueError(f"{name} needs the fields {', '.join(kinds)}")
+    values = {field: _decode(fields[field], arrays) for field in kinds}
+    wrong = [field for field, value in values.items() if not isinstance(value, kinds[field]) or isinstance(value, bool)]
+    if wrong:
+        raise ValueError(f"{name}.{wrong[0]} is a {type(values[wrong[0]]).__name__}")
+    if name == "EnvNoise" and not all(isinstance(item, np.random.Generator) for item in values["generators"]):
+        raise ValueError("EnvNoise.generators holds something other than random generators")
     if dataclasses.is_dataclass(cls):
         return cls(**values)
     built = cls.__new__(cls)

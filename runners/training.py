@@ -94,9 +94,10 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
     console, out = _consoles(quiet=not progress)
     remove_temporaries(run_dir)  # e.g. a config.yaml or summary.json write cut short by a crash
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=warner(console))
-    loaded = checkpoints.latest(check=check_checkpoint_state) if resuming else None
+    spec = network_spec(env_info, config)
+    loaded = checkpoints.latest(check=lambda found: check_checkpoint_state(found, spec)) if resuming else None
     if loaded is not None:  # refuse a foreign checkpoint before anything in the folder changes
-        check_checkpoint_fits(loaded, config, network_spec(env_info, config))
+        check_checkpoint_fits(loaded, config, spec)
     run = None
     try:
         # from here a first Ctrl-C or SIGTERM is a request to stop with a checkpoint, even while the run is built

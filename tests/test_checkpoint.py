@@ -20,7 +20,7 @@ def weights(value: float) -> dict:
 
 
 def manifest(step: int) -> dict:
-    return {"step": step, "network": TINY.to_dict()}
+    return {"step": step, "env_id": "Toy-v0", "network": TINY.to_dict()}
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_garbled_pointer_uses_the_newest_good_entry(store, warnings):
     store.offer(weights(2), 2.0, manifest(2))
     (store.directory / POINTER_FILE).write_text("{not json")
     assert store.load().manifest["step"] == 2
-    assert "pointer" in warnings[0] and "unreadable" in warnings[0]
+    assert "pointer" in warnings[0] and "unusable" in warnings[0]
 
 
 def test_nothing_usable_is_an_error_not_a_fresh_start(store, warnings):
