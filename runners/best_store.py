@@ -16,8 +16,8 @@ import numpy as np
 from runners.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder, decode_weights, encode_weights,
                                   remove_folder, remove_temporaries, unique_path, warn)
 from runners.faults import write_point
-from runners.folder_trust import (BEST_ENTRY_NAME, FINAL_ENTRY_NAME, is_entry_name, read_bytes, read_record,
-                                  read_sealed, seal)
+from runners.folder_trust import (BEST_ENTRY_NAME, FINAL_ENTRY_NAME, is_entry_name, is_number, is_whole, read_bytes,
+                                  read_record, read_sealed, seal)
 
 POINTER_FILE = "current.json"
 CHAMPION_FILE = "champion.json"
@@ -356,19 +356,13 @@ def check_manifest(manifest: dict[str, Any]) -> None:
     return, a step, an env id, evaluation seeds, env options."""
     from agents.config import SEED_LIMIT
 
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-    def whole(value: Any, low: int = 0, high: int = 2**62) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
-
     seeds = manifest.get("eval_seeds", [])
     problems = [
-        ("mean_return", not number(manifest.get("mean_return"))),
-        ("step", not whole(manifest.get("step"))),
+        ("mean_return", not is_number(manifest.get("mean_return"))),
+        ("step", not is_whole(manifest.get("step"))),
         ("env_id", not isinstance(manifest.get("env_id"), str) or len(manifest["env_id"]) > 256),
         ("eval_seeds", not isinstance(seeds, list) or len(seeds) > MAX_RECORDED_SEEDS
-         or not all(whole(seed, high=2 * SEED_LIMIT) for seed in seeds)),
+         or not all(is_whole(seed, high=2 * SEED_LIMIT) for seed in seeds)),
         ("env_options", not isinstance(manifest.get("env_options") or {}, dict)),
         ("sha256", not isinstance(manifest.get("sha256"), str)),
     ]

@@ -159,7 +159,7 @@ def load_run_config(run_dir: Path) -> TrainConfig:
         raise ConfigError(f"{path} {problem}, where it should hold {WRITTEN}; fix or restore it")
     try:
         config = config_from_dict(data)
-        validate(dataclasses.replace(config, run_name=None))
+        validate_recorded(config)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}; fix or restore it") from None
     except (TypeError, ValueError, AttributeError) as error:
@@ -168,6 +168,12 @@ def load_run_config(run_dir: Path) -> TrainConfig:
 
     import_recorded_env_module(config.env_id, str(path))
     return config
+
+
+def validate_recorded(config: TrainConfig) -> None:
+    """``validate`` for the config of a run folder that exists: its name is not checked again (older champions
+    allowed names a new run may not take; ``validate``'s rules are for names about to become folders)."""
+    validate(dataclasses.replace(config, run_name=None))
 
 
 def _shape_problem(data: Any) -> str | None:

@@ -12,7 +12,6 @@ row by row, see ``agents.numpy_policy``).
 
 from __future__ import annotations
 
-import dataclasses
 
 import json
 import math
@@ -247,7 +246,7 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
     """``champion crown RUN_DIR``: crown a finished (or stopped) run with its config's ``crown.*`` settings and
     ``overrides`` of them, while holding the run's lock; log it to TensorBoard and add it to summary.json."""
     from agents.config import validate
-    from runners.configure import apply_overrides, load_run_config
+    from runners.configure import apply_overrides, load_run_config, validate_recorded
     from runners.run_folder import RunLock
     from runners.runs import RunNotFoundError, is_run_dir
 
@@ -259,7 +258,7 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
     check_writable(run_dir)
     saved = load_run_config(run_dir)
     config = apply_overrides(saved, overrides or {})
-    validate(dataclasses.replace(config, run_name=None))  # the folder exists; older champions allowed other names
+    validate_recorded(config)
     _check_env_fits(run_dir, config)
     with RunLock(run_dir):
         crown = crown_run(run_dir, config, on_warning=on_warning)

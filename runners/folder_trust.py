@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -39,6 +40,16 @@ MAX_EVALUATIONS_BYTES = 256 * 2**20
 MAX_YAML_NODES = 100_000
 """The most YAML nodes a document may stand for once its aliases are expanded (a config has a few hundred)."""
 DIGEST_KEY = "digest"
+
+
+def is_number(value: Any) -> bool:
+    """Whether a value read from a record is a finite number (a bool is not one)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_whole(value: Any, low: int = 0, high: int = 2**62) -> bool:
+    """Whether a value read from a record is a whole number in [low, high) (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
 
 
 def is_entry_name(name: str) -> bool:

@@ -24,6 +24,7 @@ from runners.best_store import BestPolicyStore
 from runners.checkpoints import LoadedCheckpoint, ResumeCheckpoints
 from runners.engines import Advance, Engine, make_engine
 from runners.evaluate import BackgroundEvaluation, Evaluation, FinishedEvaluation, episode_seeds
+from runners.folder_trust import is_number
 from runners.media import BestPolicyMedia, PendingBest
 from runners.run_logger import BEST_POLICY_GIF, RunLogger
 from runners.run_metadata import network_spec
@@ -177,14 +178,14 @@ def check_checkpoint_state(loaded: LoadedCheckpoint, spec: NetworkSpec) -> None:
     throwaway generator. A checkpoint that would fail mid-restore is so found while an older one can still be used."""
     saved = loaded.state
     loop = saved.get("loop")
-    if (not isinstance(loop, dict) or not all(_is_number(loop.get(name, 0)) for name in LoopState.__dataclass_fields__)
+    if (not isinstance(loop, dict) or not all(is_number(loop.get(name, 0)) for name in LoopState.__dataclass_fields__)
             or loop.get("step") != loaded.manifest.get("step")):
         raise ValueError("its loop counters are missing, not numbers, or not at the manifest's step")
     np.random.RandomState().set_state(saved["numpy_random"])
     random.Random().setstate(saved["python_random"])
     if "policy_random" in saved:
         np.random.default_rng().bit_generator.state = saved["policy_random"]
-    if not _is_number(saved.get("best_mean_return")):
+    if not is_number(saved.get("best_mean_return")):
         raise ValueError("its best return is not a number")
     for part in [saved, *(saved.get("workers") or [])]:
         _check_engine_part(part)
@@ -207,10 +208,6 @@ def _check_engine_part(part: Any) -> None:
     exact = part.get("envs_exact", [])
     if not isinstance(exact, list) or not all(isinstance(value, bool) for value in exact):
         raise ValueError("its envs_exact is not a list of true/false")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def restored_text(problems: list[str | None]) -> str:

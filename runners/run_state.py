@@ -18,7 +18,7 @@ from rich.console import Console
 
 from agents.config import ConfigError, TrainConfig, linear_schedules, validate
 from runners.best_store import list_entries
-from runners.configure import apply_overrides, load_run_config, valid_keys
+from runners.configure import apply_overrides, load_run_config, valid_keys, validate_recorded
 from runners.checkpoints import LoadedCheckpoint, newest_good_step
 from runners.folder_trust import read_record, read_yaml_file
 
@@ -152,14 +152,11 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
         if before != after and key not in RESUMABLE_KEYS:
             raise ConfigError(f"--resume cannot change {key} (the run has {before!r}, you asked for {after!r}): "
                               "that would be a different problem; start a new run instead")
-    validate(changed if changed.run_name != original.run_name else _without_run_name(changed))
+    if changed.run_name != original.run_name:
+        validate(changed)
+    else:
+        validate_recorded(changed)
     return changed
-
-
-def _without_run_name(config: TrainConfig) -> TrainConfig:
-    """``config`` with no run name: the folder of a run being resumed exists, and an older champion allowed names
-    that a new run may not take (``validate``'s rules are for names about to become folders)."""
-    return dataclasses.replace(config, run_name=None)
 
 
 def check_resumable(run_dir: Path, config: TrainConfig) -> None:

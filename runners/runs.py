@@ -14,7 +14,8 @@ import yaml
 
 from runners.best_store import MANIFEST_FILE, list_entries, pointer_name, read_champion
 from runners.checkpoints import newest_good_manifest
-from runners.folder_trust import MAX_EVALUATIONS_BYTES, check_links, read_bytes, read_record, read_yaml_file
+from runners.folder_trust import (MAX_EVALUATIONS_BYTES, check_links, is_number, is_whole, read_bytes, read_record,
+                                  read_yaml_file)
 from runners.run_folder import RunFolderError, is_locked, read_status
 
 
@@ -139,19 +140,28 @@ def summarize(run_dir: Path) -> RunSummary:
         env_id=_text(config.get("env_id")),
         algo=_text(config.get("algo")),
         run_name=run_dir.name,
-        best_mean_return=_number(manifest.get("mean_return")),
-        best_step=_whole(manifest.get("step")),
+        best_mean_return=_float_or_none(manifest.get("mean_return")),
+        best_step=_int_or_none(manifest.get("step")),
         env_steps=env_steps,
-        total_steps=_whole(config.get("total_steps")) or 0,
+        total_steps=_int_or_none(config.get("total_steps")) or 0,
         date=datetime.fromtimestamp((run_dir / "config.yaml").stat().st_mtime).strftime("%Y-%m-%d %H:%M"),
         crowned_entry=crown.get("entry"),
-        crowned_step=_whole(crown.get("step")),
-        crowned_mean_return=_number(crown.get("held_out_mean")),
-        crowned_interval=[float(value) for value in interval] if _numbers(interval) else None,
+        crowned_step=_int_or_none(crown.get("step")),
+        crowned_mean_return=_float_or_none(crown.get("held_out_mean")),
+        crowned_interval=([float(value) for value in interval] if isinstance(interval, list)
+                          and all(is_number(value) for value in interval) else None),
         status=status,
-        resume_step=_whole(checkpoint.get("step")),
+        resume_step=_int_or_none(checkpoint.get("step")),
         envs_exact=[bool(value) for value in exact] if isinstance(exact, list) else None,
     )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if is_number(value) else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if is_whole(value) else None
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -173,18 +183,6 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _text(value: Any) -> str:
     return value[:200] if isinstance(value, str) else "?"
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _whole(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _numbers(value: Any) -> bool:
-    return isinstance(value, list) and all(_number(item) is not None for item in value)
 
 
 def run_status(run_dir: Path) -> str:
@@ -249,7 +247,7 @@ def _best_manifest(best_dir: Path) -> dict[str, Any]:
 def _env_steps(run_dir: Path) -> int:
     try:
         steps = read_record(run_dir / "summary.json")["env_steps"]
-        if _whole(steps) is not None:
+        if is_whole(steps):
             return steps
     except (OSError, ValueError, KeyError):
         pass
