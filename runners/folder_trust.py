@@ -25,7 +25,6 @@ from typing import Any
 
 import yaml
 
-from runners.run_folder import RunFolderError
 
 BEST_ENTRY_NAME = re.compile(r"[0-9]{4,9}-step-[0-9]{1,15}(-[0-9]{1,6})?")
 """A best entry's folder name (``0007-step-12345``, or ``-2`` after it when that name was taken)."""
@@ -40,6 +39,11 @@ MAX_EVALUATIONS_BYTES = 256 * 2**20
 MAX_YAML_NODES = 100_000
 """The most YAML nodes a document may stand for once its aliases are expanded (a config has a few hundred)."""
 DIGEST_KEY = "digest"
+
+
+class RunFolderError(RuntimeError):
+    """A results or run folder cannot hold this run, or cannot be opened safely; the message says why and what to
+    do."""
 
 
 def is_number(value: Any) -> bool:

@@ -4,6 +4,7 @@ restored from a resume checkpoint."""
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,7 +186,8 @@ def check_checkpoint_state(loaded: LoadedCheckpoint, spec: NetworkSpec) -> None:
     random.Random().setstate(saved["python_random"])
     if "policy_random" in saved:
         np.random.default_rng().bit_generator.state = saved["policy_random"]
-    if not is_number(saved.get("best_mean_return")):
+    best = saved.get("best_mean_return")
+    if not (is_number(best) or best == -math.inf):  # -inf: no best saved yet
         raise ValueError("its best return is not a number")
     for part in [saved, *(saved.get("workers") or [])]:
         _check_engine_part(part)

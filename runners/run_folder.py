@@ -18,15 +18,12 @@ import yaml
 
 from agents.config import ConfigError, TrainConfig
 from runners.atomic_files import TEMP_PREFIX, atomic_write_text, commit_folder, process_is_alive, warn
+from runners.folder_trust import RunFolderError, read_record
 
 DEFAULT_MIN_FREE_MB = 64.0
 LOCK_FILE = ".lock"
 STATUS_FILE = "status.json"
 """How the run's last session stands: running, finished, stopped (a signal, with a checkpoint) or failed (why)."""
-
-
-class RunFolderError(RuntimeError):
-    """The results folder cannot hold this run; the message says why and what to do."""
 
 
 def env_folder_name(env_id: str) -> str:
@@ -272,8 +269,6 @@ def write_status(run_dir: Path, status: str, reason: str = "") -> None:
 
 def read_status(run_dir: Path) -> dict[str, Any]:
     """The recorded status ({} when there is none or it cannot be read)."""
-    from runners.folder_trust import read_record  # it imports this module
-
     try:
         return read_record(Path(run_dir) / STATUS_FILE)
     except (OSError, ValueError):
