@@ -29,6 +29,13 @@ class ConfigError(ValueError):
 SEED_LIMIT = 2**31
 """Seeds are below this: the training envs are reset with seed + env step + env index, evaluation and held-out
 episodes with their seed + episode, and every such sum must stay below 2**32 (numpy's RandomState, many envs)."""
+MAX_ENVS = 4096
+"""The most training envs (and crown processes) a run may ask for: more than any machine runs, so a larger number
+is a mistake (or a config made to exhaust the machine)."""
+MAX_EPISODES = 100_000
+"""The most episodes an evaluation or a crown plays (a best entry or crown records each one's seed)."""
+MAX_CANDIDATES = 100
+"""The most best entries a crown judges."""
 RUN_NAME_PUNCTUATION = "._-+=,"
 """What a run name may hold besides letters and digits: nothing a shell or a file system reads specially."""
 RUN_NAME_MAX_BYTES = 255 - len(".tmp-") - len("-") - 7
@@ -300,6 +307,8 @@ def validate(config: TrainConfig) -> None:
                  "checkpoint_keep", "max_nonfinite_updates"):
         value = getattr(config, name)
         _require(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+    for name, most in (("num_envs", MAX_ENVS), ("eval_episodes", MAX_EPISODES)):
+        _require(getattr(config, name) <= most, f"{name} must be at most {most:,}, got {getattr(config, name):,}")
     for name in ("seed", "eval_seed"):
         _validate_seed(name, getattr(config, name))
     if config.run_name is not None:
@@ -365,11 +374,12 @@ def _validate_network(network: NetworkConfig) -> None:
 
 def _validate_crown(config: TrainConfig) -> None:
     crown = config.crown
-    for name in ("candidates", "episodes"):
+    for name, most in (("candidates", MAX_CANDIDATES), ("episodes", MAX_EPISODES)):
         value = getattr(crown, name)
-        _require(isinstance(value, int) and value > 0, f"crown.{name} must be a positive integer, got {value!r}")
-    _require(isinstance(crown.workers, int) and crown.workers >= 0,
-             f"crown.workers must be 0 (one per CPU) or a positive integer, got {crown.workers!r}")
+        _require(isinstance(value, int) and 0 < value <= most,
+                 f"crown.{name} must be a positive integer up to {most:,}, got {value!r}")
+    _require(isinstance(crown.workers, int) and 0 <= crown.workers <= MAX_ENVS,
+             f"crown.workers must be 0 (one per CPU) or a positive integer up to {MAX_ENVS:,}, got {crown.workers!r}")
     if crown.seed is not None:
         _validate_seed("crown.seed", crown.seed, " or null")
     first = crown.held_out_seed(config.eval_seed)

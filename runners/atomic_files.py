@@ -28,7 +28,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     temporary = path.parent / f"{TEMP_PREFIX}{path.name}-{os.getpid()}"
     try:
         write_point(f"before writing {path.name}")
-        with open(temporary, "wb") as handle:
+        temporary.unlink(missing_ok=True)  # whatever lies there (a FIFO, a link) is not written through
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(data[: len(data) // 2])
             write_point(f"half-way through {temporary.name}")
             handle.write(data[len(data) // 2:])

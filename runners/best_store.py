@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from agents.config import MAX_EPISODES
 from runners.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder, decode_weights, encode_weights,
                                   remove_folder, remove_temporaries, unique_path, warn)
 from runners.faults import write_point
@@ -217,10 +218,14 @@ def read_champion(directory: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     complete = all(key in record for key in CHAMPION_KEYS) and isinstance(record["candidates"], list)
-    seeds, mean = record.get("held_out_seeds"), record.get("held_out_mean")
+    seeds, candidates = record.get("held_out_seeds"), record.get("candidates")
     usable = (isinstance(seeds, list) and 0 < len(seeds) <= MAX_RECORDED_SEEDS
-              and all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds)
-              and isinstance(mean, (int, float)) and not isinstance(mean, bool))
+              and all(is_whole(seed, high=2**63) for seed in seeds)
+              and is_number(record.get("held_out_mean")) and is_number(record.get("held_out_std"))
+              and isinstance(candidates, list)
+              and all(isinstance(each, dict) and isinstance(each.get("entry"), str) for each in candidates)
+              and (record.get("interval") is None or isinstance(record["interval"], list)
+                   and all(is_number(value) for value in record["interval"])))
     named = complete and isinstance(record["entry"], str) and is_entry_name(record["entry"])
     return record if named and usable else None
 
@@ -241,6 +246,9 @@ def load_champion(directory: Path, on_warning: Callable[[str], None] = warn) -> 
     if record is None:
         on_warning(f"{directory / CHAMPION_FILE} is unreadable or incomplete; using the training-time best instead")
         return None
+    if record.get("digest") is None:
+        on_warning(f"{directory / CHAMPION_FILE} has no digest (written by a champion from before digests, or its "
+                   "digest was removed), so its held-out numbers cannot be checked")
     newer = _newer_than_crown(directory, record)
     if newer is not None:
         on_warning(f"the crown in {directory / CHAMPION_FILE} predates the newest best entry {newer.name} (a resumed "
@@ -354,16 +362,20 @@ UNSEALED = ("has no digest (written by a champion from before digests, or its di
 def check_manifest(manifest: dict[str, Any]) -> None:
     """ValueError unless the fields a manifest decides with have the kinds and ranges champion writes: a finite
     return, a step, an env id, evaluation seeds, env options."""
-    from agents.config import SEED_LIMIT
-
-    seeds = manifest.get("eval_seeds", [])
+    seeds, options = manifest.get("eval_seeds", [0]), manifest.get("env_options") or {}
+    kwargs = options.get("env_kwargs") or {} if isinstance(options, dict) else None
     problems = [
         ("mean_return", not is_number(manifest.get("mean_return"))),
         ("step", not is_whole(manifest.get("step"))),
         ("env_id", not isinstance(manifest.get("env_id"), str) or len(manifest["env_id"]) > 256),
-        ("eval_seeds", not isinstance(seeds, list) or len(seeds) > MAX_RECORDED_SEEDS
-         or not all(is_whole(seed, high=2 * SEED_LIMIT) for seed in seeds)),
-        ("env_options", not isinstance(manifest.get("env_options") or {}, dict)),
+        ("algo", manifest.get("algo", "ppo") not in ("ppo", "a2c")),
+        ("eval_seeds", not isinstance(seeds, list) or not 0 < len(seeds) <= MAX_RECORDED_SEEDS
+         or not all(is_whole(seed, high=2**63) for seed in seeds)),
+        ("std_return", not all(is_number(manifest.get(key, 0.0)) for key in ("std_return", "min_return", "max_return"))),
+        ("episodes", not is_whole(manifest.get("episodes", 1), low=1, high=MAX_RECORDED_SEEDS + 1)),
+        ("env_options", not isinstance(options, dict) or not is_whole(options.get("frame_stack", 1), low=1, high=1025)
+         or not isinstance(options.get("image_layout", "auto"), str)
+         or not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs)),
         ("sha256", not isinstance(manifest.get("sha256"), str)),
     ]
     wrong = [name for name, bad in problems if bad]
@@ -371,7 +383,7 @@ def check_manifest(manifest: dict[str, Any]) -> None:
         raise ValueError(f"its manifest's {wrong[0]} is not what champion writes")
 
 
-MAX_RECORDED_SEEDS = 100_000
+MAX_RECORDED_SEEDS = MAX_EPISODES
 """The most episode seeds a manifest or crown may record (an evaluation or a crown plays each one)."""
 
 

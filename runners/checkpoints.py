@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from runners.atomic_files import TEMP_PREFIX, commit_folder, remove_folder, remove_temporaries, unique_path, warn
 from runners.faults import write_point
-from runners.folder_trust import CHECKPOINT_NAME, check_seal, read_bytes, read_record, seal
+from runners.folder_trust import CHECKPOINT_NAME, check_seal, open_regular, read_bytes, read_record, seal
 
 PREFIX = "ckpt-"
 STATE_FILE = "state.json"
@@ -32,6 +32,10 @@ MANIFEST_FILE = "manifest.json"
 TF_PREFIX = "tf"
 MAX_FILE_BYTES = 2**34
 """The largest file a checkpoint may hold (model and optimizer of the largest network champion builds)."""
+MAX_STRUCTURE_BYTES = 64 * 2**20
+"""The largest ``state.json`` read (its numbers are counters and random states; arrays go to ``state.npz``)."""
+MAX_ARRAYS_BYTES = 2**31
+"""The largest ``state.npz`` read (journals of up to 100,000 steps per env, observations, noise: megabytes)."""
 
 
 class CheckpointError(RuntimeError):
@@ -158,7 +162,8 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's manifest, once it matches its own digest and every file in it matches the sha256 the
     manifest records (ValueError otherwise)."""
     manifest = read_record(path / MANIFEST_FILE)
-    check_seal(manifest, MANIFEST_FILE)
+    if not check_seal(manifest, MANIFEST_FILE) and not (path / OLD_STATE_FILE).exists():
+        raise ValueError(f"its {MANIFEST_FILE} has no digest, which every checkpoint champion writes carries")
     if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("step"), int):
         raise ValueError("its manifest lacks the files or the step")
     present = sorted(item.name for item in path.iterdir() if item.name != MANIFEST_FILE)
@@ -179,16 +184,18 @@ def read_checkpoint(path: Path) -> LoadedCheckpoint:
     from runners.state_codec import decode_state
 
     manifest = verify_checkpoint(path)
-    state = decode_state(read_bytes(path / STATE_FILE, MAX_FILE_BYTES), read_bytes(path / ARRAYS_FILE, MAX_FILE_BYTES))
+    state = decode_state(read_bytes(path / STATE_FILE, MAX_STRUCTURE_BYTES), read_bytes(path / ARRAYS_FILE, MAX_ARRAYS_BYTES))
     if not isinstance(state, dict):
         raise ValueError("its state is not a mapping")
     return LoadedCheckpoint(path, manifest, state)
 
 
 def _sha256(path: Path) -> str:
-    """Hex sha256 of a checkpoint's file, read without following a link and only up to ``MAX_FILE_BYTES``."""
+    """Hex sha256 of a checkpoint's file, opened as ``folder_trust.read_bytes`` opens it, read in blocks."""
     digest = hashlib.sha256()
-    digest.update(read_bytes(path, MAX_FILE_BYTES))
+    with open_regular(path, MAX_FILE_BYTES) as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 

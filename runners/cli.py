@@ -282,11 +282,11 @@ def runs(results_dir: Path, as_json: bool, best_per_env: bool) -> None:
     """List runs: env, algo, best return and its step, steps done, status (running, finished, stopped, failed or
     crashed, with the step a resume starts from), date (or the best run per env)."""
     from runners.atomic_files import warn
-    from runners.runs import leaderboard, summarize_all
+    from runners.runs import leaderboard, printable, summarize_all
 
     summaries, unreadable = summarize_all(find_run_dirs(results_dir)) if results_dir.exists() else ([], [])
     for run_dir, reason in unreadable:
-        warn(f"cannot list {run_dir}: {reason}")
+        warn(printable(f"cannot list {run_dir}: {reason}"))
     if best_per_env:
         summaries = leaderboard(summaries)
     if as_json:
@@ -300,7 +300,10 @@ def runs(results_dir: Path, as_json: bool, best_per_env: bool) -> None:
 
 def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from runners.runs import printable
 
     progress_columns = [] if best_per_env else ["steps", "status", "date"]
     table = Table("env", "algo", "run", "best return", "at step", "crowned (held-out)", *progress_columns, "path",
@@ -311,9 +314,9 @@ def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
                    else f"{summary.crowned_mean_return:.2f} at {summary.crowned_step or 0:,}")
         progress = [] if best_per_env else [f"{summary.env_steps:,}/{summary.total_steps:,}", status_text(summary),
                                             summary.date]
-        table.add_row(summary.env_id, summary.algo, summary.run_name, best,
+        table.add_row(*map(escape, (summary.env_id, summary.algo, printable(summary.run_name))), best,
                       f"{summary.best_step:,}" if summary.best_step is not None else "-", crowned, *progress,
-                      summary.path)
+                      escape(printable(summary.path)))
     Console(width=200).print(table)
 
 

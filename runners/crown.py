@@ -178,27 +178,37 @@ def candidates(best_dir: Path, count: int, on_warning: Callable[[str], None] = w
     the same weights as one already taken is left out."""
     found: list[Candidate] = []
     warn_about_strays(best_dir, on_warning)
+    reference: list[dict[str, Any]] = []  # the newest verified entry's network, which the env was checked against
     for entry in reversed(list_entries(best_dir)):
         if len(found) == count:
             break
-        stored = _verified(entry, on_warning)
+        stored = _verified(entry, on_warning, reference)
         if stored is not None:
             found.insert(0, Candidate(stored))
     crowned, finals = crowned_entry(best_dir), list_final_entries(best_dir)
-    earlier = _verified(crowned, on_warning) if crowned is not None and crowned.is_dir() else None
-    final = _verified(finals[-1], on_warning) if finals else None
+    earlier = _verified(crowned, on_warning, reference) if crowned is not None and crowned.is_dir() else None
+    final = _verified(finals[-1], on_warning, reference) if finals else None
     for stored, at_end in ((earlier, False), (final, True)):
         if stored is not None and stored.manifest["sha256"] not in {each.stored.manifest["sha256"] for each in found}:
             found.insert(len(found) if at_end else 0, Candidate(stored))
     return found
 
 
-def _verified(entry: Path, on_warning: Callable[[str], None]) -> StoredPolicy | None:
+def _verified(entry: Path, on_warning: Callable[[str], None], reference: list[dict[str, Any]]) -> StoredPolicy | None:
+    """The entry, verified, if its network takes the same observations and actions as ``reference``'s (the first
+    verified entry becomes it); else None, with a warning."""
     try:
-        return read_entry(entry)
+        stored = read_entry(entry)
     except (OSError, ValueError, KeyError) as error:
         on_warning(f"best-policy entry {entry.name} is unusable ({error}); it is not a crown candidate")
         return None
+    layout = {key: stored.manifest["network"].get(key) for key in ("observation_leaves", "action_kind", "action_size")}
+    if reference and layout != reference[0]:
+        on_warning(f"best-policy entry {entry.name} takes other observations or actions than the newest entry; it is "
+                   "not a crown candidate")
+        return None
+    reference[:1] = [layout]
+    return stored
 
 
 def crown_run(run_dir: Path, config: TrainConfig, player: Player | None = None,

@@ -21,7 +21,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -32,8 +32,10 @@ FINAL_ENTRY_NAME = re.compile(r"final-step-[0-9]{1,15}(-[0-9]{1,6})?")
 """A final-policy entry's folder name (``final-step-12345``)."""
 CHECKPOINT_NAME = re.compile(r"ckpt-[0-9]{10,15}(-[0-9]{1,6})?")
 """A resume checkpoint's folder name (``ckpt-0000012345``)."""
-MAX_RECORD_BYTES = 16 * 2**20
-"""The largest JSON or YAML record read from a run folder (config.yaml, manifests, pointers: a few KB each)."""
+MAX_RECORD_BYTES = 4 * 2**20
+"""The largest JSON record read from a run folder (manifests, pointers, the crown: a few KB to a few hundred)."""
+MAX_CONFIG_BYTES = 2**20
+"""The largest config.yaml read (champion writes a few KB; YAML costs far more memory than its text)."""
 MAX_EVALUATIONS_BYTES = 256 * 2**20
 """The largest evaluations.csv read (one row per evaluation: a long run writes a few MB)."""
 MAX_YAML_NODES = 100_000
@@ -48,7 +50,12 @@ class RunFolderError(RuntimeError):
 
 def is_number(value: Any) -> bool:
     """Whether a value read from a record is a finite number (a bool is not one)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def is_whole(value: Any, low: int = 0, high: int = 2**62) -> bool:
@@ -61,17 +68,25 @@ def is_entry_name(name: str) -> bool:
     return bool(BEST_ENTRY_NAME.fullmatch(name) or FINAL_ENTRY_NAME.fullmatch(name))
 
 
-def read_bytes(path: Path, limit: int) -> bytes:
-    """The bytes of the regular file at ``path``, opened without following a link, at most ``limit`` of them;
-    OSError or ValueError (saying which and why) for anything else."""
+def open_regular(path: Path, limit: int) -> BinaryIO:
+    """The regular file at ``path`` opened for reading without following a link (nor blocking on a FIFO), if it
+    holds at most ``limit`` bytes; OSError or ValueError (saying which and why) for anything else."""
     descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(descriptor, "rb") as handle:
-        status = os.fstat(handle.fileno())
+    handle = os.fdopen(descriptor, "rb")
+    status = os.fstat(handle.fileno())
+    if not stat.S_ISREG(status.st_mode) or status.st_size > limit:
+        handle.close()
         if not stat.S_ISREG(status.st_mode):
             raise ValueError(f"{path.name} is not a regular file")
-        if status.st_size > limit:
-            raise ValueError(f"{path.name} is {status.st_size:,} bytes, more than the {limit:,} it can hold")
-        data = handle.read(status.st_size)  # the size it has, never the limit: a buffer of that size is made first
+        raise ValueError(f"{path.name} is {status.st_size:,} bytes, more than the {limit:,} it can hold")
+    return handle
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, opened as ``open_regular`` opens it, at most ``limit`` of them;
+    OSError or ValueError (saying which and why) for anything else."""
+    with open_regular(path, limit) as handle:
+        data = handle.read(os.fstat(handle.fileno()).st_size)  # the size it has: a buffer of the size asked is made
         if handle.read(1):
             raise ValueError(f"{path.name} grew while it was read")
         return data
@@ -134,12 +149,15 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
 def read_yaml_file(path: Path) -> Any:
     """A YAML file of a run folder, read as ``read_bytes`` and ``load_yaml`` read; OSError, ValueError (too big,
     not UTF-8, too many values) or yaml.YAMLError."""
-    data = read_bytes(path, MAX_RECORD_BYTES)
+    data = read_bytes(path, MAX_CONFIG_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path.name} is not UTF-8 text") from None
-    return load_yaml(text, str(path))
+    try:
+        return load_yaml(text, str(path))
+    except RecursionError:
+        raise ValueError(f"{path.name} is nested too deeply to be a config") from None
 
 
 def seal(record: dict[str, Any]) -> dict[str, Any]:
@@ -186,8 +204,13 @@ def links_out(run_dir: Path) -> list[tuple[str, str]]:
 
 
 def check_links(run_dir: Path) -> None:
-    """RunFolderError (one line) if a link in ``run_dir`` leads out of it: champion reads and writes only inside a
-    run folder, so that a folder from anyone cannot make it touch another file."""
+    """RunFolderError (one line) if a link in ``run_dir`` leads out of it (champion reads and writes only inside a
+    run folder, so that a folder from anyone cannot make it touch another file), or if its best/, checkpoints/ or
+    tb/ is not a folder."""
+    for name in ("best", "checkpoints", "tb"):
+        part = Path(run_dir) / name
+        if part.is_symlink() is False and part.exists() and not part.is_dir():
+            raise RunFolderError(f"{part} is not a folder, as champion makes it; move it aside to open the run")
     found = links_out(run_dir)
     if found:
         name, target = found[0]

@@ -173,11 +173,17 @@ def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> Eva
     return BackgroundEvaluation(eval_envs, seeds, config.eval_in_background, env_id=config.env_id)
 
 
-def check_checkpoint_state(loaded: LoadedCheckpoint, spec: NetworkSpec) -> None:
+def check_checkpoint_state(loaded: LoadedCheckpoint, spec: NetworkSpec, config: TrainConfig) -> None:
     """ValueError or TypeError unless a checkpoint has what ``Run.restore`` applies, of the right kinds and shapes:
-    its model's variables those of ``spec``, its counters at the manifest's step, each random state tried on a
-    throwaway generator. A checkpoint that would fail mid-restore is so found while an older one can still be used."""
+    its model's variables those of ``spec``, its counters at the manifest's step, its engine the run's, its env parts
+    sized for ``config.num_envs``, each random state tried on a throwaway generator. A checkpoint that would fail
+    mid-restore is so found while an older one can still be used."""
+    from runners.engines import choose_engine
+
     saved = loaded.state
+    engine = saved.get("engine", "gymnasium")
+    if engine not in ("graph", "gymnasium", "ray") or (engine == "ray") != (choose_engine(config) == "ray"):
+        raise ValueError(f"its engine {str(engine)[:20]!r} is not this run's")
     loop = saved.get("loop")
     if (not isinstance(loop, dict) or not all(is_number(loop.get(name, 0)) for name in LoopState.__dataclass_fields__)
             or loop.get("step") != loaded.manifest.get("step")):
@@ -190,7 +196,7 @@ def check_checkpoint_state(loaded: LoadedCheckpoint, spec: NetworkSpec) -> None:
     if not (is_number(best) or best == -math.inf):  # -inf: no best saved yet
         raise ValueError("its best return is not a number")
     for part in [saved, *(saved.get("workers") or [])]:
-        _check_engine_part(part)
+        _check_engine_part(part, config.num_envs)
     if loaded.manifest.get("network") != spec.to_dict():
         return  # a checkpoint of another network: check_checkpoint_fits refuses it in one line
     for name, shape in weight_shapes(spec).items():
@@ -199,14 +205,21 @@ def check_checkpoint_state(loaded: LoadedCheckpoint, spec: NetworkSpec) -> None:
             raise ValueError(f"its model's {name} is {loaded.tensor_shapes.get(key)}, the network's is {list(shape)}")
 
 
-def _check_engine_part(part: Any) -> None:
-    """The env part of a checkpoint's state (the whole state, or one Ray worker's) holds the kinds it should."""
+def _check_engine_part(part: Any, num_envs: int) -> None:
+    """The env part of a checkpoint's state (the whole state, or one Ray worker's) holds the kinds it should, sized
+    for at most ``num_envs`` envs."""
     if not isinstance(part, dict):
         raise ValueError("a worker's state is not a mapping")
     expected = {"env_state": VectorEnvState, "noise": EnvNoise, "reward_scaler": RewardScaler}
     for key, kind in expected.items():
         if part.get(key) is not None and not isinstance(part[key], kind):
             raise ValueError(f"its {key} is a {type(part[key]).__name__}, not a {kind.__name__}")
+    noise, scaler = part.get("noise"), part.get("reward_scaler")
+    if noise is not None and not (len(noise.generators) == len(noise.env_indices) <= num_envs
+                                  and 0 <= noise._position <= len(noise._block)):
+        raise ValueError("its action noise does not fit the run's envs")
+    if scaler is not None and (scaler.returns.shape != (num_envs,) or not scaler.variance > 0):
+        raise ValueError("its reward scaler does not fit the run's envs")
     exact = part.get("envs_exact", [])
     if not isinstance(exact, list) or not all(isinstance(value, bool) for value in exact):
         raise ValueError("its envs_exact is not a list of true/false")

@@ -13,6 +13,7 @@ import csv
 import io
 import math
 import os
+import stat
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -177,6 +178,10 @@ class RunLogger:
         self.writer.close()
 
 
+MAX_EVENT_FILE_BYTES = 2**30
+"""The largest TensorBoard event file a resume rewrites (a long run's scalars and a few GIFs: tens of MB)."""
+
+
 def csv_text(path: Path) -> str:
     """The text of a run's evaluations.csv ("" when there is none), read as ``folder_trust.read_bytes`` reads:
     RunFolderError (one line) for a file champion would not have written (too large, not a plain file)."""
@@ -200,13 +205,18 @@ def truncate_logs(run_dir: Path, step: int) -> None:
     csv_path = run_dir / "evaluations.csv"
     if csv_path.exists():
         rows = list(csv.reader(io.StringIO(csv_text(csv_path), newline="")))
-        complete = [row for row in rows[1:] if len(row) == len(CSV_COLUMNS) and row[0].isascii() and row[0].isdigit()]
+        complete = [row for row in rows[1:] if len(row) == len(CSV_COLUMNS) and row[0].isascii() and row[0].isdigit()
+                    and len(row[0]) <= 18]
         kept = [list(CSV_COLUMNS)] + [row for row in complete if int(row[0]) <= step]
         buffer = io.StringIO()
         csv.writer(buffer).writerows(kept)
         atomic_write_text(csv_path, buffer.getvalue())
     remove_temporaries(run_dir / "tb")
     for index, event_file in enumerate(sorted((run_dir / "tb").glob("events.out.tfevents.*"))):
+        status = event_file.lstat()
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_EVENT_FILE_BYTES:
+            raise RunFolderError(f"{event_file} is not an event file champion writes (not a plain file, or over "
+                                 f"{MAX_EVENT_FILE_BYTES:,} bytes); move it aside to continue the run")
         records = []
         try:
             for record in tf.data.TFRecordDataset(str(event_file)):

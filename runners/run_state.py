@@ -88,9 +88,19 @@ def resume_hint(run_dir: Path, checkpointed: bool | None = None) -> str:
     """How to go on after a stop: resume when a good checkpoint exists (``checkpointed``, looked up when None);
     otherwise there is nothing to resume."""
     if has_checkpoint(run_dir) if checkpointed is None else checkpointed:
-        return f"continue with: champion train --resume {run_dir}"
+        address = _recorded_ray_address(run_dir)
+        return f"continue with: champion train --resume {run_dir}" + (f" --ray-address {address}" if address else "")
     return (f"start a new run: no checkpoint was written yet, so there is nothing to resume (delete {run_dir} "
             "first to use its name again)")
+
+
+def _recorded_ray_address(run_dir: Path) -> str | None:
+    """The Ray cluster the run's config.yaml names (a resume joins it only when named again), if any."""
+    try:
+        ray = read_yaml_file(Path(run_dir) / "config.yaml").get("ray") or {}
+        return str(ray["address"]) if isinstance(ray, dict) and ray.get("address") else None
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
 
 
 def best_policy_note(run_dir: Path) -> str:
@@ -146,6 +156,11 @@ def resumed_config(run_dir: Path, overrides: dict[str, Any]) -> TrainConfig:
     original = load_run_config(run_dir)
     if original.schedule_steps is None:  # a run from before schedule_steps: its schedules ran over its budget
         original = dataclasses.replace(original, schedule_steps=original.total_steps)
+    if original.ray.address is not None and "ray.address" not in overrides:
+        raise ConfigError(f"{Path(run_dir) / 'config.yaml'} records ray.address={original.ray.address}; a resume "
+                          "joins only a Ray cluster you name (a run folder from anyone could name any): add "
+                          f"--ray-address {original.ray.address} to join it, or --set ray.address=null for a Ray "
+                          "of the run's own")
     changed = apply_overrides(original, overrides)
     for key in valid_keys(original):
         before, after = _lookup(original, key), _lookup(changed, key)
@@ -194,7 +209,7 @@ def _summary_steps(run_dir: Path) -> int:
     """The env steps summary.json records (-1 when it is missing or unreadable)."""
     try:
         return int(read_record(run_dir / "summary.json")["env_steps"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return -1
 
 

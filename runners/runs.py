@@ -182,7 +182,14 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str:
-    return value[:200] if isinstance(value, str) else "?"
+    return printable(value[:200]) if isinstance(value, str) else "?"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print from a folder that may be anyone's: control characters and lone surrogates escaped,
+    so that a name cannot move the cursor, set a title or stop the output."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
 
 
 def run_status(run_dir: Path) -> str:

@@ -21,16 +21,16 @@ from agents.networks import weight_arrays, weight_name
 from envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_env
 from runners import faults, stderr_filter
 from runners.atomic_files import atomic_write_text, remove_temporaries
-from runners.checkpoints import ResumeCheckpoints
+from runners.checkpoints import CheckpointError, ResumeCheckpoints
 from runners.folder_trust import check_links
 from runners.engines import Advance, EngineFailed, choose_engine
 from runners.evaluate import EvalResult, FinishedEvaluation
 from runners.run import Run, build_run, check_checkpoint_state, warner
 from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight, write_status
 from runners.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
-from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted, TrainingStopped,
-                               check_checkpoint_fits, check_resumable, is_write_failure, resumed_config,
-                               write_failure)
+from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted,
+                               TrainingStopped, check_checkpoint_fits, check_resumable, is_write_failure,
+                               resume_hint, resumed_config, write_failure)
 
 __all__ = ["TrainResult", "resume", "train"]
 
@@ -95,7 +95,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
     remove_temporaries(run_dir)  # e.g. a config.yaml or summary.json write cut short by a crash
     checkpoints = ResumeCheckpoints(run_dir / "checkpoints", config.checkpoint_keep, on_warning=warner(console))
     spec = network_spec(env_info, config)
-    loaded = checkpoints.latest(check=lambda found: check_checkpoint_state(found, spec)) if resuming else None
+    loaded = checkpoints.latest(check=lambda found: check_checkpoint_state(found, spec, config)) if resuming else None
     if loaded is not None:  # refuse a foreign checkpoint before anything in the folder changes
         check_checkpoint_fits(loaded, config, spec)
     run = None
@@ -109,7 +109,7 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
             run = build_run(config, run_dir, env_info, console, out, checkpoints, kind,
                             resume_step=loaded.manifest["step"] if loaded else None)
             if loaded is not None:
-                state = run.restore(loaded)
+                state = _restored(run, loaded)
                 if state.evaluation_in_flight == state.step and not run.logger.has_evaluation(state.step):
                     run.evaluation.start(state.step, run.policy.snapshot())  # it had not finished when the run stopped
             else:
@@ -136,6 +136,17 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
     finally:
         if run is not None:
             run.close(unwinding=sys.exception() is not None)
+
+
+def _restored(run: Run, loaded: Any) -> LoopState:
+    """``run.restore(loaded)``; a checkpoint that passed every check and still cannot be restored (its optimizer's
+    state another shape, say) is one CheckpointError line, not a traceback."""
+    try:
+        return run.restore(loaded)
+    except (ValueError, TypeError, KeyError, IndexError, AssertionError, tf.errors.OpError) as error:
+        raise CheckpointError(f"checkpoint {loaded.path} cannot be restored into this run ({type(error).__name__}: "
+                              f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}); move it "
+                              "aside to resume from the one before") from None
 
 
 def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> TrainResult:
@@ -245,8 +256,8 @@ def _checkpoint_on_engine_failure(run: Run, state: LoopState, wall_before: float
     except EngineFailed as error:
         state.evaluation_in_flight = run.evaluation.step_in_flight  # played again by the resume
         _checkpoint(run, state, wall_before + time.perf_counter() - session_start, 0.0)
-        raise TrainingStopped(f"error: {error}; a checkpoint at step {state.step:,} was written, continue with: "
-                              f"champion train --resume {run.run_dir}") from error
+        raise TrainingStopped(f"error: {error}; a checkpoint at step {state.step:,} was written, "
+                              f"{resume_hint(run.run_dir, checkpointed=True)}") from error
 
 
 def _engine_report(run: Run) -> dict[str, Any]:

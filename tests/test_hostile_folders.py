@@ -507,3 +507,61 @@ def test_a_fifo_pointer_never_blocks(area):
     done = subprocess.run([str(Path(sys.executable).parent / "champion"), "replay", str(area["run"]), "--json",
                            "--entry", "best"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0 and len(warnings_in(done.stderr)) == 1 and "current.json" in done.stderr
+
+
+def test_a_recorded_ray_address_is_joined_only_when_named(area, capsys):
+    """A config naming a Ray cluster: a resume does not connect to it unless the user names it (a cluster someone
+    else runs could send anything back); one line says how."""
+    config = area["run"] / "config.yaml"
+    config.write_text(config.read_text().replace("  address: null", "  address: 203.0.113.9:6379"))
+    assert "203.0.113.9" in config.read_text()
+    assert champion("train", "--resume", area["run"], "--total-steps", "8192", "-q") == 2
+    warnings, errors, _ = outcome(capsys)
+    assert len(errors) == 1 and "--ray-address 203.0.113.9:6379 to join it" in errors[0]
+
+
+def test_numbers_too_large_for_a_float_fall_back(area, capsys, tmp_path):
+    older = list_entries(area["run"] / "best")[-1]
+    newer = add_better_entry(area["run"])
+    text = json.dumps(seal(dict(json.loads((newer / "manifest.json").read_text()), mean_return=7)))
+    manifest = json.loads(text)
+    manifest["mean_return"] = 10**400
+    manifest.pop("digest")
+    (newer / "manifest.json").write_text(json.dumps(seal(manifest)))
+    code, warnings, errors, result = replay_json(capsys, area["run"], "--entry", "best")
+    assert code == 0 and not errors and result["entry"] == str(older)
+    assert len(warnings) == 1 and "mean_return" in warnings[0]
+    copy_run(area["run"], tmp_path / "results" / "CartPole-v1" / "ppo" / "R")
+    assert champion("runs", "--results-dir", tmp_path / "results", "--json") == 0
+    assert [run["best_mean_return"] for run in json.loads(outcome(capsys)[2])] == [None]
+
+
+@pytest.mark.parametrize("what", ["a FIFO event file", "best/ a plain file", "a FIFO where a temporary goes"])
+def test_special_files_where_champion_writes_or_reads_never_block(area, capsys, what):
+    """A FIFO named like an event file (a resume rewrites them), best/ as a file, a FIFO at the name of the status
+    file's temporary: one line, or the temporary is replaced, never a hang."""
+    if what == "a FIFO event file":
+        os.mkfifo(area["run"] / "tb" / "events.out.tfevents.1.fifo")
+        expected = "is not an event file champion writes"
+    elif what == "best/ a plain file":
+        shutil.rmtree(area["run"] / "best")
+        (area["run"] / "best").write_text("not a folder")
+        expected = "is not a folder"
+    else:
+        os.mkfifo(area["run"] / f".tmp-status.json-{os.getpid()}")
+        expected = None
+    code = champion("train", "--resume", area["run"], "--total-steps", "5120", "-q")
+    warnings, errors, _ = outcome(capsys)
+    if expected is None:
+        assert code == 0 and json.loads((area["run"] / "status.json").read_text())["status"] == "finished"
+    else:
+        assert code == 2 and len(errors) == 1 and expected in errors[0]
+
+
+def test_names_in_a_listing_cannot_drive_the_terminal(area, capsys, tmp_path):
+    run = copy_run(area["run"], tmp_path / "results" / "CartPole-v1" / "ppo" / "R")
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("env_id: CartPole-v1", 'env_id: "Cart\\e]0;owned\\aPole [bold]x"'))
+    assert champion("runs", "--results-dir", tmp_path / "results") == 0
+    out = outcome(capsys)[2]
+    assert "\x1b" not in out and "\x07" not in out and "[bold]x" in out and "\\x1b]0;owned" in out
