@@ -88,6 +88,7 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
             overrides["env_id"] = env_id
         if algo is not None:
             overrides["algo"] = algo
+        from runners.configure import load_run_config
         from runners.folder_trust import check_links
         from runners.run_folder import preflight
         from runners.run_state import check_resumable, resumed_config
@@ -98,7 +99,7 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
         resumed = resumed_config(resume_dir, overrides)
         check_resumable(resume_dir, resumed)
         preflight(resume_dir)
-        before = resumed_config(resume_dir, {}).total_steps
+        before = load_run_config(resume_dir).total_steps
         if resumed.total_steps < before and not quiet:
             click.echo(f"note: the run's budget is lowered from {before:,} to {resumed.total_steps:,} steps", err=True)
         from runners.training import resume
