@@ -39,8 +39,9 @@ def test_value_hidden_sizes_are_refused_with_a_shared_torso():
 
 
 @pytest.mark.skipif(not MUJOCO, reason="needs the mujoco extra: pip install -e '.[mujoco]'")
-def test_a_short_halfcheetah_run_records_its_gif_replays_exports_and_resumes(tmp_path):
-    """The GIF and the video render in a process without TensorFlow (Mesa's EGL crashed beside it)."""
+def test_a_short_halfcheetah_run_records_its_gif_replays_and_exports(tmp_path):
+    """The GIF and the video render in a process without TensorFlow (Mesa's EGL crashed beside it). Its resume is
+    tested, bit for bit, in tests/test_resume_matrix.py."""
     options = ["--results-dir", str(tmp_path), "--run-name", "cheetah", "--eval-every", "1024", "--eval-episodes", "2",
                "--set", "checkpoint_every=1024", "-q",
                # what is tested here is the same with fewer, uncompiled epochs and no crown (test_crown.py)
@@ -58,10 +59,6 @@ def test_a_short_halfcheetah_run_records_its_gif_replays_exports_and_resumes(tmp
     assert outcome["mean_return"] == outcome["recorded_mean_return"]
     exported = subprocess.run(CHAMPION + ["export", str(run_dir)], capture_output=True, text=True, timeout=300)
     assert exported.returncode == 0, exported.stderr[-2000:]
-    resumed = subprocess.run(CHAMPION + ["train", "--resume", str(run_dir), "--total-steps", "3072", "-q"],
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert json.loads((run_dir / "summary.json").read_text())["env_steps"] == 3072
 
 
 @pytest.mark.skipif(not MUJOCO, reason="needs the mujoco extra: pip install -e '.[mujoco]'")
