@@ -7,7 +7,6 @@ file systems), so a crash at any moment leaves either the old or the new version
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -116,11 +115,6 @@ def process_is_alive(pid: int) -> bool:
     except (OverflowError, ValueError):  # no process can have such a number
         return False
     return True
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def encode_weights(arrays: dict[str, np.ndarray]) -> bytes:
