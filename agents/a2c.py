@@ -5,13 +5,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from agents import losses
-from agents.batch import RolloutBatch
-from agents.config import A2CConfig
-from agents.networks import ActorCritic
-from agents.compile.update import CompiledUpdate
-from agents.distributions import make_distribution
-from agents.optimization import apply_clipped_gradients, batch_gae, gradient_keepers, merge_time_and_envs, scheduled
+from champion.agents import losses
+from champion.agents.batch import RolloutBatch
+from champion.agents.config import A2CConfig
+from champion.agents.networks import ActorCritic
+from champion.agents.compile.update import CompiledUpdate
+from champion.agents.distributions import make_distribution
+from champion.agents.optimization import apply_clipped_gradients, batch_gae, gradient_keepers, merge_time_and_envs, scheduled
 
 
 def make_optimizer(config: A2CConfig) -> keras.optimizers.Optimizer:

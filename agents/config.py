@@ -13,7 +13,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.spec import IMAGE_LAYOUTS, NATURE_CNN
+from champion.errors import ChampionError
+from champion.agents.spec import IMAGE_LAYOUTS, NATURE_CNN
 
 ALGORITHMS = ("ppo", "a2c")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "silu")
@@ -22,7 +23,7 @@ ENGINES = ("auto", "graph", "gymnasium", "ray")
 OPTIMIZERS = ("adam", "rmsprop")
 
 
-class ConfigError(ValueError):
+class ConfigError(ChampionError, ValueError):
     """A configuration value is wrong; the message says what and what would be right."""
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agents.a2c import A2CLearner
-from agents.config import TrainConfig
-from agents.networks import ActorCritic
-from agents.ppo import PPOLearner
+from champion.agents.a2c import A2CLearner
+from champion.agents.config import TrainConfig
+from champion.agents.networks import ActorCritic
+from champion.agents.ppo import PPOLearner
 
 
 def make_learner(model: ActorCritic, config: TrainConfig) -> PPOLearner | A2CLearner:

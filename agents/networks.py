@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from agents.normalization import RunningNormalization
-from agents.numpy_policy import NumpyPolicy
-from agents.spec import ACTION_KINDS, NetworkSpec
+from champion.agents.normalization import RunningNormalization
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.agents.spec import ACTION_KINDS, NetworkSpec
 
 __all__ = ["ActorCritic", "NetworkSpec", "assign_weight_arrays", "checkpointable_weights", "numpy_policy", "weight_arrays",
            "weight_name"]
@@ -25,7 +25,7 @@ if keras.backend.backend() != "tensorflow":
 class ActorCritic(keras.Model):
     """Encoders -> MLP torso(s) -> policy head + value head, orthogonally initialised (unless spec.ortho_init is off).
 
-    The input is the flat observation vector (``agents.spec``). Its vector leaves are normalised together
+    The input is the flat observation vector (``champion.agents.spec``). Its vector leaves are normalised together
     (when on); each image leaf goes through its own CNN (scaled to [0, 1] first), shared by policy and
     value; one-hot and binary leaves pass as they are. The encoded features are concatenated in that
     order: vector leaves, images, the rest. Gains: sqrt(2) hidden, 0.01 policy, 1 value. The policy head

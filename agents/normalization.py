@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from agents.spec import NORMALIZER_EPSILON, NORMALIZER_NAME
+from champion.agents.spec import NORMALIZER_EPSILON, NORMALIZER_NAME
 
 
 class RunningNormalization(keras.layers.Layer):

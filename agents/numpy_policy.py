@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from agents.spec import NORMALIZER_EPSILON, NORMALIZER_NAME, NetworkSpec
+from champion.agents.spec import NORMALIZER_EPSILON, NORMALIZER_NAME, NetworkSpec
 
 LOG_2PI = math.log(2.0 * math.pi)
 FUSE_MAX_WIDTH = 128
@@ -92,7 +92,7 @@ class EnvNoise:
 class NumpyPolicy:
     """Acts with a weight snapshot of an ActorCritic (sample / mode / value, numpy in and out).
 
-    ``read_weights`` gives the model's current weights by name (``agents.networks.numpy_policy`` passes
+    ``read_weights`` gives the model's current weights by name (``champion.agents.networks.numpy_policy`` passes
     the model's); without it, ``set_weights`` loads them. Sampling uses this policy's own
     ``numpy.random.Generator``, whose state goes into resume checkpoints (``random_state``), so a resumed
     run draws the same actions.
@@ -122,7 +122,7 @@ class NumpyPolicy:
         self.set_weights(self._read_weights())
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Act with these weights (by name, as ``agents.networks.weight_arrays`` gives them)."""
+        """Act with these weights (by name, as ``champion.agents.networks.weight_arrays`` gives them)."""
         self.weights = weights  # the best store saves these
         spec = self.spec
 

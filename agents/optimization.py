@@ -7,8 +7,8 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from agents import losses
-from agents.batch import RolloutBatch
+from champion.agents import losses
+from champion.agents.batch import RolloutBatch
 
 
 def scheduled(initial: float, schedule: str, progress_remaining: tf.Tensor) -> tf.Tensor:

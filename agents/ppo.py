@@ -5,13 +5,13 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from agents import losses
-from agents.batch import RolloutBatch
-from agents.config import PPOConfig
-from agents.networks import ActorCritic
-from agents.compile.update import CompiledUpdate
-from agents.distributions import make_distribution
-from agents.optimization import apply_clipped_gradients, batch_gae, gradient_keepers, merge_time_and_envs, scheduled
+from champion.agents import losses
+from champion.agents.batch import RolloutBatch
+from champion.agents.config import PPOConfig
+from champion.agents.networks import ActorCritic
+from champion.agents.compile.update import CompiledUpdate
+from champion.agents.distributions import make_distribution
+from champion.agents.optimization import apply_clipped_gradients, batch_gae, gradient_keepers, merge_time_and_envs, scheduled
 
 METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm")
 """Averaged over the gradient steps (in this order, as the minibatch step stacks them)."""

@@ -212,7 +212,7 @@ def flat_observations(spec: NetworkSpec, inputs: dict[str, Any]) -> Any:
 
 def weight_shapes(spec: NetworkSpec) -> dict[str, tuple[int, ...]]:
     """The shape of every weight the network of ``spec`` has, by the name the saved weights use
-    (``agents.networks.weight_name``), worked out without building it: a saved file can be checked against the
+    (``champion.agents.networks.weight_name``), worked out without building it: a saved file can be checked against the
     network it claims before it is read."""
     shapes: dict[str, tuple[int, ...]] = {}
     vector_size = sum(leaf.size for leaf in spec.observation_leaves if leaf.kind == "box")

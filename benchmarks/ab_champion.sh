@@ -9,7 +9,7 @@ python=${PYTHON:-$new/.venv/bin/python}
 work=$(mktemp -d)
 
 run() {  # run CODE_DIR LABEL ALGO CACHE NAME
-    (cd "$1" && PYTHONPATH="$1" CHAMPION_XLA_CACHE="$4" "$python" -c "from runners.cli import main; main()" \
+    (cd "$1" && PYTHONPATH="$1" CHAMPION_XLA_CACHE="$4" "$python" -c "from champion.runners.cli.main import main; main()" \
         train CartPole-v1 --algo "$3" --results-dir "$work/results" --run-name "$5" --quiet > /dev/null 2>&1)
     "$python" - "$work/results/CartPole-v1/$3/$5/summary.json" "$2" "$3" "$5" <<'PY'
 import json, sys

@@ -65,9 +65,9 @@ def sb3_run(seed: int, total: int, results: Path) -> dict:
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
-    from envs.atari import register
-    from envs.factory import EnvOptions, make_eval_env
-    from runners.evaluate import episode_seeds
+    from champion.envs.atari import register
+    from champion.envs.factory import EnvOptions, make_eval_env
+    from champion.runners.evaluate import episode_seeds
 
     register()
     torch.set_num_threads(2)

@@ -6,10 +6,10 @@ time a resume takes to restore the run (model, optimizer and envs) before it tra
     CHAMPION_ROOT=/tmp/before python benchmarks/checkpoint_cost.py ...   # the same on another checkout
 
 It trains in this process (the env's preset, no evaluation until the end, no media, no crown), timing every
-call of the loop's checkpoint (``runners.training._checkpoint``: flushing the logs, gathering the run's state,
+call of the loop's checkpoint (``champion.runners.training._checkpoint``: flushing the logs, gathering the run's state,
 writing and verifying the files). Then it removes summary.json, as a kill just before the end would, and
 resumes the run, which restores everything from the last checkpoint and finishes at once; the restore
-(``runners.run.Run.restore``) is timed, and so is finding and verifying the checkpoint it restores
+(``champion.runners.run.Run.restore``) is timed, and so is finding and verifying the checkpoint it restores
 (``ResumeCheckpoints.latest``: decoding the state, and since issue 29 reading every TensorFlow tensor once). Both names exist in the code before and after the env journals, so
 ``CHAMPION_ROOT`` can point at either.
 """
@@ -28,11 +28,11 @@ from typing import Any, Callable
 ROOT = Path(os.environ.get("CHAMPION_ROOT", Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(ROOT))
 
-import runners.checkpoints  # noqa: E402
-import runners.run  # noqa: E402
-import runners.training  # noqa: E402
-from runners.checkpoints import read_checkpoint  # noqa: E402
-from runners.configure import resolve_config  # noqa: E402
+import champion.runners.store.checkpoints  # noqa: E402
+import champion.runners.run  # noqa: E402
+import champion.runners.training  # noqa: E402
+from champion.runners.store.checkpoints import read_checkpoint  # noqa: E402
+from champion.runners.configure import resolve_config  # noqa: E402
 
 
 def timed(owner: Any, name: str, seconds: list[float]) -> None:
@@ -55,21 +55,21 @@ def measure(env_id: str, algo: str, num_envs: int, total_steps: int, checkpoint_
     checkpoints: list[float] = []
     restores: list[float] = []
     finds: list[float] = []
-    timed(runners.training, "_checkpoint", checkpoints)
-    timed(runners.run.Run, "restore", restores)
-    timed(runners.checkpoints.ResumeCheckpoints, "latest", finds)
+    timed(champion.runners.training, "_checkpoint", checkpoints)
+    timed(champion.runners.run.Run, "restore", restores)
+    timed(champion.runners.store.checkpoints.ResumeCheckpoints, "latest", finds)
     config, _ = resolve_config(env_id, algo, {
         "num_envs": num_envs, "total_steps": total_steps, "checkpoint_every": checkpoint_every,
         "eval_every": total_steps, "eval_episodes": 1, "media": False, "crown.at_end": False,
         "results_dir": str(results_dir), "run_name": "run"})
-    result = runners.training.train(config, progress=False)
+    result = champion.runners.training.train(config, progress=False)
     (result.run_dir / "summary.json").unlink()
     checkpoint_dir = sorted((result.run_dir / "checkpoints").glob("ckpt-*"))[-1]
     size = sum(path.stat().st_size for path in checkpoint_dir.iterdir())
     saved = read_checkpoint(checkpoint_dir).state
     replayed = [journal.steps for journal in saved["env_state"].journals] if "env_state" in saved else None
     started = time.perf_counter()
-    runners.training.resume(result.run_dir, progress=False)
+    champion.runners.training.resume(result.run_dir, progress=False)
     resume_seconds = time.perf_counter() - started
     return {"env": env_id, "algo": algo, "num_envs": num_envs, "total_steps": total_steps,
             "checkpoint_every": checkpoint_every, "train_wall_seconds": result.wall_seconds,
@@ -77,7 +77,7 @@ def measure(env_id: str, algo: str, num_envs: int, total_steps: int, checkpoint_
             "checkpoint_share_of_wall": sum(checkpoints) / result.wall_seconds,
             "checkpoint_bytes": size, "journal_steps_replayed": replayed, "restore_seconds": restores[0],
             "find_checkpoint_seconds": finds[0], "resume_command_seconds": resume_seconds,
-            "code": str(Path(runners.training.__file__).resolve().parent.parent)}
+            "code": str(Path(champion.runners.training.__file__).resolve().parent.parent)}
 
 
 def main() -> None:

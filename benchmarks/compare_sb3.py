@@ -100,8 +100,8 @@ def run_champion(case: Case, seed: int, results_dir: str) -> dict[str, Any]:
     import csv
 
     started_import = time.perf_counter()
-    from runners.configure import resolve_config
-    from runners.training import train
+    from champion.runners.configure import resolve_config
+    from champion.runners.training import train
     imported = time.perf_counter()
     overrides = {"seed": seed, "total_steps": case.total_steps, "eval_every": case.eval_every, "eval_episodes": 10,
                  "results_dir": results_dir, "run_name": f"{case.name}-seed{seed}-{time.time_ns()}",
@@ -214,7 +214,7 @@ def summarise(report: dict[str, Any], case: Case) -> dict[str, Any]:
 
 def raw_env_speed(env_id: str, num_envs: int, vectorization: str, steps: int = 20_000) -> float:
     """Env steps/s of champion's training vector env with random actions and no agent."""
-    from envs.factory import make_vector_env
+    from champion.envs.factory import make_vector_env
 
     envs = make_vector_env(env_id, num_envs, vectorization)
     envs.reset(seed=0)
@@ -231,7 +231,7 @@ def raw_graph_env_speed(num_envs: int, steps: int = 2_000_000) -> float:
     """Env steps/s of the TF-op CartPole (the graph engine's env) stepped with random actions in one XLA call."""
     import tensorflow as tf
 
-    from envs.graph.cartpole import CartPoleState, GraphCartPole
+    from champion.envs.graph.cartpole import CartPoleState, GraphCartPole
 
     generator = tf.random.Generator.from_seed(0)
     env = GraphCartPole(num_envs, generator)

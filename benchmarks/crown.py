@@ -33,8 +33,8 @@ RECORDS = ROOT / "docs" / "benchmark-runs" / "crown"
 def run_one(env_id: str, algo: str, seed: int, results_dir: str) -> str:
     """Train one seed with the preset (the crown runs at its end); returns the run folder."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from runners.configure import resolve_config
-    from runners.training import train
+    from champion.runners.configure import resolve_config
+    from champion.runners.training import train
 
     config, _ = resolve_config(env_id, algo, {"seed": seed, "results_dir": results_dir, "media": False,
                                               "run_name": f"crown-seed{seed}-{int(time.time())}"})
@@ -43,10 +43,10 @@ def run_one(env_id: str, algo: str, seed: int, results_dir: str) -> str:
 
 def fresh_check(run_dir: Path) -> dict:
     """The training-time best and the champion on FRESH_EPISODES episodes neither evaluation nor crown played."""
-    from envs.factory import EnvOptions
-    from runners.crown import bootstrap_interval
-    from runners.evaluate import episode_seeds, play_episodes
-    from runners.replay import load_policy
+    from champion.envs.factory import EnvOptions
+    from champion.runners.crown import bootstrap_interval
+    from champion.runners.evaluate import episode_seeds, play_episodes
+    from champion.runners.replay import load_policy
 
     seeds = episode_seeds(FRESH_SEED, FRESH_EPISODES)
     played = {}

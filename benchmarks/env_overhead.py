@@ -8,12 +8,12 @@ Each layer steps the same env with the same random actions (resetting when an ep
 hits all of them, and the median per round is reported. Layers:
 
 - ``bare``: the env class itself (``gymnasium.make(...).unwrapped``), the cost no trainer can avoid;
-- ``made``: ``envs.factory.make_env`` (gymnasium.make's wrappers: TimeLimit, OrderEnforcing, the checker);
+- ``made``: ``champion.envs.factory.make_env`` (gymnasium.make's wrappers: TimeLimit, OrderEnforcing, the checker);
 - ``vector_with_info``: the same vector env over ``make_env``, which keeps the env's per-step info (what
   champion stepped before the training envs dropped it);
-- ``vector_without_journal``: the training vector env without ``envs.env_state.EpisodeJournal`` (what champion
+- ``vector_without_journal``: the training vector env without ``champion.envs.env_state.EpisodeJournal`` (what champion
   stepped before resume checkpoints kept a journal of each env's episode);
-- ``vector``: ``envs.factory.make_vector_env`` with one env, what champion's rollout steps (gymnasium's
+- ``vector``: ``champion.envs.factory.make_vector_env`` with one env, what champion's rollout steps (gymnasium's
   SyncVectorEnv with same-step autoreset and RecordEpisodeStatistics, the env's own info left out, each env's
   episode journalled).
 
@@ -41,7 +41,7 @@ import gymnasium as gym  # noqa: E402
 from gymnasium.vector import AutoresetMode  # noqa: E402
 from gymnasium.wrappers.vector import RecordEpisodeStatistics  # noqa: E402
 
-from envs.factory import EnvOptions, make_env, make_env_without_info, make_vector_env  # noqa: E402
+from champion.envs.factory import EnvOptions, make_env, make_env_without_info, make_vector_env  # noqa: E402
 
 
 def _single_stepper(env: Any, actions: np.ndarray) -> Callable[[int], None]:

@@ -61,7 +61,7 @@ ARMS = {"cnn": {"network.cnn_layers": [[16, 4, 2], [32, 3, 2]], "network.cnn_fea
 
 
 def run(arm: str, seed: int, steps: int, results: Path) -> dict:
-    import runners
+    import champion.runners
 
     config, _ = runners.resolve_config("image_encoder:SpotQuadrant-v0", "ppo", {
         "seed": seed, "total_steps": steps, "num_envs": 8, "eval_every": max(steps // 15, 512), "eval_episodes": 10,
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, default=ROOT / "results" / "image_encoder")
     parser.add_argument("--out", type=Path, help="write the JSON records here")
     args = parser.parse_args()
-    import runners
+    import champion.runners
 
     runners.quiet_tensorflow()
     load_before = os.getloadavg()[0]

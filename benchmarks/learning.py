@@ -68,8 +68,8 @@ class RunOutcome:
 def run_one(env_id: str, algo: str, seed: int, budget: int, threshold: float, results_dir: str) -> RunOutcome:
     """Train one seed with the preset (in a worker process) and read its evaluations back."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from runners.configure import resolve_config
-    from runners.training import train
+    from champion.runners.configure import resolve_config
+    from champion.runners.training import train
 
     config, _ = resolve_config(env_id, algo, {"seed": seed, "total_steps": budget, "results_dir": results_dir,
                                               "run_name": f"bench-seed{seed}-{int(time.time())}"})

@@ -61,11 +61,11 @@ if "BusyCartPole-v0" not in gym.registry:
 def run_one(layout: str, step_ms: float) -> dict:
     """Train in this process (called in a fresh child by ``main``) and return the record."""
     sys.path.insert(0, str(ROOT))
-    from runners import quiet_tensorflow
+    from champion.runners import quiet_tensorflow
 
     quiet_tensorflow()
-    from runners.configure import resolve_config
-    from runners.training import train
+    from champion.runners.configure import resolve_config
+    from champion.runners.training import train
 
     steps = int(BUDGET_SECONDS_OF_ENV / (step_ms / 1000.0)) // 2048 * 2048
     overrides = {"total_steps": steps, "eval_every": steps, "eval_episodes": 1, "media": False,
@@ -112,11 +112,11 @@ def fixed_cost() -> dict:
     imported = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     initialised = time.perf_counter()
-    from agents.networks import ActorCritic, numpy_policy
-    from envs.factory import EnvOptions, describe_env
-    from runners.configure import resolve_config
-    from runners.run_metadata import network_spec
-    from runners.workers import RolloutWorker, WorkerSetup
+    from champion.agents.networks import ActorCritic, numpy_policy
+    from champion.envs.factory import EnvOptions, describe_env
+    from champion.runners.configure import resolve_config
+    from champion.runners.store.run_metadata import network_spec
+    from champion.runners.ray.workers import RolloutWorker, WorkerSetup
 
     config, _ = resolve_config("CartPole-v1", "ppo")
     spec = network_spec(describe_env("CartPole-v1"), config)

@@ -6,7 +6,7 @@ AtariPreprocessing (up to 30 no-op starts, 4 frames per step with the max of the
 grayscale), FIRE pressed when a life starts in games that need it, the loss of a life ending the episode
 for the learner (the game goes on at the next reset), and rewards clipped to their sign. Evaluation and
 replay play whole games with the same observations and FIRE, but raw rewards and every life. Frame
-stacking (4 in the Atari presets) is ``frame_stack``, applied by ``envs.factory.make_env``.
+stacking (4 in the Atari presets) is ``frame_stack``, applied by ``champion.envs.factory.make_env``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class EpisodicLife(gym.Wrapper):
 
     @property
     def resets_fully(self) -> bool:
-        """Whether the next reset starts a new game (else it goes on with this one): ``envs.env_state``'s journal
+        """Whether the next reset starts a new game (else it goes on with this one): ``champion.envs.env_state``'s journal
         keeps recording across a reset that does not."""
         return self.game_over
 
@@ -105,7 +105,7 @@ class EpisodicLife(gym.Wrapper):
 
 class AleSnapshot:
     """What an unseeded reset of an ALE game depends on: the emulator with its random generator (sticky actions)
-    and the env's numpy generator (the no-op starts). ``envs.env_state.EpisodeJournal`` keeps it at each new game
+    and the env's numpy generator (the no-op starts). ``champion.envs.env_state.EpisodeJournal`` keeps it at each new game
     instead of reseeding the game, which reloads its ROM (92 ms a reset against 5 ms unseeded, on Breakout)."""
 
     def capture(self, env: gym.Env) -> tuple[bytes, dict[str, Any]]:

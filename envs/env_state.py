@@ -47,11 +47,11 @@ def episode_seed(base_seed: int, episode: int) -> int:
 
 class ResetSnapshot(Protocol):
     """What an unseeded reset of one kind of simulator depends on, taken just before it and put back on a fresh env
-    of that kind (``envs.atari.AleSnapshot``)."""
+    of that kind (``champion.envs.atari.AleSnapshot``)."""
 
     def capture(self, env: gym.Env) -> Any:
         """The state an unseeded reset of ``env`` starts from, as plain data a checkpoint can hold (bytes, arrays,
-        numbers, tuples, dicts: ``runners.state_codec``)."""
+        numbers, tuples, dicts: ``champion.runners.store.state_codec``)."""
         ...
 
     def restore(self, env: gym.Env, state: Any) -> None:
@@ -92,7 +92,7 @@ class EpisodeJournal(gym.Wrapper):
     """Seeds every episode from the run and records the calls since the last full reset (``JournalState``).
 
     It wraps the whole per-env stack (``make``), so a replay also restores the wrappers' state. A wrapper whose
-    next reset carries state over (``resets_fully`` False, e.g. ``envs.atari.EpisodicLife`` between lives) keeps
+    next reset carries state over (``resets_fully`` False, e.g. ``champion.envs.atari.EpisodicLife`` between lives) keeps
     the journal going across that reset.
     """
 
@@ -258,7 +258,7 @@ class VectorEnvState:
 
 
 def capture(envs: gym.vector.VectorEnv) -> VectorEnvState:
-    """The state of a vector env from ``envs.factory.make_vector_env`` (sync or async)."""
+    """The state of a vector env from ``champion.envs.factory.make_vector_env`` (sync or async)."""
     return VectorEnvState(tuple(envs.unwrapped.call("journal")), np.array(envs.episode_returns), np.array(envs.episode_lengths))
 
 

@@ -20,21 +20,24 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
-from agents.spec import ObservationLeaf
-from envs.atari import AleSnapshot, is_atari, make_atari
-from envs.env_state import EpisodeJournal
-from envs.spaces import ActionLayout, SpaceError, action_layout, needs_flattening, observation_leaves
+from champion.errors import ChampionError
+from champion.agents.spec import ObservationLeaf
+from champion.envs.atari import AleSnapshot, is_atari, make_atari
+from champion.envs.env_state import EpisodeJournal
+from champion.envs.spaces import ActionLayout, SpaceError, action_layout, needs_flattening, observation_leaves
 
 Result = TypeVar("Result")
 
 
 
-class EnvError(ValueError):
+class EnvError(ChampionError, ValueError):
     """The environment cannot be made or is not one the agents support; the message says why."""
 
 
-class EnvStepError(RuntimeError):
+class EnvStepError(ChampionError, RuntimeError):
     """An environment raised while it was reset or stepped; the message names the env and what it raised."""
+
+    exit_code = 1
 
 
 def env_call(env_id: str, what: str, call: Callable[..., Result], *arguments: Any, **keywords: Any) -> Result:
@@ -266,8 +269,8 @@ def _read_spaces(env_id: str, env: gym.Env, options: EnvOptions) -> EnvInfo:
 def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = True, training: bool = False,
              **env_kwargs: Any) -> gym.Env:
     """``gymnasium.make(env_id)`` (an Atari game with its preprocessing, for ``training`` or for whole-game
-    evaluation: ``envs.atari``), then frame stacking, then (with ``flatten``, unless the observations are a
-    Box) gymnasium's flattening: the model takes one flat vector (``agents.spec``). Module-level, so that a
+    evaluation: ``champion.envs.atari``), then frame stacking, then (with ``flatten``, unless the observations are a
+    Box) gymnasium's flattening: the model takes one flat vector (``champion.agents.spec``). Module-level, so that a
     partial of it can be sent to an async vector env's worker processes and to Ray's workers."""
     if required_extra(env_id) == "mujoco":
         _mujoco_warnings_to_stderr()
@@ -330,9 +333,9 @@ def make_vector_env(env_id: str, num_envs: int, vectorization: str = "auto", opt
     ``info["final_obs"]`` holds the last one), so every step is a real transition and a
     truncated episode can be bootstrapped from its final observation. Episode returns and
     lengths are reported by gymnasium's RecordEpisodeStatistics. The env's own per-step info is left out
-    (``WithoutInfo``): nothing in training reads it. Each env is wrapped in ``envs.env_state.EpisodeJournal``,
+    (``WithoutInfo``): nothing in training reads it. Each env is wrapped in ``champion.envs.env_state.EpisodeJournal``,
     which seeds every episode from the run and records how the env got where it is, so a resume can restore
-    it exactly (``envs.env_state.capture`` / ``restore``).
+    it exactly (``champion.envs.env_state.capture`` / ``restore``).
     """
     make = functools.partial(make_env_without_info, env_id, options, training=True, **env_kwargs)
     make_one = [functools.partial(EpisodeJournal, make, AleSnapshot() if is_atari(env_id) else None)] * num_envs

@@ -1,4 +1,4 @@
-"""From a gymnasium space to what the network needs (``agents.spec``), and back to the env's actions.
+"""From a gymnasium space to what the network needs (``champion.agents.spec``), and back to the env's actions.
 
 Observations are flattened with gymnasium's own ``spaces.flatten`` (so Dict, Tuple, Discrete and
 MultiDiscrete leaves land where ``spaces.flatten`` puts them); ``observation_leaves`` walks the space in
@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from agents.spec import ObservationLeaf
+from champion.errors import ChampionError
+from champion.agents.spec import ObservationLeaf
 SUPPORTED_OBSERVATION_SPACES = "Box (any shape; uint8 images go through a CNN), Discrete, MultiDiscrete, MultiBinary, and Dict or Tuple of these"
 SUPPORTED_ACTION_SPACES = "Discrete, MultiDiscrete, MultiBinary, Box (any shape)"
 
 
-class SpaceError(ValueError):
+class SpaceError(ChampionError, ValueError):
     """A space champion cannot train on; the message says which and what is supported."""
 
 

@@ -46,7 +46,7 @@ if "LineWalk-v0" not in gym.registry:
     gym.register(id="LineWalk-v0", entry_point=LineWalk, max_episode_steps=50)
 
 if __name__ == "__main__":
-    import runners
+    import champion.runners
 
     runners.quiet_tensorflow()  # before TensorFlow is imported: its start-up notes stay off stderr
     total_steps = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000

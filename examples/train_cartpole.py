@@ -7,11 +7,11 @@ the end of the run (``--entry best`` in the CLI, ``entry="best"`` here, replays 
 
 import sys
 
-import runners
+import champion.runners
 
 runners.quiet_tensorflow()  # before TensorFlow is imported: its start-up notes stay off stderr
 
-from runners.replay import replay  # noqa: E402  (imports TensorFlow)
+from champion.runners.replay import replay  # noqa: E402  (imports TensorFlow)
 
 total_steps = int(sys.argv[1]) if len(sys.argv) > 1 else None
 overrides = {"total_steps": total_steps} if total_steps else {}

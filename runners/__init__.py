@@ -1,35 +1,13 @@
-"""Everything that drives a run: rollouts, evaluation, saving, logging, the loop and the CLI.
+"""Everything that drives a run, in subpackages by job:
 
-``runners.train(config)`` is the Python entry point. It is imported lazily so that quick
-commands (``champion runs``, ``champion presets``) do not pay for importing TensorFlow.
+- ``training`` (the one loop), ``run`` (what a run is built from), ``run_state`` (what carries a run across a
+  stop), ``configure`` (defaults -> preset -> overrides), ``hooks`` (callbacks and stop rules), ``evaluate``,
+  ``rollout``, ``crown``, ``replay``, ``export``, ``faults`` and ``timing``: the loop and what it does;
+- ``engines/``: how env steps become updates (gymnasium, graph, ray);
+- ``store/``: the run folder and what it keeps (best entries, checkpoints, atomic files, bounded reads);
+- ``logs/``: TensorBoard, evaluations.csv, best-policy GIFs, the stderr filter;
+- ``ray/``: the Ray cluster, rollout workers and evaluation actors;
+- ``cli/``: the ``champion`` command, a thin layer over the public API in ``champion``.
 
-The ``champion`` command keeps TensorFlow's C++ notes off stderr; from Python, call
-``runners.quiet_tensorflow()`` before importing TensorFlow to do the same (opt-in: it routes this
-process's stderr through a filter process).
+Scripts use ``champion`` (``champion.train``, ``champion.load``); these modules are its implementation.
 """
-
-from typing import Any
-
-__all__ = ["train", "TrainResult", "resolve_config", "quiet_tensorflow"]
-
-
-def quiet_tensorflow() -> bool:
-    """Keep TensorFlow's C++ start-up and log notes off stderr, as the champion command does, and pass
-    everything else (a crash message above all) on. Call it before importing TensorFlow and before starting
-    threads; the filter is POSIX only, and CHAMPION_TF_LOGS=1 turns all of it off. Returns whether the
-    filter is on."""
-    from runners import stderr_filter
-
-    return stderr_filter.quiet_tensorflow()
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("train", "TrainResult"):
-        from runners import training
-
-        return getattr(training, name)
-    if name == "resolve_config":
-        from runners.configure import resolve_config
-
-        return resolve_config
-    raise AttributeError(f"module 'runners' has no attribute {name!r}")

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from agents.config import ConfigError, TrainConfig, validate
-from envs import presets
-from runners.folder_trust import read_yaml_file
+from champion.agents.config import ConfigError, TrainConfig, validate
+from champion.envs import presets
+from champion.runners.store.folder_trust import read_yaml_file
 
 SECTIONS = ("network", "ppo", "a2c", "ray", "crown")
 
@@ -164,7 +164,7 @@ def load_run_config(run_dir: Path) -> TrainConfig:
         raise ConfigError(f"{path}: {error}; fix or restore it") from None
     except (TypeError, ValueError, AttributeError) as error:
         raise ConfigError(f"{path} holds a setting champion cannot take ({type(error).__name__}: {error})") from None
-    from envs.factory import import_recorded_env_module
+    from champion.envs.factory import import_recorded_env_module
 
     import_recorded_env_module(config.env_id, str(path))
     return config

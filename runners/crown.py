@@ -7,7 +7,7 @@ crowns the highest held-out mean in ``best/champion.json``. Replay and export fo
 
 Nothing here imports TensorFlow: the episodes are played with numpy policies, in this process, in
 spawned processes beside it, or on the Ray engine's actors, with the same results in each (acting is
-row by row, see ``agents.numpy_policy``).
+row by row, see ``champion.agents.numpy_policy``).
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from agents.config import TrainConfig
-from agents.numpy_policy import NumpyPolicy
-from agents.spec import NetworkSpec
-from envs.factory import EnvOptions
-from runners.atomic_files import TEMP_PREFIX, atomic_write_text, process_is_alive, warn
-from runners.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
+from champion.agents.config import TrainConfig
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.agents.spec import NetworkSpec
+from champion.envs.factory import EnvOptions
+from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, process_is_alive, warn
+from champion.runners.store.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
                                 list_final_entries, pointer_name, read_entry, warn_about_strays)
-from runners.evaluate import EvalResult, episode_seeds, joined, play_episodes
-from runners.folder_trust import check_links, read_record, seal
+from champion.runners.evaluate import EvalResult, episode_seeds, joined, play_episodes
+from champion.runners.store.folder_trust import check_links, read_record, seal
 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
@@ -151,7 +151,7 @@ class Crown:
 
 def held_out_seeds(config: TrainConfig) -> list[int]:
     """The crown's episode seeds: ``crown.episodes`` of them from ``crown.seed`` (disjoint from the evaluation
-    seeds; ``agents.config.validate`` refuses an overlap)."""
+    seeds; ``champion.agents.config.validate`` refuses an overlap)."""
     return episode_seeds(config.crown.held_out_seed(config.eval_seed), config.crown.episodes)
 
 
@@ -255,10 +255,10 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
                     on_warning: Callable[[str], None] = warn) -> Crown:
     """``champion crown RUN_DIR``: crown a finished (or stopped) run with its config's ``crown.*`` settings and
     ``overrides`` of them, while holding the run's lock; log it to TensorBoard and add it to summary.json."""
-    from agents.config import validate
-    from runners.configure import apply_overrides, load_run_config, validate_recorded
-    from runners.run_folder import RunLock
-    from runners.runs import RunNotFoundError, is_run_dir
+    from champion.agents.config import validate
+    from champion.runners.configure import apply_overrides, load_run_config, validate_recorded
+    from champion.runners.store.run_folder import RunLock
+    from champion.runners.store.runs import RunNotFoundError, is_run_dir
 
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
@@ -295,7 +295,7 @@ def check_writable(run_dir: Path) -> None:
 
 def _check_env_fits(run_dir: Path, config: TrainConfig) -> None:
     """EnvError if the run's env cannot be made here, ReplayError if its spaces no longer fit the saved policies."""
-    from runners.replay import check_env_fits
+    from champion.runners.replay import check_env_fits
 
     entries = list_entries(run_dir / "best")
     if entries:
@@ -368,7 +368,7 @@ class RayPlayer:
 
     def play(self, policies: Sequence[NumpyPolicy], seeds: Sequence[int]) -> list[EvalResult]:
         """Every policy on every seed, results in the order of the policies."""
-        from runners.ray_evaluation import RayEvaluation
+        from champion.runners.ray.evaluation import RayEvaluation
 
         ray = self.config.ray
         evaluation = RayEvaluation(self.config.env_id, EnvOptions.from_config(self.config), self.spec, seeds,
@@ -423,7 +423,7 @@ def crown_lines(crown: Crown) -> list[str]:
 
 def log_crown_to_tensorboard(crown: Crown) -> None:
     """The crown's scalars and table in the run's TensorBoard folder."""
-    from runners.run_logger import log_crown
+    from champion.runners.logs.run_logger import log_crown
 
     log_crown(crown.run_dir, {judged.candidate.step: judged.result.mean_return for judged in crown.judged},
               max(judged.candidate.step for judged in crown.judged), crown.champion.result.mean_return,

@@ -11,9 +11,9 @@ from typing import Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
-from agents.numpy_policy import NumpyPolicy
-from agents.spec import NetworkSpec
-from envs.factory import EnvOptions, as_float_batch, env_call, make_eval_env
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.agents.spec import NetworkSpec
+from champion.envs.factory import EnvOptions, as_float_batch, env_call, make_eval_env
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class FinishedEvaluation:
 
 class Evaluation(Protocol):
     """What the train loop calls to evaluate beside training: ``BackgroundEvaluation`` (a thread of this process)
-    or ``runners.ray_evaluation.RayEvaluation`` (Ray actors); both play the same fixed-seed episodes."""
+    or ``champion.runners.ray.evaluation.RayEvaluation`` (Ray actors); both play the same fixed-seed episodes."""
 
     step_in_flight: int
     restarts: int

@@ -28,17 +28,20 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from runners.atomic_files import TEMP_PREFIX, atomic_write_text, fsync_directory, process_is_alive
-from runners.faults import write_point
-from runners.runs import choose_run
+from champion.errors import ChampionError
+from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, fsync_directory, process_is_alive
+from champion.runners.faults import write_point
+from champion.runners.store.runs import choose_run
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from agents.networks import ActorCritic
-    from agents.numpy_policy import NumpyPolicy
+    from champion.agents.networks import ActorCritic
+    from champion.agents.numpy_policy import NumpyPolicy
 
 FORMATS = ("saved_model", "tflite")
+FORMAT_HELP = "SavedModel (acting + distribution signatures) or TFLite (acting only)."
+"""``champion export --format``'s help."""
 ACT_SIGNATURE = "serving_default"
 DISTRIBUTION_SIGNATURE = "distribution"
 EXPORTED_BY = "champion"
@@ -53,7 +56,7 @@ being written), ``replaced`` (an earlier SavedModel moved aside), ``commit`` (a 
 into place)."""
 
 
-class ExportError(ValueError):
+class ExportError(ChampionError, ValueError):
     """The export cannot be written as asked; the message says why and what to do."""
 
 
@@ -103,7 +106,7 @@ def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path |
     out = Path(out) if out is not None else default_out(run_dir, export_format)
     recover_leftovers(out.parent)
     _check_destination(out, export_format)
-    from runners.replay import load_policy
+    from champion.runners.replay import load_policy
 
     policy, manifest = load_policy(run_dir, entry)
     module = policy_module(policy.model)
@@ -159,8 +162,8 @@ def policy_module(model: ActorCritic) -> tf.Module:
     """
     import tensorflow as tf
 
-    from agents.distributions import make_distribution
-    from agents.spec import export_dtype
+    from champion.agents.distributions import make_distribution
+    from champion.agents.spec import export_dtype
 
     spec = model.spec
     distribution = make_distribution(model)
@@ -377,7 +380,7 @@ def _is_regular_file(path: Path) -> bool:
 def probe_observations(model: ActorCritic, count: int = PROBE_OBSERVATIONS, seed: int = 0) -> dict[str, np.ndarray]:
     """Raw observations, leaf by leaf, spread over what the policy may see: vectors around its normaliser's mean
     +- 3 std (else N(0, 1)), images of random pixels, every category value and bit."""
-    from agents.spec import export_dtype
+    from champion.agents.spec import export_dtype
 
     random, spec = np.random.default_rng(seed), model.spec
     if model.normalizer is not None:
@@ -402,7 +405,7 @@ def probe_observations(model: ActorCritic, count: int = PROBE_OBSERVATIONS, seed
 def _check_against_replay(act: Callable[..., np.ndarray], policy: NumpyPolicy, what: str) -> None:
     """Refuse an export whose actions differ from replay's on probe observations (but for near-ties, which
     float rounding may decide either way)."""
-    from agents.spec import flat_observations
+    from champion.agents.spec import flat_observations
 
     probes = probe_observations(policy.model)
     observations = flat_observations(policy.spec, probes)
@@ -436,7 +439,7 @@ def _clear_choices(policy: NumpyPolicy, observations: np.ndarray) -> np.ndarray:
 
 def describe_export(manifest: dict[str, Any], module: tf.Module, export_format: str, out: Path) -> dict[str, Any]:
     """The metadata.json of an export: the policy's env and spaces, its score, and how to call it."""
-    from runners.run_metadata import package_versions
+    from champion.runners.store.run_metadata import package_versions
 
     network = manifest["network"]
     signatures = {ACT_SIGNATURE: _describe_function(module.act)}
@@ -480,7 +483,7 @@ def _tensor_info(tensor: Any) -> dict[str, Any]:
 def _observation_space(manifest: dict[str, Any]) -> dict[str, Any]:
     """Each input (a leaf of the env's observation space): its kind, shape and dtype, and for vectors the env's
     bounds (null where unbounded, or where the env cannot be made here)."""
-    from agents.spec import NetworkSpec, export_dtype
+    from champion.agents.spec import NetworkSpec, export_dtype
 
     spec = NetworkSpec.from_dict(manifest["network"])
     spaces = _leaf_spaces(manifest)
@@ -500,8 +503,8 @@ def _observation_space(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _leaf_spaces(manifest: dict[str, Any]) -> dict[str, Any]:
     """The env's space of each observation leaf, by input name ({} when the env cannot be made here)."""
-    from agents.spec import NetworkSpec
-    from envs.factory import EnvOptions, make_env
+    from champion.agents.spec import NetworkSpec
+    from champion.envs.factory import EnvOptions, make_env
 
     try:
         env = make_env(manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options")), flatten=False)
@@ -524,7 +527,7 @@ def _json_floats(values: np.ndarray) -> list[float | None]:
 
 
 def _action_space(network: dict[str, Any]) -> dict[str, Any]:
-    from agents.spec import NetworkSpec
+    from champion.agents.spec import NetworkSpec
 
     spec = NetworkSpec.from_dict(network)
     shape = list(spec.action_env_shape or spec.action_shape)

@@ -8,18 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.compile.runtime import single_threaded_numpy
-from agents.config import SEED_LIMIT
-from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
-from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvOptions, describe_env, import_recorded_env_module, make_eval_env
-from runners.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
+from champion.agents.compile.runtime import single_threaded_numpy
+from champion.agents.config import SEED_LIMIT
+from champion.agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.envs.factory import EnvOptions, describe_env, import_recorded_env_module, make_eval_env
+from champion.runners.store.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
                                 load_champion, read_entry)
-from runners.configure import load_run_config
-from runners.evaluate import EvalResult, episode_seeds, evaluate, joined, play_episodes
-from runners.folder_trust import is_entry_name
-from runners.media import play_apart, write_video
-from runners.runs import ReplayError, choose_run
+from champion.runners.configure import load_run_config
+from champion.runners.evaluate import EvalResult, episode_seeds, evaluate, joined, play_episodes
+from champion.runners.store.folder_trust import is_entry_name
+from champion.runners.logs.media import play_apart, write_video
+from champion.runners.store.runs import ReplayError, choose_run
 
 
 @dataclass(frozen=True)

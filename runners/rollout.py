@@ -13,11 +13,11 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from agents.batch import RolloutBatch
-from agents.numpy_policy import EnvNoise, NumpyPolicy
-from envs import env_state
-from envs.factory import as_float_batch, env_call
-from runners.timing import Timings
+from champion.agents.batch import RolloutBatch
+from champion.agents.numpy_policy import EnvNoise, NumpyPolicy
+from champion.envs import env_state
+from champion.envs.factory import as_float_batch, env_call
+from champion.runners.timing import Timings
 
 
 @dataclass

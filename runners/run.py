@@ -13,25 +13,25 @@ from typing import Any, Callable
 import numpy as np
 from rich.console import Console
 
-from agents.config import TrainConfig
-from agents.learners import make_learner
-from agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, numpy_policy
-from agents.spec import weight_shapes
-from agents.numpy_policy import EnvNoise, NumpyPolicy
-from envs.env_state import VectorEnvState
-from envs.factory import EnvInfo, EnvOptions, make_eval_env
-from runners.atomic_files import warn
-from runners.best_store import BestPolicyStore
-from runners.checkpoints import LoadedCheckpoint, ResumeCheckpoints
-from runners.engines import Advance, Engine, make_engine
-from runners.evaluate import BackgroundEvaluation, Evaluation, FinishedEvaluation, episode_seeds
-from runners.folder_trust import is_number
-from runners.media import BestPolicyMedia, PendingBest
-from runners.run_logger import BEST_POLICY_GIF, RunLogger
-from runners.run_metadata import network_spec
-from runners.rollout import RewardScaler, not_exact_line
-from runners.run_state import LoopState
-from runners.timing import Timings
+from champion.agents.config import TrainConfig
+from champion.agents.learners import make_learner
+from champion.agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, numpy_policy
+from champion.agents.spec import weight_shapes
+from champion.agents.numpy_policy import EnvNoise, NumpyPolicy
+from champion.envs.env_state import VectorEnvState
+from champion.envs.factory import EnvInfo, EnvOptions, make_eval_env
+from champion.runners.store.atomic_files import warn
+from champion.runners.store.best_store import BestPolicyStore
+from champion.runners.store.checkpoints import LoadedCheckpoint, ResumeCheckpoints
+from champion.runners.engines import Advance, Engine, make_engine
+from champion.runners.evaluate import BackgroundEvaluation, Evaluation, FinishedEvaluation, episode_seeds
+from champion.runners.store.folder_trust import is_number
+from champion.runners.logs.media import BestPolicyMedia, PendingBest
+from champion.runners.logs.run_logger import BEST_POLICY_GIF, RunLogger
+from champion.runners.store.run_metadata import network_spec
+from champion.runners.rollout import RewardScaler, not_exact_line
+from champion.runners.run_state import LoopState
+from champion.runners.timing import Timings
 
 
 @dataclass
@@ -122,7 +122,7 @@ class Run:
         from the best store, unless a better one comes first."""
         if step is None or self.media is None or step != self.store.best_step:
             return
-        from runners.replay import load_policy
+        from champion.runners.replay import load_policy
 
         policy, _ = load_policy(self.run_dir)
         self.media.pending = PendingBest(step, policy)
@@ -165,7 +165,7 @@ def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> Eva
     thread of this process; both play the same fixed-seed episodes and return the same results."""
     seeds, options = episode_seeds(config.eval_seed, config.eval_episodes), EnvOptions.from_config(config)
     if engine_kind == "ray" and config.ray.eval_workers:
-        from runners.ray_evaluation import RayEvaluation
+        from champion.runners.ray.evaluation import RayEvaluation
 
         return RayEvaluation(config.env_id, options, spec, seeds, config.ray.eval_workers, config.ray.eval_timeout_s,
                              config.ray.max_worker_restarts, config.eval_in_background)
@@ -178,7 +178,7 @@ def check_checkpoint_state(loaded: LoadedCheckpoint, spec: NetworkSpec, config: 
     its model's variables those of ``spec``, its counters at the manifest's step, its engine the run's, its env parts
     sized for ``config.num_envs``, each random state tried on a throwaway generator. A checkpoint that would fail
     mid-restore is so found while an older one can still be used."""
-    from runners.engines import choose_engine
+    from champion.runners.engines import choose_engine
 
     saved = loaded.state
     engine = saved.get("engine", "gymnasium")

@@ -16,11 +16,12 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from agents.config import ConfigError, TrainConfig, linear_schedules, validate
-from runners.best_store import list_entries
-from runners.configure import apply_overrides, load_run_config, valid_keys, validate_recorded
-from runners.checkpoints import LoadedCheckpoint, newest_good_step
-from runners.folder_trust import read_record, read_yaml_file
+from champion.errors import ChampionError
+from champion.agents.config import ConfigError, TrainConfig, linear_schedules, validate
+from champion.runners.store.best_store import list_entries
+from champion.runners.configure import apply_overrides, load_run_config, valid_keys, validate_recorded
+from champion.runners.store.checkpoints import LoadedCheckpoint, newest_good_step
+from champion.runners.store.folder_trust import read_record, read_yaml_file
 
 # What --resume may change: how long and how often, never what is being learned.
 RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_keep", "log_every",
@@ -45,8 +46,10 @@ class LoopState:
     checkpoint plays it again, unless evaluations.csv shows it was offered before the run stopped."""
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(ChampionError, RuntimeError):
     """Training ended before total_steps; the message says why and how to go on."""
+
+    label = ""  # the message says it: "error: ..." or "stopped by SIGINT ..."
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)

@@ -14,21 +14,22 @@ import tensorflow as tf
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from agents.compile import xla_cache
-from agents.compile.runtime import configure_runtime
-from agents.config import TrainConfig, validate
-from agents.networks import weight_arrays, weight_name
-from envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_env
-from runners import faults, stderr_filter
-from runners.atomic_files import atomic_write_text, remove_temporaries
-from runners.checkpoints import CheckpointError, ResumeCheckpoints
-from runners.folder_trust import check_links
-from runners.engines import Advance, EngineFailed, choose_engine
-from runners.evaluate import EvalResult, FinishedEvaluation
-from runners.run import Run, build_run, check_checkpoint_state, warner
-from runners.run_folder import RunLock, config_yaml, create_run_dir, preflight, write_status
-from runners.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
-from runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted,
+from champion.agents.compile import xla_cache
+from champion.agents.compile.runtime import configure_runtime
+from champion.agents.config import TrainConfig, validate
+from champion.agents.networks import weight_arrays, weight_name
+from champion.envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_env
+from champion.runners import faults
+from champion.runners.logs import stderr_filter
+from champion.runners.store.atomic_files import atomic_write_text, remove_temporaries
+from champion.runners.store.checkpoints import CheckpointError, ResumeCheckpoints
+from champion.runners.store.folder_trust import check_links
+from champion.runners.engines import Advance, EngineFailed, choose_engine
+from champion.runners.evaluate import EvalResult, FinishedEvaluation
+from champion.runners.run import Run, build_run, check_checkpoint_state, warner
+from champion.runners.store.run_folder import RunLock, config_yaml, create_run_dir, preflight, write_status
+from champion.runners.store.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
+from champion.runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted,
                                TrainingStopped, check_checkpoint_fits, check_resumable, is_write_failure,
                                resume_hint, resumed_config, write_failure)
 
@@ -47,7 +48,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))
     network_spec(env_info, config)  # refuses an image too small for the CNN, before the folder exists
     if choose_engine(config) == "ray":  # refuses engine=graph where it cannot run, before the folder exists
-        from runners.ray_cluster import preflight as ray_preflight
+        from champion.runners.ray.cluster import preflight as ray_preflight
 
         ray_preflight(config.ray.address, config.ray.num_cpus, config.ray.workers, config.ray.worker_cpus)
     preflight(Path(config.results_dir))
@@ -222,7 +223,7 @@ def _save_final_policy(run: Run, step: int) -> bool:
 
 
 def _crown_at_end(run: Run) -> None:
-    """Crown the finished run (``runners.crown``), print it and add it to TensorBoard and summary.json. The run
+    """Crown the finished run (``champion.runners.crown``), print it and add it to TensorBoard and summary.json. The run
     is complete without it: a failure or a Ctrl-C is a warning, and the store stays as it was."""
     if run.store.current_entry is None:
         return
@@ -230,7 +231,7 @@ def _crown_at_end(run: Run) -> None:
                   f"{run.config.crown.episodes} held-out episodes each")
     later = f"the training-time best stands; crown later with: champion crown {run.run_dir}"
     try:
-        from runners.crown import (ProcessPlayer, RayPlayer, add_to_summary, crown_lines, crown_run,
+        from champion.runners.crown import (ProcessPlayer, RayPlayer, add_to_summary, crown_lines, crown_run,
                                    log_crown_to_tensorboard)
 
         player = RayPlayer(run.config, run.spec) if run.engine.kind == "ray" else ProcessPlayer(run.config)

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from runners.best_store import POINTER_FILE, list_entries, load_best, read_entry
-from runners.checkpoints import read_checkpoint
-from runners.run_folder import env_folder_name
+from champion.runners.store.best_store import POINTER_FILE, list_entries, load_best, read_entry
+from champion.runners.store.checkpoints import read_checkpoint
+from champion.runners.store.run_folder import env_folder_name
 
-CHAMPION = [sys.executable, "-c", "from runners.cli import main; main()"]
+CHAMPION = [sys.executable, "-c", "from champion.runners.cli.main import main; main()"]
 QUICK = ["--set", "ppo.epochs=2", "--set", "checkpoint_every=1024", "--eval-every", "512", "-q", "--no-media",
          "--set", "engine=gymnasium", "--set", "ppo.jit_compile=false"]
 """Small runs for crash and resume mechanics, which do not depend on the engine: the gymnasium engine

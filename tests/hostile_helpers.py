@@ -26,7 +26,7 @@ schedules are constant, so that a resume may give it a larger budget."""
 
 def champion(*args: str) -> int:
     """``champion ARGS`` in this process; its exit code (0 when it returned)."""
-    from runners.cli import main
+    from champion.runners.cli.main import main
 
     try:
         main([str(arg) for arg in args])

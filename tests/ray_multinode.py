@@ -18,9 +18,9 @@ os.makedirs(os.path.join(os.environ["RAY_TMPDIR"], "ray"))
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from runners.configure import resolve_config  # noqa: E402
-from runners.engines import ray_engine  # noqa: E402
-from runners.training import train  # noqa: E402
+from champion.runners.configure import resolve_config  # noqa: E402
+from champion.runners.engines import ray_engine  # noqa: E402
+from champion.runners.training import train  # noqa: E402
 
 # the test cluster notices a lost node within about 2 s (Ray's _system_config, as its own cluster tests set it)
 FAST_NODE_DEATH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}

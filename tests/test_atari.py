@@ -5,9 +5,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.atari import EpisodicLife, FireOnNewLife
-from envs.factory import EnvError, EnvOptions, describe_env
-from envs.presets import load
+from champion.envs.atari import EpisodicLife, FireOnNewLife
+from champion.envs.factory import EnvError, EnvOptions, describe_env
+from champion.envs.presets import load
 
 
 class Lives:
@@ -86,7 +86,7 @@ def test_every_atari_game_has_the_rl_zoo_presets():
 def test_breakout_trains_on_84x84x4_and_evaluates_whole_games():
     pytest.importorskip("ale_py", reason="needs the atari extra")
     pytest.importorskip("cv2", reason="needs the atari extra")
-    from envs.factory import make_eval_env, make_vector_env
+    from champion.envs.factory import make_eval_env, make_vector_env
 
     info = describe_env("ALE/Breakout-v5", EnvOptions(frame_stack=4))
     [leaf] = info.observation_leaves
@@ -106,12 +106,12 @@ def test_breakout_trains_on_84x84x4_and_evaluates_whole_games():
 
 
 def test_an_atari_game_without_the_extra_names_it(monkeypatch):
-    import envs.atari
+    from champion.envs import atari
 
     def missing():
         raise gym.error.DependencyNotInstalled("ale-py is not installed")
 
-    monkeypatch.setattr(envs.atari, "register", missing)
+    monkeypatch.setattr(atari, "register", missing)
     with pytest.raises(EnvError, match=r"^ALE/Breakout-v5 needs champion's atari extra, which is not installed: "
                                        r"pip install -e '\.\[atari\]'"):
         describe_env("ALE/Breakout-v5")

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from agents.spec import NetworkSpec, box_leaf, weight_shapes
-from runners.atomic_files import atomic_write_text
-from runners.best_store import POINTER_FILE, BestPolicyError, BestPolicyStore, load_best
+from champion.agents.spec import NetworkSpec, box_leaf, weight_shapes
+from champion.runners.store.atomic_files import atomic_write_text
+from champion.runners.store.best_store import POINTER_FILE, BestPolicyError, BestPolicyStore, load_best
 
 
 TINY = NetworkSpec((box_leaf((2,)),), "discrete", 3, hidden_sizes=())

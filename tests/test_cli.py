@@ -12,12 +12,12 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util.tensor_util import make_ndarray
 
-from agents.compile import xla_cache
-from runners.best_store import load_best
-from runners.cli import main
+from champion.agents.compile import xla_cache
+from champion.runners.store.best_store import load_best
+from champion.runners.cli.main import main
 from hostile_helpers import champion as champion_in_process, finished_run  # noqa: F401 - fixture
 
-CHAMPION = [sys.executable, "-c", "from runners.cli import main; main()"]
+CHAMPION = [sys.executable, "-c", "from champion.runners.cli.main import main; main()"]
 
 
 def run_cli(args, capsys):
@@ -149,9 +149,9 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
 def test_replay_writes_a_video_of_the_first_episode(tmp_path):
     import imageio.v3 as imageio
 
-    from runners.configure import resolve_config
-    from runners.replay import replay
-    from runners.training import train
+    from champion.runners.configure import resolve_config
+    from champion.runners.replay import replay
+    from champion.runners.training import train
 
     config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 512, "eval_every": 512, "eval_episodes": 2,
                                                       "results_dir": str(tmp_path), "run_name": "video"})
@@ -169,10 +169,10 @@ def test_replay_writes_a_video_of_the_first_episode(tmp_path):
 def test_replay_refuses_weights_that_do_not_fit_the_recorded_network(tmp_path, capsys):
     """An entry whose manifest (digest and all) describes another network than its weights is unusable, before any
     network is built; with no other entry, replay says so in one line."""
-    from runners.best_store import list_entries
-    from runners.configure import resolve_config
-    from runners.folder_trust import seal
-    from runners.training import train
+    from champion.runners.store.best_store import list_entries
+    from champion.runners.configure import resolve_config
+    from champion.runners.store.folder_trust import seal
+    from champion.runners.training import train
 
     config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 256, "eval_every": 256, "eval_episodes": 2,
                                                       "results_dir": str(tmp_path), "run_name": "mismatch"})
@@ -240,8 +240,8 @@ def test_a_missing_extra_is_named_as_champions_extra(monkeypatch, capsys):
 
 
 def test_async_vectorization_is_refused_on_the_graph_engine_and_auto_takes_gymnasium(tmp_path, capsys):
-    from agents.config import TrainConfig
-    from runners.engines import choose_engine
+    from champion.agents.config import TrainConfig
+    from champion.runners.engines import choose_engine
 
     assert choose_engine(TrainConfig(env_id="CartPole-v1", vectorization="async")) == "gymnasium"
     code, lines = run_cli(["train", "CartPole-v1", "--set", "engine=graph", "--set", "vectorization=async",
@@ -253,7 +253,7 @@ def test_async_vectorization_is_refused_on_the_graph_engine_and_auto_takes_gymna
 def test_a_folder_of_runs_stands_for_the_newest_run_or_with_best_for_the_best_one_and_says_which(tmp_path, capsys):
     import shutil
 
-    from runners.runs import choose_run
+    from champion.runners.store.runs import choose_run
 
     def fake_run(name: str, mean_return: float, step: int) -> Path:
         run = tmp_path / "runs" / name
@@ -293,7 +293,7 @@ def test_envs_lists_the_registered_envs_with_what_champion_can_train(capsys):
 
 
 def test_replay_refuses_a_seed_out_of_range_in_one_line(finished_run, capsys):
-    """Seeds are from 0 to 2**31 - 1 everywhere (agents.config.SEED_LIMIT); the env's own error would exit 1."""
+    """Seeds are from 0 to 2**31 - 1 everywhere (champion.agents.config.SEED_LIMIT); the env's own error would exit 1."""
     assert champion_in_process("replay", finished_run, "--seed", "-1") == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "champion replay: error: --seed must be from 0 to 2,147,483,647, got -1"]

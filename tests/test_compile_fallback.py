@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from agents.compile import compat, graph_cache, xla_cache
+from champion.agents.compile import compat, graph_cache, xla_cache
 from crash_helpers import CHAMPION
-from runners.configure import resolve_config
-from runners.training import train
+from champion.runners.configure import resolve_config
+from champion.runners.training import train
 
 SHORT = {"total_steps": 2048, "eval_every": 1024, "media": False, "engine": "graph"}
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from agents.config import ConfigError, TrainConfig
-from runners.configure import apply_overrides, config_from_dict, parse_set_pairs, resolve_config
+from champion.agents.config import ConfigError, TrainConfig
+from champion.runners.configure import apply_overrides, config_from_dict, parse_set_pairs, resolve_config
 
 
 def test_cartpole_preset_is_applied_and_overrides_win():
@@ -97,7 +97,7 @@ def test_config_round_trips_through_its_dict():
 
 
 def test_every_preset_resolves_to_a_valid_config():
-    from envs import presets
+    from champion.envs import presets
 
     found = {(env_id, algo) for env_id, algo, _ in presets.available()}
     expected_envs = {"CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "LunarLander-v3"}
@@ -115,8 +115,8 @@ def test_text_fields_keep_the_text_yaml_would_read_as_a_boolean():
 
 def test_env_kwargs_reach_gymnasium_make_in_training_evaluation_and_replay(tmp_path):
     """Counter pays 1 a step for ``length`` steps: with env_kwargs length 7 every evaluation and replay returns 7."""
-    from runners.replay import replay
-    from runners.training import train
+    from champion.runners.replay import replay
+    from champion.runners.training import train
 
     config, _ = resolve_config("champion-test/Counter-v0", "ppo", {
         "env_kwargs": "{length: 7}", "total_steps": 256, "eval_every": 128, "num_envs": 2, "ppo.num_steps": 64,
@@ -128,7 +128,7 @@ def test_env_kwargs_reach_gymnasium_make_in_training_evaluation_and_replay(tmp_p
     assert replay(result.run_dir).result.returns == (7.0,) * 5  # the crown's held-out episodes
     from click.testing import CliRunner
 
-    from runners.cli import cli
+    from champion.runners.cli.main import cli
 
     printed = CliRunner().invoke(cli, ["replay", str(result.run_dir), "--entry", "best"]).output.splitlines()
     assert "returns: 7 in each of the 10 episodes" in printed

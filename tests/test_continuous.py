@@ -7,15 +7,15 @@ import pytest
 import tensorflow as tf
 
 import toy_envs
-from agents.distributions import DiagonalGaussian
-from agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy, weight_arrays
-from agents.normalization import RunningNormalization
-from agents.spec import box_leaf
-from envs.factory import make_vector_env
-from runners.configure import resolve_config
-from runners.replay import replay
-from runners.rollout import RewardScaler, VectorEnvCollector
-from runners.training import train
+from champion.agents.distributions import DiagonalGaussian
+from champion.agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy, weight_arrays
+from champion.agents.normalization import RunningNormalization
+from champion.agents.spec import box_leaf
+from champion.envs.factory import make_vector_env
+from champion.runners.configure import resolve_config
+from champion.runners.replay import replay
+from champion.runners.rollout import RewardScaler, VectorEnvCollector
+from champion.runners.training import train
 
 
 def test_normalization_matches_numpy_running_statistics():
@@ -120,8 +120,8 @@ def test_user_env_with_box_actions_trains_and_replays(tmp_path, algo):
 
 
 def test_reward_scaler_on_a_whole_batch_equals_scaling_each_step_as_it_comes():
-    from agents.batch import RolloutBatch
-    from runners.rollout import RewardScaler
+    from champion.agents.batch import RolloutBatch
+    from champion.runners.rollout import RewardScaler
 
     rng = np.random.default_rng(0)
     rewards = rng.normal(5.0, 3.0, size=(20, 3)).astype(np.float32)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from crash_helpers import QUICK, assert_run_is_sound, champion, evaluation_rows, final_files
-from runners.best_store import list_entries, load_best
-from runners.configure import resolve_config
-from runners.replay import replay
-from runners.run_state import TrainingDiverged, is_write_failure
-from runners.training import train
+from champion.runners.store.best_store import list_entries, load_best
+from champion.runners.configure import resolve_config
+from champion.runners.replay import replay
+from champion.runners.run_state import TrainingDiverged, is_write_failure
+from champion.runners.training import train
 
 # A 3072-step run passes 35-65 write points (config, 1-6 best saves, 3 checkpoints, summary).
 FAST_KILL_POINTS = ["best entry: weights written#2", "half-way through .tmp-current.json#3",

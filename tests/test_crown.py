@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from agents.config import ConfigError, CrownConfig, NetworkConfig, TrainConfig, validate
-from agents.networks import ActorCritic, weight_arrays
-from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvOptions, describe_env, make_eval_env
-from runners import crown as crowning
-from runners.best_store import BestPolicyStore, read_champion
-from runners.evaluate import episode_seeds, evaluate
-from runners.run_metadata import best_manifest, network_spec
+from champion.agents.config import ConfigError, CrownConfig, NetworkConfig, TrainConfig, validate
+from champion.agents.networks import ActorCritic, weight_arrays
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.envs.factory import EnvOptions, describe_env, make_eval_env
+from champion.runners import crown as crowning
+from champion.runners.store.best_store import BestPolicyStore, read_champion
+from champion.runners.evaluate import episode_seeds, evaluate
+from champion.runners.store.run_metadata import best_manifest, network_spec
 from toy_envs import NoisyBandit
 
 BANDIT = "toy_envs:NoisyBandit-v0"
@@ -152,8 +152,8 @@ def test_a_crown_that_fails_midway_leaves_the_store_as_it_was(tmp_path, bandit_p
 def test_ctrl_c_during_the_crown_at_the_end_of_a_run_keeps_the_finished_run(tmp_path, monkeypatch, capsys):
     """The training is complete: its summary and final policy are written before the crown, which a Ctrl-C only
     skips (with how to crown later); best/ gets no champion.json."""
-    from runners.configure import resolve_config
-    from runners.training import train
+    from champion.runners.configure import resolve_config
+    from champion.runners.training import train
 
     monkeypatch.setattr(crowning, "ProcessPlayer", InterruptedAfterTwo)
     config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 2048, "eval_every": 512, "results_dir": str(tmp_path),
@@ -204,7 +204,7 @@ def test_the_store_never_prunes_the_crowned_entry(tmp_path, bandit_policies):
 
 def champion(*args: str) -> int:
     """``champion ARGS`` in this process; its exit code."""
-    from runners.cli import main
+    from champion.runners.cli.main import main
 
     try:
         main(list(args))
@@ -223,7 +223,7 @@ def crowned_run(tmp_path_factory):
 
 
 def test_a_run_crowns_itself_and_replay_reproduces_the_held_out_mean(crowned_run):
-    from runners.cli import cli
+    from champion.runners.cli.main import cli
 
     record = read_champion(crowned_run / "best")
     summary = json.loads((crowned_run / "summary.json").read_text())
@@ -242,8 +242,8 @@ def test_a_run_crowns_itself_and_replay_reproduces_the_held_out_mean(crowned_run
 
 
 def test_runs_and_export_show_the_champion(crowned_run, tmp_path):
-    from runners.cli import cli
-    from runners.export import export_policy
+    from champion.runners.cli.main import cli
+    from champion.runners.export import export_policy
 
     record = read_champion(crowned_run / "best")
     listed = json.loads(CliRunner().invoke(cli, ["runs", "--results-dir", str(crowned_run.parent), "--json"]).output)
@@ -286,7 +286,7 @@ def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_ru
     assert len(list((copy / "tb").glob("*.crown"))) == 1  # the first crown's TensorBoard file was replaced
     assert json.loads((copy / "summary.json").read_text())["crown"]["episodes"] == 6 * len(
         read_champion(copy / "best")["candidates"])
-    from runners.run_folder import RunLock
+    from champion.runners.store.run_folder import RunLock
 
     capsys.readouterr()
     with RunLock(copy):  # as if it were still training
@@ -308,7 +308,7 @@ def test_crown_command_judges_again_and_refuses_a_run_without_entries(crowned_ru
 
 
 def test_the_replaced_crown_line_says_what_the_earlier_record_holds():
-    from runners.cli import _replaced_crown_line
+    from champion.runners.cli.main import _replaced_crown_line
 
     earlier = {"entry": "0002-step-20224", "crowned_at": "2026-12-06T17:27:40+00:00", "held_out_mean": 431.257,
                "held_out_seeds": [11, 12, 13]}
@@ -324,14 +324,14 @@ class Fixed:
     where = "given"
 
     def play(self, policies, seeds):
-        from runners.evaluate import EvalResult
+        from champion.runners.evaluate import EvalResult
 
         return [EvalResult(tuple([float(-index)] * len(seeds)), (1,) * len(seeds), tuple(seeds))
                 for index in range(len(policies))]
 
 
 def test_a_damaged_or_outdated_crown_falls_back_to_the_training_time_best(tmp_path, bandit_policies, capsys):
-    from runners.replay import load_policy
+    from champion.runners.replay import load_policy
 
     spec, policies = bandit_policies
     config = bandit_config(9)

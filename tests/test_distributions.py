@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.distributions import Categorical
+from champion.agents.distributions import Categorical
 
 
 def test_log_prob_entropy_and_mode_match_numpy():

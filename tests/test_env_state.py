@@ -6,9 +6,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-import envs.env_state
-from envs.env_state import NOT_REPLAYED, TOO_LONG, Snapshot, capture, check_replays, episode_seed, restore
-from envs.factory import EnvOptions, make_vector_env
+from champion.envs import env_state
+from champion.envs.env_state import NOT_REPLAYED, TOO_LONG, Snapshot, capture, check_replays, episode_seed, restore
+from champion.envs.factory import EnvOptions, make_vector_env
 
 
 def random_actions(envs, count, seed=0):
@@ -78,7 +78,7 @@ def test_an_env_that_draws_from_an_unseeded_generator_is_found_and_restarts_on_r
 
 
 def test_an_episode_longer_than_the_journal_keeps_is_not_replayed(monkeypatch):
-    monkeypatch.setattr(envs.env_state, "MAX_JOURNAL_STEPS", 20)
+    monkeypatch.setattr(env_state, "MAX_JOURNAL_STEPS", 20)
     vector = make_vector_env("Acrobot-v1", 1)
     vector.reset(seed=0)
     for batch in random_actions(vector, 25):
@@ -115,7 +115,7 @@ def test_an_atari_journal_starts_from_the_emulators_state_at_a_new_game_and_span
 
 
 def test_an_env_error_without_a_message_still_says_what_was_raised():
-    from envs.factory import EnvStepError, env_call
+    from champion.envs.factory import EnvStepError, env_call
 
     def bare_assert():  # what an env's bare ``assert`` raises outside pytest's rewriting
         raise AssertionError

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from runners.cli import main
-from agents.networks import ActorCritic, NetworkSpec, numpy_policy
-from agents.spec import box_leaf
-from runners.export import ExportError, _check_destination, export_policy, policy_module
-from runners.replay import load_policy
+from champion.runners.cli.main import main
+from champion.agents.networks import ActorCritic, NetworkSpec, numpy_policy
+from champion.agents.spec import box_leaf
+from champion.runners.export import ExportError, _check_destination, export_policy, policy_module
+from champion.runners.replay import load_policy
 
 TOLERANCE = 1e-5
 
@@ -70,8 +70,8 @@ CHILD = textwrap.dedent('''
 @pytest.fixture(scope="module", params=["CartPole-v1", "Pendulum-v1"])
 def trained_run(request, tmp_path_factory):
     """A tiny PPO run with observation normalisation on; shared by the tests of this module."""
-    from runners.configure import resolve_config
-    from runners.training import train
+    from champion.runners.configure import resolve_config
+    from champion.runners.training import train
 
     overrides = {"results_dir": str(tmp_path_factory.mktemp("results")), "total_steps": 2048, "eval_every": 1024,
                  "network.normalize_observations": True, "ppo.epochs": 2, "run_name": "export",
@@ -181,7 +181,7 @@ def check_replacing(run_dir, tmp_path, monkeypatch):
     def refuse(*args):
         raise ExportError("injected failure")
 
-    monkeypatch.setattr("runners.export._check_against_replay", refuse)
+    monkeypatch.setattr("champion.runners.export._check_against_replay", refuse)
     for export_format, out in (("saved_model", None), ("tflite", tmp_path / "new.tflite")):  # over an export, new
         with pytest.raises(ExportError, match="injected failure"):
             export_policy(run_dir, export_format, out)

@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.compile import compat, graph_cache, xla_cache
-from agents.a2c import A2CLearner
-from agents.batch import RolloutBatch
-from agents.config import A2CConfig, PPOConfig, TrainConfig
-from agents.learners import make_learner
-from agents.networks import ActorCritic, NetworkSpec
-from agents.ppo import PPOLearner
-from agents.spec import box_leaf
-from envs.factory import describe_env
-from runners.configure import resolve_config
-from runners.engines.graph import FIELDS_OUTSIDE_THE_GRAPH, GraphEngine
-from runners.timing import Timings
-from runners.run_metadata import network_spec
+from champion.agents.compile import compat, graph_cache, xla_cache
+from champion.agents.a2c import A2CLearner
+from champion.agents.batch import RolloutBatch
+from champion.agents.config import A2CConfig, PPOConfig, TrainConfig
+from champion.agents.learners import make_learner
+from champion.agents.networks import ActorCritic, NetworkSpec
+from champion.agents.ppo import PPOLearner
+from champion.agents.spec import box_leaf
+from champion.envs.factory import describe_env
+from champion.runners.configure import resolve_config
+from champion.runners.engines.graph import FIELDS_OUTSIDE_THE_GRAPH, GraphEngine
+from champion.runners.timing import Timings
+from champion.runners.store.run_metadata import network_spec
 from test_learners import random_batch
 
 

@@ -8,19 +8,19 @@ import pytest
 import tensorflow as tf
 from rich.console import Console
 
-from agents.config import ConfigError
-from agents.learners import make_learner
-from agents.networks import ActorCritic
-from envs.factory import describe_env
-from envs.graph import has_graph_env
-from envs.graph.cartpole import MAX_EPISODE_STEPS, CartPoleState, GraphCartPole
-from runners.configure import resolve_config
-from runners.engines import Advance, EpisodeStats, choose_engine
-from runners.engines.graph import GraphEngine
-from runners.timing import Timings
-from runners.run_state import LoopState
-from runners.run_metadata import network_spec
-from runners.training import _count_nonfinite, train
+from champion.agents.config import ConfigError
+from champion.agents.learners import make_learner
+from champion.agents.networks import ActorCritic
+from champion.envs.factory import describe_env
+from champion.envs.graph import has_graph_env
+from champion.envs.graph.cartpole import MAX_EPISODE_STEPS, CartPoleState, GraphCartPole
+from champion.runners.configure import resolve_config
+from champion.runners.engines import Advance, EpisodeStats, choose_engine
+from champion.runners.engines.graph import GraphEngine
+from champion.runners.timing import Timings
+from champion.runners.run_state import LoopState
+from champion.runners.store.run_metadata import network_spec
+from champion.runners.training import _count_nonfinite, train
 
 
 def cartpole(num_envs: int = 1, seed: int = 0) -> GraphCartPole:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from hostile_helpers import champion, copy_run, errors_in, finished_run, tree_digest, warnings_in  # noqa: F401
-from runners.atomic_files import encode_weights
-from runners.best_store import BestPolicyStore, list_entries, load_best
-from runners.folder_trust import seal
+from champion.runners.store.atomic_files import encode_weights
+from champion.runners.store.best_store import BestPolicyStore, list_entries, load_best
+from champion.runners.store.folder_trust import seal
 
 EVIL_MODULE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 
@@ -120,7 +120,7 @@ def forge_checkpoint_state(checkpoint: Path, structure: bytes, arrays: bytes | N
 def test_a_forged_checkpoint_state_is_passed_over_for_the_one_before(area, capsys, forgery):
     """A state.json asking for a class outside the codec's list, or missing or mistyped state (sha256s forged to
     match): the newest checkpoint is passed over with one warning, and the resume continues from the one before."""
-    from runners.state_codec import decode_state, encode_state
+    from champion.runners.store.state_codec import decode_state, encode_state
 
     older, newest = sorted((area["run"] / "checkpoints").glob("ckpt-*"))[-2:]
     if forgery == "a class outside the list":
@@ -367,7 +367,7 @@ def test_a_folder_an_earlier_command_put_on_the_path_is_not_trusted_later(tmp_pa
     folder B, naming a module that lives in A, is still refused: only installed packages are trusted."""
     import sys
 
-    from envs.factory import EnvError, allow_current_folder_modules, import_recorded_env_module
+    from champion.envs.factory import EnvError, allow_current_folder_modules, import_recorded_env_module
 
     first, second = tmp_path / "A", tmp_path / "B"
     first.mkdir()

@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-PACKAGES = ("agents", "envs", "runners")
+FOLDERS = {"champion": "champion", "agents": "champion.agents", "envs": "champion.envs", "runners": "champion.runners"}
+"""The repository's package folders and the import names they install as."""
+PACKAGES = tuple(FOLDERS.values())
 COMPAT = ROOT / "agents" / "compile" / "compat.py"
 PRIVATE = re.compile(
     r"tensorflow\.(python|core|compiler)\b|keras\.src\b|keras\._|gymnasium\.envs\.\w+\.\w+"
@@ -20,7 +22,7 @@ PRIVATE = re.compile(
 
 
 def python_files() -> list[Path]:
-    folders = [ROOT / name for name in (*PACKAGES, "tests", "benchmarks", "examples")]
+    folders = [ROOT / name for name in (*FOLDERS, "tests", "benchmarks", "examples")]
     return sorted(path for folder in folders for path in folder.rglob("*.py") if ".venv" not in path.parts)
 
 
@@ -38,7 +40,7 @@ def test_importing_champion_changes_no_environment_variable_and_writes_or_delete
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("XDG_CACHE_HOME", "MPLCONFIGDIR", "KERAS_BACKEND", "TF_XLA_FLAGS")}
     environment.update({"HOME": str(home), "CHAMPION_XLA_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "1",
-                        "PYTHONPATH": str(ROOT)})
+})
     libraries = "import tensorflow, keras, gymnasium, matplotlib.pyplot\n"
     # the libraries' own first-import files (Keras' keras.json, matplotlib's font cache) are theirs, not ours
     subprocess.run([sys.executable, "-c", libraries], cwd=work, env=environment, check=True, capture_output=True,
@@ -73,14 +75,14 @@ def _imports(path: Path, module: str) -> set[str]:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.split(".")[0] in PACKAGES}
+    return {name for name in found if name.split(".")[0] == "champion"}
 
 
 def test_no_import_cycles_between_champion_modules():
     modules = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            parts = path.relative_to(ROOT).with_suffix("").parts
+    for folder, package in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = (package, *path.relative_to(ROOT / folder).with_suffix("").parts)
             modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     graph = {name: {target for target in _imports(path, name) if target in modules and target != name}
              for name, path in modules.items()}
@@ -97,15 +99,15 @@ def test_no_import_cycles_between_champion_modules():
     done: set[str] = set()
     for name in sorted(graph):
         visit(name, [name])
-    # a package's __init__ may lazily re-export its own modules (runners.train); that is not a cycle of code
-    cycles = [cycle for cycle in cycles if not re.fullmatch(r"(\w+) -> \1\.[\w.]+( -> \1)?", cycle)]
+    # a package's __init__ may lazily re-export its own modules (champion.train); that is not a cycle of code
+    cycles = [cycle for cycle in cycles if not re.fullmatch(r"([\w.]+) -> \1\.[\w.]+( -> \1)?", cycle)]
     assert cycles == []
 
 
 def test_the_private_api_versions_are_the_tensorflow_range_pyproject_allows():
     import tomllib
 
-    from agents.compile import compat
+    from champion.agents.compile import compat
 
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     frameworks = {re.match(r"[\w-]+", text).group(): text for text in dependencies}
@@ -117,7 +119,7 @@ def test_the_private_api_versions_are_the_tensorflow_range_pyproject_allows():
 
 
 def test_the_suite_keeps_compiled_code_in_a_temporary_folder_not_the_users_cache(tmp_path_factory):
-    from agents.compile import xla_cache
+    from champion.agents.compile import xla_cache
 
     cache = Path(os.environ[xla_cache.ENVIRONMENT_VARIABLE])
     assert cache.is_relative_to(tmp_path_factory.getbasetemp())
@@ -130,9 +132,9 @@ def test_acting_and_the_env_side_import_no_tensorflow():
     without TensorFlow or Keras: acting on a MultiDiscrete action from a Dict observation, in numpy."""
     script = (
         "import sys, numpy as np\n"
-        "from agents.numpy_policy import NumpyPolicy\n"
-        "from agents.spec import NetworkSpec, ObservationLeaf\n"
-        "from envs.factory import make_vector_env\n"
+        "from champion.agents.numpy_policy import NumpyPolicy\n"
+        "from champion.agents.spec import NetworkSpec, ObservationLeaf\n"
+        "from champion.envs.factory import make_vector_env\n"
         "leaves = (ObservationLeaf(('cue',), 'onehot', (), 'int64', (4,), (0,)), ObservationLeaf(('noise',), 'box', (3,)))\n"
         "spec = NetworkSpec(leaves, 'multidiscrete', 5, hidden_sizes=(4,), action_nvec=(2, 3), action_start=(0, 0),"
         " action_env_shape=(2,))\n"

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.batch import RolloutBatch
-from agents.config import A2CConfig, PPOConfig
-from agents.networks import ActorCritic, NetworkSpec
-from agents.ppo import PPOLearner
-from agents.a2c import A2CLearner
-from agents.spec import box_leaf
-from runners.configure import resolve_config
-from runners.training import train
+from champion.agents.batch import RolloutBatch
+from champion.agents.config import A2CConfig, PPOConfig
+from champion.agents.networks import ActorCritic, NetworkSpec
+from champion.agents.ppo import PPOLearner
+from champion.agents.a2c import A2CLearner
+from champion.agents.spec import box_leaf
+from champion.runners.configure import resolve_config
+from champion.runners.training import train
 
 
 def random_batch(rng, num_steps, num_envs, observation_size=4):
@@ -125,7 +125,7 @@ def test_a_non_finite_update_is_skipped_and_counted(make, steps_per_update):
 def test_rmsprop_epsilon_is_added_to_the_root_as_in_pytorch():
     import tensorflow as tf
 
-    from agents.a2c import make_optimizer
+    from champion.agents.a2c import make_optimizer
 
     optimizer = make_optimizer(A2CConfig(learning_rate=0.1, rmsprop_decay=0.5, optimizer_epsilon=1e-5))
     variable = tf.Variable([1.0])
@@ -141,7 +141,7 @@ def test_rmsprop_epsilon_is_added_to_the_root_as_in_pytorch():
 
 @pytest.mark.parametrize("action_shape", [(), (2,)])
 def test_batch_packing_round_trips_every_field(action_shape):
-    from agents.compile.packing import BatchPacking
+    from champion.agents.compile.packing import BatchPacking
 
     rng = np.random.default_rng(0)
     batch = random_batch(rng, 5, 3, observation_size=6)._replace(observations=rng.standard_normal((5, 3, 2, 3)).astype(np.float32))

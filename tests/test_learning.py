@@ -2,9 +2,9 @@
 
 import pytest
 
-from runners.configure import resolve_config
-from runners.replay import replay
-from runners.training import train
+from champion.runners.configure import resolve_config
+from champion.runners.replay import replay
+from champion.runners.training import train
 
 
 @pytest.mark.slow

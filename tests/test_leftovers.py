@@ -20,8 +20,8 @@ import pytest
 
 import crash_helpers
 from hostile_helpers import champion, copy_run, errors_in, finished_run, tree_digest  # noqa: F401 - fixture
-from runners.best_store import load_best
-from runners.export import commit_tflite_files, recover_leftovers, sidecar_paths
+from champion.runners.store.best_store import load_best
+from champion.runners.export import commit_tflite_files, recover_leftovers, sidecar_paths
 
 COMMIT_POINTS = ["export: staged policy.metadata.json", "export: staged policy.README.md",
                  "export: staged policy.tflite", "export: committed policy.tflite", "export: policy.metadata.json in place",
@@ -31,7 +31,7 @@ COMMIT_POINTS = ["export: staged policy.metadata.json", "export: staged policy.R
 COMMIT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from runners.export import commit_tflite_files
+    from champion.runners.export import commit_tflite_files
     out, version = Path(sys.argv[1]), sys.argv[2]
     commit_tflite_files(out, f"model {version}".encode(), {"exported_by": "champion", "version": version},
                         f"readme {version}")
@@ -187,7 +187,7 @@ def crown_as_a_user(run_dir: Path, capsys, monkeypatch) -> tuple[int, str]:
     In this process, judging must never start."""
     options = ["crown", str(run_dir), "--episodes", "2", "--workers", "1"]
     if os.geteuid() != 0:
-        monkeypatch.setattr("runners.crown.crown_run", lambda *args, **kwargs: pytest.fail("judging started"))
+        monkeypatch.setattr("champion.runners.crown.crown_run", lambda *args, **kwargs: pytest.fail("judging started"))
         return champion(*options), capsys.readouterr().err
     if not shutil.which("setpriv"):
         pytest.skip("root without setpriv: a folder's mode does not stop root's writes")

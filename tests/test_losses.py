@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents import losses
+from champion.agents import losses
 
 
 def test_gae_by_hand_with_a_termination_and_a_truncation():

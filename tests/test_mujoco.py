@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from crash_helpers import CHAMPION, tensorboard_steps
-from runners.configure import resolve_config
+from champion.runners.configure import resolve_config
 
 MUJOCO = importlib.util.find_spec("mujoco") is not None
 PRESETS = {  # env: (num_envs, num_steps, minibatch, epochs, learning rate, hidden sizes, activation, ortho init)
@@ -32,7 +32,7 @@ def test_mujoco_presets_carry_rl_zoos_settings_with_normalised_observations_and_
 
 
 def test_value_hidden_sizes_are_refused_with_a_shared_torso():
-    from agents.config import ConfigError
+    from champion.agents.config import ConfigError
 
     with pytest.raises(ConfigError, match="network.value_hidden_sizes needs two torsos"):
         resolve_config("Pendulum-v1", "ppo", {"network.value_hidden_sizes": [32], "network.shared_torso": True})

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.networks import ActorCritic, NetworkSpec, weight_arrays
-from agents.spec import box_leaf
+from champion.agents.networks import ActorCritic, NetworkSpec, weight_arrays
+from champion.agents.spec import box_leaf
 
 
 def spec(**changes) -> NetworkSpec:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.networks import ActorCritic, NetworkSpec, weight_arrays, numpy_policy
-from agents.distributions import make_distribution
-from agents.spec import box_leaf
+from champion.agents.networks import ActorCritic, NetworkSpec, weight_arrays, numpy_policy
+from champion.agents.distributions import make_distribution
+from champion.agents.spec import box_leaf
 
 
 def spec_for(kind: str, **changes) -> NetworkSpec:
@@ -100,7 +100,7 @@ def test_a_snapshot_keeps_acting_with_the_weights_it_was_taken_with():
 def test_each_row_is_computed_the_same_whatever_batch_it_is_in():
     """A batch of 8 split as 2 x 4 or 8 x 1 gives every row to the last bit, for dense layers and convolutions
     (a BLAS matrix product of the whole batch does not: it picks its kernels by the batch's size)."""
-    from agents.numpy_policy import _convolve, _matmul
+    from champion.agents.numpy_policy import _convolve, _matmul
 
     rng = np.random.default_rng(3)
     for rows, columns in ((4, 64), (64, 64), (128, 128), (3136, 512)):
@@ -119,11 +119,11 @@ def test_each_row_is_computed_the_same_whatever_batch_it_is_in():
 
 def test_env_noise_depends_only_on_the_env_and_survives_a_pickle_and_a_checkpoint():
     """Env i draws the same numbers whether its stream is one of 8 or one of 4; past a block boundary too. Ray
-    pickles it between processes; a checkpoint holds it as data (``runners.state_codec``)."""
+    pickles it between processes; a checkpoint holds it as data (``champion.runners.store.state_codec``)."""
     import pickle
 
-    from agents.numpy_policy import EnvNoise
-    from runners.state_codec import decode_state, encode_state
+    from champion.agents.numpy_policy import EnvNoise
+    from champion.runners.store.state_codec import decode_state, encode_state
 
     whole, first, second = EnvNoise(7, range(8)), EnvNoise(7, range(4)), EnvNoise(7, range(4, 8))
     steps = EnvNoise.BLOCK + 10
@@ -141,7 +141,7 @@ def test_env_noise_depends_only_on_the_env_and_survives_a_pickle_and_a_checkpoin
 
 @pytest.mark.parametrize("kind", ["discrete", "continuous", "multibinary"])
 def test_sampling_8_envs_equals_sampling_them_as_two_workers_of_4(kind):
-    from agents.numpy_policy import EnvNoise
+    from champion.agents.numpy_policy import EnvNoise
 
     policy = numpy_policy(ActorCritic(spec_for(kind), seed=2))
     observations = np.random.default_rng(4).normal(size=(8, 3)).astype(np.float32)

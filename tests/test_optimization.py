@@ -1,4 +1,4 @@
-"""agents.optimization: gradient clipping to a global norm, the skip of a non-finite step, the kept gradients
+"""champion.agents.optimization: gradient clipping to a global norm, the skip of a non-finite step, the kept gradients
 and the schedules, each against numbers worked out by hand (plain SGD, so that the step is the gradient)."""
 
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.optimization import apply_clipped_gradients, scheduled
+from champion.agents.optimization import apply_clipped_gradients, scheduled
 
 
 def sgd_step(loss_of, initial: list[float], max_grad_norm: float, jit_compile: bool, keep: bool = False):

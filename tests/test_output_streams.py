@@ -6,9 +6,9 @@ import re
 import subprocess
 import sys
 
-from runners.stderr_filter import forward
+from champion.runners.logs.stderr_filter import forward
 
-CHAMPION = [sys.executable, "-c", "from runners.cli import main; main()"]
+CHAMPION = [sys.executable, "-c", "from champion.runners.cli.main import main; main()"]
 GLOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]", re.MULTILINE)
 ONEDNN = (b"I0000 00:00:1796532540.476281   31700 port.cc:153] oneDNN custom operations are on. You may see slightly "
           b"different numerical results due to floating-point round-off errors from different computation orders. To "

@@ -12,9 +12,9 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
-from runners.cli import main
-from runners.plotting import evaluation_figure, save_figure
-from runners.runs import leaderboard, summarize
+from champion.runners.cli.main import main
+from champion.runners.cli.plotting import evaluation_figure, save_figure
+from champion.runners.store.runs import leaderboard, summarize
 
 COLUMNS = ["step", "wall_seconds", "mean_return", "std_return", "min_return", "max_return", "mean_length",
            "best_mean_return", "saved"]
@@ -204,7 +204,7 @@ def test_leaderboard_skips_unranked_returns_and_keeps_the_first_of_full_ties(two
 
 
 def test_runs_does_not_import_matplotlib(leaderboard_results):
-    code = ("import sys; from runners.cli import main; main(['runs', '--results-dir', sys.argv[1], '--json']); "
+    code = ("import sys; from champion.runners.cli.main import main; main(['runs', '--results-dir', sys.argv[1], '--json']); "
             "print('matplotlib' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code, str(leaderboard_results)], capture_output=True, text=True,
                             timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.config import ConfigError
-from envs.factory import EnvError
+from champion.agents.config import ConfigError
+from champion.envs.factory import EnvError
 from crash_helpers import CHAMPION, champion, evaluation_rows, kill_resume_and_compare, run_options, tensorboard_steps
-from runners.checkpoints import read_checkpoint
-from runners.configure import resolve_config
-from runners.replay import replay
-from runners.run_state import TrainingStopped
-from runners.training import resume, train
+from champion.runners.store.checkpoints import read_checkpoint
+from champion.runners.configure import resolve_config
+from champion.runners.replay import replay
+from champion.runners.run_state import TrainingStopped
+from champion.runners.training import resume, train
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray for all of them, in one xdist worker
@@ -165,7 +165,7 @@ def test_removing_the_node_that_holds_a_worker_does_not_stop_training(tmp_path):
 def test_without_ray_installed_engine_ray_is_one_line_and_nothing_is_created(tmp_path, monkeypatch, capsys):
     import importlib.util
 
-    from runners.cli import main
+    from champion.runners.cli.main import main
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "ray" else real(name, *rest))
@@ -186,9 +186,9 @@ def test_an_address_nobody_answers_fails_within_seconds(tmp_path):
 
 
 def test_more_workers_than_free_cpus_is_a_clear_error_before_the_run_folder(local_ray, tmp_path, monkeypatch):
-    from runners import ray_cluster
+    from champion.runners.ray import cluster
 
-    monkeypatch.setattr(ray_cluster, "CAPACITY_PATIENCE", 0.5)  # no earlier run's actors are stopping here
+    monkeypatch.setattr(cluster, "CAPACITY_PATIENCE", 0.5)  # no earlier run's actors are stopping here
     with pytest.raises(ConfigError, match="has 2 free CPUs, but 5 rollout workers need 5"):
         train(ray_config(tmp_path, "too-many", num_envs=10, **{"ray.workers": 5, "ppo.minibatch_size": 64}),
               progress=False)
@@ -205,11 +205,11 @@ def test_ray_layout_keys_are_checked():
 
 def test_a_worker_fragment_equals_the_same_envs_in_one_process(local_ray):
     """Worker 1 of 2 (envs 4..7) collects exactly the columns 4..7 of an 8-env in-process rollout."""
-    from agents.networks import ActorCritic, numpy_policy
-    from envs.factory import EnvOptions, describe_env, make_vector_env
-    from runners.rollout import VectorEnvCollector
-    from runners.run_metadata import network_spec
-    from runners.workers import RolloutWorker, WorkerSetup
+    from champion.agents.networks import ActorCritic, numpy_policy
+    from champion.envs.factory import EnvOptions, describe_env, make_vector_env
+    from champion.runners.rollout import VectorEnvCollector
+    from champion.runners.store.run_metadata import network_spec
+    from champion.runners.ray.workers import RolloutWorker, WorkerSetup
 
     config = ray_config(Path("/unused"), "unused")
     spec = network_spec(describe_env("CartPole-v1"), config)

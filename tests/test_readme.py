@@ -24,8 +24,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_the_run_folder_layouts_name_what_a_run_writes(tmp_path):
     """README's and results/README.md's run-folder layouts list every file and folder a finished run leaves."""
-    from runners.configure import resolve_config
-    from runners.training import train
+    from champion.runners.configure import resolve_config
+    from champion.runners.training import train
 
     config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 512, "eval_every": 256, "checkpoint_every": 256,
                                                       "media": False, "results_dir": str(tmp_path), "run_name": "r"})

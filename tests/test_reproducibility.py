@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from runners.best_store import load_best
-from runners.configure import resolve_config
-from runners.training import train
+from champion.runners.store.best_store import load_best
+from champion.runners.configure import resolve_config
+from champion.runners.training import train
 
 
 def run(tmp_path, name, seed):

@@ -11,15 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from agents.config import ConfigError
+from champion.agents.config import ConfigError
 from crash_helpers import (CHAMPION, QUICK, assert_run_is_sound, champion, checkpoint_weights, evaluation_rows,
                            tensorboard_steps)
-import runners.evaluate
-import runners.faults
-from runners.configure import resolve_config
-from runners.checkpoints import CheckpointError, read_checkpoint
-from runners.run_folder import RunFolderError, RunLock
-from runners.training import resume, train
+from champion.runners import evaluate as evaluating, faults
+from champion.runners.configure import resolve_config
+from champion.runners.store.checkpoints import CheckpointError, read_checkpoint
+from champion.runners.store.run_folder import RunFolderError, RunLock
+from champion.runners.training import resume, train
 
 
 @pytest.mark.parametrize("engine", ["graph", pytest.param("gymnasium", marks=pytest.mark.slow)])
@@ -76,7 +75,7 @@ def test_an_evaluation_in_flight_at_a_checkpoint_is_played_again_by_a_resume_unl
                  "engine": "gymnasium", "ppo.jit_compile": False, "results_dir": str(tmp_path)}
     straight = train(resolve_config("CartPole-v1", "ppo", {**overrides, "run_name": "straight"})[0], progress=False)
     released, evaluated, calls = threading.Event(), threading.Event(), []
-    real_evaluate = runners.evaluate.evaluate
+    real_evaluate = evaluating.evaluate
 
     def held_evaluate(*args, **kwargs):  # the second one, at step 1024, is still running at its checkpoint
         calls.append(len(calls))
@@ -95,8 +94,8 @@ def test_an_evaluation_in_flight_at_a_checkpoint_is_played_again_by_a_resume_unl
         if step == (1536 if offered_before_the_crash else 1024):
             raise Crash
 
-    monkeypatch.setattr(runners.evaluate, "evaluate", held_evaluate)
-    monkeypatch.setattr(runners.faults, "step_point", crash_at)
+    monkeypatch.setattr(evaluating, "evaluate", held_evaluate)
+    monkeypatch.setattr(faults, "step_point", crash_at)
     with pytest.raises(Crash):
         train(resolve_config("CartPole-v1", "ppo", {**overrides, "run_name": "crashed"})[0], progress=False)
     monkeypatch.undo()
@@ -230,7 +229,7 @@ def test_a_trainer_that_opened_the_lock_file_as_the_last_one_removed_it_locks_th
 
 
 def test_resuming_a_finished_run_exits_2_with_the_hint_and_leaves_the_run_untouched(tmp_path, capsys):
-    from runners.cli import main
+    from champion.runners.cli.main import main
 
     run_dir = train(quick_config(tmp_path, "done", total_steps=1024), progress=False).run_dir
 
@@ -253,7 +252,7 @@ def test_resuming_a_finished_run_exits_2_with_the_hint_and_leaves_the_run_untouc
 def test_a_lock_file_removed_between_open_and_lock_is_opened_again(tmp_path, monkeypatch):
     import fcntl
 
-    import runners.run_folder
+    from champion.runners.store import run_folder
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -265,7 +264,7 @@ def test_a_lock_file_removed_between_open_and_lock_is_opened_again(tmp_path, mon
             (run_dir / ".lock").unlink()  # the trainer before finished between our open() and flock()
         return real_flock(handle, operation)
 
-    monkeypatch.setattr(runners.run_folder.fcntl, "flock", flock_after_the_other_trainer_removed_the_file)
+    monkeypatch.setattr(run_folder.fcntl, "flock", flock_after_the_other_trainer_removed_the_file)
     with RunLock(run_dir) as lock:
         assert len(calls) == 2  # locked the removed file, saw it was no longer the lock file, locked the new one
         assert os.stat(run_dir / ".lock").st_ino == os.fstat(lock._handle.fileno()).st_ino
@@ -314,13 +313,13 @@ def crash_at_step(monkeypatch, crash_step):
     def crash_at(step):
         if step == crash_step:
             raise Crash
-    monkeypatch.setattr(runners.faults, "step_point", crash_at)
+    monkeypatch.setattr(faults, "step_point", crash_at)
 
 
 def test_a_resume_keeps_the_runs_linear_schedules_whatever_its_new_budget(tmp_path, monkeypatch, capsys):
     """The learning rate falls linearly to 0 over the run's first budget (3,072 steps), recorded as schedule_steps:
     a resume with a lower --total-steps stops earlier with the same rates; a larger one is refused."""
-    from runners.cli import main
+    from champion.runners.cli.main import main
 
     config = quick_config(tmp_path, "linear", total_steps=3072, log_every=256, checkpoint_every=256,
                           **{"ppo.learning_rate_schedule": "linear", "ppo.learning_rate": 1e-3})
@@ -357,7 +356,7 @@ def test_a_resume_keeps_the_runs_linear_schedules_whatever_its_new_budget(tmp_pa
 
 def test_a_budget_below_the_steps_already_done_is_refused_and_a_lower_one_above_them_is_noted(tmp_path, monkeypatch,
                                                                                               capsys):
-    from runners.cli import main
+    from champion.runners.cli.main import main
 
     crash_at_step(monkeypatch, 1536)
     with pytest.raises(Crash):
@@ -377,7 +376,7 @@ def test_a_budget_below_the_steps_already_done_is_refused_and_a_lower_one_above_
 
 
 def test_champion_runs_shows_each_runs_status_and_the_step_a_resume_starts_from(tmp_path, monkeypatch):
-    from runners.runs import status_text, summarize
+    from champion.runners.store.runs import status_text, summarize
 
     finished = train(quick_config(tmp_path, "finished", total_steps=1024), progress=False).run_dir
     crash_at_step(monkeypatch, 1536)

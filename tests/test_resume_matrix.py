@@ -9,9 +9,9 @@ import signal
 import pytest
 
 from crash_helpers import KILL_POINTS, ROLLOUTS, champion, kill_resume_and_compare, run_options
-from envs.env_state import Snapshot
-from runners.checkpoints import read_checkpoint
-from runners.run_folder import env_folder_name
+from champion.envs.env_state import Snapshot
+from champion.runners.store.checkpoints import read_checkpoint
+from champion.runners.store.run_folder import env_folder_name
 
 
 def needs(module: str, extra: str):

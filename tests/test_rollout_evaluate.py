@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.networks import ActorCritic, NetworkSpec, numpy_policy
-from agents.spec import box_leaf
-from envs.factory import make_eval_env, make_vector_env
-from runners.configure import resolve_config
-from runners.evaluate import BackgroundEvaluation, episode_seeds, evaluate
-from runners.rollout import VectorEnvCollector
-from runners.training import train
+from champion.agents.networks import ActorCritic, NetworkSpec, numpy_policy
+from champion.agents.spec import box_leaf
+from champion.envs.factory import make_eval_env, make_vector_env
+from champion.runners.configure import resolve_config
+from champion.runners.evaluate import BackgroundEvaluation, episode_seeds, evaluate
+from champion.runners.rollout import VectorEnvCollector
+from champion.runners.training import train
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_truncation_is_bootstrapped_from_the_final_observation(policy):
 
 
 def test_training_envs_drop_the_envs_own_info_but_still_bootstrap_truncations(policy):
-    from envs.factory import make_env
+    from champion.envs.factory import make_env
 
     single = make_env("champion-test/ChattyCounter-v0")
     single.reset(seed=0)
@@ -150,8 +150,8 @@ def test_training_evaluates_the_same_with_and_without_the_background_thread(tmp_
 
 def test_async_vectorization_trains_exactly_as_sync_and_its_checkpoint_holds_the_same_env_journals(tmp_path):
     """Worker processes step the same seeded envs: the same transitions, so the same training, and checkpoints
-    that a resume restores exactly either way (``envs.env_state``)."""
-    from runners.checkpoints import read_checkpoint
+    that a resume restores exactly either way (``champion.envs.env_state``)."""
+    from champion.runners.store.checkpoints import read_checkpoint
 
     runs = {}
     for vectorization in ("sync", "async"):
@@ -190,8 +190,8 @@ def test_an_env_that_raises_stops_the_run_with_one_line_naming_the_env_and_what_
 
 def test_fragments_of_two_collectors_stack_into_the_rollout_of_one():
     """Envs 0-3 and 4-7, seeded and sampling as envs 0-7 of one vector env, stack (in order) into its rollout."""
-    from agents.numpy_policy import EnvNoise
-    from runners.rollout import stack_fragments
+    from champion.agents.numpy_policy import EnvNoise
+    from champion.runners.rollout import stack_fragments
 
     policy = numpy_policy(ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,)), seed=1), seed=1)
     whole = VectorEnvCollector(make_vector_env("CartPole-v1", 8), num_steps=40, seed=11).collect(policy)

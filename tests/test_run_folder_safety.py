@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.config import RUN_NAME_MAX_BYTES, SEED_LIMIT, ConfigError, TrainConfig, validate
+from champion.agents.config import RUN_NAME_MAX_BYTES, SEED_LIMIT, ConfigError, TrainConfig, validate
 from hostile_helpers import champion, copy_run, errors_in, finished_run, tree_digest, warnings_in  # noqa: F401
-from runners.best_store import list_final_entries, read_entry
-from runners.run_folder import RunFolderError, RunLock, create_run_dir, default_run_name, is_locked
-from runners.run_state import TrainingInterrupted, _recorded_total_steps, write_failure
+from champion.runners.store.best_store import list_final_entries, read_entry
+from champion.runners.store.run_folder import RunFolderError, RunLock, create_run_dir, default_run_name, is_locked
+from champion.runners.run_state import TrainingInterrupted, _recorded_total_steps, write_failure
 
 DEAD_PID = 9_999_999
 """Above any Linux pid_max (at most 2**22): no process has it."""
@@ -205,12 +205,12 @@ def test_a_stop_line_offers_a_resume_only_with_a_good_checkpoint(hostile):
 
 
 def test_a_disk_full_before_the_first_checkpoint_says_to_start_again(tmp_path, capsys, monkeypatch):
-    import runners.training
+    from champion.runners import training
 
     def full_disk(run, *args):
         raise OSError(errno.ENOSPC, "No space left on device", str(run.run_dir / "checkpoints" / "ckpt"))
 
-    monkeypatch.setattr(runners.training, "_checkpoint", full_disk)
+    monkeypatch.setattr(training, "_checkpoint", full_disk)
     assert champion("train", "CartPole-v1", "--results-dir", tmp_path, "--run-name", "full", *TINY) == 1
     [line] = errors_in(capsys.readouterr().err)
     assert "No space left on device" in line and "--resume" not in line and "no checkpoint was written yet" in line

@@ -15,16 +15,16 @@ import tensorflow as tf
 import toy_envs
 from crash_helpers import CHAMPION, QUICK, evaluation_rows
 from ai_edge_litert.interpreter import Interpreter
-from agents.distributions import make_distribution
-from agents.networks import ActorCritic, numpy_policy
-from agents.spec import NetworkSpec, ObservationLeaf, flat_observations
-from envs.factory import EnvError, EnvOptions, describe_env, make_env
-from envs.spaces import observation_leaves
-from runners.configure import resolve_config
-from runners.best_store import load_best
-from runners.export import export_policy, probe_observations
-from runners.replay import load_policy, replay
-from runners.training import train
+from champion.agents.distributions import make_distribution
+from champion.agents.networks import ActorCritic, numpy_policy
+from champion.agents.spec import NetworkSpec, ObservationLeaf, flat_observations
+from champion.envs.factory import EnvError, EnvOptions, describe_env, make_env
+from champion.envs.spaces import observation_leaves
+from champion.runners.configure import resolve_config
+from champion.runners.store.best_store import load_best
+from champion.runners.export import export_policy, probe_observations
+from champion.runners.replay import load_policy, replay
+from champion.runners.training import train
 
 
 def test_leaves_sit_where_gymnasiums_flatten_puts_them():
@@ -163,8 +163,8 @@ def test_each_space_learns_its_known_answer_and_replays_and_exports_it(tmp_path,
 
 
 def test_a_model_with_an_image_is_never_compiled_with_xla():
-    from agents.compile.update import uses_xla
-    from agents.config import PPOConfig
+    from champion.agents.compile.update import uses_xla
+    from champion.agents.config import PPOConfig
 
     image = NetworkSpec((ObservationLeaf((), "image", (84, 84, 4), "uint8"),), "discrete", 4)
     vector = NetworkSpec((ObservationLeaf((), "box", (4,)),), "discrete", 2)

@@ -8,15 +8,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util.tensor_util import make_ndarray
 
-from agents.networks import ActorCritic, numpy_policy
-from runners.best_store import load_best
-from runners.configure import resolve_config
-from runners import media as media_module
-from runners.media import FIRST_ESTIMATE, FRAME_STRIDE, MAX_FRAMES, BestPolicyMedia
-from runners.run_logger import BEST_POLICY_GIF
-from runners.run_metadata import network_spec
-from runners.training import resume, train
-from envs.factory import describe_env
+from champion.agents.networks import ActorCritic, numpy_policy
+from champion.runners.store.best_store import load_best
+from champion.runners.configure import resolve_config
+from champion.runners.logs import media as media_module
+from champion.runners.logs.media import FIRST_ESTIMATE, FRAME_STRIDE, MAX_FRAMES, BestPolicyMedia
+from champion.runners.logs.run_logger import BEST_POLICY_GIF
+from champion.runners.store.run_metadata import network_spec
+from champion.runners.training import resume, train
+from champion.envs.factory import describe_env
 
 
 QUICK_ENGINE = {"engine": "gymnasium", "ppo.jit_compile": False}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.compile import compat, xla_cache
+from champion.agents.compile import compat, xla_cache
 from crash_helpers import CHAMPION
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from agents.compile import compat, xla_cache
+from champion.agents.compile import compat, xla_cache
 
 MAGIC = b"champion-graph-1\n"
 PACKAGES = ("agents", "envs", "runners")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from agents.batch import RolloutBatch
+from champion.agents.batch import RolloutBatch
 
 
 class BatchPacking:

@@ -7,10 +7,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from agents.batch import RolloutBatch
-from agents.compile import graph_cache, xla_cache
-from agents.compile.packing import BatchPacking
-from agents.networks import checkpointable_weights
+from champion.agents.batch import RolloutBatch
+from champion.agents.compile import graph_cache, xla_cache
+from champion.agents.compile.packing import BatchPacking
+from champion.agents.networks import checkpointable_weights
 
 
 def uses_xla(config: Any, spec: Any) -> bool:

@@ -93,7 +93,7 @@ def configure() -> Path | None:
     existing = configured_cache_dir()
     if existing is not None:
         return existing
-    from agents.compile import compat
+    from champion.agents.compile import compat
 
     if compat.tensorflow_has_started():
         print("champion: warning: TensorFlow ran before this run started, so it can no longer take the XLA compile "

@@ -20,7 +20,7 @@ def has_graph_env(env_id: str) -> bool:
 def make_graph_env(env_id: str, num_envs: int, generator: Any) -> Any:
     """The TF-op implementation of ``env_id`` (see ``has_graph_env``) for ``num_envs`` envs drawing from the
     ``tf.random.Generator`` ``generator``."""
-    from envs.graph.cartpole import GraphCartPole
+    from champion.envs.graph.cartpole import GraphCartPole
 
     builders = {"CartPole-v1": GraphCartPole}
     return builders[env_id](num_envs, generator)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.config import ConfigError, TrainConfig
-from envs.graph import GRAPH_ENV_IDS, has_graph_env
-from runners.engines.base import Advance, Engine, EngineFailed, EpisodeStats
-from runners.timing import Timings
+from champion.agents.config import ConfigError, TrainConfig
+from champion.envs.graph import GRAPH_ENV_IDS, has_graph_env
+from champion.runners.engines.base import Advance, Engine, EngineFailed, EpisodeStats
+from champion.runners.timing import Timings
 
 __all__ = ["Advance", "Engine", "EngineFailed", "EpisodeStats", "choose_engine", "make_engine"]
 
@@ -25,7 +25,7 @@ def choose_engine(config: TrainConfig) -> str:
     """graph, gymnasium or ray for this config; ConfigError (one line) if graph is asked for and impossible, or ray
     is asked for and not installed."""
     if config.engine == "ray":
-        from runners.ray_cluster import require_ray
+        from champion.runners.ray.cluster import require_ray
 
         require_ray()
         return "ray"
@@ -49,13 +49,13 @@ def make_engine(kind: str, config: TrainConfig, model: Any, policy: Any, learner
                 timings: Timings) -> Engine:
     """The engine of this ``kind`` (graph, gymnasium or ray); ``start`` it before the first ``advance``."""
     if kind == "ray":
-        from runners.engines.ray_engine import RayEngine  # Ray, only when asked for
+        from champion.runners.engines.ray_engine import RayEngine  # Ray, only when asked for
 
         return RayEngine(config, policy, learner, timings)
     if kind == "graph":
-        from runners.engines.graph import GraphEngine  # TF-op envs, only when asked for
+        from champion.runners.engines.graph import GraphEngine  # TF-op envs, only when asked for
 
         return GraphEngine(model, learner, config, timings)
-    from runners.engines.gymnasium import GymnasiumEngine
+    from champion.runners.engines.gymnasium import GymnasiumEngine
 
     return GymnasiumEngine(config, policy, learner, timings)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from runners.timing import Timings
+from champion.runners.timing import Timings
 
 
 class EngineFailed(RuntimeError):

@@ -16,15 +16,15 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from agents.batch import RolloutBatch
-from agents.compile import graph_cache, xla_cache
-from agents.compile.update import learner_variables
-from agents.config import TrainConfig
-from agents.distributions import make_distribution
-from agents.networks import ActorCritic
-from envs.graph import make_graph_env
-from runners.engines.base import Advance, EpisodeStats, build_graph
-from runners.timing import Timings
+from champion.agents.batch import RolloutBatch
+from champion.agents.compile import graph_cache, xla_cache
+from champion.agents.compile.update import learner_variables
+from champion.agents.config import TrainConfig
+from champion.agents.distributions import make_distribution
+from champion.agents.networks import ActorCritic
+from champion.envs.graph import make_graph_env
+from champion.runners.engines.base import Advance, EpisodeStats, build_graph
+from champion.runners.timing import Timings
 
 EPISODE_FIELDS = ("episodes", "episode_return_sum", "episode_length_sum")
 MAX_STEPS_PER_CALL = 100_000
@@ -37,7 +37,7 @@ graph in the cache (tests/test_graph_cache.py traces with each of them changed a
 
 
 class GraphEngine:
-    """Trains ``learner`` on a TF-op version of ``config.env_id`` (see ``envs.graph``)."""
+    """Trains ``learner`` on a TF-op version of ``config.env_id`` (see ``champion.envs.graph``)."""
 
     kind = "graph"
 

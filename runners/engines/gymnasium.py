@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from agents.config import TrainConfig
-from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvOptions, make_vector_env
-from runners.engines.base import Advance, EpisodeStats, build_graph
-from runners.rollout import RewardScaler, Rollout, VectorEnvCollector, env_checkpoint, restart_returns, restore_envs
-from runners.timing import Timings
+from champion.agents.config import TrainConfig
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.envs.factory import EnvOptions, make_vector_env
+from champion.runners.engines.base import Advance, EpisodeStats, build_graph
+from champion.runners.rollout import RewardScaler, Rollout, VectorEnvCollector, env_checkpoint, restart_returns, restore_envs
+from champion.runners.timing import Timings
 
 
 class GymnasiumEngine:
@@ -28,7 +28,7 @@ class GymnasiumEngine:
         self.warn: Callable[[str], None] = lambda message: None  # the run's warner, from start
 
     def start(self, saved: dict[str, Any] | None, step: int, warn: Callable[[str], None]) -> list[str | None]:
-        """Fresh envs, or a checkpoint's envs replayed from their journals and checked (``envs.env_state``).
+        """Fresh envs, or a checkpoint's envs replayed from their journals and checked (``champion.envs.env_state``).
         Returns, per env, None when it was restored exactly, else why its current episode restarts."""
         config, self.warn = self.config, warn
         self.reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
@@ -80,7 +80,7 @@ class GymnasiumEngine:
         return {}
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """Each env's journal (``envs.env_state``) and which envs a resume can restore exactly, the action noise
+        """Each env's journal (``champion.envs.env_state``) and which envs a resume can restore exactly, the action noise
         and the reward scaler."""
         state, self.inexact = env_checkpoint(self.collector.envs, self.inexact, self.config.env_id, self.warn)
         return {"engine": self.kind, **state, "noise": self.collector.noise, "reward_scaler": self.reward_scaler}

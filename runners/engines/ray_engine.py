@@ -21,15 +21,15 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from agents.config import ConfigError, TrainConfig
-from agents.numpy_policy import NumpyPolicy
-from envs.factory import EnvError, EnvOptions, EnvStepError
-from runners.ray_cluster import check_capacity, connect
-from runners.engines.base import Advance, EngineFailed
-from runners.engines.gymnasium import GymnasiumEngine
-from runners.rollout import RewardScaler, not_exact_line, restart_returns, stack_fragments
-from runners.timing import Timings
-from runners.workers import Fragment, RolloutWorker, WorkerNotStarted, WorkerSetup
+from champion.agents.config import ConfigError, TrainConfig
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.envs.factory import EnvError, EnvOptions, EnvStepError
+from champion.runners.ray.cluster import check_capacity, connect
+from champion.runners.engines.base import Advance, EngineFailed
+from champion.runners.engines.gymnasium import GymnasiumEngine
+from champion.runners.rollout import RewardScaler, not_exact_line, restart_returns, stack_fragments
+from champion.runners.timing import Timings
+from champion.runners.ray.workers import Fragment, RolloutWorker, WorkerNotStarted, WorkerSetup
 
 BY_VALUE_BYTES = 100_000
 """Weights smaller than this go to the workers inside the call; larger ones through Ray's object store once

@@ -15,12 +15,11 @@ from typing import Any, Sequence
 
 import click
 
-from agents.config import ConfigError
-from runners.best_store import BestPolicyError, CrownError
-from runners import stderr_filter
-from runners.export import ExportError
-from runners.run_folder import RunFolderError
-from runners.runs import ReplayError, RunNotFoundError, UnreadableRunError, choose_run, find_run_dirs, status_text
+from champion.errors import ChampionError
+from champion.runners.logs import stderr_filter
+from champion.runners.export import FORMAT_HELP, FORMATS
+from champion.runners.store.run_folder import RunFolderError
+from champion.runners.store.runs import choose_run, find_run_dirs, status_text
 
 USAGE_EXIT = 2
 ENV_MODULE_OPTION = click.option(
@@ -70,8 +69,8 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
           ray_address: str | None, env_modules: Sequence[str]) -> None:
     """Train ALGO on ENV_ID (the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best),
     or continue a stopped run with --resume RUN_DIR."""
-    from envs.factory import allow_current_folder_modules, describe_env
-    from runners.configure import parse_set_pairs, resolve_config
+    from champion.envs.factory import allow_current_folder_modules, describe_env
+    from champion.runners.configure import parse_set_pairs, resolve_config
 
     _import_env_modules(env_modules)
     if env_id is not None and ":" in env_id and resume_dir is None:  # a module the user typed: it may live here
@@ -88,10 +87,10 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
             overrides["env_id"] = env_id
         if algo is not None:
             overrides["algo"] = algo
-        from runners.configure import load_run_config
-        from runners.folder_trust import check_links
-        from runners.run_folder import preflight
-        from runners.run_state import check_resumable, resumed_config
+        from champion.runners.configure import load_run_config
+        from champion.runners.store.folder_trust import check_links
+        from champion.runners.store.run_folder import preflight
+        from champion.runners.run_state import check_resumable, resumed_config
 
         if resume_dir.is_dir():
             check_links(resume_dir)
@@ -102,7 +101,7 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
         before = load_run_config(resume_dir).total_steps
         if resumed.total_steps < before and not quiet:
             click.echo(f"note: the run's budget is lowered from {before:,} to {resumed.total_steps:,} steps", err=True)
-        from runners.training import resume
+        from champion.runners.training import resume
 
         _print_profile(resume(resume_dir, overrides, progress=not quiet), profile)
         return
@@ -113,7 +112,7 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
     if note and not quiet:
         click.echo(f"note: {note}", err=True)
     _check_before_tensorflow(config)
-    from runners.training import train as run_training
+    from champion.runners.training import train as run_training
 
     _print_profile(run_training(config, progress=not quiet), profile)
 
@@ -132,13 +131,13 @@ def _ray_options(engine: str | None, workers: int | None, envs_per_worker: int |
 def _check_before_tensorflow(config: Any) -> None:
     """The checks ``train`` makes before a run folder exists, made before TensorFlow is imported, so that bad
     input gets its one line without TensorFlow's start-up messages first."""
-    from agents.config import validate
-    from runners.engines import choose_engine
-    from runners.run_folder import preflight
+    from champion.agents.config import validate
+    from champion.runners.engines import choose_engine
+    from champion.runners.store.run_folder import preflight
 
     validate(config)
     if choose_engine(config) == "ray" and config.ray.address is not None:  # a stopped head fails here, in seconds
-        from runners.ray_cluster import probe, resolve_address
+        from champion.runners.ray.cluster import probe, resolve_address
 
         probe(resolve_address(config.ray.address), given=config.ray.address)
     preflight(Path(config.results_dir))
@@ -146,8 +145,8 @@ def _check_before_tensorflow(config: Any) -> None:
 
 def _print_profile(result: Any, profile: bool) -> None:
     if profile:
-        from agents.compile.xla_cache import configured_cache_dir
-        from runners.timing import profile_table
+        from champion.agents.compile.xla_cache import configured_cache_dir
+        from champion.runners.timing import profile_table
 
         click.echo(profile_table(result.timings, result.timing_calls, result.wall_seconds, result.session_steps,
                                  result.beside_timings, result.beside_calls))
@@ -173,7 +172,7 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
            best_run: bool, entry: str | None, env_modules: Sequence[str]) -> None:
     """Play the champion of RUN_DIR (or of the newest run below it) deterministically: the crowned one, else the
     training-time best. By default on the episodes its recorded mean is over, which it reproduces exactly."""
-    from runners.replay import replay as run_replay
+    from champion.runners.replay import replay as run_replay
 
     _import_env_modules(env_modules)
     outcome = run_replay(run_dir, episodes=episodes, seed=seed, render=render, video=video, best=best_run, entry=entry)
@@ -200,12 +199,12 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
         click.echo(f"video of the first episode: {video}")
 
 
-@cli.command(short_help="Write a run's best policy as a SavedModel or TFLite file.")
+@cli.command(short_help="Write a run's best policy as a SavedModel, TFLite or Keras file.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--format", "export_format", type=click.Choice(["saved_model", "tflite"]), default="saved_model",
-              show_default=True, help="SavedModel (acting + distribution signatures) or TFLite (acting only).")
+@click.option("--format", "export_format", type=click.Choice(FORMATS), default="saved_model",
+              show_default=True, help=FORMAT_HELP)
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Where to write (default: RUN_DIR/export/saved_model or RUN_DIR/export/policy.tflite); "
+              help="Where to write (default: RUN_DIR/export/<the format's name>); "
                    "an earlier export there is replaced, anything else is refused.")
 @click.option("--best", "best_run", is_flag=True,
               help="Given a folder of runs, take the run with the highest best return (default: the newest).")
@@ -215,7 +214,7 @@ def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool, 
            env_modules: Sequence[str]) -> None:
     """Write the champion of RUN_DIR (the crowned one, else the training-time best) as a standalone SavedModel or
     TFLite file (raw observations in, the deterministic action out), with a README and metadata.json next to it."""
-    from runners.export import export_policy
+    from champion.runners.export import export_policy
 
     _import_env_modules(env_modules)
     result = export_policy(run_dir, export_format, out, best=best_run, entry=entry)
@@ -243,8 +242,8 @@ def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: 
     evaluation seeds) and crown the highest held-out mean in RUN_DIR/best/champion.json, which replay and export
     then use. Training runs this at its end; use it on runs from before, or to judge on more episodes. A folder
     of runs stands for its newest run with a best policy (--best: the highest best return)."""
-    from runners.best_store import read_champion
-    from runners.crown import crown_lines, crown_saved_run
+    from champion.runners.store.best_store import read_champion
+    from champion.runners.crown import crown_lines, crown_saved_run
 
     _import_env_modules(env_modules)
     run_dir, picked = choose_run(run_dir, best_run)
@@ -282,8 +281,8 @@ def _replaced_crown_line(earlier: dict[str, Any]) -> str:
 def runs(results_dir: Path, as_json: bool, best_per_env: bool) -> None:
     """List runs: env, algo, best return and its step, steps done, status (running, finished, stopped, failed or
     crashed, with the step a resume starts from), date (or the best run per env)."""
-    from runners.atomic_files import warn
-    from runners.runs import leaderboard, printable, summarize_all
+    from champion.runners.store.atomic_files import warn
+    from champion.runners.store.runs import leaderboard, printable, summarize_all
 
     summaries, unreadable = summarize_all(find_run_dirs(results_dir)) if results_dir.exists() else ([], [])
     for run_dir, reason in unreadable:
@@ -304,7 +303,7 @@ def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from runners.runs import printable
+    from champion.runners.store.runs import printable
 
     progress_columns = [] if best_per_env else ["steps", "status", "date"]
     table = Table("env", "algo", "run", "best return", "at step", "crowned (held-out)", *progress_columns, "path",
@@ -329,7 +328,7 @@ def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
 def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
     """Draw the evaluation curves of RUN_DIR... on one figure: mean return, min-max band, a star at each
     new best. A folder of runs (e.g. results/CartPole-v1/ppo) stands for every run inside it."""
-    from runners.plotting import PlotError, plot_runs
+    from champion.runners.cli.plotting import PlotError, plot_runs
 
     if not run_dirs:
         raise click.UsageError("give one or more run folders, e.g. champion plot results/CartPole-v1 (a folder "
@@ -350,10 +349,10 @@ def envs(pattern: str, as_json: bool) -> None:
     and the atari extra, Atari games (ALE/...) are listed too."""
     import gymnasium as gym
 
-    from envs import atari
-    from envs import presets as preset_files
-    from envs.factory import summarize_env
-    from envs.graph import has_graph_env
+    from champion.envs import atari
+    from champion.envs import presets as preset_files
+    from champion.envs.factory import summarize_env
+    from champion.envs.graph import has_graph_env
 
     if pattern:  # making each of ale-py's hundreds of ids takes a while: only when asked for some
         try:
@@ -390,13 +389,13 @@ def envs(pattern: str, as_json: bool) -> None:
 @click.option("--fields", is_flag=True, help="List every config key with its default and meaning.")
 def presets(fields: bool) -> None:
     """List the tuned (env, algo) presets, or every config key with --fields."""
-    from envs import presets as preset_files
+    from champion.envs import presets as preset_files
 
     if fields:
         for key, default, doc in _field_docs():
             click.echo(f"{key:32} {default!s:14} {doc}")
         return
-    from envs.factory import required_extra
+    from champion.envs.factory import required_extra
 
     for env_id, algo, path in preset_files.available():
         extra = required_extra(env_id)
@@ -409,8 +408,8 @@ def _field_docs() -> list[tuple[str, Any, str]]:
     import ast
     import inspect
 
-    from agents import config as config_module
-    from runners.configure import SECTIONS, valid_keys
+    from champion.agents import config as config_module
+    from champion.runners.configure import SECTIONS, valid_keys
 
     docs: dict[tuple[str, str], str] = {}
     tree = ast.parse(inspect.getsource(config_module))
@@ -430,24 +429,12 @@ def _field_docs() -> list[tuple[str, Any, str]]:
     return rows
 
 
-def _training_stopped(error: Exception) -> Any:
-    """The error as a TrainingStopped or CheckpointError (with an exit code), if it is one."""
-    if "runners.run_state" not in sys.modules:
-        return None
-    from runners.checkpoints import CheckpointError
-    from runners.run_state import TrainingStopped
-
-    if isinstance(error, CheckpointError):
-        return TrainingStopped(f"error: {error}", exit_code=USAGE_EXIT)
-    return error if isinstance(error, TrainingStopped) else None
-
-
 def _import_env_modules(modules: Sequence[str]) -> None:
     """Import the modules named with --env-module: the user trusts them, and the current folder, which goes on the
     path (after the installed packages) for this command and the processes it starts."""
     import importlib
 
-    from envs.factory import allow_current_folder_modules
+    from champion.envs.factory import allow_current_folder_modules
 
     if modules:
         allow_current_folder_modules()
@@ -479,8 +466,6 @@ def _discard_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the CLI and turn known errors into one line and exit code 2."""
-    from envs.factory import EnvError, EnvStepError
-
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # TensorFlow's start-up notes on a CPU machine (CUDA probing, CPU features) and a warm cache's loader notes
     # would otherwise come before every run's output; stderr is filtered only when this process is the champion
@@ -501,19 +486,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as error:
         click.echo(f"{prefix}: error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
-    except (ConfigError, EnvError, RunNotFoundError, ReplayError, BestPolicyError, RunFolderError, ExportError,
-            CrownError, UnreadableRunError) as error:
-        click.echo(f"{prefix}: error: {error}", err=True)
-        sys.exit(USAGE_EXIT)
-    except EnvStepError as error:  # replay, export's check: the env itself failed
-        click.echo(f"{prefix}: error: {error}", err=True)
-        sys.exit(1)
-    except Exception as error:
-        stopped = _training_stopped(error)
-        if stopped is None:
-            raise
-        click.echo(f"{prefix}: {stopped}", err=True)
-        sys.exit(stopped.exit_code)
+    except ChampionError as error:  # bad input (exit 2), an env that failed (1), a stopped run (its own code)
+        click.echo(f"{prefix}: {error.label}{error}", err=True)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -12,22 +12,23 @@ from typing import Any, Sequence
 
 import yaml
 
-from runners.best_store import MANIFEST_FILE, list_entries, pointer_name, read_champion
-from runners.checkpoints import newest_good_manifest
-from runners.folder_trust import (MAX_EVALUATIONS_BYTES, check_links, is_number, is_whole, read_bytes, read_record,
+from champion.errors import ChampionError
+from champion.runners.store.best_store import MANIFEST_FILE, list_entries, pointer_name, read_champion
+from champion.runners.store.checkpoints import newest_good_manifest
+from champion.runners.store.folder_trust import (MAX_EVALUATIONS_BYTES, check_links, is_number, is_whole, read_bytes, read_record,
                                   read_yaml_file)
-from runners.run_folder import RunFolderError, is_locked, read_status
+from champion.runners.store.run_folder import RunFolderError, is_locked, read_status
 
 
-class RunNotFoundError(FileNotFoundError):
+class RunNotFoundError(ChampionError, FileNotFoundError):
     """The path is not a run folder and holds none; the message says what was expected."""
 
 
-class ReplayError(RuntimeError):
+class ReplayError(ChampionError, RuntimeError):
     """A replay cannot run as asked; the message says why and what to do."""
 
 
-class UnreadableRunError(ValueError):
+class UnreadableRunError(ChampionError, ValueError):
     """A run folder whose config cannot be read as champion writes it; the message says what is wrong."""
 
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.numpy_policy import EnvNoise
-from envs.env_state import JournalState, Snapshot, VectorEnvState
-from runners.atomic_files import read_arrays
-from runners.rollout import RewardScaler
+from champion.errors import ChampionError
+from champion.agents.numpy_policy import EnvNoise
+from champion.envs.env_state import JournalState, Snapshot, VectorEnvState
+from champion.runners.store.atomic_files import read_arrays
+from champion.runners.rollout import RewardScaler
 
 NUMBER = (int, float, np.integer, np.floating)
 CLASSES: dict[str, tuple[type, dict[str, tuple[type, ...]]]] = {
@@ -35,7 +36,7 @@ CLASSES: dict[str, tuple[type, dict[str, tuple[type, ...]]]] = {
 BIT_GENERATORS = {name: getattr(np.random, name) for name in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")}
 
 
-class StateFormatError(ValueError):
+class StateFormatError(ChampionError, ValueError):
     """A state file that is not what ``encode_state`` writes; the message says what was found."""
 
 

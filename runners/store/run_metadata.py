@@ -11,11 +11,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from agents.config import ConfigError, TrainConfig
-from agents.spec import NetworkSpec, check_network_size, cnn_output_size
-from envs.factory import EnvInfo, EnvOptions
-from runners.atomic_files import atomic_write_text
-from runners.evaluate import EvalResult
+from champion.agents.config import ConfigError, TrainConfig
+from champion.agents.spec import NetworkSpec, check_network_size, cnn_output_size
+from champion.envs.factory import EnvInfo, EnvOptions
+from champion.runners.store.atomic_files import atomic_write_text
+from champion.runners.evaluate import EvalResult
 
 
 @dataclass(frozen=True)

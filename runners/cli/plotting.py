@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from runners.atomic_files import atomic_write_bytes
-from runners.folder_trust import MAX_EVALUATIONS_BYTES, read_bytes
-from runners.runs import RunSummary, find_run_dirs, is_run_dir, summarize
+from champion.errors import ChampionError
+from champion.runners.store.atomic_files import atomic_write_bytes
+from champion.runners.store.folder_trust import MAX_EVALUATIONS_BYTES, read_bytes
+from champion.runners.store.runs import RunSummary, find_run_dirs, is_run_dir, summarize
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -27,7 +28,7 @@ BEST_MARKER = "*"
 _COLUMNS = ("step", "mean_return", "min_return", "max_return", "saved")
 
 
-class PlotError(ValueError):
+class PlotError(ChampionError, ValueError):
     """The runs or the output path cannot be plotted as asked; the message says why."""
 
 

@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from agents.numpy_policy import NumpyPolicy
-from agents.spec import NetworkSpec
-from envs.factory import EnvOptions, make_eval_env, renders_apart
-from runners.evaluate import EvalResult, evaluate
-from runners.runs import ReplayError
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.agents.spec import NetworkSpec
+from champion.envs.factory import EnvOptions, make_eval_env, renders_apart
+from champion.runners.evaluate import EvalResult, evaluate
+from champion.runners.store.runs import ReplayError
 
 MEDIA_BUDGET = 0.04
 """At most this share of the wall time goes to recording GIFs (plus the one recording that crosses it)."""
@@ -98,7 +98,7 @@ class BestPolicyMedia:
 
 def play_apart(play: Callable[..., Any], env_id: str, *arguments: Any) -> Any:
     """``play(env_id, *arguments)`` here, or in a fresh process without TensorFlow for an env that must render
-    apart from it (``envs.factory.renders_apart``); the episodes and returns are the same either way."""
+    apart from it (``champion.envs.factory.renders_apart``); the episodes and returns are the same either way."""
     if not renders_apart(env_id):
         return play(env_id, *arguments)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:

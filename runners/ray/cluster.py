@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from agents.config import ConfigError
+from champion.agents.config import ConfigError
 
 INSTALL_HINT = "pip install 'champion[ray]' (or pip install 'ray>=2.60')"
 CAPACITY_PATIENCE = 5.0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runners.faults import write_point
+from champion.runners.faults import write_point
 
 TEMP_PREFIX = ".tmp-"
 

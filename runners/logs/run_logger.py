@@ -29,12 +29,12 @@ from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
-from runners.atomic_files import atomic_write_text, remove_temporaries
-from runners.folder_trust import MAX_EVALUATIONS_BYTES, read_bytes
-from runners.run_folder import RunFolderError
+from champion.runners.store.atomic_files import atomic_write_text, remove_temporaries
+from champion.runners.store.folder_trust import MAX_EVALUATIONS_BYTES, read_bytes
+from champion.runners.store.run_folder import RunFolderError
 
-from runners.engines.base import EpisodeStats
-from runners.evaluate import EvalResult
+from champion.runners.engines.base import EpisodeStats
+from champion.runners.evaluate import EvalResult
 
 TRAIN_PREFIX = "train/"
 ROLLOUT_RETURN = "rollout/episode_return"

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from agents.config import ConfigError, TrainConfig
-from runners.atomic_files import TEMP_PREFIX, atomic_write_text, commit_folder, process_is_alive, warn
-from runners.folder_trust import RunFolderError, read_record
+from champion.agents.config import ConfigError, TrainConfig
+from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, commit_folder, process_is_alive, warn
+from champion.runners.store.folder_trust import RunFolderError, read_record
 
 DEFAULT_MIN_FREE_MB = 64.0
 LOCK_FILE = ".lock"

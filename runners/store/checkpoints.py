@@ -3,7 +3,7 @@
 A checkpoint is a folder ``checkpoints/ckpt-<step>/`` holding a tf.train.Checkpoint of the
 TensorFlow state (model, optimizer slots and iterations, random generators), ``state.json`` and
 ``state.npz`` with the rest (counters, the envs' journals, numpy and Python random states) as plain data
-(``runners.state_codec``: never a pickle, so reading a checkpoint runs no code from it), and
+(``champion.runners.store.state_codec``: never a pickle, so reading a checkpoint runs no code from it), and
 ``manifest.json`` with the sha256 of every file and of itself. It is written in a temporary folder
 and renamed into place, so a checkpoint either exists complete or not at all; one that fails
 verification is reported and the next older one is used instead.
@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from runners.atomic_files import TEMP_PREFIX, commit_folder, remove_folder, remove_temporaries, unique_path, warn
-from runners.faults import write_point
-from runners.folder_trust import CHECKPOINT_NAME, check_seal, open_regular, read_bytes, read_record, seal
+from champion.errors import ChampionError
+from champion.runners.store.atomic_files import TEMP_PREFIX, commit_folder, remove_folder, remove_temporaries, unique_path, warn
+from champion.runners.faults import write_point
+from champion.runners.store.folder_trust import CHECKPOINT_NAME, check_seal, open_regular, read_bytes, read_record, seal
 
 PREFIX = "ckpt-"
 STATE_FILE = "state.json"
@@ -38,7 +39,7 @@ MAX_ARRAYS_BYTES = 2**31
 """The largest ``state.npz`` read (journals of up to 100,000 steps per env, observations, noise: megabytes)."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ChampionError, RuntimeError):
     """No usable resume checkpoint; the message says what was found."""
 
 
@@ -77,7 +78,7 @@ class ResumeCheckpoints:
         """Write a new checkpoint for ``step`` (never over an existing one) and prune old ones."""
         import tensorflow as tf
 
-        from runners.state_codec import encode_state
+        from champion.runners.store.state_codec import encode_state
 
         final = unique_path(self.directory, f"{PREFIX}{step:010d}")
         temporary = self.directory / f"{TEMP_PREFIX}{final.name}"
@@ -181,7 +182,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
 
 def read_checkpoint(path: Path) -> LoadedCheckpoint:
     """Verify every file of a checkpoint against its manifest and decode the state (as data: nothing in it runs)."""
-    from runners.state_codec import decode_state
+    from champion.runners.store.state_codec import decode_state
 
     manifest = verify_checkpoint(path)
     state = decode_state(read_bytes(path / STATE_FILE, MAX_STRUCTURE_BYTES), read_bytes(path / ARRAYS_FILE, MAX_ARRAYS_BYTES))

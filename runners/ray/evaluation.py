@@ -1,8 +1,8 @@
-"""Evaluation on Ray actors beside training: the same fixed-seed episodes as ``runners.evaluate``, same results.
+"""Evaluation on Ray actors beside training: the same fixed-seed episodes as ``champion.runners.evaluate``, same results.
 
 The episodes are split among ``ray.eval_workers`` actors in seed order; each plays its share with the
 snapshot's weights and the driver puts the returns back in seed order. Acting is row by row
-(``agents.numpy_policy._matmul``), so an episode's actions do not depend on which actor played it or
+(``champion.agents.numpy_policy._matmul``), so an episode's actions do not depend on which actor played it or
 beside which other episodes: a Ray evaluation of given weights returns exactly what the in-process one does.
 """
 
@@ -13,12 +13,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agents.numpy_policy import NumpyPolicy
-from agents.spec import NetworkSpec
-from envs.factory import EnvOptions, EnvStepError
-from runners.engines.base import EngineFailed
-from runners.evaluate import EvalResult, FinishedEvaluation
-from runners.workers import EvaluationWorker
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.agents.spec import NetworkSpec
+from champion.envs.factory import EnvOptions, EnvStepError
+from champion.runners.engines.base import EngineFailed
+from champion.runners.evaluate import EvalResult, FinishedEvaluation
+from champion.runners.ray.workers import EvaluationWorker
 
 
 class EvaluationFailed(EngineFailed):

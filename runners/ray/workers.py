@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.numpy_policy import EnvNoise, NumpyPolicy
-from agents.spec import NetworkSpec
-from envs.factory import EnvOptions, make_eval_env, make_vector_env
-from runners.evaluate import EvalResult, evaluate
-from runners.rollout import Rollout, VectorEnvCollector, env_checkpoint, restore_envs
+from champion.agents.numpy_policy import EnvNoise, NumpyPolicy
+from champion.agents.spec import NetworkSpec
+from champion.envs.factory import EnvOptions, make_eval_env, make_vector_env
+from champion.runners.evaluate import EvalResult, evaluate
+from champion.runners.rollout import Rollout, VectorEnvCollector, env_checkpoint, restore_envs
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class RolloutWorker:
         return Fragment(self.setup.worker_index, version, rollout, time.perf_counter() - started)
 
     def state(self, inexact: dict[int, str] | None) -> dict[str, Any]:
-        """This worker's envs for a resume checkpoint (``runners.rollout.env_checkpoint``: their journals, checked
+        """This worker's envs for a resume checkpoint (``champion.runners.rollout.env_checkpoint``: their journals, checked
         by a replay when ``inexact`` is None), its action noise, and the envs found not exact (by place in the
         whole batch)."""
         if self.collector is None:  # restarted by Ray since its last start: its episodes are gone
@@ -121,7 +121,7 @@ class RolloutWorker:
 
 
 class EvaluationWorker:
-    """Plays the fixed-seed evaluation episodes of a weight snapshot, as ``runners.evaluate`` does in process."""
+    """Plays the fixed-seed evaluation episodes of a weight snapshot, as ``champion.runners.evaluate`` does in process."""
 
     def __init__(self, env_id: str, options: EnvOptions, spec: NetworkSpec, seeds: list[int]) -> None:
         self.env_id, self.seeds = env_id, list(seeds)

@@ -13,28 +13,29 @@ from typing import Any, Callable
 
 import numpy as np
 
-from agents.config import MAX_EPISODES
-from runners.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder, decode_weights, encode_weights,
+from champion.errors import ChampionError
+from champion.agents.config import MAX_EPISODES
+from champion.runners.store.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder, decode_weights, encode_weights,
                                   remove_folder, remove_temporaries, unique_path, warn)
-from runners.faults import write_point
-from runners.folder_trust import (BEST_ENTRY_NAME, FINAL_ENTRY_NAME, is_entry_name, is_number, is_whole, read_bytes,
+from champion.runners.faults import write_point
+from champion.runners.store.folder_trust import (BEST_ENTRY_NAME, FINAL_ENTRY_NAME, is_entry_name, is_number, is_whole, read_bytes,
                                   read_record, read_sealed, seal)
 
 POINTER_FILE = "current.json"
 CHAMPION_FILE = "champion.json"
-"""Written by the crown (``runners.crown``): the entry that won on held-out episodes."""
+"""Written by the crown (``champion.runners.crown``): the entry that won on held-out episodes."""
 WEIGHTS_FILE = "policy.npz"
 MANIFEST_FILE = "manifest.json"
 FINAL_PREFIX = "final-step-"
 """Entries of the policy a run ended with (``final-step-<step>``), a crown candidate beside the bests."""
 
 
-class BestPolicyError(RuntimeError):
+class BestPolicyError(ChampionError, RuntimeError):
     """No loadable best policy; the message says what was found."""
 
 
-class CrownError(RuntimeError):
-    """A run cannot be crowned (``runners.crown``); the message says why and what to do."""
+class CrownError(ChampionError, RuntimeError):
+    """A run cannot be crowned (``champion.runners.crown``); the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -390,8 +391,8 @@ MAX_RECORDED_SEEDS = MAX_EPISODES
 def _claimed_shapes(manifest: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The weight shapes of the network a manifest describes; ValueError if it describes none, or one too large to
     build on this machine."""
-    from agents.config import ACTIVATIONS
-    from agents.spec import NetworkSpec, check_network_size, weight_shapes
+    from champion.agents.config import ACTIVATIONS
+    from champion.agents.spec import NetworkSpec, check_network_size, weight_shapes
 
     try:
         spec = NetworkSpec.from_dict(manifest["network"])

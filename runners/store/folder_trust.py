@@ -25,6 +25,8 @@ from typing import Any, BinaryIO
 
 import yaml
 
+from champion.errors import ChampionError
+
 
 BEST_ENTRY_NAME = re.compile(r"[0-9]{4,9}-step-[0-9]{1,15}(-[0-9]{1,6})?")
 """A best entry's folder name (``0007-step-12345``, or ``-2`` after it when that name was taken)."""
@@ -43,7 +45,7 @@ MAX_YAML_NODES = 100_000
 DIGEST_KEY = "digest"
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(ChampionError, RuntimeError):
     """A results or run folder cannot hold this run, or cannot be opened safely; the message says why and what to
     do."""
 

@@ -1,0 +1,231 @@
+"""champion's Python API: train, resume, load, evaluate, replay, presets.
+
+Each function imports what it needs when it is called, so that ``import champion`` stays quick and loads no
+TensorFlow. Errors are ``champion.ChampionError``s carrying the one line the ``champion`` command prints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from champion.callbacks import Callback
+from champion.errors import UsageError
+from champion.policy import Policy
+
+if TYPE_CHECKING:
+    from champion.runners.evaluate import EvalResult
+    from champion.runners.replay import ReplayResult
+    from champion.runners.store.run_metadata import TrainResult
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a training session ended with; everything else is in its run folder."""
+
+    run_dir: Path
+    best_entry: Path | None
+    """The training-time best entry (``RUN_DIR/best/NNNN-step-S``), None if no evaluation was finite."""
+    best_mean_return: float
+    """Its mean return over the evaluation episodes that made it best."""
+    best_step: int | None
+    champion_entry: Path | None
+    """The crowned entry (chosen on held-out episodes at the end of the run), None when the run was not crowned."""
+    champion_mean_return: float | None
+    """The champion's mean return over its held-out episodes."""
+    env_steps: int
+    """Environment steps the run has reached (over all its sessions)."""
+    stopped_early: str | None
+    """Why the run ended before its budget (a callback's or a ``stop.*`` rule's reason), else None."""
+    details: TrainResult
+    """The session's timings, evaluations and engine report."""
+
+    def load(self) -> Policy:
+        """The run's policy: the champion if crowned, else the training-time best."""
+        return load(self.run_dir)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Tuned settings for one (env, algorithm) pair, shipped with champion."""
+
+    env_id: str
+    algo: str
+    path: Path
+
+    def settings(self) -> dict[str, Any]:
+        """The preset's config keys (the YAML's mapping)."""
+        from champion.envs import presets as preset_files
+
+        return preset_files.load(self.env_id, self.algo) or {}
+
+
+def train(env_id: str, algo: str = "ppo", *, total_steps: int | None = None, seed: int = 0,
+          config: str | Path | Mapping[str, Any] | None = None, callbacks: Sequence[Callback] = (),
+          progress: bool = True, use_preset: bool = True, **overrides: Any) -> RunResult:
+    """Train ``algo`` on ``env_id`` and keep its best policy in a new run folder (``results/<env>/<algo>/<run>``).
+
+    Settings go defaults -> the (env, algo) preset (unless ``use_preset`` is False) -> ``config`` (a mapping, or a
+    YAML file shaped like a preset) -> ``overrides``. Overrides are config keys: top-level ones by name
+    (``eval_every=5000``), a section as a mapping (``ppo={"learning_rate": 1e-3}``, ``stop={"at_return": 475}``).
+    ``callbacks`` hear about evaluations, new bests and checkpoints and may stop the run (``champion.Callback``).
+    Bad settings raise ``champion.ConfigError`` before anything is written.
+    """
+    from champion.runners.configure import resolve_config
+
+    settings = {**_config_settings(config), **_flatten(overrides), "seed": seed}
+    if total_steps is not None:
+        settings["total_steps"] = total_steps
+    resolved, note = resolve_config(env_id, algo, settings, use_preset=use_preset)
+    if note and progress:
+        _note(note)
+    from champion.runners.training import train as run_training
+
+    return _finished(run_training(resolved, progress=progress, callbacks=callbacks), callbacks)
+
+
+def resume(run_dir: str | Path, *, total_steps: int | None = None, callbacks: Sequence[Callback] = (),
+           progress: bool = True, **overrides: Any) -> RunResult:
+    """Continue a run from its newest intact checkpoint, exactly where it stopped. ``total_steps`` and the keys
+    that change how long or where a run goes (``eval_every``, ``checkpoint_every``, ``stop``, ``crown``, ``ray``)
+    may change; what it learns may not."""
+    from champion.runners.training import resume as run_resume
+
+    settings = _flatten(overrides)
+    if total_steps is not None:
+        settings["total_steps"] = total_steps
+    return _finished(run_resume(Path(run_dir), settings, progress=progress, callbacks=callbacks), callbacks)
+
+
+def load(path: str | Path, *, entry: str | None = None, best: bool = False, seed: int | None = None) -> Policy:
+    """A saved policy, ready to act: ``path`` is a run folder (its crowned champion, else its training-time best),
+    a folder of runs (the newest run with a best policy; with ``best``, the highest best return) or one entry
+    folder (``RUN_DIR/best/0003-step-40000``). ``entry`` picks an entry of the run by name, or ``"best"`` for the
+    training-time best. Weights are verified (sha256) and checked against the env's spaces. ``seed`` seeds
+    ``act(..., deterministic=False)``."""
+    from champion.runners.replay import load_policy
+    from champion.runners.store.folder_trust import is_entry_name
+    from champion.runners.store.runs import choose_run
+
+    path = Path(path)
+    if entry is None and is_entry_name(path.name) and path.parent.name == "best" and path.is_dir():
+        path, entry = path.parent.parent, path.name
+    run_dir, _ = choose_run(path, best)
+    numpy_policy, manifest = load_policy(run_dir, entry)
+    return Policy(numpy_policy, manifest, seed=seed)
+
+
+def evaluate(policy: Policy, env_id: str | None = None, episodes: int = 10,
+             seeds: Sequence[int] | None = None) -> EvalResult:
+    """Play ``episodes`` deterministic episodes with ``policy`` (one per seed: by default the run's evaluation
+    seeds, so the figures compare with its evaluations) on its env, or on ``env_id`` when its spaces are the
+    same. Returns the returns, lengths and seeds (``.mean_return``, ``.std_return``)."""
+    from champion.envs.factory import EnvOptions
+    from champion.runners.configure import load_run_config
+    from champion.runners.evaluate import episode_seeds, play_episodes
+    from champion.runners.replay import check_env_fits
+
+    manifest = dict(policy._manifest, env_id=env_id or policy.env_id)
+    if env_id is not None:
+        check_env_fits(manifest)
+    if seeds is None:
+        if episodes < 1:
+            raise UsageError(f"episodes must be a positive integer, got {episodes}")
+        seeds = episode_seeds(load_run_config(policy.run_dir).eval_seed, episodes)
+    seeds = [int(seed) for seed in seeds]
+    options = EnvOptions.from_dict(manifest.get("env_options"))
+    return play_episodes(manifest["env_id"], options, policy.spec, policy.weights, seeds)
+
+
+def replay(path: str | Path, *, episodes: int | None = None, seed: int | None = None, entry: str | None = None,
+           best: bool = False, video: str | Path | None = None) -> ReplayResult:
+    """What ``champion replay`` does: play the run's champion (or ``entry``) on the episodes its recorded mean is
+    over, by default, and report both; ``video`` (.gif or .mp4) records the first episode."""
+    from champion.runners.replay import replay as run_replay
+
+    return run_replay(Path(path), episodes=episodes, seed=seed, video=Path(video) if video else None, best=best,
+                      entry=entry)
+
+
+def presets() -> list[Preset]:
+    """The tuned (env, algorithm) presets champion ships (``champion.train`` uses them by default)."""
+    from champion.envs import presets as preset_files
+
+    return [Preset(env_id, algo, path) for env_id, algo, path in preset_files.available()]
+
+
+def quiet_tensorflow() -> bool:
+    """Keep TensorFlow's C++ start-up and log notes off stderr, as the champion command does, and pass everything
+    else (a crash message above all) on. Call it before importing TensorFlow and before starting threads; POSIX
+    only, and CHAMPION_TF_LOGS=1 turns it off. Returns whether the filter is on."""
+    from champion.runners.logs import stderr_filter
+
+    return stderr_filter.quiet_tensorflow()
+
+
+def _config_settings(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config`` as dotted keys: a mapping as given, a YAML file read as a preset is (bounded, one line on error)."""
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return _flatten(config)
+    import yaml
+
+    from champion.agents.config import ConfigError
+    from champion.runners.store.folder_trust import read_yaml_file
+
+    try:
+        data = read_yaml_file(Path(config))
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"config file {config}: {error}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {config} must be a mapping of config keys (as a preset is), "
+                          f"got {type(data).__name__}")
+    return _flatten(data)
+
+
+def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections to dotted keys: {"ppo": {"epochs": 4}} -> {"ppo.epochs": 4}."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping) and key != "env_kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _finished(details: TrainResult, callbacks: Sequence[Callback]) -> RunResult:
+    """The session's result with the run's best and crowned entries, handed to each callback's ``on_end``."""
+    from champion.runners.store.best_store import read_champion
+
+    best_dir = details.run_dir / "best"
+    pointer = _read_json(best_dir / "current.json")
+    crowned = read_champion(best_dir) if (best_dir / "champion.json").exists() else None
+    result = RunResult(
+        run_dir=details.run_dir,
+        best_entry=best_dir / pointer["entry"] if pointer.get("entry") else None,
+        best_mean_return=details.best_mean_return, best_step=details.best_step,
+        champion_entry=best_dir / crowned["entry"] if crowned else None,
+        champion_mean_return=float(crowned["held_out_mean"]) if crowned else None,
+        env_steps=details.env_steps, stopped_early=details.stopped_early or None, details=details)
+    for callback in callbacks:
+        callback.on_end(result)
+    return result
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _note(text: str) -> None:
+    import sys
+
+    print(f"note: {text}", file=sys.stderr)
