@@ -190,6 +190,16 @@ HELD_OUT_OFFSET = 10_000_000
 
 
 @dataclass(frozen=True)
+class StopConfig:
+    """Early stopping: end the run before total_steps, as at its budget (final checkpoint, crown, summary)."""
+
+    at_return: float | None = None
+    """Stop at the first evaluation whose mean return is at or above this (null: never)."""
+    after_evaluations_without_best: int | None = None
+    """Stop when this many evaluations in a row brought no new best (null: never)."""
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs; saved as config.yaml in the run folder."""
 
@@ -249,6 +259,8 @@ class TrainConfig:
     """Ray engine settings (used when engine is ray)."""
     crown: CrownConfig = field(default_factory=CrownConfig)
     """Held-out re-evaluation of the best candidates (champion crown)."""
+    stop: StopConfig = field(default_factory=StopConfig)
+    """Early stopping rules (a resume may change them)."""
 
     @property
     def algo_config(self) -> PPOConfig | A2CConfig:
@@ -328,6 +340,7 @@ def validate(config: TrainConfig) -> None:
     _validate_schedule_steps(config)
     _validate_network(config.network)
     _validate_crown(config)
+    _validate_stop(config.stop)
     if config.engine == "ray":
         _validate_ray(config)
     prefix = config.algo
@@ -427,6 +440,17 @@ def _validate_ppo(hyper: PPOConfig, num_envs: int) -> None:
             f"(num_envs={num_envs} x ppo.num_steps={hyper.num_steps}); use a divisor such as "
             f"{' or '.join(str(size) for size in sorted(near))}"
         )
+
+
+def _validate_stop(stop: StopConfig) -> None:
+    at_return = stop.at_return
+    _require(at_return is None or (isinstance(at_return, (int, float)) and not isinstance(at_return, bool)
+                                   and math.isfinite(at_return)),
+             f"stop.at_return must be a finite number (a mean return) or null, got {at_return!r}")
+    count = stop.after_evaluations_without_best
+    _require(count is None or (isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= MAX_EPISODES),
+             f"stop.after_evaluations_without_best must be a positive integer up to {MAX_EPISODES:,} or null, "
+             f"got {count!r}")
 
 
 def _validate_seed(name: str, value: Any, alternative: str = "") -> None:

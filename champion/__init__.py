@@ -13,14 +13,15 @@ this module is the API to build on.
 
 from typing import Any
 
-from champion.api import Preset, RunResult, evaluate, load, presets, quiet_tensorflow, replay, resume, train
+from champion.api import (Preset, RunResult, evaluate, export, load, presets, quiet_tensorflow, replay, resume,
+                          train)
 from champion.callbacks import (BestEntry, Callback, Stop, StopAfterEvaluationsWithoutBest, StopAtReturn)
 from champion.errors import CallbackError, ChampionError, UsageError
 from champion.policy import Policy
 
 __all__ = [
-    "train", "resume", "load", "evaluate", "replay", "presets", "quiet_tensorflow",
-    "RunResult", "Policy", "Preset", "EvalResult", "ReplayResult",
+    "train", "resume", "load", "evaluate", "replay", "export", "presets", "quiet_tensorflow",
+    "RunResult", "Policy", "Preset", "EvalResult", "ReplayResult", "ExportResult",
     "Callback", "Stop", "StopAtReturn", "StopAfterEvaluationsWithoutBest", "BestEntry",
     "ChampionError", "UsageError", "CallbackError", "ConfigError", "EnvError", "EnvStepError", "RunFolderError",
     "RunNotFoundError", "BestPolicyError", "CheckpointError", "TrainingStopped", "ReplayError", "ExportError",
@@ -29,6 +30,7 @@ __all__ = [
 _LAZY = {
     "EvalResult": "champion.runners.evaluate",
     "ReplayResult": "champion.runners.replay",
+    "ExportResult": "champion.runners.export",
     "ConfigError": "champion.agents.config",
     "EnvError": "champion.envs.factory",
     "EnvStepError": "champion.envs.factory",

@@ -18,6 +18,7 @@ from champion.policy import Policy
 
 if TYPE_CHECKING:
     from champion.runners.evaluate import EvalResult
+    from champion.runners.export import ExportResult
     from champion.runners.replay import ReplayResult
     from champion.runners.store.run_metadata import TrainResult
 
@@ -63,7 +64,7 @@ class Preset:
         return preset_files.load(self.env_id, self.algo) or {}
 
 
-def train(env_id: str, algo: str = "ppo", *, total_steps: int | None = None, seed: int = 0,
+def train(env_id: str, algo: str = "ppo", *, total_steps: int | None = None, seed: int | None = None,
           config: str | Path | Mapping[str, Any] | None = None, callbacks: Sequence[Callback] = (),
           progress: bool = True, use_preset: bool = True, **overrides: Any) -> RunResult:
     """Train ``algo`` on ``env_id`` and keep its best policy in a new run folder (``results/<env>/<algo>/<run>``).
@@ -72,16 +73,17 @@ def train(env_id: str, algo: str = "ppo", *, total_steps: int | None = None, see
     YAML file shaped like a preset) -> ``overrides``. Overrides are config keys: top-level ones by name
     (``eval_every=5000``), a section as a mapping (``ppo={"learning_rate": 1e-3}``, ``stop={"at_return": 475}``).
     ``callbacks`` hear about evaluations, new bests and checkpoints and may stop the run (``champion.Callback``).
-    Bad settings raise ``champion.ConfigError`` before anything is written.
+    ``seed`` (default 0) seeds the network, the sampling and the training envs. Bad settings raise
+    ``champion.ConfigError`` before anything is written, and before TensorFlow is imported.
     """
     from champion.runners.configure import resolve_config
 
-    settings = {**_config_settings(config), **_flatten(overrides), "seed": seed}
-    if total_steps is not None:
-        settings["total_steps"] = total_steps
+    settings = {**_config_settings(config), **_flatten(overrides)}
+    settings.update({key: value for key, value in (("seed", seed), ("total_steps", total_steps)) if value is not None})
     resolved, note = resolve_config(env_id, algo, settings, use_preset=use_preset)
     if note and progress:
         _note(note)
+    _check_before_training(resolved)
     from champion.runners.training import train as run_training
 
     return _finished(run_training(resolved, progress=progress, callbacks=callbacks), callbacks)
@@ -141,13 +143,22 @@ def evaluate(policy: Policy, env_id: str | None = None, episodes: int = 10,
 
 
 def replay(path: str | Path, *, episodes: int | None = None, seed: int | None = None, entry: str | None = None,
-           best: bool = False, video: str | Path | None = None) -> ReplayResult:
+           best: bool = False, video: str | Path | None = None, render: bool = False) -> ReplayResult:
     """What ``champion replay`` does: play the run's champion (or ``entry``) on the episodes its recorded mean is
-    over, by default, and report both; ``video`` (.gif or .mp4) records the first episode."""
+    over, by default, and report both; ``video`` (.gif or .mp4) records the first episode, ``render`` shows it."""
     from champion.runners.replay import replay as run_replay
 
-    return run_replay(Path(path), episodes=episodes, seed=seed, video=Path(video) if video else None, best=best,
-                      entry=entry)
+    return run_replay(Path(path), episodes=episodes, seed=seed, render=render, video=Path(video) if video else None,
+                      best=best, entry=entry)
+
+
+def export(path: str | Path, export_format: str = "saved_model", *, out: str | Path | None = None,
+           entry: str | None = None, best: bool = False) -> ExportResult:
+    """What ``champion export`` does: write the run's champion (or ``entry``) as a standalone ``saved_model``,
+    ``tflite`` or ``keras`` artifact with a README and metadata.json, checked against replay's actions first."""
+    from champion.runners.export import export_policy
+
+    return export_policy(Path(path), export_format, Path(out) if out else None, best=best, entry=entry)
 
 
 def presets() -> list[Preset]:
@@ -164,6 +175,21 @@ def quiet_tensorflow() -> bool:
     from champion.runners.logs import stderr_filter
 
     return stderr_filter.quiet_tensorflow()
+
+
+def _check_before_training(config: Any) -> None:
+    """The checks a run makes before its folder exists, made before TensorFlow is imported, so that bad input gets
+    its one line in a fraction of a second and without TensorFlow's start-up messages first."""
+    from champion.agents.config import validate
+    from champion.runners.engines import choose_engine
+    from champion.runners.store.run_folder import preflight
+
+    validate(config)
+    if choose_engine(config) == "ray" and config.ray.address is not None:  # a stopped head fails here, in seconds
+        from champion.runners.ray.cluster import probe, resolve_address
+
+        probe(resolve_address(config.ray.address), given=config.ray.address)
+    preflight(Path(config.results_dir))
 
 
 def _config_settings(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -212,8 +238,9 @@ def _finished(details: TrainResult, callbacks: Sequence[Callback]) -> RunResult:
         champion_entry=best_dir / crowned["entry"] if crowned else None,
         champion_mean_return=float(crowned["held_out_mean"]) if crowned else None,
         env_steps=details.env_steps, stopped_early=details.stopped_early or None, details=details)
-    for callback in callbacks:
-        callback.on_end(result)
+    from champion.runners.hooks import Hooks
+
+    Hooks(callbacks).end(result)  # an exception in on_end is a CallbackError naming the callback
     return result
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from champion.errors import UsageError
+
 if TYPE_CHECKING:
     from champion.runners.evaluate import EvalResult
 
@@ -38,8 +40,13 @@ class Callback:
 
     A hook returns None to go on or a ``Stop`` to end the run. An exception in a hook stops the run with a
     checkpoint and one line naming the callback; the best policy saved before is untouched. A callback's own
-    state is not in champion's checkpoints: after a resume it starts afresh (the built-in stops read theirs from
-    the run)."""
+    state is not in champion's checkpoints: ``on_start`` hands it the run's earlier evaluations to rebuild it from
+    (the built-in stops do)."""
+
+    def on_start(self, step: int, evaluations: list[tuple[int, float]]) -> Stop | None:
+        """The run starts at ``step`` (0, or where a resume goes on), after ``evaluations`` ((step, mean return)
+        of the earlier sessions' evaluations, in order; empty for a new run)."""
+        return None
 
     def on_evaluation(self, step: int, result: EvalResult) -> Stop | None:
         """An evaluation finished: its fixed-seed episodes' returns (``result.mean_return`` ...) at ``step``."""
@@ -67,8 +74,8 @@ class StopAtReturn(Callback):
     """Stop at the first evaluation whose mean return is at or above ``threshold`` (config: ``stop.at_return``)."""
 
     def __init__(self, threshold: float) -> None:
-        if not math.isfinite(threshold):
-            raise ValueError(f"StopAtReturn needs a finite threshold, got {threshold}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise UsageError(f"StopAtReturn needs a finite mean return as its threshold, got {threshold!r}")
         self.threshold = float(threshold)
 
     def on_evaluation(self, step: int, result: EvalResult) -> Stop | None:
@@ -79,22 +86,32 @@ class StopAtReturn(Callback):
 
 class StopAfterEvaluationsWithoutBest(Callback):
     """Stop when ``evaluations`` evaluations in a row brought no new best (config:
-    ``stop.after_evaluations_without_best``). The count goes on across a resume: it is read from the run."""
+    ``stop.after_evaluations_without_best``). A new best is what the best store saves: a finite mean return
+    strictly above every earlier one. After a resume the count goes on from the run's earlier evaluations."""
 
     def __init__(self, evaluations: int) -> None:
-        if evaluations < 1:
-            raise ValueError(f"StopAfterEvaluationsWithoutBest needs at least 1 evaluation, got {evaluations}")
-        self.evaluations = int(evaluations)
+        if isinstance(evaluations, bool) or not isinstance(evaluations, int) or evaluations < 1:
+            raise UsageError(f"StopAfterEvaluationsWithoutBest needs a positive whole number of evaluations, got "
+                             f"{evaluations!r}")
+        self.evaluations = evaluations
+        self.best = -math.inf
         self.without_best = 0
 
-    def on_evaluation(self, step: int, result: EvalResult) -> Stop | None:
-        self.without_best += 1  # reset by on_new_best, which comes first for a new best
-        if self.without_best > self.evaluations:
-            return None  # already stopped once; a resumed run with a larger budget asked to go on
-        if self.without_best == self.evaluations:
-            return Stop(f"{self.evaluations} evaluations in a row without a new best (the last at step {step:,})")
+    def on_start(self, step: int, evaluations: list[tuple[int, float]]) -> Stop | None:
+        self.best, self.without_best = -math.inf, 0
+        for _, mean_return in evaluations:
+            self._count(mean_return)
         return None
 
-    def on_new_best(self, entry: BestEntry) -> Stop | None:
-        self.without_best = -1  # the evaluation that made it adds one
+    def on_evaluation(self, step: int, result: EvalResult) -> Stop | None:
+        self._count(result.mean_return)
+        if self.without_best >= self.evaluations:
+            return Stop(f"{self.without_best} evaluations in a row without a new best (best {self.best:.2f}; "
+                        f"the last at step {step:,})")
         return None
+
+    def _count(self, mean_return: float) -> None:
+        if math.isfinite(mean_return) and mean_return > self.best:
+            self.best, self.without_best = mean_return, 0
+        else:
+            self.without_best += 1

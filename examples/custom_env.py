@@ -46,14 +46,10 @@ if "LineWalk-v0" not in gym.registry:
     gym.register(id="LineWalk-v0", entry_point=LineWalk, max_episode_steps=50)
 
 if __name__ == "__main__":
-    import champion.runners
+    import champion
 
-    runners.quiet_tensorflow()  # before TensorFlow is imported: its start-up notes stay off stderr
+    champion.quiet_tensorflow()  # before TensorFlow is imported: its start-up notes stay off stderr
     total_steps = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    config, note = runners.resolve_config("custom_env:LineWalk-v0", "ppo", {
-        "total_steps": total_steps, "num_envs": 4, "eval_every": 2_000, "eval_episodes": 5,
-        "ppo.num_steps": 64, "ppo.minibatch_size": 64, "ppo.epochs": 4,
-    })
-    print(note)
-    result = runners.train(config)
+    result = champion.train("custom_env:LineWalk-v0", "ppo", total_steps=total_steps, num_envs=4, eval_every=2_000,
+                            eval_episodes=5, ppo={"num_steps": 64, "minibatch_size": 64, "epochs": 4})
     print(f"best mean return {result.best_mean_return:.2f} (the best possible is 0.60)")

@@ -1,5 +1,5 @@
-"""Train PPO on CartPole-v1 from Python, then replay its champion: the best policy judged on held-out episodes at
-the end of the run (``--entry best`` in the CLI, ``entry="best"`` here, replays the training-time best).
+"""Train PPO on CartPole-v1 from Python with champion's public API, then replay its champion: the best policy
+judged on held-out episodes at the end of the run (``entry="best"`` replays the training-time best).
 
     python examples/train_cartpole.py            # the preset's 100k steps
     python examples/train_cartpole.py 20000      # a shorter run
@@ -7,22 +7,17 @@ the end of the run (``--entry best`` in the CLI, ``entry="best"`` here, replays 
 
 import sys
 
-import champion.runners
+import champion
 
-runners.quiet_tensorflow()  # before TensorFlow is imported: its start-up notes stay off stderr
-
-from champion.runners.replay import replay  # noqa: E402  (imports TensorFlow)
+champion.quiet_tensorflow()  # before TensorFlow is imported: its start-up notes stay off stderr
 
 total_steps = int(sys.argv[1]) if len(sys.argv) > 1 else None
-overrides = {"total_steps": total_steps} if total_steps else {}
-config, _ = runners.resolve_config("CartPole-v1", "ppo", overrides)
-
-result = runners.train(config)
+result = champion.train("CartPole-v1", "ppo", total_steps=total_steps)
 print(f"best mean return {result.best_mean_return:.1f} at step {result.best_step} in {result.run_dir}")
 
-replayed = replay(result.run_dir)
+replayed = champion.replay(result.run_dir)
 print(f"champion {replayed.entry.name}, replayed on its {len(replayed.result.seeds)} held-out episodes: "
       f"{replayed.result.mean_return:.1f} (recorded {replayed.recorded_mean_return:.1f})")
-training_best = replay(result.run_dir, entry="best")
+training_best = champion.replay(result.run_dir, entry="best")
 print(f"training-time best {training_best.entry.name}, replayed on the same seeds: "
       f"{training_best.result.mean_return:.1f} (recorded {training_best.recorded_mean_return:.1f})")

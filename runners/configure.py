@@ -22,7 +22,7 @@ from champion.agents.config import ConfigError, TrainConfig, validate
 from champion.envs import presets
 from champion.runners.store.folder_trust import read_yaml_file
 
-SECTIONS = ("network", "ppo", "a2c", "ray", "crown")
+SECTIONS = ("network", "ppo", "a2c", "ray", "crown", "stop")
 
 YAML_NULLS = ("null", "Null", "NULL", "~")
 """The texts YAML reads as null."""

@@ -30,7 +30,8 @@ from champion.runners.logs.media import BestPolicyMedia, PendingBest
 from champion.runners.logs.run_logger import BEST_POLICY_GIF, RunLogger
 from champion.runners.store.run_metadata import network_spec
 from champion.runners.rollout import RewardScaler, not_exact_line
-from champion.runners.run_state import LoopState
+from champion.runners.hooks import Hooks
+from champion.runners.run_state import MAX_REASON_CHARS, TEXT_FIELDS, LoopState
 from champion.runners.timing import Timings
 
 
@@ -56,6 +57,8 @@ class Run:
     evaluations: list[tuple[int, float]] = field(default_factory=list)
     last_evaluation: FinishedEvaluation | None = None
     """The newest evaluation offered (at the end of a run: the final policy's)."""
+    hooks: Hooks = field(default_factory=lambda: Hooks([]))
+    """The run's stop rules and the user's callbacks."""
 
     def close(self, unwinding: bool = False) -> None:
         """Flush the logs and close every environment, each even if another fails. While ``unwinding`` from an
@@ -185,7 +188,10 @@ def check_checkpoint_state(loaded: LoadedCheckpoint, spec: NetworkSpec, config: 
     if engine not in ("graph", "gymnasium", "ray") or (engine == "ray") != (choose_engine(config) == "ray"):
         raise ValueError(f"its engine {str(engine)[:20]!r} is not this run's")
     loop = saved.get("loop")
-    if (not isinstance(loop, dict) or not all(is_number(loop.get(name, 0)) for name in LoopState.__dataclass_fields__)
+    numbers = [name for name in LoopState.__dataclass_fields__ if name not in TEXT_FIELDS]
+    if (not isinstance(loop, dict) or not all(is_number(loop.get(name, 0)) for name in numbers)
+            or not all(isinstance(loop.get(name, ""), str) and len(loop.get(name, "")) <= MAX_REASON_CHARS
+                       for name in TEXT_FIELDS)
             or loop.get("step") != loaded.manifest.get("step")):
         raise ValueError("its loop counters are missing, not numbers, or not at the manifest's step")
     np.random.RandomState().set_state(saved["numpy_random"])

@@ -30,7 +30,9 @@ RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_k
                   "ray.workers", "ray.address", "ray.num_cpus", "ray.worker_cpus",
                   "ray.eval_workers", "ray.fragment_timeout_s", "ray.eval_timeout_s", "ray.max_worker_restarts",
                   # which saved policy is crowned, not what is learned
-                  "crown.at_end", "crown.candidates", "crown.episodes", "crown.seed", "crown.workers")
+                  "crown.at_end", "crown.candidates", "crown.episodes", "crown.seed", "crown.workers",
+                  # when to stop early, which is how long a run goes
+                  "stop.at_return", "stop.after_evaluations_without_best")
 
 
 @dataclass
@@ -44,6 +46,14 @@ class LoopState:
     evaluation_in_flight: int = -1
     """The step of an evaluation still running when the checkpoint was written (-1: none): a resume from that
     checkpoint plays it again, unless evaluations.csv shows it was offered before the run stopped."""
+    stopped_early: str = ""
+    """Why the run ended before its budget (a stop rule's or callback's reason), "" if it did not."""
+
+
+TEXT_FIELDS = ("stopped_early",)
+"""LoopState's fields that are text; the others are numbers."""
+MAX_REASON_CHARS = 1000
+"""The longest stop reason kept (a callback's text is cut there)."""
 
 
 class TrainingStopped(ChampionError, RuntimeError):

@@ -8,7 +8,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import tensorflow as tf
 from rich.console import Console
@@ -17,27 +17,31 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from champion.agents.compile import xla_cache
 from champion.agents.compile.runtime import configure_runtime
 from champion.agents.config import TrainConfig, validate
+from champion.callbacks import Callback
+from champion.errors import CallbackError
 from champion.agents.networks import weight_arrays, weight_name
 from champion.envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_env
 from champion.runners import faults
 from champion.runners.logs import stderr_filter
 from champion.runners.store.atomic_files import atomic_write_text, remove_temporaries
-from champion.runners.store.checkpoints import CheckpointError, ResumeCheckpoints
+from champion.runners.store.checkpoints import CheckpointError, ResumeCheckpoints, newest_good_step
 from champion.runners.store.folder_trust import check_links
 from champion.runners.engines import Advance, EngineFailed, choose_engine
 from champion.runners.evaluate import EvalResult, FinishedEvaluation
+from champion.runners.hooks import Hooks, recorded_evaluations, stop_rules
 from champion.runners.run import Run, build_run, check_checkpoint_state, warner
 from champion.runners.store.run_folder import RunLock, config_yaml, create_run_dir, preflight, write_status
 from champion.runners.store.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
-from champion.runners.run_state import (LoopState, StopRequests, TrainingDiverged, TrainingInterrupted,
+from champion.runners.run_state import (MAX_REASON_CHARS, LoopState, StopRequests, TrainingDiverged, TrainingInterrupted,
                                TrainingStopped, check_checkpoint_fits, check_resumable, is_write_failure,
                                resume_hint, resumed_config, write_failure)
 
 __all__ = ["TrainResult", "resume", "train"]
 
 
-def train(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train ``config.algo`` on ``config.env_id`` and keep the best policy in a new run folder.
+def train(config: TrainConfig, progress: bool = True, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Train ``config.algo`` on ``config.env_id`` and keep the best policy in a new run folder; ``callbacks`` hear
+    about evaluations, new bests and checkpoints and may stop the run (``champion.Callback``).
 
     Bad input (ConfigError, EnvError, RunFolderError) is raised before the run folder exists.
     """
@@ -45,6 +49,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     if config.schedule_steps is None:  # recorded in config.yaml, so a resume with another budget keeps it
         config = dataclasses.replace(config, schedule_steps=config.total_steps)
     validate(config)
+    hooks = Hooks([*stop_rules(config.stop), *callbacks])
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))
     network_spec(env_info, config)  # refuses an image too small for the CNN, before the folder exists
     if choose_engine(config) == "ray":  # refuses engine=graph where it cannot run, before the folder exists
@@ -55,21 +60,23 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     run_dir = create_run_dir(config)
     with RunLock(run_dir):
         return _recording_status(run_dir, lambda: _session(config, run_dir, env_info, progress, resuming=False,
-                                                           called=called))
+                                                           called=called, hooks=hooks))
 
 
-def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True,
+           callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Continue a run from its newest good checkpoint: same folder, same problem, counters carried on."""
     called, run_dir = time.perf_counter(), Path(run_dir)
     if run_dir.is_dir():
         check_links(run_dir)  # a run folder from anyone: nothing outside it is read or written
     config = resumed_config(run_dir, overrides or {})
     check_resumable(run_dir, config)
+    hooks = Hooks([*stop_rules(config.stop), *callbacks])
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))
     preflight(run_dir)
     with RunLock(run_dir):
         return _recording_status(run_dir, lambda: _session(config, run_dir, env_info, progress, resuming=True,
-                                                           called=called))
+                                                           called=called, hooks=hooks))
 
 
 def _recording_status(run_dir: Path, session: Callable[[], TrainResult]) -> TrainResult:
@@ -84,12 +91,12 @@ def _recording_status(run_dir: Path, session: Callable[[], TrainResult]) -> Trai
     except BaseException as error:
         write_status(run_dir, "failed", str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
         raise
-    write_status(run_dir, "finished")
+    write_status(run_dir, "finished", f"stopped early: {result.stopped_early}" if result.stopped_early else "")
     return result
 
 
 def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool,
-             called: float) -> TrainResult:
+             called: float, hooks: Hooks) -> TrainResult:
     xla_cache.configure()
     configure_runtime()
     console, out = _consoles(quiet=not progress)
@@ -109,8 +116,10 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
             kind = loaded.state.get("engine", "gymnasium") if loaded is not None else choose_engine(config)
             run = build_run(config, run_dir, env_info, console, out, checkpoints, kind,
                             resume_step=loaded.manifest["step"] if loaded else None)
+            run.hooks = hooks
             if loaded is not None:
                 state = _restored(run, loaded)
+                _note_early_stop(run, state)
                 if state.evaluation_in_flight == state.step and not run.logger.has_evaluation(state.step):
                     run.evaluation.start(state.step, run.policy.snapshot())  # it had not finished when the run stopped
             else:
@@ -161,10 +170,12 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
     if rounding:
         run.console.print(rounding)
     final_saved = False
-    with _progress_bar(run.console) as bar, _checkpoint_on_engine_failure(run, state, wall_before, session_start):
+    with (_progress_bar(run.console) as bar, _checkpoint_on_engine_failure(run, state, wall_before, session_start),
+          _checkpoint_on_callback_error(run, state, wall_before, session_start)):
         task = bar.add_task("train", total=config.rounded_total_steps, completed=state.step, sps=0.0, last="-",
                             best=_best_text(run.store.best_mean_return))
-        while state.step < config.total_steps:
+        run.hooks.start(state.step, recorded_evaluations(run.run_dir, state.step))
+        while state.step < config.total_steps and not state.stopped_early:
             advanced = run.advance(state.step, _steps_to_next_event(state.step, config))
             previous, state.step = state.step, state.step + advanced.env_steps
             streak = _count_nonfinite(run, state, advanced)
@@ -179,12 +190,17 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                     run.logger.log_histograms(state.step, histogram_arrays(run))
             finished = state.step >= config.total_steps
             stopping = stop.signal_number  # read once: a signal arriving later is handled next iteration
-            taken = _evaluations(run, state.step, _crossed(previous, state.step, config.eval_every) or finished,
-                                 ending=finished or bool(stopping))
+            due = _crossed(previous, state.step, config.eval_every) or finished
+            taken = _evaluations(run, state.step, due, ending=finished or bool(stopping))
             checkpointing = _crossed(previous, state.step, config.checkpoint_every) or finished or stopping
-            if taken:
-                _offer_all(run, taken, wall_before, session_start)
-                bar.update(task, last=f"{taken[-1].result.mean_return:.1f}", best=_best_text(run.store.best_mean_return))
+            _offer_all(run, taken, wall_before, session_start)
+            if run.hooks.stop_reason and not finished:  # a stop rule or callback asked: end here, as at the budget
+                _offer_all(run, _evaluations(run, state.step, not due, ending=True), wall_before, session_start)
+                state.stopped_early = run.hooks.stop_reason[:MAX_REASON_CHARS]
+                finished = checkpointing = True
+            if run.last_evaluation is not None:
+                bar.update(task, last=f"{run.last_evaluation.result.mean_return:.1f}",
+                           best=_best_text(run.store.best_mean_return))
             if finished:  # before the last checkpoint: a run killed after it is finished and must have its final entry
                 final_saved = _save_final_policy(run, state.step)
             if checkpointing:  # one still in flight is played again by a resume from this checkpoint
@@ -199,12 +215,15 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
                          state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations,
                          beside_timings=dict(timings.beside_seconds), beside_calls=dict(timings.beside_calls),
-                         engine=_engine_report(run), startup_seconds=session_start - called)
+                         engine=_engine_report(run), stopped_early=state.stopped_early,
+                         startup_seconds=session_start - called)
     _record_skipped_best(run, wall_seconds)
     out.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
     out.print(f"time went to: {timings.summary(wall_seconds)}")
+    if state.stopped_early:
+        out.print(f"stopped early at step {state.step:,} of {config.total_steps:,}: {state.stopped_early}")
     if not final_saved:  # e.g. the loop did not run: a resume at the last step, its evaluation there played again
         _save_final_policy(run, state.step)
     write_summary(result, state.skipped_steps)
@@ -259,6 +278,31 @@ def _checkpoint_on_engine_failure(run: Run, state: LoopState, wall_before: float
         _checkpoint(run, state, wall_before + time.perf_counter() - session_start, 0.0)
         raise TrainingStopped(f"error: {error}; a checkpoint at step {state.step:,} was written, "
                               f"{resume_hint(run.run_dir, checkpointed=True)}") from error
+
+
+@contextlib.contextmanager
+def _checkpoint_on_callback_error(run: Run, state: LoopState, wall_before: float, session_start: float) -> Iterator[None]:
+    """When a user's callback raises, stop with a checkpoint (unless one was just written at this step) and one
+    line naming the callback; the best entries saved before are untouched."""
+    try:
+        yield
+    except CallbackError as error:
+        if newest_good_step(run.run_dir / "checkpoints") != state.step:
+            state.evaluation_in_flight = run.evaluation.step_in_flight
+            _checkpoint(run, state, wall_before + time.perf_counter() - session_start, 0.0, call_hooks=False)
+        raise CallbackError(f"{error}; training stopped at step {state.step:,} with a checkpoint, the best policy "
+                            f"saved before is unchanged in {run.run_dir / 'best'}; "
+                            f"{resume_hint(run.run_dir, checkpointed=True)}") from error
+
+
+def _note_early_stop(run: Run, state: LoopState) -> None:
+    """A resumed run that a stop rule or callback had ended says why, and goes on."""
+    if not state.stopped_early:
+        return
+    run.console.print(f"note: this run stopped early at step {state.step:,} ({state.stopped_early}); it goes on to "
+                      f"{run.config.total_steps:,} steps, and its stop rules still apply (--set stop.at_return=null "
+                      "or stop.after_evaluations_without_best=null lifts one)")
+    state.stopped_early = ""
 
 
 def _engine_report(run: Run) -> dict[str, Any]:
@@ -342,6 +386,7 @@ def _offer(run: Run, evaluation: FinishedEvaluation, wall_seconds: float, sessio
     run.evaluations.append((step, result.mean_return))
     run.last_evaluation = evaluation
     run.out.print(_evaluation_line(step, result, run.store.best_mean_return, saved))
+    run.hooks.evaluation(step, result, run.store.current_entry if saved else None)
 
 
 def histogram_arrays(run: Run) -> dict[str, Any]:
@@ -371,15 +416,18 @@ def _guard_media(run: Run, record: Callable[[], object]) -> None:
         run.media = None
 
 
-def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_second: float) -> None:
-    """Flush the logs, then write a resume checkpoint of the whole run state."""
+def _checkpoint(run: Run, state: LoopState, wall_seconds: float, steps_per_second: float,
+                call_hooks: bool = True) -> None:
+    """Flush the logs, then write a resume checkpoint of the whole run state (and tell the callbacks)."""
     with run.timings.phase("saving"):
         run.logger.flush(state.step, steps_per_second)
         state.wall_seconds = wall_seconds
         saved = run.checkpoint_state(state)
         manifest = {"env_id": run.config.env_id, "algo": run.config.algo, "network": run.spec.to_dict(),
                     "envs_exact": saved["envs_exact"]}
-        run.checkpoints.save(state.step, run.trackables(), saved, manifest)
+        path = run.checkpoints.save(state.step, run.trackables(), saved, manifest)
+    if call_hooks:
+        run.hooks.checkpoint(state.step, path)
 
 
 def _evaluation_line(step: int, result: EvalResult, best: float, saved: bool) -> str:

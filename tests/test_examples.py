@@ -22,7 +22,7 @@ def test_custom_env_example_reaches_the_known_best_return_quietly(tmp_path):
                                capture_output=True, text=True, timeout=300, env=environment)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "best mean return 0.60 (the best possible is 0.60)" in completed.stdout
-    # runners.quiet_tensorflow(): not one of TensorFlow's C++ lines ("I0000 00:00:... file.cc:N] ...")
+    # champion.quiet_tensorflow(): not one of TensorFlow's C++ lines ("I0000 00:00:... file.cc:N] ...")
     assert not re.search(r"^[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]", completed.stderr, re.MULTILINE), completed.stderr
     assert list((tmp_path / "results" / "custom_env_LineWalk-v0" / "ppo").iterdir())
 

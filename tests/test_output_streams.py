@@ -58,8 +58,8 @@ def test_a_crash_message_still_arrives_through_the_filter():
     """The filter process outlives the process it filters: what a dying process writes last gets through."""
     harmless = ONEDNN + b"\n" + NO_CUDA + b"\n"
     program = ("import faulthandler, os, signal, sys\n"
-               "import runners\n"
-               "assert runners.quiet_tensorflow()\n"
+               "import champion\n"
+               "assert champion.quiet_tensorflow()\n"
                f"os.write(2, {harmless!r})\n"
                "faulthandler.enable()\n"
                "os.kill(os.getpid(), signal.SIGSEGV)\n")
@@ -93,8 +93,8 @@ def test_train_writes_results_to_stdout_and_notes_to_stderr_without_tensorflow_l
 
 
 def test_from_python_quiet_tensorflow_is_opt_in_and_champion_tf_logs_turns_it_off():
-    program = ("import runners, sys\n"
-               "print(runners.quiet_tensorflow())\n"
+    program = ("import champion, sys\n"
+               "print(champion.quiet_tensorflow())\n"
                "import tensorflow as tf\n"
                "print(int(tf.reduce_sum(tf.ones([3]))))\n")
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
@@ -109,8 +109,8 @@ def test_from_python_quiet_tensorflow_is_opt_in_and_champion_tf_logs_turns_it_of
 
 def test_the_filter_is_not_forked_once_another_thread_runs():
     """Forking a process with threads can copy a lock one of them holds; the filter then stays off."""
-    program = ("import threading, time, runners\n"
+    program = ("import threading, time, champion\n"
                "threading.Thread(target=time.sleep, args=(1,), daemon=True).start()\n"
-               "print(runners.quiet_tensorflow())\n")
+               "print(champion.quiet_tensorflow())\n")
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["False"]

@@ -70,7 +70,7 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
     """Train ALGO on ENV_ID (the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best),
     or continue a stopped run with --resume RUN_DIR."""
     from champion.envs.factory import allow_current_folder_modules, describe_env
-    from champion.runners.configure import parse_set_pairs, resolve_config
+    from champion.runners.configure import parse_set_pairs
 
     _import_env_modules(env_modules)
     if env_id is not None and ":" in env_id and resume_dir is None:  # a module the user typed: it may live here
@@ -101,20 +101,17 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
         before = load_run_config(resume_dir).total_steps
         if resumed.total_steps < before and not quiet:
             click.echo(f"note: the run's budget is lowered from {before:,} to {resumed.total_steps:,} steps", err=True)
-        from champion.runners.training import resume
+        import champion
 
-        _print_profile(resume(resume_dir, overrides, progress=not quiet), profile)
+        _print_profile(champion.resume(resume_dir, progress=not quiet, **overrides).details, profile)
         return
     if env_id is None:
         raise click.UsageError("give ENV_ID to start a run (e.g. champion train CartPole-v1), or --resume RUN_DIR")
     describe_env(env_id)
-    config, note = resolve_config(env_id, algo or "ppo", overrides, use_preset=not no_preset)
-    if note and not quiet:
-        click.echo(f"note: {note}", err=True)
-    _check_before_tensorflow(config)
-    from champion.runners.training import train as run_training
+    import champion
 
-    _print_profile(run_training(config, progress=not quiet), profile)
+    result = champion.train(env_id, algo or "ppo", config=overrides, use_preset=not no_preset, progress=not quiet)
+    _print_profile(result.details, profile)
 
 
 def _ray_options(engine: str | None, workers: int | None, envs_per_worker: int | None,
@@ -126,21 +123,6 @@ def _ray_options(engine: str | None, workers: int | None, envs_per_worker: int |
         raise click.UsageError(f"{', '.join(named).replace('--address', '--ray-address')} are for --engine ray, "
                                f"not --engine {engine}")
     return {**given, "engine": "ray"} if named else given
-
-
-def _check_before_tensorflow(config: Any) -> None:
-    """The checks ``train`` makes before a run folder exists, made before TensorFlow is imported, so that bad
-    input gets its one line without TensorFlow's start-up messages first."""
-    from champion.agents.config import validate
-    from champion.runners.engines import choose_engine
-    from champion.runners.store.run_folder import preflight
-
-    validate(config)
-    if choose_engine(config) == "ray" and config.ray.address is not None:  # a stopped head fails here, in seconds
-        from champion.runners.ray.cluster import probe, resolve_address
-
-        probe(resolve_address(config.ray.address), given=config.ray.address)
-    preflight(Path(config.results_dir))
 
 
 def _print_profile(result: Any, profile: bool) -> None:
@@ -172,10 +154,11 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
            best_run: bool, entry: str | None, env_modules: Sequence[str]) -> None:
     """Play the champion of RUN_DIR (or of the newest run below it) deterministically: the crowned one, else the
     training-time best. By default on the episodes its recorded mean is over, which it reproduces exactly."""
-    from champion.runners.replay import replay as run_replay
+    import champion
 
     _import_env_modules(env_modules)
-    outcome = run_replay(run_dir, episodes=episodes, seed=seed, render=render, video=video, best=best_run, entry=entry)
+    outcome = champion.replay(run_dir, episodes=episodes, seed=seed, render=render, video=video, best=best_run,
+                              entry=entry)
     if as_json:
         click.echo(json.dumps(outcome.to_dict()))
         return
@@ -214,10 +197,10 @@ def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool, 
            env_modules: Sequence[str]) -> None:
     """Write the champion of RUN_DIR (the crowned one, else the training-time best) as a standalone SavedModel or
     TFLite file (raw observations in, the deterministic action out), with a README and metadata.json next to it."""
-    from champion.runners.export import export_policy
+    import champion
 
     _import_env_modules(env_modules)
-    result = export_policy(run_dir, export_format, out, best=best_run, entry=entry)
+    result = champion.export(run_dir, export_format, out=out, best=best_run, entry=entry)
     if result.picked:
         click.echo(f"picked {result.run_dir}: {result.picked}")
     click.echo(f"exported {result.entry} ({'crowned champion' if result.crowned else 'training-time best'}, step "

@@ -31,7 +31,7 @@ MAX_STEPS_PER_CALL = 100_000
 """Env steps one compiled call may take at most, so that Ctrl-C and the progress bar are answered within seconds."""
 FIELDS_OUTSIDE_THE_GRAPH = ("seed", "total_steps", "schedule_steps", "eval_every", "eval_episodes", "eval_seed", "eval_in_background",
                             "results_dir", "run_name", "checkpoint_every", "checkpoint_keep", "max_nonfinite_updates",
-                            "log_every", "media")
+                            "log_every", "media", "crown", "stop")
 """TrainConfig fields the fused call's graph does not read, so runs that differ only in them share one traced
 graph in the cache (tests/test_graph_cache.py traces with each of them changed and compares the graphs)."""
 

@@ -41,6 +41,8 @@ class TrainResult:
     beside_calls: dict[str, int] = field(default_factory=dict)
     engine: dict[str, Any] = field(default_factory=dict)
     """The engine's own report (``Engine.report``): its kind, and for Ray the layout, restarts and workers' memory."""
+    stopped_early: str = ""
+    """Why the run ended before total_steps (a stop rule's or callback's reason); "" when it ran to its budget."""
     startup_seconds: float = 0.0
     """From the train/resume call to the loop's first advance (checks, run folder, model, engine; on resume,
     the rest of the run and the restore too): evaluations.csv's wall_seconds count from the loop's start."""
@@ -149,6 +151,7 @@ def write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
         "best_mean_return": result.best_mean_return,
         "best_step": result.best_step,
         "nonfinite_steps_skipped": nonfinite_steps_skipped,
+        "stopped_early": result.stopped_early or None,
         "timings": {name: round(seconds, 3) for name, seconds in result.timings.items()},
         "timing_calls": dict(result.timing_calls),
         "beside_timings": {name: round(seconds, 3) for name, seconds in result.beside_timings.items()},
