@@ -1,10 +1,11 @@
-"""Export the best policy of a run as a standalone SavedModel or TFLite file, with a README and metadata.
+"""Export the best policy of a run as a standalone SavedModel, TFLite file or Keras model, with a README and metadata.
 
 The export needs only TensorFlow to load: observation normalisation is inside the graph, and the
 deterministic action is exactly what ``champion replay`` sends to the env (the argmax of the
-logits; the Gaussian mean clipped to the action bounds). It is written under a temporary name in
-the destination's folder, checked against replay's actions, and only then renamed into place.
-What a killed export left there is cleaned up or finished by the next export into that folder
+logits; the Gaussian mean clipped to the action bounds); the Keras export (``policy.keras``, and its weights
+alone in ``policy.weights.h5``) is made of built-in Keras layers only (``champion.agents.keras_policy``). It is
+written under a temporary name in the destination's folder, checked against replay's actions, and only then
+renamed into place. What a killed export left there is cleaned up or finished by the next export into that folder
 (``recover_leftovers``).
 
 TensorFlow is imported inside the functions that need it, so that the CLI can name ExportError
@@ -39,9 +40,15 @@ if TYPE_CHECKING:
     from champion.agents.networks import ActorCritic
     from champion.agents.numpy_policy import NumpyPolicy
 
-FORMATS = ("saved_model", "tflite")
-FORMAT_HELP = "SavedModel (acting + distribution signatures) or TFLite (acting only)."
+FORMATS = ("saved_model", "tflite", "keras")
+FORMAT_HELP = ("SavedModel (acting + distribution signatures), TFLite (acting only) or Keras (policy.keras and "
+               "policy.weights.h5 of built-in layers: the action, the distribution and the value).")
 """``champion export --format``'s help."""
+FOLDER_FORMATS = ("saved_model", "keras")
+"""The formats whose export is a folder (README.md and metadata.json inside it)."""
+KERAS_MODEL, KERAS_WEIGHTS = "policy.keras", "policy.weights.h5"
+"""The files of a Keras export: the whole model, and its weights alone."""
+KERAS_BUILDER = "champion.agents.keras_policy.keras_policy"
 ACT_SIGNATURE = "serving_default"
 DISTRIBUTION_SIGNATURE = "distribution"
 EXPORTED_BY = "champion"
@@ -52,8 +59,8 @@ METADATA_LIMIT = 10_000_000
 """Bytes beyond which a metadata.json is not read (champion's are a few kB)."""
 LEFTOVER = re.compile(re.escape(TEMP_PREFIX) + r"(export|replaced|commit)-(\d+)-(.+)")
 """The folders an export makes beside its destination, by kind, pid and destination name: ``export`` (a new export
-being written), ``replaced`` (an earlier SavedModel moved aside), ``commit`` (a TFLite export's files being moved
-into place)."""
+being written), ``replaced`` (an earlier SavedModel or Keras folder moved aside), ``commit`` (a TFLite export's files
+being moved into place)."""
 
 
 class ExportError(ChampionError, ValueError):
@@ -80,13 +87,14 @@ class ExportResult:
 
 
 def default_out(run_dir: Path, export_format: str) -> Path:
-    """RUN_DIR/export/saved_model or RUN_DIR/export/policy.tflite."""
-    return Path(run_dir) / "export" / ("policy.tflite" if export_format == "tflite" else "saved_model")
+    """RUN_DIR/export/saved_model, RUN_DIR/export/policy.tflite or RUN_DIR/export/keras."""
+    name = {"tflite": "policy.tflite", "keras": "keras"}.get(export_format, "saved_model")
+    return Path(run_dir) / "export" / name
 
 
 def sidecar_paths(out: Path, export_format: str) -> tuple[Path, Path]:
-    """(README.md, metadata.json) of an export: inside a SavedModel folder, next to a .tflite file."""
-    if export_format == "saved_model":
+    """(README.md, metadata.json) of an export: inside a SavedModel or Keras folder, next to a .tflite file."""
+    if export_format in FOLDER_FORMATS:
         return out / "README.md", out / "metadata.json"
     return out.with_name(f"{out.stem}.README.md"), out.with_name(f"{out.stem}.metadata.json")
 
@@ -109,7 +117,7 @@ def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path |
     from champion.runners.replay import load_policy
 
     policy, manifest = load_policy(run_dir, entry)
-    module = policy_module(policy.model)
+    module = keras_export_model(policy) if export_format == "keras" else policy_module(policy.model)
     metadata = describe_export(manifest, module, export_format, out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +126,8 @@ def export_policy(run_dir: Path, export_format: str = "saved_model", out: Path |
                           "choose another --out") from None
     if export_format == "saved_model":
         _write_saved_model(module, policy, metadata, out)
+    elif export_format == "keras":
+        _write_keras(module, policy, metadata, out)
     else:
         _write_tflite(module, policy, metadata, out)
     readme, metadata_path = sidecar_paths(out, export_format)
@@ -136,8 +146,12 @@ def _check_destination(out: Path, export_format: str) -> None:
             raise ExportError(f"{out} exists and is not a champion export (no {sidecar_paths(out, 'tflite')[1].name} "
                               "from champion); choose another --out, nothing else is ever overwritten")
         return
+    what = "a SavedModel" if export_format == "saved_model" else "a Keras export"
     if out.is_file():
-        raise ExportError(f"{out} is a file; a SavedModel is a folder, give a folder path")
+        raise ExportError(f"{out} is a file; {what} is a folder, give a folder path")
+    if export_format == "keras" and out.suffix in (".keras", ".h5"):
+        raise ExportError(f"--out for --format keras is a folder (it holds {KERAS_MODEL} and {KERAS_WEIGHTS}), "
+                          f"got {out}; give a folder path")
     if out.is_dir() and any(out.iterdir()) and not _is_champion_export(out / "metadata.json"):
         raise ExportError(f"{out} exists and is not a champion export (no metadata.json from champion); "
                           "choose another --out, nothing else is ever overwritten")
@@ -215,17 +229,32 @@ def _env_actions(spec: Any, actions: tf.Tensor) -> tf.Tensor:
 
 
 def _write_saved_model(module: tf.Module, policy: NumpyPolicy, metadata: dict[str, Any], out: Path) -> None:
-    """Save, reload and check in a temporary folder next to ``out``, then rename it into place."""
+    """Save, reload and check the SavedModel in a temporary folder next to ``out``, then rename it into place."""
     import tensorflow as tf
 
-    temporary = out.parent / f"{TEMP_PREFIX}export-{os.getpid()}-{out.name}"
-    try:
+    def save(temporary: Path) -> Callable[..., np.ndarray]:
         tf.saved_model.save(module, str(temporary),
                             signatures={ACT_SIGNATURE: module.act, DISTRIBUTION_SIGNATURE: module.distribution})
         act = tf.saved_model.load(str(temporary)).signatures[ACT_SIGNATURE]
-        _check_against_replay(lambda **inputs: act(**{name: tf.constant(value) for name, value in inputs.items()})
-                              ["actions"].numpy(), policy, "SavedModel")
-        readme, metadata_path = sidecar_paths(temporary, "saved_model")
+        return lambda **inputs: act(**{name: tf.constant(value) for name, value in inputs.items()})["actions"].numpy()
+
+    _write_folder(save, policy, metadata, out, "SavedModel")
+
+
+def _write_folder(save: Callable[[Path], Callable[..., np.ndarray]], policy: NumpyPolicy, metadata: dict[str, Any],
+                  out: Path, what: str) -> None:
+    """Write a folder export under a temporary name next to ``out``, check it and rename it into place.
+
+    ``save`` writes the model into the folder it is given and returns its reloaded act function (raw observations
+    leaf by leaf -> env actions), which must act like replay (``_check_against_replay``); then metadata.json and
+    README.md are added, everything is fsynced, and the folder replaces ``out`` (``_replace_folder``). Nothing is left
+    behind when any step fails.
+    """
+    temporary = out.parent / f"{TEMP_PREFIX}export-{os.getpid()}-{out.name}"
+    try:
+        act = save(temporary)
+        _check_against_replay(act, policy, what)
+        readme, metadata_path = sidecar_paths(temporary, metadata["format"])
         atomic_write_text(metadata_path, json.dumps(metadata, indent=2) + "\n")
         atomic_write_text(readme, render_readme(metadata))
         _fsync_tree(temporary)
@@ -233,6 +262,47 @@ def _write_saved_model(module: tf.Module, policy: NumpyPolicy, metadata: dict[st
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def keras_export_model(policy: NumpyPolicy) -> Any:
+    """The policy as a Keras model of built-in layers (``champion.agents.keras_policy``), or ExportError."""
+    from champion.agents.keras_policy import keras_policy
+
+    try:
+        return keras_policy(policy.spec, policy.weights)
+    except ValueError as error:  # e.g. an observation key Keras does not take as a layer name
+        raise ExportError(f"this policy cannot be built as a Keras model ({str(error).strip().splitlines()[0][:200]}); "
+                          "export it with --format saved_model") from None
+
+
+def _write_keras(model: Any, policy: NumpyPolicy, metadata: dict[str, Any], out: Path) -> None:
+    """Save policy.keras and policy.weights.h5 in a temporary folder, check that policy.keras reloads (safe mode:
+    built-in layers only) and acts like replay, and that policy.weights.h5 loaded into a freshly built model of zero
+    weights gives policy.keras's outputs; then rename the folder into place."""
+    import keras
+
+    from champion.agents.keras_policy import keras_policy
+
+    single = len(policy.spec.observation_leaves) == 1
+
+    def save(temporary: Path) -> Callable[..., np.ndarray]:
+        temporary.mkdir()
+        model.save(temporary / KERAS_MODEL)
+        model.save_weights(temporary / KERAS_WEIGHTS)
+        loaded = keras.saving.load_model(temporary / KERAS_MODEL)
+        rebuilt = keras_policy(policy.spec)
+        rebuilt.load_weights(temporary / KERAS_WEIGHTS)
+        probes = probe_observations(policy.model)
+        inputs = probes["observations"] if single else probes
+        expected, actual = loaded(inputs), rebuilt(inputs)
+        for name, value in expected.items():
+            value, other = np.asarray(value), np.asarray(actual[name])
+            if value.shape != other.shape or not np.allclose(value, other, rtol=1e-6, atol=1e-6):
+                raise ExportError(f"{KERAS_WEIGHTS} loaded into {KERAS_BUILDER}'s model does not give {KERAS_MODEL}'s "
+                                  f"{name}; nothing was written")
+        return lambda **inputs: np.asarray(loaded(inputs["observations"] if single else inputs)["actions"])
+
+    _write_folder(save, policy, metadata, out, "Keras model")
 
 
 def _write_tflite(module: tf.Module, policy: NumpyPolicy, metadata: dict[str, Any], out: Path) -> None:
@@ -437,14 +507,25 @@ def _clear_choices(policy: NumpyPolicy, observations: np.ndarray) -> np.ndarray:
     return np.all([gap > ACTION_TOLERANCE for gap in gaps], axis=0)
 
 
-def describe_export(manifest: dict[str, Any], module: tf.Module, export_format: str, out: Path) -> dict[str, Any]:
-    """The metadata.json of an export: the policy's env and spaces, its score, and how to call it."""
+def describe_export(manifest: dict[str, Any], module: Any, export_format: str, out: Path) -> dict[str, Any]:
+    """The metadata.json of an export: the policy's env and spaces, its score, and how to call it.
+
+    ``module`` is ``policy_module``'s tf.Module, or for ``keras`` the Keras model (``keras_export_model``); a Keras
+    export's metadata also names its files, the builder of its architecture and the network spec that builder takes.
+    """
     from champion.runners.store.run_metadata import package_versions
 
     network = manifest["network"]
-    signatures = {ACT_SIGNATURE: _describe_function(module.act)}
+    if export_format == "keras":
+        signatures = {KERAS_MODEL: _describe_keras(module)}
+    else:
+        signatures = {ACT_SIGNATURE: _describe_function(module.act)}
     if export_format == "saved_model":
         signatures[DISTRIBUTION_SIGNATURE] = _describe_function(module.distribution)
+    keras_only = {}
+    if export_format == "keras":
+        keras_only = {"files": {"model": KERAS_MODEL, "weights": KERAS_WEIGHTS},
+                      "builder": f"{KERAS_BUILDER}(spec, weights)", "network": network}
     return {
         "exported_by": EXPORTED_BY,
         "format": export_format,
@@ -462,10 +543,20 @@ def describe_export(manifest: dict[str, Any], module: tf.Module, export_format: 
         "observation_space": _observation_space(manifest),
         "action_space": _action_space(network),
         "normalize_observations": bool(network["normalize_observations"]),
-        "deterministic_action": _action_rule(network),
+        "deterministic_action": _action_rule(network, export_format),
         "signatures": signatures,
+        **keras_only,
         "versions": {"exported_with": package_versions(), "trained_with": manifest.get("versions", {})},
     }
+
+
+def _describe_keras(model: Any) -> dict[str, Any]:
+    """Inputs and outputs of the Keras model: name -> {shape (null = any batch size), dtype}."""
+    def info(tensor: Any) -> dict[str, Any]:
+        return {"shape": list(tensor.shape), "dtype": str(tensor.dtype)}
+
+    return {"inputs": {tensor.name: info(tensor) for tensor in model.inputs},
+            "outputs": {name: info(tensor) for name, tensor in model.output.items()}}
 
 
 def _describe_function(function: Any) -> dict[str, Any]:
@@ -543,15 +634,17 @@ def _action_space(network: dict[str, Any]) -> dict[str, Any]:
             "low": [float(value) for value in spec.action_low], "high": [float(value) for value in spec.action_high]}
 
 
-def _action_rule(network: dict[str, Any]) -> str:
+def _action_rule(network: dict[str, Any], export_format: str = "saved_model") -> str:
     kind = network["action_kind"]
     if kind in ("discrete", "multidiscrete"):
         each = " of each component" if kind == "multidiscrete" else ""
         return f"the argmax of the logits{each} (plus the space's start), as champion replay acts"
     if kind == "multibinary":
         return "1 where a logit is positive, else 0, as champion replay acts"
+    unclipped = ("the model's `mean` and `log_std` outputs are the unclipped distribution" if export_format == "keras"
+                 else f"the {DISTRIBUTION_SIGNATURE} signature of the SavedModel gives the unclipped mean and log_std")
     return ("the Gaussian mean clipped to the action bounds, which is what champion replay sends to the env "
-            f"(the {DISTRIBUTION_SIGNATURE} signature of the SavedModel gives the unclipped mean and log_std)")
+            f"({unclipped})")
 
 
 def render_readme(metadata: dict[str, Any]) -> str:
@@ -566,28 +659,40 @@ def render_readme(metadata: dict[str, Any]) -> str:
         f"deterministic {'held-out' if metadata.get('crowned') else 'evaluation'} episodes "
         f"(seeds {seeds[0]}..{seeds[-1]}) at env step {metadata['step']:,}.",
         "",
-        f"- Format: {metadata['format']} (`{metadata['file']}`); {_loads_with(metadata['format'])}",
+        f"- Format: {_format_text(metadata)}; {_loads_with(metadata['format'])}",
         f"- Observations: {_describe_observations(observation['inputs'])}; "
         + ("the normalisation learned in training is inside the model." if metadata["normalize_observations"]
            else "the model has no observation normalisation."),
         f"- Actions: {_describe_actions(action)}; the exported action is {metadata['deterministic_action']}.",
         "",
-        "## Signatures",
+        "## Inputs and outputs" if metadata["format"] == "keras" else "## Signatures",
         "",
     ]
     for name, signature in metadata["signatures"].items():
         outputs = ", ".join(f"`{key}` {_shape_text(info)}" for key, info in signature["outputs"].items())
         inputs = ", ".join(f"`{key}` {_shape_text(info)}" for key, info in signature["inputs"].items())
         lines.append(f"- `{name}`: {inputs} -> {outputs}")
-    lines += ["", "## Load and act", "", "```python", *_snippet(metadata), "```", "",
-              f"Exported with {_versions_text(metadata['versions']['exported_with'])}; details in "
+    lines += ["", "## Load and act", "", "```python", *_snippet(metadata), "```", ""]
+    if metadata["format"] == "keras":
+        lines += _keras_sections(metadata)
+    lines += [f"Exported with {_versions_text(metadata['versions']['exported_with'])}; details in "
               f"`{sidecar_paths(Path(metadata['file']), metadata['format'])[1].name}`.", ""]
     return "\n".join(lines)
+
+
+def _format_text(metadata: dict[str, Any]) -> str:
+    if metadata["format"] != "keras":
+        return f"{metadata['format']} (`{metadata['file']}`)"
+    return (f"Keras 3, the whole model in `{KERAS_MODEL}` and its weights alone in `{KERAS_WEIGHTS}`, built-in layers "
+            "only (no custom classes, no Lambda layers)")
 
 
 def _loads_with(export_format: str) -> str:
     if export_format == "saved_model":
         return "loads with TensorFlow alone, no champion needed."
+    if export_format == "keras":
+        return (f"`{KERAS_MODEL}` loads with `keras.saving.load_model` in a Python with only TensorFlow (which brings "
+                "Keras 3 and h5py) and numpy, no champion needed.")
     return ("loads with LiteRT alone (`pip install ai-edge-litert`), no TensorFlow or champion needed; "
             "TensorFlow's `tf.lite.Interpreter` loads it too but is deprecated in favour of LiteRT.")
 
@@ -643,6 +748,18 @@ def _snippet(metadata: dict[str, Any]) -> list[str]:
     else:
         observations = ("observations = {" + ", ".join(f"{json.dumps(name)}: {zeros(info)}" for name, info in inputs.items())
                         + "}  # a batch of raw env observations, leaf by leaf")
+    if metadata["format"] == "keras":
+        if not single:  # category values from each component's start: 0 may be outside the space
+            observations = ("observations = {" + ", ".join(f"{json.dumps(name)}: {_keras_example(info)}"
+                                                            for name, info in inputs.items())
+                            + "}  # a batch of raw env observations, leaf by leaf")
+        elif inputs["observations"]["kind"] == "onehot":
+            observations = f"observations = {_keras_example(inputs['observations'])}  # a batch of raw env observations"
+        return ["import keras, numpy as np",
+                f"policy = keras.saving.load_model({json.dumps(KERAS_MODEL)})  # from this README's folder",
+                observations,
+                "outputs = policy(observations)  # a dict of tensors; policy.predict(observations) gives numpy arrays",
+                "actions = np.asarray(outputs[\"actions\"])  # what champion replay sends to the env"]
     if metadata["format"] == "saved_model":
         call = ("act(observations=tf.constant(observations))" if single
                 else "act(**{name: tf.constant(value) for name, value in observations.items()})")
@@ -658,3 +775,60 @@ def _snippet(metadata: dict[str, Any]) -> list[str]:
             f"act = interpreter.get_signature_runner({json.dumps(ACT_SIGNATURE)})",
             observations,
             f"actions = {call}[\"actions\"]"]
+
+
+def _keras_example(info: dict[str, Any]) -> str:
+    """A batch of one observation of a leaf, for the Keras README's snippet: zeros, or each component's start."""
+    sizes = [str(size) for size in [1, *info["shape"]]]
+    shape = f"({', '.join(sizes)}{',' if len(sizes) == 1 else ''})"
+    if info["kind"] != "onehot":
+        return f"np.zeros({shape}, np.{info['dtype']})"
+    starts = info["start"]
+    if len(set(starts)) == 1:
+        return f"np.full({shape}, {starts[0]}, np.{info['dtype']})"
+    return f"np.reshape(np.array({starts}, np.{info['dtype']}), {shape})"
+
+
+def _keras_sections(metadata: dict[str, Any]) -> list[str]:
+    """The Keras README's notes on its outputs and on rebuilding the architecture for policy.weights.h5."""
+    inputs = list(metadata["observation_space"]["inputs"])
+    taken = ("an array (its one input, `observations`)" if inputs == ["observations"]
+             else "a dict of arrays by input name (" + ", ".join(f"`{name}`" for name in inputs) + ")")
+    continuous = metadata["action_space"]["kind"] == "continuous"
+    distribution = ("`mean` and `log_std` (a diagonal Gaussian, log standard deviation independent of the observation)"
+                    if continuous else "`logits`")
+    held = ["the layers' kernels and biases"]
+    if metadata["normalize_observations"]:
+        held.append("the observation normaliser's running mean and variance")
+    if continuous:
+        held.append("log_std")
+    return [
+        f"The model takes {taken}, batch first, and returns a dict: {distribution}, `value` (the state value) and "
+        "`actions`, the deterministic action in the env's action shape. Observations of another float dtype are cast "
+        "to the input's dtype by Keras.",
+        "",
+        "## The weights alone",
+        "",
+        f"`{KERAS_WEIGHTS}` holds the model's weights ({', '.join(held)}); it loads into a model of this "
+        f"architecture with `model.load_weights`. Without champion, the architecture is `{KERAS_MODEL}`'s own:",
+        "",
+        "```python",
+        "import keras",
+        f"model = keras.saving.load_model({json.dumps(KERAS_MODEL)})",
+        f"model.load_weights({json.dumps(KERAS_WEIGHTS)})",
+        "```",
+        "",
+        f"With champion installed, `{metadata['builder']}` builds it from the network spec in `metadata.json` "
+        "(`weights` by name as champion saves them; without them the weights are placeholders to load into):",
+        "",
+        "```python",
+        "import json",
+        "from champion.agents.keras_policy import keras_policy",
+        "from champion.agents.spec import NetworkSpec",
+        "",
+        "spec = NetworkSpec.from_dict(json.load(open(\"metadata.json\"))[\"network\"])",
+        "model = keras_policy(spec)",
+        f"model.load_weights({json.dumps(KERAS_WEIGHTS)})",
+        "```",
+        "",
+    ]
