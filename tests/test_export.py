@@ -193,7 +193,7 @@ def check_replacing(run_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     ([], "no best policy in {run}/best (no evaluation has saved one yet)"),
-    (["--format", "onnx"], "Invalid value for '--format': 'onnx' is not one of 'saved_model', 'tflite'."),
+    (["--format", "onnx"], "Invalid value for '--format': 'onnx' is not one of 'saved_model', 'tflite', 'keras'."),
     (["--out", "{run}"], "{run} exists and is not a champion export (no metadata.json from champion); "
                          "choose another --out, nothing else is ever overwritten"),
     (["--format", "tflite", "--out", "{run}/policy.onnx"],

@@ -195,8 +195,9 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
 @ENV_MODULE_OPTION
 def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool, entry: str | None,
            env_modules: Sequence[str]) -> None:
-    """Write the champion of RUN_DIR (the crowned one, else the training-time best) as a standalone SavedModel or
-    TFLite file (raw observations in, the deterministic action out), with a README and metadata.json next to it."""
+    """Write the champion of RUN_DIR (the crowned one, else the training-time best) as a standalone SavedModel,
+    TFLite file or Keras model (raw observations in, the deterministic action out), with a README and
+    metadata.json next to it."""
     import champion
 
     _import_env_modules(env_modules)
