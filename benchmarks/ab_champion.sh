@@ -8,8 +8,20 @@ old=$(cd "$1" && pwd); new=$(cd "$2" && pwd); pairs=${3:-3}
 python=${PYTHON:-$new/.venv/bin/python}
 work=$(mktemp -d)
 
+importable() {  # importable CODE_DIR LABEL: a folder that imports that checkout's champion, and its CLI's module
+    if [ -d "$1/champion" ]; then  # one package: champion/ with agents/, envs/, runners/ under it, as pip maps them
+        local shadow="$work/code-$2"
+        mkdir -p "$shadow/champion" && cp "$1"/champion/*.py "$shadow/champion/"
+        for folder in agents envs runners; do ln -sfn "$1/$folder" "$shadow/champion/$folder"; done
+        echo "$shadow champion.runners.cli.main"
+    else  # a checkout from before the champion package: top-level runners/
+        echo "$1 runners.cli"
+    fi
+}
+
 run() {  # run CODE_DIR LABEL ALGO CACHE NAME
-    (cd "$1" && PYTHONPATH="$1" CHAMPION_XLA_CACHE="$4" "$python" -c "from champion.runners.cli.main import main; main()" \
+    read -r path module < <(importable "$1" "$2")
+    (cd "$path" && PYTHONPATH="$path" CHAMPION_XLA_CACHE="$4" "$python" -c "from $module import main; main()" \
         train CartPole-v1 --algo "$3" --results-dir "$work/results" --run-name "$5" --quiet > /dev/null 2>&1)
     "$python" - "$work/results/CartPole-v1/$3/$5/summary.json" "$2" "$3" "$5" <<'PY'
 import json, sys
