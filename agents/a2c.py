@@ -1,4 +1,8 @@
-"""A2C: n-step (GAE) advantages and one gradient step per rollout, in one compiled call."""
+"""A2C: n-step (GAE) advantages and one gradient step per rollout, written as TF ops.
+
+This module is the algorithm only. ``champion.agents.compile`` runs ``update_ops`` as one compiled call
+(``CompiledLearner``), and the graph engine puts the same ops in its fused loop; neither is imported here.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from champion.agents import losses
 from champion.agents.batch import RolloutBatch
 from champion.agents.config import A2CConfig
 from champion.agents.networks import ActorCritic
-from champion.agents.compile.update import CompiledUpdate
 from champion.agents.distributions import make_distribution
 from champion.agents.optimization import apply_clipped_gradients, batch_gae, gradient_keepers, merge_time_and_envs, scheduled
 
@@ -36,27 +39,26 @@ METRIC_NAMES = ("policy_loss", "value_loss", "entropy", "grad_norm", "explained_
 
 
 class A2CLearner:
-    """Updates an ActorCritic from rollouts of a fixed shape with synchronous advantage actor-critic."""
+    """Synchronous advantage actor-critic's update of an ActorCritic from rollouts of a fixed shape, as TF ops
+    (``update_ops``), and the state it keeps (optimizer, the gradients kept for histograms)."""
 
     metric_names = METRIC_NAMES
 
     def __init__(self, model: ActorCritic, config: A2CConfig, num_envs: int, seed: int = 0,
                  keep_gradients: bool = False) -> None:
-        """``keep_gradients``: keep the last applied gradients in ``kept_gradients`` (for histograms)."""
+        """``num_envs``: the rollouts' width, which the update's shapes are fixed to. ``keep_gradients``: keep the
+        last applied gradients in ``kept_gradients`` (for histograms)."""
         self.kept_gradients = gradient_keepers(model, keep_gradients)
         self.model = model
         self.config = config
         self.distribution = make_distribution(model)
         self.optimizer = make_optimizer(config)
         self.optimizer.build(model.trainable_variables)
-        self.compiled_update = CompiledUpdate(self, num_envs, keep_gradients)
-
-    def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
-        """One gradient step on the whole rollout; returns its metrics."""
-        return self.compiled_update(batch, progress_remaining)
+        self.num_envs = num_envs
 
     def update_ops(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The update as TF ops on a batch of tensors, for a caller that compiles it (alone or in a larger graph)."""
+        """One gradient step on the whole rollout as TF ops on a batch of tensors; its metrics. For a caller
+        that compiles it, alone or in a larger graph."""
         config = self.config
         advantages, returns = batch_gae(batch, config.gamma, config.gae_lambda)
         observations, actions, old_values, advantages, returns = [merge_time_and_envs(tensor) for tensor in (
@@ -88,7 +90,3 @@ class A2CLearner:
     def checkpoint_objects(self) -> dict[str, object]:
         """The learner's TensorFlow state for a resume checkpoint (optimizer slots, iterations, RNG)."""
         return {"optimizer": self.optimizer}
-
-    def tracing_count(self) -> int:
-        """Times the compiled update was traced (stays 1 after the first update)."""
-        return self.compiled_update.tracing_count()

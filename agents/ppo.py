@@ -1,4 +1,8 @@
-"""PPO: clipped surrogate, several epochs over shuffled minibatches, all in one compiled call."""
+"""PPO: clipped surrogate, several epochs over shuffled minibatches, written as TF ops.
+
+This module is the algorithm only. ``champion.agents.compile`` runs ``update_ops`` as one compiled call
+(``CompiledLearner``), and the graph engine puts the same ops in its fused loop; neither is imported here.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from champion.agents import losses
 from champion.agents.batch import RolloutBatch
 from champion.agents.config import PPOConfig
 from champion.agents.networks import ActorCritic
-from champion.agents.compile.update import CompiledUpdate
 from champion.agents.distributions import make_distribution
 from champion.agents.optimization import apply_clipped_gradients, batch_gae, gradient_keepers, merge_time_and_envs, scheduled
 
@@ -20,13 +23,15 @@ METRIC_NAMES = (*METRICS, "nonfinite_steps", "explained_variance", "learning_rat
 
 
 class PPOLearner:
-    """Updates an ActorCritic from rollouts of a fixed shape with PPO."""
+    """PPO's update of an ActorCritic from rollouts of a fixed shape, as TF ops (``update_ops``), and the state
+    it keeps (optimizer, shuffling generator, the gradients kept for histograms)."""
 
     metric_names = METRIC_NAMES
 
     def __init__(self, model: ActorCritic, config: PPOConfig, num_envs: int, seed: int = 0,
                  keep_gradients: bool = False) -> None:
-        """``keep_gradients``: keep the last applied gradients in ``kept_gradients`` (for histograms)."""
+        """``num_envs``: the rollouts' width, which the update's shapes are fixed to. ``keep_gradients``: keep the
+        last applied gradients in ``kept_gradients`` (for histograms)."""
         self.kept_gradients = gradient_keepers(model, keep_gradients)
         self.model = model
         self.config = config
@@ -35,16 +40,13 @@ class PPOLearner:
                                                 name="adam")  # fixed, as a2c.make_optimizer says
         self.optimizer.build(model.trainable_variables)
         self.generator = tf.random.Generator.from_seed(seed + 1)
+        self.num_envs = num_envs
         self.rollout_size = config.num_steps * num_envs
         self.num_minibatches = self.rollout_size // config.minibatch_size
-        self.compiled_update = CompiledUpdate(self, num_envs, keep_gradients)
-
-    def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
-        """One PPO update (epochs x minibatches gradient steps); returns averaged metrics."""
-        return self.compiled_update(batch, progress_remaining)
 
     def update_ops(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The update as TF ops on a batch of tensors, for a caller that compiles it (alone or in a larger graph)."""
+        """One PPO update (epochs x minibatches gradient steps) as TF ops on a batch of tensors; the metrics
+        averaged over the steps. For a caller that compiles it, alone or in a larger graph."""
         config = self.config
         advantages, returns = batch_gae(batch, config.gamma, config.gae_lambda)
         data = [merge_time_and_envs(tensor) for tensor in (
@@ -98,7 +100,3 @@ class PPOLearner:
     def checkpoint_objects(self) -> dict[str, object]:
         """The learner's TensorFlow state for a resume checkpoint (optimizer slots, iterations, RNG)."""
         return {"optimizer": self.optimizer, "generator": self.generator}
-
-    def tracing_count(self) -> int:
-        """Times the compiled update was traced (stays 1 after the first update)."""
-        return self.compiled_update.tracing_count()

@@ -15,7 +15,7 @@ FOLDERS = {"champion": "champion", "agents": "champion.agents", "envs": "champio
 PACKAGES = tuple(FOLDERS.values())
 COMPAT = ROOT / "agents" / "compile" / "compat.py"
 PRIVATE = re.compile(
-    r"tensorflow\.(python|core|compiler)\b|keras\.src\b|keras\._|gymnasium\.envs\.\w+\.\w+"
+    r"tensorflow\.(python|core|compiler)\b|keras\.src\b|keras\._(?!_\w*__\b)|gymnasium\.envs\.\w+\.\w+"
     r"|\b(tf|keras|gym|gymnasium|tensorflow|optimizer|context)\.(\w+\.)*_[A-Za-z]"
     r"|\._(get_variable_index|momentums|velocities|functions|apply_op_helper|get_attr_type)\b|context\.context\(\)")
 """Private TensorFlow/Keras/gymnasium names: their internal modules, underscore attributes, known internals."""
@@ -78,14 +78,61 @@ def _imports(path: Path, module: str) -> set[str]:
     return {name for name in found if name.split(".")[0] == "champion"}
 
 
-def test_no_import_cycles_between_champion_modules():
+def champion_modules() -> dict[str, Path]:
+    """Every champion module by its import name (a package by its ``__init__.py``)."""
     modules = {}
     for folder, package in FOLDERS.items():
         for path in (ROOT / folder).rglob("*.py"):
             parts = (package, *path.relative_to(ROOT / folder).with_suffix("").parts)
             modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    graph = {name: {target for target in _imports(path, name) if target in modules and target != name}
-             for name, path in modules.items()}
+    return modules
+
+
+def import_graph() -> dict[str, set[str]]:
+    """champion module -> the champion modules its code imports (anywhere in it, lazily too)."""
+    modules = champion_modules()
+    return {name: {target for target in _imports(path, name) if target in modules and target != name}
+            for name, path in modules.items()}
+
+
+def reachable_imports(graph: dict[str, set[str]], start: str) -> set[str]:
+    """The champion modules ``start`` imports, directly or through the modules it imports."""
+    found, queue = set(), [start]
+    while queue:
+        for target in graph[queue.pop()] - found:
+            found.add(target)
+            queue.append(target)
+    return found
+
+
+def test_the_learners_update_math_never_imports_the_compile_machinery():
+    """PPO's and A2C's update math (and the modules it is built from) import nothing of champion.agents.compile,
+    directly or through another module, lazily included: the compile package wraps the learners, not the
+    reverse. The walk does find the compile package from the module that builds the compiled learner."""
+    graph = import_graph()
+    compile_modules = {name for name in graph if name.startswith("champion.agents.compile")}
+    for math in ("ppo", "a2c", "losses", "optimization", "networks", "distributions"):
+        reached = reachable_imports(graph, f"champion.agents.{math}")
+        assert sorted(reached & compile_modules) == [], math
+    assert {"champion.agents.losses", "champion.agents.networks", "champion.agents.optimization",
+            "champion.agents.distributions"} <= reachable_imports(graph, "champion.agents.ppo")
+    assert "champion.agents.compile.update" in reachable_imports(graph, "champion.agents.learners")
+
+
+def test_importing_a_learner_loads_no_compile_module():
+    """What Python actually loads for ``import champion.agents.ppo, champion.agents.a2c`` (parent packages
+    included): no module of champion.agents.compile."""
+    script = ("import json, sys, champion.agents.ppo, champion.agents.a2c\n"
+              "print(json.dumps(sorted(name for name in sys.modules if name.startswith('champion.agents'))))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert "champion.agents.ppo" in loaded and "champion.agents.a2c" in loaded
+    assert [name for name in loaded if name.startswith("champion.agents.compile")] == []
+
+
+def test_no_import_cycles_between_champion_modules():
+    graph = import_graph()
     cycles = []
 
     def visit(name: str, trail: list[str]) -> None:

@@ -9,6 +9,7 @@ from champion.agents.config import A2CConfig, PPOConfig
 from champion.agents.networks import ActorCritic, NetworkSpec
 from champion.agents.ppo import PPOLearner
 from champion.agents.a2c import A2CLearner
+from champion.agents.compile.update import CompiledLearner
 from champion.agents.spec import box_leaf
 from champion.runners.configure import resolve_config
 from champion.runners.training import train
@@ -28,9 +29,9 @@ def random_batch(rng, num_steps, num_envs, observation_size=4):
 
 
 @pytest.mark.parametrize("make", [
-    lambda model: PPOLearner(model, PPOConfig(num_steps=16, minibatch_size=32, epochs=3,
-                                              learning_rate_schedule="linear"), num_envs=4),
-    lambda model: A2CLearner(model, A2CConfig(num_steps=16), num_envs=4),
+    lambda model: CompiledLearner(PPOLearner(model, PPOConfig(num_steps=16, minibatch_size=32, epochs=3,
+                                                              learning_rate_schedule="linear"), num_envs=4)),
+    lambda model: CompiledLearner(A2CLearner(model, A2CConfig(num_steps=16), num_envs=4)),
 ])
 def test_compiled_update_traces_once(make):
     rng = np.random.default_rng(0)
@@ -41,7 +42,7 @@ def test_compiled_update_traces_once(make):
         metrics = learner.update(random_batch(rng, 16, 4), progress_remaining=1.0 - index / 4)
     assert learner.tracing_count() == 1
     assert all(np.isfinite(value) for value in metrics.values())
-    assert metrics["learning_rate"] == pytest.approx(learner.config.learning_rate * (0.25 if isinstance(learner, PPOLearner) else 1.0))
+    assert metrics["learning_rate"] == pytest.approx(learner.config.learning_rate * (0.25 if isinstance(learner.learner, PPOLearner) else 1.0))
     assert any(not np.allclose(old, new.numpy()) for old, new in zip(before, model.trainable_variables))
 
 
@@ -58,7 +59,7 @@ def test_xla_compiled_update_computes_the_same_step(learner_class, config):
     results = []
     for jit_compile in (False, True):
         model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,), normalize_observations=True), seed=1)
-        learner = learner_class(model, dataclasses.replace(config, jit_compile=jit_compile), num_envs=4, seed=5)
+        learner = CompiledLearner(learner_class(model, dataclasses.replace(config, jit_compile=jit_compile), num_envs=4, seed=5))
         metrics = [learner.update(batch, 1.0) for batch in batches]
         assert learner.tracing_count() == 1
         results.append((metrics, [variable.numpy() for variable in model.weights]))
@@ -67,6 +68,38 @@ def test_xla_compiled_update_computes_the_same_step(learner_class, config):
         assert xla == pytest.approx(plain, rel=1e-3, abs=1e-5)
     for plain, xla in zip(plain_weights, xla_weights):
         np.testing.assert_allclose(xla, plain, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("learner_class, config", [
+    (PPOLearner, PPOConfig(num_steps=16, minibatch_size=32, epochs=2, jit_compile=False)),
+    (A2CLearner, A2CConfig(num_steps=16, jit_compile=False)),
+])
+def test_the_compiled_update_takes_the_step_the_learners_own_ops_take(learner_class, config):
+    """The compile package adds packing, a fixed signature and the graph cache around the learner's math, and
+    nothing to it: the learner's update_ops in a plain tf.function give the same metrics and weights."""
+    rng = np.random.default_rng(6)
+    batches = [random_batch(rng, 16, 4) for _ in range(2)]
+    results = []
+    for compiled in (True, False):
+        model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,),
+                                        normalize_observations=True), seed=1)
+        learner = learner_class(model, config, num_envs=4, seed=5)
+        if compiled:
+            update = CompiledLearner(learner).update
+        else:
+            plain = tf.function(learner.update_ops, autograph=False)
+            update = lambda batch, progress: {name: float(value) for name, value in plain(
+                RolloutBatch(*[tf.constant(field) for field in batch]), tf.constant(progress)).items()}
+        metrics = [update(batch, 1.0) for batch in batches]
+        results.append((metrics, [variable.numpy() for variable in model.weights]))
+    (compiled_metrics, compiled_weights), (plain_metrics, plain_weights) = results
+    assert [list(step) for step in compiled_metrics] == [list(learner.metric_names) for _ in batches]
+    for compiled, plain in zip(compiled_metrics, plain_metrics):
+        assert compiled == pytest.approx(plain, rel=1e-6, abs=1e-7)
+    for compiled, plain in zip(compiled_weights, plain_weights):
+        np.testing.assert_allclose(compiled, plain, rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(weights, first) for weights, first in zip(
+        compiled_weights, [variable.numpy() for variable in ActorCritic(model.spec, seed=1).weights]))
 
 
 def test_ppo_shuffles_only_when_an_epoch_has_several_minibatches():
@@ -80,7 +113,7 @@ def test_ppo_shuffles_only_when_an_epoch_has_several_minibatches():
         model = ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,)), seed=1)
         learner = PPOLearner(model, PPOConfig(num_steps=16, minibatch_size=minibatch_size, epochs=3), num_envs=4, seed=5)
         state = learner.generator.state.numpy().copy()
-        learner.update(rollout, 1.0)
+        CompiledLearner(learner).update(rollout, 1.0)
         weights.append([variable.numpy() for variable in model.trainable_variables])
         generator_moved.append(not np.array_equal(state, learner.generator.state.numpy()))
     assert generator_moved == [False, False, True]
@@ -104,8 +137,8 @@ def test_learns_the_bandit_whose_best_return_is_one(tmp_path, algo, overrides):
 
 
 @pytest.mark.parametrize("make, steps_per_update", [
-    (lambda model: PPOLearner(model, PPOConfig(num_steps=16, minibatch_size=32, epochs=3), num_envs=4), 6),
-    (lambda model: A2CLearner(model, A2CConfig(num_steps=16), num_envs=4), 1),
+    (lambda model: CompiledLearner(PPOLearner(model, PPOConfig(num_steps=16, minibatch_size=32, epochs=3), num_envs=4)), 6),
+    (lambda model: CompiledLearner(A2CLearner(model, A2CConfig(num_steps=16), num_envs=4)), 1),
 ])
 def test_a_non_finite_update_is_skipped_and_counted(make, steps_per_update):
     rng = np.random.default_rng(1)

@@ -1,4 +1,9 @@
-"""A learner's update as one compiled graph: fixed signature, traced once, its trace kept in the cache."""
+"""A learner's update as one compiled graph: fixed signature, traced once, its trace kept in the cache.
+
+The learners (``champion.agents.ppo``, ``champion.agents.a2c``) write their update as TF ops and import
+nothing of this package; ``CompiledLearner`` wraps one with its update compiled, and is what a run trains
+with (``champion.agents.learners.make_learner``).
+"""
 
 from __future__ import annotations
 
@@ -30,8 +35,10 @@ class CompiledUpdate:
     every input and output of a compiled call costs Python time on each call.
     """
 
-    def __init__(self, learner: Any, num_envs: int, keep_gradients: bool) -> None:
-        config, spec = learner.config, learner.model.spec
+    def __init__(self, learner: Any) -> None:
+        """``learner``: what ``learner_variables`` reads, ``config`` (with ``num_steps`` and ``jit_compile``),
+        ``num_envs``, ``metric_names`` and ``update_ops(batch, progress_remaining)``."""
+        config, spec, num_envs = learner.config, learner.model.spec, learner.num_envs
         self.learner, self.names = learner, list(learner.metric_names)
         self.jit_compile = uses_xla(config, spec)
         self.packing = BatchPacking(spec.observation_shape, spec.action_shape, config.num_steps, num_envs,
@@ -39,7 +46,7 @@ class CompiledUpdate:
         self._signature = [*self.packing.signature(), tf.TensorSpec([], tf.float32)]
         self.key = graph_cache.cache_key("CompiledUpdate", {
             "learner": type(learner).__name__, "config": dataclasses.asdict(config), "spec": spec.to_dict(),
-            "num_envs": num_envs, "keep_gradients": keep_gradients})
+            "num_envs": num_envs, "keep_gradients": learner.kept_gradients is not None})
         self.call: graph_cache.CachedGraphFunction | None = None
         self._build_function()
 
@@ -81,6 +88,61 @@ class CompiledUpdate:
     def tracing_count(self) -> int:
         """Times the update's graph was built, traced or loaded from the cache (1 once it has run)."""
         return self.call.build_count()
+
+
+class CompiledLearner:
+    """A learner with its update compiled: ``update(batch, progress_remaining)`` runs the learner's
+    ``update_ops`` as one ``CompiledUpdate`` and returns the metrics as floats.
+
+    The engines, the resume checkpoint and the logger read the rest through this object as they would read it
+    from the learner (model, config, optimizer, metric names, kept gradients, checkpointed state, the update's
+    ops for the graph engine's fused loop); ``learner`` is the learner itself.
+    """
+
+    def __init__(self, learner: Any) -> None:
+        self.learner = learner
+        self.compiled_update = CompiledUpdate(learner)
+
+    @property
+    def model(self) -> Any:
+        """The ActorCritic the learner updates."""
+        return self.learner.model
+
+    @property
+    def config(self) -> Any:
+        """The learner's section of the config (``PPOConfig`` or ``A2CConfig``)."""
+        return self.learner.config
+
+    @property
+    def optimizer(self) -> Any:
+        """The learner's Keras optimizer."""
+        return self.learner.optimizer
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Every metric an update returns, in the compiled call's order."""
+        return self.learner.metric_names
+
+    @property
+    def kept_gradients(self) -> list[tf.Variable] | None:
+        """The last applied gradients, one variable per trainable variable, when kept for histograms."""
+        return self.learner.kept_gradients
+
+    def update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
+        """One update on a rollout batch, compiled; its metrics as Python floats."""
+        return self.compiled_update(batch, progress_remaining)
+
+    def update_ops(self, batch: RolloutBatch, progress_remaining: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The learner's update as TF ops, for a caller that compiles it into a larger graph (the graph engine)."""
+        return self.learner.update_ops(batch, progress_remaining)
+
+    def checkpoint_objects(self) -> dict[str, object]:
+        """The learner's TensorFlow state for a resume checkpoint."""
+        return self.learner.checkpoint_objects()
+
+    def tracing_count(self) -> int:
+        """Times the compiled update was traced or loaded (stays 1 after the first update)."""
+        return self.compiled_update.tracing_count()
 
 
 def learner_variables(learner: Any) -> dict[str, tf.Variable]:
