@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from event_files import summaries
 from champion.runners.store.best_store import POINTER_FILE, list_entries, load_best, read_entry
 from champion.runners.store.checkpoints import read_checkpoint
 from champion.runners.store.run_folder import env_folder_name
@@ -60,9 +60,8 @@ def evaluation_rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def tensorboard_steps(run_dir: Path) -> dict[str, list[int]]:
-    """tag -> the steps it has values at, as TensorBoard's Python loader reads them."""
-    accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
-    return {tag: [event.step for event in accumulator.Tensors(tag)] for tag in accumulator.Tags()["tensors"]}
+    """tag -> the steps it has values at, in the order TensorBoard reads them (``event_files``)."""
+    return {tag: [point.step for point in points] for tag, points in summaries(run_dir / "tb").items()}
 
 
 def best_weights(run_dir: Path) -> dict[str, np.ndarray]:

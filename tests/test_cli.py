@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.util.tensor_util import make_ndarray
 
 from champion.agents.compile import xla_cache
 from champion.runners.store.best_store import load_best
 from champion.runners.cli.main import main
+from event_files import summaries
 from hostile_helpers import champion as champion_in_process, finished_run  # noqa: F401 - fixture
 
 CHAMPION = [sys.executable, "-c", "from champion.runners.cli.main import main; main()"]
@@ -131,14 +130,14 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     assert more.stdout.splitlines()[-1].endswith(
         f"(recorded over its 100 held-out episodes: {crowned['held_out_mean']:.2f})")
 
-    accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
-    eval_events = accumulator.Tensors("eval/mean_return")
+    logged = summaries(run_dir / "tb")
+    eval_events = logged["eval/mean_return"]
     assert [event.step for event in eval_events] == steps
-    assert [float(make_ndarray(event.tensor_proto)) for event in eval_events] == pytest.approx(means)
-    best_curve = [float(make_ndarray(event.tensor_proto)) for event in accumulator.Tensors("eval/best_mean_return")]
+    assert [float(event.value) for event in eval_events] == pytest.approx(means)
+    best_curve = [float(event.value) for event in logged["eval/best_mean_return"]]
     assert best_curve == pytest.approx(list(np.maximum.accumulate(means)))
-    assert "train/policy_loss" in accumulator.Tags()["tensors"]
-    assert "config" in accumulator.Tags()["tensors"]
+    assert logged["train/policy_loss"][0].plugin == "scalars"
+    assert logged["config"][0].plugin == "text"
 
     listing = subprocess.run(CHAMPION + ["runs", "--results-dir", str(results), "--json"], capture_output=True, text=True)
     [summary] = json.loads(listing.stdout)

@@ -1,12 +1,15 @@
 """The compile machinery's safety: the public fallback trains alike, CHAMPION_XLA_CACHE=off turns every cache
-off, only a damaged entry is ever set aside (and only it), and two runs can share one cache at once."""
+off, only a damaged entry is ever set aside (and only it), and two runs can share one cache at once; and the
+TensorBoard writer's public fallback writes what TensorBoard's own writer does."""
 
 import csv
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -148,3 +151,81 @@ def test_a_damaged_entry_another_run_set_aside_first_is_compiled_afresh_here_too
 
     assert xla_cache.first_call(compile_once_damaged, lambda: calls.append("rebuilt")) == "compiled"
     assert calls == [1, "rebuilt", 1] and list(tmp_path.iterdir()) == []
+
+
+def log_a_run(run_dir: Path) -> None:
+    """Everything RunLogger and log_crown write to TensorBoard, with fixed values: config text, hparams, training
+    scalars, an evaluation, a GIF (bytes that end in zeros), histograms, and the crown's own file."""
+    from champion.runners.engines.base import EpisodeStats
+    from champion.runners.evaluate import EvalResult
+    from champion.runners.logs.run_logger import RunLogger, log_crown
+
+    logger = RunLogger(run_dir, log_every=100)
+    logger.log_config("algo: ppo\nseed: 3")
+    logger.log_hparams({"algo": "ppo", "ppo.epochs": 4, "ppo.learning_rate": 3e-4, "reward_scaling": True}, "run")
+    logger.log_update(100, {"policy_loss": 0.25, "entropy": 0.5}, EpisodeStats(2, 30.0, 30.0), 1234.0)
+    logger.log_evaluation(100, 1.5, EvalResult((10.0, 14.0), (10, 14), (1, 2)), 12.0, saved=True)
+    logger.log_image(100, "eval/best_policy", b"GIF89a\x01\x00\x00", 300, 200)
+    logger.log_histograms(100, {"weights/kernel": np.linspace(-1.0, 2.0, 50), "gradients/kernel": np.zeros(4)})
+    logger.close()
+    log_crown(run_dir, {100: 11.5, 200: 12.5}, 200, 12.5, "| entry | mean |\n| 0001 | 12.5 |")
+
+
+def comparable(run_dir: Path) -> dict[str, list[tuple]]:
+    """tag -> (step, plugin, plugin content, value) as TensorBoard reads them; the hparams record without its
+    start time, the one thing that differs between two writes of it."""
+    from event_files import hparams_plugin_data, summaries
+
+    found = {}
+    for tag, points in summaries(run_dir / "tb").items():
+        rows = []
+        for point in points:
+            content = point.content
+            if point.plugin == "hparams":
+                record = hparams_plugin_data(content)
+                record.session_start_info.start_time_secs = 0
+                content = record.SerializeToString(deterministic=True)
+            rows.append((point.step, point.plugin, content, point.value.tolist()))
+        found[tag] = rows
+    return found
+
+
+def test_tensorboards_own_writer_is_used_only_on_a_tested_tensorboard(tmp_path, monkeypatch):
+    assert compat.tensorboard_available()  # the suite runs on a tested TensorBoard
+    assert isinstance(compat.open_event_file(str(tmp_path / "a")), compat.TensorBoardEventFile)
+    monkeypatch.setattr(compat, "tensorboard_minor_version", lambda: "2.99")
+    assert not compat.tensorboard_available()
+    writer = compat.open_event_file(str(tmp_path / "b"), filename_suffix=".crown")
+    assert isinstance(writer, compat.PublicEventFile)
+    writer.close()
+    assert [path.name.endswith(".crown") for path in (tmp_path / "b").iterdir()] == [True]
+
+
+def test_the_public_tensorboard_fallback_writes_what_tensorboards_writer_does(tmp_path, monkeypatch):
+    """The same logger calls through TensorBoard's writer and through tf.summary give the same tags, steps,
+    dashboards (plugin and its metadata) and values; histograms agree to float64 rounding (TensorFlow ops
+    bucket them where TensorBoard uses numpy)."""
+    logged = {}
+    for name in ("private", "fallback"):
+        if name == "fallback":
+            monkeypatch.setattr(compat, "TESTED_TENSORBOARD", ())
+        (tmp_path / name / "tb").mkdir(parents=True)
+        log_a_run(tmp_path / name)
+        logged[name] = comparable(tmp_path / name)
+    private, fallback = logged["private"], logged["fallback"]
+    assert sorted(fallback) == sorted(private) == sorted([
+        "config", "_hparams_/session_start_info", "train/policy_loss", "train/entropy", "perf/steps_per_second",
+        "rollout/episode_return", "rollout/episode_length", "eval/mean_return", "eval/std_return", "eval/min_return",
+        "eval/max_return", "eval/mean_length", "eval/best_mean_return", "eval/best_policy", "weights/kernel",
+        "gradients/kernel", "crown/held_out_mean", "crown/champion_held_out_mean", "crown"])
+    histograms = {"weights/kernel", "gradients/kernel"}
+    for tag in set(private) - histograms:
+        assert fallback[tag] == private[tag], tag
+    for tag in histograms:
+        [(step, plugin, content, buckets)] = private[tag]
+        assert [row[:3] for row in fallback[tag]] == [(step, "histograms", content)] and step == 100
+        np.testing.assert_allclose(fallback[tag][0][3], buckets, rtol=1e-12, atol=1e-12)
+    assert private["eval/best_policy"] == [(100, "images", b"", [b"300", b"200", b"GIF89a\x01\x00\x00"])]
+    assert private["crown/held_out_mean"] == [(100, "scalars", b"", 11.5), (200, "scalars", b"", 12.5)]
+    assert private["train/policy_loss"] == [(100, "scalars", b"", 0.25)]
+

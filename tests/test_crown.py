@@ -256,14 +256,13 @@ def test_runs_and_export_show_the_champion(crowned_run, tmp_path):
 
 
 def test_tensorboard_has_the_crown_per_candidate(crowned_run):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from event_files import summaries
 
     record = read_champion(crowned_run / "best")
-    events = EventAccumulator(str(crowned_run / "tb"), size_guidance={"tensors": 0}).Reload()
-    points = {event.step: float(np.asarray(event.tensor_proto.float_val[0]))
-              for event in events.Tensors("crown/held_out_mean")}
+    events = summaries(crowned_run / "tb")
+    points = {event.step: float(event.value) for event in events["crown/held_out_mean"]}
     assert points == pytest.approx({candidate["step"]: candidate["held_out_mean"] for candidate in record["candidates"]})
-    table = events.Tensors("crown")[-1].tensor_proto.string_val[0].decode()
+    table = events["crown"][-1].value.item().decode()
     assert record["entry"] in table and "crowned" in table
 
 

@@ -14,11 +14,19 @@ FOLDERS = {"champion": "champion", "agents": "champion.agents", "envs": "champio
 """The repository's package folders and the import names they install as."""
 PACKAGES = tuple(FOLDERS.values())
 COMPAT = ROOT / "agents" / "compile" / "compat.py"
-PRIVATE = re.compile(
+PRIVATE_FRAMEWORKS = re.compile(
     r"tensorflow\.(python|core|compiler)\b|keras\.src\b|keras\._(?!_\w*__\b)|gymnasium\.envs\.\w+\.\w+"
     r"|\b(tf|keras|gym|gymnasium|tensorflow|optimizer|context)\.(\w+\.)*_[A-Za-z]"
     r"|\._(get_variable_index|momentums|velocities|functions|apply_op_helper|get_attr_type)\b|context\.context\(\)")
 """Private TensorFlow/Keras/gymnasium names: their internal modules, underscore attributes, known internals."""
+PRIVATE_TENSORBOARD = re.compile(
+    r"tensorboard\.(compat|util|backend|data_compat|dataclass_compat|summary\.(writer|_\w+))\b"
+    r"|from tensorboard import (compat|util|backend|data_compat|dataclass_compat)\b|from tensorboard\.summary import (writer|_)"
+    r"|tensorboard\.plugins\.\w+\.(?!api\b)\w+|from tensorboard\.plugins\.\w+ import (?!api\b)")
+"""TensorBoard's internal modules: its protos (compat.proto, a plugin's *_pb2), event writer (summary.writer),
+utilities, loader (backend) and the plugins' metadata and summary modules. Public: ``tensorboard.summary``
+(v1, v2, Writer) and each plugin's ``api`` (the hparams API)."""
+PRIVATE = re.compile(f"{PRIVATE_FRAMEWORKS.pattern}|{PRIVATE_TENSORBOARD.pattern}")
 
 
 def python_files() -> list[Path]:
@@ -31,7 +39,23 @@ def test_private_framework_names_appear_only_in_the_compat_module():
                  for path in python_files() if path not in (COMPAT, Path(__file__).resolve())
                  for number, line in enumerate(path.read_text().splitlines(), 1) if PRIVATE.search(line)]
     assert offenders == []
-    assert PRIVATE.search(COMPAT.read_text())  # the pattern finds what the compat module does use
+    # the patterns find what the compat module does use, of TensorFlow and of TensorBoard
+    assert PRIVATE_FRAMEWORKS.search(COMPAT.read_text()) and PRIVATE_TENSORBOARD.search(COMPAT.read_text())
+
+
+def test_the_private_name_pattern_tells_tensorboards_internal_modules_from_its_public_api():
+    internal = ["from tensorboard.compat.proto import event_pb2, summary_pb2",
+                "from tensorboard.summary.writer.event_file_writer import EventFileWriter",
+                "from tensorboard.util import tensor_util", "from tensorboard import util",
+                "from tensorboard.backend.event_processing.event_accumulator import EventAccumulator",
+                "from tensorboard.plugins.scalar import metadata", "from tensorboard.plugins.hparams import plugin_data_pb2",
+                "tensorboard.plugins.histogram.summary_v2.histogram_pb(tag, values)",
+                "from tensorboard.summary import _writer", "keras._tf_keras", "from tensorflow.python.eager import context"]
+    public = ["from tensorboard.plugins.hparams import api as hp", "tensorboard.plugins.hparams.api.hparams_pb(values)",
+              "from tensorboard.summary import v2", "tensorboard.summary.Writer(folder)", "tf.summary.scalar(tag, value)",
+              "tf.compat.v1.Event.FromString(record)", "keras.__version__", "from google.protobuf import empty_pb2"]
+    assert [line for line in internal if not PRIVATE.search(line)] == []
+    assert [line for line in public if PRIVATE.search(line)] == []
 
 
 def test_importing_champion_changes_no_environment_variable_and_writes_or_deletes_no_file(tmp_path):
@@ -163,6 +187,9 @@ def test_the_private_api_versions_are_the_tensorflow_range_pyproject_allows():
     floor, cap = re.search(r">=(\d+\.\d+),<(\d+\.\d+)", frameworks["tensorflow"]).groups()
     major, first, last = int(floor.split(".")[0]), int(floor.split(".")[1]), int(cap.split(".")[1])
     assert compat.TESTED_TENSORFLOW == tuple(f"{major}.{minor}" for minor in range(first, last))
+    floor, cap = re.search(r">=(\d+\.\d+),<(\d+\.\d+)", frameworks["tensorboard"]).groups()
+    major, first, last = int(floor.split(".")[0]), int(floor.split(".")[1]), int(cap.split(".")[1])
+    assert compat.TESTED_TENSORBOARD == tuple(f"{major}.{minor}" for minor in range(first, last))
 
 
 def test_the_suite_keeps_compiled_code_in_a_temporary_folder_not_the_users_cache(tmp_path_factory):

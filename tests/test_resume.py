@@ -301,12 +301,10 @@ def test_a_run_killed_after_its_last_checkpoint_but_before_its_summary_is_finish
 
 
 def tensorboard_values(run_dir, tag):
-    """step -> value of a scalar tag, as TensorBoard's Python loader reads it."""
-    import tensorflow as tf
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """step -> value of a scalar tag, in the order TensorBoard reads them (``event_files``)."""
+    from event_files import scalar_values
 
-    accumulator = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
-    return {event.step: float(tf.make_ndarray(event.tensor_proto)) for event in accumulator.Tensors(tag)}
+    return scalar_values(run_dir / "tb", tag)
 
 
 def crash_at_step(monkeypatch, crash_step):

@@ -1,13 +1,12 @@
-"""TensorBoard extras read back from the event files: hparams (once per run), best-policy GIFs, histograms."""
+"""TensorBoard extras read back from the event files: hparams (once per run), best-policy GIFs, histograms.
+The files are read with TensorFlow's public API, as TensorBoard reads a folder (``event_files``)."""
 
 import csv
 import io
 
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
-from tensorboard.util.tensor_util import make_ndarray
 
+from event_files import hparams_plugin_data, summaries
 from champion.agents.networks import ActorCritic, numpy_policy
 from champion.runners.store.best_store import load_best
 from champion.runners.configure import resolve_config
@@ -24,18 +23,19 @@ QUICK_ENGINE = {"engine": "gymnasium", "ppo.jit_compile": False}
 
 
 def events(run_dir):
-    return EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
+    """tag -> the values logged under it (``event_files.Point``)."""
+    return summaries(run_dir / "tb")
 
 
-def hparams_sessions(accumulator):
+def hparams_sessions(logged):
     """The hparams session-start records in the run's events."""
     records = []
-    for tag in accumulator.Tags()["tensors"]:
-        metadata = accumulator.SummaryMetadata(tag)
-        if metadata.plugin_data.plugin_name == "hparams":
-            data = plugin_data_pb2.HParamsPluginData.FromString(metadata.plugin_data.content)
-            if data.HasField("session_start_info"):
-                records += [data.session_start_info] * len(accumulator.Tensors(tag))
+    for points in logged.values():
+        for point in points:
+            if point.plugin == "hparams":
+                data = hparams_plugin_data(point.content)
+                if data.HasField("session_start_info"):
+                    records.append(data.session_start_info)
     return records
 
 
@@ -50,8 +50,8 @@ def test_hparams_once_across_resumes_and_weight_histograms_every_histogram_every
     run_dir = cartpole_run(tmp_path, media=False, histogram_every=2048, schedule_steps=4096, **QUICK_ENGINE).run_dir
     check_histograms(events(run_dir))  # before the resume: 3,072 steps hold one multiple of 2,048
     resume(run_dir, {"total_steps": 4096}, progress=False)
-    accumulator = events(run_dir)
-    [session] = hparams_sessions(accumulator)
+    logged = events(run_dir)
+    [session] = hparams_sessions(logged)
     values = {name: value for name, value in session.hparams.items()}
     assert values["env_id"].string_value == "CartPole-v1" and values["algo"].string_value == "ppo"
     assert values["engine"].string_value == "gymnasium"  # the engine used (graph under "auto" by default)
@@ -59,19 +59,19 @@ def test_hparams_once_across_resumes_and_weight_histograms_every_histogram_every
     assert not any(name.startswith("a2c.") for name in values)
     assert session.group_name == "media"
     # the dashboard's metrics are the last values of these two tags: the best and the latest evaluation
-    assert {"eval/best_mean_return", "eval/mean_return"} <= set(accumulator.Tags()["tensors"])
+    assert {"eval/best_mean_return", "eval/mean_return"} <= set(logged)
 
 
 def test_each_new_best_is_an_animated_gif_of_the_first_evaluation_episode(tmp_path, monkeypatch):
     monkeypatch.setattr(media_module, "MEDIA_BUDGET", 1.0)  # no throttling here: every best is recorded
     run = cartpole_run(tmp_path)
-    accumulator = events(run.run_dir)
-    images = accumulator.Tensors(BEST_POLICY_GIF)
+    images = events(run.run_dir)[BEST_POLICY_GIF]
+    assert {image.plugin for image in images} == {"images"}
     rows = list(csv.DictReader(open(run.run_dir / "evaluations.csv")))
     assert [event.step for event in images] == [int(row["step"]) for row in rows if row["saved"] == "1"]
     best = load_best(run.run_dir / "best").manifest
     assert images[-1].step == best["step"]
-    width, height, encoded = make_ndarray(images[-1].tensor_proto)
+    width, height, encoded = images[-1].value
     gif = Image.open(io.BytesIO(encoded))
     assert gif.format == "GIF" and gif.size == (int(width), int(height)) == (300, 200)
     # the start frame, then every 2nd step of the first evaluation episode (CartPole: length = return),
@@ -84,18 +84,19 @@ def test_each_new_best_is_an_animated_gif_of_the_first_evaluation_episode(tmp_pa
     assert sum(durations) == frames * 40 and gif.n_frames > 5
 
 
-def check_histograms(accumulator):
+def check_histograms(logged):
     """Weights and last applied gradients: kernel and bias of 2 hidden layers x 2 torsos + 2 heads, each."""
-    names = accumulator.Tags()["tensors"]
+    names = list(logged)
     weights = sorted(tag for tag in names if tag.startswith("weights/"))
     gradients = sorted(tag for tag in names if tag.startswith("gradients/"))
     assert len(weights) == 12 and [tag.replace("gradients/", "weights/") for tag in gradients] == weights
-    steps = {tag: [event.step for event in accumulator.Tensors(tag)] for tag in weights + gradients}
+    steps = {tag: [event.step for event in logged[tag]] for tag in weights + gradients}
     assert all(found == [2048] for found in steps.values())
+    assert {logged[tag][0].plugin for tag in weights + gradients} == {"histograms"}
     for tag in (weights[0], gradients[0]):
-        buckets = make_ndarray(accumulator.Tensors(tag)[0].tensor_proto)  # (left, right, count) per bucket
+        buckets = logged[tag][0].value  # (left, right, count) per bucket
         assert buckets.shape[1] == 3 and buckets[:, 2].sum() > 0
-    gradient_buckets = make_ndarray(accumulator.Tensors(gradients[0])[0].tensor_proto)
+    gradient_buckets = logged[gradients[0]][0].value
     assert gradient_buckets[:, :2].min() < 0 < gradient_buckets[:, :2].max()  # a real gradient, not zeros
 
 
@@ -127,7 +128,7 @@ def test_no_media_writes_no_gif(tmp_path):
                                                       "eval_every": 1024, "media": False, "ppo.epochs": 1,
                                                       **QUICK_ENGINE})
     result = train(config, progress=False)
-    assert BEST_POLICY_GIF not in events(result.run_dir).Tags()["tensors"]
+    assert BEST_POLICY_GIF not in events(result.run_dir)
     assert "media (best-policy GIF)" not in result.timings
 
 
@@ -151,8 +152,8 @@ def test_a_best_whose_gif_the_stopped_session_still_owed_is_recorded_by_the_resu
                       env={"CHAMPION_FAULT_KILL_AT_STEP": "1024"})
     assert killed.returncode == -9, killed.stderr
     assert load_best(run_dir / "best").manifest["step"] == 1024
-    assert BEST_POLICY_GIF not in events(run_dir).Tags()["tensors"]  # put off by the budget, then the kill
+    assert BEST_POLICY_GIF not in events(run_dir)  # put off by the budget, then the kill
     resumed = champion(["train", "--resume", str(run_dir), "--quiet"])
     assert resumed.returncode == 0, resumed.stderr
     assert load_best(run_dir / "best").manifest["step"] == 1024
-    assert [event.step for event in events(run_dir).Tensors(BEST_POLICY_GIF)] == [1024]
+    assert [event.step for event in events(run_dir)[BEST_POLICY_GIF]] == [1024]

@@ -1,4 +1,4 @@
-"""The one module that uses private TensorFlow APIs, only with the TensorFlow versions it was tested on.
+"""The one module that uses private TensorFlow and TensorBoard APIs, only with the versions it was tested on.
 
 The traced-graph cache (``graph_cache``) keeps a trace's FunctionDefs on disk and calls them in a later
 process. TensorFlow has no public API for that: registering FunctionDefs in the eager context, calling one
@@ -9,15 +9,23 @@ nowhere else (tests/test_layout.py fails if a private name appears in another fi
 ``TESTED_TENSORFLOW``. Otherwise (and when ``CHAMPION_XLA_CACHE=off``, see ``graph_cache``) callers
 take the public path: the tf.function is traced in every process and called as it is (same numbers,
 tests/test_compile_fallback.py), and the XLA cache may then miss for a resumed run.
+
+TensorBoard's summaries are written the same way: ``open_event_file`` gives TensorBoard's own event writer
+and summary protos on a TensorBoard in ``TESTED_TENSORBOARD`` (no TensorFlow op per summary, serialised and
+written on a background thread), and TensorFlow's public ``tf.summary`` writer otherwise, which writes the
+same summaries (tests/test_compile_fallback.py reads both back and compares them).
+
+Importing this module imports neither TensorFlow nor TensorBoard; each function imports what it uses.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import re
+import time
 from typing import Any
 
-import tensorflow as tf
+import numpy as np
 
 TESTED_TENSORFLOW = ("2.20", "2.21")
 """TensorFlow minor versions whose private APIs below were tested (the suite runs on them)."""
@@ -28,6 +36,8 @@ def tensorflow_minor_version() -> str:
     try:
         version = importlib.metadata.version("tensorflow")
     except importlib.metadata.PackageNotFoundError:
+        import tensorflow as tf
+
         version = getattr(tf, "__version__", "unknown")
     return ".".join(version.split(".")[:2])
 
@@ -39,6 +49,8 @@ def available() -> bool:
 
 def new_library() -> Any:
     """An empty FunctionDefLibrary proto (TensorFlow exports its class only through GraphDef)."""
+    import tensorflow as tf
+
     return type(tf.compat.v1.GraphDef().library)()
 
 
@@ -83,6 +95,7 @@ def replace_definitions(library: Any) -> None:
 def add_definitions(library: Any) -> list[str] | None:
     """Add the library's definitions to the eager context; the names added, or None (and nothing added)
     when one of them is defined otherwise already."""
+    import tensorflow as tf
     from tensorflow.python.eager import context
 
     eager = context.context()
@@ -128,3 +141,153 @@ def tensorflow_has_started() -> bool:
     from tensorflow.python.eager import context
 
     return bool(context.context()._initialized)
+
+
+# TensorBoard ---------------------------------------------------------------------------------------------------
+
+TESTED_TENSORBOARD = ("2.20", "2.21")
+"""TensorBoard minor versions whose internal event writer and summary protos below were tested."""
+IMAGE_PLUGIN = "images"
+"""The plugin name that puts a value on TensorBoard's image dashboard (in the event files' format)."""
+
+
+def tensorboard_minor_version() -> str:
+    """The installed TensorBoard's "major.minor" ("unknown" if its metadata is missing)."""
+    try:
+        return ".".join(importlib.metadata.version("tensorboard").split(".")[:2])
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def tensorboard_available() -> bool:
+    """Whether TensorBoard's internal writer may be used: the installed TensorBoard is one it was tested on."""
+    return tensorboard_minor_version() in TESTED_TENSORBOARD
+
+
+def open_event_file(directory: str, filename_suffix: str = "") -> TensorBoardEventFile | PublicEventFile:
+    """A new event file in ``directory`` (its name ending in ``filename_suffix``) that writes TensorBoard's
+    summaries: TensorBoard's own writer on a tested TensorBoard, else TensorFlow's public tf.summary writer."""
+    if tensorboard_available():
+        return TensorBoardEventFile(directory, filename_suffix)
+    return PublicEventFile(directory, filename_suffix)
+
+
+class TensorBoardEventFile:
+    """TensorBoard's EventFileWriter with the summaries tf.summary would write (same tensors and plugin
+    metadata), built as protos: no TensorFlow op runs per summary, and the events are serialised and written on
+    the writer's background thread, off the training loop."""
+
+    def __init__(self, directory: str, filename_suffix: str) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.plugins.histogram import summary_v2 as histogram_summary
+        from tensorboard.plugins.image import metadata as image_metadata
+        from tensorboard.plugins.scalar import metadata as scalar_metadata
+        from tensorboard.plugins.text import metadata as text_metadata
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.util import tensor_util
+
+        self.writer = EventFileWriter(directory, filename_suffix=filename_suffix)
+        self.event, self.summary, self.tensor = event_pb2.Event, summary_pb2.Summary, tensor_util.make_tensor_proto
+        self.histogram = histogram_summary.histogram_pb
+        unnamed = {"display_name": None, "description": None}
+        self.scalar_plugin = scalar_metadata.create_summary_metadata(**unnamed)
+        self.text_plugin = text_metadata.create_summary_metadata(**unnamed)
+        self.image_plugin = image_metadata.create_summary_metadata(**unnamed)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """One float32 scalar per tag, all in one event at ``step``."""
+        self._write(step, [(tag, self.tensor(np.float32(value)), self.scalar_plugin) for tag, value in values.items()])
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        """A text summary (TensorBoard renders it as markdown)."""
+        self._write(step, [(tag, self.tensor(text.encode()), self.text_plugin)])
+
+    def image(self, step: int, tag: str, encoded: bytes, width: int, height: int) -> None:
+        """An encoded image (PNG or animated GIF) as the image dashboard stores it: [width, height, bytes]."""
+        tensor = self.tensor([str(width).encode(), str(height).encode(), encoded])
+        self._write(step, [(tag, tensor, self.image_plugin)])
+
+    def histograms(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """A histogram (30 buckets) of each array, one event per tag."""
+        for tag, values in arrays.items():
+            self._add(step, self.histogram(tag, np.asarray(values, np.float64).ravel()))
+
+    def hparams(self, hparams: dict[str, bool | int | float | str], trial_id: str) -> None:
+        """The hparams dashboard's session-start record for this run (at step 0), from the public hparams API."""
+        from tensorboard.plugins.hparams import api
+
+        self._add(0, api.hparams_pb(hparams, trial_id=trial_id))
+
+    def flush(self) -> None:
+        """Write what is queued to the file."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self.writer.close()
+
+    def _write(self, step: int, values: list[tuple[str, Any, Any]]) -> None:
+        """One event of (tag, tensor proto, plugin metadata) values."""
+        self._add(step, self.summary(value=[self.summary.Value(tag=tag, tensor=tensor, metadata=plugin)
+                                            for tag, tensor, plugin in values]))
+
+    def _add(self, step: int, summary: Any) -> None:
+        self.writer.add_event(self.event(wall_time=time.time(), step=step, summary=summary))
+
+
+class PublicEventFile:
+    """The same summaries through TensorFlow's public API (``tf.summary``, the hparams plugin's public ``api``):
+    TensorFlow ops per summary, run on the caller's thread, so it serves an untested TensorBoard only."""
+
+    def __init__(self, directory: str, filename_suffix: str) -> None:
+        import tensorflow as tf
+
+        self.writer = tf.summary.create_file_writer(directory, filename_suffix=filename_suffix or None)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """One float32 scalar per tag, all at ``step``."""
+        import tensorflow as tf
+
+        with self.writer.as_default(step=step):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, np.float32(value))
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        """A text summary (TensorBoard renders it as markdown)."""
+        import tensorflow as tf
+
+        with self.writer.as_default(step=step):
+            tf.summary.text(tag, text)
+
+    def image(self, step: int, tag: str, encoded: bytes, width: int, height: int) -> None:
+        """An encoded image (PNG or animated GIF) as the image dashboard stores it: [width, height, bytes]."""
+        import tensorflow as tf
+
+        metadata = tf.compat.v1.SummaryMetadata(
+            plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name=IMAGE_PLUGIN))
+        with self.writer.as_default(step=step):
+            tf.summary.write(tag, tf.constant([str(width).encode(), str(height).encode(), encoded]),
+                             metadata=metadata)
+
+    def histograms(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """A histogram (30 buckets) of each array."""
+        import tensorflow as tf
+
+        with self.writer.as_default(step=step):
+            for tag, values in arrays.items():
+                tf.summary.histogram(tag, np.asarray(values, np.float64).ravel())
+
+    def hparams(self, hparams: dict[str, bool | int | float | str], trial_id: str) -> None:
+        """The hparams dashboard's session-start record for this run (at step 0)."""
+        from tensorboard.plugins.hparams import api
+
+        with self.writer.as_default():
+            api.hparams(hparams, trial_id=trial_id)
+
+    def flush(self) -> None:
+        """Write what is queued to the file."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self.writer.close()

@@ -1,9 +1,10 @@
 """TensorBoard scalars and evaluations.csv: the one place that knows the tag names.
 
-Events are written with TensorBoard's own EventFileWriter, which serialises and writes on a
-background thread: no TensorFlow op runs per summary, so logging stays off the training path.
-The summaries are the ones tf.summary.scalar/text would write (same tensors, same plugin
-metadata), so TensorBoard and its readers see no difference.
+Events go through ``compat.open_event_file``: on a tested TensorBoard, its own EventFileWriter, which
+serialises and writes on a background thread, so that no TensorFlow op runs per summary and logging stays
+off the training path; elsewhere TensorFlow's public tf.summary writer. Either way the summaries are the
+ones tf.summary.scalar/text/histogram and the hparams API write (same tensors, same plugin metadata), so
+TensorBoard and its readers see no difference.
 (Named run_logger rather than logging so that it never shadows the standard library.)
 """
 
@@ -14,21 +15,13 @@ import io
 import math
 import os
 import stat
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from google.protobuf.message import DecodeError
-from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.plugins.hparams import summary_v2 as hparams_summary
-from tensorboard.plugins.histogram import summary_v2 as histogram_summary
-from tensorboard.plugins.image import metadata as image_metadata
-from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.plugins.text import metadata as text_metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
-from tensorboard.util import tensor_util
 
+from champion.agents.compile import compat
 from champion.runners.store.atomic_files import atomic_write_text, remove_temporaries
 from champion.runners.store.folder_trust import MAX_EVALUATIONS_BYTES, read_bytes
 from champion.runners.store.run_folder import RunFolderError
@@ -57,9 +50,6 @@ CSV_COLUMNS = ("step", "wall_seconds", "mean_return", "std_return", "min_return"
                "mean_length", "best_mean_return", "saved")
 
 
-_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
-
-
 class RunLogger:
     """Writes a run's TensorBoard events (``tb/``) and ``evaluations.csv``.
 
@@ -70,7 +60,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, log_every: int, resume_step: int | None = None) -> None:
         if resume_step is not None:
             truncate_logs(run_dir, resume_step)
-        self.writer = EventFileWriter(str(run_dir / "tb"))
+        self.writer = compat.open_event_file(str(run_dir / "tb"))
         self.csv_path = run_dir / "evaluations.csv"
         self.log_every = log_every
         self._next_write = ((resume_step or 0) // log_every + 1) * log_every
@@ -85,31 +75,22 @@ class RunLogger:
 
     def log_config(self, config_yaml: str) -> None:
         """The resolved config as a TensorBoard text summary."""
-        text = tensor_util.make_tensor_proto(f"```\n{config_yaml}\n```".encode())
-        metadata = text_metadata.create_summary_metadata(display_name=None, description=None)
-        self._write(0, [summary_pb2.Summary.Value(tag=CONFIG_TEXT, tensor=text, metadata=metadata)])
+        self.writer.text(0, CONFIG_TEXT, f"```\n{config_yaml}\n```")
 
     def log_hparams(self, hparams: dict[str, bool | int | float | str], run_name: str) -> None:
         """The run's hyperparameters for TensorBoard's hparams dashboard (once, when the run starts)."""
         # No experiment summary: TensorBoard would take one run's as the whole folder's and hide the other
         # algorithm's keys. Without it, TensorBoard joins every run's keys and offers the scalars as metrics.
-        session = hparams_summary.hparams_pb(hparams, trial_id=run_name)
-        self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=session))
+        self.writer.hparams(hparams, trial_id=run_name)
 
     def log_image(self, step: int, tag: str, encoded: bytes, width: int, height: int) -> None:
         """An encoded image (PNG, or an animated GIF, which TensorBoard's browser view plays)."""
-        import tensorflow as tf
-
-        tensor = tensor_util.make_tensor_proto([str(width).encode(), str(height).encode(), encoded], dtype=tf.string)
-        metadata = image_metadata.create_summary_metadata(display_name=None, description=None)
-        self._write(step, [summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)])
+        self.writer.image(step, tag, encoded, width, height)
         self.writer.flush()
 
     def log_histograms(self, step: int, arrays: dict[str, np.ndarray]) -> None:
         """A histogram of each array, under its name as the tag (e.g. weights/..., gradients/...)."""
-        for tag, values in arrays.items():
-            self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=histogram_summary.histogram_pb(
-                tag, np.asarray(values, np.float64).ravel())))
+        self.writer.histograms(step, arrays)
 
     def log_update(self, step: int, metrics: dict[str, float], episodes: EpisodeStats, steps_per_second: float,
                    updates: int = 1) -> None:
@@ -157,12 +138,7 @@ class RunLogger:
         return any(row.get("step") == str(step) for row in csv.DictReader(io.StringIO(csv_text(self.csv_path), newline="")))
 
     def _write_scalars(self, step: int, values: dict[str, float]) -> None:
-        self._write(step, [summary_pb2.Summary.Value(tag=tag, metadata=_SCALAR_METADATA,
-                                                     tensor=tensor_util.make_tensor_proto(np.float32(value)))
-                           for tag, value in values.items()])
-
-    def _write(self, step: int, values: list[summary_pb2.Summary.Value]) -> None:
-        self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=values)))
+        self.writer.scalars(step, values)
 
     def flush(self, step: int, steps_per_second: float) -> None:
         """Write pending averages and push everything to disk (before a checkpoint)."""
@@ -221,7 +197,7 @@ def truncate_logs(run_dir: Path, step: int) -> None:
         try:
             for record in tf.data.TFRecordDataset(str(event_file)):
                 try:
-                    event = event_pb2.Event.FromString(record.numpy())
+                    event = tf.compat.v1.Event.FromString(record.numpy())
                 except DecodeError:  # not an event: dropped
                     continue
                 if event.step <= step:
@@ -240,22 +216,15 @@ def truncate_logs(run_dir: Path, step: int) -> None:
 def log_crown(run_dir: Path, held_out_means: dict[int, float], champion_step: int, champion_mean: float,
               table: str) -> None:
     """The crown in TensorBoard (an event file of its own in ``tb/``, so it can be written after the run, without
-    TensorFlow): ``crown/held_out_mean`` at each candidate's step, the champion's, and the table as text. An
+    TensorFlow ops): ``crown/held_out_mean`` at each candidate's step, the champion's, and the table as text. An
     earlier crown's file goes once this one is written, so TensorBoard shows one crown."""
     earlier = list((run_dir / "tb").glob(f"events.out.tfevents.*{CROWN_SUFFIX}"))
-    writer = EventFileWriter(str(run_dir / "tb"), filename_suffix=CROWN_SUFFIX)
+    writer = compat.open_event_file(str(run_dir / "tb"), filename_suffix=CROWN_SUFFIX)
     try:
         for step, mean in sorted(held_out_means.items()):
-            value = summary_pb2.Summary.Value(tag=CROWN_MEAN, metadata=_SCALAR_METADATA,
-                                              tensor=tensor_util.make_tensor_proto(np.float32(mean)))
-            writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(value=[value])))
-        champion = summary_pb2.Summary.Value(tag=CROWN_CHAMPION, metadata=_SCALAR_METADATA,
-                                             tensor=tensor_util.make_tensor_proto(np.float32(champion_mean)))
-        text = summary_pb2.Summary.Value(
-            tag=CROWN_TEXT, tensor=tensor_util.make_tensor_proto(table.encode()),
-            metadata=text_metadata.create_summary_metadata(display_name=None, description=None))
-        writer.add_event(event_pb2.Event(wall_time=time.time(), step=champion_step,
-                                         summary=summary_pb2.Summary(value=[champion, text])))
+            writer.scalars(step, {CROWN_MEAN: mean})
+        writer.scalars(champion_step, {CROWN_CHAMPION: champion_mean})
+        writer.text(champion_step, CROWN_TEXT, table)
     finally:
         writer.close()
     for path in earlier:
