@@ -109,18 +109,31 @@ def test_a_stop_rule_ends_cartpole_at_its_first_evaluation_at_475_and_a_resume_g
     assert json.loads((run_dir / "status.json").read_text())["reason"].startswith("stopped early: StopAtReturn")
 
     longer = stop_step + 2048
-    resumed = subprocess.run(CHAMPION + ["train", "--resume", str(run_dir), "--total-steps", str(longer),
-                                         "--set", "stop.at_return=null"], capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"this run stopped early at step {stop_step:,} (StopAtReturn" in resumed.stderr
-    straight = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--run-name", "straight", "--total-steps",
-                                          str(longer), *common], capture_output=True, text=True, timeout=600)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    straight_dir = tmp_path / "CartPole-v1" / "ppo" / "straight"
-    assert evaluation_rows(run_dir) == evaluation_rows(straight_dir)
+    settings = dict(results_dir=str(tmp_path), eval_every=2048, eval_episodes=5, media=False, progress=False,
+                    eval_in_background=False, schedule_steps=100000, crown={"episodes": 5})
+    resumed = champion.resume(run_dir, total_steps=longer, stop={"at_return": None}, progress=False)
+    assert resumed.env_steps == longer and resumed.stopped_early is None
+    straight = champion.train("CartPole-v1", total_steps=longer, run_name="straight", **settings)
+    assert evaluation_rows(run_dir) == evaluation_rows(straight.run_dir)
     ours = np.load(run_dir / "best" / f"final-step-{longer}" / "policy.npz")
-    theirs = np.load(straight_dir / "best" / f"final-step-{longer}" / "policy.npz")
+    theirs = np.load(straight.run_dir / "best" / f"final-step-{longer}" / "policy.npz")
     assert sorted(ours) == sorted(theirs) and all(np.array_equal(ours[name], theirs[name]) for name in ours)
+
+
+def test_a_resumed_run_that_stopped_early_says_why(tmp_path, capsys):
+    """The resume of a run a callback stopped names the reason, and its stop rules apply again."""
+    class StopAt(champion.Callback):
+        def on_evaluation(self, step, result):
+            return champion.Stop("enough for this test") if step == 64 else None
+
+    first = tiny_run(tmp_path, "CartPole-v1", "stopped", total_steps=256, eval_in_background=False,
+                     callbacks=[StopAt()])
+    assert first.env_steps == 64 and first.stopped_early == "StopAt: enough for this test"
+    capsys.readouterr()
+    again = champion.resume(first.run_dir, progress=True)
+    assert "note: this run stopped early at step 64 (StopAt: enough for this test); it goes on to 256 steps" in (
+        capsys.readouterr().err)
+    assert again.env_steps == 256 and again.stopped_early is None
 
 
 class Spy(champion.Callback):

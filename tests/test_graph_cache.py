@@ -4,6 +4,7 @@ the graphs do not read."""
 
 import gc
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -197,3 +198,14 @@ def test_a_learner_update_loaded_from_the_cache_takes_the_traced_ones_step(cache
     seeded = [CompiledLearner(learner_class(ActorCritic(NetworkSpec((box_leaf((4,)),), "discrete", 2, hidden_sizes=(16,))),
                                             config, num_envs=4, seed=seed)).compiled_update for seed in (0, 7)]
     assert seeded[0].key == seeded[1].key and _library_text(seeded[0].call) == _library_text(seeded[1].call)
+
+
+def test_the_source_digest_covers_every_module_of_the_installed_packages():
+    """Traced graphs are keyed by champion's source: every .py file of champion.agents, .envs and .runners,
+    found where the install put them (the repository's folders map under champion)."""
+    root = Path(__file__).parent.parent
+    names = [name for name, _ in graph_cache.source_files()]
+    expected = sorted(f"champion.{folder}/{path.relative_to(root / folder)}"
+                      for folder in ("agents", "envs", "runners") for path in (root / folder).rglob("*.py"))
+    assert names == expected
+    assert {"champion.agents/ppo.py", "champion.envs/factory.py", "champion.runners/training.py"} <= set(names)

@@ -36,7 +36,8 @@ DOC_SUFFIXES = (".md",)
 
 SMALL_RUN = ["--eval-every", "256", "--eval-episodes", "2", "--set", "num_envs=2", "--set", "ppo.num_steps=64",
              "--set", "ppo.minibatch_size=32", "--set", "ppo.epochs=2", "--set", "network.hidden_sizes=[8]",
-             "--set", "crown.episodes=3", "--set", "media=false"]
+             "--set", "crown.episodes=3", "--set", "media=false",
+             "--set", "ppo.jit_compile=false"]  # a tiny run: no XLA compile to wait for
 REACH = "envs.my_env:Reach-v0"
 
 
@@ -384,7 +385,8 @@ import champion
 import envs, agents
 result = champion.train("envs.my_env:Reach-v0", total_steps=512, eval_every=256, eval_episodes=2,
                         results_dir=sys.argv[1], run_name="api", num_envs=2,
-                        ppo={"num_steps": 64, "minibatch_size": 32, "epochs": 2}, network={"hidden_sizes": [8]},
+                        ppo={"num_steps": 64, "minibatch_size": 32, "epochs": 2, "jit_compile": False},
+                        network={"hidden_sizes": [8]},
                         crown={"episodes": 3}, media=False, progress=False)
 env = gym.make("envs.my_env:Reach-v0")
 observations = [env.reset(seed=seed)[0] for seed in range(4)]

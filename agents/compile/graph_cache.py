@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import tempfile
@@ -33,17 +34,24 @@ import tensorflow as tf
 from champion.agents.compile import compat, xla_cache
 
 MAGIC = b"champion-graph-1\n"
-PACKAGES = ("agents", "envs", "runners")
+PACKAGES = ("champion.agents", "champion.envs", "champion.runners")
 """champion's packages whose code a traced graph may come from: any change to them is a new key."""
 
 
-def source_digest() -> str:
-    """sha256 of champion's Python source (every .py file of PACKAGES, by relative path)."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
+def source_files() -> list[tuple[str, Path]]:
+    """Every .py file of PACKAGES, wherever the install put their folders, by package-relative name."""
+    files = []
     for package in PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        for folder in importlib.util.find_spec(package).submodule_search_locations:
+            files += [(f"{package}/{path.relative_to(folder)}", path) for path in Path(folder).rglob("*.py")]
+    return sorted(files)
+
+
+def source_digest() -> str:
+    """sha256 of champion's Python source (``source_files``, by name and content)."""
+    digest = hashlib.sha256()
+    for name, path in source_files():
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
