@@ -11,8 +11,6 @@ The packages below are champion's own code (``champion.agents``, ``champion.envs
 this module is the API to build on.
 """
 
-from typing import Any
-
 from champion.api import (Preset, RunResult, evaluate, export, load, presets, quiet_tensorflow, replay, resume,
                           train)
 from champion.callbacks import (BestEntry, Callback, Stop, StopAfterEvaluationsWithoutBest, StopAtReturn)
@@ -45,7 +43,7 @@ _LAZY = {
 """Names whose modules import more (gymnasium, TensorFlow): loaded on first use."""
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
@@ -54,4 +52,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(__all__) | {name for name in globals() if name.startswith("__")})

@@ -76,8 +76,16 @@ def train(env_id: str, algo: str = "ppo", *, total_steps: int | None = None, see
     ``seed`` (default 0) seeds the network, the sampling and the training envs. Bad settings raise
     ``champion.ConfigError`` before anything is written, and before TensorFlow is imported.
     """
+    from champion.envs.factory import allow_current_folder_modules
     from champion.runners.configure import resolve_config
+    from champion.runners.hooks import Hooks
 
+    _refuse_in_a_spawned_child("train")
+    if not isinstance(env_id, str) or not env_id:
+        raise UsageError(f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}")
+    Hooks(callbacks)  # a wrong callbacks argument is refused before anything else
+    if ":" in env_id:  # a module the caller named: it may live in the current folder, as for `champion train`
+        allow_current_folder_modules()
     settings = {**_config_settings(config), **_flatten(overrides)}
     settings.update({key: value for key, value in (("seed", seed), ("total_steps", total_steps)) if value is not None})
     resolved, note = resolve_config(env_id, algo, settings, use_preset=use_preset)
@@ -94,12 +102,17 @@ def resume(run_dir: str | Path, *, total_steps: int | None = None, callbacks: Se
     """Continue a run from its newest intact checkpoint, exactly where it stopped. ``total_steps`` and the keys
     that change how long or where a run goes (``eval_every``, ``checkpoint_every``, ``stop``, ``crown``, ``ray``)
     may change; what it learns may not."""
-    from champion.runners.training import resume as run_resume
+    from champion.runners.hooks import Hooks
 
-    settings = _flatten(overrides)
+    _refuse_in_a_spawned_child("resume")
+    Hooks(callbacks)
+    run_dir, settings = Path(run_dir), _flatten(overrides)
     if total_steps is not None:
         settings["total_steps"] = total_steps
-    return _finished(run_resume(Path(run_dir), settings, progress=progress, callbacks=callbacks), callbacks)
+    _check_before_resuming(run_dir, settings, progress)
+    from champion.runners.training import resume as run_resume
+
+    return _finished(run_resume(run_dir, settings, progress=progress, callbacks=callbacks), callbacks)
 
 
 def load(path: str | Path, *, entry: str | None = None, best: bool = False, seed: int | None = None) -> Policy:
@@ -112,7 +125,7 @@ def load(path: str | Path, *, entry: str | None = None, best: bool = False, seed
     from champion.runners.store.folder_trust import is_entry_name
     from champion.runners.store.runs import choose_run
 
-    path = Path(path)
+    path = Path(path).absolute()
     if entry is None and is_entry_name(path.name) and path.parent.name == "best" and path.is_dir():
         path, entry = path.parent.parent, path.name
     run_dir, _ = choose_run(path, best)
@@ -130,14 +143,19 @@ def evaluate(policy: Policy, env_id: str | None = None, episodes: int = 10,
     from champion.runners.evaluate import episode_seeds, play_episodes
     from champion.runners.replay import check_env_fits
 
-    manifest = dict(policy._manifest, env_id=env_id or policy.env_id)
+    from champion.agents.config import SEED_LIMIT
+
+    manifest = dict(policy.manifest, env_id=env_id or policy.env_id)
     if env_id is not None:
         check_env_fits(manifest)
     if seeds is None:
-        if episodes < 1:
-            raise UsageError(f"episodes must be a positive integer, got {episodes}")
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+            raise UsageError(f"episodes must be a positive integer, got {episodes!r}")
         seeds = episode_seeds(load_run_config(policy.run_dir).eval_seed, episodes)
-    seeds = [int(seed) for seed in seeds]
+    seeds = list(seeds)
+    if not seeds or not all(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < SEED_LIMIT
+                            for seed in seeds):
+        raise UsageError(f"seeds must be a non-empty list of integers from 0 to {SEED_LIMIT - 1:,}, got {seeds[:5]!r}")
     options = EnvOptions.from_dict(manifest.get("env_options"))
     return play_episodes(manifest["env_id"], options, policy.spec, policy.weights, seeds)
 
@@ -192,6 +210,37 @@ def _check_before_training(config: Any) -> None:
     preflight(Path(config.results_dir))
 
 
+def _check_before_resuming(run_dir: Path, settings: dict[str, Any], progress: bool) -> None:
+    """A resume's checks that need no TensorFlow (a missing or finished run, refused changes, a link out of the
+    folder, a full disk), made before it is imported; a lowered budget is told."""
+    from champion.runners.configure import load_run_config
+    from champion.runners.run_state import check_resumable, resumed_config
+    from champion.runners.store.folder_trust import check_links
+    from champion.runners.store.run_folder import preflight
+
+    if run_dir.is_dir():
+        check_links(run_dir)
+    resumed = resumed_config(run_dir, settings)
+    check_resumable(run_dir, resumed)
+    preflight(run_dir)
+    before = load_run_config(run_dir).total_steps
+    if resumed.total_steps < before and progress:
+        _note(f"the run's budget is lowered from {before:,} to {resumed.total_steps:,} steps")
+
+
+def _refuse_in_a_spawned_child(function: str) -> None:
+    """champion plays held-out episodes and renders some GIFs in spawned processes, which import the caller's
+    script again as ``__mp_main__``: a call at its top level would train a second run there."""
+    import inspect
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__mp_main__":
+            raise UsageError(f"champion.{function} was called while a worker process imported your script; put the "
+                             "script's calls under `if __name__ == \"__main__\":`")
+        frame = frame.f_back
+
+
 def _config_settings(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
     """``config`` as dotted keys: a mapping as given, a YAML file read as a preset is (bounded, one line on error)."""
     if config is None:
@@ -203,10 +252,15 @@ def _config_settings(config: str | Path | Mapping[str, Any] | None) -> dict[str,
     from champion.agents.config import ConfigError
     from champion.runners.store.folder_trust import read_yaml_file
 
+    if not isinstance(config, (str, Path)):
+        raise UsageError(f"config must be a mapping of config keys or the path of a YAML file, got "
+                         f"{type(config).__name__}")
     try:
         data = read_yaml_file(Path(config))
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise ConfigError(f"config file {config}: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {config} cannot be read ({error.strerror or error})") from None
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"config file {config} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file {config} must be a mapping of config keys (as a preset is), "
                           f"got {type(data).__name__}")
@@ -226,11 +280,12 @@ def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _finished(details: TrainResult, callbacks: Sequence[Callback]) -> RunResult:
     """The session's result with the run's best and crowned entries, handed to each callback's ``on_end``."""
-    from champion.runners.store.best_store import read_champion
+    from champion.runners.store.best_store import load_champion
 
     best_dir = details.run_dir / "best"
     pointer = _read_json(best_dir / "current.json")
-    crowned = read_champion(best_dir) if (best_dir / "champion.json").exists() else None
+    found = load_champion(best_dir, on_warning=lambda _: None)  # as load reads it: not a crown older than the best
+    crowned = found[1] if found is not None else None
     result = RunResult(
         run_dir=details.run_dir,
         best_entry=best_dir / pointer["entry"] if pointer.get("entry") else None,

@@ -2,6 +2,13 @@
 ``ChampionError``, and its message is the one line the ``champion`` command prints."""
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message (at most ``limit`` characters), or its type's name when it has none:
+    what one line about an error from someone else's code can quote."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 class ChampionError(Exception):
     """Base of champion's errors: bad input (a config, an env, a run folder, a saved policy) or a run that
     stopped. ``str(error)`` is one line that says what is wrong and what would be right."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +39,13 @@ class Policy:
 
     @property
     def env_id(self) -> str:
+        """The env it was trained on (a gymnasium id, or module:EnvName-v0)."""
         return str(self._manifest["env_id"])
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The entry's manifest as recorded (env options, network, seeds, returns), with ``entry`` added."""
+        return dict(self._manifest)
 
     @property
     def step(self) -> int:
@@ -94,11 +99,13 @@ class Policy:
         from champion.envs.factory import EnvOptions, make_env
 
         options = EnvOptions.from_dict(self._manifest.get("env_options"))
-        return make_env(self.env_id, options, flatten=False, render_mode=render_mode)
+        extra = {} if render_mode is None else {"render_mode": render_mode}  # some envs take no render_mode
+        return make_env(self.env_id, options, flatten=False, **extra)
 
     def keras_model(self) -> keras.Model:
         """The same policy as a Keras model of built-in layers (what ``champion export --format keras`` writes):
-        observations in, the distribution's parameters and the value out."""
+        observations in (one input per leaf), out a dict with ``actions`` (what ``act`` gives), the distribution's
+        parameters (``logits``, or ``mean`` and ``log_std``) and the ``value``."""
         from champion.agents.keras_policy import keras_policy
 
         return keras_policy(self._policy.spec, self._policy.weights)

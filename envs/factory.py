@@ -173,7 +173,7 @@ def import_recorded_env_module(env_id: str, source: str) -> None:
             raise EnvError(f"{source} names the env {env_id!r}, whose module {module!r} is not an installed package; "
                            "champion imports the module of a recorded env only from installed packages, so that "
                            f"opening a run folder never runs code from it. If you trust {module!r}, name it: "
-                           f"--env-module {module}")
+                           f"--env-module {module} (from Python: import {module} first)")
         importlib.import_module(module)
     except EnvError:
         raise

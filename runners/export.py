@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from champion.errors import ChampionError
+from champion.errors import ChampionError, first_line
 from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, fsync_directory, process_is_alive
 from champion.runners.faults import write_point
 from champion.runners.store.runs import choose_run
@@ -271,7 +271,7 @@ def keras_export_model(policy: NumpyPolicy) -> Any:
     try:
         return keras_policy(policy.spec, policy.weights)
     except ValueError as error:  # e.g. an observation key Keras does not take as a layer name
-        raise ExportError(f"this policy cannot be built as a Keras model ({str(error).strip().splitlines()[0][:200]}); "
+        raise ExportError(f"this policy cannot be built as a Keras model ({first_line(error, limit=200)}); "
                           "export it with --format saved_model") from None
 
 

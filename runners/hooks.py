@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from champion.agents.config import StopConfig
 from champion.callbacks import BestEntry, Callback, Stop, StopAfterEvaluationsWithoutBest, StopAtReturn
-from champion.errors import CallbackError, UsageError
+from champion.errors import CallbackError, UsageError, first_line
 from champion.runners.evaluate import EvalResult
 from champion.runners.logs.run_logger import csv_text
 
@@ -43,6 +43,9 @@ class Hooks:
     """The run's callbacks (its stop rules first, then the user's), and the stop one of them asked for."""
 
     def __init__(self, callbacks: Sequence[Callback]) -> None:
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+            raise UsageError(f"callbacks must be a list of champion.Callback objects, got {type(callbacks).__name__} "
+                             "(e.g. callbacks=[champion.StopAtReturn(475)])")
         for callback in callbacks:
             if not isinstance(callback, Callback):
                 raise UsageError(f"callbacks must be champion.Callback objects, got {type(callback).__name__} "
@@ -72,8 +75,7 @@ class Hooks:
             try:
                 outcome = getattr(callback, hook)(*event)
             except Exception as error:  # a user's code can fail in any way; the run must say whose it was
-                text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-                raise CallbackError(f"callback {callback.name}.{hook} raised {type(error).__name__}"
-                                    f"{': ' + text if text else ''}") from error
+                raise CallbackError(f"callback {callback.name}.{hook} raised {type(error).__name__}: "
+                                    f"{first_line(error)}") from error
             if isinstance(outcome, Stop) and self.stop_reason is None:
                 self.stop_reason = f"{callback.name}: {outcome.reason}"

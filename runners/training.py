@@ -18,7 +18,7 @@ from champion.agents.compile import xla_cache
 from champion.agents.compile.runtime import configure_runtime
 from champion.agents.config import TrainConfig, validate
 from champion.callbacks import Callback
-from champion.errors import CallbackError
+from champion.errors import CallbackError, first_line
 from champion.agents.networks import weight_arrays, weight_name
 from champion.envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_env
 from champion.runners import faults
@@ -32,9 +32,10 @@ from champion.runners.hooks import Hooks, recorded_evaluations, stop_rules
 from champion.runners.run import Run, build_run, check_checkpoint_state, warner
 from champion.runners.store.run_folder import RunLock, config_yaml, create_run_dir, preflight, write_status
 from champion.runners.store.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
-from champion.runners.run_state import (MAX_REASON_CHARS, LoopState, StopRequests, TrainingDiverged, TrainingInterrupted,
-                               TrainingStopped, check_checkpoint_fits, check_resumable, is_write_failure,
-                               resume_hint, resumed_config, write_failure)
+from champion.runners.run_state import (MAX_REASON_CHARS, LoopState, StopRequests, TrainingDiverged,
+                                        TrainingInterrupted, TrainingStopped, best_policy_note, check_checkpoint_fits,
+                                        check_resumable, is_write_failure, resume_hint, resumed_config,
+                                        write_failure)
 
 __all__ = ["TrainResult", "resume", "train"]
 
@@ -89,7 +90,7 @@ def _recording_status(run_dir: Path, session: Callable[[], TrainResult]) -> Trai
         write_status(run_dir, "stopped", str(error))
         raise
     except BaseException as error:
-        write_status(run_dir, "failed", str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        write_status(run_dir, "failed", first_line(error, limit=1000))
         raise
     write_status(run_dir, "finished", f"stopped early: {result.stopped_early}" if result.stopped_early else "")
     return result
@@ -155,8 +156,7 @@ def _restored(run: Run, loaded: Any) -> LoopState:
         return run.restore(loaded)
     except (ValueError, TypeError, KeyError, IndexError, AssertionError, tf.errors.OpError) as error:
         raise CheckpointError(f"checkpoint {loaded.path} cannot be restored into this run ({type(error).__name__}: "
-                              f"{str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}); move it "
-                              "aside to resume from the one before") from None
+                              f"{first_line(error, limit=200)}); move it aside to resume from the one before") from None
 
 
 def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> TrainResult:
@@ -170,12 +170,14 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
     if rounding:
         run.console.print(rounding)
     final_saved = False
-    with (_progress_bar(run.console) as bar, _checkpoint_on_engine_failure(run, state, wall_before, session_start),
-          _checkpoint_on_callback_error(run, state, wall_before, session_start)):
+    with _progress_bar(run.console) as bar, _checkpoint_on_failure(run, state, wall_before, session_start):
         task = bar.add_task("train", total=config.rounded_total_steps, completed=state.step, sps=0.0, last="-",
                             best=_best_text(run.store.best_mean_return))
         run.hooks.start(state.step, recorded_evaluations(run.run_dir, state.step))
-        while state.step < config.total_steps and not state.stopped_early:
+        while state.step < config.total_steps:
+            if run.hooks.stop_reason:  # a stop rule or callback asked (on_start, an evaluation, a checkpoint)
+                final_saved = _end_early(run, state, wall_before, session_start)
+                break
             advanced = run.advance(state.step, _steps_to_next_event(state.step, config))
             previous, state.step = state.step, state.step + advanced.env_steps
             streak = _count_nonfinite(run, state, advanced)
@@ -193,11 +195,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
             due = _crossed(previous, state.step, config.eval_every) or finished
             taken = _evaluations(run, state.step, due, ending=finished or bool(stopping))
             checkpointing = _crossed(previous, state.step, config.checkpoint_every) or finished or stopping
-            _offer_all(run, taken, wall_before, session_start)
-            if run.hooks.stop_reason and not finished:  # a stop rule or callback asked: end here, as at the budget
-                _offer_all(run, _evaluations(run, state.step, not due, ending=True), wall_before, session_start)
-                state.stopped_early = run.hooks.stop_reason[:MAX_REASON_CHARS]
-                finished = checkpointing = True
+            _offer_all(run, taken, wall_before, session_start)  # a Stop asked here ends the run at the loop's top
             if run.last_evaluation is not None:
                 bar.update(task, last=f"{run.last_evaluation.result.mean_return:.1f}",
                            best=_best_text(run.store.best_mean_return))
@@ -228,6 +226,19 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
         _save_final_policy(run, state.step)
     write_summary(result, state.skipped_steps)
     return result
+
+
+def _end_early(run: Run, state: LoopState, wall_before: float, session_start: float) -> bool:
+    """End at this step, as at the budget, because a stop rule or callback asked: the policy here is evaluated
+    (unless it just was) and kept as the final entry, and a checkpoint records why; whether the entry was saved."""
+    last = run.last_evaluation
+    evaluated = run.evaluation.step_in_flight == state.step or (last is not None and last.step == state.step)
+    _offer_all(run, _evaluations(run, state.step, not evaluated, ending=True), wall_before, session_start)
+    state.stopped_early = run.hooks.stop_reason[:MAX_REASON_CHARS]
+    saved = _save_final_policy(run, state.step)
+    state.evaluation_in_flight = -1
+    _checkpoint(run, state, wall_before + time.perf_counter() - session_start, 0.0)
+    return saved
 
 
 def _save_final_policy(run: Run, step: int) -> bool:
@@ -268,40 +279,34 @@ def _crown_at_end(run: Run) -> None:
 
 
 @contextlib.contextmanager
-def _checkpoint_on_engine_failure(run: Run, state: LoopState, wall_before: float, session_start: float) -> Iterator[None]:
-    """When the engine's workers are lost for good, write a checkpoint of the last whole iteration and stop with
-    how to continue."""
+def _checkpoint_on_failure(run: Run, state: LoopState, wall_before: float, session_start: float) -> Iterator[None]:
+    """When the engine's workers are lost for good or a user's callback raises, write a checkpoint of the last whole
+    iteration (unless one was just written at this step) and stop with one line saying how to go on."""
     try:
         yield
-    except EngineFailed as error:
-        state.evaluation_in_flight = run.evaluation.step_in_flight  # played again by the resume
-        _checkpoint(run, state, wall_before + time.perf_counter() - session_start, 0.0)
-        raise TrainingStopped(f"error: {error}; a checkpoint at step {state.step:,} was written, "
-                              f"{resume_hint(run.run_dir, checkpointed=True)}") from error
-
-
-@contextlib.contextmanager
-def _checkpoint_on_callback_error(run: Run, state: LoopState, wall_before: float, session_start: float) -> Iterator[None]:
-    """When a user's callback raises, stop with a checkpoint (unless one was just written at this step) and one
-    line naming the callback; the best entries saved before are untouched."""
-    try:
-        yield
-    except CallbackError as error:
+    except (EngineFailed, CallbackError) as error:
         if newest_good_step(run.run_dir / "checkpoints") != state.step:
-            state.evaluation_in_flight = run.evaluation.step_in_flight
+            state.evaluation_in_flight = run.evaluation.step_in_flight  # played again by the resume
             _checkpoint(run, state, wall_before + time.perf_counter() - session_start, 0.0, call_hooks=False)
-        raise CallbackError(f"{error}; training stopped at step {state.step:,} with a checkpoint, the best policy "
-                            f"saved before is unchanged in {run.run_dir / 'best'}; "
-                            f"{resume_hint(run.run_dir, checkpointed=True)}") from error
+        how_to_go_on = resume_hint(run.run_dir, checkpointed=True)
+        if isinstance(error, CallbackError):
+            raise CallbackError(f"{error}; training stopped at step {state.step:,} with a checkpoint, "
+                                f"{best_policy_note(run.run_dir)}; {how_to_go_on}") from error
+        raise TrainingStopped(f"error: {error}; a checkpoint at step {state.step:,} was written, "
+                              f"{how_to_go_on}") from error
 
 
 def _note_early_stop(run: Run, state: LoopState) -> None:
-    """A resumed run that a stop rule or callback had ended says why, and goes on."""
+    """A resumed run that a stop rule or callback had ended says why, and which of its stop rules still apply."""
     if not state.stopped_early:
         return
+    stop = run.config.stop
+    rules = [f"stop.{name}={value}" for name, value in (("at_return", stop.at_return),
+             ("after_evaluations_without_best", stop.after_evaluations_without_best)) if value is not None]
+    still = (f"; {' and '.join(rules)} still apply and may end it at its next evaluation (--set "
+             f"{rules[0].split('=')[0]}=null lifts one)" if rules else "")
     run.console.print(f"note: this run stopped early at step {state.step:,} ({state.stopped_early}); it goes on to "
-                      f"{run.config.total_steps:,} steps, and its stop rules still apply (--set stop.at_return=null "
-                      "or stop.after_evaluations_without_best=null lifts one)")
+                      f"{run.config.total_steps:,} steps{still}")
     state.stopped_early = ""
 
 

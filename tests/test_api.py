@@ -129,6 +129,9 @@ def test_a_resumed_run_that_stopped_early_says_why(tmp_path, capsys):
     first = tiny_run(tmp_path, "CartPole-v1", "stopped", total_steps=256, eval_in_background=False,
                      callbacks=[StopAt()])
     assert first.env_steps == 64 and first.stopped_early == "StopAt: enough for this test"
+    from champion.runners.store.runs import run_status
+
+    assert run_status(first.run_dir) == "stopped early"  # what champion runs shows
     capsys.readouterr()
     again = champion.resume(first.run_dir, progress=True)
     assert "note: this run stopped early at step 64 (StopAt: enough for this test); it goes on to 256 steps" in (
@@ -234,3 +237,114 @@ def test_the_readmes_python_script_runs_as_written(tmp_path):
     assert stopped and "StopAtReturn" in stopped.group(1)
     episode = re.search(r"one episode with the champion: return ([\d.]+)", done.stdout)
     assert episode and float(episode.group(1)) > 0, lines
+
+
+def test_a_stop_from_on_start_or_on_checkpoint_ends_the_run_at_that_step(tmp_path):
+    class StopOnStart(champion.Callback):
+        def on_start(self, step, evaluations):
+            return champion.Stop("not today")
+
+    class StopOnCheckpoint(champion.Callback):
+        def on_checkpoint(self, step, path):
+            return champion.Stop(f"checkpoint {path.name} is enough")
+
+    at_start = tiny_run(tmp_path, "CartPole-v1", "start", total_steps=256, callbacks=[StopOnStart()])
+    assert at_start.env_steps == 0 and at_start.stopped_early == "StopOnStart: not today"
+    assert [step for step, _ in evaluation_rows(at_start.run_dir)] == [0]  # the untrained policy, evaluated
+    assert (at_start.run_dir / "best" / "final-step-0").is_dir()
+    at_checkpoint = tiny_run(tmp_path, "CartPole-v1", "checkpoint", total_steps=256, checkpoint_every=64,
+                             eval_in_background=False, callbacks=[StopOnCheckpoint()])
+    assert at_checkpoint.env_steps == 64
+    assert at_checkpoint.stopped_early == "StopOnCheckpoint: checkpoint ckpt-0000000064 is enough"
+    # the checkpoint the callback heard of, then the one that records why the run ended, at the same step
+    names = sorted(path.name for path in (at_checkpoint.run_dir / "checkpoints").iterdir())
+    assert names == ["ckpt-0000000064", "ckpt-0000000064-2"]
+    state = json.loads((at_checkpoint.run_dir / "checkpoints" / names[-1] / "state.json").read_text())
+    assert dict(state["items"])["loop"]["items"][-1] == ["stopped_early", at_checkpoint.stopped_early]
+
+
+def test_a_callback_that_fails_before_any_best_says_so(tmp_path):
+    class Broken(champion.Callback):
+        def on_start(self, step, evaluations):
+            raise KeyError("setup")
+
+    with pytest.raises(champion.CallbackError) as raised:
+        tiny_run(tmp_path, "CartPole-v1", "broken", callbacks=[Broken()])
+    assert str(raised.value).startswith("callback Broken.on_start raised KeyError: 'setup'; training stopped at step 0 "
+                                        "with a checkpoint, no best policy had been saved yet; continue with:")
+
+
+def test_a_script_that_trains_at_its_top_level_is_refused_in_champions_worker_processes(tmp_path):
+    """A spawned worker imports the caller's script again; a top-level champion.train there must not train."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import multiprocessing, sys\n"
+        "import champion\n"
+        "def child():\n"
+        "    pass\n"
+        "if __name__ == '__mp_main__':  # the spawned child imports this script under that name\n"
+        "    try:\n"
+        "        champion.train('CartPole-v1')\n"
+        "    except champion.UsageError as error:\n"
+        "        open(sys.argv[1], 'w').write(str(error))\n"
+        "else:\n"
+        "    worker = multiprocessing.get_context('spawn').Process(target=child)\n"
+        "    worker.start()\n"
+        "    worker.join()\n")
+    message = tmp_path / "message.txt"
+    done = subprocess.run([sys.executable, str(script), str(message)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert message.read_text() == ("champion.train was called while a worker process imported your script; put the "
+                                   "script's calls under `if __name__ == \"__main__\":`")
+    assert not (tmp_path / "results").exists()
+
+
+def test_act_refuses_what_is_not_the_envs_observation_in_one_line():
+    from champion.agents.spec import NetworkSpec, ObservationLeaf, box_leaf
+    from champion.envs.observations import flat_observations
+
+    tuple_spec = NetworkSpec((ObservationLeaf(("0",), "onehot", (), "int64", (5,), (1,)),
+                              ObservationLeaf(("1",), "box", (2,))), "discrete", 2, hidden_sizes=(4,))
+    flat, batched = flat_observations(tuple_spec, (np.array([1, 5]), np.zeros((2, 2))))
+    assert batched and flat.tolist() == [[1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0, 0]]
+    problems = {
+        "a list where the space has a Tuple": [np.int64(1), np.zeros(2)],
+        "a value outside Discrete(5, start=1)": (0, np.zeros(2)),
+        "a fraction for a Discrete leaf": (2.5, np.zeros(2)),
+        "batches of two sizes": (np.array([1, 2, 3]), np.zeros((2, 2))),
+        "text in a Box leaf": (1, np.array(["a", "b"])),
+    }
+    messages = {}
+    for what, observation in problems.items():
+        with pytest.raises(champion.UsageError) as raised:
+            flat_observations(tuple_spec, observation)
+        messages[what] = str(raised.value)
+    assert messages["a list where the space has a Tuple"].startswith("observation has no '0': got a list where")
+    assert messages["a value outside Discrete(5, start=1)"] == "observation 0 holds [0], outside the env's 1..5"
+    assert messages["a fraction for a Discrete leaf"].startswith("observation 0 must be whole numbers")
+    assert messages["batches of two sizes"] == ("observation 1 has shape (2, 2), but the policy takes (3, 2) (a batch) "
+                                                "as its env gives them")
+    assert messages["text in a Box leaf"] == "observation 1 must be numbers, got an array of <U1"
+    binary = NetworkSpec((ObservationLeaf((), "binary", (3,)),), "discrete", 2, hidden_sizes=(4,))
+    with pytest.raises(champion.UsageError, match=r"must hold only 0 and 1 \(a MultiBinary space\), got \[0, 5\]"):
+        flat_observations(binary, np.array([0, 5, 0]))
+    assert flat_observations(NetworkSpec((box_leaf((3,)),), "discrete", 2), [[1, 2, 3]])[1]  # a batch of one
+
+
+def test_a_config_file_that_is_not_yaml_or_not_a_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ppo:\n  learning_rate: [1e-3\n")
+    with pytest.raises(champion.ConfigError) as raised:
+        champion.train("CartPole-v1", config=bad, results_dir=str(tmp_path))
+    assert str(raised.value).startswith(f"config file {bad} is not valid YAML: ") and "\n" not in str(raised.value)
+    assert "line 3" in str(raised.value)
+    with pytest.raises(champion.ConfigError, match=r"config file \. cannot be read \(Is a directory\)"):
+        champion.train("CartPole-v1", config=".", results_dir=str(tmp_path))
+    with pytest.raises(champion.UsageError, match="config must be a mapping of config keys or the path of a YAML"):
+        champion.train("CartPole-v1", config=5, results_dir=str(tmp_path))
+    good = tmp_path / "good.yaml"
+    good.write_text("eval_every: 64\nppo:\n  learning_rate: 0.001\n")
+    result = tiny_run(tmp_path, "CartPole-v1", "from-file", total_steps=64, config=good)
+    recorded = (result.run_dir / "config.yaml").read_text()
+    assert "eval_every: 64\n" in recorded and "  learning_rate: 0.001\n" in recorded

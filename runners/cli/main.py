@@ -87,20 +87,6 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
             overrides["env_id"] = env_id
         if algo is not None:
             overrides["algo"] = algo
-        from champion.runners.configure import load_run_config
-        from champion.runners.store.folder_trust import check_links
-        from champion.runners.store.run_folder import preflight
-        from champion.runners.run_state import check_resumable, resumed_config
-
-        if resume_dir.is_dir():
-            check_links(resume_dir)
-        # refused changes, a missing or finished run fail here, before TensorFlow starts
-        resumed = resumed_config(resume_dir, overrides)
-        check_resumable(resume_dir, resumed)
-        preflight(resume_dir)
-        before = load_run_config(resume_dir).total_steps
-        if resumed.total_steps < before and not quiet:
-            click.echo(f"note: the run's budget is lowered from {before:,} to {resumed.total_steps:,} steps", err=True)
         import champion
 
         _print_profile(champion.resume(resume_dir, progress=not quiet, **overrides).details, profile)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from champion.errors import ChampionError
+from champion.errors import ChampionError, first_line
 from champion.runners.store.atomic_files import TEMP_PREFIX, commit_folder, remove_folder, remove_temporaries, unique_path, warn
 from champion.runners.faults import write_point
 from champion.runners.store.folder_trust import CHECKPOINT_NAME, check_seal, open_regular, read_bytes, read_record, seal
@@ -212,5 +212,5 @@ def _tensor_shapes(path: Path) -> dict[str, list[int]]:
         for name in shapes:
             reader.get_tensor(name)
     except (tf.errors.OpError, ValueError, RuntimeError) as error:
-        raise ValueError(f"its TensorFlow state cannot be read ({str(error).strip().splitlines()[0][:200]})") from None
+        raise ValueError(f"its TensorFlow state cannot be read ({first_line(error, limit=200)})") from None
     return {name: list(shape) for name, shape in shapes.items()}

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from champion.errors import ChampionError
+from champion.errors import ChampionError, first_line
 from champion.runners.store.best_store import MANIFEST_FILE, list_entries, pointer_name, read_champion
 from champion.runners.store.checkpoints import newest_good_manifest
 from champion.runners.store.folder_trust import (MAX_EVALUATIONS_BYTES, check_links, is_number, is_whole, read_bytes, read_record,
@@ -170,7 +170,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = read_yaml_file(path)
     except (OSError, ValueError, yaml.YAMLError) as error:
-        reason = error.strerror if isinstance(error, OSError) else str(error).splitlines()[0]
+        reason = error.strerror if isinstance(error, OSError) else first_line(error)
         raise UnreadableRunError(f"{path.name} cannot be read ({reason})") from None
     if not isinstance(config, dict):
         raise UnreadableRunError(f"{path.name} holds a {type(config).__name__}, not the mapping champion writes")
@@ -200,6 +200,8 @@ def run_status(run_dir: Path) -> str:
     recorded = read_status(run_dir).get("status")
     if recorded == "running":  # the trainer that wrote it is gone without a word (killed), or one just started
         return "running" if is_locked(run_dir) else "crashed"
+    if recorded == "finished" and str(read_status(run_dir).get("reason", "")).startswith("stopped early"):
+        return "stopped early"  # by a stop rule or a callback: complete, and resumable
     if recorded in ("finished", "stopped", "failed"):
         return recorded
     return "finished" if (run_dir / "summary.json").is_file() else "unknown"
