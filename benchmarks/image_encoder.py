@@ -61,18 +61,18 @@ ARMS = {"cnn": {"network.cnn_layers": [[16, 4, 2], [32, 3, 2]], "network.cnn_fea
 
 
 def run(arm: str, seed: int, steps: int, results: Path) -> dict:
-    import champion.runners
+    import champion
 
-    config, _ = runners.resolve_config("image_encoder:SpotQuadrant-v0", "ppo", {
+    settings = {
         "seed": seed, "total_steps": steps, "num_envs": 8, "eval_every": max(steps // 15, 512), "eval_episodes": 10,
         "media": False, "ppo.num_steps": 64, "ppo.minibatch_size": 128, "ppo.epochs": 4, "ppo.learning_rate": 1e-3,
         "ppo.gamma": 0.5, "network.hidden_sizes": [64], "results_dir": str(results), "run_name": f"{arm}-{steps}-seed{seed}-{int(time.time())}",
-        **ARMS[arm]})
+        **ARMS[arm]}
     started = time.perf_counter()
-    result = runners.train(config, progress=False)
-    reached = next((step for step, mean in result.evaluations if mean >= 8.0), None)
+    result = champion.train("image_encoder:SpotQuadrant-v0", "ppo", config=settings, progress=False)
+    reached = next((step for step, mean in result.details.evaluations if mean >= 8.0), None)
     return {"arm": arm, "seed": seed, "steps": steps, "best": result.best_mean_return, "first_step_at_8": reached,
-            "curve": result.evaluations, "seconds": round(time.perf_counter() - started, 1)}
+            "curve": result.details.evaluations, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main() -> None:
@@ -83,9 +83,9 @@ def main() -> None:
     parser.add_argument("--results-dir", type=Path, default=ROOT / "results" / "image_encoder")
     parser.add_argument("--out", type=Path, help="write the JSON records here")
     args = parser.parse_args()
-    import champion.runners
+    import champion
 
-    runners.quiet_tensorflow()
+    champion.quiet_tensorflow()
     load_before = os.getloadavg()[0]
     records = [run(arm, seed, args.steps, args.results_dir) for seed in args.seeds for arm in args.arms]
     print(f"load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f}")

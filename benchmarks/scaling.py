@@ -61,7 +61,7 @@ if "BusyCartPole-v0" not in gym.registry:
 def run_one(layout: str, step_ms: float) -> dict:
     """Train in this process (called in a fresh child by ``main``) and return the record."""
     sys.path.insert(0, str(ROOT))
-    from champion.runners import quiet_tensorflow
+    from champion import quiet_tensorflow
 
     quiet_tensorflow()
     from champion.runners.configure import resolve_config
