@@ -348,3 +348,33 @@ def test_a_config_file_that_is_not_yaml_or_not_a_file_is_one_line(tmp_path):
     result = tiny_run(tmp_path, "CartPole-v1", "from-file", total_steps=64, config=good)
     recorded = (result.run_dir / "config.yaml").read_text()
     assert "eval_every: 64\n" in recorded and "  learning_rate: 0.001\n" in recorded
+
+
+@pytest.mark.parametrize("env_id, extra, network", [
+    ("LunarLander-v3", "Box2D", {}),
+    ("HalfCheetah-v5", "mujoco", {}),
+    ("ALE/Breakout-v5", "ale_py", {"cnn_layers": [[8, 8, 4], [8, 4, 2]], "cnn_features": 16}),
+])
+def test_a_run_stopped_by_a_callback_and_resumed_learns_what_a_straight_run_learns_on_box2d_mujoco_and_atari(
+        tmp_path, env_id, extra, network):
+    """The checkpoint a Stop writes is an ordinary one: resumed, the run goes on bit for bit as one that never
+    stopped (the env states replayed from their journals, the emulator's, the RNGs, the optimizer)."""
+    pytest.importorskip(extra, reason="needs the box2d, mujoco and atari extras")
+
+    class StopAt256(champion.Callback):
+        def on_evaluation(self, step, result):
+            return champion.Stop("halfway") if step == 256 else None
+
+    settings = dict(SMALL, total_steps=512, eval_every=256, eval_in_background=False, results_dir=str(tmp_path),
+                    engine="gymnasium", schedule_steps=512, crown={"at_end": False},
+                    ppo={"num_steps": 64, "minibatch_size": 64, "epochs": 2, "jit_compile": False},
+                    network={"hidden_sizes": [8], **network})
+    stopped = champion.train(env_id, run_name="stopped", callbacks=[StopAt256()], **settings)
+    assert stopped.env_steps == 256 and stopped.stopped_early == "StopAt256: halfway"
+    resumed = champion.resume(stopped.run_dir, progress=False)
+    straight = champion.train(env_id, run_name="straight", **settings)
+    assert resumed.env_steps == straight.env_steps == 512
+    assert evaluation_rows(stopped.run_dir) == evaluation_rows(straight.run_dir)
+    ours = np.load(stopped.run_dir / "best" / "final-step-512" / "policy.npz")
+    theirs = np.load(straight.run_dir / "best" / "final-step-512" / "policy.npz")
+    assert sorted(ours) == sorted(theirs) and all(np.array_equal(ours[name], theirs[name]) for name in ours)
