@@ -119,8 +119,8 @@ def load(path: str | Path, *, entry: str | None = None, best: bool = False, seed
     """A saved policy, ready to act: ``path`` is a run folder (its crowned champion, else its training-time best),
     a folder of runs (the newest run with a best policy; with ``best``, the highest best return) or one entry
     folder (``RUN_DIR/best/0003-step-40000``). ``entry`` picks an entry of the run by name, or ``"best"`` for the
-    training-time best. Weights are verified (sha256) and checked against the env's spaces. ``seed`` seeds
-    ``act(..., deterministic=False)``."""
+    training-time best. The weights are verified (sha256) and must fit the network the entry records; the env is
+    not made (``Policy.make_env`` makes it). ``seed`` seeds ``act(..., deterministic=False)``."""
     from champion.runners.replay import load_policy
     from champion.runners.store.folder_trust import is_entry_name
     from champion.runners.store.runs import choose_run
