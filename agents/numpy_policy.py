@@ -29,6 +29,18 @@ for 64-wide, 1.7 against 2.3 us (one BLAS thread, 2026-12-06)."""
 Layer = tuple[np.ndarray, np.ndarray]
 
 
+def single_threaded_numpy() -> None:
+    """numpy's BLAS on one thread for the rest of the process. Acting and evaluation multiply small matrices,
+    where threads cost more than they bring and fight TensorFlow's own for the cores: the Nature CNN acting
+    for 8 Atari envs took 2.1 ms per step on one BLAS thread, 5.6 ms on two, and up to 160 ms beside a
+    training process (docs/architecture-notes.md), and a crown's Breakout episodes 25 times as long on its
+    default threads. TensorFlow does not use this BLAS. threadpoolctl is imported here, not at the top:
+    importing it sets KMP_DUPLICATE_LIB_OK, and importing champion changes nothing."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def _erf(values: np.ndarray) -> np.ndarray:
     """erf to within 1.5e-7 (Abramowitz and Stegun 7.1.26); numpy has none."""
     sign = np.sign(values)

@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
-from champion.agents.numpy_policy import NumpyPolicy
+from champion.agents.numpy_policy import NumpyPolicy, single_threaded_numpy
 from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, as_float_batch, env_call, make_eval_env
 
@@ -99,7 +99,9 @@ MAX_VECTOR_ENVS = 32
 def play_episodes(env_id: str, options: EnvOptions, spec: NetworkSpec, weights: dict[str, np.ndarray],
                   seeds: Sequence[int]) -> EvalResult:
     """One deterministic episode per seed, ``MAX_VECTOR_ENVS`` at a time: the same returns as one vector env of
-    them all, since acting is row by row."""
+    them all, since acting is row by row. Acts on one BLAS thread, as training does: this runs in the crown's
+    spawned processes, in ``champion crown`` and from the API, where nothing else has set it."""
+    single_threaded_numpy()
     policy = NumpyPolicy(spec, weights=weights)
     parts, envs = [], {}
     try:

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from champion.agents.compile.runtime import single_threaded_numpy
 from champion.agents.config import SEED_LIMIT
 from champion.agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
-from champion.agents.numpy_policy import NumpyPolicy
+from champion.agents.numpy_policy import NumpyPolicy, single_threaded_numpy
 from champion.envs.factory import EnvOptions, describe_env, import_recorded_env_module, make_eval_env
 from champion.runners.store.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
                                 load_champion, read_entry)

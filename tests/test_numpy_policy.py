@@ -173,3 +173,38 @@ def test_a_value_torso_of_its_own_shape_computes_what_keras_computes(value_sizes
         assert np.abs(hidden).max() <= 1 / np.sqrt(3) and np.abs(hidden).max() > 0.4 and np.abs(bias).max() > 0.1
     else:
         assert not bias.any()
+
+
+
+def test_playing_episodes_puts_numpys_blas_on_one_thread_as_training_does():
+    """The crown's spawned processes, ``champion crown`` and the API play through ``play_episodes``: it pins numpy's
+    BLAS to one thread, as training and replay do (on several, a crown's Breakout episodes took 25 times as long)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json\n"
+        "import numpy as np\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from champion.agents.spec import NetworkSpec, box_leaf\n"
+        "from champion.envs.factory import EnvOptions\n"
+        "from champion.runners.evaluate import play_episodes\n"
+        "def threads():\n"
+        "    return sorted({pool['num_threads'] for pool in threadpool_info() if pool['user_api'] == 'blas'})\n"
+        "before = threads()\n"
+        "spec = NetworkSpec((box_leaf((4,)),), 'discrete', 2, hidden_sizes=(4,))\n"
+        "weights = {'policy_torso_0/kernel': np.ones((4, 4), np.float32), 'policy_torso_0/bias': np.zeros(4, np.float32),"
+        " 'value_torso_0/kernel': np.ones((4, 4), np.float32), 'value_torso_0/bias': np.zeros(4, np.float32),"
+        " 'policy_head/kernel': np.zeros((4, 2), np.float32), 'policy_head/bias': np.array([0, 1], np.float32),"
+        " 'value_head/kernel': np.ones((4, 1), np.float32), 'value_head/bias': np.zeros(1, np.float32)}\n"
+        "result = play_episodes('CartPole-v1', EnvOptions(), spec, weights, [0, 1])\n"
+        "print(json.dumps([before, threads(), list(result.lengths)]))\n")
+    environment = {key: value for key, value in os.environ.items() if not key.endswith("NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=environment)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after, lengths = json.loads(done.stdout.splitlines()[-1])
+    assert after == [1]
+    assert before == [os.cpu_count()] or os.cpu_count() == 1  # numpy's own default: one thread per CPU
+    assert len(lengths) == 2 and all(length < 20 for length in lengths)  # always pushing right: the pole falls

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from champion.agents.numpy_policy import EnvNoise, NumpyPolicy
+from champion.agents.numpy_policy import EnvNoise, NumpyPolicy, single_threaded_numpy
 from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, make_eval_env, make_vector_env
 from champion.runners.evaluate import EvalResult, evaluate
@@ -66,6 +66,7 @@ class RolloutWorker:
     """
 
     def __init__(self, setup: WorkerSetup) -> None:
+        single_threaded_numpy()  # acting multiplies small matrices, as in process (agents/numpy_policy.py)
         self.setup = setup
         self.policy = NumpyPolicy(setup.spec)
         self.collector: VectorEnvCollector | None = None
@@ -124,6 +125,7 @@ class EvaluationWorker:
     """Plays the fixed-seed evaluation episodes of a weight snapshot, as ``champion.runners.evaluate`` does in process."""
 
     def __init__(self, env_id: str, options: EnvOptions, spec: NetworkSpec, seeds: list[int]) -> None:
+        single_threaded_numpy()
         self.env_id, self.seeds = env_id, list(seeds)
         self.envs = make_eval_env(env_id, len(self.seeds), options=options)
         self.policy = NumpyPolicy(spec)
