@@ -6,7 +6,6 @@ TensorFlow. Errors are ``champion.ChampionError``s carrying the one line the ``c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,15 +279,18 @@ def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _finished(details: TrainResult, callbacks: Sequence[Callback]) -> RunResult:
     """The session's result with the run's best and crowned entries, handed to each callback's ``on_end``."""
-    from champion.runners.store.best_store import load_champion
+    from champion.runners.store.best_store import load_champion, pointer_name
 
     best_dir = details.run_dir / "best"
-    pointer = _read_json(best_dir / "current.json")
+    try:
+        best_name: str | None = pointer_name(best_dir)
+    except (OSError, ValueError):  # no evaluation was finite, so no best was saved
+        best_name = None
     found = load_champion(best_dir, on_warning=lambda _: None)  # as load reads it: not a crown older than the best
     crowned = found[1] if found is not None else None
     result = RunResult(
         run_dir=details.run_dir,
-        best_entry=best_dir / pointer["entry"] if pointer.get("entry") else None,
+        best_entry=best_dir / best_name if best_name else None,
         best_mean_return=details.best_mean_return, best_step=details.best_step,
         champion_entry=best_dir / crowned["entry"] if crowned else None,
         champion_mean_return=float(crowned["held_out_mean"]) if crowned else None,
@@ -297,14 +299,6 @@ def _finished(details: TrainResult, callbacks: Sequence[Callback]) -> RunResult:
 
     Hooks(callbacks).end(result)  # an exception in on_end is a CallbackError naming the callback
     return result
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _note(text: str) -> None:
