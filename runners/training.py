@@ -192,13 +192,12 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                     run.logger.log_histograms(state.step, histogram_arrays(run))
             finished = state.step >= config.total_steps
             stopping = stop.signal_number  # read once: a signal arriving later is handled next iteration
-            due = _crossed(previous, state.step, config.eval_every) or finished
-            taken = _evaluations(run, state.step, due, ending=finished or bool(stopping))
+            taken = _evaluations(run, state.step, _crossed(previous, state.step, config.eval_every) or finished,
+                                 ending=finished or bool(stopping))
             checkpointing = _crossed(previous, state.step, config.checkpoint_every) or finished or stopping
-            _offer_all(run, taken, wall_before, session_start)  # a Stop asked here ends the run at the loop's top
-            if run.last_evaluation is not None:
-                bar.update(task, last=f"{run.last_evaluation.result.mean_return:.1f}",
-                           best=_best_text(run.store.best_mean_return))
+            if taken:  # a Stop asked while offering them ends the run at the loop's top
+                _offer_all(run, taken, wall_before, session_start)
+                bar.update(task, last=f"{taken[-1].result.mean_return:.1f}", best=_best_text(run.store.best_mean_return))
             if finished:  # before the last checkpoint: a run killed after it is finished and must have its final entry
                 final_saved = _save_final_policy(run, state.step)
             if checkpointing:  # one still in flight is played again by a resume from this checkpoint
