@@ -22,7 +22,7 @@ from champion.agents.ppo import PPOLearner
 from champion.agents.spec import box_leaf
 from champion.envs.factory import describe_env
 from champion.runners.configure import resolve_config
-from champion.runners.engines.graph import FIELDS_OUTSIDE_THE_GRAPH, GraphEngine
+from champion.runners.engines.graph import FIELDS_OUTSIDE_THE_GRAPH, GraphEngine, graph_settings
 from champion.runners.timing import Timings
 from champion.runners.store.run_metadata import network_spec
 from test_learners import random_batch
@@ -146,7 +146,7 @@ def _library_text(call: graph_cache.CachedGraphFunction) -> str:
     """A function's traced definitions as text, with TensorFlow's unique ids in names taken out."""
     concrete = call.function.get_concrete_function()
     definitions = [*concrete.graph.as_graph_def().library.function, concrete.function_def]
-    return "\n".join(sorted(re.sub(r"([_-])\d{4,}", r"\1N", str(definition)) for definition in definitions))
+    return "\n".join(sorted(re.sub(r"([_-])\d{3,}", r"\1N", str(definition)) for definition in definitions))
 
 
 def _engine(config: TrainConfig) -> GraphEngine:
@@ -156,22 +156,32 @@ def _engine(config: TrainConfig) -> GraphEngine:
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_the_graph_engine_key_leaves_out_only_settings_its_graph_does_not_read(tmp_path, algo):
-    base, _ = resolve_config("CartPole-v1", algo, {})
+    """Runs that differ only in where and how long they run, how they log, stop and crown (issue 31: crown.*),
+    or in the other algorithm's settings, share one traced graph; one setting the graph reads is enough to
+    change it."""
+    other_algo = "a2c" if algo == "ppo" else "ppo"
+    base, _ = resolve_config("CartPole-v1", algo, {"histogram_every": 10_000})
     changed = {"seed": 7, "total_steps": 12_345, "schedule_steps": 20_000, "eval_every": 999, "eval_episodes": 3, "eval_seed": 5,
                "eval_in_background": False, "results_dir": str(tmp_path), "run_name": "other",
                "checkpoint_every": 777, "checkpoint_keep": 1, "max_nonfinite_updates": 9, "log_every": 111,
-               "media": False, "crown.episodes": 7, "crown.seed": 5_000, "stop.at_return": 100.0,
-               "stop.after_evaluations_without_best": 3}
-    assert sorted({key.split(".")[0] for key in changed}) == sorted(FIELDS_OUTSIDE_THE_GRAPH)
+               "media": False, "crown.episodes": 7, "crown.seed": 5_000, "crown.at_end": False,
+               "stop.at_return": 100.0, "stop.after_evaluations_without_best": 3,
+               "ray.workers": 3, "ray.eval_workers": 0, "engine": "graph", "vectorization": "sync",
+               "histogram_every": 50_000, f"{other_algo}.gamma": 0.5, f"{other_algo}.learning_rate": 0.1}
+    assert sorted({key.split(".")[0] for key in changed} - {other_algo}) == sorted(FIELDS_OUTSIDE_THE_GRAPH)
     other, _ = resolve_config("CartPole-v1", algo, changed)
     base_engine, other_engine = _engine(base), _engine(other)
     assert base_engine.cache_key == other_engine.cache_key
     assert _library_text(base_engine.call) == _library_text(other_engine.call)
     # A setting the graph does read changes both the key and the graph (so the comparison above can tell).
-    gamma, _ = resolve_config("CartPole-v1", algo, {f"{algo}.gamma": 0.9})
+    gamma, _ = resolve_config("CartPole-v1", algo, {f"{algo}.gamma": 0.9, "histogram_every": 10_000})
     gamma_engine = _engine(gamma)
     assert gamma_engine.cache_key != base_engine.cache_key
     assert _library_text(gamma_engine.call) != _library_text(base_engine.call)
+    # Of histogram_every the graph reads whether it is 0: above, the learner keeps its gradients for histograms.
+    without_histograms, _ = resolve_config("CartPole-v1", algo, {"histogram_every": 0})
+    assert graph_settings(without_histograms) != graph_settings(base)
+    assert graph_cache.cache_key("GraphEngine._advance", graph_settings(base)) == base_engine.cache_key
 
 
 def _learner_step(learner_class: type, config: Any, seed: int, batch: RolloutBatch) -> tuple[str, list, list]:

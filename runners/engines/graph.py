@@ -19,7 +19,7 @@ import tensorflow as tf
 from champion.agents.batch import RolloutBatch
 from champion.agents.compile import graph_cache, xla_cache
 from champion.agents.compile.update import learner_variables
-from champion.agents.config import TrainConfig
+from champion.agents.config import ALGORITHMS, TrainConfig
 from champion.agents.distributions import make_distribution
 from champion.agents.networks import ActorCritic
 from champion.envs.graph import make_graph_env
@@ -31,9 +31,20 @@ MAX_STEPS_PER_CALL = 100_000
 """Env steps one compiled call may take at most, so that Ctrl-C and the progress bar are answered within seconds."""
 FIELDS_OUTSIDE_THE_GRAPH = ("seed", "total_steps", "schedule_steps", "eval_every", "eval_episodes", "eval_seed", "eval_in_background",
                             "results_dir", "run_name", "checkpoint_every", "checkpoint_keep", "max_nonfinite_updates",
-                            "log_every", "media", "crown", "stop")
+                            "log_every", "media", "crown", "stop", "ray", "engine", "vectorization", "histogram_every")
 """TrainConfig fields the fused call's graph does not read, so runs that differ only in them share one traced
-graph in the cache (tests/test_graph_cache.py traces with each of them changed and compares the graphs)."""
+graph in the cache (tests/test_graph_cache.py traces with each of them changed and compares the graphs). The
+engine runs only where engine is auto or graph and vectorization auto or sync, both meaning the same graph; of
+histogram_every the graph reads only whether it is 0 (``graph_settings``)."""
+
+
+def graph_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings the fused call's graph is traced from, its cache key's: the config without
+    FIELDS_OUTSIDE_THE_GRAPH and the other algorithm's section, and whether the learner keeps its gradients for
+    histograms (``make_learner``: histogram_every above 0)."""
+    unused = set(FIELDS_OUTSIDE_THE_GRAPH) | (set(ALGORITHMS) - {config.algo})
+    settings = {name: value for name, value in dataclasses.asdict(config).items() if name not in unused}
+    return {**settings, "keep_gradients": config.histogram_every > 0}
 
 
 class GraphEngine:
@@ -53,9 +64,7 @@ class GraphEngine:
         self.episode_returns = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_returns")
         self.episode_lengths = tf.Variable(tf.zeros([self.num_envs]), trainable=False, name="episode_lengths")
         self.metric_names = [*learner.metric_names, *EPISODE_FIELDS]
-        settings = {name: value for name, value in dataclasses.asdict(config).items()
-                    if name not in FIELDS_OUTSIDE_THE_GRAPH}
-        self.cache_key = graph_cache.cache_key("GraphEngine._advance", settings)
+        self.cache_key = graph_cache.cache_key("GraphEngine._advance", graph_settings(config))
         self.call: graph_cache.CachedGraphFunction | None = None
         self._build_function()
 
