@@ -58,37 +58,50 @@ def episode_seeds(eval_seed: int, episodes: int) -> list[int]:
 MAX_EPISODE_STEPS = 100_000
 
 
+class OutOfTime(Exception):
+    """The deadline passed before every episode had ended (the crown's budget); what was played is dropped."""
+
+
 def evaluate(
-    policy: NumpyPolicy, eval_envs: gym.vector.VectorEnv, seeds: Sequence[int], frames: list | None = None,
+    policy: NumpyPolicy, eval_envs: gym.vector.SyncVectorEnv, seeds: Sequence[int], frames: list | None = None,
     max_steps: int = MAX_EPISODE_STEPS, frame_every: int = 1, env_id: str = "the environment",
+    deadline: float | None = None,
 ) -> EvalResult:
     """Play one episode per seed (env i gets seeds[i]) with the policy's deterministic action.
 
-    An episode still running after ``max_steps`` steps (an env without a time limit) is cut there.
+    Only the episodes still running are stepped and acted for: a finished one costs nothing while a long one
+    goes on (acting is row by row, so the batch it is in changes no action). An episode still running after
+    ``max_steps`` steps (an env without a time limit) is cut there. With ``deadline`` (a ``time.time()``)
+    OutOfTime is raised once it has passed with an episode still running.
 
-    Returns are summed until each env's first episode ends; the vector env may auto-reset an
-    env that finished, and those steps are ignored. If ``frames`` is a list, the first env's
-    rgb_array frames are appended to it (every ``frame_every``-th one: rendering costs more than stepping).
-    What the envs raise comes back as an EnvStepError naming ``env_id``.
+    If ``frames`` is a list, the first env's rgb_array frames are appended to it (every ``frame_every``-th one:
+    rendering costs more than stepping). What the envs raise comes back as an EnvStepError naming ``env_id``.
     """
-    if len(seeds) != eval_envs.num_envs:
-        raise ValueError(f"{len(seeds)} seeds for {eval_envs.num_envs} evaluation envs; give one seed per env")
-    observations, _ = env_call(env_id, "reset()", eval_envs.reset, seed=list(seeds))
+    envs = eval_envs.envs
+    if len(seeds) != len(envs):
+        raise ValueError(f"{len(seeds)} seeds for {len(envs)} evaluation envs; give one seed per env")
+    observations = [env_call(env_id, "reset()", env.reset, seed=int(seed))[0] for env, seed in zip(envs, seeds)]
     returns = np.zeros(len(seeds), np.float64)
     lengths = np.zeros(len(seeds), np.int64)
-    done = np.zeros(len(seeds), bool)
+    running = list(range(len(seeds)))
     _record(eval_envs, frames)
     for step in range(1, max_steps + 1):
-        if done.all():
+        if not running:
             break
-        actions = policy.env_actions(policy.mode(as_float_batch(observations)))
-        observations, rewards, terminated, truncated, _ = env_call(env_id, "step()", eval_envs.step, actions)
-        running = ~done
-        returns[running] += rewards[running]
-        lengths[running] += 1
-        if running[0] and step % frame_every == 0:
+        if deadline is not None and time.time() > deadline:
+            raise OutOfTime(f"{len(running)} of {len(seeds)} episodes still running at the deadline")
+        batch = as_float_batch(np.stack([observations[index] for index in running]))
+        actions = policy.env_actions(policy.mode(batch))
+        still_running = []
+        for index, action in zip(running, actions):
+            observations[index], reward, terminated, truncated, _ = env_call(env_id, "step()", envs[index].step, action)
+            returns[index] += float(reward)
+            lengths[index] += 1
+            if not (terminated or truncated):
+                still_running.append(index)
+        if running[0] == 0 and step % frame_every == 0:
             _record(eval_envs, frames)
-        done |= terminated | truncated
+        running = still_running
     return EvalResult(tuple(returns.tolist()), tuple(lengths.tolist()), tuple(int(seed) for seed in seeds))
 
 
@@ -97,10 +110,11 @@ MAX_VECTOR_ENVS = 32
 
 
 def play_episodes(env_id: str, options: EnvOptions, spec: NetworkSpec, weights: dict[str, np.ndarray],
-                  seeds: Sequence[int]) -> EvalResult:
+                  seeds: Sequence[int], deadline: float | None = None) -> EvalResult:
     """One deterministic episode per seed, ``MAX_VECTOR_ENVS`` at a time: the same returns as one vector env of
     them all, since acting is row by row. Acts on one BLAS thread, as training does: this runs in the crown's
-    spawned processes, in ``champion crown`` and from the API, where nothing else has set it."""
+    spawned processes, in ``champion crown`` and from the API, where nothing else has set it. OutOfTime once
+    ``deadline`` (a ``time.time()``) has passed."""
     single_threaded_numpy()
     policy = NumpyPolicy(spec, weights=weights)
     parts, envs = [], {}
@@ -109,7 +123,7 @@ def play_episodes(env_id: str, options: EnvOptions, spec: NetworkSpec, weights: 
             chunk = list(seeds[start:start + MAX_VECTOR_ENVS])
             if len(chunk) not in envs:
                 envs[len(chunk)] = make_eval_env(env_id, len(chunk), options=options)
-            parts.append(evaluate(policy, envs[len(chunk)], chunk, env_id=env_id))
+            parts.append(evaluate(policy, envs[len(chunk)], chunk, env_id=env_id, deadline=deadline))
     finally:
         for vector_env in envs.values():
             vector_env.close()
