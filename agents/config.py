@@ -174,7 +174,17 @@ class CrownConfig:
     candidates: int = 3
     """The newest best entries re-evaluated with the final policy (the best store keeps at least this many)."""
     episodes: int = 100
-    """Held-out episodes per candidate, one per seed, disjoint from the evaluation seeds."""
+    """Most held-out episodes per candidate, one per seed, disjoint from the evaluation seeds (the race stops sooner once the champion is clear)."""
+    race: bool = True
+    """Play in rounds of 10, 20, 40, ... episodes and stop a candidate once it is clearly worse than the leader (false: every candidate plays crown.episodes)."""
+    tolerance: float = 0.0
+    """Mean returns closer than this count as equally good, and the race stops one of the two sooner (0: only identical returns)."""
+    time_share: float = 0.25
+    """The crown's time limit as a share of the run's training time (0: no limit); it then crowns the leader of its last whole round."""
+    min_seconds: float = 30.0
+    """The time limit is never shorter than this (seconds)."""
+    seconds: float | None = None
+    """A fixed time limit in seconds instead of time_share (null: from time_share)."""
     seed: int | None = None
     """Held-out episode i uses seed crown.seed + i (null: eval_seed + 10,000,000)."""
     workers: int = 0
@@ -392,6 +402,15 @@ def _validate_crown(config: TrainConfig) -> None:
         value = getattr(crown, name)
         _require(isinstance(value, int) and 0 < value <= most,
                  f"crown.{name} must be a positive integer up to {most:,}, got {value!r}")
+    for name, below in (("tolerance", "0: only identical returns"), ("time_share", "0: no time limit"),
+                        ("min_seconds", "seconds")):
+        value = getattr(crown, name)
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf,
+                 f"crown.{name} must be a number of 0 or more ({below}), got {value!r}")
+    _require(crown.seconds is None or (isinstance(crown.seconds, (int, float)) and not isinstance(crown.seconds, bool)
+                                       and 0 < crown.seconds < math.inf),
+             f"crown.seconds must be a positive number of seconds or null (the limit from time_share), got {crown.seconds!r}")
+    _require(isinstance(crown.race, bool), f"crown.race must be true or false, got {crown.race!r}")
     _require(isinstance(crown.workers, int) and 0 <= crown.workers <= MAX_ENVS,
              f"crown.workers must be 0 (one per CPU) or a positive integer up to {MAX_ENVS:,}, got {crown.workers!r}")
     if crown.seed is not None:

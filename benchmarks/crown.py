@@ -44,7 +44,7 @@ def run_one(env_id: str, algo: str, seed: int, results_dir: str) -> str:
 def fresh_check(run_dir: Path) -> dict:
     """The training-time best and the champion on FRESH_EPISODES episodes neither evaluation nor crown played."""
     from champion.envs.factory import EnvOptions
-    from champion.runners.crown import bootstrap_interval
+    from champion.runners.race import mean_interval
     from champion.runners.evaluate import episode_seeds, play_episodes
     from champion.runners.replay import load_policy
 
@@ -55,7 +55,7 @@ def fresh_check(run_dir: Path) -> dict:
         result = play_episodes(manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options")), policy.spec,
                                policy.weights, seeds)
         played[name] = {"entry": Path(manifest["entry"]).name, "mean": result.mean_return,
-                        "interval": list(bootstrap_interval(result.returns)), "returns": list(result.returns)}
+                        "interval": list(mean_interval(result.returns, 0.05)), "returns": list(result.returns)}
     return {"seeds": [seeds[0], seeds[-1]], **played}
 
 

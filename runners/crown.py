@@ -2,12 +2,13 @@
 
 The best store keeps the policy whose evaluation mean was the highest seen. That maximum over many
 noisy means is biased upward (the winner's curse), so the entry it names is often a lucky one. The crown
-plays each candidate on ``crown.episodes`` held-out seeds, disjoint from the evaluation seeds, and
-crowns the highest held-out mean in ``best/champion.json``. Replay and export follow the crown.
+plays the candidates on held-out seeds, disjoint from the evaluation seeds, as a race (``champion.runners.race``):
+rounds of 10, 20, 40, ... episodes up to ``crown.episodes``, a candidate stopped once it is clearly worse than
+the leader, the race over once one is left; within a time limit (``crown.time_share`` of the run's training time,
+at least ``crown.min_seconds``). It crowns the leader in ``best/champion.json``, with intervals that hold
+whichever round the race stopped at. Replay and export follow the crown.
 
-Nothing here imports TensorFlow: the episodes are played with numpy policies, in this process, in
-spawned processes beside it, or on the Ray engine's actors, with the same results in each (acting is
-row by row, see ``champion.agents.numpy_policy``).
+Nothing here imports TensorFlow: the episodes are played with numpy policies (``champion.runners.crown_players``).
 """
 
 from __future__ import annotations
@@ -15,43 +16,28 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import re
 import stat
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable
 
-import numpy as np
-
-from champion.agents.config import TrainConfig
+from champion.agents.config import CrownConfig, TrainConfig
 from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import NetworkSpec
-from champion.envs.factory import EnvOptions
+from champion.runners.crown_players import Player, ProcessPlayer, RayPlayer
+from champion.runners.race import CONFIDENCE, Race, mean_interval
 from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, process_is_alive, warn
 from champion.runners.store.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
-                                list_final_entries, pointer_name, read_entry, warn_about_strays)
-from champion.runners.evaluate import EvalResult, episode_seeds, joined, play_episodes
+                                list_final_entries, pointer_name, read_champion, read_entry, warn_about_strays)
+from champion.runners.evaluate import EvalResult, OutOfTime, episode_seeds
 from champion.runners.store.folder_trust import check_links, read_record, seal
 
-CONFIDENCE = 0.95
-BOOTSTRAP_RESAMPLES = 10_000
-INTERVAL_METHOD = f"percentile bootstrap, {BOOTSTRAP_RESAMPLES:,} resamples of the held-out returns, seed 0"
-SPAWN_PAYS_AFTER_S = 5.0
-"""crown.workers 0: the rest of the candidates go to spawned processes when, played here, they would take longer
-(starting the processes costs a few seconds)."""
-
-class Player(Protocol):
-    """Plays every policy on every seed (one episode per seed), and says where it did."""
-
-    where: str
-
-    def play(self, policies: Sequence[NumpyPolicy], seeds: Sequence[int]) -> list[EvalResult]: ...
+__all__ = ["Crown", "Player", "ProcessPlayer", "RayPlayer", "crown_run", "crown_saved_run", "crown_lines"]
 
 
 @dataclass(frozen=True)
@@ -83,36 +69,50 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Judged:
-    """One candidate's held-out episodes and the interval around their mean."""
+    """One candidate's held-out episodes, the interval around their mean, and why it stopped playing early
+    ("" if it played to the race's end)."""
 
     candidate: Candidate
     result: EvalResult
     interval: tuple[float, float]
+    stopped: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"entry": self.candidate.name, "step": self.candidate.step,
                 "training_mean_return": self.candidate.training_mean, "final_policy": self.candidate.is_final,
                 "held_out_mean": self.result.mean_return, "held_out_std": self.result.std_return,
-                "interval": list(self.interval), "returns": list(self.result.returns),
-                "lengths": list(self.result.lengths)}
+                "interval": list(self.interval), "episodes": len(self.result.returns), "stopped": self.stopped,
+                "returns": list(self.result.returns), "lengths": list(self.result.lengths)}
 
 
 @dataclass(frozen=True)
 class Crown:
-    """The outcome of a crown: every candidate judged, the champion, and what it cost."""
+    """The outcome of a crown: every candidate judged, the champion, how the race went and what it cost."""
 
     run_dir: Path
     judged: list[Judged]
     champion: Judged
     training_best: str
     """The entry the training-time evaluations made best (``best/current.json``)."""
-    seeds: tuple[int, ...]
     seconds: float
     workers: str
+    race: dict[str, Any] = field(default_factory=dict)
+    """How the race went: its looks, the rounds played, why it ended, the time limit, the interval method."""
+    replaced: dict[str, Any] | None = None
+    """The crown record this one replaced (read under the run's lock), if there was one."""
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The champion's held-out seeds."""
+        return self.champion.result.seeds
 
     @property
     def env_steps(self) -> int:
         return sum(judged.result.env_steps for judged in self.judged)
+
+    @property
+    def episodes(self) -> int:
+        return sum(len(judged.result.returns) for judged in self.judged)
 
     def record(self) -> dict[str, Any]:
         """``best/champion.json``: the crowned entry, its held-out seeds, returns and interval, and every candidate."""
@@ -121,11 +121,13 @@ class Crown:
             "entry": champion.candidate.name, "step": champion.candidate.step,
             "sha256": champion.candidate.stored.manifest["sha256"],
             "held_out_mean": champion.result.mean_return, "held_out_std": champion.result.std_return,
-            "interval": list(champion.interval), "confidence": CONFIDENCE, "interval_method": INTERVAL_METHOD,
+            "interval": list(champion.interval), "confidence": CONFIDENCE,
+            "interval_method": self.race.get("interval_method", ""),
             "held_out_seeds": list(self.seeds), "returns": list(champion.result.returns),
             "lengths": list(champion.result.lengths),
             "training_best": self.training_best,
             "candidates": [judged.to_dict() for judged in self.judged],
+            "race": self.race,
             "cost": self.cost(),
             "crowned_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -141,35 +143,31 @@ class Crown:
                 "interval": list(self.champion.interval), "training_best": self.training_best,
                 "training_best_mean": naive.candidate.training_mean if naive else None,
                 "training_best_held_out_mean": naive.result.mean_return if naive else None,
-                "candidates": len(self.judged), **self.cost()}
+                "candidates": len(self.judged), "ended": self.race.get("ended"), **self.cost()}
 
     def cost(self) -> dict[str, Any]:
-        """What the crown took: wall seconds, env steps, episodes and where they ran."""
-        return {"seconds": round(self.seconds, 3), "env_steps": self.env_steps,
-                "episodes": len(self.seeds) * len(self.judged), "workers": self.workers}
+        """What the crown took and left: wall seconds against its limit, env steps, episodes played and skipped."""
+        most = self.race.get("max_episodes", 0) * len(self.judged)
+        return {"seconds": round(self.seconds, 3), "time_limit_seconds": self.race.get("time_limit_seconds"),
+                "env_steps": self.env_steps, "episodes": self.episodes,
+                "episodes_skipped": max(most - self.episodes, 0), "workers": self.workers}
 
 
 def held_out_seeds(config: TrainConfig) -> list[int]:
-    """The crown's episode seeds: ``crown.episodes`` of them from ``crown.seed`` (disjoint from the evaluation
-    seeds; ``champion.agents.config.validate`` refuses an overlap)."""
+    """The crown's episode seeds, as many as a candidate may play: ``crown.episodes`` of them from ``crown.seed``
+    (disjoint from the evaluation seeds; ``champion.agents.config.validate`` refuses an overlap). A race plays
+    them in order, so every candidate's episodes are the first of these."""
     return episode_seeds(config.crown.held_out_seed(config.eval_seed), config.crown.episodes)
 
 
-def bootstrap_interval(returns: Sequence[float], confidence: float = CONFIDENCE,
-                       resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
-    """A percentile-bootstrap confidence interval for the mean of ``returns`` (seeded, so it is reproducible)."""
-    values = np.asarray(returns, np.float64)
-    if len(values) < 2 or np.all(values == values[0]):
-        return float(values.mean()), float(values.mean())
-    generator, means = np.random.default_rng(0), []
-    block = max(1, 1_000_000 // len(values))  # resamples drawn a block at a time: memory stays bounded
-    for start in range(0, resamples, block):
-        picks = generator.integers(0, len(values), (min(block, resamples - start), len(values)))
-        means.append(values[picks].mean(axis=1))
-    means = np.concatenate(means)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+def time_limit(crown: CrownConfig, training_seconds: float | None) -> float | None:
+    """The crown's time limit in seconds: ``crown.seconds`` if set, else ``crown.time_share`` of the training
+    time but at least ``crown.min_seconds``; None (no limit) when ``time_share`` is 0."""
+    if crown.seconds is not None:
+        return float(crown.seconds)
+    if crown.time_share <= 0:
+        return None
+    return max(float(crown.min_seconds), crown.time_share * (training_seconds or 0.0))
 
 
 def candidates(best_dir: Path, count: int, on_warning: Callable[[str], None] = warn) -> list[Candidate]:
@@ -212,26 +210,103 @@ def _verified(entry: Path, on_warning: Callable[[str], None], reference: list[di
 
 
 def crown_run(run_dir: Path, config: TrainConfig, player: Player | None = None,
-              on_warning: Callable[[str], None] = warn) -> Crown:
-    """Judge the run's candidates on the held-out seeds and write ``best/champion.json`` atomically (the only write:
-    a crash before it leaves the store as it was). ``player`` defaults to a ``ProcessPlayer`` for the config."""
+              on_warning: Callable[[str], None] = warn, training_seconds: float | None = None,
+              display: RaceDisplay | None = None) -> Crown:
+    """Race the run's candidates on the held-out seeds and write ``best/champion.json`` atomically (the only write:
+    a crash before it leaves the store as it was). ``player`` defaults to a ``ProcessPlayer`` for the config;
+    ``training_seconds`` (default: summary.json's) sets the time limit; ``display`` shows the race's progress."""
     best_dir = Path(run_dir) / "best"
     found = candidates(best_dir, config.crown.candidates, on_warning)
     if not found:
         raise CrownError(f"{best_dir} holds no usable best-policy entry to crown; train the run first")
-    seeds = held_out_seeds(config)
+    training_best = _training_best(best_dir, found)
+    if training_seconds is None:
+        training_seconds = _recorded_training_seconds(Path(run_dir))
+    limit = time_limit(config.crown, training_seconds)
+    race = Race([candidate.name for candidate in found], config.crown.episodes, config.crown.tolerance,
+                config.crown.race, order=[(candidate.name == training_best, candidate.step) for candidate in found])
+    display = display or RaceDisplay(None)
     player = player or ProcessPlayer(config)
     started = time.perf_counter()
-    results = player.play([candidate.policy() for candidate in found], seeds)
+    try:
+        returns, lengths, ended = _run_race(race, found, held_out_seeds(config), player, limit, display)
+    finally:
+        player.close()
+        display.close()
     seconds = time.perf_counter() - started
-    judged = [Judged(candidate, result, bootstrap_interval(result.returns)) for candidate, result in zip(found, results)]
-    training_best = _training_best(best_dir, found)
-    champion = max(judged, key=lambda each: (each.result.mean_return, each.candidate.name == training_best,
-                                            each.candidate.step))
-    crown = Crown(Path(run_dir), judged, champion, training_best, tuple(seeds), seconds, player.where)
+    crown = _judged(Path(run_dir), found, race, returns, lengths, held_out_seeds(config), training_best, seconds,
+                    player.where, {"ended": ended, "time_limit_seconds": limit, "tolerance": config.crown.tolerance,
+                                   "training_seconds": training_seconds})
     remove_dead_temporaries(best_dir / CHAMPION_FILE)
+    crown = _with_replaced(crown, best_dir)
     atomic_write_text(best_dir / CHAMPION_FILE, json.dumps(seal(crown.record()), indent=2) + "\n")
     return crown
+
+
+def _run_race(race: Race, found: list[Candidate], seeds: list[int], player: Player, limit: float | None,
+              display: RaceDisplay) -> tuple[list[list[float]], list[list[int]], str]:
+    """Play round after round until the race is over or out of time; the returns and lengths of each candidate's
+    whole rounds (a round cut by the time limit is dropped: its finished episodes are the short ones) and why it
+    ended."""
+    policies = [candidate.policy() for candidate in found]
+    returns: list[list[float]] = [[] for _ in found]
+    lengths: list[list[int]] = [[] for _ in found]
+    deadline = time.time() + limit if limit is not None else None
+    display.start(race, limit)
+    played = 0
+    while True:
+        target = race.next_count(played)
+        running = list(race.running)
+        try:
+            results = player.play([policies[index] for index in running], seeds[played:target], deadline,
+                                  display.episodes)
+        except OutOfTime:
+            if played == 0:
+                raise CrownError(f"the crown's time limit ({limit:.0f} s) ran out before each candidate had played "
+                                 f"{target} held-out episodes; raise crown.min_seconds or set crown.seconds") from None
+            return returns, lengths, f"time limit after {played} episodes per candidate"
+        for index, result in zip(running, results):
+            returns[index].extend(result.returns)
+            lengths[index].extend(result.lengths)
+        played = target
+        over = race.look(returns)
+        display.round(race, played, [index for index in running if index not in race.running])
+        if over:
+            return returns, lengths, ("one candidate left" if len(race.running) == 1 else "all rounds played")
+
+
+def _judged(run_dir: Path, found: list[Candidate], race: Race, returns: list[list[float]], lengths: list[list[int]],
+            seeds: list[int], training_best: str, seconds: float, where: str, how: dict[str, Any]) -> Crown:
+    """The Crown: each candidate's whole rounds with its interval, the leader of those still running crowned."""
+    judged = []
+    for index, candidate in enumerate(found):
+        count = len(returns[index])
+        result = EvalResult(tuple(returns[index]), tuple(lengths[index]), tuple(seeds[:count]))
+        judged.append(Judged(candidate, result, mean_interval(returns[index], race.interval_error),
+                             race.dropped.get(index, "")))
+    champion = judged[race.leader(returns)]
+    error = race.interval_error
+    method = (f"Student t at {1 - error:.4%} each (Bonferroni over {len(found)} candidates and {len(race.schedule)} "
+              f"looks), so all intervals hold together at {CONFIDENCE:.0%} whichever look the race stopped at")
+    info = {"looks": race.schedule, "max_episodes": race.max_episodes, "racing": race.racing,
+            "interval_method": method, **how}
+    return Crown(run_dir, judged, champion, training_best, seconds, where, info)
+
+
+def _with_replaced(crown: Crown, best_dir: Path) -> Crown:
+    """The crown, knowing the record it is about to replace (read here, under the run's lock)."""
+    from dataclasses import replace
+
+    return replace(crown, replaced=read_champion(best_dir))
+
+
+def _recorded_training_seconds(run_dir: Path) -> float | None:
+    """The run's training wall time as its summary.json records it (None without one)."""
+    try:
+        seconds = read_record(run_dir / "summary.json").get("wall_seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else None
 
 
 def remove_dead_temporaries(path: Path) -> None:
@@ -252,9 +327,10 @@ def remove_dead_temporaries(path: Path) -> None:
 
 
 def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
-                    on_warning: Callable[[str], None] = warn) -> Crown:
+                    on_warning: Callable[[str], None] = warn, display: RaceDisplay | None = None) -> Crown:
     """``champion crown RUN_DIR``: crown a finished (or stopped) run with its config's ``crown.*`` settings and
-    ``overrides`` of them, while holding the run's lock; log it to TensorBoard and add it to summary.json."""
+    ``overrides`` of them, while holding the run's lock; log it to TensorBoard and add it to summary.json. The
+    time limit is measured against the training time summary.json records."""
     from champion.agents.config import validate
     from champion.runners.configure import apply_overrides, load_run_config, validate_recorded
     from champion.runners.store.run_folder import RunLock
@@ -271,7 +347,7 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
     validate_recorded(config)
     _check_env_fits(run_dir, config)
     with RunLock(run_dir):
-        crown = crown_run(run_dir, config, on_warning=on_warning)
+        crown = crown_run(run_dir, config, on_warning=on_warning, display=display)
         log_crown_to_tensorboard(crown)
         add_to_summary(run_dir / "summary.json", crown)
     return crown
@@ -326,98 +402,96 @@ def _training_best(best_dir: Path, found: list[Candidate]) -> str:
         return bests[-1] if bests else ""
 
 
-class ProcessPlayer:
-    """Plays in this process (``crown.workers`` 1), or splits the episodes over that many spawned processes without
-    TensorFlow; all give the same returns. With 0 (auto) the first candidate is played here, and the others on
-    one process per CPU if at its pace they would take more than ``SPAWN_PAYS_AFTER_S``."""
+class RaceDisplay:
+    """The race's progress: a live line on a terminal (episodes played, candidates in the race, time left) and a
+    line per round wherever the console prints (a log file gets the rounds only). ``RaceDisplay(None)`` shows
+    nothing."""
 
-    def __init__(self, config: TrainConfig) -> None:
-        self.env_id, self.options, self.workers = config.env_id, EnvOptions.from_config(config), config.crown.workers
-        self.where = "this process"
-        """Where the last ``play`` ran (for the crown's cost)."""
+    def __init__(self, console: Any | None) -> None:
+        self.console, self.progress, self.task = console, None, None
+        self.started, self.limit = time.perf_counter(), None
 
-    def play(self, policies: Sequence[NumpyPolicy], seeds: Sequence[int]) -> list[EvalResult]:
-        """Every policy on every seed, results in the order of the policies."""
-        if self.workers == 1:
-            return self._here(policies, seeds)
-        if self.workers > 1:
-            return self._apart(policies, seeds, self.workers)
-        cpus = os.cpu_count() or 1
-        started = time.perf_counter()
-        first, rest = self._here(policies[:1], seeds), policies[1:]
-        if cpus > 1 and (time.perf_counter() - started) * len(rest) > SPAWN_PAYS_AFTER_S:
-            return first + self._apart(rest, seeds, cpus)
-        return first + self._here(rest, seeds)
+    def start(self, race: Race, limit: float | None) -> None:
+        self.started, self.limit = time.perf_counter(), limit
+        if self.console is None or self.console.quiet or not self.console.is_terminal:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn
 
-    def _here(self, policies: Sequence[NumpyPolicy], seeds: Sequence[int]) -> list[EvalResult]:
-        return [play_episodes(self.env_id, self.options, policy.spec, policy.weights, seeds) for policy in policies]
+        self.progress = Progress(TextColumn("[bold blue]crown"), BarColumn(bar_width=10),
+                                 TextColumn("{task.completed:,.0f} episodes, {task.fields[running]} in the race, "
+                                            "{task.fields[left]}"), console=self.console, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task("crown", total=race.max_episodes * len(race.names),
+                                           running=len(race.running), left=self._left())
 
-    def _apart(self, policies: Sequence[NumpyPolicy], seeds: Sequence[int], workers: int) -> list[EvalResult]:
-        self.where = f"{workers} processes"
-        return _play_apart(self.env_id, self.options, policies, seeds, workers) if policies else []
+    def episodes(self, count: int) -> None:
+        """``count`` more episodes finished."""
+        if self.progress is not None:
+            self.progress.update(self.task, advance=count, left=self._left())
 
+    def round(self, race: Race, played: int, stopped: list[int]) -> None:
+        """A round is over: one line saying who stopped and who is still in the race."""
+        if self.progress is not None:
+            done = self.progress.tasks[0].completed  # what is left: the running candidates' episodes to come
+            self.progress.update(self.task, running=len(race.running), left=self._left(),
+                                 total=done + (race.max_episodes - played) * len(race.running))
+        if self.console is None:
+            return
+        dropped = "".join(f"; {race.names[index]} stops ({race.dropped[index].rsplit(' after ', 1)[0]})"
+                          for index in stopped)
+        self.console.print(f"crown: {played} held-out episodes per candidate{dropped}; {len(race.running)} in the "
+                           f"race; {time.perf_counter() - self.started:.1f}s{self._of_limit()}")
 
-class RayPlayer:
-    """Plays on Ray actors (the Ray engine's cluster, which must be up), the seeds split among as many actors as
-    the run had rollout workers; the same returns as in process."""
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
-    def __init__(self, config: TrainConfig, spec: NetworkSpec) -> None:
-        self.config, self.spec = config, spec
-        self.actors = max(config.ray.workers, config.ray.eval_workers, 1)
-        self.where = f"{self.actors} Ray actors"
+    def _left(self) -> str:
+        if self.limit is None:
+            return "no time limit"
+        return f"{max(self.limit - (time.perf_counter() - self.started), 0.0):.0f}s of {self.limit:.0f}s left"
 
-    def play(self, policies: Sequence[NumpyPolicy], seeds: Sequence[int]) -> list[EvalResult]:
-        """Every policy on every seed, results in the order of the policies."""
-        from champion.runners.ray.evaluation import RayEvaluation
-
-        ray = self.config.ray
-        evaluation = RayEvaluation(self.config.env_id, EnvOptions.from_config(self.config), self.spec, seeds,
-                                   self.actors, ray.eval_timeout_s, ray.max_worker_restarts, background=False)
-        try:
-            return [evaluation.start(index, policy)[0].result for index, policy in enumerate(policies)]
-        finally:
-            evaluation.close()
-
-
-def _play_apart(env_id: str, options: EnvOptions, policies: Sequence[NumpyPolicy], seeds: Sequence[int],
-                workers: int) -> list[EvalResult]:
-    shares = [list(share) for share in np.array_split(np.asarray(seeds, np.int64), workers) if len(share)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [[pool.submit(play_episodes, env_id, options, policy.spec, policy.weights, [int(seed) for seed in share])
-                    for share in shares] for policy in policies]
-        return [joined([future.result() for future in parts], seeds) for parts in futures]
+    def _of_limit(self) -> str:
+        return f" of its {self.limit:.0f}s limit" if self.limit is not None else ""
 
 
 def crown_table(crown: Crown) -> list[str]:
     """Markdown lines: one row per candidate, the champion marked (for the terminal and TensorBoard)."""
-    lines = [f"| entry | step | training mean | held-out mean ± std | {CONFIDENCE:.0%} interval | |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| entry | step | training mean | held-out mean ± std | episodes | interval | |",
+             "|---|---|---|---|---|---|---|"]
     for judged in crown.judged:
         marks = [mark for mark, applies in (("crowned", judged is crown.champion),
                                             ("training-time best", judged.candidate.name == crown.training_best),
                                             ("final policy", judged.candidate.is_final)) if applies]
         low, high = judged.interval
         lines.append(f"| {judged.candidate.name} | {judged.candidate.step:,} | {judged.candidate.training_mean:.2f} | "
-                     f"{judged.result.mean_return:.2f} ± {judged.result.std_return:.2f} | [{low:.2f}, {high:.2f}] | "
-                     f"{', '.join(marks)} |")
+                     f"{judged.result.mean_return:.2f} ± {judged.result.std_return:.2f} | "
+                     f"{len(judged.result.returns)} | [{low:.2f}, {high:.2f}] | {', '.join(marks)} |")
     return lines
 
 
 def crown_lines(crown: Crown) -> list[str]:
-    """What the terminal shows after a crown: the table, the champion, the training-time best beside it, the cost."""
+    """What the terminal shows after a crown: the table, the champion, the training-time best beside it, how the
+    race ended, and what it cost against its limit."""
     champion, naive = crown.champion, crown.training_best_judged()
     low, high = champion.interval
     lines = ["", *crown_table(crown), "",
              f"crowned: {champion.candidate.name}, held-out mean {champion.result.mean_return:.2f} "
-             f"({CONFIDENCE:.0%} interval {low:.2f} to {high:.2f}) over {len(crown.seeds)} episodes"]
+             f"({CONFIDENCE:.0%} interval {low:.2f} to {high:.2f}, holding for every candidate at once) over "
+             f"{len(champion.result.returns)} episodes"]
     if naive is not None and naive is not champion:
         lines.append(f"the training-time best {naive.candidate.name} recorded {naive.candidate.training_mean:.2f} "
                      f"and holds {naive.result.mean_return:.2f} on the held-out episodes")
     elif naive is not None:
         lines.append(f"the training-time best is the champion; it recorded {naive.candidate.training_mean:.2f}")
-    cost = crown.cost()
-    lines.append(f"the crown took {cost['seconds']:.1f}s for {cost['episodes']:,} episodes "
-                 f"({cost['env_steps']:,} env steps, {cost['workers']}); champion: {crown.run_dir / 'best' / champion.candidate.name}")
+    cost, race = crown.cost(), crown.race
+    limit = cost["time_limit_seconds"]
+    of_limit = f" of its {limit:.0f}s limit" if limit is not None else ""
+    skipped = f", {cost['episodes_skipped']:,} skipped" if cost["episodes_skipped"] else ""
+    lines.append(f"the race ended: {race.get('ended', '')}; the crown took {cost['seconds']:.1f}s{of_limit} for "
+                 f"{cost['episodes']:,} episodes{skipped} ({cost['env_steps']:,} env steps, {cost['workers']})")
+    lines.append(f"champion: {crown.run_dir / 'best' / champion.candidate.name}")
     return lines
 
 

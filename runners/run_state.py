@@ -30,7 +30,8 @@ RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_k
                   "ray.workers", "ray.address", "ray.num_cpus", "ray.worker_cpus",
                   "ray.eval_workers", "ray.fragment_timeout_s", "ray.eval_timeout_s", "ray.max_worker_restarts",
                   # which saved policy is crowned, not what is learned
-                  "crown.at_end", "crown.candidates", "crown.episodes", "crown.seed", "crown.workers",
+                  "crown.at_end", "crown.candidates", "crown.episodes", "crown.seed", "crown.workers", "crown.race",
+                  "crown.tolerance", "crown.time_share", "crown.min_seconds", "crown.seconds",
                   # when to stop early, which is how long a run goes
                   "stop.at_return", "stop.after_evaluations_without_best")
 

@@ -47,6 +47,15 @@ class NoisyBandit(gym.Env):
         return np.eye(2, dtype=np.float32)[self.cue], reward, True, False, {}
 
 
+class RaceBandit(NoisyBandit):
+    """NoisyBandit with arms far apart and close: a policy on arm pair (0, 1) holds 1.0, (2, 3) 0.8, (4, 5) 0.0 and
+    (6, 7) -1.0, each episode's return off by N(0, 1) noise. The crown's race should stop the last two early and
+    play the first two to the end."""
+
+    ARM_MEANS = (1.0, 1.0, 0.8, 0.8, 0.0, 0.0, -1.0, -1.0)
+    NOISE_STD = 1.0
+
+
 class Counter(gym.Env):
     """Observation = steps taken so far, reward 1 per step, terminates after ``length`` steps.
 
@@ -355,7 +364,8 @@ def register() -> None:
         "champion-test/NaNMidEpisode-v0": dict(entry_point=NaNMidEpisode),
         "champion-test/FailsAfter-v0": dict(entry_point=FailsAfter),
         "Target-v0": dict(entry_point=Target),
-        "NoisyBandit-v0": dict(entry_point=NoisyBandit),  # as toy_envs:NoisyBandit-v0 in spawned processes too  # made as "toy_envs:Target-v0", which imports this module first
+        "NoisyBandit-v0": dict(entry_point=NoisyBandit),
+        "RaceBandit-v0": dict(entry_point=RaceBandit),  # as toy_envs:NoisyBandit-v0 in spawned processes too  # made as "toy_envs:Target-v0", which imports this module first
         "champion-test/DictAction-v0": dict(entry_point=DictAction),
         "champion-test/DictCue-v0": dict(entry_point=DictCue),
         "champion-test/MultiCue-v0": dict(entry_point=MultiCue),

@@ -200,29 +200,37 @@ def export(run_dir: Path, export_format: str, out: Path | None, best_run: bool, 
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--candidates", type=int, help="Newest best entries to judge, with the final policy (default: "
               "the run's crown.candidates, 3).")
-@click.option("--episodes", type=int, help="Held-out episodes per candidate (default: the run's crown.episodes, 100).")
+@click.option("--episodes", type=int, help="Most held-out episodes per candidate; the race stops sooner once the "
+              "champion is clear (default: the run's crown.episodes, 100).")
+@click.option("--seconds", type=float, help="Time limit in seconds (default: the run's crown.time_share of its "
+              "training time, at least crown.min_seconds).")
+@click.option("--race/--no-race", default=None, help="Stop a candidate's episodes once it is clearly worse "
+              "(default: the run's crown.race, on); --no-race plays --episodes for each.")
 @click.option("--workers", type=int, help="Processes playing them (default 0: one per CPU; 1: this process).")
 @click.option("--json", "as_json", is_flag=True, help="Print the crown record (best/champion.json) instead of text.")
 @click.option("--best", "best_run", is_flag=True,
               help="With a folder of runs: the run with the highest best return (default: the newest).")
 @ENV_MODULE_OPTION
-def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: int | None, as_json: bool,
-          best_run: bool, env_modules: Sequence[str]) -> None:
+def crown(run_dir: Path, candidates: int | None, episodes: int | None, seconds: float | None, race: bool | None,
+          workers: int | None, as_json: bool, best_run: bool, env_modules: Sequence[str]) -> None:
     """Play the newest best entries of RUN_DIR and its final policy on held-out episode seeds (disjoint from the
     evaluation seeds) and crown the highest held-out mean in RUN_DIR/best/champion.json, which replay and export
     then use. Training runs this at its end; use it on runs from before, or to judge on more episodes. A folder
     of runs stands for its newest run with a best policy (--best: the highest best return)."""
-    from champion.runners.store.best_store import read_champion
-    from champion.runners.crown import crown_lines, crown_saved_run
+    from rich.console import Console
+
+    from champion.runners.crown import RaceDisplay, crown_lines, crown_saved_run
 
     _import_env_modules(env_modules)
     run_dir, picked = choose_run(run_dir, best_run)
     if picked and not as_json:
         click.echo(f"picked {run_dir}: {picked}")
-    earlier = read_champion(run_dir / "best")
-    named = {"crown.candidates": candidates, "crown.episodes": episodes, "crown.workers": workers}
+    named = {"crown.candidates": candidates, "crown.episodes": episodes, "crown.seconds": seconds,
+             "crown.race": race, "crown.workers": workers}
+    display = RaceDisplay(Console(stderr=True, soft_wrap=True, highlight=False))
     try:
-        outcome = crown_saved_run(run_dir, {key: value for key, value in named.items() if value is not None})
+        outcome = crown_saved_run(run_dir, {key: value for key, value in named.items() if value is not None},
+                                  display=display)
     except RunFolderError as error:  # a run still training, picked from a folder
         raise RunFolderError(f"{error}; or give another run's folder" if picked else str(error)) from None
     if as_json:
@@ -230,8 +238,8 @@ def crown(run_dir: Path, candidates: int | None, episodes: int | None, workers: 
         return
     for line in crown_lines(outcome)[1:]:
         click.echo(line)
-    if earlier is not None:
-        click.echo(_replaced_crown_line(earlier))
+    if outcome.replaced is not None:
+        click.echo(_replaced_crown_line(outcome.replaced))
 
 
 def _replaced_crown_line(earlier: dict[str, Any]) -> str:

@@ -1,0 +1,152 @@
+"""The crown's race (runners/race.py): its statistics by hand, and on a known-answer env against fixed 100 episodes."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from champion.agents.config import CrownConfig, NetworkConfig, TrainConfig
+from champion.agents.networks import ActorCritic, weight_arrays
+from champion.agents.numpy_policy import NumpyPolicy
+from champion.envs.factory import EnvOptions, describe_env
+from champion.runners import crown as crowning
+from champion.runners.evaluate import EvalResult, episode_seeds, play_episodes
+from champion.runners.race import Race, looks, mean_interval, student_t_quantile
+from champion.runners.store.best_store import BestPolicyStore
+from champion.runners.store.run_metadata import best_manifest, network_spec
+from toy_envs import RaceBandit
+
+RACE_BANDIT = "toy_envs:RaceBandit-v0"
+ARM_PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7)]
+TRUE_MEANS = [(RaceBandit.ARM_MEANS[first] + RaceBandit.ARM_MEANS[second]) / 2 for first, second in ARM_PAIRS]
+
+
+@pytest.mark.parametrize("probability, degrees, published", [
+    (0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 9, 2.262), (0.999, 9, 4.297), (0.995, 99, 2.626),
+    (0.9995, 30, 3.646), (0.975, 5_000, 1.960)])
+def test_student_t_quantiles_match_the_published_tables(probability, degrees, published):
+    assert student_t_quantile(probability, degrees) == pytest.approx(published, abs=1e-3)
+    assert student_t_quantile(1 - probability, degrees) == pytest.approx(-published, abs=1e-3)
+
+
+def test_the_t_interval_by_hand():
+    """Fifty zeros and fifty ones: mean 0.5, sample sd sqrt(25/99), t(0.975, 99) = 1.9842, so 0.5 ± 0.0997."""
+    low, high = mean_interval([0.0, 1.0] * 50, 0.05)
+    assert (low, high) == pytest.approx((0.5 - 0.09971, 0.5 + 0.09971), abs=2e-5)
+    assert mean_interval([3.0] * 20, 0.05) == (3.0, 3.0)
+
+
+def test_the_looks_double_from_ten_up_to_the_most_episodes():
+    assert looks(100) == [10, 20, 40, 80, 100]
+    assert looks(25) == [10, 20, 25] and looks(10) == [10] and looks(4) == [4]
+    assert looks(100, racing=False) == [100]
+
+
+def test_a_look_drops_a_clearly_worse_candidate_and_keeps_an_undecided_one():
+    """A leads; B is A minus 5 on every seed (clearly worse); C is A plus or minus 2 (no telling)."""
+    a = [10.0 + (1 if index % 2 else -1) for index in range(10)]
+    b = [value - 5.0 for value in a]
+    c = [value + (2 if index % 2 else -2) for index, value in enumerate(a)]
+    race = Race(["A", "B", "C"], 100, order=[(True, 1), (False, 2), (False, 3)])
+    assert race.pair_error == pytest.approx(0.05 / (5 * 2)) and race.interval_error == pytest.approx(0.05 / (5 * 3))
+    assert race.look([a, b, c]) is False
+    assert race.running == [0, 2] and race.dropped == {1: "worse than A after 10 episodes"}
+    assert race.next_count(10) == 20
+
+
+def test_identical_returns_end_the_race_and_a_tolerance_ends_it_sooner():
+    same = [500.0] * 10
+    race = Race(["old", "new"], 100, order=[(False, 1), (True, 2)])
+    assert race.look([same, same]) is True  # one left: the training-time best (the order breaks the tie)
+    assert race.running == [1] and race.dropped == {0: "within 0 of new after 10 episodes"}
+    close = [500.0 + (1 if index % 2 else -1) for index in range(10)]  # as good on average, 1 off each time
+    assert Race(["a", "b"], 100).look([same, close]) is False
+    assert Race(["a", "b"], 100, tolerance=2.5).look([same, close]) is True
+
+
+class DirectPlayer:
+    """Plays each seed on one RaceBandit env, without a vector env: the crown's episodes at a fraction of the cost
+    (``test_the_direct_player_plays_what_the_crown_plays`` checks that they are the same)."""
+
+    where = "one env"
+
+    def __init__(self):
+        self.env = RaceBandit()
+
+    def play(self, policies, seeds, deadline=None, on_episodes=None):
+        results = []
+        for policy in policies:
+            returns = []
+            for seed in seeds:
+                observation, _ = self.env.reset(seed=int(seed))
+                action = policy.env_actions(policy.mode(observation[None]))[0]
+                returns.append(float(self.env.step(action)[1]))
+            results.append(EvalResult(tuple(returns), (1,) * len(seeds), tuple(int(seed) for seed in seeds)))
+        return results
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def race_run(tmp_path_factory):
+    """A run folder whose best store holds the four RaceBandit policies (candidate i on arm pair i), saved in
+    the order of their 10-episode evaluation means as training would; their policies; their true means by entry."""
+    run_dir = tmp_path_factory.mktemp("race")
+    config = TrainConfig(env_id=RACE_BANDIT, eval_episodes=10, network=NetworkConfig(hidden_sizes=()))
+    spec = network_spec(describe_env(RACE_BANDIT, EnvOptions()), config)
+    template = weight_arrays(ActorCritic(spec, seed=0))
+    head = next(name for name, array in template.items() if array.shape == (2, len(RaceBandit.ARM_MEANS)))
+    policies = []
+    for arms in ARM_PAIRS:
+        weights = {name: np.zeros_like(array) for name, array in template.items()}
+        for cue, arm in enumerate(arms):
+            weights[head][cue, arm] = 10.0
+        policies.append(NumpyPolicy(spec, weights=weights))
+    seeds = episode_seeds(config.eval_seed, 10)
+    results = DirectPlayer().play(policies, seeds)
+    store, truth = BestPolicyStore(run_dir / "best", keep=4), {}
+    for rank, index in enumerate(np.argsort([result.mean_return for result in results])):
+        store.offer(policies[index].weights, results[index].mean_return - 100 + rank,  # each a new best
+                    best_manifest(config, spec, 1_000 * (rank + 1), results[index]))
+        truth[store.current_entry.name] = TRUE_MEANS[index]
+    return run_dir, config, policies, truth
+
+
+def test_the_direct_player_plays_what_the_crown_plays(race_run):
+    _, config, policies, _ = race_run
+    seeds = episode_seeds(12_345, 20)
+    direct = [result.returns for result in DirectPlayer().play(policies, seeds)]
+    played = [play_episodes(RACE_BANDIT, EnvOptions(), policy.spec, policy.weights, seeds).returns for policy in policies]
+    assert direct == played
+    assert [np.mean(returns) for returns in direct] != [np.mean(direct[0])] * 4  # the arms differ
+
+
+def test_racing_picks_as_often_as_fixed_100_with_fewer_episodes_and_its_intervals_cover(race_run):
+    """Known answer: the entry on arm pair (0, 1) holds 1.0, one 0.8, the others 0.0 and -1.0. On the same held-out
+    seeds in each of 200 repetitions: the race picks the truly best as often as 100 episodes each do (it stops
+    the two bad ones early), plays far fewer episodes, and the stated 95% intervals (all candidates' at once)
+    cover every true mean in at least 95% of the repetitions."""
+    run_dir, config, _, truth = race_run
+    repetitions = 200
+    right, episodes, all_covered, champion_covered = {True: 0, False: 0}, {True: 0, False: 0}, 0, 0
+    for repetition in range(repetitions):
+        for racing in (True, False):
+            crown_config = CrownConfig(candidates=4, episodes=100, seed=50_000_000 + 1_000 * repetition,
+                                       race=racing, time_share=0.0)
+            crown = crowning.crown_run(run_dir, dataclasses.replace(config, crown=crown_config), DirectPlayer())
+            right[racing] += truth[crown.champion.candidate.name] == 1.0
+            episodes[racing] += crown.episodes
+            if racing:
+                covered = [low <= truth[judged.candidate.name] <= high for judged in crown.judged
+                           for low, high in [judged.interval]]
+                all_covered += all(covered)
+                champion_covered += covered[crown.judged.index(crown.champion)]
+    print(f"right: racing {right[True]}, fixed {right[False]} of {repetitions}; episodes per crown: racing "
+          f"{episodes[True] / repetitions:.0f}, fixed {episodes[False] / repetitions:.0f}; all intervals covered "
+          f"{all_covered / repetitions:.3f}, the champion's {champion_covered / repetitions:.3f}")
+    assert episodes[False] == 400 * repetitions
+    assert right[False] >= 0.8 * repetitions  # the close pair: 0.2 apart, paired sd 1.4, so ~92% at 100 episodes
+    assert right[True] >= right[False] - 0.01 * repetitions
+    assert episodes[True] <= 0.75 * episodes[False]
+    assert all_covered >= 0.95 * repetitions and champion_covered >= 0.95 * repetitions
