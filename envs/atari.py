@@ -5,7 +5,8 @@ Training (``training=True``) follows the usual recipe (Mnih et al. 2015; SB3's A
 AtariPreprocessing (up to 30 no-op starts, 4 frames per step with the max of the last two, 84x84
 grayscale), FIRE pressed when a life starts in games that need it, the loss of a life ending the episode
 for the learner (the game goes on at the next reset), and rewards clipped to their sign. Evaluation and
-replay play whole games with the same observations and FIRE, but raw rewards and every life. Frame
+replay play whole games with the same observations and FIRE, but raw rewards and every life, up to ALE's cap of
+108,000 frames (27,000 steps; Machado et al. 2018), and a stalled game ends sooner (``EndStalledGame``). Frame
 stacking (4 in the Atari presets) is ``frame_stack``, applied by ``champion.envs.factory.make_env``.
 """
 
@@ -44,6 +45,8 @@ def make_atari(env_id: str, training: bool, **env_kwargs: Any) -> gym.Env:
         env = FireOnNewLife(env)
     if training:
         env = gym.wrappers.TransformReward(EpisodicLife(env), np.sign)
+    else:
+        env = EndStalledGame(env)
     return env
 
 
@@ -66,6 +69,33 @@ class FireOnNewLife(gym.Wrapper):
             observation, more, terminated, truncated, info = self.env.step(FIRE)
             reward += more
         self.lives = lives
+        return observation, reward, terminated, truncated, info
+
+
+STALLED_STEPS = 1_000
+"""Steps (4,000 frames, about 67 s of play) of an unchanged screen after which an evaluation game is over."""
+
+
+class EndStalledGame(gym.Wrapper):
+    """Evaluation and replay only: a game whose screen has not changed for ``STALLED_STEPS`` steps is over
+    (truncated, with the score it has). A deterministic policy acts the same on the same screen, so such a game
+    would sit there until ALE's 108,000-frame cap: in Breakout, when the one FIRE after a lost life is swallowed
+    by a sticky action (about 1 game in 40 for a weak policy) and the policy never serves itself, 27,000 steps
+    of nothing that cost more than a short training run. The score is the one the cap would give, unless a game
+    scores by itself after a minute of a still screen."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        observation, info = self.env.reset(**kwargs)
+        self.last, self.unchanged = np.array(observation), 0
+        return observation, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.unchanged = self.unchanged + 1 if np.array_equal(observation, self.last) else 0
+        if self.unchanged:
+            truncated = truncated or self.unchanged >= STALLED_STEPS
+        else:
+            self.last = np.array(observation)
         return observation, reward, terminated, truncated, info
 
 
