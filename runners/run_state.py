@@ -58,7 +58,8 @@ MAX_REASON_CHARS = 1000
 
 
 class TrainingStopped(ChampionError, RuntimeError):
-    """Training ended before total_steps; the message says why and how to go on."""
+    """A session ended before it completed (a signal, a diverged run, lost workers); the message says why and
+    how to go on."""
 
     label = ""  # the message says it: "error: ..." or "stopped by SIGINT ..."
 
@@ -77,6 +78,25 @@ class TrainingInterrupted(TrainingStopped):
         super().__init__(f"stopped by {name} at step {step:,}{saved}; {resume_hint(run_dir, checkpointed)}",
                          exit_code=128 + signal_number)
         self.signal_number = signal_number
+
+
+class CrownInterrupted(TrainingStopped):
+    """SIGTERM arrived during the end-of-run crown: the run is finished and its store as it was (a Ctrl-C there is
+    a KeyboardInterrupt, as Python has it); only the crown was cut."""
+
+    def __init__(self, signal_number: int, run_dir: Path, crowned: bool = False) -> None:
+        name = signal.Signals(signal_number).name
+        super().__init__(f"stopped by {name} during the crown: the run is finished; {crown_later(run_dir, crowned)}",
+                         exit_code=128 + signal_number)
+        self.signal_number = signal_number
+
+
+def crown_later(run_dir: Path, crowned: bool = False) -> str:
+    """What stands after a crown was cut short, and how to crown the run later (``crowned``: its record was
+    written before the cut)."""
+    if crowned:
+        return f"the crown it had written stands; judge again with: champion crown {run_dir}"
+    return f"the training-time best stands; crown later with: champion crown {run_dir}"
 
 
 class TrainingDiverged(TrainingStopped):
@@ -147,6 +167,32 @@ class StopRequests:
         self.signal_number = number
         self.console.print(f"{signal.Signals(number).name} received: stopping after this update with a checkpoint "
                            "(Ctrl-C again stops at once, without one)")
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class CrownSignals:
+    """While the end-of-run crown plays, SIGINT and SIGTERM stop it at once as a KeyboardInterrupt (what the
+    crown's players and any other code already stop on), so that every context manager unwinds: the run
+    folder's lock is released and the store stays as it was. ``signal_number`` is the first that arrived."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "CrownSignals":
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        if self.signal_number is None:
+            self.signal_number = number
+        raise KeyboardInterrupt
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from champion.envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_en
 from champion.runners import faults
 from champion.runners.logs import stderr_filter
 from champion.runners.store.atomic_files import atomic_write_text, remove_temporaries
+from champion.runners.store.best_store import load_champion
 from champion.runners.store.checkpoints import CheckpointError, ResumeCheckpoints, newest_good_step
 from champion.runners.store.folder_trust import check_links
 from champion.runners.engines import Advance, EngineFailed, choose_engine
@@ -32,12 +34,15 @@ from champion.runners.hooks import Hooks, recorded_evaluations, stop_rules
 from champion.runners.run import Run, build_run, check_checkpoint_state, warner
 from champion.runners.store.run_folder import RunLock, config_yaml, create_run_dir, preflight, write_status
 from champion.runners.store.run_metadata import TrainResult, best_manifest, hparams, network_spec, write_summary
-from champion.runners.run_state import (MAX_REASON_CHARS, LoopState, StopRequests, TrainingDiverged,
-                                        TrainingInterrupted, TrainingStopped, best_policy_note, check_checkpoint_fits,
-                                        check_resumable, is_write_failure, resume_hint, resumed_config,
-                                        write_failure)
+from champion.runners.run_state import (MAX_REASON_CHARS, CrownInterrupted, CrownSignals, LoopState, StopRequests,
+                                        TrainingDiverged, TrainingInterrupted, TrainingStopped, best_policy_note,
+                                        check_checkpoint_fits, check_resumable, crown_later, is_write_failure,
+                                        resume_hint, resumed_config, write_failure)
 
 __all__ = ["TrainResult", "resume", "train"]
+
+CROWNED_LINE = "champion (crowned on held-out episodes): "
+"""How the run's last lines name its champion when a crown record verifies (else ``best policy: ``)."""
 
 
 def train(config: TrainConfig, progress: bool = True, callbacks: Sequence[Callback] = ()) -> TrainResult:
@@ -60,8 +65,8 @@ def train(config: TrainConfig, progress: bool = True, callbacks: Sequence[Callba
     preflight(Path(config.results_dir))
     run_dir = create_run_dir(config)
     with RunLock(run_dir):
-        return _recording_status(run_dir, lambda: _session(config, run_dir, env_info, progress, resuming=False,
-                                                           called=called, hooks=hooks))
+        return _recording_status(run_dir, lambda finished: _session(config, run_dir, env_info, progress, resuming=False,
+                                                                    called=called, hooks=hooks, finished=finished))
 
 
 def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: bool = True,
@@ -76,28 +81,35 @@ def resume(run_dir: Path, overrides: dict[str, Any] | None = None, progress: boo
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))
     preflight(run_dir)
     with RunLock(run_dir):
-        return _recording_status(run_dir, lambda: _session(config, run_dir, env_info, progress, resuming=True,
-                                                           called=called, hooks=hooks))
+        return _recording_status(run_dir, lambda finished: _session(config, run_dir, env_info, progress, resuming=True,
+                                                                    called=called, hooks=hooks, finished=finished))
 
 
-def _recording_status(run_dir: Path, session: Callable[[], TrainResult]) -> TrainResult:
+def _recording_status(run_dir: Path, session: Callable[[Callable[[TrainResult], None]], TrainResult]) -> TrainResult:
     """Run ``session`` with the run folder's status.json saying how it stands: running while it trains (a kill
-    leaves that, with the lock free: crashed), then finished, stopped (a signal, after its checkpoint) or failed."""
+    leaves that, with the lock free: crashed), then stopped (a signal, after its checkpoint) or failed, or finished
+    once training is complete (``session`` calls the function it is given). The crown comes after that and only
+    adds to the run: a signal or an error during it leaves the run finished."""
+    finished_at: list[TrainResult] = []
+
+    def finished(result: TrainResult) -> None:
+        write_status(run_dir, "finished", f"stopped early: {result.stopped_early}" if result.stopped_early else "")
+        finished_at.append(result)
+
     write_status(run_dir, "running")
     try:
-        result = session()
+        return session(finished)
     except TrainingInterrupted as error:
         write_status(run_dir, "stopped", str(error))
         raise
     except BaseException as error:
-        write_status(run_dir, "failed", first_line(error, limit=1000))
+        if not finished_at:
+            write_status(run_dir, "failed", first_line(error, limit=1000))
         raise
-    write_status(run_dir, "finished", f"stopped early: {result.stopped_early}" if result.stopped_early else "")
-    return result
 
 
 def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bool, resuming: bool,
-             called: float, hooks: Hooks) -> TrainResult:
+             called: float, hooks: Hooks, finished: Callable[[TrainResult], None]) -> TrainResult:
     xla_cache.configure()
     configure_runtime()
     console, out = _consoles(quiet=not progress)
@@ -128,11 +140,12 @@ def _session(config: TrainConfig, run_dir: Path, env_info: EnvInfo, progress: bo
                 run.logger.log_config((run_dir / "config.yaml").read_text())
                 run.logger.log_hparams(hparams(config, run.engine.kind), run_dir.name)
             result = _loop(run, state, called, stop)
-        if config.crown.at_end:  # after StopRequests: a Ctrl-C here stops the crown, not the finished run
-            _crown_at_end(run)
-        if run.store.current_entry is not None:
-            run.out.print(f"best policy: {run.store.current_entry}")
-        run.out.print(f"replay it with: champion replay {run.run_dir}")
+        finished(result)  # the run is complete: the crown only adds to it
+        interruption = _crown_at_end(run) if config.crown.at_end else None
+        for line in _closing_lines(run):
+            run.out.print(line)
+        if interruption is not None:  # a signal during the crown: the command exits 130 or 143 all the same
+            raise interruption
         return result
     except EnvStepError as error:
         raise TrainingStopped(f"error: {error}; the best policy saved before it is unchanged in "
@@ -251,30 +264,50 @@ def _save_final_policy(run: Run, step: int) -> bool:
     return True
 
 
-def _crown_at_end(run: Run) -> None:
+def _crown_at_end(run: Run) -> BaseException | None:
     """Crown the finished run (``champion.runners.crown``), print it and add it to TensorBoard and summary.json. The run
-    is complete without it: a failure or a Ctrl-C is a warning, and the store stays as it was."""
+    is complete without it: a failure is a warning, and the store stays as it was (the crown writes champion.json
+    atomically, at its end). SIGINT and SIGTERM stop it at once; what to raise once the closing lines are printed
+    is returned: KeyboardInterrupt after a warning saying how to crown later, or CrownInterrupted for SIGTERM."""
     if run.store.current_entry is None:
-        return
+        return None
     run.out.print(f"crowning: the newest {run.config.crown.candidates} best entries and the final policy, "
                   f"{run.config.crown.episodes} held-out episodes each")
-    later = f"the training-time best stands; crown later with: champion crown {run.run_dir}"
+    signals, crown = CrownSignals(), None
     try:
-        from champion.runners.crown import (ProcessPlayer, RayPlayer, add_to_summary, crown_lines, crown_run,
-                                   log_crown_to_tensorboard)
+        with signals:
+            from champion.runners.crown import (ProcessPlayer, RayPlayer, add_to_summary, crown_lines, crown_run,
+                                                log_crown_to_tensorboard)
 
-        player = RayPlayer(run.config, run.spec) if run.engine.kind == "ray" else ProcessPlayer(run.config)
-        crown = crown_run(run.run_dir, run.config, player, on_warning=warner(run.console))
-        log_crown_to_tensorboard(crown)
-        add_to_summary(run.run_dir / "summary.json", crown)
-    except KeyboardInterrupt:
-        warner(run.console)(f"the crown was interrupted; {later}")
-        return
+            player = RayPlayer(run.config, run.spec) if run.engine.kind == "ray" else ProcessPlayer(run.config)
+            crown = crown_run(run.run_dir, run.config, player, on_warning=warner(run.console))
+            log_crown_to_tensorboard(crown)
+            add_to_summary(run.run_dir / "summary.json", crown)
+    except KeyboardInterrupt as interrupt:
+        if signals.signal_number == signal.SIGTERM:
+            return CrownInterrupted(signal.SIGTERM, run.run_dir, crowned=crown is not None)
+        warner(run.console)(f"the crown was interrupted; {crown_later(run.run_dir, crowned=crown is not None)}")
+        return interrupt
     except Exception as error:  # the crown only adds to a finished run; whatever stops it must not undo that
-        warner(run.console)(f"the crown failed ({type(error).__name__}: {error}); {later}")
-        return
+        warner(run.console)(f"the crown failed ({type(error).__name__}: {error}); {crown_later(run.run_dir)}")
+        return None
     for line in crown_lines(crown):
         run.out.print(line)
+    return None
+
+
+def _closing_lines(run: Run) -> list[str]:
+    """Where the run's policy is: the crowned champion when its record verifies (``load_champion``: a damaged or
+    outdated champion.json is warned about, never followed), with the training-time best beside it when that is
+    another entry; else the training-time best. Then how to replay it."""
+    best = run.store.current_entry
+    found = load_champion(run.run_dir / "best", on_warning=warner(run.console)) if best is not None else None
+    if found is not None:
+        champion = found[0].entry
+        lines = [f"{CROWNED_LINE}{champion}"] + ([f"training-time best: {best}"] if champion.name != best.name else [])
+    else:
+        lines = [f"best policy: {best}"] if best is not None else []
+    return [*lines, f"replay it with: champion replay {run.run_dir}"]
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from champion.runners.logs.stderr_filter import forward
+from champion.runners.store.best_store import crowned_entry
 
 CHAMPION = [sys.executable, "-c", "from champion.runners.cli.main import main; main()"]
 GLOG_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]", re.MULTILINE)
@@ -15,6 +16,8 @@ ONEDNN = (b"I0000 00:00:1796532540.476281   31700 port.cc:153] oneDNN custom ope
           b"turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.")
 NO_CUDA = b"I0000 00:00:1796532540.476533   31700 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used."
 ABSL_NOTE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+CROWNED_LINE = "champion (crowned on held-out episodes): "
+"""How a run's last lines name its crowned champion (``champion.runners.training.CROWNED_LINE``)."""
 
 
 def filtered(*chunks: bytes) -> bytes:
@@ -84,8 +87,9 @@ def test_train_writes_results_to_stdout_and_notes_to_stderr_without_tensorflow_l
         out = done.stdout.splitlines()
         assert out[0].startswith(f"champion ppo on CartPole-v1 (graph engine): step 0 of 2,000 -> {run_dir}")
         assert [line.split()[1] for line in out if line.startswith("step ")] == ["1,024", "2,048"]  # each evaluation
-        [best] = [line.removeprefix("best policy: ") for line in out if line.startswith("best policy: ")]
-        assert (run_dir / "best" / os.path.basename(best)).is_dir()
+        # the run's champion: the entry its crown record names (tests/test_crown_around.py: and without a crown)
+        [named] = [line.removeprefix(CROWNED_LINE) for line in out if line.startswith(CROWNED_LINE)]
+        assert named == str(crowned_entry(run_dir / "best")) and os.path.isdir(named)
         assert out[-1] == f"replay it with: champion replay {run_dir}"
         # stderr: only the budget note (no progress line: not a terminal), nothing from TensorFlow
         assert done.stderr.splitlines() == ["note: 2,000 steps rounded up to 2,048: whole rollouts of 32 steps x 8 envs"]

@@ -280,7 +280,9 @@ def test_a_budget_that_is_not_whole_rollouts_is_rounded_up_and_the_run_says_so_a
 
 
 def test_the_end_of_a_run_names_the_best_policys_folder(tmp_path, capsys):
-    result = train(quick_config(tmp_path, "named", total_steps=1024, eval_every=512), progress=True)
+    """Without a crown, the training-time best (with one: tests/test_crown_around.py)."""
+    result = train(quick_config(tmp_path, "named", total_steps=1024, eval_every=512, **{"crown.at_end": False}),
+                   progress=True)
     lines = capsys.readouterr().out.splitlines()  # with the results, on stdout
     entry = (result.run_dir / "best" / json.loads((result.run_dir / "best" / "current.json").read_text())["entry"])
     assert f"best policy: {entry}" in lines and entry.is_dir()
