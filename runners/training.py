@@ -41,6 +41,8 @@ from champion.runners.run_state import (MAX_REASON_CHARS, CrownInterrupted, Crow
 
 __all__ = ["TrainResult", "resume", "train"]
 
+MEDIA_PHASE = "media (best-policy GIF)"
+"""The timings' phase of every best-policy GIF recorded, the one after training included."""
 CROWNED_LINE = "champion (crowned on held-out episodes): "
 """How the run's last lines name its champion when a crown record verifies (else ``best policy: ``)."""
 
@@ -221,13 +223,13 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                 raise TrainingInterrupted(stopping, state.step, run.run_dir)
             bar.update(task, completed=state.step, sps=steps_per_second)
     _offer_all(run, run.evaluation.wait(), wall_before, session_start)  # one a resume started, if the loop never ran
+    _record_skipped_best(run, time.perf_counter() - session_start)  # inside the session's time, as media
     wall_seconds = time.perf_counter() - session_start
     result = TrainResult(run.run_dir, run.store.best_mean_return, run.store.best_step, state.step, wall_seconds,
                          state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations,
                          beside_timings=dict(timings.beside_seconds), beside_calls=dict(timings.beside_calls),
                          engine=_engine_report(run), stopped_early=state.stopped_early,
                          startup_seconds=session_start - called)
-    _record_skipped_best(run, wall_seconds)
     out.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
@@ -418,7 +420,7 @@ def _offer(run: Run, evaluation: FinishedEvaluation, wall_seconds: float, sessio
     with run.timings.phase("logging"):
         run.logger.log_evaluation(step, wall_seconds, result, run.store.best_mean_return, saved)
     if saved and run.media is not None:
-        with run.timings.phase("media (best-policy GIF)"):
+        with run.timings.phase(MEDIA_PHASE):
             _guard_media(run, lambda: run.media.offer(step, session_seconds, evaluation.policy))
     run.evaluations.append((step, result.mean_return))
     run.last_evaluation = evaluation
@@ -436,9 +438,18 @@ def histogram_arrays(run: Run) -> dict[str, Any]:
 
 
 def _record_skipped_best(run: Run, session_seconds: float) -> None:
-    """After the summary: a GIF of the final best if the media budget skipped it."""
-    if run.media is not None and run.media.pending is not None:
-        _guard_media(run, lambda: run.media.finish(session_seconds))
+    """At the end of training: a GIF of the last best that the media budget skipped, if the budget allows it
+    now (timed as media, like every recording); else one line says it has none."""
+    media = run.media
+    if media is None or media.pending is None:
+        return
+    with run.timings.phase(MEDIA_PHASE):
+        _guard_media(run, lambda: media.finish(session_seconds))
+    if run.media is not None and media.pending is not None:
+        run.console.print(f"note: the best policy of step {media.pending.step:,} has no GIF: one takes about "
+                          f"{media.expected_seconds():.1f}s, more than the {media.budget:.0%} of this session's "
+                          f"{session_seconds:.1f}s that GIFs may take; champion replay {run.run_dir} --video best.gif "
+                          "records one")
 
 
 def _guard_media(run: Run, record: Callable[[], object]) -> None:

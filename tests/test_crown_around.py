@@ -1,21 +1,29 @@
-"""Around the end-of-run crown (issue 31): a signal during it (exit code, message, lock, status, store), and the
-closing lines that name the champion."""
+"""Around the end-of-run crown (issue 31): a signal during it (exit code, message, lock, status, store), the closing
+lines that name the champion, and the best-policy GIF's time (counted as media, bounded by the media budget)."""
 
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 import champion
+from event_files import summaries
 from champion.runners import crown as crowning
+from champion.runners.logs import media as media_module
+from champion.runners.logs.media import PendingBest
+from champion.runners.logs.run_logger import BEST_POLICY_GIF
 from champion.runners.store.best_store import CHAMPION_FILE, list_final_entries, pointer_name, read_entry
 from champion.runners.store.folder_trust import DIGEST_KEY, read_record, seal
 from champion.runners.store.run_folder import read_status
-from champion.runners.training import CROWNED_LINE
+from champion.runners.training import CROWNED_LINE, MEDIA_PHASE
 
 QUICK = {"total_steps": 1024, "eval_every": 512, "ppo.epochs": 2, "engine": "gymnasium", "ppo.jit_compile": False,
          "media": False, "crown.episodes": 5, "crown.workers": 1}
@@ -148,3 +156,62 @@ def test_a_damaged_crown_record_is_not_named_the_training_time_best_is(tmp_path,
     assert not any(line.startswith(CROWNED_LINE) for line in lines)
     assert f"{best_dir / CHAMPION_FILE} is unreadable or incomplete; using the training-time best" in captured.err
     assert result.champion_entry is None
+
+
+RECORDING_SECONDS = 0.3
+
+
+@pytest.fixture
+def slow_recorder(monkeypatch):
+    """Every GIF takes RECORDING_SECONDS (a sleep, so at least that) and is two black frames; the envs it was
+    recorded for are listed."""
+    recorded = []
+
+    def play_apart(play, env_id, *arguments):
+        time.sleep(RECORDING_SECONDS)
+        recorded.append(env_id)
+        return [np.zeros((8, 8, 3), np.uint8)] * 2, 30
+
+    monkeypatch.setattr(media_module, "play_apart", play_apart)
+    return recorded
+
+
+def test_the_gif_recorded_after_training_is_in_the_session_time_as_media(tmp_path, monkeypatch, capsys, slow_recorder):
+    def put_off(self, step, wall_seconds, policy):  # as the budget puts off the bests of a short run
+        self.pending = PendingBest(step, policy)
+        return False
+
+    monkeypatch.setattr(media_module.BestPolicyMedia, "offer", put_off)
+    monkeypatch.setattr(media_module, "MEDIA_BUDGET", 1.0)  # so that the budget lets the last best be recorded
+    monkeypatch.setattr(media_module, "FIRST_ESTIMATE", 0.0)
+    result = quick_run(tmp_path, "counted", media=True, **{"crown.at_end": False})
+    assert slow_recorder == ["CartPole-v1"]
+    assert [point.step for point in summaries(result.run_dir / "tb")[BEST_POLICY_GIF]] == [result.best_step]
+    timings = result.details.timings
+    assert timings[MEDIA_PHASE] >= RECORDING_SECONDS
+    assert sum(timings.values()) <= result.details.wall_seconds  # inside the session's time, not after it
+    [went] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("time went to: ")]
+    assert float(re.search(r"media \(best-policy GIF\) ([\d.]+)s", went)[1]) >= RECORDING_SECONDS
+
+
+def test_a_gif_the_media_budget_cannot_pay_for_is_not_recorded_after_training_and_the_run_says_so(
+        tmp_path, monkeypatch, capsys, slow_recorder):
+    monkeypatch.setattr(media_module, "FIRST_ESTIMATE", 1e6)  # more than 4% of any run
+    result = quick_run(tmp_path, "bounded", media=True, **{"crown.at_end": False})
+    assert slow_recorder == [] and BEST_POLICY_GIF not in summaries(result.run_dir / "tb")
+    assert result.details.timings.get(MEDIA_PHASE, 0.0) < RECORDING_SECONDS
+    note = (f"note: the best policy of step {result.best_step:,} has no GIF: one takes about 1000000.0s, more than "
+            f"the 4% of this session's")
+    err = " ".join(capsys.readouterr().err.split())  # rich may wrap a long line on a narrow terminal
+    assert note in err and f"champion replay {result.run_dir} --video best.gif records one" in err
+
+
+def test_a_gif_rendered_in_a_process_of_its_own_waits_for_a_run_long_enough_to_pay_for_its_estimate(slow_recorder):
+    """MuJoCo's GIFs (14-15 s each, rendered apart) are not started in a run that 4% cannot pay for, where a
+    CartPole GIF is; neither has been measured yet, so each is judged by its kind's first estimate."""
+    policy = SimpleNamespace(spec=None, weights=None)  # the recorder above plays nothing
+    for env_id, wall_seconds, recorded in (("HalfCheetah-v5", 300.0, False), ("CartPole-v1", 300.0, True),
+                                           ("HalfCheetah-v5", 600.0, True)):  # 4% of them: 12 s, 12 s, 24 s
+        media = media_module.BestPolicyMedia(env_id, 0, lambda step, gif, width, height: None)
+        assert media.offer(1, wall_seconds=wall_seconds, policy=policy) is recorded
+    assert slow_recorder == ["CartPole-v1", "HalfCheetah-v5"]

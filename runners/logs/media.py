@@ -3,9 +3,9 @@
 At a new best, one evaluation episode (the first evaluation seed, so it is an episode the
 policy was scored on) is played again with rgb_array rendering, thinned and shrunk, and encoded
 as a GIF. Rendering costs far more than stepping, so it is throttled: a recording starts only
-if, at the cost of the last one, media stay within ``budget`` of the session's wall time; a best that was
-skipped is recorded at the end of the run if the budget then allows, and a run whose bests were
-all skipped (a short one) gets its final best recorded once, after training.
+if, at the cost of the last one (before the first, an estimate), media stay within ``budget`` of the
+session's wall time; a best that was skipped is recorded at the end of the run if the budget then allows,
+and otherwise stays without a GIF (the run says so). The loop counts every recording as its "media" phase.
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ from champion.runners.store.runs import ReplayError
 MEDIA_BUDGET = 0.04
 """At most this share of the wall time goes to recording GIFs (plus the one recording that crosses it)."""
 FIRST_ESTIMATE = 0.5
-"""Seconds a recording is assumed to take before one has been measured."""
+"""Seconds a recording in this process is assumed to take before one has been measured (measured 2026-12-07,
+load about 4: CartPole 0.03-0.06, LunarLander 0.2-0.3, Pendulum and Acrobot 0.3-0.8, Breakout 0.35 on one BLAS
+thread as in training)."""
+FIRST_ESTIMATE_APART = 15.0
+"""The same for an env rendered in a spawned process (``renders_apart``: MuJoCo). HalfCheetah's and Ant's GIFs took
+14-15 s each (measured 2026-12-07, load about 4: 100 frames of 480x480 by Mesa's CPU renderer at about 0.11 s
+each, and the process's start), so a short run records none instead of spending half its time on one."""
 MAX_FRAMES = 100
 """Frames per GIF: every ``FRAME_STRIDE``-th frame of the episode, from its start."""
 FRAME_STRIDE = 2
@@ -69,19 +75,23 @@ class BestPolicyMedia:
         return True
 
     def finish(self, wall_seconds: float) -> bool:
-        """At the end of a run: record the last skipped best if the budget allows it now, or if the run has no
-        GIF yet (once, after training, so that every run has one)."""
-        if self.pending is None or (self.recorded and not self._affordable(wall_seconds)):
+        """At the end of a run: record the last skipped best if the budget allows it now; else it stays
+        ``pending`` (without a GIF), for the caller to say so."""
+        if self.pending is None or not self._affordable(wall_seconds):
             return False
         self._record(self.pending.step, self.pending.policy)
         self.pending = None
         return True
 
+    def expected_seconds(self) -> float:
+        """What the next recording is expected to cost: the last one's, else a first estimate for how it renders."""
+        if self.attempts:
+            return self.last_seconds
+        return FIRST_ESTIMATE_APART if renders_apart(self.env_id) else FIRST_ESTIMATE
+
     def _affordable(self, wall_seconds: float) -> bool:
-        """Whether one more recording, costing what the last one did (at first, FIRST_ESTIMATE), keeps media
-        within the budget."""
-        expected = self.last_seconds if self.attempts else FIRST_ESTIMATE
-        return self.seconds + expected <= self.budget * wall_seconds
+        """Whether one more recording at its expected cost keeps media within the budget of ``wall_seconds``."""
+        return self.seconds + self.expected_seconds() <= self.budget * wall_seconds
 
     def _record(self, step: int, policy: NumpyPolicy) -> None:
         started = time.perf_counter()
