@@ -2,7 +2,8 @@
 actors; the same returns in each (acting is row by row, see ``champion.agents.numpy_policy``). Nothing here imports
 TensorFlow.
 
-A player lives for the whole race (``close`` ends it): the spawned processes start once and play every round.
+A player lives for the whole race (``close`` ends it): the spawned processes start once and play every round,
+and every process keeps its envs from one round to the next.
 Each ``play`` gets a ``deadline`` (a ``time.time()``, so that spawned processes read the same clock) and raises
 ``OutOfTime`` once it has passed; ``on_episodes`` is called with the number of episodes just finished, for the
 progress display.
@@ -22,7 +23,7 @@ from champion.agents.config import TrainConfig
 from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions
-from champion.runners.evaluate import EvalResult, OutOfTime, joined, play_episodes
+from champion.runners.evaluate import EvalResult, OutOfTime, close_kept_envs, joined, play_episodes
 
 if TYPE_CHECKING:
     from champion.runners.ray.evaluation import RayEvaluation
@@ -70,7 +71,7 @@ class ProcessPlayer:
         on_episodes = on_episodes or _ignore
         if self.workers == 1:
             return self._here(policies, seeds, deadline, on_episodes)
-        if self.workers > 1 or self._pool is not None:
+        if self.workers > 1 or self._pool_size:  # asked for, or the first round showed that they pay
             return self._apart(policies, seeds, deadline, on_episodes)
         started = time.perf_counter()
         results = self._here(policies, seeds, deadline, on_episodes)
@@ -81,7 +82,8 @@ class ProcessPlayer:
         return results
 
     def close(self) -> None:
-        """Stop the spawned processes (a task still running is left to its deadline)."""
+        """Close the envs kept here and stop the spawned processes (a task still running stops at its deadline)."""
+        close_kept_envs()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -90,7 +92,8 @@ class ProcessPlayer:
               on_episodes: EpisodesDone) -> list[EvalResult]:
         results = []
         for policy in policies:
-            results.append(play_episodes(self.env_id, self.options, policy.spec, policy.weights, seeds, deadline))
+            results.append(play_episodes(self.env_id, self.options, policy.spec, policy.weights, seeds, deadline,
+                                         keep_envs=True))
             on_episodes(len(seeds))
         return results
 
@@ -104,7 +107,7 @@ class ProcessPlayer:
         shares = [list(map(int, share)) for share in np.array_split(np.asarray(seeds, np.int64),
                                                                     max(1, -(-len(seeds) // SHARE_EPISODES)))]
         futures = [[self._pool.submit(play_episodes, self.env_id, self.options, policy.spec, policy.weights, share,
-                                      deadline) for share in shares] for policy in policies]
+                                      deadline, True) for share in shares] for policy in policies]
         _report_as_done([future for parts in futures for future in parts], [len(share) for share in shares] * len(policies),
                         on_episodes)
         return [joined([future.result() for future in parts], seeds) for parts in futures]

@@ -13,7 +13,7 @@ import numpy as np
 
 from champion.agents.numpy_policy import NumpyPolicy, single_threaded_numpy
 from champion.agents.spec import NetworkSpec
-from champion.envs.factory import EnvOptions, as_float_batch, env_call, make_eval_env
+from champion.envs.factory import EnvOptions, as_float_batch, env_call, make_env_without_info
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,13 @@ class OutOfTime(Exception):
 
 
 def evaluate(
-    policy: NumpyPolicy, eval_envs: gym.vector.SyncVectorEnv, seeds: Sequence[int], frames: list | None = None,
+    policy: NumpyPolicy, eval_envs: gym.vector.SyncVectorEnv | Sequence[gym.Env], seeds: Sequence[int],
+    frames: list | None = None,
     max_steps: int = MAX_EPISODE_STEPS, frame_every: int = 1, env_id: str = "the environment",
     deadline: float | None = None,
 ) -> EvalResult:
-    """Play one episode per seed (env i gets seeds[i]) with the policy's deterministic action.
+    """Play one episode per seed (env i of the vector env, or of the list, gets seeds[i]) with the policy's
+    deterministic action.
 
     Only the episodes still running are stepped and acted for: a finished one costs nothing while a long one
     goes on (acting is row by row, so the batch it is in changes no action). An episode still running after
@@ -77,14 +79,14 @@ def evaluate(
     If ``frames`` is a list, the first env's rgb_array frames are appended to it (every ``frame_every``-th one:
     rendering costs more than stepping). What the envs raise comes back as an EnvStepError naming ``env_id``.
     """
-    envs = eval_envs.envs
+    envs = getattr(eval_envs, "envs", eval_envs)
     if len(seeds) != len(envs):
         raise ValueError(f"{len(seeds)} seeds for {len(envs)} evaluation envs; give one seed per env")
     observations = [env_call(env_id, "reset()", env.reset, seed=int(seed))[0] for env, seed in zip(envs, seeds)]
     returns = np.zeros(len(seeds), np.float64)
     lengths = np.zeros(len(seeds), np.int64)
     running = list(range(len(seeds)))
-    _record(eval_envs, frames)
+    _record(envs, frames)
     for step in range(1, max_steps + 1):
         if not running:
             break
@@ -100,7 +102,7 @@ def evaluate(
             if not (terminated or truncated):
                 still_running.append(index)
         if running[0] == 0 and step % frame_every == 0:
-            _record(eval_envs, frames)
+            _record(envs, frames)
         running = still_running
     return EvalResult(tuple(returns.tolist()), tuple(lengths.tolist()), tuple(int(seed) for seed in seeds))
 
@@ -109,25 +111,44 @@ MAX_VECTOR_ENVS = 32
 """Episodes ``play_episodes`` plays at once in one vector env (more would only cost memory)."""
 
 
+_KEPT_ENVS: dict[tuple[str, EnvOptions], list[gym.Env]] = {}
+"""Evaluation envs that ``play_episodes(..., keep_envs=True)`` made, kept for the next call in this process (the
+crown's rounds: 8 Atari envs took about as long to make as to play their 8 episodes)."""
+
+
 def play_episodes(env_id: str, options: EnvOptions, spec: NetworkSpec, weights: dict[str, np.ndarray],
-                  seeds: Sequence[int], deadline: float | None = None) -> EvalResult:
-    """One deterministic episode per seed, ``MAX_VECTOR_ENVS`` at a time: the same returns as one vector env of
-    them all, since acting is row by row. Acts on one BLAS thread, as training does: this runs in the crown's
-    spawned processes, in ``champion crown`` and from the API, where nothing else has set it. OutOfTime once
-    ``deadline`` (a ``time.time()``) has passed."""
+                  seeds: Sequence[int], deadline: float | None = None, keep_envs: bool = False) -> EvalResult:
+    """One deterministic episode per seed, ``MAX_VECTOR_ENVS`` at a time: the same returns as all at once, since
+    acting is row by row, and a seeded reset starts the same episode whatever the env played before (as the
+    run's evaluations rely on). Acts on one BLAS thread, as training does: this runs in the crown's spawned
+    processes, in ``champion crown`` and from the API, where nothing else has set it. OutOfTime once ``deadline``
+    (a ``time.time()``) has passed, before any env is made if it already has. ``keep_envs``: the envs stay for
+    the next call (``close_kept_envs`` closes them)."""
     single_threaded_numpy()
     policy = NumpyPolicy(spec, weights=weights)
-    parts, envs = [], {}
+    envs = _KEPT_ENVS.setdefault((env_id, options), []) if keep_envs else []
+    parts = []
     try:
         for start in range(0, len(seeds), MAX_VECTOR_ENVS):
             chunk = list(seeds[start:start + MAX_VECTOR_ENVS])
-            if len(chunk) not in envs:
-                envs[len(chunk)] = make_eval_env(env_id, len(chunk), options=options)
-            parts.append(evaluate(policy, envs[len(chunk)], chunk, env_id=env_id, deadline=deadline))
+            if deadline is not None and time.time() > deadline:
+                raise OutOfTime(f"the deadline passed with {len(seeds) - start} of {len(seeds)} episodes to play")
+            while len(envs) < len(chunk):
+                envs.append(make_env_without_info(env_id, options))
+            parts.append(evaluate(policy, envs[:len(chunk)], chunk, env_id=env_id, deadline=deadline))
     finally:
-        for vector_env in envs.values():
-            vector_env.close()
+        if not keep_envs:
+            for env in envs:
+                env.close()
     return joined(parts, seeds)
+
+
+def close_kept_envs() -> None:
+    """Close the envs ``play_episodes`` kept in this process."""
+    for envs in _KEPT_ENVS.values():
+        for env in envs:
+            env.close()
+    _KEPT_ENVS.clear()
 
 
 def joined(parts: list[EvalResult], seeds: Sequence[int]) -> EvalResult:
@@ -136,9 +157,9 @@ def joined(parts: list[EvalResult], seeds: Sequence[int]) -> EvalResult:
                       tuple(value for part in parts for value in part.lengths), tuple(int(seed) for seed in seeds))
 
 
-def _record(eval_envs: gym.vector.VectorEnv, frames: list | None) -> None:
+def _record(envs: Sequence[gym.Env], frames: list | None) -> None:
     if frames is not None:
-        frames.append(eval_envs.envs[0].render())
+        frames.append(envs[0].render())
 
 
 @dataclass(frozen=True)

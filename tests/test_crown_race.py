@@ -150,3 +150,26 @@ def test_racing_picks_as_often_as_fixed_100_with_fewer_episodes_and_its_interval
     assert right[True] >= right[False] - 0.01 * repetitions
     assert episodes[True] <= 0.75 * episodes[False]
     assert all_covered >= 0.95 * repetitions and champion_covered >= 0.95 * repetitions
+
+
+def test_kept_envs_play_the_same_episodes_and_a_passed_deadline_makes_no_env(monkeypatch):
+    """The crown's processes keep their envs from round to round: a seeded reset starts the same episode whatever
+    the env played before. A task that starts after the time limit stops before making an env."""
+    import time
+
+    from champion.runners import evaluate as evaluating
+
+    config = TrainConfig(env_id="CartPole-v1")
+    spec = network_spec(describe_env("CartPole-v1", EnvOptions()), config)
+    weights = weight_arrays(ActorCritic(spec, seed=4))
+    seeds = episode_seeds(77, 6)
+    fresh = play_episodes("CartPole-v1", EnvOptions(), spec, weights, seeds)
+    try:
+        play_episodes("CartPole-v1", EnvOptions(), spec, weights, episode_seeds(500, 9), keep_envs=True)
+        kept = play_episodes("CartPole-v1", EnvOptions(), spec, weights, seeds, keep_envs=True)
+    finally:
+        evaluating.close_kept_envs()
+    assert kept.returns == fresh.returns and len(set(fresh.returns)) > 1
+    monkeypatch.setattr(evaluating, "make_env_without_info", lambda *args, **kwargs: pytest.fail("an env was made"))
+    with pytest.raises(evaluating.OutOfTime, match="6 of 6 episodes to play"):
+        play_episodes("CartPole-v1", EnvOptions(), spec, weights, seeds, deadline=time.time() - 1.0)
