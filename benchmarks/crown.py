@@ -1,14 +1,24 @@
-"""Crown benchmark: how far the training-time best's evaluation mean sits above what it holds on held-out episodes
-(the winner's curse), and what the crown recovers. LunarLander-v3 with the PPO and A2C presets, 3 seeds each.
+"""Crown benchmark: the racing crown (issue 31) beside the fixed 100 episodes per candidate on the same runs, on
+LunarLander-v3 with the PPO and A2C presets, 3 seeds each.
 
-    python benchmarks/crown.py --algos ppo a2c --seeds 0 1 2     # train (each run crowns itself at its end)
-    python benchmarks/crown.py --collect-only                      # the table from the finished runs
+    python benchmarks/crown.py --algos a2c ppo --seeds 0 1 2     # train, crown twice, fresh check (resumable)
+    python benchmarks/crown.py --collect-only                      # the table from the kept records
 
-Per run: the training-time best's evaluation mean (10 episodes) and its held-out mean (100 episodes), the crowned
-entry, its held-out mean and 95% interval; then a fresh check the selection never saw: the training-time best and
-the champion each played on 200 more episodes, seeds disjoint from the evaluation and held-out ones. The records
-(champion.json, evaluations.csv, summary.json, fresh.json) are copied to docs/benchmark-runs/crown/; the table
-goes to --out. Runs one seed at a time per worker; returns do not depend on the machine's load.
+Per (algo, seed), each step kept as soon as it is done, so a stopped invocation resumes where it was:
+
+1. train with the preset; the run crowns itself at its end with the racing crown (rounds of 10, 20, 40, 80, 100
+   held-out episodes, a candidate stopped once clearly worse than the leader, a time limit of crown.time_share of
+   the training time, at least crown.min_seconds): that record is champion-race.json;
+2. on a copy of the run folder, the fixed crown (crown.race false, crown.seconds 1e5: every candidate plays
+   crown.episodes, 100): champion-fixed.json;
+3. a fresh check the selection never saw: the training-time best, the race's pick and the fixed crown's pick (each
+   distinct entry once) on 200 more episodes, seeds disjoint from the evaluation and held-out ones: fresh.json.
+
+The records (config.yaml, evaluations.csv, summary.json, champion-race.json, champion-fixed.json, fresh.json) go to
+docs/benchmark-runs/crown-race-issue31/<algo>-seed<N>/, written together once all three steps are done; a pair whose
+fresh.json exists there is skipped. Runs and the copies stay under --results-dir (a temp folder), where a marker per
+pair remembers the trained run, so a later invocation crowns it instead of training again. The table goes to --out.
+The earlier fixed-crown benchmark (issue 21) is in docs/benchmark-runs/crown/.
 """
 
 from __future__ import annotations
@@ -21,86 +31,221 @@ import shutil
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FRESH_EPISODES = 200
 FRESH_SEED = 30_000_000
 """The fresh check's seeds: FRESH_SEED + i, far from the evaluation (1,000,000 + i) and held-out (11,000,000 + i)."""
-RECORDS = ROOT / "docs" / "benchmark-runs" / "crown"
+RECORDS = ROOT / "docs" / "benchmark-runs" / "crown-race-issue31"
+FIXED_OVERRIDES = {"crown.race": False, "crown.seconds": 1e5}
+"""The fixed crown: every candidate plays crown.episodes (100), with no time limit to speak of."""
+KEPT = ("config.yaml", "evaluations.csv", "summary.json", "champion-race.json", "champion-fixed.json", "fresh.json")
 
 
-def run_one(env_id: str, algo: str, seed: int, results_dir: str) -> str:
-    """Train one seed with the preset (the crown runs at its end); returns the run folder."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def crowned_by(run_dir: Path, racing: bool) -> bool:
+    """Whether the run folder's champion.json is a whole record from the race (or the fixed crown)."""
+    record = read_json(run_dir / "best" / "champion.json")
+    return bool(record and "race" in record and record["race"].get("racing") is racing)
+
+
+def train_pair(env_id: str, algo: str, seed: int, results_dir: Path) -> Path:
+    """Train one seed with the preset (the racing crown runs at its end); returns the run folder. A run this pair
+    trained before (its marker in results_dir/pieces/) and the race crowned is used again."""
+    marker = results_dir / "pieces" / f"{algo}-seed{seed}.json"
+    known = read_json(marker)
+    if known and crowned_by(Path(known["run_dir"]), racing=True) and (Path(known["run_dir"]) / "summary.json").exists():
+        print(f"{algo} seed {seed}: trained before, {known['run_dir']}", flush=True)
+        return Path(known["run_dir"])
     from champion.runners.configure import resolve_config
     from champion.runners.training import train
 
-    config, _ = resolve_config(env_id, algo, {"seed": seed, "results_dir": results_dir, "media": False,
-                                              "run_name": f"crown-seed{seed}-{int(time.time())}"})
-    return str(train(config, progress=False).run_dir)
+    config, _ = resolve_config(env_id, algo, {"seed": seed, "results_dir": str(results_dir), "media": False,
+                                              "run_name": f"crown-race-{algo}-seed{seed}-{int(time.time())}"})
+    started, load_before = now(), load()
+    run_dir = Path(train(config, progress=False).run_dir)
+    if not crowned_by(run_dir, racing=True):
+        raise RuntimeError(f"{run_dir}: the run did not crown itself with the race (no race record in "
+                           "best/champion.json); see the warnings above")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"run_dir": str(run_dir), "started": started, "finished": now(),
+                                  "load_before": load_before, "load_after": load()}, indent=2) + "\n")
+    return run_dir
 
 
-def fresh_check(run_dir: Path) -> dict:
-    """The training-time best and the champion on FRESH_EPISODES episodes neither evaluation nor crown played."""
+def fixed_crown(run_dir: Path, algo: str, seed: int, results_dir: Path) -> tuple[Path, dict]:
+    """The fixed crown (every candidate 100 episodes) on a copy of the run folder; the copy and when it ran. A copy
+    the fixed crown finished before is used again; one it did not is made anew."""
+    copy = results_dir / "fixed-copies" / f"{algo}-seed{seed}-{run_dir.name}"
+    when = copy / "fixed-crown-piece.json"
+    if crowned_by(copy, racing=False) and read_json(when):
+        return copy, read_json(when)
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(run_dir, copy, symlinks=True)
+    from champion.runners.crown import crown_saved_run
+
+    started, load_before = now(), load()
+    crown_saved_run(copy, dict(FIXED_OVERRIDES))
+    piece = {"copy": str(copy), "started": started, "finished": now(), "load_before": load_before,
+             "load_after": load()}
+    when.write_text(json.dumps(piece, indent=2) + "\n")
+    return copy, piece
+
+
+def fresh_check(run_dir: Path, picks: dict[str, str]) -> dict:
+    """Each distinct entry of ``picks`` (training_best, race, fixed -> entry name) on FRESH_EPISODES episodes that
+    neither the evaluations nor the crowns played."""
     from champion.envs.factory import EnvOptions
-    from champion.runners.race import mean_interval
     from champion.runners.evaluate import episode_seeds, play_episodes
+    from champion.runners.race import mean_interval
     from champion.runners.replay import load_policy
 
     seeds = episode_seeds(FRESH_SEED, FRESH_EPISODES)
-    played = {}
-    for name, entry in (("training_best", "best"), ("champion", None)):
+    entries = {}
+    for entry in dict.fromkeys(picks.values()):
         policy, manifest = load_policy(run_dir, entry)
         result = play_episodes(manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options")), policy.spec,
                                policy.weights, seeds)
-        played[name] = {"entry": Path(manifest["entry"]).name, "mean": result.mean_return,
-                        "interval": list(mean_interval(result.returns, 0.05)), "returns": list(result.returns)}
-    return {"seeds": [seeds[0], seeds[-1]], **played}
+        entries[entry] = {"mean": result.mean_return, "interval": list(mean_interval(result.returns, 0.05)),
+                          "interval_method": "Student t, 95%, this entry alone", "returns": list(result.returns)}
+    return {"seeds": [seeds[0], seeds[-1]], "picks": picks, "entries": entries}
 
 
-def keep_records(run_dir: Path, algo: str, seed: int) -> Path:
-    """Copy what the table is built from into docs/benchmark-runs/crown/<algo>-seed<N>/ (and write fresh.json)."""
+def run_pair(env_id: str, algo: str, seed: int, results_dir: str) -> str:
+    """Train (or find the trained run), crown the copy with the fixed crown, play the fresh check, keep the records;
+    returns the record folder."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    results = Path(results_dir)
+    run_dir = train_pair(env_id, algo, seed, results)
+    trained = read_json(results / "pieces" / f"{algo}-seed{seed}.json") or {}
+    copy, fixed_piece = fixed_crown(run_dir, algo, seed, results)
+    race, fixed = read_json(run_dir / "best" / "champion.json"), read_json(copy / "best" / "champion.json")
+    picks = {"training_best": race["training_best"], "race": race["entry"], "fixed": fixed["entry"]}
+    fresh_started, fresh_load = now(), load()
+    fresh = fresh_check(run_dir, picks)
+    fresh["pieces"] = {"training_and_race": trained, "fixed_crown": fixed_piece,
+                       "fresh": {"started": fresh_started, "finished": now(), "load_before": fresh_load,
+                                 "load_after": load()},
+                       "run_dir": str(run_dir)}
+    return str(keep_records(run_dir, copy, fresh, algo, seed))
+
+
+def keep_records(run_dir: Path, copy: Path, fresh: dict, algo: str, seed: int) -> Path:
+    """Write the pair's records into a temporary folder, then move it to RECORDS/<algo>-seed<N>/ in one rename."""
     folder = RECORDS / f"{algo}-seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
+    partial = RECORDS / f".partial-{algo}-seed{seed}"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
     for name in ("config.yaml", "evaluations.csv", "summary.json"):
-        shutil.copy(run_dir / name, folder / name)
-    shutil.copy(run_dir / "best" / "champion.json", folder / "champion.json")
-    (folder / "fresh.json").write_text(json.dumps(fresh_check(run_dir), indent=2) + "\n")
+        shutil.copy(run_dir / name, partial / name)
+    shutil.copy(run_dir / "best" / "champion.json", partial / "champion-race.json")
+    shutil.copy(copy / "best" / "champion.json", partial / "champion-fixed.json")
+    (partial / "fresh.json").write_text(json.dumps(fresh, indent=2) + "\n")
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
     return folder
 
 
-def row(folder: Path) -> tuple[str, dict]:
-    """One table row from a record folder, and the numbers the summary lines need."""
-    crown = json.loads((folder / "champion.json").read_text())
+def done(algo: str, seed: int) -> bool:
+    folder = RECORDS / f"{algo}-seed{seed}"
+    return all((folder / name).exists() for name in KEPT)
+
+
+def rounds(record: dict) -> str:
+    """Rounds the race played (the champion plays every one) and why it ended."""
+    played = len(record["returns"])
+    count = sum(1 for look in record["race"]["looks"] if look <= played)
+    ended = record["race"]["ended"]
+    ended = {"one candidate left": "1 left", "all rounds played": "all rounds"}.get(ended, ended)
+    return f"{count} ({played} ep.), {ended}"
+
+
+def stops(record: dict) -> str:
+    """The candidates that stopped early in a race, and after how many episodes."""
+    names = [f"{c['entry']} after {c['episodes']}" for c in record["candidates"] if c["stopped"]]
+    return ", ".join(names) or "none"
+
+
+def row(folder: Path) -> tuple[str, str, dict]:
+    """One table row from a record folder, a line on the race's candidates, and the numbers the summary needs."""
+    race = json.loads((folder / "champion-race.json").read_text())
+    fixed = json.loads((folder / "champion-fixed.json").read_text())
     fresh = json.loads((folder / "fresh.json").read_text())
-    judged = {candidate["entry"]: candidate for candidate in crown["candidates"]}
-    naive = judged[crown["training_best"]]
-    low, high = crown["interval"]
-    numbers = {"naive_training": naive["training_mean_return"], "naive_held_out": naive["held_out_mean"],
-               "champion_held_out": crown["held_out_mean"], "naive_fresh": fresh["training_best"]["mean"],
-               "champion_fresh": fresh["champion"]["mean"], "seconds": crown["cost"]["seconds"]}
-    text = (f"| {folder.name} | {naive['entry']} | {naive['training_mean_return']:.1f} | {naive['held_out_mean']:.1f} | "
-            f"{naive['held_out_mean'] - naive['training_mean_return']:+.1f} | {crown['entry']} | "
-            f"{crown['held_out_mean']:.1f} [{low:.1f}, {high:.1f}] | {fresh['training_best']['mean']:.1f} | "
-            f"{fresh['champion']['mean']:.1f} | {crown['cost']['seconds']:.0f} s |")
-    return text, numbers
+    judged = {candidate["entry"]: candidate for candidate in race["candidates"]}
+    naive = judged[race["training_best"]]
+    fresh_of = {name: fresh["entries"][entry]["mean"] for name, entry in fresh["picks"].items()}
+    agree = race["entry"] == fixed["entry"]
+    (rlow, rhigh), (flow, fhigh) = race["interval"], fixed["interval"]
+    rcost, fcost = race["cost"], fixed["cost"]
+    limit = rcost["time_limit_seconds"]
+    text = (f"| {folder.name} | {naive['entry']} ({naive['training_mean_return']:.1f}) | {race['entry']} | "
+            f"{race['held_out_mean']:.1f} [{rlow:.1f}, {rhigh:.1f}] | {rcost['episodes']} | {rounds(race)} | "
+            f"{rcost['seconds']:.0f} s / {limit:.0f} s | {fixed['entry']} | {fixed['held_out_mean']:.1f} "
+            f"[{flow:.1f}, {fhigh:.1f}] | {fcost['episodes']} | {fcost['seconds']:.0f} s | "
+            f"{'yes' if agree else '**no**'} | {fresh_of['training_best']:.1f} | {fresh_of['race']:.1f} | "
+            f"{'same' if agree else format(fresh_of['fixed'], '.1f')} |")
+    fixed_means = {c["entry"]: c["held_out_mean"] for c in fixed["candidates"]}
+    details = "; ".join(
+        f"{c['entry']}{' (final)' if c['final_policy'] else ''}: {c['episodes']} ep., {c['held_out_mean']:.1f}"
+        f"{' (' + c['stopped'] + ')' if c['stopped'] else ''}, fixed {fixed_means.get(c['entry'], float('nan')):.1f}"
+        for c in race["candidates"])
+    same_prefix = all(c["returns"] == next(f for f in fixed["candidates"] if f["entry"] == c["entry"])["returns"]
+                      [:c["episodes"]] for c in race["candidates"] if c["entry"] in fixed_means)
+    numbers = {"race_episodes": rcost["episodes"], "fixed_episodes": fcost["episodes"],
+               "race_seconds": rcost["seconds"], "fixed_seconds": fcost["seconds"], "limit": limit,
+               "agree": agree, "time_limit_hit": race["race"]["ended"].startswith("time limit"),
+               "same_prefix": same_prefix, "race_fresh": fresh_of["race"], "fixed_fresh": fresh_of["fixed"],
+               "naive_fresh": fresh_of["training_best"],
+               "training_seconds": race["race"].get("training_seconds")}
+    return text, f"- {folder.name}: {details}", numbers
 
 
 def table(folders: list[Path]) -> str:
     rows = [row(folder) for folder in folders]
-    header = ["| run | training-time best | its eval mean (10 ep.) | its held-out mean (100 ep.) | bias | crowned | "
-              "crowned held-out mean [95% interval] | fresh 200 ep.: training-time best | fresh: champion | crown took |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    lines = header + [text for text, _ in rows] + [""]
-    for algo in sorted({folder.name.split("-")[0] for folder in folders}):
-        numbers = [values for (_, values), folder in zip(rows, folders) if folder.name.startswith(algo)]
-        mean = lambda key: statistics.mean(values[key] for values in numbers)  # noqa: E731
-        lines.append(f"- {algo.upper()}, mean over {len(numbers)} runs: the training-time best recorded "
-                     f"{mean('naive_training'):.1f} and holds {mean('naive_held_out'):.1f} on held-out episodes "
-                     f"(bias {mean('naive_held_out') - mean('naive_training'):+.1f}); the champion holds "
-                     f"{mean('champion_held_out'):.1f}. On fresh episodes: training-time best "
-                     f"{mean('naive_fresh'):.1f}, champion {mean('champion_fresh'):.1f}.")
+    header = ["| run | training-time best (eval mean, 10 ep.) | race: crowned | held-out mean [95% interval] | "
+              "episodes | rounds, ended | took / limit | fixed 100: crowned | held-out mean [95% interval] | "
+              "episodes | took | same pick | fresh 200 ep.: training-time best | fresh: race pick | "
+              "fresh: fixed pick |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = header + [text for text, _, _ in rows] + ["", "Candidates in the race (episodes played, held-out mean, why "
+                                                         "stopped; the fixed crown's 100-episode mean):", ""]
+    lines += [details for _, details, _ in rows] + [""]
+    numbers = [values for _, _, values in rows]
+    if numbers:
+        total = lambda key: sum(values[key] for values in numbers)  # noqa: E731
+        lines.append(f"- Over {len(numbers)} runs: the race played {total('race_episodes')} episodes in "
+                     f"{total('race_seconds'):.0f} s, the fixed crown {total('fixed_episodes')} in "
+                     f"{total('fixed_seconds'):.0f} s; same pick in {sum(v['agree'] for v in numbers)} of "
+                     f"{len(numbers)}; time limit hit in {sum(v['time_limit_hit'] for v in numbers)}; the race's "
+                     f"returns are the first of the fixed crown's for every candidate in "
+                     f"{sum(v['same_prefix'] for v in numbers)} of {len(numbers)}.")
+        for algo in sorted({folder.name.split("-")[0] for folder in folders}):
+            mine = [v for v, folder in zip(numbers, folders) if folder.name.startswith(algo)]
+            mean = lambda key: statistics.mean(v[key] for v in mine)  # noqa: E731
+            lines.append(f"- {algo.upper()}, mean over {len(mine)} runs: race {mean('race_episodes'):.0f} episodes, "
+                         f"{mean('race_seconds'):.1f} s (limit {mean('limit'):.0f} s); fixed "
+                         f"{mean('fixed_episodes'):.0f} episodes, {mean('fixed_seconds'):.1f} s. Fresh: training-time "
+                         f"best {mean('naive_fresh'):.1f}, race pick {mean('race_fresh'):.1f}, fixed pick "
+                         f"{mean('fixed_fresh'):.1f}.")
     return "\n".join(lines) + "\n"
 
 
@@ -109,17 +254,25 @@ def main() -> None:
     parser.add_argument("--env", default="LunarLander-v3")
     parser.add_argument("--algos", nargs="+", default=["ppo", "a2c"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--results-dir", default="results/crown")
+    parser.add_argument("--workers", type=int, default=1, help="pairs at a time (each in a spawned process)")
+    parser.add_argument("--results-dir", default="/tmp/crown-bench", help="runs and copies (not kept)")
     parser.add_argument("--out", type=Path, default=RECORDS / "table.md")
     parser.add_argument("--collect-only", action="store_true")
     args = parser.parse_args()
     if not args.collect_only:
-        jobs = [(args.env, algo, seed, args.results_dir) for algo in args.algos for seed in args.seeds]
-        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for (_, algo, seed, _), run_dir in zip(jobs, pool.map(run_one, *zip(*jobs))):
-                print(f"{algo} seed {seed}: {keep_records(Path(run_dir), algo, seed)}", flush=True)
-    folders = sorted(path for path in RECORDS.iterdir() if (path / "fresh.json").exists())
+        jobs = [(args.env, algo, seed, args.results_dir) for algo in args.algos for seed in args.seeds
+                if not done(algo, seed)]
+        for algo in args.algos:
+            for seed in args.seeds:
+                if done(algo, seed):
+                    print(f"{algo} seed {seed}: records kept before, skipped", flush=True)
+        if jobs:
+            with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for (_, algo, seed, _), folder in zip(jobs, pool.map(run_pair, *zip(*jobs))):
+                    print(f"{algo} seed {seed}: {folder} ({now()}, load {load()})", flush=True)
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    folders = sorted(path for path in RECORDS.iterdir() if path.is_dir() and not path.name.startswith(".")
+                     and all((path / name).exists() for name in KEPT))
     args.out.write_text(table(folders))
     print(args.out.read_text())
 
