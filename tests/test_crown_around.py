@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ QUICK = {"total_steps": 1024, "eval_every": 512, "ppo.epochs": 2, "engine": "gym
 
 def quick_run(tmp_path: Path, name: str, **settings) -> champion.RunResult:
     return champion.train("CartPole-v1", config={**QUICK, "results_dir": str(tmp_path), "run_name": name, **settings},
-                          progress=True, use_preset=True)
+                          progress=True)
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -69,8 +70,6 @@ main(sys.argv[4:])
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
 def test_a_signal_during_the_crown_exits_128_plus_it_with_the_run_finished_unlocked_and_its_store_unchanged(
         tmp_path, signal_name):
-    import signal
-
     number = getattr(signal, signal_name)
     run_dir = tmp_path / "CartPole-v1" / "ppo" / "signalled"
     settings = [item for key, value in QUICK.items() if key not in ("total_steps", "eval_every")
