@@ -170,6 +170,11 @@ def time_limit(crown: CrownConfig, training_seconds: float | None) -> float | No
     return max(float(crown.min_seconds), crown.time_share * (training_seconds or 0.0))
 
 
+def run_time_limit(run_dir: Path, config: TrainConfig) -> float | None:
+    """The time limit of a crown of the run in ``run_dir``, from the training time its summary.json records."""
+    return time_limit(config.crown, _recorded_training_seconds(Path(run_dir)))
+
+
 def candidates(best_dir: Path, count: int, on_warning: Callable[[str], None] = warn) -> list[Candidate]:
     """The newest ``count`` best entries that verify, oldest first, then the newest final-policy entry; before them
     the entry an earlier crown chose, if it is not one of those (a resumed run judges it again). An entry holding
@@ -473,7 +478,7 @@ def crown_table(crown: Crown) -> list[str]:
 
 def crown_lines(crown: Crown) -> list[str]:
     """What the terminal shows after a crown: the table, the champion, the training-time best beside it, how the
-    race ended, and what it cost against its limit."""
+    race ended, and what it cost against its limit (the champion's path is the caller's closing line)."""
     champion, naive = crown.champion, crown.training_best_judged()
     low, high = champion.interval
     lines = ["", *crown_table(crown), "",
@@ -491,7 +496,6 @@ def crown_lines(crown: Crown) -> list[str]:
     skipped = f", {cost['episodes_skipped']:,} skipped" if cost["episodes_skipped"] else ""
     lines.append(f"the race ended: {race.get('ended', '')}; the crown took {cost['seconds']:.1f}s{of_limit} for "
                  f"{cost['episodes']:,} episodes{skipped} ({cost['env_steps']:,} env steps, {cost['workers']})")
-    lines.append(f"champion: {crown.run_dir / 'best' / champion.candidate.name}")
     return lines
 
 

@@ -64,6 +64,7 @@ class ProcessPlayer:
         self.max_episodes, self.where = config.crown.episodes, "this process"
         self._pool: ProcessPoolExecutor | None = None
         self._pool_size = 0
+        self._processes: list[multiprocessing.process.BaseProcess] = []
 
     def play(self, policies: Sequence[NumpyPolicy], seeds: Sequence[int], deadline: float | None = None,
              on_episodes: EpisodesDone | None = None) -> list[EvalResult]:
@@ -82,11 +83,14 @@ class ProcessPlayer:
         return results
 
     def close(self) -> None:
-        """Close the envs kept here and stop the spawned processes (a task still running stops at its deadline)."""
+        """Close the envs kept here and stop the spawned processes at once: a task still running there (the race
+        ran out of time, or a signal stopped it) has nothing left to give, and a SIGTERM should not wait for it."""
         close_kept_envs()
         if self._pool is not None:
+            for process in self._processes:
+                process.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            self._pool, self._processes = None, []
 
     def _here(self, policies: Sequence[NumpyPolicy], seeds: Sequence[int], deadline: float | None,
               on_episodes: EpisodesDone) -> list[EvalResult]:
@@ -101,8 +105,13 @@ class ProcessPlayer:
                on_episodes: EpisodesDone) -> list[EvalResult]:
         if self._pool is None:
             self._pool_size = self._pool_size or self.workers
+            others = set(multiprocessing.active_children())
             self._pool = ProcessPoolExecutor(self._pool_size, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=os.nice, initargs=(SPAWNED_NICENESS,))
+            # one task each starts them all now (one more per task while none is idle), to know the pool's children
+            for started in [self._pool.submit(os.getpid) for _ in range(self._pool_size)]:
+                started.result()
+            self._processes = [child for child in multiprocessing.active_children() if child not in others]
         self.where = f"{self._pool_size} processes"
         shares = [list(map(int, share)) for share in np.array_split(np.asarray(seeds, np.int64),
                                                                     max(1, -(-len(seeds) // SHARE_EPISODES)))]

@@ -273,16 +273,19 @@ def _crown_at_end(run: Run) -> BaseException | None:
     is returned: KeyboardInterrupt after a warning saying how to crown later, or CrownInterrupted for SIGTERM."""
     if run.store.current_entry is None:
         return None
-    run.out.print(f"crowning: the newest {run.config.crown.candidates} best entries and the final policy, "
-                  f"{run.config.crown.episodes} held-out episodes each")
     signals, crown = CrownSignals(), None
     try:
         with signals:
-            from champion.runners.crown import (ProcessPlayer, RayPlayer, add_to_summary, crown_lines, crown_run,
-                                                log_crown_to_tensorboard)
+            from champion.runners.crown import (ProcessPlayer, RaceDisplay, RayPlayer, add_to_summary, crown_lines,
+                                                crown_run, log_crown_to_tensorboard, run_time_limit)
 
+            limit = run_time_limit(run.run_dir, run.config)
+            run.out.print(f"crowning: the newest {run.config.crown.candidates} best entries and the final policy, "
+                          f"up to {run.config.crown.episodes} held-out episodes each"
+                          + (f", within {limit:.0f}s" if limit else ""))
             player = RayPlayer(run.config, run.spec) if run.engine.kind == "ray" else ProcessPlayer(run.config)
-            crown = crown_run(run.run_dir, run.config, player, on_warning=warner(run.console))
+            crown = crown_run(run.run_dir, run.config, player, on_warning=warner(run.console),
+                              display=RaceDisplay(run.console))
             log_crown_to_tensorboard(crown)
             add_to_summary(run.run_dir / "summary.json", crown)
     except KeyboardInterrupt as interrupt:

@@ -88,11 +88,10 @@ class DirectPlayer:
         pass
 
 
-@pytest.fixture(scope="module")
-def race_run(tmp_path_factory):
+def make_race_run(run_dir):
     """A run folder whose best store holds the four RaceBandit policies (candidate i on arm pair i), saved in
-    the order of their 10-episode evaluation means as training would; their policies; their true means by entry."""
-    run_dir = tmp_path_factory.mktemp("race")
+    the order of their 10-episode evaluation means as training would; its config, the policies, and the true
+    mean of each entry."""
     config = TrainConfig(env_id=RACE_BANDIT, eval_episodes=10, network=NetworkConfig(hidden_sizes=()))
     spec = network_spec(describe_env(RACE_BANDIT, EnvOptions()), config)
     template = weight_arrays(ActorCritic(spec, seed=0))
@@ -103,14 +102,40 @@ def race_run(tmp_path_factory):
         for cue, arm in enumerate(arms):
             weights[head][cue, arm] = 10.0
         policies.append(NumpyPolicy(spec, weights=weights))
-    seeds = episode_seeds(config.eval_seed, 10)
-    results = DirectPlayer().play(policies, seeds)
+    results = DirectPlayer().play(policies, episode_seeds(config.eval_seed, 10))
     store, truth = BestPolicyStore(run_dir / "best", keep=4), {}
     for rank, index in enumerate(np.argsort([result.mean_return for result in results])):
         store.offer(policies[index].weights, results[index].mean_return - 100 + rank,  # each a new best
                     best_manifest(config, spec, 1_000 * (rank + 1), results[index]))
         truth[store.current_entry.name] = TRUE_MEANS[index]
     return run_dir, config, policies, truth
+
+
+def race_against_fixed(run_dir, config, truth, repetitions: int, first_seed: int) -> dict:
+    """Crown the run ``repetitions`` times on fresh held-out seeds, racing and with a fixed 100 episodes on the same
+    seeds: how often each crowned the truly best, the episodes each played, and how often the race's stated 95%
+    intervals covered the true means (all candidates' at once, and the champion's)."""
+    right, episodes, all_covered, champion_covered = {True: 0, False: 0}, {True: 0, False: 0}, 0, 0
+    for repetition in range(repetitions):
+        for racing in (True, False):
+            crown_config = CrownConfig(candidates=4, episodes=100, seed=first_seed + 1_000 * repetition,
+                                       race=racing, time_share=0.0)
+            crown = crowning.crown_run(run_dir, dataclasses.replace(config, crown=crown_config), DirectPlayer())
+            right[racing] += truth[crown.champion.candidate.name] == 1.0
+            episodes[racing] += crown.episodes
+            if racing:
+                covered = [low <= truth[judged.candidate.name] <= high for judged in crown.judged
+                           for low, high in [judged.interval]]
+                all_covered += all(covered)
+                champion_covered += covered[crown.judged.index(crown.champion)]
+    return {"repetitions": repetitions, "right_racing": right[True], "right_fixed": right[False],
+            "episodes_racing": episodes[True], "episodes_fixed": episodes[False],
+            "all_intervals_covered": all_covered, "champion_interval_covered": champion_covered}
+
+
+@pytest.fixture(scope="module")
+def race_run(tmp_path_factory):
+    return make_race_run(tmp_path_factory.mktemp("race"))
 
 
 def test_the_direct_player_plays_what_the_crown_plays(race_run):
@@ -126,30 +151,17 @@ def test_racing_picks_as_often_as_fixed_100_with_fewer_episodes_and_its_interval
     """Known answer: the entry on arm pair (0, 1) holds 1.0, one 0.8, the others 0.0 and -1.0. On the same held-out
     seeds in each of 200 repetitions: the race picks the truly best as often as 100 episodes each do (it stops
     the two bad ones early), plays far fewer episodes, and the stated 95% intervals (all candidates' at once)
-    cover every true mean in at least 95% of the repetitions."""
+    cover every true mean in at least 95% of the repetitions. (benchmarks/crown_race.py: 2,000 repetitions.)"""
     run_dir, config, _, truth = race_run
-    repetitions = 200
-    right, episodes, all_covered, champion_covered = {True: 0, False: 0}, {True: 0, False: 0}, 0, 0
-    for repetition in range(repetitions):
-        for racing in (True, False):
-            crown_config = CrownConfig(candidates=4, episodes=100, seed=50_000_000 + 1_000 * repetition,
-                                       race=racing, time_share=0.0)
-            crown = crowning.crown_run(run_dir, dataclasses.replace(config, crown=crown_config), DirectPlayer())
-            right[racing] += truth[crown.champion.candidate.name] == 1.0
-            episodes[racing] += crown.episodes
-            if racing:
-                covered = [low <= truth[judged.candidate.name] <= high for judged in crown.judged
-                           for low, high in [judged.interval]]
-                all_covered += all(covered)
-                champion_covered += covered[crown.judged.index(crown.champion)]
-    print(f"right: racing {right[True]}, fixed {right[False]} of {repetitions}; episodes per crown: racing "
-          f"{episodes[True] / repetitions:.0f}, fixed {episodes[False] / repetitions:.0f}; all intervals covered "
-          f"{all_covered / repetitions:.3f}, the champion's {champion_covered / repetitions:.3f}")
-    assert episodes[False] == 400 * repetitions
-    assert right[False] >= 0.8 * repetitions  # the close pair: 0.2 apart, paired sd 1.4, so ~92% at 100 episodes
-    assert right[True] >= right[False] - 0.01 * repetitions
-    assert episodes[True] <= 0.75 * episodes[False]
-    assert all_covered >= 0.95 * repetitions and champion_covered >= 0.95 * repetitions
+    figures = race_against_fixed(run_dir, config, truth, repetitions=200, first_seed=50_000_000)
+    print(figures)
+    repetitions = figures["repetitions"]
+    assert figures["episodes_fixed"] == 400 * repetitions
+    assert figures["right_fixed"] >= 0.8 * repetitions  # the close pair: 0.2 apart, paired sd 1.4: ~92% at 100
+    assert figures["right_racing"] >= figures["right_fixed"] - 0.01 * repetitions
+    assert figures["episodes_racing"] <= 0.75 * figures["episodes_fixed"]
+    assert figures["all_intervals_covered"] >= 0.95 * repetitions
+    assert figures["champion_interval_covered"] >= 0.95 * repetitions
 
 
 def test_kept_envs_play_the_same_episodes_and_a_passed_deadline_makes_no_env(monkeypatch):

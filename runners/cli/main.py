@@ -238,6 +238,7 @@ def crown(run_dir: Path, candidates: int | None, episodes: int | None, seconds: 
         return
     for line in crown_lines(outcome)[1:]:
         click.echo(line)
+    click.echo(f"champion: {run_dir / 'best' / outcome.champion.candidate.name}")
     if outcome.replaced is not None:
         click.echo(_replaced_crown_line(outcome.replaced))
 
