@@ -107,6 +107,10 @@ def test_auto_picks_the_graph_engine_where_it_can_and_graph_refuses_where_it_can
         choose_engine(config("Acrobot-v1", engine="graph"))
     with pytest.raises(ConfigError, match="reward_scaling is not implemented in the graph engine"):
         choose_engine(config("CartPole-v1", engine="graph", reward_scaling=True))
+    # the TF-op CartPole is gymnasium's default one: with env_kwargs the evaluations would play another env
+    assert choose_engine(config("CartPole-v1", env_kwargs={"sutton_barto_reward": True})) == "gymnasium"
+    with pytest.raises(ConfigError, match=r"env_kwargs \(sutton_barto_reward\) are not implemented in the graph"):
+        choose_engine(config("CartPole-v1", engine="graph", env_kwargs={"sutton_barto_reward": True}))
 
 
 @pytest.mark.slow

@@ -38,6 +38,8 @@ def choose_engine(config: TrainConfig) -> str:
         reasons.append("vectorization=async asks for gymnasium envs in worker processes")
     if config.frame_stack > 1:
         reasons.append("frame_stack is not implemented in the graph engine")
+    if config.env_kwargs:  # the TF-op envs are gymnasium's defaults; the evaluations would play another env
+        reasons.append(f"env_kwargs ({', '.join(sorted(config.env_kwargs))}) are not implemented in the graph engine")
     if config.engine == "graph" and reasons:
         raise ConfigError(f"engine=graph is not possible: {'; '.join(reasons)}; use engine=gymnasium or auto")
     if config.engine == "gymnasium" or reasons:
