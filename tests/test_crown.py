@@ -358,3 +358,29 @@ def test_a_damaged_or_outdated_crown_falls_back_to_the_training_time_best(tmp_pa
     assert "predates the newest best entry" in capsys.readouterr().err
     again = crowning.crown_run(tmp_path, dataclasses.replace(config, crown=CrownConfig(candidates=3, workers=1)))
     assert [judged.candidate.name for judged in again.judged][0] == crowned  # the earlier champion is judged again
+
+
+def test_the_replaced_crown_is_read_under_the_lock(crowned_run, tmp_path, capsys, monkeypatch):
+    """A crown record written by the run's own crown just before ``champion crown`` takes the lock is the one it
+    says it replaces (it was read before the lock, and the line was missing)."""
+    import shutil
+
+    from champion.runners.store.run_folder import RunLock
+
+    copy = tmp_path / "copy"
+    shutil.copytree(crowned_run, copy)
+    record = copy / "best" / "champion.json"
+    written_meanwhile = record.read_bytes()
+    record.unlink()
+    enter = RunLock.__enter__
+
+    def finished_just_before(lock):
+        record.write_bytes(written_meanwhile)  # the run's own crown ends as this one waits for the lock
+        return enter(lock)
+
+    monkeypatch.setattr(RunLock, "__enter__", finished_just_before)
+    capsys.readouterr()
+    assert champion("crown", str(copy), "--episodes", "10", "--workers", "1") == 0
+    earlier = json.loads(written_meanwhile)
+    assert capsys.readouterr().out.splitlines()[-1].endswith(
+        f": {earlier['entry']}, held-out mean {earlier['held_out_mean']:.2f} over {len(earlier['returns'])} episodes")
