@@ -111,26 +111,25 @@ def test_a_run_that_loads_the_compiled_step_from_the_cache_trains_exactly_as_the
     continued, warnings, built = _train(tmp_path / "results", cache, "first", resume=True)
     assert continued[:2] == compiled and len(continued) == 3 and warnings == [] and built == "trace from cache"
     assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == entries
-    without_cache, _, built = _train(tmp_path / "results", Path("off"), "copy", resume=True)
-    assert without_cache == continued and built == "tracing"  # the loaded graph's evaluation, as traced afresh
+
+    # A damaged traced graph is traced again, silently, and trains alike: the same resume, traced afresh, evaluates
+    # as the one that loaded its graph.
+    graph_entry.write_bytes(graph_entry.read_bytes()[:-100])
+    retraced, warnings, built = _train(tmp_path / "results", cache, "copy", resume=True)
+    assert retraced == continued and warnings == [] and built == "tracing"
+    [graph_entry] = cache.glob("champion-graph-*.pb")  # the new trace's entry, which the next run loads
 
     # A damaged compiled entry costs a compile and a warning, never the run; only that entry is set aside.
+    graph_written = graph_entry.stat().st_mtime_ns
     xla_entry.write_bytes(xla_entry.read_bytes()[: xla_entry.stat().st_size // 2])
     stranger = cache / f"{xla_entry.name}.tmp.77"  # another run's file being written
     stranger.write_bytes(b"half")
     healed, warnings, built = _train(tmp_path / "results", cache, "third")
-    assert healed == compiled
+    assert healed == compiled and built == "trace from cache"  # the new trace's entry, loaded
     assert len(warnings) == 1 and f"XLA compile cache entry in {cache} could not be used" in warnings[0]
     assert f"set {xla_entry.name} aside, and compiling afresh" in warnings[0]
     set_aside = cache / f"damaged-{xla_entry.name}.bad"
     assert set_aside.is_file() and not xla_entry.exists()
-    assert graph_entry.stat().st_mtime_ns == entries[graph_entry.name] and stranger.read_bytes() == b"half"
+    assert graph_entry.stat().st_mtime_ns == graph_written and stranger.read_bytes() == b"half"
     new_entries = {path.name for path in cache.iterdir()} - {set_aside.name, graph_entry.name, stranger.name}
     assert len(new_entries) == 1 and new_entries.pop().endswith(".pb")  # the retry's, traced afresh
-
-    # A damaged traced graph is traced again, silently, and trains alike.
-    graph_entry = next(cache.glob("champion-graph-*.pb"))
-    graph_entry.write_bytes(graph_entry.read_bytes()[:-100])
-    retraced, warnings, built = _train(tmp_path / "results", cache, "fourth")
-    assert retraced == compiled and warnings == [] and built == "tracing"
-    assert _train(tmp_path / "results", cache, "fifth")[2] == "trace from cache"  # the new trace's entry
