@@ -481,10 +481,13 @@ def crown_lines(crown: Crown) -> list[str]:
     race ended, and what it cost against its limit (the champion's path is the caller's closing line)."""
     champion, naive = crown.champion, crown.training_best_judged()
     low, high = champion.interval
-    lines = ["", *crown_table(crown), "",
-             f"crowned: {champion.candidate.name}, held-out mean {champion.result.mean_return:.2f} "
-             f"({CONFIDENCE:.0%} interval {low:.2f} to {high:.2f}, holding for every candidate at once) over "
-             f"{len(champion.result.returns)} episodes"]
+    count = len(champion.result.returns)
+    if low == high:  # every episode returned the same: no spread to build an interval from
+        held = f"held-out return {champion.result.mean_return:.2f} in every one of its {count} episodes"
+    else:
+        held = (f"held-out mean {champion.result.mean_return:.2f} ({CONFIDENCE:.0%} interval {low:.2f} to {high:.2f}, "
+                f"holding for every candidate at once) over {count} episodes")
+    lines = ["", *crown_table(crown), "", f"crowned: {champion.candidate.name}, {held}"]
     if naive is not None and naive is not champion:
         lines.append(f"the training-time best {naive.candidate.name} recorded {naive.candidate.training_mean:.2f} "
                      f"and holds {naive.result.mean_return:.2f} on the held-out episodes")

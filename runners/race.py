@@ -18,7 +18,10 @@ Bonferroni split of the error over the looks keeps every statement valid whichev
 A fully sequential bound (a confidence sequence) would look after every episode, but the ones that need no
 known range of the returns are wider at these sample sizes, and an RL return has no known range. Student t is
 exact for normal returns and close for the sums of many rewards that returns are; the race's coverage on a
-known-answer env is measured in ``tests/test_crown_race.py`` and ``benchmarks/crown_race.py``.
+known-answer env is measured in ``tests/test_crown_race.py`` and ``benchmarks/crown_race.py``. The t interval
+needs returns that vary: differences that are the same on every seed played (two CartPole policies at 500
+each time) decide nothing before the last look, and a candidate whose returns are all equal gets that value as
+its interval, which the crown's lines report as such, not as a confidence interval.
 """
 
 from __future__ import annotations
@@ -134,6 +137,8 @@ class Race:
         leader = self.leader(returns)
         for index in [index for index in self.running if index != leader]:
             gaps = np.asarray(returns[leader][:played], np.float64) - np.asarray(returns[index][:played], np.float64)
+            if np.all(gaps == gaps[0]):  # no spread to judge by (both capped, say): decided at the last look only
+                continue
             low, high = mean_interval(gaps, self.pair_error)
             if low > 0:  # the leader is better, at this look's error
                 why = f"worse than {self.names[leader]}"
