@@ -34,20 +34,24 @@ def bandit_config(trial: int, **crown: int) -> TrainConfig:
                        crown=CrownConfig(**{"candidates": 4, "episodes": 100, "workers": 1, **crown}))
 
 
-@pytest.fixture(scope="module")
-def bandit_policies():
-    """A policy per candidate: logits 10 on its arm for each cue (no hidden layer), so its mode is that arm."""
-    config = bandit_config(0)
-    spec = network_spec(describe_env(BANDIT, EnvOptions()), config)
+def arm_policies(config: TrainConfig, arm_pairs: list[tuple[int, int]], arm_count: int):
+    """The network spec of ``config``'s bandit env, and a policy per arm pair: logits 10 on its arm for each cue (no
+    hidden layer), so its mode is that arm."""
+    spec = network_spec(describe_env(config.env_id, EnvOptions()), config)
     template = weight_arrays(ActorCritic(spec, seed=0))
-    head = next(name for name, array in template.items() if array.shape == (2, len(NoisyBandit.ARM_MEANS)))
+    head = next(name for name, array in template.items() if array.shape == (2, arm_count))
     policies = []
-    for arms in ARM_PAIRS:
+    for arms in arm_pairs:
         weights = {name: np.zeros_like(array) for name, array in template.items()}
         for cue, arm in enumerate(arms):
             weights[head][cue, arm] = 10.0
         policies.append(NumpyPolicy(spec, weights=weights))
     return spec, policies
+
+
+@pytest.fixture(scope="module")
+def bandit_policies():
+    return arm_policies(bandit_config(0), ARM_PAIRS, len(NoisyBandit.ARM_MEANS))
 
 
 def save_candidates(run_dir: Path, config: TrainConfig, spec, policies) -> tuple[str, list[str]]:

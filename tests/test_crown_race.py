@@ -7,13 +7,13 @@ import pytest
 
 from champion.agents.config import CrownConfig, NetworkConfig, TrainConfig
 from champion.agents.networks import ActorCritic, weight_arrays
-from champion.agents.numpy_policy import NumpyPolicy
 from champion.envs.factory import EnvOptions, describe_env
 from champion.runners import crown as crowning
 from champion.runners.evaluate import EvalResult, episode_seeds, play_episodes
 from champion.runners.race import Race, looks, mean_interval, student_t_quantile
 from champion.runners.store.best_store import BestPolicyStore
 from champion.runners.store.run_metadata import best_manifest, network_spec
+from test_crown import arm_policies
 from toy_envs import RaceBandit
 
 RACE_BANDIT = "toy_envs:RaceBandit-v0"
@@ -97,15 +97,7 @@ def make_race_run(run_dir):
     the order of their 10-episode evaluation means as training would; its config, the policies, and the true
     mean of each entry."""
     config = TrainConfig(env_id=RACE_BANDIT, eval_episodes=10, network=NetworkConfig(hidden_sizes=()))
-    spec = network_spec(describe_env(RACE_BANDIT, EnvOptions()), config)
-    template = weight_arrays(ActorCritic(spec, seed=0))
-    head = next(name for name, array in template.items() if array.shape == (2, len(RaceBandit.ARM_MEANS)))
-    policies = []
-    for arms in ARM_PAIRS:
-        weights = {name: np.zeros_like(array) for name, array in template.items()}
-        for cue, arm in enumerate(arms):
-            weights[head][cue, arm] = 10.0
-        policies.append(NumpyPolicy(spec, weights=weights))
+    spec, policies = arm_policies(config, ARM_PAIRS, len(RaceBandit.ARM_MEANS))
     results = DirectPlayer().play(policies, episode_seeds(config.eval_seed, 10))
     store, truth = BestPolicyStore(run_dir / "best", keep=4), {}
     for rank, index in enumerate(np.argsort([result.mean_return for result in results])):
