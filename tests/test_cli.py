@@ -66,7 +66,7 @@ def test_replay_without_a_best_policy_says_so(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("engine", ["graph", pytest.param("gymnasium", marks=pytest.mark.slow)])
-def test_train_replay_runs_end_to_end(tmp_path, engine):
+def test_train_replay_runs_end_to_end(tmp_path, engine, capsys):
     results = tmp_path / "results"
     train = subprocess.run(CHAMPION + ["train", "CartPole-v1", "--total-steps", "3000", "--eval-every", "1000",
                                        "--results-dir", str(results), "--run-name", "e2e", "--set", "ppo.epochs=4",
@@ -113,21 +113,20 @@ def test_train_replay_runs_end_to_end(tmp_path, engine):
     replayed = json.loads(replay.stdout)
     assert replayed["crowned"] and replayed["seeds"] == crowned["held_out_seeds"]
     assert replayed["mean_return"] == replayed["recorded_mean_return"] == crowned["held_out_mean"]
-    replay = subprocess.run(CHAMPION + ["replay", str(run_dir), "--json", "--entry", "best"], capture_output=True,
-                            text=True, timeout=300)
-    replayed = json.loads(replay.stdout)
+    # the other replays in this process (each command's own process would only start TensorFlow again)
+    capsys.readouterr()
+    assert champion_in_process("replay", run_dir, "--json", "--entry", "best") == 0
+    replayed = json.loads(capsys.readouterr().out)
     assert replayed["mean_return"] == replayed["recorded_mean_return"] == max(means)
     assert replayed["returns"] == stored.manifest["returns"]
     assert replayed["step"] == stored.manifest["step"]
     assert (replayed["same_episodes_as_recorded"], replayed["recorded_episodes"]) == (True, 10)
-    picked = subprocess.run(CHAMPION + ["replay", str(run_dir.parent), "--best"], capture_output=True, text=True,
-                            timeout=300)
-    assert picked.stdout.splitlines()[0] == (f"picked {run_dir}: the highest best return ({max(means):.2f}) of the 1 "
-                                             f"run with a best policy below {run_dir.parent}")
-    more = subprocess.run(CHAMPION + ["replay", str(run_dir), "--episodes", "12"], capture_output=True, text=True,
-                          timeout=300)
-    assert more.returncode == 0, more.stderr
-    assert more.stdout.splitlines()[-1].endswith(
+    assert champion_in_process("replay", run_dir.parent, "--best") == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"picked {run_dir}: the highest best return ({max(means):.2f}) of the 1 run with a best policy below "
+        f"{run_dir.parent}")
+    assert champion_in_process("replay", run_dir, "--episodes", "12") == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(
         f"(recorded over its {len(crowned['held_out_seeds'])} held-out episodes: {crowned['held_out_mean']:.2f})")
 
     logged = summaries(run_dir / "tb")
