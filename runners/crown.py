@@ -21,6 +21,7 @@ import re
 import stat
 import tempfile
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +35,8 @@ from champion.runners.race import CONFIDENCE, Race, mean_interval
 from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, process_is_alive, warn
 from champion.runners.store.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
                                 list_final_entries, pointer_name, read_champion, read_entry, warn_about_strays)
+from champion.errors import first_line
+from champion.runners.engines.base import EngineFailed
 from champion.runners.evaluate import EvalResult, OutOfTime, episode_seeds
 from champion.runners.store.folder_trust import check_links, read_record, seal
 
@@ -100,6 +103,7 @@ class Crown:
     """How the race went: its looks, the rounds played, why it ended, the time limit, the interval method."""
     replaced: dict[str, Any] | None = None
     """The crown record this one replaced (read under the run's lock), if there was one."""
+    interval_method: str = ""
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -122,7 +126,7 @@ class Crown:
             "sha256": champion.candidate.stored.manifest["sha256"],
             "held_out_mean": champion.result.mean_return, "held_out_std": champion.result.std_return,
             "interval": list(champion.interval), "confidence": CONFIDENCE,
-            "interval_method": self.race.get("interval_method", ""),
+            "interval_method": self.interval_method,
             "held_out_seeds": list(self.seeds), "returns": list(champion.result.returns),
             "lengths": list(champion.result.lengths),
             "training_best": self.training_best,
@@ -162,10 +166,11 @@ def held_out_seeds(config: TrainConfig) -> list[int]:
 
 def time_limit(crown: CrownConfig, training_seconds: float | None) -> float | None:
     """The crown's time limit in seconds: ``crown.seconds`` if set, else ``crown.time_share`` of the training
-    time but at least ``crown.min_seconds``; None (no limit) when ``time_share`` is 0."""
+    time but at least ``crown.min_seconds``; None (no limit) when ``time_share`` is 0 or the crown does not race
+    (its one round would be dropped whole)."""
     if crown.seconds is not None:
         return float(crown.seconds)
-    if crown.time_share <= 0:
+    if crown.time_share <= 0 or not crown.race:  # a fixed crown has one round: a limit could only leave no crown
         return None
     return max(float(crown.min_seconds), crown.time_share * (training_seconds or 0.0))
 
@@ -236,8 +241,10 @@ def crown_run(run_dir: Path, config: TrainConfig, player: Player | None = None,
     try:
         returns, lengths, ended = _run_race(race, found, held_out_seeds(config), player, limit, display)
     finally:
-        player.close()
-        display.close()
+        try:
+            player.close()
+        finally:
+            display.close()
     seconds = time.perf_counter() - started
     crown = _judged(Path(run_dir), found, race, returns, lengths, held_out_seeds(config), training_best, seconds,
                     player.where, {"ended": ended, "time_limit_seconds": limit, "tolerance": config.crown.tolerance,
@@ -270,6 +277,10 @@ def _run_race(race: Race, found: list[Candidate], seeds: list[int], player: Play
                 raise CrownError(f"the crown's time limit ({limit:.0f} s) ran out before each candidate had played "
                                  f"{target} held-out episodes; raise crown.min_seconds or set crown.seconds") from None
             return returns, lengths, f"time limit after {played} episodes per candidate"
+        except (BrokenProcessPool, EngineFailed) as error:  # processes or actors lost: keep the whole rounds
+            if played == 0:
+                raise
+            return returns, lengths, f"players lost after {played} episodes per candidate ({first_line(error)})"
         for index, result in zip(running, results):
             returns[index].extend(result.returns)
             lengths[index].extend(result.lengths)
@@ -277,7 +288,8 @@ def _run_race(race: Race, found: list[Candidate], seeds: list[int], player: Play
         over = race.look(returns)
         display.round(race, played, [index for index in running if index not in race.running])
         if over:
-            return returns, lengths, ("one candidate left" if len(race.running) == 1 else "all rounds played")
+            ended = "one candidate left" if len(race.running) == 1 else f"all played {played} episodes"
+            return returns, lengths, ended
 
 
 def _judged(run_dir: Path, found: list[Candidate], race: Race, returns: list[list[float]], lengths: list[list[int]],
@@ -290,12 +302,12 @@ def _judged(run_dir: Path, found: list[Candidate], race: Race, returns: list[lis
         judged.append(Judged(candidate, result, mean_interval(returns[index], race.interval_error),
                              race.dropped.get(index, "")))
     champion = judged[race.leader(returns)]
-    error = race.interval_error
-    method = (f"Student t at {1 - error:.4%} each (Bonferroni over {len(found)} candidates and {len(race.schedule)} "
-              f"looks), so all intervals hold together at {CONFIDENCE:.0%} whichever look the race stopped at")
-    info = {"looks": race.schedule, "max_episodes": race.max_episodes, "racing": race.racing,
-            "interval_method": method, **how}
-    return Crown(run_dir, judged, champion, training_best, seconds, where, info)
+    error, looked = race.interval_error, len(race.schedule)
+    over = f"{len(found)} candidates and {looked} looks" if looked > 1 else f"{len(found)} candidates"
+    method = (f"Student t at {1 - error:.4%} each (Bonferroni over {over}), so all intervals hold together at "
+              f"{CONFIDENCE:.0%}" + (" whichever look the race stopped at" if looked > 1 else ""))
+    info = {"looks": race.schedule, "max_episodes": race.max_episodes, "racing": race.racing, **how}
+    return Crown(run_dir, judged, champion, training_best, seconds, where, info, interval_method=method)
 
 
 def _with_replaced(crown: Crown, best_dir: Path) -> Crown:
@@ -306,9 +318,11 @@ def _with_replaced(crown: Crown, best_dir: Path) -> Crown:
 
 
 def _recorded_training_seconds(run_dir: Path) -> float | None:
-    """The run's training wall time as its summary.json records it (None without one)."""
+    """The run's training wall time over all its sessions as summary.json records it (a summary from before this
+    figure: its last session's); None without one."""
     try:
-        seconds = read_record(run_dir / "summary.json").get("wall_seconds")
+        summary = read_record(run_dir / "summary.json")
+        seconds = summary.get("run_wall_seconds", summary.get("wall_seconds"))
     except (OSError, ValueError, AttributeError):
         return None
     return float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else None

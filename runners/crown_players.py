@@ -56,8 +56,8 @@ def _ignore(_: int) -> None:
 
 class ProcessPlayer:
     """Plays in this process (``crown.workers`` 1), or splits the episodes over that many spawned processes; all give
-    the same returns. With 0 (auto) the first round is played here, and the rest on one process per CPU when at its
-    pace it would take more than ``SPAWN_PAYS_AFTER_S``."""
+    the same returns. With 0 (auto) the first candidate's first round is played here, and the rest on one process
+    per CPU when at its pace it would take more than ``SPAWN_PAYS_AFTER_S``."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.env_id, self.options, self.workers = config.env_id, EnvOptions.from_config(config), config.crown.workers
@@ -75,12 +75,15 @@ class ProcessPlayer:
         if self.workers > 1 or self._pool_size:  # asked for, or the first round showed that they pay
             return self._apart(policies, seeds, deadline, on_episodes)
         started = time.perf_counter()
-        results = self._here(policies, seeds, deadline, on_episodes)
-        per_episode = (time.perf_counter() - started) / max(len(policies) * len(seeds), 1)
-        still_to_play = len(policies) * max(self.max_episodes - len(seeds), 0)
-        if (os.cpu_count() or 1) > 1 and per_episode * still_to_play > SPAWN_PAYS_AFTER_S:
-            self._pool_size = os.cpu_count() or 1  # the next rounds go to the processes
-        return results
+        first = self._here(policies[:1], seeds, deadline, on_episodes)
+        per_episode = (time.perf_counter() - started) / max(len(seeds), 1)
+        still_to_play = (len(policies) - 1) * len(seeds) + len(policies) * max(self.max_episodes - len(seeds), 0)
+        cpus = usable_cpus()
+        if cpus > 1 and per_episode * still_to_play > SPAWN_PAYS_AFTER_S:
+            # the rest of this round and the next go to the processes: no more than a round has tasks for
+            self._pool_size = min(cpus, len(policies) * -(-self.max_episodes // SHARE_EPISODES))
+            return first + self._apart(policies[1:], seeds, deadline, on_episodes) if policies[1:] else first
+        return first + self._here(policies[1:], seeds, deadline, on_episodes)
 
     def close(self) -> None:
         """Close the envs kept here and stop the spawned processes at once: a task still running there (the race
@@ -120,6 +123,14 @@ class ProcessPlayer:
         _report_as_done([future for parts in futures for future in parts], [len(share) for share in shares] * len(policies),
                         on_episodes)
         return [joined([future.result() for future in parts], seeds) for parts in futures]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as a container or taskset sets it), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _report_as_done(futures: list[Future], sizes: list[int], on_episodes: EpisodesDone) -> None:
@@ -171,8 +182,9 @@ class RayPlayer:
 
 
 def _finished_by(evaluation: RayEvaluation, deadline: float) -> list:
-    """The evaluation in flight once it has finished; OutOfTime if it has not by ``deadline`` (an actor lost
-    meanwhile is not restarted: the time limit ends the race instead)."""
+    """The evaluation in flight once it has finished; OutOfTime if it has not by ``deadline``. An actor lost
+    meanwhile is restarted by the evaluation's ``wait``, which may take up to 3 x ray.eval_timeout_s past the
+    deadline; past ray.max_worker_restarts it fails, and the race keeps its whole rounds."""
     while time.time() < deadline:
         finished = evaluation.finished()
         if finished:

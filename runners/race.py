@@ -132,8 +132,10 @@ class Race:
 
     def look(self, returns: Sequence[Sequence[float]]) -> bool:
         """After a round: drop the running candidates the leader clearly beats (or matches within the tolerance);
-        whether the race is over (one left, or the last look)."""
+        whether the race is over (one left, or the last look, where nobody is dropped: all have played all)."""
         played = len(returns[self.running[0]])
+        if played >= self.schedule[-1]:
+            return True
         leader = self.leader(returns)
         for index in [index for index in self.running if index != leader]:
             gaps = np.asarray(returns[leader][:played], np.float64) - np.asarray(returns[index][:played], np.float64)
@@ -148,7 +150,7 @@ class Race:
                 continue
             self.running.remove(index)
             self.dropped[index] = f"{why} after {played} episodes"
-        return len(self.running) == 1 or played >= self.schedule[-1]
+        return len(self.running) == 1
 
     def next_count(self, played: int) -> int:
         """Episodes per running candidate after the next round."""

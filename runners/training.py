@@ -229,7 +229,7 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                          state.step - start_step, dict(timings.seconds), dict(timings.calls), run.evaluations,
                          beside_timings=dict(timings.beside_seconds), beside_calls=dict(timings.beside_calls),
                          engine=_engine_report(run), stopped_early=state.stopped_early,
-                         startup_seconds=session_start - called)
+                         startup_seconds=session_start - called, run_wall_seconds=wall_before + wall_seconds)
     out.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
                   f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")

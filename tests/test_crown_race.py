@@ -181,3 +181,36 @@ def test_kept_envs_play_the_same_episodes_and_a_passed_deadline_makes_no_env(mon
     monkeypatch.setattr(evaluating, "make_env_without_info", lambda *args, **kwargs: pytest.fail("an env was made"))
     with pytest.raises(evaluating.OutOfTime, match="6 of 6 episodes to play"):
         play_episodes("CartPole-v1", EnvOptions(), spec, weights, seeds, deadline=time.time() - 1.0)
+
+
+def test_the_time_limit_follows_the_whole_run_and_a_fixed_crown_has_none_unless_set(tmp_path):
+    from champion.runners.crown import run_time_limit, time_limit
+
+    assert time_limit(CrownConfig(), 400.0) == 100.0  # a quarter of the training time
+    assert time_limit(CrownConfig(), 40.0) == 30.0 and time_limit(CrownConfig(), None) == 30.0  # at least 30 s
+    assert time_limit(CrownConfig(time_share=0.0), 400.0) is None
+    assert time_limit(CrownConfig(race=False), 400.0) is None  # one round: a limit could only leave no crown
+    assert time_limit(CrownConfig(race=False, seconds=12.0), 400.0) == 12.0
+    (tmp_path / "summary.json").write_text('{"wall_seconds": 8.0, "run_wall_seconds": 600.0}')  # resumed for 8 s
+    assert run_time_limit(tmp_path, TrainConfig()) == 150.0
+
+
+def test_players_lost_mid_race_end_it_at_its_last_whole_round(race_run):
+    """Spawned processes or Ray actors lost for good in round 2: the crown keeps round 1's episodes and says why
+    it ended, instead of failing and losing them."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    class LostInRoundTwo(DirectPlayer):
+        rounds = 0
+
+        def play(self, policies, seeds, deadline=None, on_episodes=None):
+            self.rounds += 1
+            if self.rounds == 2:
+                raise BrokenProcessPool("a process in the process pool was terminated abruptly")
+            return super().play(policies, seeds, deadline, on_episodes)
+
+    run_dir, config, _, _ = race_run
+    crown_config = CrownConfig(candidates=4, episodes=100, seed=70_000_000, time_share=0.0)
+    crown = crowning.crown_run(run_dir, dataclasses.replace(config, crown=crown_config), LostInRoundTwo())
+    assert crown.race["ended"].startswith("players lost after 10 episodes per candidate (")
+    assert {len(judged.result.returns) for judged in crown.judged} == {10}

@@ -46,6 +46,8 @@ class TrainResult:
     startup_seconds: float = 0.0
     """From the train/resume call to the loop's first advance (checks, run folder, model, engine; on resume,
     the rest of the run and the restore too): evaluations.csv's wall_seconds count from the loop's start."""
+    run_wall_seconds: float = 0.0
+    """Wall time of the loop over all sessions (a resumed run adds the earlier ones): the crown's time limit."""
 
     @property
     def steps_per_second(self) -> float:
@@ -146,6 +148,7 @@ def write_summary(result: TrainResult, nonfinite_steps_skipped: int) -> None:
         "env_steps": result.env_steps,
         "session_steps": result.session_steps,
         "wall_seconds": round(result.wall_seconds, 3),
+        "run_wall_seconds": round(result.run_wall_seconds or result.wall_seconds, 3),
         "startup_seconds": round(result.startup_seconds, 3),
         "steps_per_second": round(result.steps_per_second, 1),
         "best_mean_return": result.best_mean_return,
