@@ -35,6 +35,15 @@ def champion(args: list[str], env: dict[str, str] | None = None, timeout: float 
                           env=child_env, stdin=subprocess.DEVNULL)
 
 
+def champion_here(args: list[str]) -> None:
+    """``champion ARGS`` in this process, which must succeed: a straight run to compare a killed and resumed one
+    with, without a TensorFlow start-up to pay (the runs compared with it are child processes, so the comparison
+    is also one across processes)."""
+    from hostile_helpers import champion as in_process
+
+    assert in_process(*args) == 0
+
+
 def final_files(run_dir: Path) -> list[Path]:
     """Every file under the run folder except temporaries (which the next start removes)."""
     return [path for path in run_dir.rglob("*") if path.is_file() and not any(
@@ -108,9 +117,9 @@ def weights_by_entry(run_dir):
 def kill_resume_and_compare(tmp_path: Path, env_id: str, algo: str, options: list[str], resume_options: tuple = (),
                             kill_at: str = KILL_POINTS[1]) -> dict:
     """A straight run and one SIGKILLed at ``kill_at`` then resumed; returns the state of the checkpoint resumed
-    from once every evaluation, the final weights and every best entry are found equal."""
-    straight = champion(["train", env_id, "--run-name", "straight"] + options)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    from once every evaluation, the final weights and every best entry are found equal. The straight run is made in
+    this process (``champion_here``)."""
+    champion_here(["train", env_id, "--run-name", "straight"] + options)
     killed = champion(["train", env_id, "--run-name", "resumed"] + options,
                       env={"CHAMPION_FAULT_KILL_AT": kill_at})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
