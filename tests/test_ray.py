@@ -14,7 +14,8 @@ import pytest
 
 from champion.agents.config import ConfigError
 from champion.envs.factory import EnvError
-from crash_helpers import CHAMPION, champion, evaluation_rows, kill_resume_and_compare, run_options, tensorboard_steps
+from crash_helpers import (CHAMPION, champion, champion_here, evaluation_rows, kill_resume_and_compare, run_options,
+                           tensorboard_steps)
 from champion.runners.store.checkpoints import read_checkpoint
 from champion.runners.configure import resolve_config
 from champion.runners.replay import replay
@@ -289,8 +290,7 @@ def test_a_run_killed_and_resumed_on_ray_continues_exactly_like_a_straight_run(l
     options = ["--total-steps", "4096", "--eval-every", "512", "--results-dir", str(tmp_path), "--workers", "2",
                "--ray-address", local_ray["address"], "--no-media", "-q", "--set", "checkpoint_every=1024",
                "--set", "reward_scaling=true", "--set", "ppo.epochs=2"]
-    straight = champion(["train", "CartPole-v1", "--run-name", "straight"] + options)
-    assert straight.returncode == 0, straight.stderr
+    champion_here(["train", "CartPole-v1", "--run-name", "straight"] + options)  # on the same Ray, from this process
     killed = champion(["train", "CartPole-v1", "--run-name", "resumed"] + options,
                       env={"CHAMPION_FAULT_KILL_AT_STEP": "2560"})
     assert killed.returncode == -signal.SIGKILL
