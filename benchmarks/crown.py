@@ -194,7 +194,8 @@ def row(folder: Path) -> tuple[str, str, dict]:
     naive = judged[race["training_best"]]
     fresh_of = {name: fresh["entries"][entry]["mean"] for name, entry in fresh["picks"].items()}
     agree = race["entry"] == fixed["entry"]
-    (rlow, rhigh), (flow, fhigh) = race["interval"], fixed["interval"]
+    nothing = (float("nan"), float("nan"))  # no interval: every episode returned the same
+    (rlow, rhigh), (flow, fhigh) = race["interval"] or nothing, fixed["interval"] or nothing
     rcost, fcost = race["cost"], fixed["cost"]
     limit = rcost["time_limit_seconds"]
     text = (f"| {folder.name} | {naive['entry']} ({naive['training_mean_return']:.1f}) | {race['entry']} | "

@@ -31,7 +31,7 @@ from champion.agents.config import CrownConfig, TrainConfig
 from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import NetworkSpec
 from champion.runners.crown_players import Player, ProcessPlayer, RayPlayer
-from champion.runners.race import CONFIDENCE, Race, mean_interval
+from champion.runners.race import CONFIDENCE, Race, reported_interval
 from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, process_is_alive, warn
 from champion.runners.store.best_store import (CHAMPION_FILE, FINAL_PREFIX, CrownError, StoredPolicy, crowned_entry, list_entries,
                                 list_final_entries, pointer_name, read_champion, read_entry, warn_about_strays)
@@ -77,14 +77,15 @@ class Judged:
 
     candidate: Candidate
     result: EvalResult
-    interval: tuple[float, float]
+    interval: tuple[float, float] | None
+    """None when every episode returned the same (no spread to build one from)."""
     stopped: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"entry": self.candidate.name, "step": self.candidate.step,
                 "training_mean_return": self.candidate.training_mean, "final_policy": self.candidate.is_final,
                 "held_out_mean": self.result.mean_return, "held_out_std": self.result.std_return,
-                "interval": list(self.interval), "episodes": len(self.result.returns), "stopped": self.stopped,
+                "interval": _listed(self.interval), "episodes": len(self.result.returns), "stopped": self.stopped,
                 "returns": list(self.result.returns), "lengths": list(self.result.lengths)}
 
 
@@ -125,7 +126,7 @@ class Crown:
             "entry": champion.candidate.name, "step": champion.candidate.step,
             "sha256": champion.candidate.stored.manifest["sha256"],
             "held_out_mean": champion.result.mean_return, "held_out_std": champion.result.std_return,
-            "interval": list(champion.interval), "confidence": CONFIDENCE,
+            "interval": _listed(champion.interval), "confidence": CONFIDENCE,
             "interval_method": self.interval_method,
             "held_out_seeds": list(self.seeds), "returns": list(champion.result.returns),
             "lengths": list(champion.result.lengths),
@@ -144,7 +145,7 @@ class Crown:
         """For summary.json: the champion, the training-time best beside it, and the cost."""
         naive = self.training_best_judged()
         return {"champion": self.champion.candidate.name, "held_out_mean": self.champion.result.mean_return,
-                "interval": list(self.champion.interval), "training_best": self.training_best,
+                "interval": _listed(self.champion.interval), "training_best": self.training_best,
                 "training_best_mean": naive.candidate.training_mean if naive else None,
                 "training_best_held_out_mean": naive.result.mean_return if naive else None,
                 "candidates": len(self.judged), "ended": self.race.get("ended"), **self.cost()}
@@ -288,7 +289,8 @@ def _run_race(race: Race, found: list[Candidate], seeds: list[int], player: Play
         over = race.look(returns)
         display.round(race, played, [index for index in running if index not in race.running])
         if over:
-            ended = "one candidate left" if len(race.running) == 1 else f"all played {played} episodes"
+            ended = ("one candidate left" if len(race.running) == 1
+                     else f"its last round played ({played} episodes each)")
             return returns, lengths, ended
 
 
@@ -299,7 +301,7 @@ def _judged(run_dir: Path, found: list[Candidate], race: Race, returns: list[lis
     for index, candidate in enumerate(found):
         count = len(returns[index])
         result = EvalResult(tuple(returns[index]), tuple(lengths[index]), tuple(seeds[:count]))
-        judged.append(Judged(candidate, result, mean_interval(returns[index], race.interval_error),
+        judged.append(Judged(candidate, result, reported_interval(returns[index], race.interval_error),
                              race.dropped.get(index, "")))
     champion = judged[race.leader(returns)]
     error, looked = race.interval_error, len(race.schedule)
@@ -326,6 +328,10 @@ def _recorded_training_seconds(run_dir: Path) -> float | None:
     except (OSError, ValueError, AttributeError):
         return None
     return float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else None
+
+
+def _listed(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else list(interval)
 
 
 def remove_dead_temporaries(path: Path) -> None:
@@ -483,10 +489,10 @@ def crown_table(crown: Crown) -> list[str]:
         marks = [mark for mark, applies in (("crowned", judged is crown.champion),
                                             ("training-time best", judged.candidate.name == crown.training_best),
                                             ("final policy", judged.candidate.is_final)) if applies]
-        low, high = judged.interval
+        interval = "none: all equal" if judged.interval is None else "[{:.2f}, {:.2f}]".format(*judged.interval)
         lines.append(f"| {judged.candidate.name} | {judged.candidate.step:,} | {judged.candidate.training_mean:.2f} | "
                      f"{judged.result.mean_return:.2f} ± {judged.result.std_return:.2f} | "
-                     f"{len(judged.result.returns)} | [{low:.2f}, {high:.2f}] | {', '.join(marks)} |")
+                     f"{len(judged.result.returns)} | {interval} | {', '.join(marks)} |")
     return lines
 
 
@@ -494,11 +500,11 @@ def crown_lines(crown: Crown) -> list[str]:
     """What the terminal shows after a crown: the table, the champion, the training-time best beside it, how the
     race ended, and what it cost against its limit (the champion's path is the caller's closing line)."""
     champion, naive = crown.champion, crown.training_best_judged()
-    low, high = champion.interval
     count = len(champion.result.returns)
-    if low == high:  # every episode returned the same: no spread to build an interval from
+    if champion.interval is None:  # every episode returned the same: no spread to build an interval from
         held = f"held-out return {champion.result.mean_return:.2f} in every one of its {count} episodes"
     else:
+        low, high = champion.interval
         held = (f"held-out mean {champion.result.mean_return:.2f} ({CONFIDENCE:.0%} interval {low:.2f} to {high:.2f}, "
                 f"holding for every candidate at once) over {count} episodes")
     lines = ["", *crown_table(crown), "", f"crowned: {champion.candidate.name}, {held}"]

@@ -21,7 +21,7 @@ exact for normal returns and close for the sums of many rewards that returns are
 known-answer env is measured in ``tests/test_crown_race.py`` and ``benchmarks/crown_race.py``. The t interval
 needs returns that vary: differences that are the same on every seed played (two CartPole policies at 500
 each time) decide nothing before the last look, and a candidate whose returns are all equal gets that value as
-its interval, which the crown's lines report as such, not as a confidence interval.
+no interval at all (``reported_interval``): its lines say every episode returned that value.
 """
 
 from __future__ import annotations
@@ -94,6 +94,12 @@ def mean_interval(values: Sequence[float], error: float) -> tuple[float, float]:
         return mean, mean
     half = student_t_quantile(1.0 - error / 2.0, len(data) - 1) * float(data.std(ddof=1)) / math.sqrt(len(data))
     return mean - half, mean + half
+
+
+def reported_interval(values: Sequence[float], error: float) -> tuple[float, float] | None:
+    """The interval a crown reports for a candidate: ``mean_interval``, or None when every value is the same (no
+    spread to build one from: ten zeros say nothing about how often a weak Atari policy scores)."""
+    return None if len(set(values)) <= 1 else mean_interval(values, error)
 
 
 @dataclass

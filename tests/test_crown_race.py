@@ -120,8 +120,9 @@ def race_against_fixed(run_dir, config, truth, repetitions: int, first_seed: int
             right[racing] += truth[crown.champion.candidate.name] == 1.0
             episodes[racing] += crown.episodes
             if racing:
-                covered = [low <= truth[judged.candidate.name] <= high for judged in crown.judged
-                           for low, high in [judged.interval]]
+                covered = [judged.interval is None  # no claim: every episode returned the same
+                           or judged.interval[0] <= truth[judged.candidate.name] <= judged.interval[1]
+                           for judged in crown.judged]
                 all_covered += all(covered)
                 champion_covered += covered[crown.judged.index(crown.champion)]
     return {"repetitions": repetitions, "right_racing": right[True], "right_fixed": right[False],
@@ -214,3 +215,21 @@ def test_players_lost_mid_race_end_it_at_its_last_whole_round(race_run):
     crown = crowning.crown_run(run_dir, dataclasses.replace(config, crown=crown_config), LostInRoundTwo())
     assert crown.race["ended"].startswith("players lost after 10 episodes per candidate (")
     assert {len(judged.result.returns) for judged in crown.judged} == {10}
+
+
+def test_a_candidate_whose_episodes_all_returned_one_value_gets_no_interval(race_run, tmp_path):
+    """Ten zeros say nothing about how often a policy scores: no interval is claimed (champion.json's is null), and
+    the crowned line says what was seen."""
+    class Constant(DirectPlayer):
+        def play(self, policies, seeds, deadline=None, on_episodes=None):
+            return [EvalResult((0.0,) * len(seeds), (1,) * len(seeds), tuple(seeds)) for _ in policies]
+
+    run_dir, config, _, _ = race_run
+    crown_config = CrownConfig(candidates=4, episodes=20, seed=80_000_000, time_share=0.0)
+    crown = crowning.crown_run(run_dir, dataclasses.replace(config, crown=crown_config), Constant())
+    record = crown.record()
+    assert record["interval"] is None and [each["interval"] for each in record["candidates"]] == [None] * 4
+    assert [each["episodes"] for each in record["candidates"]] == [20] * 4  # no spread decides nothing early
+    assert f"crowned: {crown.champion.candidate.name}, held-out return 0.00 in every one of its 20 episodes" in \
+        crowning.crown_lines(crown)
+    assert "| none: all equal |" in crowning.crown_table(crown)[2]
