@@ -161,9 +161,39 @@ def test_racing_picks_as_often_as_fixed_100_with_fewer_episodes_and_its_interval
     assert figures["champion_interval_covered"] >= 0.95 * repetitions
 
 
-def test_kept_envs_play_the_same_episodes_and_a_passed_deadline_makes_no_env(monkeypatch):
+def played_twice(env_id: str, options: EnvOptions, seeds: list[int]) -> tuple[tuple, tuple, tuple]:
+    """A random-init policy's episodes on ``seeds`` with fresh envs, then with kept envs that first played other
+    seeds; and the spec and weights used."""
+    from champion.runners import evaluate as evaluating
+
+    config = TrainConfig(env_id=env_id, frame_stack=options.frame_stack)
+    spec = network_spec(describe_env(env_id, options), config)
+    weights = weight_arrays(ActorCritic(spec, seed=4))
+    fresh = play_episodes(env_id, options, spec, weights, seeds)
+    try:
+        play_episodes(env_id, options, spec, weights, [seed + 500 for seed in seeds] + [9_999], keep_envs=True)
+        kept = play_episodes(env_id, options, spec, weights, seeds, keep_envs=True)
+    finally:
+        evaluating.close_kept_envs()
+    return fresh, kept, (spec, weights)
+
+
+@pytest.mark.parametrize("env_id, options, extra", [
+    ("CartPole-v1", EnvOptions(), None), ("LunarLander-v3", EnvOptions(), "Box2D"),
+    ("HalfCheetah-v5", EnvOptions(), "mujoco"), ("ALE/Breakout-v5", EnvOptions(frame_stack=4), "ale_py")])
+def test_kept_envs_play_the_same_episodes(env_id, options, extra):
     """The crown's processes keep their envs from round to round: a seeded reset starts the same episode whatever
-    the env played before. A task that starts after the time limit stops before making an env."""
+    the env played before (wrappers' state too: time limits, frame stacks, FIRE and stalled-game counters)."""
+    if extra:
+        pytest.importorskip(extra)
+    fresh, kept, _ = played_twice(env_id, options, episode_seeds(77, 3))
+    assert kept.returns == fresh.returns and kept.lengths == fresh.lengths
+    if extra != "ale_py":  # an untrained CNN plays every Breakout game alike (120 steps, 0 points)
+        assert len(set(fresh.returns)) > 1  # the seeds' episodes differ
+
+
+def test_a_task_past_the_deadline_makes_no_env(monkeypatch):
+    """A task of the crown's processes that starts after the time limit stops before making an env."""
     import time
 
     from champion.runners import evaluate as evaluating
@@ -171,17 +201,9 @@ def test_kept_envs_play_the_same_episodes_and_a_passed_deadline_makes_no_env(mon
     config = TrainConfig(env_id="CartPole-v1")
     spec = network_spec(describe_env("CartPole-v1", EnvOptions()), config)
     weights = weight_arrays(ActorCritic(spec, seed=4))
-    seeds = episode_seeds(77, 6)
-    fresh = play_episodes("CartPole-v1", EnvOptions(), spec, weights, seeds)
-    try:
-        play_episodes("CartPole-v1", EnvOptions(), spec, weights, episode_seeds(500, 9), keep_envs=True)
-        kept = play_episodes("CartPole-v1", EnvOptions(), spec, weights, seeds, keep_envs=True)
-    finally:
-        evaluating.close_kept_envs()
-    assert kept.returns == fresh.returns and len(set(fresh.returns)) > 1
     monkeypatch.setattr(evaluating, "make_env_without_info", lambda *args, **kwargs: pytest.fail("an env was made"))
     with pytest.raises(evaluating.OutOfTime, match="6 of 6 episodes to play"):
-        play_episodes("CartPole-v1", EnvOptions(), spec, weights, seeds, deadline=time.time() - 1.0)
+        play_episodes("CartPole-v1", EnvOptions(), spec, weights, episode_seeds(77, 6), deadline=time.time() - 1.0)
 
 
 def test_the_time_limit_follows_the_whole_run_and_a_fixed_crown_has_none_unless_set(tmp_path):
