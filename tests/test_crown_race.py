@@ -161,9 +161,9 @@ def test_racing_picks_as_often_as_fixed_100_with_fewer_episodes_and_its_interval
     assert figures["champion_interval_covered"] >= 0.95 * repetitions
 
 
-def played_twice(env_id: str, options: EnvOptions, seeds: list[int]) -> tuple[tuple, tuple, tuple]:
+def played_twice(env_id: str, options: EnvOptions, seeds: list[int]) -> tuple[EvalResult, EvalResult]:
     """A random-init policy's episodes on ``seeds`` with fresh envs, then with kept envs that first played other
-    seeds; and the spec and weights used."""
+    seeds."""
     from champion.runners import evaluate as evaluating
 
     config = TrainConfig(env_id=env_id, frame_stack=options.frame_stack)
@@ -175,7 +175,7 @@ def played_twice(env_id: str, options: EnvOptions, seeds: list[int]) -> tuple[tu
         kept = play_episodes(env_id, options, spec, weights, seeds, keep_envs=True)
     finally:
         evaluating.close_kept_envs()
-    return fresh, kept, (spec, weights)
+    return fresh, kept
 
 
 @pytest.mark.parametrize("env_id, options, extra", [
@@ -186,7 +186,7 @@ def test_kept_envs_play_the_same_episodes(env_id, options, extra):
     the env played before (wrappers' state too: time limits, frame stacks, FIRE and stalled-game counters)."""
     if extra:
         pytest.importorskip(extra)
-    fresh, kept, _ = played_twice(env_id, options, episode_seeds(77, 3))
+    fresh, kept = played_twice(env_id, options, episode_seeds(77, 3))
     assert kept.returns == fresh.returns and kept.lengths == fresh.lengths
     if extra != "ale_py":  # an untrained CNN plays every Breakout game alike (120 steps, 0 points)
         assert len(set(fresh.returns)) > 1  # the seeds' episodes differ
