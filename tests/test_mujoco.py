@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from crash_helpers import CHAMPION
+from hostile_helpers import champion as champion_here
 from champion.runners.configure import resolve_config
 
 MUJOCO = importlib.util.find_spec("mujoco") is not None
@@ -40,7 +41,7 @@ def test_value_hidden_sizes_are_refused_with_a_shared_torso():
 
 
 @pytest.mark.skipif(not MUJOCO, reason="needs the mujoco extra: pip install -e '.[mujoco]'")
-def test_a_short_halfcheetah_run_records_its_gif_replays_and_exports(tmp_path):
+def test_a_short_halfcheetah_run_records_its_gif_replays_and_exports(tmp_path, capsys):
     """The GIF and the video render in a process without TensorFlow (Mesa's EGL crashed beside it). A run this short
     records no GIF itself (one takes about 15 s, more than 4% of it: tests/test_crown_around.py), so its best is
     recorded here as a longer run records it. Its resume is tested, bit for bit, in tests/test_resume_matrix.py."""
@@ -65,22 +66,21 @@ def test_a_short_halfcheetah_run_records_its_gif_replays_and_exports(tmp_path):
     assert media.offer(manifest["step"], wall_seconds=1e6, policy=policy)
     [gif] = written
     assert Image.open(io.BytesIO(gif)).n_frames > 1  # an animated GIF of the best policy
-    replayed = subprocess.run(CHAMPION + ["replay", str(run_dir), "--json"], capture_output=True, text=True,
-                              timeout=300)
-    assert replayed.returncode == 0, replayed.stderr[-2000:]
-    outcome = json.loads(replayed.stdout)
+    # replay and export in this process (as commands: a child of their own would only start TensorFlow again)
+    capsys.readouterr()
+    assert champion_here("replay", run_dir, "--json") == 0
+    outcome = json.loads(capsys.readouterr().out)
     assert outcome["mean_return"] == outcome["recorded_mean_return"]
-    exported = subprocess.run(CHAMPION + ["export", str(run_dir)], capture_output=True, text=True, timeout=300)
-    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert champion_here("export", run_dir) == 0
 
 
 @pytest.mark.skipif(not MUJOCO, reason="needs the mujoco extra: pip install -e '.[mujoco]'")
 def test_replay_writes_a_mujoco_video_of_the_recorded_episode(tmp_path):
-    """InvertedPendulum-v5: MuJoCo, and episodes short enough to render whole in a test."""
-    trained = subprocess.run(CHAMPION + ["train", "InvertedPendulum-v5", "--total-steps", "1024", "--eval-every", "1024",
-                                         "--results-dir", str(tmp_path), "--run-name", "pendulum", "--no-media", "-q",
-                                         "--set", "ppo.num_steps=128"], capture_output=True, text=True, timeout=300)
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    """InvertedPendulum-v5: MuJoCo, and episodes short enough to render whole in a test. Trained in this process
+    (nothing rendered there); the replay that writes the video is a command of its own."""
+    assert champion_here("train", "InvertedPendulum-v5", "--total-steps", "1024", "--eval-every", "1024",
+                         "--results-dir", tmp_path, "--run-name", "pendulum", "--no-media", "-q",
+                         "--set", "ppo.num_steps=128") == 0
     run_dir, video = tmp_path / "InvertedPendulum-v5" / "ppo" / "pendulum", tmp_path / "first.mp4"
     replayed = subprocess.run(CHAMPION + ["replay", str(run_dir), "--json", "--video", str(video)],
                               capture_output=True, text=True, timeout=300)
