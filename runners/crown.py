@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import signal
 import stat
 import tempfile
 import time
@@ -358,6 +359,7 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
     time limit is measured against the training time summary.json records."""
     from champion.agents.config import validate
     from champion.runners.configure import apply_overrides, load_run_config, validate_recorded
+    from champion.runners.run_state import CrownInterrupted, CrownSignals
     from champion.runners.store.run_folder import RunLock
     from champion.runners.store.runs import RunNotFoundError, is_run_dir
 
@@ -371,10 +373,17 @@ def crown_saved_run(run_dir: Path, overrides: dict[str, Any] | None = None,
     config = apply_overrides(saved, overrides or {})
     validate_recorded(config)
     _check_env_fits(run_dir, config)
-    with RunLock(run_dir):
-        crown = crown_run(run_dir, config, on_warning=on_warning, display=display)
-        log_crown_to_tensorboard(crown)
-        add_to_summary(run_dir / "summary.json", crown)
+    signals = CrownSignals()  # SIGTERM too unwinds: the lock is released, the spawned players are stopped
+    try:
+        with signals, RunLock(run_dir):
+            crown = crown_run(run_dir, config, on_warning=on_warning, display=display)
+            log_crown_to_tensorboard(crown)
+            add_to_summary(run_dir / "summary.json", crown)
+    except KeyboardInterrupt:
+        if signals.signal_number == signal.SIGTERM:
+            earlier = read_champion(run_dir / "best") is not None  # an earlier crown's record stands
+            raise CrownInterrupted(signal.SIGTERM, run_dir, crowned=earlier) from None
+        raise
     return crown
 
 

@@ -92,6 +92,20 @@ def test_a_signal_during_the_crown_exits_128_plus_it_with_the_run_finished_unloc
     assert done.stdout.splitlines()[-2:] == [f"best policy: {best}", f"replay it with: champion replay {run_dir}"]
 
 
+def test_sigterm_during_champion_crown_exits_143_with_the_lock_released_and_the_store_unchanged(tmp_path):
+    """champion crown RUN_DIR, stopped by SIGTERM (a job scheduler's): one line, exit 143, no .lock left and best/
+    as it was, as for the end-of-run crown (it had died at once, leaving the lock file and its spawned players)."""
+    run_dir = quick_run(tmp_path, "later", **{"crown.at_end": False}).run_dir
+    done = subprocess.run([sys.executable, "-c", SIGNALLED_CROWN, str(int(signal.SIGTERM)), str(run_dir),
+                           str(tmp_path / "during.json"), "crown", str(run_dir), "--workers", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert (f"champion crown: stopped by SIGTERM during the crown: the run is finished; the training-time best "
+            f"stands; crown later with: champion crown {run_dir}") in done.stderr
+    assert not (run_dir / ".lock").exists() and not (run_dir / "best" / CHAMPION_FILE).exists()
+    assert digests(run_dir / "best") == json.loads((tmp_path / "during.json").read_text())
+
+
 def test_ctrl_c_during_the_crown_reaches_a_python_caller_as_keyboard_interrupt_after_the_warning(
         tmp_path, monkeypatch, capsys):
     class CtrlC(crowning.ProcessPlayer):
