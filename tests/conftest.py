@@ -12,6 +12,24 @@ import toy_envs  # noqa: E402
 toy_envs.register()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """``--dist loadgroup`` (pyproject.toml) runs the tests of one ``xdist_group`` in one worker: the Ray tests on one
+    local Ray (``local_ray``), test_crash's kills after one dry run. pytest-xdist 3.8 tells the scheduler a test's
+    group by appending ``@group`` to the test's id through ``item._nodeid``, which pytest 9.2 no longer reads (its
+    ids are structured: pytest-dev/pytest-xdist#1386), so every test went to whichever worker was free, and each
+    worker started a Ray of its own. Here the suffix goes on the structured id too; nothing changes where xdist's
+    own works (the id then ends with it already) or without loadgroup."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                         for mark in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix) and hasattr(type(getattr(item, "_id", None)), "parse"):
+            item._id = type(item._id).parse(item.nodeid + suffix)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def compile_cache_in_a_temporary_folder(tmp_path_factory):
     """Runs in the tests (in this process and the ones it starts) keep their compiled code in a temporary folder,
