@@ -18,6 +18,7 @@ from champion.runners.training import train
 FAST_KILL_POINTS = ["best entry: weights written#2", "half-way through .tmp-current.json#3",
                     "before renaming to ckpt-#1", "checkpoint: state written#2"]
 ALL_KILL_POINTS = [str(point) for point in range(1, 56, 2)]  # 28 points, whatever they are
+SEED_GROUP = pytest.mark.xdist_group("crash-seed")
 
 
 def run_command(tmp_path: Path, seed: int) -> list[str]:
@@ -30,7 +31,8 @@ def seed(tmp_path_factory) -> int:
     """The first seed whose run passes every FAST_KILL_POINT (e.g. saves a best three times) and 55 write points.
 
     How many bests a short run saves depends on its learning curve, which any change to the
-    algorithm or the env moves; a dry run finds a seed instead of hard-coding one.
+    algorithm or the env moves; a dry run finds a seed instead of hard-coding one. The tests that use it share
+    one xdist worker (``SEED_GROUP``), so the dry run is made once per session, not once per worker.
     """
     for candidate in (4, *range(4), *range(5, 10)):  # 4 passed when QUICK last changed: tried first
         folder = tmp_path_factory.mktemp(f"dry-run-{candidate}")
@@ -73,12 +75,14 @@ def kill_and_check(tmp_path: Path, kill_at: str, seed: int = 0) -> str:
     return label
 
 
+@SEED_GROUP
 @pytest.mark.parametrize("kill_at", FAST_KILL_POINTS)
 def test_sigkill_at_a_write_point_leaves_a_sound_run(tmp_path, kill_at, seed):
     kill_and_check(tmp_path, kill_at, seed)
 
 
 @pytest.mark.slow
+@SEED_GROUP
 @pytest.mark.parametrize("kill_at", ALL_KILL_POINTS)
 def test_sigkill_sweep_over_every_other_write_point(tmp_path, kill_at, seed):
     kill_and_check(tmp_path, kill_at, seed)
