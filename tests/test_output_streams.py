@@ -91,8 +91,13 @@ def test_train_writes_results_to_stdout_and_notes_to_stderr_without_tensorflow_l
         [named] = [line.removeprefix(CROWNED_LINE) for line in out if line.startswith(CROWNED_LINE)]
         assert named == str(crowned_entry(run_dir / "best")) and os.path.isdir(named)
         assert out[-1] == f"replay it with: champion replay {run_dir}"
-        # stderr: only the budget note (no progress line: not a terminal), nothing from TensorFlow
-        assert done.stderr.splitlines() == ["note: 2,000 steps rounded up to 2,048: whole rollouts of 32 steps x 8 envs"]
+        # stderr: the budget note and a line per round of the crown (no progress line: not a terminal), nothing
+        # from TensorFlow
+        notes = done.stderr.splitlines()
+        assert notes[0] == "note: 2,000 steps rounded up to 2,048: whole rollouts of 32 steps x 8 envs"
+        assert notes[1].startswith("crown: 10 held-out episodes per candidate; ") and len(notes) <= 6
+        assert all(re.fullmatch(r"crown: \d+ held-out episodes per candidate; .* in the race; [\d.]+s of its \d+s limit",
+                                line) for line in notes[1:]), notes
     assert any(path.suffix == ".pb" for path in (tmp_path / "cache").rglob("*"))  # the second run had a cache to load
 
 
