@@ -83,7 +83,7 @@ def _train(results: Path, cache: Path, name: str, resume: bool = False) -> tuple
     run_dir = results / "CartPole-v1" / "ppo" / name
     arguments = (["--resume", str(run_dir), "--total-steps", "3072"] if resume else
                  ["CartPole-v1", "--total-steps", "2048", "--eval-every", "1024", "--results-dir", str(results),
-                  "--run-name", name, "--no-media", "--set", "engine=graph",
+                  "--run-name", name, "--no-media", "--set", "engine=graph", "--set", "crown.at_end=false",
                   "--set", "schedule_steps=3072"])  # the preset's linear schedules, over the resumed budget
     done = subprocess.run(CHAMPION + ["train", *arguments, "--quiet"], capture_output=True, text=True, timeout=300,
                           env=environment)
