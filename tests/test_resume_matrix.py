@@ -26,7 +26,10 @@ BOX2D, MUJOCO, ATARI = needs("Box2D", "box2d"), needs("mujoco", "mujoco"), needs
 TF_WRITTEN, STATE_WRITTEN, BEFORE_RENAME = KILL_POINTS
 CASES = [
     pytest.param("Acrobot-v1", "ppo", 4, 32, [], TF_WRITTEN, id="acrobot"),
-    pytest.param("LunarLander-v3", "ppo", 4, 32, [], STATE_WRITTEN, id="lunarlander", marks=BOX2D),
+    # slow: test_api.py's LunarLander case resumes this engine's discrete LunarLander with PPO bit for bit (in 3 s),
+    # the two cases below kill LunarLander mid-save on this engine, and test_ray.py's LunarLander case is this one
+    # (PPO, 4 envs of 32 steps, the same kill point) with its envs on Ray workers
+    pytest.param("LunarLander-v3", "ppo", 4, 32, [], STATE_WRITTEN, id="lunarlander", marks=[BOX2D, pytest.mark.slow]),
     pytest.param("LunarLanderContinuous-v3", "ppo", 2, 32, [], BEFORE_RENAME, id="lunarlander-continuous", marks=BOX2D),
     pytest.param("LunarLander-v3", "a2c", 4, 8, ["vectorization=async"], TF_WRITTEN, id="lunarlander-a2c-async",
                  marks=BOX2D),
