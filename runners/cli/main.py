@@ -306,7 +306,8 @@ def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
                    "./champion-plot.png for several).")
 def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
     """Draw the evaluation curves of RUN_DIR... on one figure: mean return, min-max band, a star at each
-    new best. A folder of runs (e.g. results/CartPole-v1/ppo) stands for every run inside it."""
+    new best. Runs of one env share a panel; each env gets a panel of its own (their returns are not
+    comparable). A folder of runs (e.g. results/CartPole-v1/ppo) stands for every run inside it."""
     from champion.runners.cli.plotting import PlotError, plot_runs
 
     if not run_dirs:
@@ -316,7 +317,9 @@ def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
         written = plot_runs(run_dirs, out)
     except PlotError as error:
         raise click.UsageError(str(error)) from error
-    click.echo(f"wrote {written}")
+    env_ids = written.env_ids
+    panels = "" if len(env_ids) == 1 else f" ({len(env_ids)} envs, one panel each: {', '.join(env_ids)})"
+    click.echo(f"wrote {written.path}{panels}")
 
 
 @cli.command(short_help="List gymnasium envs and whether champion can train them.")

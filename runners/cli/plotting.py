@@ -1,4 +1,4 @@
-"""Evaluation curves of one or more runs on one figure (``champion plot``).
+"""Evaluation curves of one or more runs on one figure, one panel per env (``champion plot``).
 
 Reading the runs needs no matplotlib; it is imported only when a figure is drawn, so that the
 other commands start without it. Figures are drawn with the Agg canvas, never through pyplot's
@@ -25,6 +25,9 @@ IMAGE_SUFFIXES = (".png", ".svg", ".pdf")
 ONE_RUN_IMAGE = "evaluations.png"
 SEVERAL_RUNS_IMAGE = "champion-plot.png"
 BEST_MARKER = "*"
+MAX_PANELS_PER_ROW = 3
+SINGLE_PANEL_SIZE = (9.0, 4.5)  # inches: one env's panel and its legend
+PANEL_SIZE = (6.5, 4.5)  # inches per panel when there are several
 _COLUMNS = ("step", "mean_return", "min_return", "max_return", "saved")
 
 
@@ -128,38 +131,80 @@ def figure_title(summaries: Sequence[RunSummary]) -> str:
     return pairs[0][0] if len({env_id for env_id, _ in pairs}) == 1 else "evaluation returns"
 
 
-def evaluation_figure(paths: Sequence[Path]) -> Figure:
-    """One figure with each run's mean evaluation return, its min-max band and a star at each new best."""
-    run_dirs = expand_run_dirs(paths)
+@dataclass(frozen=True)
+class EnvPanel:
+    """One env's runs, drawn on an axes of their own: returns of different envs are not comparable."""
+
+    env_id: str
+    title: str
+    curves: tuple[EvaluationCurve, ...]
+
+
+def env_panels(run_dirs: Sequence[Path]) -> list[EnvPanel]:
+    """The runs grouped by env (env ids sorted, runs in the given order), each group labelled on its own."""
     summaries = [summarize(run_dir) for run_dir in run_dirs]
-    curves = [read_evaluations(run_dir, label) for run_dir, label in zip(run_dirs, run_labels(summaries))]
-    return draw_curves(curves, title=figure_title(summaries))
+    panels = []
+    for env_id in sorted({summary.env_id for summary in summaries}):
+        members = [(run_dir, summary) for run_dir, summary in zip(run_dirs, summaries) if summary.env_id == env_id]
+        labels = run_labels([summary for _, summary in members])
+        curves = tuple(read_evaluations(run_dir, label) for (run_dir, _), label in zip(members, labels))
+        panels.append(EnvPanel(env_id, figure_title([summary for _, summary in members]), curves))
+    return panels
 
 
-def draw_curves(curves: Sequence[EvaluationCurve], title: str) -> Figure:
-    """Exactly one Line2D per curve (best evaluations marked on it) and one band per curve."""
+def evaluation_figure(paths: Sequence[Path]) -> Figure:
+    """One panel per env with each run's mean evaluation return, its min-max band and a star at each new best."""
+    return draw_panels(env_panels(expand_run_dirs(paths)))
+
+
+def compact_count(value: float) -> str:
+    """A step count in at most 3 significant digits and a suffix (1.5k, 100k, 10M), so tick labels stay short."""
+    magnitude = abs(value)
+    units = [(1e9, "B"), (1e6, "M"), (1e3, "k"), (1.0, "")]
+    position = next((index for index, (unit, _) in enumerate(units) if magnitude >= unit), len(units) - 1)
+    number = float(f"{magnitude / units[position][0]:.3g}")
+    if number >= 1000 and position > 0:  # 999,999 rounds to 1000k: say 1M
+        position -= 1
+        number = float(f"{magnitude / units[position][0]:.3g}")
+    return f"{'-' if value < 0 and number else ''}{number:g}{units[position][1]}"
+
+
+def panel_grid(panel_count: int) -> tuple[int, int]:
+    """(rows, columns): at most 3 panels a row, rows filled evenly (4 panels are 2 x 2)."""
+    rows = -(-panel_count // MAX_PANELS_PER_ROW)
+    return rows, -(-panel_count // rows)
+
+
+def draw_panels(panels: Sequence[EnvPanel]) -> Figure:
+    """One axes per panel, sharing nothing; on each, one Line2D per curve (new bests starred) and one band per curve."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import StrMethodFormatter
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    figure = Figure(figsize=(9, 4.5), layout="constrained")
+    rows, columns = panel_grid(len(panels))
+    size = SINGLE_PANEL_SIZE if len(panels) == 1 else (PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows)
+    figure = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for index, curve in enumerate(curves):
-        color = f"C{index % 10}"
-        best_indices = [position for position, saved in enumerate(curve.saved) if saved]
-        axes.fill_between(curve.steps, curve.mins, curve.maxs, color=color, alpha=0.15, linewidth=0)
-        axes.plot(curve.steps, curve.means, color=color, label=curve.label, markersize=11,
-                  marker=BEST_MARKER if best_indices else None, markevery=best_indices or None)
-    handles, _ = axes.get_legend_handles_labels()
-    if any(any(curve.saved) for curve in curves):
-        handles.append(Line2D([], [], color="gray", linestyle="none", marker=BEST_MARKER, markersize=11,
-                              label="new best"))
-    figure.legend(handles=handles, loc="outside right upper", fontsize="small")
-    axes.set(title=title, xlabel="env steps", ylabel="evaluation return (mean, min-max band)")
-    axes.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    axes.grid(alpha=0.3)
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for curve_index, curve in enumerate(panel.curves):
+            color = f"C{curve_index % 10}"
+            best_indices = [position for position, saved in enumerate(curve.saved) if saved]
+            axes.fill_between(curve.steps, curve.mins, curve.maxs, color=color, alpha=0.15, linewidth=0)
+            axes.plot(curve.steps, curve.means, color=color, label=curve.label, markersize=11,
+                      marker=BEST_MARKER if best_indices else None, markevery=best_indices or None)
+        handles, _ = axes.get_legend_handles_labels()
+        if any(any(curve.saved) for curve in panel.curves):
+            handles.append(Line2D([], [], color="gray", linestyle="none", marker=BEST_MARKER, markersize=11,
+                                  label="new best"))
+        handles.append(Patch(color="gray", alpha=0.15, linewidth=0, label="min-max band"))
+        axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize="small")
+        axes.set(title=panel.title, xlabel="env steps", ylabel="mean evaluation return")
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10], integer=True))
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: compact_count(value)))
+        axes.grid(alpha=0.3)
     return figure
 
 
@@ -186,8 +231,18 @@ def save_figure(figure: Figure, out: Path) -> Path:
     return Path(out)
 
 
-def plot_runs(paths: Sequence[Path], out: Path | None = None) -> Path:
+@dataclass(frozen=True)
+class WrittenPlot:
+    """Where the figure went and the envs it has a panel for (in panel order)."""
+
+    path: Path
+    env_ids: tuple[str, ...]
+
+
+def plot_runs(paths: Sequence[Path], out: Path | None = None) -> WrittenPlot:
     """Draw the evaluation curves of the runs in ``paths`` and write them to ``out`` (or the default)."""
     out = None if out is None else check_out_path(out)
     run_dirs = expand_run_dirs(paths)
-    return save_figure(evaluation_figure(run_dirs), default_out_path(run_dirs) if out is None else out)
+    panels = env_panels(run_dirs)
+    written = save_figure(draw_panels(panels), default_out_path(run_dirs) if out is None else out)
+    return WrittenPlot(written, tuple(panel.env_id for panel in panels))
