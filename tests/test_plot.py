@@ -1,4 +1,5 @@
-"""`champion plot` draws each run's evaluations as they were recorded; `champion runs --leaderboard` picks the best run."""
+"""`champion plot` draws each run's evaluations as they were recorded, one panel per env; `champion runs --leaderboard`
+picks the best run."""
 
 import json
 import math
@@ -13,7 +14,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 from champion.runners.cli.main import main
-from champion.runners.cli.plotting import evaluation_figure, save_figure
+from champion.runners.cli.plotting import compact_count, evaluation_figure, save_figure
 from champion.runners.store.runs import leaderboard, summarize
 
 COLUMNS = ["step", "wall_seconds", "mean_return", "std_return", "min_return", "max_return", "mean_length",
@@ -80,9 +81,9 @@ def test_each_run_is_one_curve_of_its_means_with_its_min_max_band_and_best_marke
         assert {(step, high) for step, high in zip(steps, highs)} <= vertices
         assert min(y for _, y in vertices) == min(lows) and max(y for _, y in vertices) == max(highs)
         assert tuple(band.get_facecolor()[0][:3]) == pytest.approx(to_rgb(line.get_color()))
-    (legend,) = figure.legends
-    assert [text.get_text() for text in legend.get_texts()] == ["seed0", "seed1", "new best"]
-    assert axes.get_title() == "CartPole-v1 · ppo"
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["seed0", "seed1", "new best", "min-max band"]
+    assert (axes.get_title(), axes.get_ylabel(), axes.get_xlabel()) == ("CartPole-v1 · ppo", "mean evaluation return",
+                                                                        "env steps")
 
 
 def test_a_run_without_a_new_best_gets_no_markers_and_labels_name_what_differs(tmp_path):
@@ -94,8 +95,94 @@ def test_a_run_without_a_new_best_gets_no_markers_and_labels_name_what_differs(t
     assert axes.lines[0].get_markevery() is None and axes.lines[0].get_marker() in (None, "None", "")
     assert axes.get_title() == "CartPole-v1"
     other_env = make_run(results, "Acrobot-v1", "ppo", "b", SEED0)
-    axes = evaluation_figure(runs + [other_env]).axes[0]
-    assert [line.get_label() for line in axes.lines] == ["CartPole-v1/ppo/a", "CartPole-v1/a2c/a", "Acrobot-v1/ppo/b"]
+    acrobot, cartpole = evaluation_figure(runs + [other_env]).axes  # the panel's title names the env: labels need not
+    assert [line.get_label() for line in cartpole.lines] == ["ppo/a", "a2c/a"]
+    assert [line.get_label() for line in acrobot.lines] == ["b"]
+
+
+def visible_tick_labels(axes):
+    """The x tick label texts drawn inside the axes' view, left to right, and their extents on the canvas."""
+    axes.figure.canvas.draw()
+    low, high = sorted(axes.get_xlim())
+    ticks = [(label.get_text(), label.get_window_extent()) for label, tick in
+             zip(axes.get_xticklabels(), axes.get_xticks()) if low <= tick <= high and label.get_text()]
+    return [text for text, _ in ticks], [extent for _, extent in ticks]
+
+
+def spread(total_steps, count, start_return=0.0, end_return=100.0):
+    """``count`` evaluations evenly up to ``total_steps``, the return rising linearly; every third a new best."""
+    steps = np.linspace(total_steps / count, total_steps, count).astype(int)
+    means = np.linspace(start_return, end_return, count)
+    return [(int(step), float(mean), float(mean) - 5, float(mean) + 5, int(index % 3 == 0))
+            for index, (step, mean) in enumerate(zip(steps, means))]
+
+
+# name: (env, algo, run name, evaluations), oldest first: two CartPole runs, a 10M-step Pendulum run, a 2,000-step Acrobot run
+THREE_ENVS = {"ppo": ("CartPole-v1", "ppo", "seed0", spread(150_000, 15, 20, 500)),
+              "pendulum": ("Pendulum-v1", "ppo", "seed0", spread(10_000_000, 40, -1500, -200)),
+              "a2c": ("CartPole-v1", "a2c", "seed0", spread(150_000, 15, 10, 480)),
+              "acrobot": ("Acrobot-v1", "a2c", "seed1", spread(2_000, 4, -500, -90))}
+
+
+@pytest.fixture
+def three_envs(tmp_path):
+    """THREE_ENVS' run folders by name."""
+    return {name: make_run(tmp_path / "results", *spec, age=40 - 10 * index)
+            for index, (name, spec) in enumerate(THREE_ENVS.items())}
+
+
+def test_each_env_gets_a_panel_of_its_own_sharing_nothing_with_its_runs_alone(three_envs):
+    runs = three_envs
+    figure = evaluation_figure([runs["ppo"], runs["pendulum"], runs["a2c"], runs["acrobot"]])
+    assert [axes.get_title() for axes in figure.axes] == ["Acrobot-v1 · a2c", "CartPole-v1", "Pendulum-v1 · ppo"]
+    acrobot, cartpole, pendulum = figure.axes
+    for axes, names in [(acrobot, ["acrobot"]), (cartpole, ["ppo", "a2c"]), (pendulum, ["pendulum"])]:
+        assert [list(line.get_ydata()) for line in axes.lines] == [[mean for _, mean, *_ in THREE_ENVS[name][3]]
+                                                                   for name in names]
+        assert len(axes.collections) == len(names)  # one band per run of this env, none of another env's
+        assert axes.get_ylabel() == "mean evaluation return"
+        assert axes.get_shared_x_axes().get_siblings(axes) == [axes]
+        assert axes.get_shared_y_axes().get_siblings(axes) == [axes]
+        labels = [text.get_text() for text in axes.get_legend().get_texts()]
+        assert labels == [line.get_label() for line in axes.lines] + ["new best", "min-max band"]
+    assert [line.get_label() for line in cartpole.lines] == ["ppo/seed0", "a2c/seed0"]
+    assert figure.legends == []  # each panel's legend names its own runs
+    assert pendulum.get_ylim()[1] < 0 and cartpole.get_ylim()[0] > -100  # neither stretched to the other's scale
+
+
+@pytest.mark.parametrize("env_count, grid, size", [
+    (1, (1, 1), (9.0, 4.5)), (2, (1, 2), (13.0, 4.5)), (3, (1, 3), (19.5, 4.5)), (4, (2, 2), (13.0, 9.0)),
+    (5, (2, 3), (19.5, 9.0)), (7, (3, 3), (19.5, 13.5)),
+])
+def test_panels_are_at_most_three_a_row_and_the_figure_grows_with_them(tmp_path, env_count, grid, size):
+    runs = [make_run(tmp_path, f"Env{index}-v0", "ppo", "seed0", SEED0, age=index) for index in range(env_count)]
+    figure = evaluation_figure(runs)
+    assert len(figure.axes) == env_count
+    assert [axes.get_title() for axes in figure.axes] == [f"Env{index}-v0 · ppo" for index in range(env_count)]
+    assert {axes.get_subplotspec().get_gridspec().get_geometry() for axes in figure.axes} == {grid}
+    assert tuple(figure.get_size_inches()) == size
+
+
+@pytest.mark.parametrize("value, text", [
+    (0, "0"), (500, "500"), (1_000, "1k"), (1_500, "1.5k"), (2_000, "2k"), (12_345, "12.3k"), (100_000, "100k"),
+    (125_000, "125k"), (999_999, "1M"), (1_500_000, "1.5M"), (10_000_000, "10M"), (2_500_000_000, "2.5B"),
+    (-2_500_000, "-2.5M"),
+])
+def test_step_counts_are_compact(value, text):
+    assert compact_count(value) == text
+
+
+@pytest.mark.parametrize("run, labels", [
+    ("acrobot", ["500", "1k", "1.5k", "2k"]),
+    ("ppo", ["50k", "100k", "150k"]),
+    ("pendulum", ["0", "2.5M", "5M", "7.5M", "10M"]),
+])
+def test_x_tick_labels_are_compact_few_and_never_overlap(three_envs, run, labels):
+    for runs in ([three_envs[run]], list(three_envs.values())):  # alone, and in a narrower panel of three
+        (axes,) = [axes for axes in evaluation_figure(runs).axes if axes.get_title().startswith(THREE_ENVS[run][0])]
+        texts, extents = visible_tick_labels(axes)
+        assert texts == labels
+        assert all(left.x1 < right.x0 for left, right in zip(extents, extents[1:])), texts
 
 
 def test_a_folder_stands_for_its_runs_with_evaluations_oldest_first_without_duplicates(two_seeds, tmp_path):
@@ -119,6 +206,16 @@ def test_cli_writes_a_valid_png_next_to_one_run_and_in_the_current_folder_for_se
     code, out, _ = run_cli(["plot", str(seed0.parent)], capsys)
     assert (code, out) == (0, ["wrote champion-plot.png"])
     assert (tmp_path / "champion-plot.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cli_says_how_many_envs_it_drew_and_gives_each_a_panel(three_envs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["plot", str(tmp_path / "results")], capsys)
+    assert (code, err) == (0, [])
+    assert out == ["wrote champion-plot.png (3 envs, one panel each: Acrobot-v1, CartPole-v1, Pendulum-v1)"]
+    assert imread(tmp_path / "champion-plot.png").shape == (450, 1950, 4)  # three panels of 6.5 x 4.5 inches
+    code, out, _ = run_cli(["plot", str(three_envs["ppo"]), str(three_envs["a2c"]), "--out", "cartpole.svg"], capsys)
+    assert (code, out) == (0, ["wrote cartpole.svg"])  # one env: nothing to add
 
 
 def test_cli_out_chooses_the_format_and_leaves_no_temporary_file(two_seeds, tmp_path, capsys):
