@@ -8,10 +8,17 @@ for the learner (the game goes on at the next reset), and rewards clipped to the
 replay play whole games with the same observations and FIRE, but raw rewards and every life, up to ALE's cap of
 108,000 frames (27,000 steps; Machado et al. 2018), and a stalled game ends sooner (``EndStalledGame``). Frame
 stacking (4 in the Atari presets) is ``frame_stack``, applied by ``champion.envs.factory.make_env``.
+
+Which ids: ``ALE/<Game>-v5`` and ale-py's older ids, ``<Game>NoFrameskip-v4`` (RL Zoo's; no sticky actions) and
+``<Game>NoFrameskip-v0``, are trained alike, each with its own ale-py settings (sticky actions, action set) except
+frame skipping, which the preprocessing does once: the game itself runs with ``frameskip=1``. ``<Game>-v4`` and
+``<Game>-v0`` skip a random 2 to 4 frames per step inside the game, which the preprocessing's fixed 4 frames would
+silently replace, so they are refused (``refusal``), by ``champion envs`` and ``champion train`` alike.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import gymnasium as gym
@@ -20,13 +27,50 @@ import numpy as np
 FIRE = 1
 
 
+ALE_ENTRY_POINT = "ale_py.env:AtariEnv"
+"""What ale-py registers every game under, whatever the id."""
+OLDER_ID = re.compile(r"(?P<game>[A-Z][A-Za-z]*?)(?P<no_frameskip>NoFrameskip)?-v[04]")
+"""The shape of ale-py's ids outside the ALE namespace: ``Breakout-v4``, ``BreakoutNoFrameskip-v4`` (and -v0)."""
+
+
 def is_atari(env_id: str) -> bool:
-    """Whether ``env_id`` names an ALE game (``ALE/Breakout-v5``)."""
-    return env_id.startswith("ALE/")
+    """Whether ``env_id`` names an ALE game: ``ALE/Breakout-v5``, or one of ale-py's older ids such as RL Zoo's
+    ``BreakoutNoFrameskip-v4``, which gymnasium knows only once ale-py is registered (done here when needed; without
+    ale-py, a NoFrameskip id is taken for a game, so that the missing extra is named)."""
+    if env_id.startswith("ALE/"):
+        return True
+    match = OLDER_ID.fullmatch(env_id)
+    if match is None:
+        return False
+    spec = gym.registry.get(env_id)
+    if spec is None:
+        try:
+            register()
+        except gym.error.DependencyNotInstalled:
+            return match["no_frameskip"] is not None
+        spec = gym.registry.get(env_id)
+    return spec is not None and spec.entry_point == ALE_ENTRY_POINT
+
+
+def refusal(env_id: str) -> str | None:
+    """Why champion does not train the ALE game ``env_id`` (one line, naming ids it does train), or None when it
+    does. Read from the id's ale-py registration: a game that skips a random number of frames itself
+    (``frameskip=(2, 5)``: ``Breakout-v4``, ``Breakout-v0``) would get the preprocessing's 4 frames instead, a
+    different game under the same name."""
+    register()
+    frameskip = gym.spec(env_id).kwargs.get("frameskip", 1)
+    if isinstance(frameskip, int):
+        return None
+    low, high = frameskip
+    game = OLDER_ID.fullmatch(env_id)
+    name = game["game"] if game else env_id.removeprefix("ALE/").rsplit("-", 1)[0]
+    return (f"{env_id} skips a random {low} to {high - 1} frames per step inside the game, which champion's Atari "
+            f"preprocessing (4 frames a step, the max of the last two) would replace; train {name}NoFrameskip-v4 "
+            f"(RL Zoo's) or ALE/{name}-v5")
 
 
 def register() -> None:
-    """Register ale-py's envs with gymnasium; DependencyNotInstalled without ale-py."""
+    """Register ale-py's envs with gymnasium (importing ale-py does it); DependencyNotInstalled without ale-py."""
     try:
         import ale_py
     except ImportError as error:
@@ -36,8 +80,11 @@ def register() -> None:
 
 def make_atari(env_id: str, training: bool, **env_kwargs: Any) -> gym.Env:
     """The game ``env_id`` with the training or evaluation preprocessing (frames are skipped by the wrapper, so
-    the ALE env itself gets ``frameskip=1``)."""
+    the ALE env itself gets ``frameskip=1``); ValueError for an id ``refusal`` refuses."""
     register()
+    problem = refusal(env_id)
+    if problem is not None:
+        raise ValueError(problem)
     env = gym.make(env_id, frameskip=1, **env_kwargs)
     env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, grayscale_obs=True,
                                           terminal_on_life_loss=False)

@@ -22,7 +22,7 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from champion.errors import ChampionError
 from champion.agents.spec import ObservationLeaf
-from champion.envs.atari import AleSnapshot, is_atari, make_atari
+from champion.envs.atari import AleSnapshot, is_atari, make_atari, refusal
 from champion.envs.env_state import EpisodeJournal
 from champion.envs.spaces import ActionLayout, SpaceError, action_layout, needs_flattening, observation_leaves
 
@@ -188,6 +188,8 @@ def describe_env(env_id: str, options: EnvOptions = EnvOptions()) -> EnvInfo:
     unsupported."""
     try:
         env = make_env(env_id, options, flatten=False)
+    except EnvError:
+        raise
     except gym.error.DependencyNotInstalled as error:
         extra = required_extra(env_id)
         if extra is not None:
@@ -233,7 +235,7 @@ def summarize_env(env_id: str) -> EnvSummary:
             return EnvSummary(env_id, "?", "?", "could not be made")
         try:
             _read_spaces(env_id, env, EnvOptions())
-            problem = ""
+            problem = (refusal(env_id) or "") if is_atari(env_id) else ""  # the line make_env refuses it with
         except EnvError as error:
             problem = str(error)
         finally:
@@ -269,13 +271,18 @@ def _read_spaces(env_id: str, env: gym.Env, options: EnvOptions) -> EnvInfo:
 def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = True, training: bool = False,
              **env_kwargs: Any) -> gym.Env:
     """``gymnasium.make(env_id)`` (an Atari game with its preprocessing, for ``training`` or for whole-game
-    evaluation: ``champion.envs.atari``), then frame stacking, then (with ``flatten``, unless the observations are a
-    Box) gymnasium's flattening: the model takes one flat vector (``champion.agents.spec``). Module-level, so that a
-    partial of it can be sent to an async vector env's worker processes and to Ray's workers."""
+    evaluation: ``champion.envs.atari``, whose ``refusal`` is an EnvError here), then frame stacking, then (with
+    ``flatten``, unless the observations are a Box) gymnasium's flattening: the model takes one flat vector
+    (``champion.agents.spec``). Module-level, so that a partial of it can be sent to an async vector env's worker
+    processes and to Ray's workers."""
     if required_extra(env_id) == "mujoco":
         _mujoco_warnings_to_stderr()
     env_kwargs = {**dict(options.make_kwargs), **env_kwargs}
-    env = make_atari(env_id, training, **env_kwargs) if is_atari(env_id) else gym.make(env_id, **env_kwargs)
+    atari = is_atari(env_id)
+    problem = refusal(env_id) if atari else None
+    if problem is not None:
+        raise EnvError(problem)
+    env = make_atari(env_id, training, **env_kwargs) if atari else gym.make(env_id, **env_kwargs)
     if options.frame_stack > 1:
         env = _stack_frames(env, options.frame_stack, options.image_layout)
     if flatten and needs_flattening(env.observation_space):

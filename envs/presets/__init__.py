@@ -12,15 +12,27 @@ import yaml
 
 PRESET_DIR = Path(__file__).parent
 ATARI_FILE, ATARI_NAME = "ALE-games", "ALE/*"
-"""Every Atari game (``ALE/<Game>-v5``) shares one preset per algorithm, listed as ALE/*."""
+"""Every Atari game shares one preset per algorithm, listed as ALE/*: ``ALE/<Game>-v5`` and ale-py's older ids
+such as RL Zoo's ``<Game>NoFrameskip-v4`` (``champion.envs.atari.is_atari``)."""
 
 
 def preset_path(env_id: str, algo: str) -> Path:
     """Where the preset for (env_id, algo) lives, whether or not it exists."""
     own = PRESET_DIR / f"{env_id}.{algo}.yaml"
-    if env_id.startswith("ALE/") and not own.is_file():
+    if not own.is_file() and _is_atari(env_id):
         return PRESET_DIR / f"{ATARI_FILE}.{algo}.yaml"
     return own
+
+
+def _is_atari(env_id: str) -> bool:
+    """``champion.envs.atari.is_atari``, imported (with gymnasium) only for an id shaped like ale-py's older ones."""
+    if env_id.startswith("ALE/"):
+        return True
+    if not env_id.endswith(("-v0", "-v4")):
+        return False
+    from champion.envs.atari import is_atari
+
+    return is_atari(env_id)
 
 
 def load(env_id: str, algo: str) -> dict[str, Any] | None:
