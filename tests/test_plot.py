@@ -172,13 +172,13 @@ def test_step_counts_are_compact(value, text):
     assert compact_count(value) == text
 
 
-@pytest.mark.parametrize("run, labels", [
-    ("acrobot", ["500", "1k", "1.5k", "2k"]),
-    ("ppo", ["50k", "100k", "150k"]),
-    ("pendulum", ["0", "2.5M", "5M", "7.5M", "10M"]),
+@pytest.mark.parametrize("run, alone, among_three", [
+    ("acrobot", ["500", "750", "1k", "1.25k", "1.5k", "1.75k", "2k"], ["500", "1k", "1.5k", "2k"]),
+    ("ppo", ["20k", "40k", "60k", "80k", "100k", "120k", "140k"], ["50k", "100k", "150k"]),
+    ("pendulum", ["0", "2M", "4M", "6M", "8M", "10M"], ["0", "2.5M", "5M", "7.5M", "10M"]),
 ])
-def test_x_tick_labels_are_compact_few_and_never_overlap(three_envs, run, labels):
-    for runs in ([three_envs[run]], list(three_envs.values())):  # alone, and in a narrower panel of three
+def test_x_tick_labels_are_compact_few_and_never_overlap(three_envs, run, alone, among_three):
+    for runs, labels in [([three_envs[run]], alone), (list(three_envs.values()), among_three)]:
         (axes,) = [axes for axes in evaluation_figure(runs).axes if axes.get_title().startswith(THREE_ENVS[run][0])]
         texts, extents = visible_tick_labels(axes)
         assert texts == labels

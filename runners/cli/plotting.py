@@ -28,6 +28,8 @@ BEST_MARKER = "*"
 MAX_PANELS_PER_ROW = 3
 SINGLE_PANEL_SIZE = (9.0, 4.5)  # inches: one env's panel and its legend
 PANEL_SIZE = (6.5, 4.5)  # inches per panel when there are several
+SINGLE_PANEL_X_BINS = 8  # at most this many x tick intervals: compact labels fit in a panel's width
+PANEL_X_BINS = 5
 _COLUMNS = ("step", "mean_return", "min_return", "max_return", "saved")
 
 
@@ -202,7 +204,8 @@ def draw_panels(panels: Sequence[EnvPanel]) -> Figure:
         handles.append(Patch(color="gray", alpha=0.15, linewidth=0, label="min-max band"))
         axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize="small")
         axes.set(title=panel.title, xlabel="env steps", ylabel="mean evaluation return")
-        axes.xaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10], integer=True))
+        bins = SINGLE_PANEL_X_BINS if len(panels) == 1 else PANEL_X_BINS
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=bins, steps=[1, 2, 2.5, 5, 10], integer=True))
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: compact_count(value)))
         axes.grid(alpha=0.3)
     return figure
