@@ -1,6 +1,12 @@
 """Atari's training and evaluation wrappers, on a scripted stand-in for an ALE game (no ale-py needed), and on
 Breakout itself when the atari extra is installed."""
 
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -115,3 +121,119 @@ def test_an_atari_game_without_the_extra_names_it(monkeypatch):
     with pytest.raises(EnvError, match=r"^ALE/Breakout-v5 needs champion's atari extra, which is not installed: "
                                        r"pip install -e '\.\[atari\]'"):
         describe_env("ALE/Breakout-v5")
+
+
+# RL Zoo's ids (issue 32): ale-py's older ids, trained like ALE/ ids or refused in one line, as `champion envs` says
+
+needs_atari = pytest.mark.skipif(importlib.util.find_spec("ale_py") is None or importlib.util.find_spec("cv2") is None,
+                                 reason="needs the atari extra")
+BREAKOUT_IDS = {"ALE/Breakout-v5": "", "BreakoutNoFrameskip-v4": "", "BreakoutNoFrameskip-v0": "",
+                "Breakout-v4": "random", "Breakout-v0": "random"}
+"""Every id ale-py 0.12 registers for Breakout, and whether champion refuses it (for its random frame skip)."""
+RANDOM_SKIP = ("{id} skips a random 2 to 4 frames per step inside the game, which champion's Atari preprocessing "
+               "(4 frames a step, the max of the last two) would replace; train BreakoutNoFrameskip-v4 (RL Zoo's) or "
+               "ALE/Breakout-v5")
+CLI = [sys.executable, "-c", "import sys\nfrom champion.runners.cli.main import main\ntry:\n    main()\nfinally:\n"
+       "    print('tensorflow imported:', 'tensorflow' in sys.modules)"]
+
+
+@needs_atari
+def test_ale_pys_older_ids_are_atari_games_with_the_atari_presets_and_extra():
+    from champion.envs.atari import is_atari
+    from champion.envs.factory import required_extra
+
+    games = ["ALE/Breakout-v5", "BreakoutNoFrameskip-v4", "PongNoFrameskip-v0", "SpaceInvaders-v4", "MsPacman-v0"]
+    others = ["CartPole-v1", "MountainCar-v0", "Ant-v4", "FrozenLake-v1", "Breakout-v3", "Breakout-v5",
+              "FooNoFrameskip-v4", "mymodule:BreakoutNoFrameskip-v4"]
+    assert [is_atari(env_id) for env_id in games + others] == [True] * len(games) + [False] * len(others)
+    assert [required_extra(env_id) for env_id in games] == ["atari"] * len(games)
+    for algo in ("ppo", "a2c"):
+        assert load("BreakoutNoFrameskip-v4", algo) == load("ALE/Breakout-v5", algo) != load("CartPole-v1", algo)
+    assert load("MountainCar-v0", "ppo") != load("ALE/Breakout-v5", "ppo")
+
+
+def test_a_no_frameskip_id_without_the_extra_names_it(monkeypatch):
+    from champion.envs import atari
+
+    def missing():
+        raise gym.error.DependencyNotInstalled("ale-py is not installed")
+
+    monkeypatch.setattr(atari, "register", missing)
+    monkeypatch.delitem(gym.registry, "BreakoutNoFrameskip-v4", raising=False)  # as in a process without ale-py
+    with pytest.raises(EnvError, match=r"^BreakoutNoFrameskip-v4 needs champion's atari extra, which is not "
+                                       r"installed: pip install -e '\.\[atari\]'"):
+        describe_env("BreakoutNoFrameskip-v4")
+
+
+@needs_atari
+def test_champion_envs_rows_agree_with_what_champion_train_accepts_and_refuses(tmp_path):
+    listed = subprocess.run(CLI[:2] + [CLI[2].replace("main()", "main(['envs', 'Breakout', '--json'])")],
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    rows = {row["env_id"]: row for row in json.loads(listed.stdout.splitlines()[0])}
+    assert {env_id: row["problem"] for env_id, row in rows.items()} == {
+        env_id: RANDOM_SKIP.format(id=env_id) if why else "" for env_id, why in BREAKOUT_IDS.items()}
+    assert rows["BreakoutNoFrameskip-v4"]["presets"] == rows["ALE/Breakout-v5"]["presets"] == ["a2c", "ppo"]
+    for env_id, row in rows.items():
+        if row["problem"]:  # refused with the same line, before TensorFlow is imported
+            refused = subprocess.run(CLI + ["train", env_id, "--total-steps", "256", "--results-dir", str(tmp_path)],
+                                     capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            assert (refused.returncode, refused.stderr.splitlines()[-1:]) == (2, [f"champion train: error: {row['problem']}"])
+            assert refused.stdout == "tensorflow imported: False\n"
+        else:  # what `champion train` checks before TensorFlow: the env it trains on (Atari preset: 4 frames)
+            [leaf] = describe_env(env_id, EnvOptions(frame_stack=4)).observation_leaves
+            assert (leaf.kind, leaf.image_shape) == ("image", (84, 84, 4))
+    assert not any(tmp_path.iterdir())
+
+
+@needs_atari
+def test_every_refused_older_id_names_two_ids_champion_trains():
+    from champion.envs.atari import ALE_ENTRY_POINT, refusal, register
+
+    register()
+    older = [env_id for env_id, spec in gym.registry.items()
+             if spec.entry_point == ALE_ENTRY_POINT and not env_id.startswith("ALE/")]
+    refused = {env_id: refusal(env_id) for env_id in older if refusal(env_id)}
+    assert len(older) == 2 * len(refused) > 200  # every game's -v0 and -v4, not its NoFrameskip ones
+    assert all(env_id.endswith(("-v0", "-v4")) and "NoFrameskip" not in env_id for env_id in refused)
+    for env_id, line in refused.items():
+        suggested = line.rpartition("; train ")[2].replace(" (RL Zoo's)", "").split(" or ")
+        assert len(suggested) == 2 and all(name in gym.registry and refusal(name) is None for name in suggested), line
+    line = refused["MontezumaRevenge-v0"]
+    assert line.endswith("; train MontezumaRevengeNoFrameskip-v4 (RL Zoo's) or ALE/MontezumaRevenge-v5")
+    with pytest.raises(EnvError, match=f"^{re.escape(line)}$"):
+        describe_env("MontezumaRevenge-v0")
+
+
+@needs_atari
+def test_a_no_frameskip_step_is_four_frames_with_the_ids_own_sticky_actions_and_the_ale_preprocessing():
+    from champion.envs.factory import make_env
+
+    def wrappers(env):
+        names = []
+        while isinstance(env, gym.Wrapper):
+            names, env = names + [type(env).__name__], env.env
+        return names
+
+    zoo, ale = make_env("BreakoutNoFrameskip-v4"), make_env("ALE/Breakout-v5", repeat_action_probability=0.0)
+    game = zoo.unwrapped
+    assert (game._frameskip, game.ale.getFloat("repeat_action_probability"), zoo.action_space.n) == (1, 0.0, 4)
+    assert make_env("BreakoutNoFrameskip-v0").unwrapped.ale.getFloat("repeat_action_probability") == 0.25
+    assert wrappers(zoo) == wrappers(ale) and "EndStalledGame" in wrappers(zoo)
+    training = make_env("BreakoutNoFrameskip-v4", training=True)
+    assert wrappers(training) == wrappers(make_env("ALE/Breakout-v5", training=True))
+    assert {"EpisodicLife", "TransformReward", "FireOnNewLife", "AtariPreprocessing"} <= set(wrappers(training))
+
+    actions = np.random.default_rng(0).integers(0, 4, 300)
+    (observation, _), (expected, _) = zoo.reset(seed=7), ale.reset(seed=7)
+    frames = []
+    for action in actions:
+        before, lives = game.ale.getEpisodeFrameNumber(), game.ale.lives()
+        observation, reward, terminated, truncated, _ = zoo.step(action)
+        expected, expected_reward, *ends = ale.step(action)[:4]
+        assert np.array_equal(observation, expected) and (reward, terminated, truncated) == (expected_reward, *ends)
+        if game.ale.lives() == lives:  # a lost life adds FIRE's step
+            frames.append(game.ale.getEpisodeFrameNumber() - before)
+        if terminated or truncated:
+            break
+    assert set(frames) == {4} and len(frames) > 100
