@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from champion.agents.config import SEED_LIMIT
-from champion.agents.networks import ActorCritic, NetworkSpec, assign_weight_arrays, numpy_policy
 from champion.agents.numpy_policy import NumpyPolicy, single_threaded_numpy
+from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, describe_env, import_recorded_env_module, make_eval_env
 from champion.runners.store.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
                                 load_champion, read_entry)
@@ -68,9 +68,12 @@ TRAINING_BEST = "best"
 def load_policy(run_dir: Path, entry: str | None = None) -> tuple[NumpyPolicy, dict[str, Any]]:
     """The run's policy (verified) and its manifest: the crowned champion if there is one, else the training-time
     best; ``entry`` picks an entry folder of ``best/`` by name, or ``best`` the training-time best. A champion's
-    manifest records its held-out mean and seeds (``crowned``: true). Refuses weights that do not fit."""
+    manifest records its held-out mean and seeds (``crowned``: true). Refuses weights that do not fit. A wrong
+    entry or unusable weights are refused before TensorFlow is imported (to build the network), in a moment."""
     stored, manifest = _stored(Path(run_dir) / "best", entry)
     import_recorded_env_module(str(manifest.get("env_id", "")), str(stored.entry / "manifest.json"))
+    from champion.agents.networks import ActorCritic, assign_weight_arrays, numpy_policy
+
     spec = NetworkSpec.from_dict(stored.manifest["network"])
     model = ActorCritic(spec)
     try:

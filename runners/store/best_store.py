@@ -199,7 +199,7 @@ def _folders(directory: Path) -> list[Path]:
     """The folders directly in ``directory`` (links are not entries)."""
     try:
         return [path for path in Path(directory).iterdir() if path.is_dir() and not path.is_symlink()]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no best policy saved (or a file of that name: not a run's)
         return []
 
 

@@ -75,13 +75,11 @@ def create_run_dir(config: TrainConfig) -> Path:
     The folder is assembled under a temporary name and renamed into place, so a run folder
     never exists without its config. An existing named run is refused.
     """
+    check_run_name_free(config)
     parent = Path(config.results_dir) / env_folder_name(config.env_id) / config.algo
     name = config.run_name or default_run_name(config.seed, datetime.now())
     run_dir = parent / name
     if run_dir.exists():
-        if config.run_name:
-            raise ConfigError(f"run folder {run_dir} already exists; choose another --run-name, "
-                              f"or continue it with: champion train --resume {run_dir}")
         suffix = 2
         while (parent / f"{name}-{suffix}").exists():
             suffix += 1
@@ -97,6 +95,17 @@ def create_run_dir(config: TrainConfig) -> Path:
         shutil.rmtree(temporary, ignore_errors=True)
         raise ConfigError(f"run folder {run_dir} was just created by another trainer; choose another --run-name") from None
     return run_dir
+
+
+def check_run_name_free(config: TrainConfig) -> None:
+    """Refuse a run name whose folder exists, in one line that says how to continue that run instead (made before
+    TensorFlow is imported, and again when the folder is made)."""
+    if not config.run_name:
+        return
+    run_dir = Path(config.results_dir) / env_folder_name(config.env_id) / config.algo / config.run_name
+    if run_dir.exists() or run_dir.is_symlink():
+        raise ConfigError(f"run folder {run_dir} already exists; choose another --run-name, "
+                          f"or continue it with: champion train --resume {run_dir}")
 
 
 def default_run_name(seed: int, now: datetime) -> str:

@@ -69,12 +69,21 @@ def is_run_dir(path: Path) -> bool:
 
 
 def find_run_dirs(results_dir: Path) -> list[Path]:
-    """Run folders at results_dir/<env>/<algo>/<run>, or below any folder given, oldest first."""
+    """Run folders at results_dir/<env>/<algo>/<run>, or below any folder given, in the order they last started a
+    session (a new run or a resume writes its config.yaml): "the newest run" is the one started or resumed last."""
     results_dir = Path(results_dir)
     if is_run_dir(results_dir):
         return [results_dir]
-    found = {config.parent for config in results_dir.rglob("config.yaml")}
-    return sorted(found, key=lambda path: (path / "config.yaml").stat().st_mtime)
+    found = {config.parent for config in results_dir.rglob("config.yaml") if is_run_dir(config.parent)}
+    return sorted(found, key=_session_start)
+
+
+def _session_start(run_dir: Path) -> float:
+    """When the run last started a session: its config.yaml's modification time (0 if it has just gone)."""
+    try:
+        return (run_dir / "config.yaml").stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def resolve_run_dir(path: Path, best: bool = False) -> Path:
@@ -101,7 +110,8 @@ def _pick_run(path: Path, best: bool) -> tuple[Path, str]:
         raise RunNotFoundError(f"{path} is not a run folder (no config.yaml) and holds no run with a best policy")
     count = f"of the {len(with_best)} run{'s' if len(with_best) != 1 else ''} with a best policy below {path}"
     if not best:
-        return with_best[-1], f"the newest {count} (--best picks the highest best return)"
+        return with_best[-1], (f"the newest {count} (the one started or resumed last; --best picks the highest "
+                               "best return)")
     finite = [summary for summary in summarize_all(with_best)[0]
               if summary.best_mean_return is not None and math.isfinite(summary.best_mean_return)]
     if not finite:
