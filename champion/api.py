@@ -63,33 +63,45 @@ class Preset:
         return preset_files.load(self.env_id, self.algo) or {}
 
 
-def train(env_id: str, algo: str = "ppo", *, total_steps: int | None = None, seed: int | None = None,
-          config: str | Path | Mapping[str, Any] | None = None, callbacks: Sequence[Callback] = (),
-          progress: bool = True, use_preset: bool = True, **overrides: Any) -> RunResult:
-    """Train ``algo`` on ``env_id`` and keep its best policy in a new run folder (``results/<env>/<algo>/<run>``).
+def train(env_id: str | None = None, algo: str | None = None, *, total_steps: int | None = None,
+          seed: int | None = None, config: str | Path | Mapping[str, Any] | None = None,
+          callbacks: Sequence[Callback] = (), progress: bool = True, use_preset: bool = True,
+          **overrides: Any) -> RunResult:
+    """Train ``algo`` (default ppo) on ``env_id`` and keep its best policy in a new run folder
+    (``results/<env>/<algo>/<run>``).
 
     Settings go defaults -> the (env, algo) preset (unless ``use_preset`` is False) -> ``config`` (a mapping, or a
-    YAML file shaped like a preset) -> ``overrides``. Overrides are config keys: top-level ones by name
-    (``eval_every=5000``), a section as a mapping (``ppo={"learning_rate": 1e-3}``, ``stop={"at_return": 475}``).
-    ``callbacks`` hear about evaluations, new bests and checkpoints and may stop the run (``champion.Callback``).
-    ``seed`` (default 0) seeds the network, the sampling and the training envs. Bad settings raise
-    ``champion.ConfigError`` before anything is written, and before TensorFlow is imported.
+    YAML file shaped like a preset or a run's config.yaml, whose env_id and algo are used when these arguments are
+    not given) -> ``overrides``. Overrides are config keys: top-level ones by name (``eval_every=5000``), a section
+    as a mapping (``ppo={"learning_rate": 1e-3}``, ``stop={"at_return": 475}``). ``callbacks`` hear about
+    evaluations, new bests and checkpoints and may stop the run (``champion.Callback``). ``seed`` (default 0) seeds
+    the network, the sampling and the training envs. Bad settings raise ``champion.ConfigError`` before anything is
+    written, and before TensorFlow is imported.
     """
     from champion.envs.factory import allow_current_folder_modules
-    from champion.runners.configure import resolve_config
+    from champion.runners.configure import read_config_file, resolve_config
     from champion.runners.hooks import Hooks
 
     _refuse_in_a_spawned_child("train")
-    if not isinstance(env_id, str) or not env_id:
-        raise UsageError(f"env_id must be a gymnasium id such as 'CartPole-v1', got {env_id!r}")
     Hooks(callbacks)  # a wrong callbacks argument is refused before anything else
+    config_file = None
+    if isinstance(config, (str, Path)):
+        config_file = read_config_file(config)
+        env_id, algo = env_id or config_file.env_id, algo or config_file.algo
+    elif config is not None and not isinstance(config, Mapping):
+        raise UsageError(f"config must be a mapping of config keys or the path of a YAML file, got "
+                         f"{type(config).__name__}")
+    if not isinstance(env_id, str) or not env_id:
+        source = "or a config file naming one" if config_file is None else f"{config_file.path} names none"
+        raise UsageError(f"env_id must be a gymnasium id such as 'CartPole-v1' ({source}), got {env_id!r}")
     if ":" in env_id:  # a module the caller named: it may live in the current folder, as for `champion train`
         allow_current_folder_modules()
-    settings = {**_config_settings(config), **_flatten(overrides)}
+    settings = {**(_flatten(config) if isinstance(config, Mapping) else {}), **_flatten(overrides)}
     settings.update({key: value for key, value in (("seed", seed), ("total_steps", total_steps)) if value is not None})
-    resolved, note = resolve_config(env_id, algo, settings, use_preset=use_preset)
-    if note and progress:
-        _note(note)
+    resolved, note = resolve_config(env_id, algo or "ppo", settings, use_preset=use_preset, config_file=config_file)
+    for text in [*(config_file.notes if config_file else ()), *([note] if note else [])]:
+        if progress:
+            _note(text)
     _check_before_training(resolved)
     from champion.runners.training import train as run_training
 
@@ -199,9 +211,10 @@ def _check_before_training(config: Any) -> None:
     its one line in a fraction of a second and without TensorFlow's start-up messages first."""
     from champion.agents.config import validate
     from champion.runners.engines import choose_engine
-    from champion.runners.store.run_folder import preflight
+    from champion.runners.store.run_folder import check_run_name_free, preflight
 
     validate(config)
+    check_run_name_free(config)
     if choose_engine(config) == "ray" and config.ray.address is not None:  # a stopped head fails here, in seconds
         from champion.runners.ray.cluster import probe, resolve_address
 
@@ -238,32 +251,6 @@ def _refuse_in_a_spawned_child(function: str) -> None:
             raise UsageError(f"champion.{function} was called while a worker process imported your script; put the "
                              "script's calls under `if __name__ == \"__main__\":`")
         frame = frame.f_back
-
-
-def _config_settings(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
-    """``config`` as dotted keys: a mapping as given, a YAML file read as a preset is (bounded, one line on error)."""
-    if config is None:
-        return {}
-    if isinstance(config, Mapping):
-        return _flatten(config)
-    import yaml
-
-    from champion.agents.config import ConfigError
-    from champion.runners.store.folder_trust import read_yaml_file
-
-    if not isinstance(config, (str, Path)):
-        raise UsageError(f"config must be a mapping of config keys or the path of a YAML file, got "
-                         f"{type(config).__name__}")
-    try:
-        data = read_yaml_file(Path(config))
-    except OSError as error:
-        raise ConfigError(f"config file {config} cannot be read ({error.strerror or error})") from None
-    except (ValueError, yaml.YAMLError) as error:
-        raise ConfigError(f"config file {config} is not valid YAML: {' '.join(str(error).split())}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config file {config} must be a mapping of config keys (as a preset is), "
-                          f"got {type(data).__name__}")
-    return _flatten(data)
 
 
 def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -13,6 +13,7 @@ import math
 import reprlib
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,11 @@ def resolve_config(
     algo: str = "ppo",
     overrides: dict[str, Any] | None = None,
     use_preset: bool = True,
+    config_file: ConfigFile | None = None,
 ) -> tuple[TrainConfig, str | None]:
-    """Defaults, then the (env, algo) preset, then overrides; validated.
+    """Defaults, then the (env, algo) preset, then the config file's settings, then overrides; validated. An error
+    in the preset or the file names it; a setting of the algorithm the run does not train is refused (a file may
+    hold that section at its defaults, as a run's config.yaml does).
 
     Returns the config and a note for the user when no preset exists for this pair.
     """
@@ -81,14 +85,19 @@ def resolve_config(
         raise ConfigError(f"algo must be one of ppo, a2c, got {algo!r}")
     preset = presets.load(env_id, algo) if use_preset else None
     if preset is not None:
-        config = apply_overrides(config, _flatten(preset))
+        config = _apply_from(config, _flatten(preset), f"preset {presets.preset_path(env_id, algo)}: ")
     else:
         config = apply_overrides(config, NO_PRESET)
-    config = apply_overrides(config, overrides or {})
-    config = _ray_layout(config, overrides or {})
+    file_settings = {}
+    if config_file is not None:
+        file_settings = _used_settings(config, config_file.settings, f"{config_file.path}: ", keep_defaults=True)
+        config = _apply_from(config, file_settings, f"{config_file.path}: ")
+    overrides = _used_settings(config, overrides or {}, "", keep_defaults=False)
+    config = apply_overrides(config, overrides)
+    config = _ray_layout(config, {**file_settings, **overrides})
     note = None
     if preset is None:
-        given = {_resolve_key(config, key) for key in overrides or {}}
+        given = {_resolve_key(config, key) for key in {**file_settings, **overrides}}
         if algo == "ppo" and "ppo.num_steps" not in given:
             config = apply_overrides(config, {"ppo.num_steps": _rollout_steps(config)})
         rollout = config.algo_config.num_steps * config.num_envs
@@ -98,6 +107,39 @@ def resolve_config(
                 "ones")
     validate(config)
     return config, note
+
+
+def _apply_from(config: TrainConfig, settings: dict[str, Any], source: str) -> TrainConfig:
+    """``apply_overrides`` whose errors start with where the settings came from (a preset's or a file's path)."""
+    try:
+        return apply_overrides(config, settings)
+    except ConfigError as error:
+        raise ConfigError(f"{source}{error}") from None
+
+
+def _used_settings(config: TrainConfig, settings: dict[str, Any], source: str,
+                   keep_defaults: bool) -> dict[str, Any]:
+    """``settings`` without those of the algorithm the run does not train: refused in one line, except, with
+    ``keep_defaults``, those equal to that section's defaults (left out: a run's config.yaml holds both sections)."""
+    other = "a2c" if config.algo == "ppo" else "ppo"
+    defaults = getattr(TrainConfig(), other)
+    used = {}
+    for key, value in settings.items():
+        try:
+            resolved = _resolve_key(config, key)
+        except ConfigError as error:
+            raise ConfigError(f"{source}{error}") from None
+        section, _, name = resolved.partition(".")
+        if section != other:
+            used[key] = value
+            continue
+        if keep_defaults and _coerce(key, value, _field_type(type(defaults), name)) == getattr(defaults, name):
+            continue
+        instead = (f"set {config.algo}.{name} instead, or " if name in {item.name for item in
+                                                                       dataclasses.fields(config.algo_config)} else "")
+        raise ConfigError(f"{source}{key} is a setting of {other.upper()}, and this run trains "
+                          f"{config.algo.upper()}: {instead}train {other.upper()} with --algo {other}")
+    return used
 
 
 def _ray_layout(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
@@ -128,6 +170,46 @@ def _rollout_steps(config: TrainConfig) -> int:
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from its to_dict() form (e.g. a run's config.yaml)."""
     return apply_overrides(TrainConfig(), _flatten(data))
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A YAML file of config keys (``champion train --config FILE``): shaped like a preset, or a run's config.yaml.
+    Its env_id and algo are defaults for the command's; its run_name is not reused (a new run gets a folder of its
+    own), and its schedule_steps only when the run it describes changed its budget after it started."""
+
+    path: Path
+    settings: dict[str, Any]
+    """Dotted keys, without env_id, algo and run_name."""
+    env_id: str | None = None
+    algo: str | None = None
+    notes: tuple[str, ...] = ()
+    """What the file holds that is not used, for the user."""
+
+
+def read_config_file(path: str | Path) -> ConfigFile:
+    """Read ``path`` as ``ConfigFile``; ConfigError (one line naming the file) when it cannot be read, is not YAML
+    or is not a mapping of config keys. Read as bounded as a run folder's files: it may come from anyone."""
+    path = Path(path)
+    try:
+        data = read_yaml_file(path)
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read ({error.strerror or error})") from None
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
+        raise ConfigError(f"config file {path} must be a mapping of config keys, as a preset or a run's config.yaml "
+                          f"is (e.g. total_steps: 100000 and ppo: {{learning_rate: 3.0e-4}})")
+    settings = _flatten(data)
+    env_id, algo, run_name = (settings.pop(key, None) for key in ("env_id", "algo", "run_name"))
+    for key, value in (("env_id", env_id), ("algo", algo)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"config file {path}: {key} must be text, got {value!r}")
+    if settings.get("schedule_steps") is not None and settings.get("schedule_steps") == settings.get("total_steps"):
+        del settings["schedule_steps"]  # the run's own budget: a new run sets it from its own total_steps
+    notes = (f"{path}'s run_name {run_name} is not reused: a new run gets a folder of its own (--run-name names it)",
+             ) if run_name else ()
+    return ConfigFile(path, settings, env_id, algo, notes)
 
 
 RECORDED_KEYS = ("env_id", "algo")
@@ -249,8 +331,6 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
                                   f"got {value!r}")
             return tuple(_coerce(key, item, typing.get_args(target)[0]) for item in value)
         if origin is tuple:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = [value]
             if not isinstance(value, (list, tuple)):
                 raise TypeError
             if not all(_is_whole(item) for item in value):
@@ -272,7 +352,10 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
             return str(value)
     except (TypeError, ValueError):
         pass
-    expected = {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(target, "a list of integers")
+    if typing.get_origin(target) is tuple:  # hidden_sizes=64: one layer or two? the user says which
+        example = f"[{value}] for one layer of {value}, [{value}, {value}] for two" if _is_whole(value) else "[64, 64]"
+        raise ConfigError(f"{key} must be a list of integers, one per layer (e.g. {example}), got {value!r}")
+    expected = {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(target, "text")
     raise ConfigError(f"{key} must be {expected}, got {value!r}")
 
 

@@ -42,7 +42,11 @@ def cli() -> None:
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Continue the run in this folder from its newest good checkpoint (read as data: nothing in a run "
                    "folder runs as code, nothing outside it is touched).")
-@click.option("--algo", type=click.Choice(["ppo", "a2c"]), help="Learning algorithm (default: ppo).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Start from the settings in this YAML file: shaped like a preset (champion presets lists them) or "
+                   "a run's config.yaml, which reruns that run. Its env_id and algo stand unless given here; the "
+                   "other options and --set go on top.")
+@click.option("--algo", type=click.Choice(["ppo", "a2c"]), help="Learning algorithm (default: ppo, or --config's).")
 @click.option("--seed", type=int, help="Seed for network, sampling and training envs (default 0).")
 @click.option("--total-steps", type=int, help="Environment steps to train for (default: preset's).")
 @click.option("--num-envs", type=int, help="Training envs stepped together (default: preset's, else 8).")
@@ -62,7 +66,8 @@ def cli() -> None:
 @click.option("--envs-per-worker", type=int, help="Ray engine: envs per worker (num_envs = workers x this).")
 @click.option("--ray-address", help="Ray engine: join this cluster (auto or HOST:PORT); default: a local Ray for the run.")
 @ENV_MODULE_OPTION
-def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: int | None, total_steps: int | None,
+def train(env_id: str | None, resume_dir: Path | None, config_file: Path | None, algo: str | None, seed: int | None,
+          total_steps: int | None,
           num_envs: int | None, eval_every: int | None, eval_episodes: int | None, results_dir: str | None,
           run_name: str | None, set_pairs: Sequence[str], no_preset: bool, quiet: bool, profile: bool,
           no_media: bool, engine: str | None, workers: int | None, envs_per_worker: int | None,
@@ -83,6 +88,9 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
     if no_media:
         overrides["media"] = False
     if resume_dir is not None:
+        if config_file is not None:
+            raise click.UsageError("--config starts a new run; a resume continues with the run's own config.yaml "
+                                   "(what may change is given with --set or the options)")
         if env_id is not None:
             overrides["env_id"] = env_id
         if algo is not None:
@@ -91,12 +99,20 @@ def train(env_id: str | None, resume_dir: Path | None, algo: str | None, seed: i
 
         _print_profile(champion.resume(resume_dir, progress=not quiet, **overrides).details, profile)
         return
+    settings = None
+    if config_file is not None:
+        from champion.runners.configure import read_config_file
+
+        settings = read_config_file(config_file)
+        env_id = env_id or settings.env_id
     if env_id is None:
-        raise click.UsageError("give ENV_ID to start a run (e.g. champion train CartPole-v1), or --resume RUN_DIR")
+        raise click.UsageError("give ENV_ID to start a run (e.g. champion train CartPole-v1), a --config FILE that "
+                               "names one, or --resume RUN_DIR")
     describe_env(env_id)
     import champion
 
-    result = champion.train(env_id, algo or "ppo", config=overrides, use_preset=not no_preset, progress=not quiet)
+    result = champion.train(env_id, algo, config=config_file, use_preset=not no_preset, progress=not quiet,
+                            **overrides)
     _print_profile(result.details, profile)
 
 
