@@ -12,8 +12,8 @@ from champion.runners.store.best_store import load_best
 from champion.runners.configure import resolve_config
 from champion.runners.logs import media as media_module
 from champion.runners.logs.media import FIRST_ESTIMATE, FRAME_STRIDE, MAX_FRAMES, BestPolicyMedia
-from champion.runners.logs.run_logger import BEST_POLICY_GIF
-from champion.runners.store.run_metadata import network_spec
+from champion.runners.logs.run_logger import BEST_POLICY_GIF, RunLogger
+from champion.runners.store.run_metadata import hparams, network_spec
 from champion.runners.training import resume, train
 from champion.envs.factory import describe_env
 
@@ -27,16 +27,22 @@ def events(run_dir):
     return summaries(run_dir / "tb")
 
 
-def hparams_sessions(logged):
-    """The hparams session-start records in the run's events."""
+def hparams_records(logged, kind):
+    """The hparams dashboard's records of one kind in the run's events: "session_start_info" (a session's
+    hyperparameters) or "experiment" (the columns and metrics the dashboard shows)."""
     records = []
     for points in logged.values():
         for point in points:
             if point.plugin == "hparams":
                 data = hparams_plugin_data(point.content)
-                if data.HasField("session_start_info"):
-                    records.append(data.session_start_info)
+                if data.HasField(kind):
+                    records.append(getattr(data, kind))
     return records
+
+
+def hparams_sessions(logged):
+    """The hparams session-start records in the run's events."""
+    return hparams_records(logged, "session_start_info")
 
 
 def cartpole_run(results, **values):
@@ -58,8 +64,39 @@ def test_hparams_once_across_resumes_and_weight_histograms_every_histogram_every
     assert values["ppo.epochs"].number_value == 2 and values["total_steps"].number_value == 3072
     assert not any(name.startswith("a2c.") for name in values)
     assert session.group_name == "media"
-    # the dashboard's metrics are the last values of these two tags: the best and the latest evaluation
-    assert {"eval/best_mean_return", "eval/mean_return"} <= set(logged)
+    # the dashboard's metrics (each tag's last value) are the best and the latest evaluation return and the
+    # champion's held-out mean, all logged by the run, and nothing else of its scalars
+    [experiment] = hparams_records(logged, "experiment")
+    metrics = {metric.name.tag: metric.display_name for metric in experiment.metric_infos}
+    assert metrics == {"eval/best_mean_return": "best evaluation return",
+                       "eval/mean_return": "latest evaluation return",
+                       "crown/champion_held_out_mean": "champion's held-out mean"}
+    assert {metric.name.group for metric in experiment.metric_infos} == {""}  # in the session's own folder
+    assert set(metrics) <= {tag for tag, points in logged.items() if points[0].plugin == "scalars"}
+    # its columns: every key either algorithm records, this run's among them
+    columns = {info.name: info for info in experiment.hparam_infos}
+    assert set(values) < set(columns) and {"ppo.epochs", "a2c.optimizer", "engine"} <= set(columns)
+    assert {value.string_value for value in columns["algo"].domain_discrete.values} == {"ppo", "a2c"}
+    assert [value.bool_value for value in columns["media"].domain_discrete.values] == [False, True]
+    assert not columns["ppo.epochs"].HasField("domain_discrete")  # numbers: any value
+
+
+def test_a_ppo_run_and_an_a2c_run_declare_the_same_hparams_experiment(tmp_path):
+    """TensorBoard takes the experiment of whichever run it reads first as the whole folder's: PPO and A2C runs
+    declare the same one (their time of writing apart), so either way both algorithms' keys are columns."""
+    experiments = []
+    for algo in ("ppo", "a2c"):
+        config, _ = resolve_config("CartPole-v1", algo, {})
+        logger = RunLogger(tmp_path / algo, log_every=100)
+        logger.log_hparams(hparams(config, "gymnasium"), algo)
+        logger.close()
+        logged = summaries(tmp_path / algo / "tb")
+        [experiment] = hparams_records(logged, "experiment")
+        [session] = hparams_sessions(logged)
+        assert set(session.hparams) < {info.name for info in experiment.hparam_infos}
+        experiment.time_created_secs = 0
+        experiments.append(experiment)
+    assert experiments[0] == experiments[1]
 
 
 def test_each_new_best_is_an_animated_gif_of_the_first_evaluation_episode(tmp_path, monkeypatch):

@@ -212,10 +212,13 @@ class TensorBoardEventFile:
         for tag, values in arrays.items():
             self._add(step, self.histogram(tag, np.asarray(values, np.float64).ravel()))
 
-    def hparams(self, hparams: dict[str, bool | int | float | str], trial_id: str) -> None:
-        """The hparams dashboard's session-start record for this run (at step 0), from the public hparams API."""
+    def hparams(self, hparams: dict[str, bool | int | float | str], trial_id: str, columns: list[Any],
+                metrics: list[Any]) -> None:
+        """The hparams dashboard's records for this run (at step 0), from the public hparams API: the experiment
+        (``columns``, a list of ``api.HParam``, and ``metrics``, of ``api.Metric``), then the session's start."""
         from tensorboard.plugins.hparams import api
 
+        self._add(0, api.hparams_config_pb(hparams=columns, metrics=metrics))
         self._add(0, api.hparams_pb(hparams, trial_id=trial_id))
 
     def flush(self) -> None:
@@ -277,11 +280,13 @@ class PublicEventFile:
             for tag, values in arrays.items():
                 tf.summary.histogram(tag, np.asarray(values, np.float64).ravel())
 
-    def hparams(self, hparams: dict[str, bool | int | float | str], trial_id: str) -> None:
-        """The hparams dashboard's session-start record for this run (at step 0)."""
+    def hparams(self, hparams: dict[str, bool | int | float | str], trial_id: str, columns: list[Any],
+                metrics: list[Any]) -> None:
+        """The hparams dashboard's records for this run (at step 0): the experiment, then the session's start."""
         from tensorboard.plugins.hparams import api
 
         with self.writer.as_default():
+            api.hparams_config(hparams=columns, metrics=metrics)
             api.hparams(hparams, trial_id=trial_id)
 
     def flush(self) -> None:

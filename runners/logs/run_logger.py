@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from champion.agents.compile import compat
 from champion.runners.store.atomic_files import atomic_write_text, remove_temporaries
 from champion.runners.store.folder_trust import MAX_EVALUATIONS_BYTES, read_bytes
+from champion.runners.store.run_metadata import hparam_domains
 from champion.runners.store.run_folder import RunFolderError
 
 from champion.runners.engines.base import EpisodeStats
@@ -46,6 +47,10 @@ CROWN_CHAMPION = "crown/champion_held_out_mean"
 CROWN_TEXT = "crown"
 CROWN_SUFFIX = ".crown"
 BEST_POLICY_GIF = "eval/best_policy"
+HPARAMS_METRICS = {BEST_MEAN: "best evaluation return", EVAL_MEAN: "latest evaluation return",
+                   CROWN_CHAMPION: "champion's held-out mean"}
+"""The scalars TensorBoard's hparams dashboard shows beside each run's hyperparameters (each one's last value),
+with the names it shows them under."""
 CSV_COLUMNS = ("step", "wall_seconds", "mean_return", "std_return", "min_return", "max_return",
                "mean_length", "best_mean_return", "saved")
 
@@ -78,10 +83,17 @@ class RunLogger:
         self.writer.text(0, CONFIG_TEXT, f"```\n{config_yaml}\n```")
 
     def log_hparams(self, hparams: dict[str, bool | int | float | str], run_name: str) -> None:
-        """The run's hyperparameters for TensorBoard's hparams dashboard (once, when the run starts)."""
-        # No experiment summary: TensorBoard would take one run's as the whole folder's and hide the other
-        # algorithm's keys. Without it, TensorBoard joins every run's keys and offers the scalars as metrics.
-        self.writer.hparams(hparams, trial_id=run_name)
+        """The run's hyperparameters for TensorBoard's hparams dashboard (once, when the run starts), and the
+        experiment they belong to: as columns, every key a run may record (``run_metadata.hparam_domains``, the
+        same in every run: TensorBoard takes one run's experiment as the whole folder's, and a PPO run's keys
+        alone would hide an A2C run's), and as metrics ``HPARAMS_METRICS`` only (without an experiment
+        TensorBoard shows every scalar tag as a metric)."""
+        from tensorboard.plugins.hparams import api
+
+        columns = [api.HParam(name, None if values is None else api.Discrete(values))
+                   for name, values in hparam_domains().items()]
+        metrics = [api.Metric(tag, display_name=name) for tag, name in HPARAMS_METRICS.items()]
+        self.writer.hparams(hparams, trial_id=run_name, columns=columns, metrics=metrics)
 
     def log_image(self, step: int, tag: str, encoded: bytes, width: int, height: int) -> None:
         """An encoded image (PNG, or an animated GIF, which TensorBoard's browser view plays)."""

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from champion.agents.config import ConfigError, TrainConfig
+from champion.agents.config import ALGORITHMS, ENGINES, ConfigError, TrainConfig
 from champion.agents.spec import NetworkSpec, check_network_size, cnn_output_size
 from champion.envs.factory import EnvInfo, EnvOptions
 from champion.runners.store.atomic_files import atomic_write_text
@@ -66,6 +66,21 @@ def hparams(config: TrainConfig, engine: str) -> dict[str, bool | int | float | 
         else:
             flat.setdefault(key, _hparam_value(value))
     return flat
+
+
+def hparam_domains() -> dict[str, tuple[bool | str, ...] | None]:
+    """Every key ``hparams`` may record, for either algorithm, with the values a key is limited to (None: any).
+
+    TensorBoard's hparams dashboard takes the columns from the experiment record of whichever run it reads first,
+    so every run declares this same list: a folder of PPO and A2C runs shows both algorithms' keys."""
+    domains: dict[str, tuple[bool | str, ...] | None] = {
+        "engine": tuple(engine for engine in ENGINES if engine != "auto"),  # the engine used, never "auto"
+        "algo": ALGORITHMS}
+    for key, value in TrainConfig().to_dict().items():
+        for name, item in (value.items() if isinstance(value, dict) else [(None, value)]):
+            domains.setdefault(key if name is None else f"{key}.{name}",
+                               (False, True) if isinstance(item, bool) else None)
+    return domains
 
 
 def _hparam_value(value: Any) -> bool | int | float | str:
