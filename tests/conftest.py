@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,65 @@ def local_ray(tmp_path_factory):
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+def shared_run(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
+    """The run folder ``build(results)`` trains into an empty ``results`` folder, built once for the whole test run.
+
+    Under pytest-xdist every worker is a session of its own, with ``<the run's basetemp>/popen-gwN`` as its
+    basetemp; the workers share the run through that common parent and a lock file there: the first to need it
+    trains it, the others wait and read it. Without xdist it lives in the session's basetemp. A build that failed
+    leaves no ``done`` mark, so the next test that needs the run trains it again (and fails the same way). Tests
+    read the run as it is; one that changes anything in it copies it first (``shutil.copytree``)."""
+    import fcntl
+
+    basetemp = tmp_path_factory.getbasetemp()
+    shared = basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp
+    results, done = shared / f"shared-{name}", shared / f"shared-{name}.done"
+    with open(shared / f"shared-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                shutil.rmtree(results, ignore_errors=True)
+                results.mkdir()
+                run_dir = build(results)
+                done.write_text(str(run_dir.relative_to(results)))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return results / done.read_text()
+
+
+CROWNED_CARTPOLE_OPTIONS = ("--total-steps", "20000", "--eval-every", "5000", "--seed", "3", "--no-media",
+                            "--quiet", "--set", "crown.episodes=30")
+"""A PPO CartPole run on the graph engine with 4 evaluations and the crown at its end (30 held-out episodes)."""
+
+
+@pytest.fixture(scope="session")
+def crowned_cartpole_run(tmp_path_factory) -> Path:
+    """One finished, crowned CartPole PPO run (``CROWNED_CARTPOLE_OPTIONS``) shared by every test that only reads,
+    replays, exports or crowns a run (tests/test_crown.py, tests/test_cli.py), trained once per test run
+    (``shared_run``). Read it as it is; a test that changes it (a crown, a lock, an edited file) copies it first."""
+    from champion.runners.cli.main import main
+
+    def train(results: Path) -> Path:
+        try:
+            main(["train", "CartPole-v1", "--results-dir", str(results), "--run-name", "crowned",
+                  *CROWNED_CARTPOLE_OPTIONS])
+        except SystemExit as done:
+            assert not done.code, f"the shared CartPole run failed to train: exit {done.code}"
+        return results / "CartPole-v1" / "ppo" / "crowned"
+
+    return shared_run(tmp_path_factory, "crowned-cartpole", train)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """The small finished CartPole run of tests/hostile_helpers.py (uncrowned, with checkpoints), trained once per
+    test run (``shared_run``); tests copy it before changing anything (``hostile_helpers.copy_run``).
+
+    A module that imports ``finished_run`` from hostile_helpers gets that module's own copy instead (a fixture
+    imported into a module is registered for that module alone, so a session-scoped one is built once per module
+    and worker); a module that uses this one imports nothing."""
+    from hostile_helpers import make_finished_run
+
+    return shared_run(tmp_path_factory, "finished-cartpole", make_finished_run)

@@ -14,7 +14,7 @@ from champion.agents.compile import xla_cache
 from champion.runners.store.best_store import load_best
 from champion.runners.cli.main import main
 from event_files import summaries
-from hostile_helpers import champion as champion_in_process, finished_run  # noqa: F401 - fixture
+from hostile_helpers import champion as champion_in_process, copy_run
 
 CHAMPION = [sys.executable, "-c", "from champion.runners.cli.main import main; main()"]
 
@@ -144,16 +144,13 @@ def test_train_replay_runs_end_to_end(tmp_path, engine, capsys):
     assert (summary["best_mean_return"], summary["env_steps"], summary["total_steps"]) == (max(means), 3072, 3000)
 
 
-def test_replay_writes_a_video_of_the_first_episode(tmp_path):
+def test_replay_writes_a_video_of_the_first_episode(finished_run, tmp_path):
+    """On the session's small finished run (tests/conftest.py): its best entry, on its 2 evaluation seeds."""
     import imageio.v3 as imageio
 
-    from champion.runners.configure import resolve_config
     from champion.runners.replay import replay
-    from champion.runners.training import train
 
-    config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 512, "eval_every": 512, "eval_episodes": 2,
-                                                      "results_dir": str(tmp_path), "run_name": "video"})
-    run_dir = train(config, progress=False).run_dir
+    run_dir = finished_run
     outcome = replay(run_dir, video=tmp_path / "clip.mp4")
     frames = imageio.imread(tmp_path / "clip.mp4", index=None)
     assert frames.shape == (outcome.result.lengths[0] + 1, 400, 600, 3)  # the reset frame plus one per step
@@ -164,17 +161,14 @@ def test_replay_writes_a_video_of_the_first_episode(tmp_path):
     assert 1 < gif.shape[0] <= frames.shape[0] and gif.shape[1:3] == (400, 600)
 
 
-def test_replay_refuses_weights_that_do_not_fit_the_recorded_network(tmp_path, capsys):
+def test_replay_refuses_weights_that_do_not_fit_the_recorded_network(finished_run, tmp_path, capsys):
     """An entry whose manifest (digest and all) describes another network than its weights is unusable, before any
-    network is built; with no other entry, replay says so in one line."""
+    network is built; with no other entry, replay says so in one line (on a copy of the session's small finished
+    run, whose one best entry is followed by its final policy's)."""
     from champion.runners.store.best_store import list_entries
-    from champion.runners.configure import resolve_config
     from champion.runners.store.folder_trust import seal
-    from champion.runners.training import train
 
-    config, _ = resolve_config("CartPole-v1", "ppo", {"total_steps": 256, "eval_every": 256, "eval_episodes": 2,
-                                                      "results_dir": str(tmp_path), "run_name": "mismatch"})
-    run_dir = train(config, progress=False).run_dir
+    run_dir = copy_run(finished_run, tmp_path / "mismatch")
     [entry] = list_entries(run_dir / "best")
     manifest = json.loads((entry / "manifest.json").read_text())
     manifest["network"]["hidden_sizes"] = [128, 128]  # a larger network: the file fits its size

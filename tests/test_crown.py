@@ -220,13 +220,11 @@ def champion(*args: str) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
-def crowned_run(tmp_path_factory):
-    results = tmp_path_factory.mktemp("crowned")
-    assert champion("train", "CartPole-v1", "--total-steps", "20000", "--eval-every", "5000", "--results-dir",
-                    str(results), "--run-name", "crowned", "--seed", "3", "--no-media", "--quiet",
-                    "--set", "crown.episodes=30") == 0
-    return results / "CartPole-v1" / "ppo" / "crowned"
+@pytest.fixture
+def crowned_run(crowned_cartpole_run):
+    """The session's crowned CartPole run (tests/conftest.py), trained once for the CLI and crown tests; a test that
+    changes it copies it first."""
+    return crowned_cartpole_run
 
 
 def test_a_run_crowns_itself_and_replay_reproduces_the_held_out_mean(crowned_run):
