@@ -151,10 +151,19 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_continues(local_ray, tmp_path, ca
 
 
 def test_removing_the_node_that_holds_a_worker_does_not_stop_training(tmp_path):
-    """Ray's multi-node test cluster in its own process (one process connects to one cluster)."""
+    """Ray's multi-node test cluster in its own process (one process connects to one cluster). Its temporary files
+    (the cluster's session folders, in a folder of its own under TMPDIR) go into a short temporary folder of this
+    test, removed after: under pytest's folder Ray's socket paths would pass the 107-byte limit."""
+    import shutil
+    import tempfile
+
     script = HERE / "ray_multinode.py"
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(HERE)})
+    temp = tempfile.mkdtemp(prefix="r")
+    try:
+        done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "PYTHONPATH": str(HERE), "TMPDIR": temp})
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["removed_node_held_worker"] is True and report["loss_seen_by_ray"] is True  # after rollout 5 of 64
