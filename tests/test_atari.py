@@ -1,6 +1,7 @@
 """Atari's training and evaluation wrappers, on a scripted stand-in for an ALE game (no ale-py needed), and on
 Breakout itself when the atari extra is installed."""
 
+import csv
 import importlib.util
 import json
 import re
@@ -237,3 +238,89 @@ def test_a_no_frameskip_step_is_four_frames_with_the_ids_own_sticky_actions_and_
         if terminated or truncated:
             break
     assert set(frames) == {4} and len(frames) > 100
+
+
+TINY_ATARI = dict(num_envs=2, eval_episodes=2, media=False, progress=False, engine="gymnasium",
+                  eval_in_background=False, ppo={"num_steps": 64, "minibatch_size": 64, "epochs": 1, "jit_compile": False},
+                  network={"cnn_layers": [[8, 8, 4], [8, 4, 2]], "cnn_features": 16})
+"""A few hundred steps of PPO on a small CNN (test_api's): what runs on the env, not what it learns."""
+
+
+@needs_atari
+def test_rl_zoos_breakout_trains_with_the_atari_preset_and_its_crowned_best_replays_its_held_out_episodes(tmp_path):
+    import yaml
+
+    import champion
+
+    result = champion.train("BreakoutNoFrameskip-v4", total_steps=256, eval_every=128, results_dir=str(tmp_path),
+                            crown={"episodes": 4, "race": False, "workers": 1}, **TINY_ATARI)
+    assert result.env_steps == 256 and result.champion_entry is not None
+    config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert (config["env_id"], config["frame_stack"], config["ppo"]["clip_range"]) == ("BreakoutNoFrameskip-v4", 4, 0.1)
+    crowned = json.loads((result.run_dir / "best" / "champion.json").read_text())
+    replayed = champion.replay(result.run_dir)
+    assert replayed.crowned and replayed.result.mean_return == replayed.recorded_mean_return == crowned["held_out_mean"]
+    assert (list(replayed.result.seeds), list(replayed.result.returns), list(replayed.result.lengths)) == (
+        crowned["held_out_seeds"], crowned["returns"], crowned["lengths"])
+
+
+@needs_atari
+def test_a_no_frameskip_env_is_made_in_a_fresh_process_as_on_a_ray_worker():
+    """A Ray worker, an async env's process or a crown process imports champion, not ale-py: the id is found."""
+    code = ("import sys\nfrom champion.envs.factory import EnvOptions, make_vector_env\n"
+            "assert 'ale_py' not in sys.modules\n"
+            "envs = make_vector_env('BreakoutNoFrameskip-v4', 1, options=EnvOptions(frame_stack=4))\n"
+            "print(envs.reset(seed=0)[0].shape, type(envs.env.envs[0]._snapshot).__name__)")
+    made = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert made.stdout.splitlines()[-1] == "(1, 84, 84, 4) AleSnapshot"
+
+
+@needs_atari
+@pytest.mark.slow
+def test_rl_zoos_breakout_stopped_and_resumed_learns_what_a_straight_run_learns(tmp_path):
+    """The resume replays the env journals, which start from the emulator's state after the first game."""
+    import champion
+    from champion.envs.env_state import Snapshot
+    from champion.runners.store.checkpoints import read_checkpoint
+
+    class StopAt512(champion.Callback):
+        def on_evaluation(self, step, result):
+            return champion.Stop("halfway") if step == 512 else None
+
+    settings = dict(TINY_ATARI, total_steps=1024, eval_every=256, schedule_steps=1024, results_dir=str(tmp_path),
+                    crown={"at_end": False})
+    stopped = champion.train("BreakoutNoFrameskip-v4", run_name="stopped", callbacks=[StopAt512()], **settings)
+    [checkpoint] = sorted((stopped.run_dir / "checkpoints").glob("ckpt-*"))[-1:]
+    journals = read_checkpoint(checkpoint).state["env_state"].journals
+    assert any(isinstance(journal.segments[0][0], Snapshot) for journal in journals)
+    resumed = champion.resume(stopped.run_dir, progress=False)
+    straight = champion.train("BreakoutNoFrameskip-v4", run_name="straight", **settings)
+    assert resumed.env_steps == straight.env_steps == 1024
+    assert evaluation_rows(stopped.run_dir) == evaluation_rows(straight.run_dir)
+    assert same_weights(stopped.run_dir / "best" / "final-step-1024", straight.run_dir / "best" / "final-step-1024")
+
+
+def evaluation_rows(run_dir):
+    with open(run_dir / "evaluations.csv", newline="") as handle:
+        return [{key: value for key, value in row.items() if key != "wall_seconds"} for row in csv.DictReader(handle)]
+
+
+def same_weights(entry, other):
+    ours, theirs = np.load(entry / "policy.npz"), np.load(other / "policy.npz")
+    return sorted(ours) == sorted(theirs) and all(np.array_equal(ours[name], theirs[name]) for name in ours)
+
+
+@needs_atari
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+def test_rl_zoos_breakout_on_ray_workers_evaluates_as_in_process(local_ray, tmp_path):
+    pytest.importorskip("ray")
+    import champion
+
+    settings = dict(TINY_ATARI, total_steps=512, eval_every=256, results_dir=str(tmp_path), crown={"at_end": False})
+    in_process = champion.train("BreakoutNoFrameskip-v4", run_name="in-process", **settings)
+    on_ray = champion.train("BreakoutNoFrameskip-v4", run_name="on-ray",
+                            **dict(settings, engine="ray", ray={"workers": 2, "envs_per_worker": 1}))
+    assert len(on_ray.details.evaluations) == 2 and on_ray.details.evaluations == in_process.details.evaluations
+    assert same_weights(on_ray.run_dir / "best" / "final-step-512", in_process.run_dir / "best" / "final-step-512")
