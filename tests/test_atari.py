@@ -1,5 +1,6 @@
 """Atari's training and evaluation wrappers, on a scripted stand-in for an ALE game (no ale-py needed), and on
-Breakout itself when the atari extra is installed."""
+Breakout itself when the atari extra is installed; RL Zoo's ids (BreakoutNoFrameskip-v4) trained like ALE/ ids, and
+the older ids with a random frame skip refused in one line by `champion envs` and `champion train` alike."""
 
 import csv
 import importlib.util
