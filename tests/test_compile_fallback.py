@@ -183,7 +183,10 @@ def comparable(run_dir: Path) -> dict[str, list[tuple]]:
             content = point.content
             if point.plugin == "hparams":
                 record = hparams_plugin_data(content)
-                record.session_start_info.start_time_secs = 0
+                if record.HasField("experiment"):
+                    record.experiment.time_created_secs = 0
+                else:
+                    record.session_start_info.start_time_secs = 0
                 content = record.SerializeToString(deterministic=True)
             rows.append((point.step, point.plugin, content, point.value.tolist()))
         found[tag] = rows
@@ -214,7 +217,7 @@ def test_the_public_tensorboard_fallback_writes_what_tensorboards_writer_does(tm
         logged[name] = comparable(tmp_path / name)
     private, fallback = logged["private"], logged["fallback"]
     assert sorted(fallback) == sorted(private) == sorted([
-        "config", "_hparams_/session_start_info", "train/policy_loss", "train/entropy", "perf/steps_per_second",
+        "config", "_hparams_/experiment", "_hparams_/session_start_info", "train/policy_loss", "train/entropy", "perf/steps_per_second",
         "rollout/episode_return", "rollout/episode_length", "eval/mean_return", "eval/std_return", "eval/min_return",
         "eval/max_return", "eval/mean_length", "eval/best_mean_return", "eval/best_policy", "weights/kernel",
         "gradients/kernel", "crown/held_out_mean", "crown/champion_held_out_mean", "crown"])
