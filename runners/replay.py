@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from champion.agents.config import SEED_LIMIT
 from champion.agents.numpy_policy import NumpyPolicy, single_threaded_numpy
 from champion.agents.spec import NetworkSpec
@@ -36,14 +38,29 @@ class ReplayResult:
     """Why this run, when a folder of runs was given."""
     crowned: bool = False
     """Whether the policy is the crowned champion (then the recorded mean and seeds are its held-out ones)."""
+    recorded_returns: tuple[float, ...] = ()
+    """The recorded return of each of ``recorded_seeds``' episodes (empty in records from before they were kept)."""
 
     @property
     def same_episodes(self) -> bool:
         """Whether the replay played exactly the recorded evaluation's episodes (then its mean must match)."""
         return tuple(self.result.seeds) == tuple(self.recorded_seeds)
 
+    def common_means(self) -> tuple[int, float, float] | None:
+        """Over the episodes both the replay and the record played (by seed): how many, the replay's mean and the
+        recorded mean; None when they share none, or the record has no per-episode returns. Only these two means
+        are comparable: other episodes are other draws of the env."""
+        recorded = dict(zip(self.recorded_seeds, self.recorded_returns))
+        pairs = [(played, recorded[seed]) for seed, played in zip(self.result.seeds, self.result.returns)
+                 if seed in recorded]
+        if not pairs or len(self.recorded_returns) != len(self.recorded_seeds):
+            return None
+        return len(pairs), float(np.mean([pair[0] for pair in pairs])), float(np.mean([pair[1] for pair in pairs]))
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON that ``champion replay --json`` prints."""
+        """The JSON that ``champion replay --json`` prints (``matches_recorded`` compares the episodes both played,
+        and is null when they share none)."""
+        common = self.common_means()
         return {
             "run_dir": str(self.run_dir),
             "entry": str(self.entry),
@@ -57,7 +74,10 @@ class ReplayResult:
             "recorded_mean_return": self.recorded_mean_return,
             "recorded_episodes": len(self.recorded_seeds),
             "same_episodes_as_recorded": self.same_episodes,
-            "matches_recorded": self.result.mean_return == self.recorded_mean_return,
+            "common_episodes": common[0] if common else 0,
+            "mean_return_on_common": common[1] if common else None,
+            "recorded_mean_on_common": common[2] if common else None,
+            "matches_recorded": (common[1] == common[2]) if common else None,
         }
 
 
@@ -91,7 +111,7 @@ def _stored(best_dir: Path, entry: str | None) -> tuple[StoredPolicy, dict[str, 
             return stored, dict(stored.manifest, crowned=True, training_mean_return=stored.manifest["mean_return"],
                                 mean_return=record["held_out_mean"], std_return=record["held_out_std"],
                                 eval_seeds=record["held_out_seeds"], episodes=len(record["held_out_seeds"]),
-                                interval=record.get("interval"))
+                                returns=record.get("returns", ()), interval=record.get("interval"))
     if entry is None or entry == TRAINING_BEST:
         stored = load_best(best_dir)
         return stored, dict(stored.manifest, crowned=False)
@@ -139,15 +159,19 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     else:  # a crowned champion's 100 held-out episodes are played a few dozen at a time
         result = play_episodes(env_id, options, policy.spec, policy.weights, seeds)
     return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
-                        tuple(int(seed) for seed in manifest["eval_seeds"]), picked, bool(manifest.get("crowned")))
+                        tuple(int(seed) for seed in manifest["eval_seeds"]), picked, bool(manifest.get("crowned")),
+                        tuple(float(value) for value in manifest.get("returns") or ()))
 
 
 def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: int | None) -> list[int]:
+    """The recorded episodes' seeds; ``episodes`` alone takes the first of them, or continues past them, so that
+    what replay compares is the same episodes; ``seed`` starts elsewhere."""
     recorded = [int(value) for value in manifest["eval_seeds"]]
     if seed is None and (episodes is None or episodes == len(recorded)):
         return recorded
     if seed is None:
-        seed = load_run_config(run_dir).eval_seed
+        consecutive = recorded == episode_seeds(recorded[0], len(recorded))  # as champion records them
+        seed = recorded[0] if consecutive else load_run_config(run_dir).eval_seed
     return episode_seeds(seed, episodes or len(recorded))
 
 

@@ -173,15 +173,27 @@ def replay(run_dir: Path, episodes: int | None, seed: int | None, render: bool, 
         click.echo(f"returns: {result.returns[0]:g} in each of the {len(result.returns)} episodes")
     else:
         click.echo(f"returns: {', '.join(f'{value:g}' for value in result.returns)}")
-    episodes_kind = "held-out" if outcome.crowned else "evaluation"
-    if outcome.same_episodes:
-        same = "same as recorded" if result.mean_return == outcome.recorded_mean_return else "recorded"
-    else:
-        same = f"recorded over its {len(outcome.recorded_seeds)} {episodes_kind} episodes"
-    click.echo(f"mean return {result.mean_return:.2f} ± {result.std_return:.2f} "
-               f"({same}: {outcome.recorded_mean_return:.2f})")
+    click.echo(_replayed_mean_line(outcome))
     if video is not None:
         click.echo(f"video of the first episode: {video}")
+
+
+def _replayed_mean_line(outcome: Any) -> str:
+    """The replay's mean beside the recorded one, compared only over the episodes both played."""
+    result, recorded = outcome.result, len(outcome.recorded_seeds)
+    kind = "held-out" if outcome.crowned else "evaluation"
+    mean = f"mean return {result.mean_return:.2f} ± {result.std_return:.2f}"
+    common = outcome.common_means()
+    if outcome.same_episodes or (common is None and result.mean_return == outcome.recorded_mean_return):
+        same = "same as recorded" if result.mean_return == outcome.recorded_mean_return else "recorded"
+        return f"{mean} ({same}: {outcome.recorded_mean_return:.2f})"
+    if common is None:
+        return (f"{mean} over {len(result.seeds)} other episodes than the {recorded} {kind} episodes of its recorded "
+                f"mean ({outcome.recorded_mean_return:.2f}), so the two are not comparable")
+    count, replayed_mean, recorded_mean = common
+    same = "same as recorded" if replayed_mean == recorded_mean else "recorded"
+    return (f"{mean} over {len(result.seeds)} episodes; on the {count} that are among its {recorded} recorded "
+            f"{kind} episodes: {replayed_mean:.2f} ({same}: {recorded_mean:.2f})")
 
 
 @cli.command(short_help="Write a run's best policy as a SavedModel, TFLite or Keras file.")

@@ -165,10 +165,15 @@ class VideoWriter:
     """Frames of the first episode written to a GIF (pillow) or MP4 (ffmpeg) as they come, so that the episode
     is never held in memory whole; the file takes its name only once complete (a temporary name until then)."""
 
+    PROGRESS_EVERY = 5.0
+    """Seconds between progress lines on stderr (a long episode rendered and encoded takes minutes)."""
+
     def __init__(self, path: Path, fps: int) -> None:
         self.path, self.fps, self.frames = path, fps, 0
         self.temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
         self._writer: Any = None
+        self._started = self._last_progress = time.monotonic()
+        self._said = False
 
     def __enter__(self) -> "VideoWriter":
         import imageio.v2 as imageio
@@ -190,6 +195,16 @@ class VideoWriter:
             raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
         self._writer.append_data(frame)
         self.frames += 1
+        now = time.monotonic()
+        if now - self._last_progress >= self.PROGRESS_EVERY:
+            self._last_progress, self._said = now, True
+            self._progress(f"{self.frames:,} frames of the first episode so far ({now - self._started:.0f} s)")
+
+    def _progress(self, text: str) -> None:
+        """One line on stderr (stdout holds the results): the video's name and how far it is."""
+        import sys
+
+        print(f"video {self.path.name}: {text}", file=sys.stderr, flush=True)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
         try:
@@ -198,6 +213,8 @@ class VideoWriter:
                 if not self.frames:
                     raise ReplayError("the environment produced no rgb_array frames, so no video can be written")
                 os.replace(self.temporary, self.path)
+                if self._said:
+                    self._progress(f"{self.frames:,} frames written in {time.monotonic() - self._started:.0f} s")
         except OSError as failure:
             raise ReplayError(f"cannot write the video to {self.path} ({failure.strerror or failure}); "
                               "choose another --video path") from None
