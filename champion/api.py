@@ -210,10 +210,12 @@ def _check_before_training(config: Any) -> None:
     """The checks a run makes before its folder exists, made before TensorFlow is imported, so that bad input gets
     its one line in a fraction of a second and without TensorFlow's start-up messages first."""
     from champion.agents.config import validate
+    from champion.envs.factory import EnvOptions, describe_env
     from champion.runners.engines import choose_engine
     from champion.runners.store.run_folder import check_run_name_free, preflight
 
     validate(config)
+    describe_env(config.env_id, EnvOptions.from_config(config))  # an unknown, refused or broken env: one line
     check_run_name_free(config)
     if choose_engine(config) == "ray" and config.ray.address is not None:  # a stopped head fails here, in seconds
         from champion.runners.ray.cluster import probe, resolve_address

@@ -69,6 +69,19 @@ def refusal(env_id: str) -> str | None:
             f"(RL Zoo's) or ALE/{name}-v5")
 
 
+def kwargs_refusal(env_id: str, env_kwargs: dict[str, Any]) -> str | None:
+    """Why ``env_kwargs`` cannot go to the ALE game ``env_id`` (one line), or None: the preprocessing skips the
+    frames and reads the screen itself, so a ``frameskip`` would skip twice and an ``obs_type`` would be ignored."""
+    if "frameskip" in env_kwargs:
+        return (f"env_kwargs frameskip={env_kwargs['frameskip']!r}: champion's Atari preprocessing skips 4 frames a "
+                f"step itself, so {env_id} takes no frameskip; leave it out")
+    obs_type = env_kwargs.get("obs_type", "rgb")
+    if obs_type != "rgb":
+        return (f"env_kwargs obs_type={obs_type!r}: champion trains ALE games on the screen (84x84 grayscale, read "
+                f"by the preprocessing), so {env_id} would ignore it; leave it out")
+    return None
+
+
 def register() -> None:
     """Register ale-py's envs with gymnasium (importing ale-py does it); DependencyNotInstalled without ale-py."""
     try:

@@ -22,7 +22,7 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from champion.errors import ChampionError
 from champion.agents.spec import ObservationLeaf
-from champion.envs.atari import AleSnapshot, is_atari, make_atari, refusal
+from champion.envs.atari import AleSnapshot, is_atari, kwargs_refusal, make_atari, refusal
 from champion.envs.env_state import EpisodeJournal
 from champion.envs.spaces import ActionLayout, SpaceError, action_layout, needs_flattening, observation_leaves
 
@@ -279,7 +279,7 @@ def make_env(env_id: str, options: EnvOptions = EnvOptions(), flatten: bool = Tr
         _mujoco_warnings_to_stderr()
     env_kwargs = {**dict(options.make_kwargs), **env_kwargs}
     atari = is_atari(env_id)
-    problem = refusal(env_id) if atari else None
+    problem = (refusal(env_id) or kwargs_refusal(env_id, env_kwargs)) if atari else None
     if problem is not None:
         raise EnvError(problem)
     env = make_atari(env_id, training, **env_kwargs) if atari else gym.make(env_id, **env_kwargs)

@@ -74,7 +74,7 @@ def train(env_id: str | None, resume_dir: Path | None, config_file: Path | None,
           ray_address: str | None, env_modules: Sequence[str]) -> None:
     """Train ALGO on ENV_ID (the best policy lands in RESULTS_DIR/ENV_ID/ALGO/RUN_NAME/best),
     or continue a stopped run with --resume RUN_DIR."""
-    from champion.envs.factory import allow_current_folder_modules, describe_env
+    from champion.envs.factory import allow_current_folder_modules
     from champion.runners.configure import parse_set_pairs
 
     _import_env_modules(env_modules)
@@ -108,7 +108,6 @@ def train(env_id: str | None, resume_dir: Path | None, config_file: Path | None,
     if env_id is None:
         raise click.UsageError("give ENV_ID to start a run (e.g. champion train CartPole-v1), a --config FILE that "
                                "names one, or --resume RUN_DIR")
-    describe_env(env_id)
     import champion
 
     result = champion.train(env_id, algo, config=config_file, use_preset=not no_preset, progress=not quiet,
@@ -356,7 +355,8 @@ def plot(run_dirs: Sequence[Path], out: Path | None) -> None:
 def envs(pattern: str, as_json: bool) -> None:
     """List every registered gymnasium environment whose id contains PATTERN (any case): its spaces, whether
     champion can train it (and if not, why), its presets and whether the graph engine runs it. With a PATTERN
-    and the atari extra, Atari games (ALE/...) are listed too."""
+    and the atari extra, Atari games are listed too (ALE/<Game>-v5 and ale-py's older ids, e.g. RL Zoo's
+    <Game>NoFrameskip-v4)."""
     import gymnasium as gym
 
     from champion.envs import atari
@@ -435,8 +435,16 @@ def _field_docs() -> list[tuple[str, Any, str]]:
         section, _, name = key.rpartition(".")
         owner = section_class.get(section, "TrainConfig")
         value = getattr(getattr(defaults, section), name) if section else getattr(defaults, name)
-        rows.append((key, list(value) if isinstance(value, tuple) else value, docs.get((owner, name or key), "")))
+        rows.append((key, _as_yaml(value), docs.get((owner, name or key), "")))
     return rows
+
+
+def _as_yaml(value: Any) -> str:
+    """A default as it is written after --set or in a config file: [[32, 8, 4], [64, 4, 2]], null, true."""
+    import yaml
+
+    plain = json.loads(json.dumps(value))  # tuples of tuples become lists of lists
+    return yaml.safe_dump(plain, default_flow_style=True, width=float("inf")).removesuffix("\n...\n").strip()
 
 
 def _import_env_modules(modules: Sequence[str]) -> None:
