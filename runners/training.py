@@ -377,8 +377,9 @@ def _budget_rounding(config: TrainConfig) -> str | None:
     steps = config.rounded_total_steps
     if steps == config.total_steps:
         return None
-    return (f"note: {config.total_steps:,} steps rounded up to {steps:,}: whole rollouts of {num_steps:,} steps x "
-            f"{num_envs} envs")
+    asked = f"{config.total_steps:,} step{'s' if config.total_steps != 1 else ''}"
+    return (f"note: {asked} rounded up to {steps:,}: whole rollouts of {num_steps:,} step{'s' if num_steps != 1 else ''}"
+            f" x {num_envs} env{'s' if num_envs != 1 else ''}")
 
 
 def _steps_to_next_event(step: int, config: TrainConfig) -> int:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from champion.agents.config import ConfigError
 
-INSTALL_HINT = "pip install 'champion[ray]' (or pip install 'ray>=2.60')"
+INSTALL_HINT = "pip install -e '.[ray]' (in champion's folder)"
+"""Said as for the other extras (``champion.envs.factory.describe_env``): the README installs champion that way."""
 CAPACITY_PATIENCE = 5.0
 """How long a run waits for CPUs that stopping actors still hold before it says the cluster is full."""
 PROBE_SECONDS = 3.0
