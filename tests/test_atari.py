@@ -325,3 +325,16 @@ def test_rl_zoos_breakout_on_ray_workers_evaluates_as_in_process(local_ray, tmp_
                             **dict(settings, engine="ray", ray={"workers": 2, "envs_per_worker": 1}))
     assert len(on_ray.details.evaluations) == 2 and on_ray.details.evaluations == in_process.details.evaluations
     assert same_weights(on_ray.run_dir / "best" / "final-step-512", in_process.run_dir / "best" / "final-step-512")
+
+
+@pytest.mark.parametrize("env_kwargs, said", [
+    ({"frameskip": 3}, "env_kwargs frameskip=3: champion's Atari preprocessing skips 4 frames a step itself, so "
+                       "BreakoutNoFrameskip-v4 takes no frameskip; leave it out"),
+    ({"obs_type": "ram"}, "env_kwargs obs_type='ram': champion trains ALE games on the screen (84x84 grayscale, read "
+                          "by the preprocessing), so BreakoutNoFrameskip-v4 would ignore it; leave it out")])
+def test_env_kwargs_the_preprocessing_would_undo_are_refused(env_kwargs, said):
+    """A frame skip would be applied twice and a RAM observation never seen: one line, not a run on the screen."""
+    pytest.importorskip("ale_py", reason="needs the atari extra")
+    with pytest.raises(EnvError) as error:
+        describe_env("BreakoutNoFrameskip-v4", EnvOptions(make_kwargs=tuple(env_kwargs.items())))
+    assert str(error.value) == said

@@ -182,7 +182,7 @@ def test_without_ray_installed_engine_ray_is_one_line_and_nothing_is_created(tmp
         main(["train", "CartPole-v1", "--engine", "ray", "--results-dir", str(tmp_path)])
     assert exited.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("champion train: error: engine=ray needs Ray") and "pip install 'champion[ray]'" in line
+    assert line.startswith("champion train: error: engine=ray needs Ray") and line.endswith("pip install -e '.[ray]' (in champion's folder)")
     assert list(tmp_path.iterdir()) == []
 
 
