@@ -127,11 +127,9 @@ def crowned_cartpole_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
     """The small finished CartPole run of tests/hostile_helpers.py (uncrowned, with checkpoints), trained once per
-    test run (``shared_run``); tests copy it before changing anything (``hostile_helpers.copy_run``).
-
-    A module that imports ``finished_run`` from hostile_helpers gets that module's own copy instead (a fixture
-    imported into a module is registered for that module alone, so a session-scoped one is built once per module
-    and worker); a module that uses this one imports nothing."""
+    test run (``shared_run``); tests copy it before changing anything (``hostile_helpers.copy_run``). A module
+    uses it by naming it, importing nothing (a fixture imported into a module is that module's own, built once
+    per module and worker)."""
     from hostile_helpers import make_finished_run
 
     return shared_run(tmp_path_factory, "finished-cartpole", make_finished_run)

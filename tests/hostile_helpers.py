@@ -12,7 +12,6 @@ import shutil
 import stat
 from pathlib import Path
 
-import pytest
 
 FINISHED_OPTIONS = ("--total-steps", "4096", "--eval-every", "1024", "--eval-episodes", "2", "--seed", "3",
                     "--no-media", "--quiet", "--engine", "gymnasium",
@@ -71,9 +70,3 @@ def warnings_in(text: str) -> list[str]:
 def errors_in(text: str) -> list[str]:
     """The error lines in ``text`` ('champion <command>: error: ...')."""
     return [line for line in text.splitlines() if ": error:" in line]
-
-
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> Path:
-    """One small finished CartPole run for the session; tests copy it before changing anything."""
-    return make_finished_run(tmp_path_factory.mktemp("finished"))

@@ -84,4 +84,9 @@ def node_alive(node_id: str) -> bool:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    try:
+        main(Path(sys.argv[1]))
+    finally:  # Ray's session files of this cluster, which nothing else reads
+        import shutil
+
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)

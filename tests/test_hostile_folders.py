@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hostile_helpers import champion, copy_run, errors_in, finished_run, tree_digest, warnings_in  # noqa: F401
+from hostile_helpers import champion, copy_run, errors_in, tree_digest, warnings_in
 from champion.runners.store.atomic_files import encode_weights
 from champion.runners.store.best_store import BestPolicyStore, list_entries, load_best
 from champion.runners.store.folder_trust import seal

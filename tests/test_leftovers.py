@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import crash_helpers
-from hostile_helpers import champion, copy_run, errors_in, finished_run, tree_digest  # noqa: F401 - fixture
+from hostile_helpers import champion, copy_run, errors_in, tree_digest
 from champion.runners.store.best_store import load_best
 from champion.runners.export import commit_tflite_files, recover_leftovers, sidecar_paths
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from champion.agents.config import RUN_NAME_MAX_BYTES, SEED_LIMIT, ConfigError, TrainConfig, validate
-from hostile_helpers import champion, copy_run, errors_in, finished_run, tree_digest, warnings_in  # noqa: F401
+from hostile_helpers import champion, copy_run, errors_in, tree_digest, warnings_in
 from champion.runners.store.best_store import list_final_entries, read_entry
 from champion.runners.store.run_folder import RunFolderError, RunLock, create_run_dir, default_run_name, is_locked
 from champion.runners.run_state import TrainingInterrupted, _recorded_total_steps, write_failure
