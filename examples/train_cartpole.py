@@ -18,7 +18,8 @@ def main(total_steps: int | None) -> None:
     print(f"champion {replayed.entry.name}, replayed on its {len(replayed.result.seeds)} held-out episodes: "
           f"{replayed.result.mean_return:.1f} (recorded {replayed.recorded_mean_return:.1f})")
     training_best = champion.replay(result.run_dir, entry="best")
-    print(f"training-time best {training_best.entry.name}, replayed on the same seeds: "
+    print(f"training-time best {training_best.entry.name}, replayed on the {len(training_best.result.seeds)} "
+          f"evaluation episodes that made it best: "
           f"{training_best.result.mean_return:.1f} (recorded {training_best.recorded_mean_return:.1f})")
 
 

@@ -19,7 +19,7 @@ def run_example(name, steps, cwd, env=None):
 def test_cartpole_example_replays_its_recorded_return(tmp_path):
     output = run_example("train_cartpole.py", 2048, tmp_path)
     best = float(re.search(r"best mean return ([\d.]+)", output).group(1))
-    replayed, recorded = map(float, re.search(r"same seeds: ([\d.]+) \(recorded ([\d.]+)\)", output).groups())
+    replayed, recorded = map(float, re.search(r"evaluation episodes that made it best: ([\d.]+) \(recorded ([\d.]+)\)", output).groups())
     assert replayed == recorded == best > 0
     champion, held_out = map(float, re.search(r"held-out episodes: ([\d.]+) \(recorded ([\d.]+)\)", output).groups())
     assert champion == held_out > 0
