@@ -78,34 +78,58 @@ def train(env_id: str | None = None, algo: str | None = None, *, total_steps: in
     the network, the sampling and the training envs. Bad settings raise ``champion.ConfigError`` before anything is
     written, and before TensorFlow is imported.
     """
-    from champion.envs.factory import allow_current_folder_modules
-    from champion.runners.configure import read_config_file, resolve_config
+    from champion.runners.configure import resolve_config
     from champion.runners.hooks import Hooks
 
     _refuse_in_a_spawned_child("train")
     Hooks(callbacks)  # a wrong callbacks argument is refused before anything else
-    config_file = None
-    if isinstance(config, (str, Path)):
-        config_file = read_config_file(config)
-        env_id, algo = env_id or config_file.env_id, algo or config_file.algo
-    elif config is not None and not isinstance(config, Mapping):
-        raise UsageError(f"config must be a mapping of config keys or the path of a YAML file, got "
-                         f"{type(config).__name__}")
-    if not isinstance(env_id, str) or not env_id:
-        source = "or a config file naming one" if config_file is None else f"{config_file.path} names none"
-        raise UsageError(f"env_id must be a gymnasium id such as 'CartPole-v1' ({source}), got {env_id!r}")
-    if ":" in env_id:  # a module the caller named: it may live in the current folder, as for `champion train`
-        allow_current_folder_modules()
-    settings = {**(_flatten(config) if isinstance(config, Mapping) else {}), **_flatten(overrides)}
+    env_id, algo, settings, config_file = _train_settings(env_id, algo, config, overrides)
     settings.update({key: value for key, value in (("seed", seed), ("total_steps", total_steps)) if value is not None})
-    resolved, note = resolve_config(env_id, algo or "ppo", settings, use_preset=use_preset, config_file=config_file)
-    for text in [*(config_file.notes if config_file else ()), *([note] if note else [])]:
-        if progress:
-            _note(text)
+    resolved, note = resolve_config(env_id, algo or "ppo", settings, use_preset=use_preset, config_file=config_file,
+                                    strict=True)
     _check_before_training(resolved)
+    notes = [*(config_file.notes if config_file and "run_name" not in settings else ()), *([note] if note else [])]
+    for text in notes if progress else ():
+        _note(text)
     from champion.runners.training import train as run_training
 
     return _finished(run_training(resolved, progress=progress, callbacks=callbacks), callbacks)
+
+
+def _train_settings(env_id: str | None, algo: str | None, config: str | Path | Mapping[str, Any] | None,
+                    overrides: Mapping[str, Any]) -> tuple[str, str | None, dict[str, Any], Any]:
+    """``train``'s env id, algorithm, dotted settings and config file (or None). A file's or a mapping's env_id
+    and algo stand where the arguments are not given. A module the caller named (``module:Env-v0``) may live in the
+    current folder, as for ``champion train``; one a file names is imported only from installed packages, as a run
+    folder's is."""
+    from champion.envs.factory import allow_current_folder_modules, import_recorded_env_module
+    from champion.runners.configure import read_config_file
+
+    config_file, mapping = None, {}
+    if isinstance(config, (str, Path)):
+        config_file = read_config_file(config)
+        chosen = {"env_id": config_file.env_id, "algo": config_file.algo}
+    elif isinstance(config, Mapping):
+        mapping = _flatten(config)
+        chosen = {key: mapping.pop(key, None) for key in ("env_id", "algo")}
+    elif config is not None:
+        raise UsageError(f"config must be a mapping of config keys or the path of a YAML file, got "
+                         f"{type(config).__name__}")
+    else:
+        chosen = {"env_id": None, "algo": None}
+    named = isinstance(env_id, str) and bool(env_id)
+    env_id, algo = env_id or chosen["env_id"], algo or chosen["algo"]
+    if config_file is not None and not env_id:
+        raise UsageError(f"{config_file.path} names no env_id: give one as well (champion train ENV_ID --config "
+                         "FILE, or env_id= in Python)")
+    if not isinstance(env_id, str) or not env_id:
+        raise UsageError(f"env_id must be a gymnasium id such as 'CartPole-v1' (or a config file naming one), got "
+                         f"{env_id!r}")
+    if ":" in env_id and named:
+        allow_current_folder_modules()
+    elif ":" in env_id:
+        import_recorded_env_module(env_id, str(config_file.path if config_file else "config"))
+    return env_id, algo, {**mapping, **_flatten(overrides)}, config_file
 
 
 def resume(run_dir: str | Path, *, total_steps: int | None = None, callbacks: Sequence[Callback] = (),

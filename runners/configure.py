@@ -73,26 +73,30 @@ def resolve_config(
     overrides: dict[str, Any] | None = None,
     use_preset: bool = True,
     config_file: ConfigFile | None = None,
+    strict: bool = False,
 ) -> tuple[TrainConfig, str | None]:
     """Defaults, then the (env, algo) preset, then the config file's settings, then overrides; validated. An error
-    in the preset or the file names it; a setting of the algorithm the run does not train is refused (a file may
-    hold that section at its defaults, as a run's config.yaml does).
+    in the preset or the file names it. A file's settings of the algorithm the run does not train are refused
+    unless they are that section's defaults (a run's config.yaml holds both sections); with ``strict`` (a user's
+    command or call) so are the overrides' (they would do nothing), and env_id or algo among them (they choose
+    the preset, so they are arguments, not overrides).
 
     Returns the config and a note for the user when no preset exists for this pair.
     """
     config = TrainConfig(env_id=env_id, algo=algo)
     if algo not in ("ppo", "a2c"):
         raise ConfigError(f"algo must be one of ppo, a2c, got {algo!r}")
+    overrides = dict(overrides or {})
+    if strict:
+        _refuse_choosers(overrides)
     preset = presets.load(env_id, algo) if use_preset else None
     if preset is not None:
         config = _apply_from(config, _flatten(preset), f"preset {presets.preset_path(env_id, algo)}: ")
     else:
         config = apply_overrides(config, NO_PRESET)
-    file_settings = {}
-    if config_file is not None:
-        file_settings = _used_settings(config, config_file.settings, f"{config_file.path}: ", keep_defaults=True)
-        config = _apply_from(config, file_settings, f"{config_file.path}: ")
-    overrides = _used_settings(config, overrides or {}, "", keep_defaults=False)
+    file_settings = _file_settings(config, config_file, overrides) if config_file is not None else {}
+    config = _apply_from(config, file_settings, f"{config_file.path}: " if config_file else "")
+    overrides = _used_settings(config, overrides, "", keep_defaults=False) if strict else overrides
     config = apply_overrides(config, overrides)
     config = _ray_layout(config, {**file_settings, **overrides})
     note = None
@@ -100,13 +104,44 @@ def resolve_config(
         given = {_resolve_key(config, key) for key in {**file_settings, **overrides}}
         if algo == "ppo" and "ppo.num_steps" not in given:
             config = apply_overrides(config, {"ppo.num_steps": _rollout_steps(config)})
-        rollout = config.algo_config.num_steps * config.num_envs
-        why = f"no preset for {env_id} with {algo}" if use_preset else "--no-preset"
-        note = (f"{why}: the defaults for any env ({rollout:,}-transition rollouts of {config.algo_config.num_steps:,} "
-                f"steps x {config.num_envs} envs, normalised observations and rewards); champion presets lists the tuned "
-                "ones")
+        note = _no_preset_note(config, use_preset, config_file)
     validate(config)
     return config, note
+
+
+def _no_preset_note(config: TrainConfig, use_preset: bool, config_file: ConfigFile | None) -> str:
+    """What an env without a preset starts from (or, with a config file, that the file's settings go over it)."""
+    why = f"no preset for {config.env_id} with {config.algo}" if use_preset else "--no-preset"
+    if config_file is not None:
+        return f"{why}: {config_file.path}'s settings over the defaults for any env (champion presets --fields)"
+    rollout = config.algo_config.num_steps * config.num_envs
+    return (f"{why}: the defaults for any env ({rollout:,}-transition rollouts of {config.algo_config.num_steps:,} "
+            f"steps x {config.num_envs} envs, normalised observations and rewards); champion presets lists the tuned "
+            "ones")
+
+
+def _refuse_choosers(overrides: dict[str, Any]) -> None:
+    """env_id and algo choose the preset the overrides go over: given as overrides, they would come too late."""
+    for key, option in (("env_id", "ENV_ID"), ("algo", "--algo")):
+        if key in overrides:
+            raise ConfigError(f"{key} is not a key to set: it chooses the preset, so give it as {option} "
+                              f"(env_id and algo in a --config file work too)")
+
+
+def _file_settings(config: TrainConfig, config_file: ConfigFile, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The config file's settings this run uses: refused when the file is another algorithm's run; its
+    schedule_steps left out when the overrides set a new total_steps (the schedule follows the new budget)."""
+    source = f"{config_file.path}: "
+    if config_file.algo is not None and config_file.algo != config.algo:
+        article = "an" if config_file.algo == "a2c" else "a"
+        raise ConfigError(f"{source}it is the config of {article} {config_file.algo.upper()} run, and this run trains "
+                          f"{config.algo.upper()}, whose settings it does not hold (its {config.algo} section was "
+                          f"never used); train {config_file.algo.upper()}, or leave out --algo")
+    settings = dict(config_file.settings)
+    given = {_resolve_key(config, key) for key in overrides}
+    if "total_steps" in given and "schedule_steps" not in given:
+        settings.pop("schedule_steps", None)
+    return _used_settings(config, settings, source, keep_defaults=True)
 
 
 def _apply_from(config: TrainConfig, settings: dict[str, Any], source: str) -> TrainConfig:
@@ -126,14 +161,15 @@ def _used_settings(config: TrainConfig, settings: dict[str, Any], source: str,
     used = {}
     for key, value in settings.items():
         try:
-            resolved = _resolve_key(config, key)
+            section, _, name = _resolve_key(config, key).partition(".")
+            if section == other and keep_defaults:
+                at_default = _coerce(key, value, _field_type(type(defaults), name)) == getattr(defaults, name)
         except ConfigError as error:
             raise ConfigError(f"{source}{error}") from None
-        section, _, name = resolved.partition(".")
         if section != other:
             used[key] = value
             continue
-        if keep_defaults and _coerce(key, value, _field_type(type(defaults), name)) == getattr(defaults, name):
+        if keep_defaults and at_default:
             continue
         instead = (f"set {config.algo}.{name} instead, or " if name in {item.name for item in
                                                                        dataclasses.fields(config.algo_config)} else "")
@@ -200,13 +236,21 @@ def read_config_file(path: str | Path) -> ConfigFile:
     if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
         raise ConfigError(f"config file {path} must be a mapping of config keys, as a preset or a run's config.yaml "
                           f"is (e.g. total_steps: 100000 and ppo: {{learning_rate: 3.0e-4}})")
+    section = next((key for key in SECTIONS if key in data and not isinstance(data[key], dict)), None)
+    if section is not None:
+        raise ConfigError(f"config file {path} has {section}: {reprlib.repr(data[section])} instead of a mapping of "
+                          f"{section}.* fields (e.g. {section}: {{...}})")
     settings = _flatten(data)
     env_id, algo, run_name = (settings.pop(key, None) for key in ("env_id", "algo", "run_name"))
-    for key, value in (("env_id", env_id), ("algo", algo)):
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"config file {path}: {key} must be text, got {value!r}")
+    if env_id is not None and not isinstance(env_id, str):
+        raise ConfigError(f"config file {path}: env_id must be text, got {env_id!r}")
+    if algo is not None and algo not in ("ppo", "a2c"):
+        raise ConfigError(f"config file {path}: algo must be ppo or a2c, got {algo!r}")
     if settings.get("schedule_steps") is not None and settings.get("schedule_steps") == settings.get("total_steps"):
         del settings["schedule_steps"]  # the run's own budget: a new run sets it from its own total_steps
+    if settings.get("ray.envs_per_worker") and settings.get("num_envs") == (
+            settings.get("ray.workers", 0) * settings["ray.envs_per_worker"]):
+        del settings["num_envs"]  # workers x envs_per_worker: made again from them, so --workers may change it
     notes = (f"{path}'s run_name {run_name} is not reused: a new run gets a folder of its own (--run-name names it)",
              ) if run_name else ()
     return ConfigFile(path, settings, env_id, algo, notes)
@@ -350,10 +394,13 @@ def _coerce(key: str, value: Any, target: Any) -> Any:
             return float(value)
         if target is str and value is not None:
             return str(value)
+    except ConfigError:
+        raise
     except (TypeError, ValueError):
         pass
     if typing.get_origin(target) is tuple:  # hidden_sizes=64: one layer or two? the user says which
-        example = f"[{value}] for one layer of {value}, [{value}, {value}] for two" if _is_whole(value) else "[64, 64]"
+        one = _is_whole(value) and _to_int(value) > 0
+        example = f"[{value}] for one layer of {value}, [{value}, {value}] for two" if one else "[64, 64]"
         raise ConfigError(f"{key} must be a list of integers, one per layer (e.g. {example}), got {value!r}")
     expected = {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(target, "text")
     raise ConfigError(f"{key} must be {expected}, got {value!r}")

@@ -16,7 +16,6 @@ from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, describe_env, import_recorded_env_module, make_eval_env
 from champion.runners.store.best_store import (BestPolicyError, StoredPolicy, list_entries, list_final_entries, load_best,
                                 load_champion, read_entry)
-from champion.runners.configure import load_run_config
 from champion.runners.evaluate import EvalResult, episode_seeds, evaluate, joined, play_episodes
 from champion.runners.store.folder_trust import is_entry_name
 from champion.runners.logs.media import play_apart, write_video
@@ -46,14 +45,22 @@ class ReplayResult:
         """Whether the replay played exactly the recorded evaluation's episodes (then its mean must match)."""
         return tuple(self.result.seeds) == tuple(self.recorded_seeds)
 
+    @property
+    def common_episodes(self) -> int:
+        """How many of the replayed episodes are recorded ones (the same seed)."""
+        return len(set(self.result.seeds) & set(self.recorded_seeds))
+
     def common_means(self) -> tuple[int, float, float] | None:
         """Over the episodes both the replay and the record played (by seed): how many, the replay's mean and the
-        recorded mean; None when they share none, or the record has no per-episode returns. Only these two means
-        are comparable: other episodes are other draws of the env."""
+        recorded mean; None when they share none, or share some but the record keeps no per-episode returns (then
+        only all of its episodes compare). Only these two means are comparable: other episodes are other draws of
+        the env."""
+        if self.same_episodes:
+            return len(self.recorded_seeds), self.result.mean_return, self.recorded_mean_return
         recorded = dict(zip(self.recorded_seeds, self.recorded_returns))
         pairs = [(played, recorded[seed]) for seed, played in zip(self.result.seeds, self.result.returns)
                  if seed in recorded]
-        if not pairs or len(self.recorded_returns) != len(self.recorded_seeds):
+        if not pairs:
             return None
         return len(pairs), float(np.mean([pair[0] for pair in pairs])), float(np.mean([pair[1] for pair in pairs]))
 
@@ -74,7 +81,7 @@ class ReplayResult:
             "recorded_mean_return": self.recorded_mean_return,
             "recorded_episodes": len(self.recorded_seeds),
             "same_episodes_as_recorded": self.same_episodes,
-            "common_episodes": common[0] if common else 0,
+            "common_episodes": self.common_episodes,
             "mean_return_on_common": common[1] if common else None,
             "recorded_mean_on_common": common[2] if common else None,
             "matches_recorded": (common[1] == common[2]) if common else None,
@@ -144,7 +151,7 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
     policy, manifest = load_policy(run_dir, entry)
     single_threaded_numpy()  # it acts in numpy: small matrices (see agents/compile/runtime.py)
     check_env_fits(manifest)
-    seeds = _seeds(run_dir, manifest, episodes, seed)
+    seeds = _seeds(manifest, episodes, seed)
     env_id, options = manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options"))
     if video is not None:
         result = play_apart(write_video, env_id, options, seeds, policy.spec, policy.weights, Path(video))
@@ -160,19 +167,27 @@ def replay(run_dir: Path, episodes: int | None = None, seed: int | None = None, 
         result = play_episodes(env_id, options, policy.spec, policy.weights, seeds)
     return ReplayResult(run_dir, Path(manifest["entry"]), result, float(manifest["mean_return"]), int(manifest["step"]),
                         tuple(int(seed) for seed in manifest["eval_seeds"]), picked, bool(manifest.get("crowned")),
-                        tuple(float(value) for value in manifest.get("returns") or ()))
+                        _recorded_returns(manifest))
 
 
-def _seeds(run_dir: Path, manifest: dict[str, Any], episodes: int | None, seed: int | None) -> list[int]:
-    """The recorded episodes' seeds; ``episodes`` alone takes the first of them, or continues past them, so that
-    what replay compares is the same episodes; ``seed`` starts elsewhere."""
+def _recorded_returns(manifest: dict[str, Any]) -> tuple[float, ...]:
+    """The recorded return of each recorded episode; none when the record keeps no such list, one that is not a
+    number per seed included (an older or edited record: then only all its episodes compare, by their mean)."""
+    returns, seeds = manifest.get("returns"), manifest["eval_seeds"]
+    if not isinstance(returns, list) or len(returns) != len(seeds) or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) for value in returns):
+        return ()
+    return tuple(float(value) for value in returns)
+
+
+def _seeds(manifest: dict[str, Any], episodes: int | None, seed: int | None) -> list[int]:
+    """The recorded episodes' seeds; ``episodes`` alone takes the first of them, or goes on past the last, so
+    that what replay compares is the same episodes; ``seed`` starts elsewhere."""
     recorded = [int(value) for value in manifest["eval_seeds"]]
-    if seed is None and (episodes is None or episodes == len(recorded)):
-        return recorded
+    count = episodes or len(recorded)
     if seed is None:
-        consecutive = recorded == episode_seeds(recorded[0], len(recorded))  # as champion records them
-        seed = recorded[0] if consecutive else load_run_config(run_dir).eval_seed
-    return episode_seeds(seed, episodes or len(recorded))
+        return recorded[:count] + episode_seeds(max(recorded) + 1, max(0, count - len(recorded)))
+    return episode_seeds(seed, count)
 
 
 

@@ -127,7 +127,7 @@ class Run:
             return
         from champion.runners.replay import load_policy
 
-        policy, _ = load_policy(self.run_dir)
+        policy, _ = load_policy(self.run_dir, "best")  # the training-time best, even in a run crowned since
         self.media.pending = PendingBest(step, policy)
 
 

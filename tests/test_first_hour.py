@@ -142,21 +142,71 @@ def test_config_errors_name_their_file(tmp_path, monkeypatch):
 
 
 def test_settings_that_would_do_nothing_are_refused():
-    """The other algorithm's section and a number where a list of layers goes: said, not silently taken."""
-    with pytest.raises(ConfigError) as error:
-        resolve_config("CartPole-v1", "ppo", {"a2c.learning_rate": "1e-3"})
-    assert str(error.value) == ("a2c.learning_rate is a setting of A2C, and this run trains PPO: set "
-                                "ppo.learning_rate instead, or train A2C with --algo a2c")
-    with pytest.raises(ConfigError) as error:
-        resolve_config("CartPole-v1", "a2c", {"ppo.clip_range": "0.1"})
-    assert str(error.value) == ("ppo.clip_range is a setting of PPO, and this run trains A2C: train PPO with "
-                                "--algo ppo")
-    with pytest.raises(ConfigError) as error:
-        resolve_config("CartPole-v1", "ppo", {"network.hidden_sizes": "64"})
-    assert str(error.value) == ("network.hidden_sizes must be a list of integers, one per layer (e.g. [64] for one "
-                                "layer of 64, [64, 64] for two), got 64")
-    config, _ = resolve_config("CartPole-v1", "ppo", {"learning_rate": "1e-3", "hidden_sizes": "[32]"})
+    """The other algorithm's section, env_id or algo as an override, and a number where a list of layers goes:
+    said, not silently taken, for a user's command or call (``strict``)."""
+    def refusal(algo: str, overrides: dict) -> str:
+        with pytest.raises(ConfigError) as error:
+            resolve_config("CartPole-v1", algo, overrides, strict=True)
+        return str(error.value)
+
+    assert refusal("ppo", {"a2c.learning_rate": "1e-3"}) == (
+        "a2c.learning_rate is a setting of A2C, and this run trains PPO: set ppo.learning_rate instead, or train A2C "
+        "with --algo a2c")
+    assert refusal("a2c", {"ppo.clip_range": "0.1"}) == (
+        "ppo.clip_range is a setting of PPO, and this run trains A2C: train PPO with --algo ppo")
+    assert refusal("ppo", {"algo": "a2c", "a2c.gamma": "0.9"}) == (
+        "algo is not a key to set: it chooses the preset, so give it as --algo (env_id and algo in a --config file "
+        "work too)")
+    assert refusal("ppo", {"network.hidden_sizes": "64"}) == (
+        "network.hidden_sizes must be a list of integers, one per layer (e.g. [64] for one layer of 64, [64, 64] for "
+        "two), got 64")
+    assert refusal("ppo", {"network.cnn_layers": "64"}) == (
+        "network.cnn_layers must be a list of lists of integers, e.g. [[32, 8, 4], [64, 4, 2]], got 64")
+    config, _ = resolve_config("CartPole-v1", "ppo", {"learning_rate": "1e-3", "hidden_sizes": "[32]"}, strict=True)
     assert (config.ppo.learning_rate, config.network.hidden_sizes) == (1e-3, (32,))  # bare keys: this run's own
+    both, _ = resolve_config("CartPole-v1", "ppo", {"a2c.gamma": 0.5, "ppo.gamma": 0.9})  # champion's own calls
+    assert (both.ppo.gamma, both.a2c.gamma) == (0.9, 0.5)
+
+
+def test_a_config_file_of_another_algorithms_run_or_with_a_new_budget(tmp_path):
+    """An A2C run's config.yaml for a PPO run is refused (its ppo section was never used); a new --total-steps
+    takes the schedule with it; a Ray run's workers may change; a bad value in the other section names the file."""
+    recorded = TrainConfig(env_id="CartPole-v1", algo="a2c", total_steps=5000, schedule_steps=20000, num_envs=8,
+                           ray=TrainConfig().ray.__class__(workers=2, envs_per_worker=4))
+    file = tmp_path / "config.yaml"
+    file.write_text(config_yaml(recorded, "a2c-run"))
+    settings = read_config_file(file)
+    with pytest.raises(ConfigError) as error:
+        resolve_config("CartPole-v1", "ppo", {}, config_file=settings, strict=True)
+    assert str(error.value) == (f"{file}: it is the config of an A2C run, and this run trains PPO, whose settings it "
+                                "does not hold (its ppo section was never used); train A2C, or leave out --algo")
+    kept, _ = resolve_config("CartPole-v1", "a2c", {}, config_file=settings, strict=True)
+    assert (kept.total_steps, kept.schedule_steps, kept.num_envs) == (5000, 20000, 8)
+    longer, _ = resolve_config("CartPole-v1", "a2c", {"total_steps": 40000, "ray.workers": 3}, config_file=settings,
+                               strict=True)
+    assert (longer.total_steps, longer.schedule_steps, longer.num_envs) == (40000, None, 12)
+    file.write_text("ppo:\n  learning_rate: fast\n")
+    with pytest.raises(ConfigError) as error:
+        resolve_config("CartPole-v1", "a2c", {}, config_file=read_config_file(file), strict=True)
+    assert str(error.value) == f"{file}: ppo.learning_rate must be a number, got 'fast'"
+    for text, said in (("algo: PPO\n", "algo must be ppo or a2c, got 'PPO'"),
+                       ("ppo: 3\n", "has ppo: 3 instead of a mapping of ppo.* fields (e.g. ppo: {...})")):
+        file.write_text(text)
+        with pytest.raises(ConfigError) as error:
+            read_config_file(file)
+        assert said in str(error.value) and str(file) in str(error.value)
+
+
+def test_a_config_files_env_module_is_imported_only_from_installed_packages(tmp_path, monkeypatch):
+    """A config file may come from anyone, as a run folder may: the module its env id names is not imported from
+    the current folder (an env id typed by the user may be)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "decoy_envs.py").write_text("import pathlib\npathlib.Path('ran').write_text('yes')\n")
+    (tmp_path / "shared.yaml").write_text("env_id: decoy_envs:Decoy-v0\n")
+    with pytest.raises(champion.ChampionError) as error:
+        champion.train(config="shared.yaml", progress=False)
+    assert "shared.yaml" in str(error.value) and "decoy_envs" in str(error.value)
+    assert not (tmp_path / "ran").exists() and "decoy_envs" not in sys.modules
 
 
 def test_a_file_may_hold_the_other_section_at_its_defaults_only(tmp_path):
@@ -218,6 +268,39 @@ def test_replay_compares_the_episodes_both_played(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1].endswith(
         f"over 3 other episodes than the 6 held-out episodes of its recorded mean ({record['held_out_mean']:.2f}), "
         "so the two are not comparable")
+
+
+def test_replay_lines_for_records_with_and_without_returns():
+    """What the line and --json say: the same episodes compare by their mean even without per-episode returns;
+    a part of them compares only when the record keeps each return; an edited list of returns is not used."""
+    from champion.runners.cli.main import _replayed_mean_line
+    from champion.runners.evaluate import EvalResult
+    from champion.runners.replay import ReplayResult, _recorded_returns, _seeds
+
+    seeds, returns = (100, 101, 102, 103), (10.0, 20.0, 30.0, 40.0)
+
+    def replayed(played: tuple[int, ...], kept: tuple[float, ...]) -> ReplayResult:
+        result = EvalResult(tuple(returns[seeds.index(seed)] if seed in seeds else 7.0 for seed in played),
+                            (5,) * len(played), played)
+        return ReplayResult(Path("run"), Path("run/best/0001-step-5"), result, 25.0, 5, seeds, crowned=False,
+                            recorded_returns=kept)
+
+    whole = replayed(seeds, ())
+    assert _replayed_mean_line(whole) == "mean return 25.00 ± 11.18 (same as recorded: 25.00)"
+    assert whole.to_dict()["matches_recorded"] is True and whole.to_dict()["common_episodes"] == 4
+    part = replayed((100, 101), returns)
+    assert _replayed_mean_line(part).endswith("over 2 episodes; on the 2 that are among its 4 recorded evaluation "
+                                              "episodes: 15.00 (same as recorded: 15.00)")
+    unknown = replayed((100, 101), ())
+    assert _replayed_mean_line(unknown).endswith("over 2 episodes, 2 of them among its 4 recorded evaluation "
+                                                 "episodes, whose record keeps only their mean (25.00): replay all 4 "
+                                                 "of them to compare")
+    assert (unknown.to_dict()["common_episodes"], unknown.to_dict()["matches_recorded"]) == (2, None)
+    assert _recorded_returns({"eval_seeds": seeds, "returns": ["x", 1, 2, 3]}) == ()
+    assert _recorded_returns({"eval_seeds": seeds, "returns": 5}) == ()
+    assert _seeds({"eval_seeds": [7, 9, 30]}, 5, None) == [7, 9, 30, 31, 32]  # past the last, never a recorded one
+    assert _seeds({"eval_seeds": [7, 9, 30]}, 2, None) == [7, 9]
+    assert _seeds({"eval_seeds": [7, 9, 30]}, None, 50) == [50, 51, 52]
 
 
 def test_the_newest_run_is_the_one_started_or_resumed_last(tmp_path):

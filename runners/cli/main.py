@@ -99,13 +99,7 @@ def train(env_id: str | None, resume_dir: Path | None, config_file: Path | None,
 
         _print_profile(champion.resume(resume_dir, progress=not quiet, **overrides).details, profile)
         return
-    settings = None
-    if config_file is not None:
-        from champion.runners.configure import read_config_file
-
-        settings = read_config_file(config_file)
-        env_id = env_id or settings.env_id
-    if env_id is None:
+    if env_id is None and config_file is None:
         raise click.UsageError("give ENV_ID to start a run (e.g. champion train CartPole-v1), a --config FILE that "
                                "names one, or --resume RUN_DIR")
     import champion
@@ -183,16 +177,20 @@ def _replayed_mean_line(outcome: Any) -> str:
     kind = "held-out" if outcome.crowned else "evaluation"
     mean = f"mean return {result.mean_return:.2f} ± {result.std_return:.2f}"
     common = outcome.common_means()
-    if outcome.same_episodes or (common is None and result.mean_return == outcome.recorded_mean_return):
+    if outcome.same_episodes:
         same = "same as recorded" if result.mean_return == outcome.recorded_mean_return else "recorded"
         return f"{mean} ({same}: {outcome.recorded_mean_return:.2f})"
-    if common is None:
-        return (f"{mean} over {len(result.seeds)} other episodes than the {recorded} {kind} episodes of its recorded "
-                f"mean ({outcome.recorded_mean_return:.2f}), so the two are not comparable")
-    count, replayed_mean, recorded_mean = common
-    same = "same as recorded" if replayed_mean == recorded_mean else "recorded"
-    return (f"{mean} over {len(result.seeds)} episodes; on the {count} that are among its {recorded} recorded "
-            f"{kind} episodes: {replayed_mean:.2f} ({same}: {recorded_mean:.2f})")
+    if common is not None:
+        count, replayed_mean, recorded_mean = common
+        same = "same as recorded" if replayed_mean == recorded_mean else "recorded"
+        return (f"{mean} over {len(result.seeds)} episodes; on the {count} that are among its {recorded} recorded "
+                f"{kind} episodes: {replayed_mean:.2f} ({same}: {recorded_mean:.2f})")
+    if outcome.common_episodes:
+        return (f"{mean} over {len(result.seeds)} episodes, {outcome.common_episodes} of them among its {recorded} "
+                f"recorded {kind} episodes, whose record keeps only their mean ({outcome.recorded_mean_return:.2f}): "
+                f"replay all {recorded} of them to compare")
+    return (f"{mean} over {len(result.seeds)} other episodes than the {recorded} {kind} episodes of its recorded "
+            f"mean ({outcome.recorded_mean_return:.2f}), so the two are not comparable")
 
 
 @cli.command(short_help="Write a run's best policy as a SavedModel, TFLite or Keras file.")
