@@ -144,22 +144,38 @@ def best_policy_note(run_dir: Path) -> str:
     return "no best policy had been saved yet"
 
 
-class StopRequests:
+class _StopSignals:
+    """While in its block (in the main thread: only it may set handlers), SIGINT and SIGTERM go to ``_handle``;
+    the handlers from before come back after. ``signal_number`` is the first that arrived."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame: FrameType | None) -> None:
+        raise NotImplementedError
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class StopRequests(_StopSignals):
     """Turns the first SIGINT/SIGTERM into a request that the loop honours after the current update.
 
     A second Ctrl-C stops at once (KeyboardInterrupt), without a checkpoint.
     """
 
     def __init__(self, console: Console) -> None:
+        super().__init__()
         self.console = console
-        self.signal_number: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopRequests":
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
         if self.signal_number is not None:
@@ -168,36 +184,16 @@ class StopRequests:
         self.console.print(f"{signal.Signals(number).name} received: stopping after this update with a checkpoint "
                            "(Ctrl-C again stops at once, without one)")
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
 
-
-class CrownSignals:
+class CrownSignals(_StopSignals):
     """While the end-of-run crown plays, SIGINT and SIGTERM stop it at once as a KeyboardInterrupt (what the
     crown's players and any other code already stop on), so that every context manager unwinds: the run
     folder's lock is released and the store stays as it was. ``signal_number`` is the first that arrived."""
-
-    def __init__(self) -> None:
-        self.signal_number: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "CrownSignals":
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
         if self.signal_number is None:
             self.signal_number = number
         raise KeyboardInterrupt
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
 
 
 def check_checkpoint_fits(loaded: LoadedCheckpoint, config: TrainConfig, spec: Any) -> None:
