@@ -158,11 +158,11 @@ class RayConfig:
     eval_workers: int = 1
     """Actors playing the evaluation episodes beside training (the episodes are split among them); 0: evaluate in the driver process."""
     fragment_timeout_s: float = 120.0
-    """A worker whose fragment takes longer is restarted and its fragment collected again."""
-    eval_timeout_s: float = 600.0
-    """An evaluation actor that takes longer is restarted and the evaluation played again."""
+    """A worker whose fragment takes longer is restarted and its fragment collected again (several lost workers are restarted at once)."""
+    eval_timeout_s: float = 120.0
+    """An evaluation actor whose episodes take longer (from when they were sent) is warned about, restarted and plays them again; late twice in one evaluation, the run stops."""
     max_worker_restarts: int = 3
-    """Worker restarts (deaths and timeouts, over the whole run) before the run stops with a checkpoint."""
+    """Restarts each rollout or evaluation worker may have (deaths and timeouts, per worker over the session) before the run stops with a checkpoint."""
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
             media = BestPolicyMedia(config.env_id, config.eval_seed,
                                     lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height),
                                     options=EnvOptions.from_config(config))
-        evaluation = _evaluation(config, spec, engine_kind)
+        evaluation = _evaluation(config, spec, engine_kind, warner(console))
         built.callback(evaluation.close)
         store = BestPolicyStore(run_dir / "best", keep=max(3, config.crown.candidates), on_warning=warner(console))
         built.pop_all()
@@ -163,7 +163,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
                console=console, out=out, engine=engine, media=media)
 
 
-def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> Evaluation:
+def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str, warn: Callable[[str], None]) -> Evaluation:
     """Evaluation beside training: on Ray actors with the Ray engine (unless ray.eval_workers is 0), else on a
     thread of this process; both play the same fixed-seed episodes and return the same results."""
     seeds, options = episode_seeds(config.eval_seed, config.eval_episodes), EnvOptions.from_config(config)
@@ -171,7 +171,7 @@ def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str) -> Eva
         from champion.runners.ray.evaluation import RayEvaluation
 
         return RayEvaluation(config.env_id, options, spec, seeds, config.ray.eval_workers, config.ray.eval_timeout_s,
-                             config.ray.max_worker_restarts, config.eval_in_background)
+                             config.ray.max_worker_restarts, config.eval_in_background, warn=warn)
     eval_envs = make_eval_env(config.env_id, config.eval_episodes, options=options)
     return BackgroundEvaluation(eval_envs, seeds, config.eval_in_background, env_id=config.env_id)
 

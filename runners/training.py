@@ -232,7 +232,8 @@ def _loop(run: Run, state: LoopState, called: float, stop: StopRequests) -> Trai
                          startup_seconds=session_start - called, run_wall_seconds=wall_before + wall_seconds)
     out.print(f"done: {state.step:,} steps ({result.session_steps:,} in this session, {wall_seconds:.1f}s, "
                   f"{result.steps_per_second:,.0f} steps/s); best mean return "
-                  f"{run.store.best_mean_return:.2f} at step {run.store.best_step}")
+                  f"{run.store.best_mean_return:.2f} at step {run.store.best_step}"
+                  f"{'; ' + result.engine['not_exact'] if result.engine.get('not_exact') else ''}")
     out.print(f"time went to: {timings.summary(wall_seconds)}")
     if state.stopped_early:
         out.print(f"stopped early at step {state.step:,} of {config.total_steps:,}: {state.stopped_early}")

@@ -103,6 +103,135 @@ def test_a_worker_killed_mid_run_is_restarted_and_training_goes_on(local_ray, tm
     assert "restarted it (1 of 3 restarts)" in capsys.readouterr().err
 
 
+def kill_workers_before_rollout(monkeypatch, at: dict[int, list[int]]):
+    """Before rollout v (the engine's weights version) SIGKILL the processes of the rollout workers at[v], all at once
+    (as a lost node takes several); returns how long each batch of restarts took, by rollout."""
+    import time
+
+    from champion.runners.engines import ray_engine
+
+    collect, restart, took = ray_engine.RayEngine._collect, ray_engine.RayEngine._restart, {}
+
+    def collect_after_killing(engine, step):
+        if engine.version + 1 in at:
+            indices = at[engine.version + 1]
+            pids = [report["pid"] for report in ray.get([engine.workers[index].process.remote() for index in indices])]
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+        return collect(engine, step)
+
+    def timed_restart(engine, lost, step):
+        started = time.monotonic()
+        try:
+            return restart(engine, lost, step)
+        finally:
+            took.setdefault(engine.version, []).append((sorted(lost), time.monotonic() - started))
+
+    monkeypatch.setattr(ray_engine.RayEngine, "_collect", collect_after_killing)
+    monkeypatch.setattr(ray_engine.RayEngine, "_restart", timed_restart)
+    return took
+
+
+def four_workers(tmp_path, name, **overrides):
+    """4 workers of 2 envs on the session's 2-CPU Ray (half a CPU each), evaluation in the driver."""
+    values = {"total_steps": 2048, "eval_every": 1024, "ray.workers": 4, "ray.worker_cpus": 0.5, "ray.eval_workers": 0,
+              "crown.at_end": False, **overrides}
+    return ray_config(tmp_path, name, **values)
+
+
+def test_several_workers_lost_at_once_are_restarted_together_each_within_its_own_budget(local_ray, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """Three of four workers killed before rollout 3 (a node of three lost): with ray.max_worker_restarts=1 each, a
+    budget the whole run's three restarts would have passed under a run-wide count, the run goes on; the three are
+    started together (one warning line, one batch of restarts) and the final line says the run is no longer exact."""
+    took = kill_workers_before_rollout(monkeypatch, {3: [0, 1, 2]})
+    result = train(four_workers(tmp_path, "node-lost", **{"ray.max_worker_restarts": 1}), progress=True)
+    assert result.env_steps == 2048
+    engine = summary(result.run_dir)["engine"]
+    assert engine["worker_restarts"] == 3 and engine["worker_restarts_by_worker"] == {"0": 1, "1": 1, "2": 1}
+    assert [lost for lost, _ in took[3]] == [[0, 1, 2]]  # one batch: started together, awaited together
+    captured = capsys.readouterr()
+    [warning] = [line for line in captured.err.splitlines() if "restarted them" in line]
+    assert "rollout workers 0, 1, 2 were" in warning and "(up to 1 of 1 restarts each)" in warning
+    [done] = [line for line in captured.out.splitlines() if line.startswith("done:")]
+    assert "not exact: rollout workers 0, 1, 2 were restarted (last at step 512)" in done
+
+
+def test_a_worker_past_its_own_restarts_ends_the_run_in_one_line(local_ray, tmp_path, monkeypatch):
+    """Worker 1 killed before rollouts 2 and 4 with ray.max_worker_restarts=1: its second loss ends the run (with a
+    checkpoint), though the other workers never restarted."""
+    kill_workers_before_rollout(monkeypatch, {2: [1], 4: [1]})
+    with pytest.raises(TrainingStopped) as stopped:
+        train(four_workers(tmp_path, "budget", **{"ray.max_worker_restarts": 1}), progress=False)
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert "rollout worker 1 was lost" in message and "ray.max_worker_restarts=1" in message
+    assert "continue with: champion train --resume" in message
+
+
+def test_a_clean_run_on_ray_ends_with_no_not_exact_clause(local_ray, tmp_path, capsys):
+    result = train(four_workers(tmp_path, "clean", total_steps=512), progress=True)
+    assert summary(result.run_dir)["engine"]["not_exact"] is None
+    [done] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("done:")]
+    assert "not exact" not in done
+
+
+def test_weights_go_into_the_object_store_once_per_rollout_and_every_call_gets_the_reference(local_ray, tmp_path,
+                                                                                            monkeypatch):
+    """ray.put counted in the driver; every collect call's weights argument is an ObjectRef, one per rollout."""
+    from ray.actor import ActorMethod
+
+    puts, collects = [], []
+    real_put, real_remote = ray.put, ActorMethod.remote
+
+    def counting_put(value, *rest, **options):
+        reference = real_put(value, *rest, **options)
+        puts.append(reference)
+        return reference
+
+    def recording_remote(method, *args, **kwargs):
+        if method._method_name == "collect":
+            collects.append(args)
+        return real_remote(method, *args, **kwargs)
+
+    monkeypatch.setattr(ray, "put", counting_put)
+    monkeypatch.setattr(ActorMethod, "remote", recording_remote)
+    train(four_workers(tmp_path, "put-once", total_steps=1024), progress=False)  # 4 rollouts of 4 x 2 envs x 32 steps
+    assert len(collects) == 4 * 4
+    assert all(isinstance(weights, ray.ObjectRef) for weights, _ in collects)
+    assert len(puts) == 4 and {weights for weights, _ in collects} == set(puts)
+    assert [version for _, version in collects] == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
+
+
+def test_an_evaluation_actor_that_hangs_is_warned_about_once_and_counted_once(local_ray, tmp_path, monkeypatch,
+                                                                              capsys):
+    """The fault is armed as the first evaluation starts, when every rollout env is past its 50th step (a rollout is
+    256 steps per env here): only the evaluation actor's fresh envs reach it; the one checkpoint, whose replay check
+    steps fresh copies of the rollout envs, comes at the end. The actor is replaced after ray.eval_timeout_s and
+    plays its episodes again; the evaluations are those of the same run without the fault."""
+    from champion.runners.ray.evaluation import RayEvaluation
+
+    start = RayEvaluation.start
+
+    def arm_then_start(evaluation, step, policy):
+        if step == 2048:
+            fault(local_ray, "hang")
+        return start(evaluation, step, policy)
+
+    common = {"total_steps": 6144, "eval_every": 2048, "checkpoint_every": 100_000, "crown.at_end": False,
+              "ray.eval_timeout_s": 3}
+    straight = train(ray_config(tmp_path, "straight", "toy_envs:FaultyCartPole-v0", **common), progress=False)
+    monkeypatch.setattr(RayEvaluation, "start", arm_then_start)
+    capsys.readouterr()
+    result = train(ray_config(tmp_path, "eval-hang", "toy_envs:FaultyCartPole-v0", **common), progress=False)
+    assert not (Path(local_ray["faults"]) / "hang").exists()  # the evaluation actor claimed it
+    assert summary(result.run_dir)["engine"]["evaluation_restarts"] == 1
+    assert summary(result.run_dir)["engine"]["not_exact"] is None  # evaluations replay the same episodes
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "evaluation actor" in line]
+    assert len(warnings) == 1 and "within ray.eval_timeout_s=3 s; restarted it (1 of 3 restarts)" in warnings[0]
+    assert result.evaluations == straight.evaluations and len(result.evaluations) == 3
+
+
 def test_a_worker_that_hangs_past_the_timeout_is_replaced(local_ray, tmp_path, capsys):
     fault(local_ray, "hang")
     result = train(ray_config(tmp_path, "hung", "toy_envs:FaultyCartPole-v0", total_steps=4096, eval_every=2048,

@@ -7,10 +7,14 @@ those weights and tags its fragment with their version, and the driver stacks th
 same update as the gymnasium engine (``GymnasiumEngine.learn``). Worker w's env i is seeded and draws its
 actions as env w*M + i of the in-process engine, so the two give the same evaluations.
 
-A worker that dies or does not answer within ``ray.fragment_timeout_s`` is restarted by Ray (the actor's
-``max_restarts``; never ``max_task_retries``, which would collect again with stale weights) and its
-fragment collected again from fresh episodes; past ``ray.max_worker_restarts`` the run stops with a
-checkpoint (``WorkersLost``). Every wait has a timeout.
+The weights go into Ray's object store once per iteration and every worker's call carries the reference, so
+the driver sends them once, not W times (a node fetches them once for all its workers).
+
+Workers that die or do not answer within ``ray.fragment_timeout_s`` are restarted by Ray (the actor's
+``max_restarts``; never ``max_task_retries``, which would collect again with stale weights), all of them at
+once (a lost node takes several), and their fragments collected again from fresh episodes; each worker has
+``ray.max_worker_restarts`` restarts, past which the run stops with a checkpoint (``WorkersLost``). The run is
+then no longer exact, and its report (and the final line) says so. Every wait has a timeout.
 """
 
 from __future__ import annotations
@@ -31,9 +35,6 @@ from champion.runners.rollout import RewardScaler, not_exact_line, restart_retur
 from champion.runners.timing import Timings
 from champion.runners.ray.workers import Fragment, RolloutWorker, WorkerNotStarted, WorkerSetup
 
-BY_VALUE_BYTES = 100_000
-"""Weights smaller than this go to the workers inside the call; larger ones through Ray's object store once
-(measured: ``ray.put`` costs more than it saves below about 100 KB)."""
 CLOSE_TIMEOUT_S = 10.0
 """How long workers may take to close their envs at the end of a run before they are stopped anyway."""
 START_TIMEOUT_S = 60.0
@@ -53,7 +54,13 @@ class RayEngine(GymnasiumEngine):
         super().__init__(config, policy, learner, timings)
         self.workers: list[Any] = []
         self.version = 0
-        self.restarts = 0
+        self.worker_restarts = [0] * config.ray.workers
+        """Restarts of each rollout worker (a new actor answering) in this session; each has ray.max_worker_restarts."""
+        self.starts = [0] * config.ray.workers
+        """Fresh starts of each worker's envs after a failure, which seed them apart."""
+        self.fresh_episodes: dict[int, int] = {}
+        """Worker -> the last step at which its envs started fresh episodes after a failure: the run is no longer what
+        the same run without faults (or the in-process engine) computes."""
         self.incarnations: list[str] = []
         """Each worker's actor incarnation as of its last start: a restart by Ray answers with a new one."""
         self.consistent = True
@@ -108,7 +115,7 @@ class RayEngine(GymnasiumEngine):
         with self.timings.phase("stacking fragments"):
             rollout = stack_fragments([fragment.rollout for fragment in fragments])
         updating = time.perf_counter()
-        metrics = {"ray/fragment_wait_s": waited, "ray/worker_restarts": float(self.restarts)}
+        metrics = {"ray/fragment_wait_s": waited, "ray/worker_restarts": float(sum(self.worker_restarts))}
         metrics.update({f"ray/worker_{fragment.worker_index}_steps_per_s":
                         fragment.rollout.env_steps / max(fragment.seconds, 1e-9) for fragment in fragments})
         advanced = self.learn(rollout, step, total_steps, metrics)
@@ -116,105 +123,145 @@ class RayEngine(GymnasiumEngine):
         return advanced
 
     def _collect(self, step: int) -> list[Fragment]:
-        """Every worker's fragment acted with the current weights; dead or silent workers are restarted and asked
-        again (from fresh episodes) until they answer or the restarts run out."""
+        """Every worker's fragment acted with the current weights; dead or silent workers are restarted together
+        and asked again (from fresh episodes) until they answer or one has used its restarts."""
         import ray
 
         self.version += 1
-        with self.timings.phase("sending weights"):
-            weights = self.policy.weights
-            payload = weights if sum(array.nbytes for array in weights.values()) < BY_VALUE_BYTES else ray.put(weights)
-        pending = {index: worker.collect.remote(payload, self.version) for index, worker in enumerate(self.workers)}
+        with self.timings.phase("sending weights"):  # once into the object store; every call gets the reference
+            weights = ray.put(self.policy.weights)
+        pending = {index: worker.collect.remote(weights, self.version) for index, worker in enumerate(self.workers)}
         fragments: dict[int, Fragment] = {}
         self.consistent = False  # until every fragment is in: the workers' episodes are past the loop's step
         while pending:
             with self.timings.phase("waiting for workers"):  # the fragments' transfer included
                 ready, _ = ray.wait(list(pending.values()), num_returns=len(pending),
                                     timeout=self.config.ray.fragment_timeout_s)
-            for index, reference in list(pending.items()):
-                fragment = self._fragment(index, step, reference if reference in ready else None)
-                if fragment is None:
-                    pending[index] = self.workers[index].collect.remote(payload, self.version)
-                else:
-                    fragments[index] = fragment
-                    del pending[index]
+            lost = {index: (f"did not answer within ray.fragment_timeout_s={self.config.ray.fragment_timeout_s:g} s",
+                            "", True) for index, reference in pending.items() if reference not in ready}
+            with self.timings.phase("receiving fragments"):
+                received = self._receive({index: reference for index, reference in pending.items()
+                                          if index not in lost}, lost)
+            for index, fragment in received.items():
+                fragments[index] = fragment
+                del pending[index]
+            if lost:
+                self._restart(lost, step)
+                for index in lost:
+                    pending[index] = self.workers[index].collect.remote(weights, self.version)
         self.consistent = True
         return [fragments[index] for index in range(len(self.workers))]
 
-    def _fragment(self, index: int, step: int, reference: Any | None) -> Fragment | None:
-        """Worker ``index``'s fragment, or None after restarting it (it did not answer: ``reference`` None, or it
-        was lost); an env's own error stops the run as in process."""
+    def _receive(self, references: dict[int, Any], lost: dict[int, tuple[str, str, bool]]) -> dict[int, Fragment]:
+        """The fragments of these finished calls, in one ray.get when none failed; a worker that was lost or restarted
+        goes into ``lost`` (why, detail, whether to kill it); an env's own error stops the run as in process."""
         import ray
 
-        if reference is None:
-            self._restart(index, step, f"did not answer within ray.fragment_timeout_s="
-                                       f"{self.config.ray.fragment_timeout_s:g} s", kill=True)
-            return None
+        if not references:
+            return {}
         try:
-            with self.timings.phase("receiving fragments"):
-                fragment = ray.get(reference, timeout=self.config.ray.fragment_timeout_s)
-        except ray.exceptions.ActorUnavailableError:  # restarting: asked again, counted if it is a new actor
-            self._restart(index, step, "was restarted by Ray", kill=False)
-            return None
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
-            self._restart(index, step, f"was lost ({_first_line(error)})", kill=False)
-            return None
-        except ray.exceptions.RayTaskError as error:
-            if isinstance(error.cause, WorkerNotStarted):  # Ray restarted it after the call was sent
-                self._restart(index, step, "was restarted by Ray (its node or process was lost)", kill=False)
-                return None
-            raise _task_failure(index, "collect", error) from None
-        if fragment.version != self.version:
-            raise WorkersLost(f"rollout worker {index} collected with weights version {fragment.version}, "
-                              f"not {self.version}")
-        return fragment
+            fragments = dict(zip(references, ray.get(list(references.values()),
+                                                    timeout=self.config.ray.fragment_timeout_s)))
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):  # one by one, to tell which failed
+            fragments = {}
+            for index, reference in references.items():
+                fragment = self._fragment(index, reference, lost)
+                if fragment is not None:
+                    fragments[index] = fragment
+        for fragment in fragments.values():
+            if fragment.version != self.version:
+                raise WorkersLost(f"rollout worker {fragment.worker_index} collected with weights version "
+                                  f"{fragment.version}, not {self.version}")
+        return fragments
 
-    def _restart(self, index: int, step: int, why: str, kill: bool) -> None:
-        """Bring worker ``index`` back after it failed: kill it first if it hangs (Ray then restarts it), start its
-        envs afresh, and count a restart when a new actor answers; WorkersLost past ray.max_worker_restarts, or
-        when Ray gave up on it."""
+    def _fragment(self, index: int, reference: Any, lost: dict[int, tuple[str, str, bool]]) -> Fragment | None:
+        """Worker ``index``'s fragment, or None with the worker put in ``lost`` (lost, or restarted by Ray)."""
         import ray
 
-        worker, limit = self.workers[index], self.config.ray.max_worker_restarts
-        if kill:
-            ray.kill(worker, no_restart=False)
-        incarnation = self._start_again(index, step, why)
-        if incarnation == self.incarnations[index]:  # the same actor, briefly unavailable: its episodes restarted
-            return
-        if self.restarts >= limit:
-            raise WorkersLost(f"rollout worker {index} {why}, and the run has used its "
-                              f"ray.max_worker_restarts={limit} restarts")
-        self.restarts += 1
-        self.incarnations[index] = incarnation
-        if self.reward_scaler is not None:  # the restarted envs' returns start again at zero
-            self.reward_scaler.returns[self.envs_per_worker * index:self.envs_per_worker * (index + 1)] = 0.0
-        self.warn(f"rollout worker {index} {why}; restarted it ({self.restarts} of {limit} restarts), its fragment "
-                  "is collected again from fresh episodes")
+        try:
+            return ray.get(reference, timeout=self.config.ray.fragment_timeout_s)
+        except ray.exceptions.ActorUnavailableError:  # restarting: asked again, counted if it is a new actor
+            lost[index] = ("was restarted by Ray", "", False)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
+            lost[index] = ("was lost", _first_line(error), False)
+        except ray.exceptions.RayTaskError as error:
+            if not isinstance(error.cause, WorkerNotStarted):
+                raise _task_failure(index, "collect", error) from None
+            lost[index] = ("was restarted by Ray", "its node or process was lost", False)  # after the call was sent
+        return None
 
-    def _start_again(self, index: int, step: int, why: str) -> str:
-        """Worker ``index``'s incarnation once it has started fresh episodes (seeded apart from every other env's);
-        calls made while Ray restarts it are refused as unavailable and made again, for up to
-        max(ray.fragment_timeout_s, START_TIMEOUT_S)."""
+    def _restart(self, lost: dict[int, tuple[str, str, bool]], step: int) -> None:
+        """Bring the ``lost`` workers back together: kill those that hang (Ray then restarts them), start every one's
+        envs afresh at once, wait for all, and count a restart for each that answers as a new actor; WorkersLost
+        when one has used its ray.max_worker_restarts, or Ray gave up on it. One warning line for them all."""
+        import ray
+
+        limit = self.config.ray.max_worker_restarts
+        for index, (_, _, kill) in lost.items():
+            if kill:
+                ray.kill(self.workers[index], no_restart=False)
+        incarnations = self._start_again(lost, step)
+        restarted = [index for index in lost if incarnations[index] != self.incarnations[index]]
+        for index in restarted:  # same incarnation: briefly unavailable, its episodes restarted but nothing lost
+            if self.worker_restarts[index] >= limit:
+                why, detail, _ = lost[index]
+                raise WorkersLost(f"rollout worker {index} {why}{f' ({detail})' if detail else ''}, and it has used "
+                                  f"its ray.max_worker_restarts={limit} restarts")
+        for index in lost:
+            self.fresh_episodes[index] = step
+            if self.reward_scaler is not None:  # the restarted envs' returns start again at zero
+                self.reward_scaler.returns[self.envs_per_worker * index:self.envs_per_worker * (index + 1)] = 0.0
+        for index in restarted:
+            self.worker_restarts[index] += 1
+            self.incarnations[index] = incarnations[index]
+        self.warn(_restarted_line(lost, {index: self.worker_restarts[index] for index in restarted}, limit))
+
+    def _start_again(self, lost: dict[int, tuple[str, str, bool]], step: int) -> dict[int, str]:
+        """Each lost worker's incarnation once it has started fresh episodes (seeded apart from every other env's):
+        every start is sent at once and all are awaited together; calls made while Ray restarts a worker are refused
+        as unavailable and made again, for up to max(ray.fragment_timeout_s, START_TIMEOUT_S) in all."""
         import ray
 
         timeout = max(self.config.ray.fragment_timeout_s, START_TIMEOUT_S)
-        deadline, attempt = time.monotonic() + timeout, 0
-        while time.monotonic() < deadline:
-            attempt += 1
-            seed = int(np.random.SeedSequence([self.config.seed, index, self.restarts + 1, attempt]).generate_state(1)[0])
-            try:
-                incarnation, _ = ray.get(self.workers[index].start.remote(seed, step),
-                                         timeout=max(deadline - time.monotonic(), 0.1))
-                return incarnation
-            except ray.exceptions.ActorUnavailableError:
+        deadline = time.monotonic() + timeout
+        calls: dict[int, Any] = {}
+
+        def send(index: int) -> None:
+            self.starts[index] += 1
+            seed = int(np.random.SeedSequence([self.config.seed, index, self.starts[index]]).generate_state(1)[0])
+            calls[index] = self.workers[index].start.remote(seed, step)
+
+        for index in lost:
+            send(index)
+        answers: dict[int, str] = {}
+        while calls:
+            if time.monotonic() >= deadline:
+                waiting = ", ".join(map(str, sorted(calls)))
+                raise WorkersLost(f"rollout worker{'s' if len(calls) > 1 else ''} {waiting} did not come back within "
+                                  f"{timeout:g} s after {lost[min(calls)][0]}")
+            ready, _ = ray.wait(list(calls.values()), num_returns=len(calls),
+                                timeout=min(max(deadline - time.monotonic(), 0.0), 1.0))
+            again = []
+            for index, reference in list(calls.items()):
+                if reference not in ready:
+                    continue
+                del calls[index]
+                try:
+                    answers[index], _ = ray.get(reference)
+                except ray.exceptions.ActorUnavailableError:
+                    again.append(index)
+                except ray.exceptions.RayTaskError as error:
+                    raise _task_failure(index, "start again", error) from None
+                except ray.exceptions.RayActorError as error:
+                    why, _, _ = lost[index]
+                    raise WorkersLost(f"rollout worker {index} {why}, and Ray did not bring it back "
+                                      f"({_first_line(error)}); ray.max_worker_restarts="
+                                      f"{self.config.ray.max_worker_restarts} restarts are allowed per worker") from error
+            if again:
                 time.sleep(0.2)
-            except ray.exceptions.RayTaskError as error:
-                raise _task_failure(index, "start again", error) from None
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
-                raise WorkersLost(f"rollout worker {index} {why}, and Ray did not bring it back ({_first_line(error)}); "
-                                  f"ray.max_worker_restarts={self.config.ray.max_worker_restarts} restarts are allowed "
-                                  "per worker") from error
-        raise WorkersLost(f"rollout worker {index} {why}, and it did not come back within {timeout:g} s")
+                for index in again:
+                    send(index)
+        return answers
 
     def _get_all(self, references: list[Any], timeout: float, what: str) -> list[Any]:
         """ray.get of every reference within ``timeout``, or a one-line error saying what to check."""
@@ -235,6 +282,18 @@ class RayEngine(GymnasiumEngine):
         """Each worker's pid, peak resident memory (MB) and whether it imported TensorFlow."""
         return self._get_all([worker.process.remote() for worker in self.workers], START_TIMEOUT_S, "report")
 
+    def not_exact(self) -> str | None:
+        """Why this session's training is no longer the run without faults (rollout workers whose envs started fresh
+        episodes after a failure), or None while it still is. An evaluation actor's restart plays the same episodes
+        again, so it changes nothing."""
+        if not self.fresh_episodes:
+            return None
+        indices = sorted(self.fresh_episodes)
+        names = _workers(indices)
+        return (f"not exact: {names} {'was' if len(indices) == 1 else 'were'} restarted (last at step "
+                f"{max(self.fresh_episodes.values()):,}) and {'its' if len(indices) == 1 else 'their'} envs started "
+                "fresh episodes, so the same run without faults would differ")
+
     def report(self) -> dict[str, Any]:
         """Layout, restarts, where Ray ran, and each worker's peak resident memory and whether it imported TensorFlow
         (summary.json)."""
@@ -244,8 +303,10 @@ class RayEngine(GymnasiumEngine):
             processes = self.worker_processes()
         except (ConfigError, ray.exceptions.RayActorError) as error:
             processes = [{"error": _first_line(error)}]
+        by_worker = {str(index): count for index, count in enumerate(self.worker_restarts) if count}
         return {"kind": self.kind, "workers": self.config.ray.workers, "envs_per_worker": self.envs_per_worker,
-                "worker_restarts": self.restarts, "ray_address": self.connection.address,
+                "worker_restarts": sum(self.worker_restarts), "worker_restarts_by_worker": by_worker,
+                "not_exact": self.not_exact(), "ray_address": self.connection.address,
                 "ray_started_for_run": self.connection.owned, "worker_processes": processes}
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -300,6 +361,31 @@ def _task_failure(index: int | None, what: str, error: Any) -> Exception:
         return EnvError(f"{who} could not {what}: {cause} (the env's module must import on every Ray node: install "
                         "it there, or ship it with Ray's runtime_env)")
     return WorkersLost(f"{who} could not {what}: {_first_line(cause if isinstance(cause, Exception) else error)}")
+
+
+def _workers(indices: list[int]) -> str:
+    """"rollout worker 3" or "rollout workers 3, 5, 9"."""
+    return f"rollout worker {indices[0]}" if len(indices) == 1 else f"rollout workers {', '.join(map(str, indices))}"
+
+
+def _restarted_line(lost: dict[int, tuple[str, str, bool]], counts: dict[int, int], limit: int) -> str:
+    """One warning line for workers brought back together: what happened to each (grouped), the restarts they have
+    used of ray.max_worker_restarts, and that their fragments are collected again."""
+    groups: dict[str, list[int]] = {}
+    for index in sorted(lost):
+        groups.setdefault(lost[index][0], []).append(index)
+    parts = []
+    for why, indices in groups.items():
+        detail = lost[indices[0]][1]
+        verb = why.replace("was ", "were ", 1) if len(indices) > 1 and why.startswith("was ") else why
+        parts.append(f"{_workers(indices)} {verb}{f' ({detail})' if detail else ''}")
+    several = len(lost) > 1
+    if not counts:
+        used = "the same actor, briefly unavailable: not counted as a restart"
+    else:
+        used = f"{'up to ' if several else ''}{max(counts.values())} of {limit} restarts{' each' if several else ''}"
+    whose = "their fragments are" if several else "its fragment is"
+    return f"{'; '.join(parts)}; restarted {'them' if several else 'it'} ({used}), {whose} collected again from fresh episodes"
 
 
 def _first_line(error: BaseException) -> str:
