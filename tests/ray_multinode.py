@@ -1,7 +1,7 @@
-"""Run by tests/test_ray.py in its own process: Ray's multi-node test cluster (a head and two nodes, one CPU
-each, on this machine), a Ray-engine run on it, and the node holding a rollout worker removed between
-two rollouts once the run is under way. Prints one JSON line: whether the removed node held a worker, the steps
-reached, and the restarts."""
+"""Run by tests/test_ray.py in its own process: Ray's multi-node test cluster on this machine (a head of one CPU
+and three nodes of four), a Ray-engine run of 8 workers on it, and the node holding the most rollout workers
+(two or more) removed between two rollouts once the run is under way. Prints one JSON line: which workers the
+removed node held, the steps reached, and the restarts per worker."""
 
 import json
 import os
@@ -29,7 +29,7 @@ FAST_NODE_DEATH = {"health_check_initial_delay_ms": 0, "health_check_period_ms":
 def main(results: Path) -> None:
     cluster = Cluster(initialize_head=True, connect=True,
                       head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": FAST_NODE_DEATH})
-    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    nodes = [cluster.add_node(num_cpus=4) for _ in range(3)]
     cluster.wait_for_nodes()
     report = {"removed_node_held_worker": False}
     collect = ray_engine.RayEngine._collect
@@ -40,29 +40,44 @@ def main(results: Path) -> None:
         return collect(engine, step)
 
     def remove_a_worker_node(engine) -> None:
-        """Remove a node holding a worker between two rollouts, and wait until the worker's process is gone and
-        Ray has marked the node dead: the next rollout then meets the loss, however fast the run goes."""
+        """Remove the node holding the most workers between two rollouts, and wait until their processes are gone
+        and Ray has marked the node dead: the next rollout then meets the loss, however fast the run goes."""
         held = ray.get([worker.process.remote() for worker in engine.workers])
-        victim = next(node for node in nodes if node.node_id in [info["node"] for info in held])
+        on_node = {node.node_id: [index for index, info in enumerate(held) if info["node"] == node.node_id]
+                   for node in nodes}
+        victim = max(nodes, key=lambda node: len(on_node[node.node_id]))
         cluster.remove_node(victim, allow_graceful=False)
-        pids = [info["pid"] for info in held if info["node"] == victim.node_id]
+        pids = [held[index]["pid"] for index in on_node[victim.node_id]]
         def loss_seen() -> bool:
             return not any(map(alive, pids)) and not node_alive(victim.node_id)
 
         deadline = time.monotonic() + 60
         while not (lost := loss_seen()) and time.monotonic() < deadline:
             time.sleep(0.1)
-        report.update(removed_node_held_worker=True, workers_on_removed_node=len(pids),
+        report.update(removed_node_held_worker=bool(pids), workers_on_removed_node=len(pids),
+                      removed_workers=on_node[victim.node_id],
                       removed_at_rollout=engine.version, loss_seen_by_ray=lost)
 
+    restart = ray_engine.RayEngine._restart
+
+    def timed_restart(engine, lost, step):  # how long bringing the lost workers back took, all at once
+        started = time.monotonic()
+        try:
+            return restart(engine, lost, step)
+        finally:
+            report.setdefault("restarts", []).append({"workers": sorted(lost), "seconds": round(time.monotonic() - started, 2)})
+
     ray_engine.RayEngine._collect = collect_after_removing_a_node
-    config, _ = resolve_config("CartPole-v1", "ppo", {"engine": "ray", "ray.workers": 2, "total_steps": 16384,
+    ray_engine.RayEngine._restart = timed_restart
+    config, _ = resolve_config("CartPole-v1", "ppo", {"engine": "ray", "ray.workers": 8, "num_envs": 16, "total_steps": 16384,
                                                        "eval_every": 4096, "results_dir": str(results),
                                                        "run_name": "multinode", "media": False})
     result = train(config, progress=False)
     summary = json.loads((result.run_dir / "summary.json").read_text())
     report.update(env_steps=result.env_steps, total_steps=config.total_steps,
-                  worker_restarts=summary["engine"]["worker_restarts"])
+                  worker_restarts=summary["engine"]["worker_restarts"],
+                  worker_restarts_by_worker=summary["engine"]["worker_restarts_by_worker"],
+                  not_exact=summary["engine"]["not_exact"])
     ray.shutdown()
     cluster.shutdown()
     print(json.dumps(report))
