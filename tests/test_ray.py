@@ -143,9 +143,11 @@ def test_several_workers_lost_at_once_are_restarted_together_each_within_its_own
                                                                                          monkeypatch, capsys):
     """Three of four workers killed before rollout 3 (a node of three lost): with ray.max_worker_restarts=1 each, a
     budget the whole run's three restarts would have passed under a run-wide count, the run goes on; the three are
-    started together (one warning line, one batch of restarts) and the final line says the run is no longer exact."""
+    started together (one warning line, one batch of restarts) and the final line says the run is no longer exact,
+    also after a resume."""
     took = kill_workers_before_rollout(monkeypatch, {3: [0, 1, 2]})
-    result = train(four_workers(tmp_path, "node-lost", **{"ray.max_worker_restarts": 1}), progress=True)
+    result = train(four_workers(tmp_path, "node-lost", **{"ray.max_worker_restarts": 1, "schedule_steps": 4096}),
+                   progress=True)
     assert result.env_steps == 2048
     engine = summary(result.run_dir)["engine"]
     assert engine["worker_restarts"] == 3 and engine["worker_restarts_by_worker"] == {"0": 1, "1": 1, "2": 1}
@@ -154,6 +156,11 @@ def test_several_workers_lost_at_once_are_restarted_together_each_within_its_own
     [warning] = [line for line in captured.err.splitlines() if "restarted them" in line]
     assert "rollout workers 0, 1, 2 were" in warning and "(up to 1 of 1 restarts each)" in warning
     [done] = [line for line in captured.out.splitlines() if line.startswith("done:")]
+    assert "not exact: rollout workers 0, 1, 2 were restarted (last at step 512)" in done
+    [checkpoint] = sorted((result.run_dir / "checkpoints").glob("ckpt-*"))  # a resume's final line says it too
+    assert read_checkpoint(checkpoint).state["restarted_workers"] == {0: 512, 1: 512, 2: 512}
+    resume(result.run_dir, {"total_steps": 2560}, progress=True)  # two rollouts more, no fault
+    [done] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("done:")]
     assert "not exact: rollout workers 0, 1, 2 were restarted (last at step 512)" in done
 
 
@@ -255,6 +262,8 @@ def test_past_the_restart_limit_the_run_stops_with_a_checkpoint(local_ray, tmp_p
     result = resume(run_dir, {"ray.max_worker_restarts": 3}, progress=False)
     assert result.env_steps == 4096
     assert "not bit-exact" in capsys.readouterr().err
+    assert summary(run_dir)["engine"]["not_exact"] == ("not exact: the resume at step 0 restarted episodes, so the same "
+                                                       "run without faults would differ")
 
 
 def test_ctrl_c_writes_a_checkpoint_and_resume_continues(local_ray, tmp_path, capsys):

@@ -59,8 +59,10 @@ class RayEngine(GymnasiumEngine):
         self.starts = [0] * config.ray.workers
         """Fresh starts of each worker's envs after a failure, which seed them apart."""
         self.fresh_episodes: dict[int, int] = {}
-        """Worker -> the last step at which its envs started fresh episodes after a failure: the run is no longer what
-        the same run without faults (or the in-process engine) computes."""
+        """Worker -> the last step at which its envs started fresh episodes after a failure, in this session or an
+        earlier one (checkpoints carry it): the run is no longer what the same run without faults computes."""
+        self.inexact_resumes: list[int] = []
+        """Steps at which a resume (this one or an earlier) restarted some envs' episodes."""
         self.incarnations: list[str] = []
         """Each worker's actor incarnation as of its last start: a restart by Ray answers with a new one."""
         self.consistent = True
@@ -91,9 +93,21 @@ class RayEngine(GymnasiumEngine):
         if saved is None:
             return []
         problems = [problem] * config.num_envs if problem else [item for _, each in answers for item in each]
+        self._carry_inexact(saved, step, any(item is not None for item in problems))
         self.reward_scaler = saved.get("reward_scaler")
         restart_returns(self.reward_scaler, problems)
         return problems
+
+    def _carry_inexact(self, saved: dict[str, Any], step: int, restarted: bool) -> None:
+        """What made the run inexact before this session (a checkpoint's record; an unreadable one is ignored), and
+        this resume when it restarted episodes."""
+        workers, resumes = saved.get("restarted_workers"), saved.get("inexact_resumes")
+        if isinstance(workers, dict) and all(type(key) is int and type(value) is int for key, value in workers.items()):
+            self.fresh_episodes.update(workers)
+        if isinstance(resumes, list) and all(type(value) is int for value in resumes):
+            self.inexact_resumes = list(resumes)
+        if restarted:
+            self.inexact_resumes.append(step)
 
     def _saved_worker_states(self, saved: dict[str, Any] | None) -> tuple[list[Any], str | None]:
         """Each worker's saved envs, or None each and why, when they cannot be used."""
@@ -283,16 +297,22 @@ class RayEngine(GymnasiumEngine):
         return self._get_all([worker.process.remote() for worker in self.workers], START_TIMEOUT_S, "report")
 
     def not_exact(self) -> str | None:
-        """Why this session's training is no longer the run without faults (rollout workers whose envs started fresh
-        episodes after a failure), or None while it still is. An evaluation actor's restart plays the same episodes
-        again, so it changes nothing."""
-        if not self.fresh_episodes:
+        """Why the run is no longer the run without faults (rollout workers whose envs started fresh episodes after a
+        failure, or a resume that restarted episodes, in any session), or None while it still is. An evaluation
+        actor's restart plays the same episodes again, so it changes nothing."""
+        reasons = []
+        if self.fresh_episodes:
+            indices = sorted(self.fresh_episodes)
+            reasons.append(f"{_workers(indices)} {'was' if len(indices) == 1 else 'were'} restarted (last at step "
+                           f"{max(self.fresh_episodes.values()):,}) and {'its' if len(indices) == 1 else 'their'} envs "
+                           "started fresh episodes")
+        if self.inexact_resumes:
+            steps = ", ".join(f"{step:,}" for step in self.inexact_resumes)
+            reasons.append(f"the resume{'s' if len(self.inexact_resumes) > 1 else ''} at step {steps} restarted "
+                           "episodes")
+        if not reasons:
             return None
-        indices = sorted(self.fresh_episodes)
-        names = _workers(indices)
-        return (f"not exact: {names} {'was' if len(indices) == 1 else 'were'} restarted (last at step "
-                f"{max(self.fresh_episodes.values()):,}) and {'its' if len(indices) == 1 else 'their'} envs started "
-                "fresh episodes, so the same run without faults would differ")
+        return f"not exact: {' and '.join(reasons)}, so the same run without faults would differ"
 
     def report(self) -> dict[str, Any]:
         """Layout, restarts, where Ray ran, and each worker's peak resident memory and whether it imported TensorFlow
@@ -317,7 +337,8 @@ class RayEngine(GymnasiumEngine):
 
         base = {"engine": self.kind, "layout": (self.config.ray.workers, self.envs_per_worker),
                 "reward_scaler": self.reward_scaler, "workers": None, "envs_problem": None,
-                "envs_exact": [False] * self.config.num_envs}
+                "envs_exact": [False] * self.config.num_envs, "restarted_workers": dict(self.fresh_episodes),
+                "inexact_resumes": list(self.inexact_resumes)}
         if not self.consistent:  # a collection was abandoned: the workers' envs are past the checkpoint's step
             return {**base, "envs_problem": "the rollout workers were lost in the middle of a rollout"}
         try:
