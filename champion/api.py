@@ -241,10 +241,10 @@ def _check_before_training(config: Any) -> None:
     validate(config)
     describe_env(config.env_id, EnvOptions.from_config(config))  # an unknown, refused or broken env: one line
     check_run_name_free(config)
-    if choose_engine(config) == "ray" and config.ray.address is not None:  # a stopped head fails here, in seconds
-        from champion.runners.ray.cluster import probe, resolve_address
+    if choose_engine(config) == "ray" and config.ray.address is not None:  # a stopped head or a token fails here
+        from champion.runners.ray.cluster import check_cluster
 
-        probe(resolve_address(config.ray.address), given=config.ray.address)
+        check_cluster(config.ray.address)
     preflight(Path(config.results_dir))
 
 

@@ -1,0 +1,298 @@
+"""A run's own local Ray beside other Ray clusters on the machine, joining a head started as the README starts
+one (with and without token authentication), what a SIGKILLed driver leaves behind, and stdout of a Ray run
+whose worker was killed.
+
+Every head these tests start has a temporary folder of its own (RAY_TMPDIR and --temp-dir), its own ports
+and, where it checks tokens, its own token; it is stopped by killing its own process group, never with
+`ray stop` (which stops every Ray on the machine, other tests' included). The champion commands run with a
+HOME and a TMPDIR of their own, without the test session's Ray settings."""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from crash_helpers import CHAMPION
+
+ray = pytest.importorskip("ray")
+import psutil  # noqa: E402  (Ray's own copy, on the path once Ray is imported)
+
+pytestmark = pytest.mark.xdist_group("ray")  # with the other Ray tests, in one xdist worker
+
+HERE = Path(__file__).parent
+RAY = str(Path(sys.executable).parent / "ray")
+SMALL = ["--engine", "ray", "--workers", "2", "--total-steps", "1024", "--eval-every", "512", "--no-media",
+         "--set", "ppo.epochs=2", "--set", "ppo.jit_compile=false", "--set", "ray.eval_workers=0",
+         "--set", "crown.at_end=false"]
+"""A tiny Ray run (crash_helpers.QUICK's settings, on Ray, no crown): about 10 s, most of it Ray's start."""
+RAY_LINE = re.compile(r"\x1b\[|^\((raylet|\w+ pid=\d+)\)|^\[\d{4}-\d\d-\d\d |^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ |"
+                      r"A worker died|\[repeated \d+x")
+"""What Ray's own lines look like: colour codes, "(raylet) ..." and "(RolloutWorker pid=1234) ..." (its messages
+and workers' output), C++ log lines ("[2026-12-07 09:06:00,884 W ...]"), Python log lines."""
+
+
+def free_port() -> int:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        return listening.getsockname()[1]
+
+
+@pytest.fixture
+def folder():
+    """A short temporary folder (Ray's socket paths inside a session folder must stay under 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="rc-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_environment(folder: Path, **settings: str) -> dict[str, str]:
+    """The environment of a champion command or a head: none of the test session's Ray settings, a HOME and a
+    TMPDIR of its own (so ~/.ray and the run's Ray folder are the test's), the toy envs on the path."""
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH",
+                                   "RAY_TMPDIR", "CHAMPION_TEST_FAULTS")}
+    for name in ("home", "tmp"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    environment.update(HOME=str(folder / "home"), TMPDIR=str(folder / "tmp"),
+                       PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    environment.update(settings)
+    return environment
+
+
+def start_head(root: Path, token: str | None = None) -> dict:
+    """`ray start --head` as the README shows it, in ``root`` (its RAY_TMPDIR; the address file is
+    ``root/ray/ray_current_cluster``, where Ray looks for it with RAY_TMPDIR=root), on free ports, with
+    RAY_AUTH_MODE=token and ``token`` when given (the README's cluster set-up)."""
+    settings = {"RAY_TMPDIR": str(root)} | ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token} if token else {})
+    port = free_port()
+    started = subprocess.run([RAY, "start", "--head", f"--port={port}", f"--temp-dir={root / 'ray'}", "--num-cpus=2",
+                              "--include-dashboard=false", "--disable-usage-stats",
+                              f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+                              f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}"],
+                             env=clean_environment(root, **settings), capture_output=True, text=True, timeout=120,
+                             start_new_session=True)
+    head = {"address": f"127.0.0.1:{port}", "root": root, "processes": head_processes(root)}
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    return head
+
+
+def head_processes(root: Path) -> list[psutil.Process]:
+    """The processes of the head in ``root``: those whose command line names its folder, and their children."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if any(str(root) in part for part in process.cmdline()):
+                found += [process, *process.children(recursive=True)]
+        except psutil.Error:
+            continue
+    return found
+
+
+def stop_head(head: dict) -> None:
+    """Kill the head's own processes (its process group, and any of them that left it), never `ray stop`."""
+    for process in head["processes"] + head_processes(head["root"]):
+        try:
+            os.killpg(os.getpgid(process.pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+
+
+@pytest.fixture
+def token_head(folder):
+    """A head that checks tokens, as the README sets one up for a cluster."""
+    token = secrets.token_hex(16)
+    head = start_head(folder / "head", token) | {"token": token}
+    yield head
+    stop_head(head)
+
+
+def train(folder: Path, name: str, options: list[str], settings: dict[str, str], env_id: str = "CartPole-v1",
+          timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(CHAMPION + ["train", env_id, "--results-dir", str(folder / "results"), "--run-name", name]
+                          + options, env=clean_environment(folder, **settings), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def summary(folder: Path, name: str) -> dict:
+    [path] = (folder / "results").glob(f"*/ppo/{name}/summary.json")
+    return json.loads(path.read_text())
+
+
+def assert_only_champion_on_stdout(done: subprocess.CompletedProcess) -> None:
+    strangers = [line for line in done.stdout.splitlines() if RAY_LINE.search(line)]
+    assert not strangers, done.stdout
+
+
+@pytest.mark.parametrize("other", ["running head", "stale address file", "RAY_ADDRESS"])
+def test_without_an_address_the_run_starts_its_own_ray_whatever_else_is_on_the_machine(folder, token_head, other):
+    """Ray's ray.init() would join the head (running head, RAY_ADDRESS) or fail on the dead one (the address file
+    of a crashed head): the run's own Ray ignores them, in a folder of its own that is gone at the end, with no
+    token written into ~/.ray."""
+    settings = {"RAY_TMPDIR": str(token_head["root"])}  # where Ray finds the head's address file
+    if other == "stale address file":
+        stale = folder / "stale"
+        (stale / "ray").mkdir(parents=True)
+        (stale / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")  # a head that crashed
+        settings = {"RAY_TMPDIR": str(stale)}
+    if other == "RAY_ADDRESS":
+        settings = {"RAY_ADDRESS": token_head["address"]}
+    done = train(folder, "own", SMALL, settings)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert_only_champion_on_stdout(done)
+    engine = summary(folder, "own")["engine"]
+    assert engine["ray_started_for_run"] is True
+    assert engine["ray_address"].rpartition(":")[2] != token_head["address"].rpartition(":")[2]
+    assert list((folder / "tmp").glob("champion-ray-*")) == []  # its session folder, removed
+    assert not (folder / "home" / ".ray").exists()
+
+
+def test_the_advice_after_a_stale_address_file_is_true(folder):
+    """`--ray-address auto` on the address file of a crashed head says to leave out --ray-address; that works."""
+    stale = folder / "stale"
+    (stale / "ray").mkdir(parents=True)
+    (stale / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    done = train(folder, "auto", SMALL + ["--ray-address", "auto"], {"RAY_TMPDIR": str(stale)})
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "or leave out --ray-address to run a local Ray" in line
+    done = train(folder, "advice-taken", SMALL, {"RAY_TMPDIR": str(stale)})
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_head_that_checks_tokens_is_one_line_naming_the_settings_within_5_s_then_joined_with_them(folder,
+                                                                                                 token_head):
+    address = ["--ray-address", token_head["address"]]
+    started = time.monotonic()
+    done = train(folder, "no-token", SMALL + address, {})
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line == (f"champion train: error: the Ray cluster at {token_head['address']} requires a token: set "
+                    "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the head's token> (on the head, 'ray get-auth-token' "
+                    "prints it)")
+    assert elapsed < 5, elapsed
+    assert not (folder / "results").exists()
+
+    done = train(folder, "token-not-sent", SMALL + address, {"RAY_AUTH_TOKEN": token_head["token"]})
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "requires a token: set RAY_AUTH_MODE=token (Ray sends RAY_AUTH_TOKEN only then" in line
+
+    started = time.monotonic()
+    done = train(folder, "wrong-token", SMALL + address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-it"})
+    assert done.returncode == 2 and time.monotonic() - started < 5, time.monotonic() - started
+    [line] = done.stderr.strip().splitlines()
+    assert line.endswith("refused this machine's token (RAY_AUTH_TOKEN): set RAY_AUTH_TOKEN to the head's token "
+                         "(on the head, 'ray get-auth-token' prints it)")
+
+    done = train(folder, "joined", SMALL + address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token_head["token"]})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "InvalidAuthToken" not in done.stderr
+    assert_only_champion_on_stdout(done)
+    engine = summary(folder, "joined")["engine"]
+    assert engine["ray_started_for_run"] is False  # Ray names the head by this machine's address, not 127.0.0.1
+    assert engine["ray_address"].rpartition(":")[2] == token_head["address"].rpartition(":")[2]
+
+
+def test_a_head_without_tokens_is_joined_as_is_and_refused_in_one_line_with_token_mode_on(folder):
+    """`ray start --head` on a machine without a token (Ray then checks none): joined without settings; with
+    RAY_AUTH_MODE=token the head's workers would be refused by the driver, so that is one line."""
+    head = start_head(folder / "head")
+    try:
+        address = ["--ray-address", head["address"]]
+        started = time.monotonic()
+        done = train(folder, "token-mode", SMALL + address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "x"})
+        assert done.returncode == 2 and time.monotonic() - started < 5, time.monotonic() - started
+        [line] = done.stderr.strip().splitlines()
+        assert line.endswith(f"the Ray cluster at {head['address']} does not check tokens, but RAY_AUTH_MODE=token "
+                             "here: unset RAY_AUTH_MODE (or start the head with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN "
+                             "set)")
+        done = train(folder, "joined", SMALL + address, {})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr
+    finally:
+        stop_head(head)
+
+
+def test_a_port_where_something_else_listens_is_one_line_within_seconds(folder):
+    with socket.socket() as listening:  # accepts connections, answers nothing
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        started = time.monotonic()
+        done = train(folder, "not-ray", SMALL + ["--ray-address", f"127.0.0.1:{listening.getsockname()[1]}"], {})
+    assert done.returncode == 2 and time.monotonic() - started < 10
+    [line] = done.stderr.strip().splitlines()
+    assert "no Ray head answered at 127.0.0.1:" in line and "within 5 s" in line
+
+
+def test_a_sigkilled_driver_leaves_no_ray_process_of_its_run_after_10_s(folder):
+    """Ray's dashboard and runtime-env agents outlived a killed driver by about 60 s (they wait for the dead head);
+    the run's watchdog kills them. Every process under the driver is noted once its Ray is up, by pid and start
+    time; the kill comes at the first evaluation."""
+    child = subprocess.Popen(CHAMPION + ["train", "CartPole-v1", "--results-dir", str(folder / "results"),
+                                         "--run-name", "killed"] + SMALL + ["--total-steps", "200000"],
+                             env=clean_environment(folder), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, start_new_session=True)
+    try:
+        for line in child.stdout:
+            if line.startswith("step"):
+                break
+        driver = psutil.Process(child.pid)
+        processes = driver.children(recursive=True)
+        commands = [" ".join(process.cmdline()) for process in processes]
+        assert any("raylet" in command for command in commands) and any("gcs_server" in command for command in commands)
+        [session] = list((folder / "tmp").glob("champion-ray-*"))
+        child.kill()
+        killed = time.monotonic()
+        child.wait()
+        gone: dict[str, float] = {}
+        while time.monotonic() - killed < 10 and len(gone) < len(processes):
+            for process, command in zip(processes, commands):
+                if not process.is_running() and command not in gone:
+                    gone[command] = time.monotonic() - killed
+            time.sleep(0.05)
+        left = [process for process in processes if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
+        gone_after = max(gone.values(), default=0.0)
+        assert left == [], [(process.pid, process.name()) for process in left]
+        while session.exists() and time.monotonic() - killed < 10:
+            time.sleep(0.1)
+        assert not session.exists()
+        print(f"the run's {len(processes)} processes were gone {gone_after:.1f} s after the SIGKILL:",
+              {command[:60]: round(seconds, 1) for command, seconds in gone.items()})
+    finally:
+        for process in psutil.Process(child.pid).children(recursive=True) if child.poll() is None else []:
+            process.kill()
+        child.kill()
+
+
+def test_nothing_but_champions_lines_on_stdout_when_a_worker_is_killed(folder):
+    """Ray prints "(raylet) A worker died..." (in colour) on stdout; champion's own warning goes to stderr."""
+    faults = folder / "faults"
+    faults.mkdir()
+    child = subprocess.Popen(CHAMPION + ["train", "toy_envs:FaultyCartPole-v0", "--results-dir",
+                                         str(folder / "results"), "--run-name", "worker-killed"]
+                             + SMALL + ["--total-steps", "4096", "--eval-every", "2048"],
+                             env=clean_environment(folder, CHAMPION_TEST_FAULTS=str(faults)), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    (faults / "kill").write_text(str(child.pid))  # spares the driver; its workers start seconds later
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-3000:]
+    assert not (faults / "kill").exists()  # the fault happened
+    assert "rollout worker" in err and "restarted it" in err
+    assert out.strip(), "champion's own lines are missing"
+    assert_only_champion_on_stdout(subprocess.CompletedProcess([], 0, out, err))
