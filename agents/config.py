@@ -162,7 +162,9 @@ class RayConfig:
     eval_timeout_s: float = 120.0
     """An evaluation actor whose episodes take longer (from when they were sent) is warned about, restarted and plays them again; late twice in one evaluation, the run stops."""
     max_worker_restarts: int = 3
-    """Restarts each rollout or evaluation worker may have (deaths and timeouts, per worker over the session) before the run stops with a checkpoint."""
+    """Restarts each rollout or evaluation worker may have (deaths and timeouts) within ray.restart_window_s before the run stops with a checkpoint."""
+    restart_window_s: float = 3600.0
+    """Only a worker's restarts within this many seconds count against ray.max_worker_restarts (0: all of a session's)."""
 
 
 @dataclass(frozen=True)
@@ -429,6 +431,8 @@ def _validate_ray(config: TrainConfig) -> None:
         _require(isinstance(value, int) and value >= least, f"ray.{name} must be an integer >= {least}, got {value!r}")
     for name in ("fragment_timeout_s", "eval_timeout_s"):
         _positive_finite(f"ray.{name}", getattr(ray, name))
+    _require(isinstance(ray.restart_window_s, (int, float)) and 0 <= ray.restart_window_s < math.inf,
+             f"ray.restart_window_s must be a number of seconds >= 0, got {ray.restart_window_s!r}")
     _require(ray.worker_cpus >= 0, f"ray.worker_cpus must be a number >= 0, got {ray.worker_cpus!r}")
     _require(ray.num_cpus is None or (isinstance(ray.num_cpus, int) and ray.num_cpus > 0),
              f"ray.num_cpus must be a positive integer or null, got {ray.num_cpus!r}")

@@ -100,7 +100,7 @@ def test_a_worker_killed_mid_run_is_restarted_and_training_goes_on(local_ray, tm
     assert not (Path(local_ray["faults"]) / "kill").exists()  # the fault happened
     assert result.env_steps == 4096
     assert summary(result.run_dir)["engine"]["worker_restarts"] == 1
-    assert "restarted it (1 of 3 restarts)" in capsys.readouterr().err
+    assert "restarted it (1 of 3 restarts within 3600 s)" in capsys.readouterr().err
 
 
 def kill_workers_before_rollout(monkeypatch, at: dict[int, list[int]]):
@@ -154,7 +154,7 @@ def test_several_workers_lost_at_once_are_restarted_together_each_within_its_own
     assert [lost for lost, _ in took[3]] == [[0, 1, 2]]  # one batch: started together, awaited together
     captured = capsys.readouterr()
     [warning] = [line for line in captured.err.splitlines() if "restarted them" in line]
-    assert "rollout workers 0, 1, 2 were" in warning and "(up to 1 of 1 restarts each)" in warning
+    assert "rollout workers 0, 1, 2 were lost" in warning and "(up to 1 of 1 restarts each within 3600 s)" in warning
     [done] = [line for line in captured.out.splitlines() if line.startswith("done:")]
     assert "not exact: rollout workers 0, 1, 2 were restarted (last at step 512)" in done
     [checkpoint] = sorted((result.run_dir / "checkpoints").glob("ckpt-*"))  # a resume's final line says it too
@@ -172,8 +172,38 @@ def test_a_worker_past_its_own_restarts_ends_the_run_in_one_line(local_ray, tmp_
         train(four_workers(tmp_path, "budget", **{"ray.max_worker_restarts": 1}), progress=False)
     message = str(stopped.value)
     assert "\n" not in message
-    assert "rollout worker 1 was lost" in message and "ray.max_worker_restarts=1" in message
+    assert message.startswith("error: rollout worker 1 was lost")
+    assert ", and it has used its ray.max_worker_restarts=1 restarts within ray.restart_window_s=3600 s" in message
     assert "continue with: champion train --resume" in message
+
+
+def test_a_restart_budget_counts_each_worker_apart_and_lets_old_restarts_lapse(monkeypatch):
+    """ray.max_worker_restarts per worker within ray.restart_window_s: a whole node's workers once each are within
+    it, one worker twice within the window is not, and a restart older than the window no longer counts."""
+    from champion.runners.ray import workers
+
+    now = [1000.0]
+    monkeypatch.setattr(workers.time, "monotonic", lambda: now[0])
+    budget = workers.RestartBudget(8, limit=1, window_s=3600)
+    assert [budget.count(index) for index in range(8)] == [1] * 8  # a node of 8 workers lost: one restart each
+    assert all(budget.exhausted(index) for index in range(8))
+    now[0] += 3601
+    assert not budget.exhausted(3) and budget.count(3) == 1  # an hour on, worker 3 may be restarted again
+    assert budget.ray_max_restarts == -1  # Ray keeps restarting; the driver stops the run
+    whole_session = workers.RestartBudget(2, limit=2, window_s=0)
+    whole_session.count(0)
+    now[0] += 10 ** 6
+    assert whole_session.used(0) == 1 and whole_session.ray_max_restarts == 2
+    assert budget.settings() == "ray.max_worker_restarts=1 restarts within ray.restart_window_s=3600 s"
+
+
+def test_a_run_config_from_before_restart_window_s_loads_with_its_default():
+    """The before-package run's config.yaml has ray.eval_timeout_s=600 and no ray.restart_window_s."""
+    from champion.runners.configure import load_run_config
+
+    config = load_run_config(HERE / "fixtures" / "before-package" / "run")
+    assert config.ray.restart_window_s == 3600.0 and config.ray.eval_timeout_s == 600.0
+    assert config.ray.max_worker_restarts == 3
 
 
 def test_a_clean_run_on_ray_ends_with_no_not_exact_clause(local_ray, tmp_path, capsys):
@@ -235,7 +265,7 @@ def test_an_evaluation_actor_that_hangs_is_warned_about_once_and_counted_once(lo
     assert summary(result.run_dir)["engine"]["evaluation_restarts"] == 1
     assert summary(result.run_dir)["engine"]["not_exact"] is None  # evaluations replay the same episodes
     warnings = [line for line in capsys.readouterr().err.splitlines() if "evaluation actor" in line]
-    assert len(warnings) == 1 and "within ray.eval_timeout_s=3 s; restarted it (1 of 3 restarts)" in warnings[0]
+    assert len(warnings) == 1 and "within ray.eval_timeout_s=3 s; restarted it (1 of 3 restarts within 3600 s)" in warnings[0]
     assert result.evaluations == straight.evaluations and len(result.evaluations) == 3
 
 

@@ -13,7 +13,8 @@ the driver sends them once, not W times (a node fetches them once for all its wo
 Workers that die or do not answer within ``ray.fragment_timeout_s`` are restarted by Ray (the actor's
 ``max_restarts``; never ``max_task_retries``, which would collect again with stale weights), all of them at
 once (a lost node takes several), and their fragments collected again from fresh episodes; each worker has
-``ray.max_worker_restarts`` restarts, past which the run stops with a checkpoint (``WorkersLost``). The run is
+``ray.max_worker_restarts`` restarts within ``ray.restart_window_s``, past which the run stops with a checkpoint
+(``WorkersLost``). The run is
 then no longer exact, and its report (and the final line) says so. Every wait has a timeout.
 """
 
@@ -33,7 +34,7 @@ from champion.runners.engines.base import Advance, EngineFailed
 from champion.runners.engines.gymnasium import GymnasiumEngine
 from champion.runners.rollout import RewardScaler, not_exact_line, restart_returns, stack_fragments
 from champion.runners.timing import Timings
-from champion.runners.ray.workers import Fragment, RolloutWorker, WorkerNotStarted, WorkerSetup
+from champion.runners.ray.workers import Fragment, RestartBudget, RolloutWorker, WorkerNotStarted, WorkerSetup
 
 CLOSE_TIMEOUT_S = 10.0
 """How long workers may take to close their envs at the end of a run before they are stopped anyway."""
@@ -55,7 +56,8 @@ class RayEngine(GymnasiumEngine):
         self.workers: list[Any] = []
         self.version = 0
         self.worker_restarts = [0] * config.ray.workers
-        """Restarts of each rollout worker (a new actor answering) in this session; each has ray.max_worker_restarts."""
+        """Restarts of each rollout worker (a new actor answering) in this session."""
+        self.budget = RestartBudget(config.ray.workers, config.ray.max_worker_restarts, config.ray.restart_window_s)
         self.starts = [0] * config.ray.workers
         """Fresh starts of each worker's envs after a failure, which seed them apart."""
         self.fresh_episodes: dict[int, int] = {}
@@ -81,7 +83,7 @@ class RayEngine(GymnasiumEngine):
         states, problem = self._saved_worker_states(saved)
         check_capacity(config.ray.workers, config.ray.worker_cpus)
         remote = ray.remote(RolloutWorker).options(
-            num_cpus=config.ray.worker_cpus, max_restarts=config.ray.max_worker_restarts, max_task_retries=0,
+            num_cpus=config.ray.worker_cpus, max_restarts=self.budget.ray_max_restarts, max_task_retries=0,
             scheduling_strategy="SPREAD")
         options = EnvOptions.from_config(config)
         self.workers = [remote.remote(WorkerSetup(config.env_id, options, self.policy.spec, config.algo_config.num_steps,
@@ -195,13 +197,13 @@ class RayEngine(GymnasiumEngine):
         try:
             return ray.get(reference, timeout=self.config.ray.fragment_timeout_s)
         except ray.exceptions.ActorUnavailableError:  # restarting: asked again, counted if it is a new actor
-            lost[index] = ("was restarted by Ray", "", False)
+            lost[index] = ("was lost", "being restarted by Ray", False)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
             lost[index] = ("was lost", _first_line(error), False)
         except ray.exceptions.RayTaskError as error:
             if not isinstance(error.cause, WorkerNotStarted):
                 raise _task_failure(index, "collect", error) from None
-            lost[index] = ("was restarted by Ray", "its node or process was lost", False)  # after the call was sent
+            lost[index] = ("was lost", "node or process lost after the call was sent", False)
         return None
 
     def _restart(self, lost: dict[int, tuple[str, str, bool]], step: int) -> None:
@@ -210,25 +212,26 @@ class RayEngine(GymnasiumEngine):
         when one has used its ray.max_worker_restarts, or Ray gave up on it. One warning line for them all."""
         import ray
 
-        limit = self.config.ray.max_worker_restarts
         for index, (_, _, kill) in lost.items():
             if kill:
                 ray.kill(self.workers[index], no_restart=False)
         incarnations = self._start_again(lost, step)
         restarted = [index for index in lost if incarnations[index] != self.incarnations[index]]
         for index in restarted:  # same incarnation: briefly unavailable, its episodes restarted but nothing lost
-            if self.worker_restarts[index] >= limit:
+            if self.budget.exhausted(index):
                 why, detail, _ = lost[index]
                 raise WorkersLost(f"rollout worker {index} {why}{f' ({detail})' if detail else ''}, and it has used "
-                                  f"its ray.max_worker_restarts={limit} restarts")
+                                  f"its {self.budget.settings()}")
         for index in lost:
             self.fresh_episodes[index] = step
             if self.reward_scaler is not None:  # the restarted envs' returns start again at zero
                 self.reward_scaler.returns[self.envs_per_worker * index:self.envs_per_worker * (index + 1)] = 0.0
+        used = {}
         for index in restarted:
             self.worker_restarts[index] += 1
+            used[index] = self.budget.count(index)
             self.incarnations[index] = incarnations[index]
-        self.warn(_restarted_line(lost, {index: self.worker_restarts[index] for index in restarted}, limit))
+        self.warn(_restarted_line(lost, used, self.budget))
 
     def _start_again(self, lost: dict[int, tuple[str, str, bool]], step: int) -> dict[int, str]:
         """Each lost worker's incarnation once it has started fresh episodes (seeded apart from every other env's):
@@ -269,8 +272,8 @@ class RayEngine(GymnasiumEngine):
                 except ray.exceptions.RayActorError as error:
                     why, _, _ = lost[index]
                     raise WorkersLost(f"rollout worker {index} {why}, and Ray did not bring it back "
-                                      f"({_first_line(error)}); ray.max_worker_restarts="
-                                      f"{self.config.ray.max_worker_restarts} restarts are allowed per worker") from error
+                                      f"({_first_line(error)}); {self.budget.settings()} are allowed per "
+                                      "worker") from error
             if again:
                 time.sleep(0.2)
                 for index in again:
@@ -389,7 +392,7 @@ def _workers(indices: list[int]) -> str:
     return f"rollout worker {indices[0]}" if len(indices) == 1 else f"rollout workers {', '.join(map(str, indices))}"
 
 
-def _restarted_line(lost: dict[int, tuple[str, str, bool]], counts: dict[int, int], limit: int) -> str:
+def _restarted_line(lost: dict[int, tuple[str, str, bool]], counts: dict[int, int], budget: RestartBudget) -> str:
     """One warning line for workers brought back together: what happened to each (grouped), the restarts they have
     used of ray.max_worker_restarts, and that their fragments are collected again."""
     groups: dict[str, list[int]] = {}
@@ -404,7 +407,7 @@ def _restarted_line(lost: dict[int, tuple[str, str, bool]], counts: dict[int, in
     if not counts:
         used = "the same actor, briefly unavailable: not counted as a restart"
     else:
-        used = f"{'up to ' if several else ''}{max(counts.values())} of {limit} restarts{' each' if several else ''}"
+        used = budget.text(max(counts.values()), several)
     whose = "their fragments are" if several else "its fragment is"
     return f"{'; '.join(parts)}; restarted {'them' if several else 'it'} ({used}), {whose} collected again from fresh episodes"
 

@@ -18,7 +18,7 @@ from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, EnvStepError
 from champion.runners.engines.base import EngineFailed
 from champion.runners.evaluate import EvalResult, FinishedEvaluation
-from champion.runners.ray.workers import EvaluationWorker
+from champion.runners.ray.workers import EvaluationWorker, RestartBudget
 from champion.runners.store.atomic_files import warn
 
 
@@ -39,16 +39,18 @@ class RayEvaluation:
 
     def __init__(self, env_id: str, options: EnvOptions, spec: NetworkSpec, seeds: Sequence[int], actors: int,
                  timeout: float, max_restarts: int, background: bool = True,
-                 warn: Callable[[str], None] = warn) -> None:
+                 warn: Callable[[str], None] = warn, restart_window_s: float = 0.0) -> None:
         import ray
 
         self.seeds, self.timeout, self.max_restarts, self.background = list(seeds), timeout, max_restarts, background
         self.warn = warn
         self.shares = [list(share) for share in np.array_split(self.seeds, min(actors, len(self.seeds))) if len(share)]
-        remote = ray.remote(EvaluationWorker).options(num_cpus=0, max_restarts=max_restarts, max_task_retries=0)
+        self.budget = RestartBudget(len(self.shares), max_restarts, restart_window_s)
+        remote = ray.remote(EvaluationWorker).options(num_cpus=0, max_restarts=self.budget.ray_max_restarts,
+                                                      max_task_retries=0)
         self.actors = [remote.remote(env_id, options, spec, [int(seed) for seed in share]) for share in self.shares]
         self.actor_restarts = [0] * len(self.actors)
-        """Restarts of each evaluation actor; each has ``max_restarts``."""
+        """Restarts of each evaluation actor in this session; each has ``max_restarts`` within ``restart_window_s``."""
         self.step_in_flight = -1
         """The step of the evaluation running now (-1: none)."""
         self._in_flight: tuple[int, NumpyPolicy, Any, list[Any], float] | None = None
@@ -155,12 +157,11 @@ class RayEvaluation:
 
     def _count_restart(self, index: int, why: str) -> None:
         """One restart of evaluation actor ``index``, warned in one line; EvaluationFailed past its budget."""
-        if self.actor_restarts[index] >= self.max_restarts:
-            raise EvaluationFailed(f"evaluation actor {index} {why}, and it has used its "
-                                   f"ray.max_worker_restarts={self.max_restarts} restarts")
+        if self.budget.exhausted(index):
+            raise EvaluationFailed(f"evaluation actor {index} {why}, and it has used its {self.budget.settings()}")
         self.actor_restarts[index] += 1
-        self.warn(f"evaluation actor {index} {why}; restarted it ({self.actor_restarts[index]} of {self.max_restarts} "
-                  "restarts), its episodes are played again (same seeds, same results)")
+        self.warn(f"evaluation actor {index} {why}; restarted it ({self.budget.text(self.budget.count(index))}), its "
+                  "episodes are played again (same seeds, same results)")
 
     def close(self) -> None:
         """Stop the evaluation actors, dropping an evaluation in flight."""

@@ -140,6 +140,49 @@ class EvaluationWorker:
         return process_report()
 
 
+class RestartBudget:
+    """Restarts per worker: ``limit`` for each worker within any ``window_s`` seconds (0: over the whole session), so
+    that losing many workers at once (a node) costs each one restart, and losses hours apart in a long run do not
+    add up to end it. Used by the driver for rollout workers and evaluation actors alike."""
+
+    def __init__(self, workers: int, limit: int, window_s: float) -> None:
+        self.limit, self.window_s = limit, window_s
+        self.times: list[list[float]] = [[] for _ in range(workers)]
+        """When each worker was restarted (time.monotonic)."""
+
+    @property
+    def ray_max_restarts(self) -> int:
+        """The actors' own max_restarts: the limit, or unlimited (-1) when a window lets old restarts lapse (the driver
+        then stops the run itself)."""
+        return -1 if self.window_s else self.limit
+
+    def used(self, index: int) -> int:
+        """Worker ``index``'s restarts that still count."""
+        if self.window_s:
+            since = time.monotonic() - self.window_s
+            self.times[index] = [moment for moment in self.times[index] if moment > since]
+        return len(self.times[index])
+
+    def exhausted(self, index: int) -> bool:
+        """Whether one more restart of worker ``index`` would pass the budget."""
+        return self.used(index) >= self.limit
+
+    def count(self, index: int) -> int:
+        """One restart of worker ``index``; the restarts that now count."""
+        self.times[index].append(time.monotonic())
+        return self.used(index)
+
+    def text(self, used: int, several: bool = False) -> str:
+        """E.g. "1 of 3 restarts", "up to 2 of 3 restarts each within 3600 s"."""
+        within = f" within {self.window_s:g} s" if self.window_s else ""
+        return f"{'up to ' if several else ''}{used} of {self.limit} restarts{' each' if several else ''}{within}"
+
+    def settings(self) -> str:
+        """The settings that set it, for an error line."""
+        within = f" within ray.restart_window_s={self.window_s:g} s" if self.window_s else ""
+        return f"ray.max_worker_restarts={self.limit} restarts{within}"
+
+
 def process_report() -> dict[str, Any]:
     """pid, Ray node, peak resident memory in MB (Linux reports KB), and whether TensorFlow was ever imported here."""
     ray = sys.modules.get("ray")  # present on a Ray worker; this module does not import it
