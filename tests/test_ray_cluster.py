@@ -35,8 +35,8 @@ SMALL = ["--engine", "ray", "--workers", "2", "--total-steps", "1024", "--eval-e
          "--set", "ppo.epochs=2", "--set", "ppo.jit_compile=false", "--set", "ray.eval_workers=0",
          "--set", "crown.at_end=false"]
 """A tiny Ray run (crash_helpers.QUICK's settings, on Ray, no crown): about 10 s, most of it Ray's start."""
-RAY_LINE = re.compile(r"\x1b\[|^\((raylet|\w+ pid=\d+)\)|^\[\d{4}-\d\d-\d\d |^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ |"
-                      r"A worker died|\[repeated \d+x")
+RAY_LINE = re.compile(r"\x1b\[|^\((raylet|\w+ pid=\d+)\)|^\[\d{4}-\d\d-\d\d |"
+                      r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+[A-Z]+ |A worker died|\[repeated \d+x")
 """What Ray's own lines look like: colour codes, "(raylet) ..." and "(RolloutWorker pid=1234) ..." (its messages
 and workers' output), C++ log lines ("[2026-12-07 09:06:00,884 W ...]"), Python log lines."""
 

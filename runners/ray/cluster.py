@@ -120,13 +120,15 @@ def _start_local(num_cpus: int | None) -> None:
     global _local
     import ray
 
+    if _local is not None:  # the Ray it started before was shut down by someone else: finish the clean-up
+        _stop_local()
     folder = tempfile.mkdtemp(prefix="champion-ray-", dir=_short_temp_root())
     watchdog = _start_watchdog(folder)
-    local = _LocalRay(folder, watchdog)
-    local.environment = {name: os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}  # Ray sets
-    if os.environ.get("RAY_AUTH_MODE") is None and not _token_available():  # RAY_AUTH_MODE=token here as it starts
+    # Ray sets RAY_AUTH_MODE=token in this process as it starts; both variables are put back at the end
+    local = _LocalRay(folder, watchdog, {name: os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")})
+    if os.environ.get("RAY_AUTH_MODE") is None and not _token_available():
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)  # else Ray writes a new one into ~/.ray/auth_token
-        _reset_token_cache()
+        _reload_ray_settings()
     _local = local
     try:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
@@ -154,7 +156,7 @@ def _stop_local() -> None:
     shutil.rmtree(local.folder, ignore_errors=True)
     for name, value in local.environment.items():
         _restore(name, value)
-    _reset_token_cache()
+    _reload_ray_settings()
 
 
 def _restore(name: str, value: str | None) -> None:
@@ -184,21 +186,24 @@ def _use_token_mode() -> None:
     """Send this machine's token from now on, as ``ray.init`` does for a head it found itself (``auto``): it sets
     RAY_AUTH_MODE=token in this process and has Ray read its settings again."""
     os.environ["RAY_AUTH_MODE"] = "token"
+    _reload_ray_settings()
+
+
+def _reload_ray_settings() -> None:
+    """Make Ray read RAY_AUTH_MODE and the token again (it keeps what it read first for the life of the process),
+    as Ray does when it turns token mode on itself; nothing on a Ray without these functions."""
     try:
-        from ray._raylet import Config  # Ray 2.5x's own way to read the settings again
+        from ray._raylet import AuthenticationTokenLoader, Config
     except ImportError:
         return
     Config.initialize("")
-    _reset_token_cache()
-
-
-def _reset_token_cache() -> None:
-    """Make Ray read the token again (it keeps the first one it read for the life of the process)."""
-    try:
-        from ray._raylet import AuthenticationTokenLoader  # Ray 2.5x's own way to reset it
-    except ImportError:
-        return
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _child_environment(**settings: str) -> dict[str, str]:
+    """This process's environment for a child that imports champion and Ray as this process does (its path)."""
+    path = os.pathsep.join(filter(None, [*sys.path, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **settings}
 
 
 def _start_watchdog(folder: str) -> subprocess.Popen | None:
@@ -209,7 +214,7 @@ def _start_watchdog(folder: str) -> subprocess.Popen | None:
                folder]
     try:
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                                stderr=subprocess.DEVNULL, start_new_session=True, env=_child_environment())
     except OSError:  # no watchdog: Ray's own clean-up (about a minute) is what is left
         return None
 
@@ -385,7 +390,7 @@ def _ask_head_from_child(address: str, given: str, settings: dict[str, str], dea
     command = [sys.executable, "-c", "from champion.runners.ray.cluster import _ask_head; _ask_head()", address]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=max(deadline - time.monotonic(), 0.5),
-                              env={**os.environ, **settings}, stdin=subprocess.DEVNULL)
+                              env=_child_environment(**settings), stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise ConfigError(f"no Ray head answered at {address}{_source(given)} within {HEAD_CHECK_SECONDS:g} s "
                           "(something else may listen there); give the address 'ray start --head' printed, or "
