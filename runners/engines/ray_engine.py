@@ -12,10 +12,14 @@ the driver sends them once, not W times (a node fetches them once for all its wo
 
 Workers that die or do not answer within ``ray.fragment_timeout_s`` are restarted by Ray (the actor's
 ``max_restarts``; never ``max_task_retries``, which would collect again with stale weights), all of them at
-once (a lost node takes several), and their fragments collected again from fresh episodes; each worker has
-``ray.max_worker_restarts`` restarts within ``ray.restart_window_s``, past which the run stops with a checkpoint
-(``WorkersLost``). The run is
-then no longer exact, and its report (and the final line) says so. Every wait has a timeout.
+once (a lost node takes several: every start is sent, then all are awaited), and their fragments collected
+again from fresh episodes. Each worker has ``ray.max_worker_restarts`` restarts within ``ray.restart_window_s``
+(``RestartBudget``), past which the run stops with a checkpoint (``WorkersLost``). A run with restarted workers
+is no longer exact; its report, checkpoints and final line say so. Every wait has a timeout.
+
+A checkpoint asks every worker for its envs' journals and noise at once and takes them in one ``ray.get``:
+at 64 workers of 4 CartPole envs, 0.1 s and 1.4 MB per checkpoint (0.4 s for a session's first, which replays
+each journal on fresh envs); one worker at a time took twice as long.
 """
 
 from __future__ import annotations
@@ -334,8 +338,8 @@ class RayEngine(GymnasiumEngine):
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Each worker's env journals and noise (all None, and why, if a worker cannot give them), which envs a
-        resume restores exactly (checked by a replay at the session's first checkpoint), the layout and the reward
-        scaler."""
+        resume restores exactly (checked by a replay at the session's first checkpoint), the layout, the reward
+        scaler, and what made the run inexact so far (restarted workers, resumes that restarted episodes)."""
         import ray
 
         base = {"engine": self.kind, "layout": (self.config.ray.workers, self.envs_per_worker),
