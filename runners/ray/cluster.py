@@ -325,8 +325,17 @@ def check_cluster(address: str) -> Head:
     and a Ray head answers as this machine would talk to it; a ConfigError of one line otherwise, within
     PROBE_SECONDS + HEAD_CHECK_SECONDS (before TensorFlow is imported: ``champion.api`` calls it first)."""
     target = resolve_address(address)
+    asked_as = (target, address, os.environ.get("RAY_AUTH_MODE"), os.environ.get("RAY_AUTH_TOKEN"))
+    if asked_as in _heads_checked and time.monotonic() - _heads_checked[asked_as][1] < 60:
+        return _heads_checked[asked_as][0]  # checked a moment ago (``champion.api``), before the run connects
     probe(target, given=address)
-    return Head(target, check_head(target, given=address))
+    head = Head(target, check_head(target, given=address))
+    _heads_checked[asked_as] = (head, time.monotonic())
+    return head
+
+
+_heads_checked: dict[tuple[str | None, ...], tuple[Head, float]] = {}
+"""The heads ``check_cluster`` found answering lately (with the settings it asked with), and when."""
 
 
 def resolve_address(address: str) -> str:
