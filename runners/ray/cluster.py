@@ -329,6 +329,8 @@ def check_cluster(address: str) -> Head:
     if asked_as in _heads_checked and time.monotonic() - _heads_checked[asked_as][1] < 60:
         return _heads_checked[asked_as][0]  # checked a moment ago (``champion.api``), before the run connects
     probe(target, given=address)
+    if target.startswith("ray://"):  # Ray Client's own protocol: ray.init speaks it, a GCS request would not
+        return Head(target, os.environ.get("RAY_AUTH_MODE", "").lower() == "token")
     head = Head(target, check_head(target, given=address))
     _heads_checked[asked_as] = (head, time.monotonic())
     return head
