@@ -183,7 +183,7 @@ class RayPlayer:
 
 def _finished_by(evaluation: RayEvaluation, deadline: float) -> list:
     """The evaluation in flight once it has finished; OutOfTime if it has not by ``deadline``. An actor lost
-    meanwhile is restarted by the evaluation's ``wait``, which may take up to 3 x ray.eval_timeout_s past the
+    meanwhile is restarted by the evaluation's ``wait``, which may take up to about 2 x ray.eval_timeout_s past the
     deadline; past ray.max_worker_restarts it fails, and the race keeps its whole rounds."""
     while time.time() < deadline:
         finished = evaluation.finished()

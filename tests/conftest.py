@@ -46,7 +46,8 @@ def local_ray(tmp_path_factory):
     """A local Ray with 2 CPUs for this test session (tests/test_ray.py), shut down after them.
 
     Its session folder is a short temporary one of its own, removed after (under pytest's folder Ray's socket
-    paths would pass the 107-byte limit); its token comes from RAY_AUTH_TOKEN, so Ray writes no token file into
+    paths would pass the 107-byte limit); it is a new one whatever other Ray runs on the machine
+    (``address="local"``); its token comes from RAY_AUTH_TOKEN, so Ray writes no token file into
     the user's home; the workers find the toy envs on PYTHONPATH and the fault files (toy_envs.FaultyCartPole)
     in CHAMPION_TEST_FAULTS, both inherited. The variables are put back afterwards. Ray's ports listen on every
     interface (Ray has no setting for that); the token guards them.
@@ -64,7 +65,7 @@ def local_ray(tmp_path_factory):
                "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
     before = {name: os.environ.get(name) for name in changed}
     os.environ.update(changed)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _temp_dir=temp)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _temp_dir=temp)
     yield {"address": ray.get_runtime_context().gcs_address, "faults": str(faults)}
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
