@@ -1,5 +1,6 @@
 """Run by tests/test_ray.py in its own process: Ray's multi-node test cluster on this machine (a head of one CPU
-and three nodes of four), a Ray-engine run of 8 workers on it, and the node holding the most rollout workers
+and three nodes of four), a Ray-engine run of 8 workers on it (or ``RESULTS WORKERS WORKER_CPUS``: 16 workers
+of half a CPU, say), and the node holding the most rollout workers
 (two or more) removed between two rollouts once the run is under way. Prints one JSON line: which workers the
 removed node held, the steps reached, and the restarts per worker."""
 
@@ -26,7 +27,7 @@ from champion.runners.training import train  # noqa: E402
 FAST_NODE_DEATH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500, "health_check_failure_threshold": 3}
 
 
-def main(results: Path) -> None:
+def main(results: Path, workers: int = 8, worker_cpus: float = 1.0) -> None:
     cluster = Cluster(initialize_head=True, connect=True,
                       head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": FAST_NODE_DEATH})
     nodes = [cluster.add_node(num_cpus=4) for _ in range(3)]
@@ -69,11 +70,16 @@ def main(results: Path) -> None:
 
     ray_engine.RayEngine._collect = collect_after_removing_a_node
     ray_engine.RayEngine._restart = timed_restart
-    config, _ = resolve_config("CartPole-v1", "ppo", {"engine": "ray", "ray.workers": 8, "num_envs": 16, "total_steps": 16384,
-                                                       "eval_every": 4096, "results_dir": str(results),
+    config, _ = resolve_config("CartPole-v1", "ppo", {"engine": "ray", "ray.workers": workers, "num_envs": 2 * workers,
+                                                       "ray.worker_cpus": worker_cpus, "total_steps": 1024 * workers,
+                                                       "eval_every": 256 * workers, "results_dir": str(results),
                                                        "run_name": "multinode", "media": False})
     result = train(config, progress=False)
     summary = json.loads((result.run_dir / "summary.json").read_text())
+    from champion.runners.replay import replay  # the best policy, played in this process: no Ray needed
+
+    replayed = replay(result.run_dir, entry="best")
+    report.update(replayed_mean=replayed.result.mean_return, recorded_mean=replayed.recorded_mean_return)
     report.update(env_steps=result.env_steps, total_steps=config.total_steps,
                   worker_restarts=summary["engine"]["worker_restarts"],
                   worker_restarts_by_worker=summary["engine"]["worker_restarts_by_worker"],
@@ -100,7 +106,7 @@ def node_alive(node_id: str) -> bool:
 
 if __name__ == "__main__":
     try:
-        main(Path(sys.argv[1]))
+        main(Path(sys.argv[1]), *(int(sys.argv[2]), float(sys.argv[3])) if len(sys.argv) > 3 else ())
     finally:  # Ray's session files of this cluster, which nothing else reads
         import shutil
 
