@@ -260,6 +260,10 @@ def _check_before_resuming(run_dir: Path, settings: dict[str, Any], progress: bo
         check_links(run_dir)
     resumed = resumed_config(run_dir, settings)
     check_resumable(run_dir, resumed)
+    if resumed.engine == "ray" and resumed.ray.address is not None:  # as for a new run: the head, its token
+        from champion.runners.ray.cluster import check_cluster
+
+        check_cluster(resumed.ray.address)
     preflight(run_dir)
     before = load_run_config(run_dir).total_steps
     if resumed.total_steps < before and progress:
