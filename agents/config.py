@@ -159,8 +159,8 @@ class RayConfig:
     """Actors playing the evaluation episodes beside training (the episodes are split among them); 0: evaluate in the driver process."""
     fragment_timeout_s: float = 120.0
     """A worker whose fragment takes longer is restarted and its fragment collected again (several lost workers are restarted at once)."""
-    eval_timeout_s: float = 120.0
-    """An evaluation actor whose episodes take longer (from when they were sent) is warned about, restarted and plays them again; late twice in one evaluation, the run stops."""
+    eval_timeout_s: float = 600.0
+    """An evaluation actor whose episodes take longer (from when they were sent) is warned about, restarted and plays them again; late twice in one evaluation, the run stops (10 long Atari games on one actor can take minutes)."""
     max_worker_restarts: int = 3
     """Restarts each rollout or evaluation worker may have (deaths and timeouts) within ray.restart_window_s before the run stops with a checkpoint."""
     restart_window_s: float = 3600.0

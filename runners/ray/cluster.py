@@ -74,32 +74,59 @@ class RayConnection:
 
     address: str
     owned: bool
+    joined: bool = False
+    """Whether champion joined this cluster for the run (then ``close`` disconnects from it, leaving it running)."""
 
     def close(self) -> None:
-        """Shut down the local Ray this run started (its processes, its watchdog, its session folder)."""
+        """Shut down the local Ray this run started (its processes, its watchdog, its session folder), or leave
+        the cluster it joined: a later run in this process starts from scratch (its own Ray, unless it names
+        a cluster), and RAY_AUTH_MODE and Ray's printer are as they were."""
         if self.owned:
             _stop_local()
+        elif self.joined:
+            _leave_cluster()
 
 
 def connect(address: str | None, num_cpus: int | None) -> RayConnection:
     """Use this process's Ray, join the cluster at ``address`` (``auto`` or HOST:PORT), or start a local one."""
+    global _joined
     require_ray()
     import ray
 
     if ray.is_initialized():  # a test session or notebook connected before the run, or the run's own preflight
-        return RayConnection(_gcs_address(), owned=_local is not None)
+        return RayConnection(_gcs_address(), owned=_local is not None, joined=_joined is not None)
     if address is None:
         _start_local(num_cpus)
         return RayConnection(_gcs_address(), owned=True)
     head = check_cluster(address)
+    _joined = {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE")}
     if head.checks_tokens and os.environ.get("RAY_AUTH_MODE") is None:  # a head found by auto: as ray.init does
         _use_token_mode()
     try:
         ray.init(address=head.address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     except Exception as error:  # the checks passed, so this is rare: still one line
+        _leave_cluster()
         raise ConfigError(f"could not join the Ray cluster at {head.address}: {first_line(error)}") from None
     _keep_ray_messages_off_stdout()
-    return RayConnection(head.address, owned=False)
+    return RayConnection(head.address, owned=False, joined=True)
+
+
+_joined: dict[str, str | None] | None = None
+"""While this process is connected to a cluster champion joined: the variables to put back when it leaves."""
+
+
+def _leave_cluster() -> None:
+    """Disconnect from the cluster champion joined (it keeps running) and put back what joining changed."""
+    global _joined
+    import ray
+
+    saved, _joined = _joined, None
+    if ray.is_initialized():
+        ray.shutdown()
+    _restore_ray_messages()
+    for name, value in (saved or {}).items():
+        _restore(name, value)
+    _reload_ray_settings()
 
 
 def preflight(address: str | None, num_cpus: int | None, workers: int, cpus_per_worker: float) -> None:
