@@ -71,8 +71,8 @@ def main(results: Path, workers: int = 8, worker_cpus: float = 1.0) -> None:
     ray_engine.RayEngine._collect = collect_after_removing_a_node
     ray_engine.RayEngine._restart = timed_restart
     config, _ = resolve_config("CartPole-v1", "ppo", {"engine": "ray", "ray.workers": workers, "num_envs": 2 * workers,
-                                                       "ray.worker_cpus": worker_cpus, "total_steps": 1024 * workers,
-                                                       "eval_every": 256 * workers, "results_dir": str(results),
+                                                       "ray.worker_cpus": worker_cpus, "total_steps": 512 * workers,
+                                                       "eval_every": 128 * workers, "results_dir": str(results),
                                                        "run_name": "multinode", "media": False})
     result = train(config, progress=False)
     summary = json.loads((result.run_dir / "summary.json").read_text())
