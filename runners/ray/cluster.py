@@ -118,13 +118,19 @@ _joined: dict[str, str | None] | None = None
 def _leave_cluster() -> None:
     """Disconnect from the cluster champion joined (it keeps running) and put back what joining changed."""
     global _joined
+    saved, _joined = _joined, None
+    _disconnect(saved or {})
+
+
+def _disconnect(environment: dict[str, str | None]) -> None:
+    """Leave Ray (``ray.shutdown``), put Ray's printer and ``environment``'s variables back, and have Ray read
+    its settings again."""
     import ray
 
-    saved, _joined = _joined, None
     if ray.is_initialized():
         ray.shutdown()
     _restore_ray_messages()
-    for name, value in (saved or {}).items():
+    for name, value in environment.items():
         _restore(name, value)
     _reload_ray_settings()
 
@@ -169,21 +175,14 @@ def _start_local(num_cpus: int | None) -> None:
 def _stop_local() -> None:
     """Shut down the run's own Ray, stop its watchdog, remove its session folder, put the environment back."""
     global _local
-    import ray
-
     local, _local = _local, None
-    if ray.is_initialized():
-        ray.shutdown()
-    _restore_ray_messages()
+    _disconnect(local.environment if local is not None else {})
     if local is None:
         return
     if local.watchdog is not None and local.watchdog.poll() is None:
         local.watchdog.terminate()
         local.watchdog.wait(timeout=10)
     shutil.rmtree(local.folder, ignore_errors=True)
-    for name, value in local.environment.items():
-        _restore(name, value)
-    _reload_ray_settings()
 
 
 def _restore(name: str, value: str | None) -> None:
