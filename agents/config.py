@@ -428,14 +428,17 @@ def _validate_ray(config: TrainConfig) -> None:
     ray = config.ray
     for name, least in (("workers", 1), ("envs_per_worker", 0), ("eval_workers", 0), ("max_worker_restarts", 0)):
         value = getattr(ray, name)
-        _require(isinstance(value, int) and value >= least, f"ray.{name} must be an integer >= {least}, got {value!r}")
-    for name in ("fragment_timeout_s", "eval_timeout_s"):
-        _positive_finite(f"ray.{name}", getattr(ray, name))
-    _require(isinstance(ray.restart_window_s, (int, float)) and 0 <= ray.restart_window_s < math.inf,
-             f"ray.restart_window_s must be a number of seconds >= 0, got {ray.restart_window_s!r}")
-    _require(ray.worker_cpus >= 0, f"ray.worker_cpus must be a number >= 0, got {ray.worker_cpus!r}")
-    _require(ray.num_cpus is None or (isinstance(ray.num_cpus, int) and ray.num_cpus > 0),
+        _require(_is_integer(value) and value >= least, f"ray.{name} must be an integer >= {least}, got {value!r}")
+    _require(ray.num_cpus is None or (_is_integer(ray.num_cpus) and ray.num_cpus > 0),
              f"ray.num_cpus must be a positive integer or null, got {ray.num_cpus!r}")
+    _require(_is_number(ray.worker_cpus) and 0 <= ray.worker_cpus < math.inf,
+             f"ray.worker_cpus must be a number of CPUs >= 0, got {ray.worker_cpus!r}")
+    for name in ("fragment_timeout_s", "eval_timeout_s"):
+        value = getattr(ray, name)
+        _require(_is_number(value) and 0 < value < math.inf,
+                 f"ray.{name} must be a positive number of seconds, got {value!r}")
+    _require(_is_number(ray.restart_window_s) and 0 <= ray.restart_window_s < math.inf,
+             f"ray.restart_window_s must be a number of seconds >= 0 (0: the whole session), got {ray.restart_window_s!r}")
     _require(config.num_envs % ray.workers == 0,
              f"num_envs={config.num_envs} does not split evenly over ray.workers={ray.workers}; use num_envs="
              f"{-(-config.num_envs // ray.workers) * ray.workers} or set ray.envs_per_worker")
@@ -499,6 +502,16 @@ def _validate_run_name(name: Any) -> None:
 def _run_name_character(char: str) -> bool:
     """A letter or digit of any script (with its combining marks), or one of ``RUN_NAME_PUNCTUATION``."""
     return char in RUN_NAME_PUNCTUATION or char.isalnum() or unicodedata.category(char) in ("Mn", "Mc")
+
+
+def _is_integer(value: Any) -> bool:
+    """An int, not a bool (YAML's true is an int to Python, and would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float, not a bool, not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def _positive_finite(name: str, value: float) -> None:

@@ -388,6 +388,34 @@ def test_ray_layout_keys_are_checked():
     assert config.num_envs == 6
 
 
+RAY_NUMBERS_REFUSED = [("workers", True, "ray.workers must be an integer >= 1, got True"),
+                       ("envs_per_worker", False, "ray.envs_per_worker must be an integer >= 0, got False"),
+                       ("eval_workers", True, "ray.eval_workers must be an integer >= 0, got True"),
+                       ("max_worker_restarts", True, "ray.max_worker_restarts must be an integer >= 0, got True"),
+                       ("num_cpus", True, "ray.num_cpus must be a positive integer or null, got True"),
+                       ("worker_cpus", True, "ray.worker_cpus must be a number of CPUs >= 0, got True"),
+                       ("worker_cpus", "1", "ray.worker_cpus must be a number of CPUs >= 0, got '1'"),
+                       ("fragment_timeout_s", True, "ray.fragment_timeout_s must be a positive number of seconds, got True"),
+                       ("restart_window_s", True, "ray.restart_window_s must be a number of seconds >= 0 (0: the whole "
+                                                  "session), got True"),
+                       ("restart_window_s", float("nan"), "ray.restart_window_s must be a number of seconds >= 0 (0: the "
+                                                          "whole session), got nan")]
+
+
+@pytest.mark.parametrize("name, value, line", RAY_NUMBERS_REFUSED, ids=[f"{name}={value!r}" for name, value, _ in
+                                                                       RAY_NUMBERS_REFUSED])
+def test_a_bool_or_text_for_a_ray_number_is_one_line(name, value, line):
+    """The API takes a TrainConfig built in Python, where True is an int and passed as 1 (the command line's types
+    are checked before); a string worker_cpus was a TypeError."""
+    import dataclasses
+
+    from champion.agents.config import RayConfig, TrainConfig, validate
+
+    with pytest.raises(ConfigError) as refused:
+        validate(TrainConfig(engine="ray", ray=dataclasses.replace(RayConfig(), **{name: value})))
+    assert str(refused.value) == line
+
+
 def test_a_worker_fragment_equals_the_same_envs_in_one_process(local_ray):
     """Worker 1 of 2 (envs 4..7) collects exactly the columns 4..7 of an 8-env in-process rollout."""
     from champion.agents.networks import ActorCritic, numpy_policy
