@@ -159,8 +159,10 @@ class RayConfig:
     """Actors playing the evaluation episodes beside training (the episodes are split among them); 0: evaluate in the driver process."""
     fragment_timeout_s: float = 120.0
     """A worker whose fragment takes longer is restarted and its fragment collected again (several lost workers are restarted at once)."""
-    eval_timeout_s: float = 600.0
-    """An evaluation actor whose episodes take longer (from when they were sent) is warned about, restarted and plays them again; late twice in one evaluation, the run stops (10 long Atari games on one actor can take minutes)."""
+    eval_stall_s: float = 60.0
+    """An evaluation actor that takes no env step for this long (it is asked about once a second while it plays) is warned about, counted against ray.max_worker_restarts, replaced and plays its episodes again; an evaluation still stepping is never cut short (60 s: far past any env's step and a fresh actor's start, and short beside a training run)."""
+    eval_timeout_s: float | None = None
+    """A cap on one evaluation actor's episodes, from when they were sent: past it the run stops (null: no cap; hangs are found by ray.eval_stall_s)."""
     max_worker_restarts: int = 3
     """Restarts each rollout or evaluation worker may have (deaths and timeouts) within ray.restart_window_s before the run stops with a checkpoint."""
     restart_window_s: float = 3600.0
@@ -433,10 +435,12 @@ def _validate_ray(config: TrainConfig) -> None:
              f"ray.num_cpus must be a positive integer or null, got {ray.num_cpus!r}")
     _require(_is_number(ray.worker_cpus) and 0 <= ray.worker_cpus < math.inf,
              f"ray.worker_cpus must be a number of CPUs >= 0, got {ray.worker_cpus!r}")
-    for name in ("fragment_timeout_s", "eval_timeout_s"):
+    for name in ("fragment_timeout_s", "eval_stall_s"):
         value = getattr(ray, name)
         _require(_is_number(value) and 0 < value < math.inf,
                  f"ray.{name} must be a positive number of seconds, got {value!r}")
+    _require(ray.eval_timeout_s is None or (_is_number(ray.eval_timeout_s) and 0 < ray.eval_timeout_s < math.inf),
+             f"ray.eval_timeout_s must be a positive number of seconds or null (no cap), got {ray.eval_timeout_s!r}")
     _require(_is_number(ray.restart_window_s) and 0 <= ray.restart_window_s < math.inf,
              f"ray.restart_window_s must be a number of seconds >= 0 (0: the whole session), got {ray.restart_window_s!r}")
     _require(config.num_envs % ray.workers == 0,

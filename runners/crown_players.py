@@ -163,9 +163,7 @@ class RayPlayer:
         """Every policy on every seed, results in the order of the policies."""
         from champion.runners.ray.evaluation import RayEvaluation
 
-        ray = self.config.ray
-        evaluation = RayEvaluation(self.config.env_id, EnvOptions.from_config(self.config), self.spec, seeds,
-                                   self.actors, ray.eval_timeout_s, ray.max_worker_restarts, background=True)
+        evaluation = RayEvaluation.from_config(self.config, self.spec, seeds, actors=self.actors)
         results = []
         try:
             for index, policy in enumerate(policies):
@@ -182,9 +180,9 @@ class RayPlayer:
 
 
 def _finished_by(evaluation: RayEvaluation, deadline: float) -> list:
-    """The evaluation in flight once it has finished; OutOfTime if it has not by ``deadline``. An actor lost
-    meanwhile is restarted by the evaluation's ``wait``, which may take up to about 2 x ray.eval_timeout_s past the
-    deadline; past ray.max_worker_restarts it fails, and the race keeps its whole rounds."""
+    """The evaluation in flight once it has finished; OutOfTime if it has not by ``deadline``. An actor lost or
+    stalled meanwhile is replaced by the evaluation's ``finished`` (which never blocks); past ray.max_worker_restarts
+    it fails, and the race keeps its whole rounds."""
     while time.time() < deadline:
         finished = evaluation.finished()
         if finished:

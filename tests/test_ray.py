@@ -198,11 +198,13 @@ def test_a_restart_budget_counts_each_worker_apart_and_lets_old_restarts_lapse(m
 
 
 def test_a_run_config_from_before_restart_window_s_loads_with_its_default():
-    """The before-package run's config.yaml has ray.eval_timeout_s=600 and no ray.restart_window_s."""
+    """The before-package run's config.yaml has ray.eval_timeout_s=600 (now a cap, null by default) and neither
+    ray.restart_window_s nor ray.eval_stall_s."""
     from champion.runners.configure import load_run_config
 
     config = load_run_config(HERE / "fixtures" / "before-package" / "run")
     assert config.ray.restart_window_s == 3600.0 and config.ray.eval_timeout_s == 600.0
+    assert config.ray.eval_stall_s == 60.0
     assert config.ray.max_worker_restarts == 3
 
 
@@ -240,33 +242,97 @@ def test_weights_go_into_the_object_store_once_per_rollout_and_every_call_gets_t
     assert [version for _, version in collects] == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4
 
 
-def test_an_evaluation_actor_that_hangs_is_warned_about_once_and_counted_once(local_ray, tmp_path, monkeypatch,
-                                                                              capsys):
-    """The fault is armed as the first evaluation starts, when every rollout env is past its 50th step (a rollout is
-    256 steps per env here): only the evaluation actor's fresh envs reach it; the one checkpoint, whose replay check
-    steps fresh copies of the rollout envs, comes at the end. The actor is replaced after ray.eval_timeout_s and
-    plays its episodes again; the evaluations are those of the same run without the fault."""
+def evaluation_setup(tmp_path, env_id="toy_envs:FaultyCartPole-v0", **overrides):
+    """A config, an untrained policy and the evaluation seeds, with the in-process evaluation of that policy."""
+    from champion.agents.networks import ActorCritic, numpy_policy
+    from champion.envs.factory import EnvOptions, describe_env, make_eval_env
+    from champion.runners.evaluate import episode_seeds, evaluate
+    from champion.runners.store.run_metadata import network_spec
+
+    config = ray_config(tmp_path, "unused", env_id, **overrides)
+    spec = network_spec(describe_env(env_id), config)
+    policy = numpy_policy(ActorCritic(spec, seed=0), seed=0)
+    seeds = episode_seeds(config.eval_seed, config.eval_episodes)
+    expected = evaluate(policy, make_eval_env(env_id, len(seeds), options=EnvOptions.from_config(config)), seeds,
+                        env_id=env_id)
+    return config, spec, policy, seeds, expected
+
+
+def finished_by_polling(evaluation, patience_s=120.0):
+    """What the training loop does: finished() once an iteration until the evaluation is in (patience_s only keeps a
+    broken evaluation from hanging the test)."""
+    import time
+
+    give_up = time.monotonic() + patience_s
+    while not (finished := evaluation.finished()):
+        assert time.monotonic() < give_up, "the evaluation never finished"
+        time.sleep(0.05)
+    return finished
+
+
+def test_an_evaluation_actor_that_stops_stepping_is_found_by_finished_replaced_and_counted_once(local_ray, tmp_path):
+    """FaultyCartPole's first env on an actor to take its 50th step (the untrained policy's episodes are 14-15
+    steps, and an actor keeps its envs: in the fourth evaluation) sleeps for an hour. finished(), called as
+    the training loop calls it, finds the actor took no step for ray.eval_stall_s=2 s, warns once, counts one
+    restart and plays the share again on a fresh actor: every evaluation is the in-process one, exactly."""
     from champion.runners.ray.evaluation import RayEvaluation
 
-    start = RayEvaluation.start
+    config, spec, policy, seeds, expected = evaluation_setup(tmp_path, **{"ray.eval_stall_s": 2, "eval_episodes": 4,
+                                                                          "ray.eval_workers": 2})
+    warnings = []
+    evaluation = RayEvaluation.from_config(config, spec, seeds, warn=warnings.append)
+    fault(local_ray, "hang")
+    try:
+        results = []
+        while (Path(local_ray["faults"]) / "hang").exists() and len(results) < 20:
+            evaluation.start(len(results), policy)
+            results.append(finished_by_polling(evaluation)[0].result)
+        evaluation.start(len(results), policy)  # one more on the fresh actor
+        results.append(finished_by_polling(evaluation)[0].result)
+    finally:
+        evaluation.close()
+    assert not (Path(local_ray["faults"]) / "hang").exists()  # an evaluation actor claimed it
+    assert len(warnings) == 1 and evaluation.restarts == 1
+    assert "took no env step for ray.eval_stall_s=2 s during its 2 episodes of the evaluation at step" in warnings[0]
+    assert "; restarted it (1 of 3 restarts within 3600 s), its episodes are played again" in warnings[0]
+    assert all(result == expected for result in results) and len(results) >= 3
 
-    def arm_then_start(evaluation, step, policy):
-        if step == 2048:
-            fault(local_ray, "hang")
-        return start(evaluation, step, policy)
 
-    common = {"total_steps": 6144, "eval_every": 2048, "checkpoint_every": 100_000, "crown.at_end": False,
-              "ray.eval_timeout_s": 15}
-    straight = train(ray_config(tmp_path, "straight", "toy_envs:FaultyCartPole-v0", **common), progress=False)
-    monkeypatch.setattr(RayEvaluation, "start", arm_then_start)
-    capsys.readouterr()
-    result = train(ray_config(tmp_path, "eval-hang", "toy_envs:FaultyCartPole-v0", **common), progress=False)
-    assert not (Path(local_ray["faults"]) / "hang").exists()  # the evaluation actor claimed it
-    assert summary(result.run_dir)["engine"]["evaluation_restarts"] == 1
-    assert summary(result.run_dir)["engine"]["not_exact"] is None  # evaluations replay the same episodes
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "evaluation actor" in line]
-    assert len(warnings) == 1 and "within ray.eval_timeout_s=15 s; restarted it (1 of 3 restarts within 3600 s)" in warnings[0]
-    assert result.evaluations == straight.evaluations and len(result.evaluations) == 3
+def test_a_long_evaluation_that_keeps_stepping_is_never_cut_short(local_ray, tmp_path, monkeypatch):
+    """Every env step on the actor takes 0.06 s, so its 4 episodes (58 steps) take 3.5 s or more, past
+    ray.eval_stall_s=1.5 s: the actor is stepping all along, so no warning, no restart, the in-process result."""
+    from champion.runners.ray import evaluation as ray_evaluation
+    from champion.runners.ray.workers import EvaluationWorker
+
+    def slow_worker():  # defined in a function, so Ray sends the classes by value, not as this test module's
+        import time
+
+        import gymnasium as gym
+
+        class SlowSteps(gym.Wrapper):
+            def step(self, action):
+                time.sleep(0.06)
+                return self.env.step(action)
+
+        class SlowEvaluationWorker(EvaluationWorker):
+            def __init__(self, *arguments):
+                super().__init__(*arguments)
+                self.counted = [SlowSteps(env) for env in self.counted]
+
+        return SlowEvaluationWorker
+
+    config, spec, policy, seeds, expected = evaluation_setup(tmp_path, "CartPole-v1", **{"ray.eval_stall_s": 1.5,
+                                                                                         "eval_episodes": 4})
+    monkeypatch.setattr(ray_evaluation, "EvaluationWorker", slow_worker())
+    warnings = []
+    evaluation = ray_evaluation.RayEvaluation.from_config(config, spec, seeds, warn=warnings.append)
+    try:
+        evaluation.start(0, policy)
+        [finished] = finished_by_polling(evaluation)
+    finally:
+        evaluation.close()
+    assert finished.result == expected and sum(expected.lengths) * 0.06 > 2 * 1.5  # it slept past the stall setting
+    assert warnings == [] and evaluation.restarts == 0
 
 
 def test_a_worker_that_hangs_past_the_timeout_is_replaced(local_ray, tmp_path, capsys):

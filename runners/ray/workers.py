@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from champion.agents.numpy_policy import EnvNoise, NumpyPolicy, single_threaded_numpy
@@ -122,22 +123,51 @@ class RolloutWorker:
 
 
 class EvaluationWorker:
-    """Plays the fixed-seed evaluation episodes of a weight snapshot, as ``champion.runners.evaluate`` does in process."""
+    """Plays the fixed-seed evaluation episodes of a weight snapshot, as ``champion.runners.evaluate`` does in process.
+
+    The driver makes it a threaded actor (two calls at once), so that ``progress`` answers while ``evaluate`` plays:
+    an evaluation that stops stepping is told apart from a long one by its count of env steps, not by its time.
+    """
 
     def __init__(self, env_id: str, options: EnvOptions, spec: NetworkSpec, seeds: list[int]) -> None:
         single_threaded_numpy()
         self.env_id, self.seeds = env_id, list(seeds)
         self.envs = make_eval_env(env_id, len(self.seeds), options=options)
+        self.steps = [0]
+        """Resets and steps of the envs since the actor started (a list: the counting wrappers add to it)."""
+        self.counted = [StepCounting(env, self.steps) for env in self.envs.envs]
         self.policy = NumpyPolicy(spec)
 
     def evaluate(self, weights: dict[str, np.ndarray]) -> EvalResult:
         """One episode per seed with the deterministic action of these ``weights``."""
         self.policy.set_weights(weights)
-        return evaluate(self.policy, self.envs, self.seeds, env_id=self.env_id)
+        return evaluate(self.policy, self.counted, self.seeds, env_id=self.env_id)
+
+    def progress(self) -> int:
+        """Resets and steps taken so far: the driver finds a hung evaluation by this number standing still."""
+        return self.steps[0]
 
     def process(self) -> dict[str, Any]:
         """This worker's process id, peak resident memory (MB) and whether it has imported TensorFlow."""
         return process_report()
+
+
+class StepCounting(gym.Wrapper):
+    """Adds one to ``tally[0]`` after each reset and step of its env returns (a step that hangs is not counted)."""
+
+    def __init__(self, env: gym.Env, tally: list[int]) -> None:
+        super().__init__(env)
+        self.tally = tally
+
+    def reset(self, **kwargs: Any) -> Any:
+        answer = self.env.reset(**kwargs)
+        self.tally[0] += 1
+        return answer
+
+    def step(self, action: Any) -> Any:
+        answer = self.env.step(action)
+        self.tally[0] += 1
+        return answer
 
 
 class RestartBudget:
