@@ -61,11 +61,11 @@ def local_ray(tmp_path_factory):
     temp = tempfile.mkdtemp(prefix="ray-")
     faults = tmp_path_factory.mktemp("faults")
     changed = {"RAY_AUTH_TOKEN": os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(16),
-               "CHAMPION_TEST_FAULTS": str(faults),
+               "CHAMPION_TEST_FAULTS": str(faults), "RAY_TMPDIR": temp,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
     before = {name: os.environ.get(name) for name in changed}
     os.environ.update(changed)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, _temp_dir=temp)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield {"address": ray.get_runtime_context().gcs_address, "faults": str(faults)}
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)

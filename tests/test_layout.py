@@ -17,8 +17,10 @@ COMPAT = ROOT / "agents" / "compile" / "compat.py"
 PRIVATE_FRAMEWORKS = re.compile(
     r"tensorflow\.(python|core|compiler)\b|keras\.src\b|keras\._(?!_\w*__\b)|gymnasium\.envs\.\w+\.\w+"
     r"|\b(tf|keras|gym|gymnasium|tensorflow|optimizer|context)\.(\w+\.)*_[A-Za-z]"
-    r"|\._(get_variable_index|momentums|velocities|functions|apply_op_helper|get_attr_type)\b|context\.context\(\)")
-"""Private TensorFlow/Keras/gymnasium names: their internal modules, underscore attributes, known internals."""
+    r"|\._(get_variable_index|momentums|velocities|functions|apply_op_helper|get_attr_type)\b|context\.context\(\)"
+    r"|\bray\.(\w+\.)*_[A-Za-z]|\b_temp_dir\b")
+"""Private TensorFlow/Keras/gymnasium/Ray names: their internal modules, underscore attributes and keywords, known
+internals."""
 PRIVATE_TENSORBOARD = re.compile(
     r"tensorboard\.(compat|util|backend|data_compat|dataclass_compat|summary\.(writer|_\w+))\b"
     r"|from tensorboard import (compat|util|backend|data_compat|dataclass_compat)\b|from tensorboard\.summary import (writer|_)"
@@ -50,10 +52,12 @@ def test_the_private_name_pattern_tells_tensorboards_internal_modules_from_its_p
                 "from tensorboard.backend.event_processing.event_accumulator import EventAccumulator",
                 "from tensorboard.plugins.scalar import metadata", "from tensorboard.plugins.hparams import plugin_data_pb2",
                 "tensorboard.plugins.histogram.summary_v2.histogram_pb(tag, values)",
-                "from tensorboard.summary import _writer", "keras._tf_keras", "from tensorflow.python.eager import context"]
+                "from tensorboard.summary import _writer", "keras._tf_keras", "from tensorflow.python.eager import context",
+                "from ray._raylet import GcsClient", "from ray._private import worker", "ray.init(_temp_dir=folder)"]
     public = ["from tensorboard.plugins.hparams import api as hp", "tensorboard.plugins.hparams.api.hparams_pb(values)",
               "from tensorboard.summary import v2", "tensorboard.summary.Writer(folder)", "tf.summary.scalar(tag, value)",
-              "tf.compat.v1.Event.FromString(record)", "keras.__version__", "from google.protobuf import empty_pb2"]
+              "tf.compat.v1.Event.FromString(record)", "keras.__version__", "from google.protobuf import empty_pb2",
+              "ray.init(address='local')", "ray.get_runtime_context().gcs_address", "_ray_printer = None"]
     assert [line for line in internal if not PRIVATE.search(line)] == []
     assert [line for line in public if PRIVATE.search(line)] == []
 

@@ -1,4 +1,4 @@
-"""The one module that uses private TensorFlow and TensorBoard APIs, only with the versions it was tested on.
+"""The one module that uses private TensorFlow, TensorBoard and Ray APIs, only with the versions it was tested on.
 
 The traced-graph cache (``graph_cache``) keeps a trace's FunctionDefs on disk and calls them in a later
 process. TensorFlow has no public API for that: registering FunctionDefs in the eager context, calling one
@@ -15,7 +15,12 @@ and summary protos on a TensorBoard in ``TESTED_TENSORBOARD`` (no TensorFlow op 
 written on a background thread), and TensorFlow's public ``tf.summary`` writer otherwise, which writes the
 same summaries (tests/test_compile_fallback.py reads both back and compares them).
 
-Importing this module imports neither TensorFlow nor TensorBoard; each function imports what it uses.
+Ray's internals serve ``runners/ray/cluster.py`` on a Ray in ``TESTED_RAY``: keeping Ray's pushed messages off
+stdout (``replace_ray_printer``), reading the token settings again (``reload_ray_auth_settings``) and asking a
+head whether it answers and takes this machine's token (``ask_ray_head``). On another Ray each says so and the
+cluster code takes its public path (tests/test_ray_cluster.py runs it).
+
+Importing this module imports neither TensorFlow, TensorBoard nor Ray; each function imports what it uses.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import time
 from typing import Any
 
 import numpy as np
+
+from champion.errors import first_line
 
 TESTED_TENSORFLOW = ("2.20", "2.21")
 """TensorFlow minor versions whose private APIs below were tested (the suite runs on them)."""
@@ -296,3 +303,68 @@ class PublicEventFile:
     def close(self) -> None:
         """Flush and close the file."""
         self.writer.close()
+
+
+# Ray -----------------------------------------------------------------------------------------------------------
+
+TESTED_RAY = ("2.60",)
+"""Ray minor versions whose internals below were tested (``runners/ray/cluster.py`` uses them through here)."""
+
+
+def ray_minor_version() -> str:
+    """The installed Ray's "major.minor" ("unknown" if it is not installed)."""
+    try:
+        return ".".join(importlib.metadata.version("ray").split(".")[:2])
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def ray_available() -> bool:
+    """Whether Ray's internals below may be used: the installed Ray is one they were tested on."""
+    return ray_minor_version() in TESTED_RAY
+
+
+def replace_ray_printer(printer: Any) -> Any:
+    """Have Ray call ``printer(data, ignore_prefix)`` for the messages it pushes to the driver ("(raylet) A worker
+    died...", which Ray prints on stdout even with ``log_to_driver=False``); Ray's own printer, to put back with
+    this function. On an untested Ray nothing is replaced (None): those lines may then reach stdout."""
+    if not ray_available():
+        return None
+    from ray._private import worker
+
+    previous = getattr(worker, "print_to_stdstream", None)
+    if not callable(previous):
+        return None
+    worker.print_to_stdstream = printer
+    return previous
+
+
+def reload_ray_auth_settings() -> bool:
+    """Have Ray read RAY_AUTH_MODE and its token again (it keeps what it read first for the life of the process),
+    as Ray does when it turns token mode on itself. False on an untested Ray: a process then keeps the settings
+    of its first connection."""
+    if not ray_available():
+        return False
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    return True
+
+
+def ask_ray_head(address: str, timeout_s: float) -> dict[str, str]:
+    """One request to the Ray head at ``address`` with this process's token settings: {"answer": "ok"}, or
+    "token" (it refused the token or its absence) or "error", with a "message". Only on a tested Ray (Ray has no
+    public call that asks a head without joining it as a driver): ``{"answer": "untested"}`` otherwise."""
+    if not ray_available():
+        return {"answer": "untested"}
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    try:
+        GcsClient(address=address).internal_kv_get(b"session_name", None, timeout=timeout_s)
+        return {"answer": "ok"}
+    except AuthenticationError as error:
+        return {"answer": "token", "message": first_line(error)}
+    except Exception as error:
+        return {"answer": "error", "message": first_line(error)}

@@ -1,14 +1,19 @@
 """Starting or joining Ray for a run, and the checks that keep a bad address or a full cluster from hanging it.
 
 Without an address a run starts a local Ray of its own (``address="local"``: a ``ray start`` head, a stale
-address file or ``RAY_ADDRESS`` on the machine are ignored), in a session folder of its own that is removed
-at the end, with a token of its own (nothing is written to ``~/.ray``), the dashboard off, Ray's log lines at
+address file or ``RAY_ADDRESS`` on the machine are ignored), in a session folder of its own (RAY_TMPDIR) that is
+removed at the end (Ray's logs are first copied into the run folder when the run fails), with a token of its own (nothing is written to ``~/.ray``), the dashboard off, Ray's log lines at
 errors, as many CPUs as the machine has unless ``ray.num_cpus`` says otherwise. A small watchdog process
 kills what is left of it and removes its folder within about a second if the run is killed (Ray's own agents
-would otherwise wait 60 s for the dead head). With ``auto`` or ``HOST:PORT`` the run joins that cluster and
+would otherwise wait 60 s for the dead head), and sweeps it at a normal end. With ``auto`` or ``HOST:PORT`` the run joins that cluster and
 leaves it running, after checking within seconds that a Ray head answers there and accepts this machine's
 token. A process that is already connected (a test session, a notebook) is used as it is. In every case
 Ray's messages stay off stdout (the stream of evaluations and results).
+
+Three things need Ray's internals (``champion.agents.compile.compat``, on a tested Ray only): Ray's printer of the
+messages it pushes, reading the token settings again in one process, and asking a head without joining it. On
+another Ray those lines may reach stdout, a process keeps the token settings of its first connection, and an
+address is checked only for accepting connections.
 """
 
 from __future__ import annotations
@@ -17,21 +22,26 @@ import importlib.util
 import json
 import logging
 import os
+import queue
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from champion.agents.compile import compat
 from champion.agents.config import ConfigError
 from champion.errors import first_line
+from champion.runners.store.atomic_files import warn
 
 INSTALL_HINT = "pip install -e '.[ray]' (in champion's folder)"
 """Said as for the other extras (``champion.envs.factory.describe_env``): the README installs champion that way."""
@@ -39,8 +49,13 @@ CAPACITY_PATIENCE = 5.0
 """How long a run waits for CPUs that stopping actors still hold before it says the cluster is full."""
 PROBE_SECONDS = 3.0
 """How long the head's address may take to accept a connection before the run gives up on it."""
-HEAD_CHECK_SECONDS = 5.0
-"""How long a Ray head may take to answer one request (which also checks the token) before the run gives up."""
+HEAD_CHECK_SECONDS = 3.0
+"""How long a Ray head may take to answer the check's requests (which also check the token), counted from when the
+checking process is ready (Python started, Ray imported), before the run gives up."""
+CHECK_START_SECONDS = 30.0
+"""How long the checking process may take to start and import Ray (seconds on a busy machine)."""
+LOG_TAIL_BYTES = 256 * 1024
+"""How much of each Ray log file of a failed run is kept in the run folder (its end)."""
 TOKEN_HINT = "on the head, 'ray get-auth-token' prints it"
 """Where the user finds a cluster's token."""
 
@@ -76,13 +91,17 @@ class RayConnection:
     owned: bool
     joined: bool = False
     """Whether champion joined this cluster for the run (then ``close`` disconnects from it, leaving it running)."""
+    logs_on_failure: Path | None = None
+    """Where Ray's logs of a local Ray go if the run fails (its session folder is removed at the end)."""
 
     def close(self) -> None:
-        """Shut down the local Ray this run started (its processes, its watchdog, its session folder), or leave
-        the cluster it joined: a later run in this process starts from scratch (its own Ray, unless it names
-        a cluster), and RAY_AUTH_MODE and Ray's printer are as they were."""
+        """Shut down the local Ray this run started (its processes, its watchdog, its session folder: its logs are
+        first copied to ``logs_on_failure`` if the run is failing), or leave the cluster it joined: a later run in
+        this process starts from scratch (its own Ray, unless it names a cluster), and RAY_AUTH_MODE and Ray's
+        printer are as they were."""
         if self.owned:
-            _stop_local()
+            failing = sys.exception() is not None  # close runs while the run's error unwinds
+            _stop_local(self.logs_on_failure if failing else None)
         elif self.joined:
             _leave_cluster()
 
@@ -132,7 +151,7 @@ def _disconnect(environment: dict[str, str | None]) -> None:
     _restore_ray_messages()
     for name, value in environment.items():
         _restore(name, value)
-    _reload_ray_settings()
+    compat.reload_ray_auth_settings()
 
 
 def preflight(address: str | None, num_cpus: int | None, workers: int, cpus_per_worker: float) -> None:
@@ -147,9 +166,9 @@ def preflight(address: str | None, num_cpus: int | None, workers: int, cpus_per_
 
 
 def _start_local(num_cpus: int | None) -> None:
-    """Start this run's own Ray: ``address="local"`` (never another cluster on the machine), a session folder
-    of its own, a token of its own unless the user has one, the watchdog first (a kill during the start is
-    cleaned up too)."""
+    """Start this run's own Ray: ``address="local"`` (never another cluster on the machine), its session folder
+    in a folder of its own (RAY_TMPDIR, read by Ray as its temp root), a token of its own unless the user has one,
+    the watchdog first (a kill during the start is cleaned up too)."""
     global _local
     import ray
 
@@ -157,32 +176,59 @@ def _start_local(num_cpus: int | None) -> None:
         _stop_local()
     folder = tempfile.mkdtemp(prefix="champion-ray-", dir=_short_temp_root())
     watchdog = _start_watchdog(folder)
-    # Ray sets RAY_AUTH_MODE=token in this process as it starts; both variables are put back at the end
-    local = _LocalRay(folder, watchdog, {name: os.environ.get(name) for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")})
+    # Ray sets RAY_AUTH_MODE=token in this process as it starts; the three variables are put back at the end
+    _local = _LocalRay(folder, watchdog, {name: os.environ.get(name)
+                                          for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_TMPDIR")})
+    os.environ["RAY_TMPDIR"] = folder  # the workers inherit it: their temporary files are the run's too
     if os.environ.get("RAY_AUTH_MODE") is None and not _token_available():
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)  # else Ray writes a new one into ~/.ray/auth_token
-        _reload_ray_settings()
-    _local = local
+        compat.reload_ray_auth_settings()
     try:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 logging_level=logging.ERROR, log_to_driver=False, _temp_dir=folder)
-    except Exception as error:
+                 logging_level=logging.ERROR, log_to_driver=False)
+    except BaseException as error:  # a Ctrl-C during the start too: nothing of it is left
         _stop_local()
+        if not isinstance(error, Exception):
+            raise
         raise ConfigError(f"could not start a local Ray for the run: {first_line(error)}") from None
     _keep_ray_messages_off_stdout()
 
 
-def _stop_local() -> None:
-    """Shut down the run's own Ray, stop its watchdog, remove its session folder, put the environment back."""
+def _stop_local(keep_logs_in: Path | None = None) -> None:
+    """Shut down the run's own Ray, have the watchdog sweep what is left of it and remove its session folder (after
+    copying Ray's logs to ``keep_logs_in``, if given), put the environment back."""
     global _local
     local, _local = _local, None
     _disconnect(local.environment if local is not None else {})
     if local is None:
         return
+    if keep_logs_in is not None:
+        _keep_logs(Path(local.folder), keep_logs_in)
     if local.watchdog is not None and local.watchdog.poll() is None:
-        local.watchdog.terminate()
-        local.watchdog.wait(timeout=10)
+        local.watchdog.stdin.close()  # the watchdog's signal that the run ended: it sweeps, then exits
+        try:
+            local.watchdog.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            local.watchdog.kill()
     shutil.rmtree(local.folder, ignore_errors=True)
+
+
+def _keep_logs(folder: Path, destination: Path) -> None:
+    """Copy the end (LOG_TAIL_BYTES) of each of Ray's log files of the session in ``folder`` to ``destination``
+    and say where on stderr: a failed run's worker errors are there."""
+    logs = sorted(folder.glob("ray/session_[0-9]*/logs/*.*"))
+    if not logs:
+        return
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+        for log in logs:
+            with open(log, "rb") as source:
+                source.seek(max(log.stat().st_size - LOG_TAIL_BYTES, 0))
+                (destination / log.name).write_bytes(source.read())
+    except OSError as error:
+        warn(f"could not keep Ray's logs of the failed run in {destination}: {first_line(error)}")
+        return
+    warn(f"Ray's logs of the failed run (the last {LOG_TAIL_BYTES // 1024} KB of each file) are kept in {destination}")
 
 
 def _restore(name: str, value: str | None) -> None:
@@ -193,10 +239,15 @@ def _restore(name: str, value: str | None) -> None:
 
 
 def _short_temp_root() -> str:
-    """The temporary folder, or /tmp when its path is too long for the sockets Ray puts in a session folder
-    (a socket path may have at most 107 bytes, and Ray adds about 60)."""
+    """The temporary folder, or /tmp when its path is too long for the sockets Ray puts in a session folder (a
+    socket's path may have at most 107 bytes; ``SOCKET_IN_FOLDER`` is the longest Ray makes in the run's folder)."""
     root = tempfile.gettempdir()
-    return root if len(root) <= 40 or not os.path.isdir("/tmp") else "/tmp"
+    return root if len(root) + len(SOCKET_IN_FOLDER) <= 107 or not os.path.isdir("/tmp") else "/tmp"
+
+
+SOCKET_IN_FOLDER = "/champion-ray-12345678/ray/session_2026-12-07_10-53-19_639720_4194304/sockets/plasma_store"
+"""The longest path Ray gives a socket in the run's Ray folder, from the temporary folder on (Ray adds ``ray`` to
+RAY_TMPDIR, then the session's folder, named by the date and the driver's pid)."""
 
 
 def _token_available() -> bool:
@@ -212,18 +263,7 @@ def _use_token_mode() -> None:
     """Send this machine's token from now on, as ``ray.init`` does for a head it found itself (``auto``): it sets
     RAY_AUTH_MODE=token in this process and has Ray read its settings again."""
     os.environ["RAY_AUTH_MODE"] = "token"
-    _reload_ray_settings()
-
-
-def _reload_ray_settings() -> None:
-    """Make Ray read RAY_AUTH_MODE and the token again (it keeps what it read first for the life of the process),
-    as Ray does when it turns token mode on itself; nothing on a Ray without these functions."""
-    try:
-        from ray._raylet import AuthenticationTokenLoader, Config
-    except ImportError:
-        return
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+    compat.reload_ray_auth_settings()
 
 
 def _child_environment(**settings: str) -> dict[str, str]:
@@ -233,13 +273,13 @@ def _child_environment(**settings: str) -> dict[str, str]:
 
 
 def _start_watchdog(folder: str) -> subprocess.Popen | None:
-    """A small process (no Ray, no TensorFlow) that waits for this one to end, then kills every process of the
-    run's Ray still alive and removes its folder; stopped by ``_stop_local`` on a normal end. In a session of
-    its own, so that a Ctrl-C at the terminal does not stop it first."""
+    """A small process (no Ray, no TensorFlow) that notes the run's Ray processes while this one lives, and sweeps
+    them (and removes the folder) when this one ends: killed, or closing the watchdog's stdin at a normal end
+    (``_stop_local``). In a session of its own, so that a Ctrl-C at the terminal does not stop it first."""
     command = [sys.executable, "-c", "from champion.runners.ray.cluster import _watch; _watch()", str(os.getpid()),
                folder]
     try:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True, env=_child_environment())
     except OSError:  # no watchdog: Ray's own clean-up (about a minute) is what is left
         return None
@@ -247,32 +287,39 @@ def _start_watchdog(folder: str) -> subprocess.Popen | None:
 
 def _watch() -> None:
     """The watchdog (``sys.argv``: the driver's pid, the run's Ray folder). While the driver lives it notes the
-    run's Ray processes every half second (Ray's agents outlive a killed driver by 60 s, and once the raylet
-    is gone nothing links them to the run); then it SIGKILLs those still alive (the same pid and start time)
-    and any new one, until none is left for half a second, and removes the folder. Linux only (/proc);
-    elsewhere it only removes the folder."""
+    run's Ray processes every half second (Ray's agents outlive a killed driver by 60 s, and once the driver is
+    gone nothing links them to the run). When the driver closes the pipe or dies, it SIGKILLs those still alive
+    (the same pid and start time) and any of their new children, until none is left for a moment, and removes
+    the folder. Linux only (/proc); elsewhere it only removes the folder."""
     driver, folder = int(sys.argv[1]), sys.argv[2]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     known: dict[int, int] = {}
-    noted = 0.0
-    while os.getppid() == driver:
-        if time.monotonic() - noted >= 0.5:
-            known.update(ray_processes(folder, process_table()))
-            noted = time.monotonic()
-        time.sleep(0.1)
+    while True:
+        known.update(ray_processes(folder, driver, process_table(), known))
+        if _driver_ended(driver, wait=0.5):
+            break
     quiet_since, deadline = time.monotonic(), time.monotonic() + 30
-    while time.monotonic() - quiet_since < 0.5 and time.monotonic() < deadline:
+    while time.monotonic() - quiet_since < 0.2 and time.monotonic() < deadline:
         table = process_table()
-        alive = {pid for pid, started in known.items() if pid in table and table[pid][1] == started}
-        alive = (alive | set(ray_processes(folder, table))) - {os.getpid()}
+        alive = set(ray_processes(folder, driver, table, known))
         for pid in alive:
             quiet_since = time.monotonic()
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        known.update({pid: table[pid][1] for pid in alive if pid in table})
         time.sleep(0.05)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _driver_ended(driver: int, wait: float) -> bool:
+    """Whether the driver closed the watchdog's stdin (a normal end) or died (its end of the pipe closes with it, and
+    the watchdog gets another parent), waiting up to ``wait`` seconds for either."""
+    readable, _, _ = select.select([sys.stdin], [], [], wait)
+    if readable and not os.read(sys.stdin.fileno(), 1024):
+        return True
+    return os.getppid() != driver
 
 
 def process_table() -> dict[int, tuple[int, int]]:
@@ -288,54 +335,62 @@ def process_table() -> dict[int, tuple[int, int]]:
     return table
 
 
-def ray_processes(folder: str, table: dict[int, tuple[int, int]]) -> dict[int, int]:
-    """The processes of the Ray whose session folder is ``folder`` (pid -> start time): those whose command line
-    names the folder (the GCS server, the raylet, Ray's monitors), and their descendants (agents, workers)."""
-    name, found = folder.encode(), {}
-    for pid in table:
-        try:
-            if name in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found[pid] = table[pid][1]
-        except OSError:
-            continue
+def ray_processes(folder: str, driver: int, table: dict[int, tuple[int, int]],
+                  known: dict[int, int] | None = None) -> dict[int, int]:
+    """The run's Ray processes alive in ``table`` (pid -> start time): the driver's descendants whose command line
+    names the run's Ray folder (the GCS server, the raylet, Ray's monitors), the ``known`` ones still alive (the
+    same start time: orphans of a dead driver), and all their descendants (agents, workers). Only processes under
+    the driver: a user's ``tail -f`` of a log in the folder is not the run's."""
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in table.items():
         children.setdefault(parent, []).append(pid)
-    waiting = list(found)
+    roots = {pid for pid in _descendants([driver], children) if _names(pid, folder.encode())}
+    roots |= {pid for pid, started in (known or {}).items() if pid in table and table[pid][1] == started}
+    roots -= {os.getpid()}  # the watchdog names the folder too
+    return {pid: table[pid][1] for pid in roots | _descendants(roots, children)}
+
+
+def _descendants(pids: Any, children: dict[int, list[int]]) -> set[int]:
+    found, waiting = set(), list(pids)
     while waiting:
         for child in children.get(waiting.pop(), []):
             if child not in found:
-                found[child] = table[child][1]
+                found.add(child)
                 waiting.append(child)
     return found
+
+
+def _names(pid: int, folder: bytes) -> bool:
+    try:
+        return folder in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _keep_ray_messages_off_stdout() -> None:
     """Ray prints the errors it pushes to the driver ("(raylet) A worker died...", in colour) on stdout even
     with ``log_to_driver=False``; champion says itself what happened to its workers, on stderr. Ray's printer
-    is replaced for the connection's life: the first line of each message goes to Ray's logger (shown at
-    warnings, that is on a cluster the run joined; a local Ray's log level is errors)."""
+    is replaced for the connection's life: the first line of each message goes to stderr too (Ray's reason, such
+    as the OOM killer's, beside champion's line)."""
     global _ray_printer
-    from ray._private import worker
-
-    if _ray_printer is None and callable(getattr(worker, "print_to_stdstream", None)):
-        _ray_printer = worker.print_to_stdstream
-        worker.print_to_stdstream = _ray_message_to_log
+    if _ray_printer is None:
+        _ray_printer = compat.replace_ray_printer(_ray_message_to_log)
 
 
 def _restore_ray_messages() -> None:
     global _ray_printer
-    from ray._private import worker
-
     if _ray_printer is not None:
-        worker.print_to_stdstream, _ray_printer = _ray_printer, None
+        compat.replace_ray_printer(_ray_printer)
+        _ray_printer = None
 
 
 def _ray_message_to_log(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+    """One line on stderr for a message Ray pushed (a worker's death, the OOM killer): its first line, without
+    Ray's colour codes."""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", str(line)).strip() for line in data.get("lines", [])]
     text = next((line for line in lines if line), "")
     if text:
-        logging.getLogger("ray").warning("Ray (%s): %s", data.get("pid", "?"), text[:300])
+        warn(f"Ray (pid {data.get('pid', '?')}): {text[:300]}")
 
 
 @dataclass(frozen=True)
@@ -349,13 +404,15 @@ class Head:
 def check_cluster(address: str) -> Head:
     """The head of the cluster ``address`` (``auto`` or HOST:PORT) names, once something accepts connections there
     and a Ray head answers as this machine would talk to it; a ConfigError of one line otherwise, within
-    PROBE_SECONDS + HEAD_CHECK_SECONDS (before TensorFlow is imported: ``champion.api`` calls it first)."""
+    PROBE_SECONDS + HEAD_CHECK_SECONDS once the checking process has started (before TensorFlow is imported:
+    ``champion.api`` calls it first). On an untested Ray only the address is probed (``compat.ask_ray_head``)."""
     target = resolve_address(address)
     asked_as = (target, address, os.environ.get("RAY_AUTH_MODE"), os.environ.get("RAY_AUTH_TOKEN"))
     if asked_as in _heads_checked and time.monotonic() - _heads_checked[asked_as][1] < 60:
         return _heads_checked[asked_as][0]  # checked a moment ago (``champion.api``), before the run connects
     probe(target, given=address)
-    if target.startswith("ray://"):  # Ray Client's own protocol: ray.init speaks it, a GCS request would not
+    if target.startswith("ray://") or not compat.ray_available():  # Ray Client's own protocol (a GCS request would
+        # not speak it), or a Ray whose GCS client champion was not tested with: ray.init checks the rest
         return Head(target, os.environ.get("RAY_AUTH_MODE", "").lower() == "token")
     head = Head(target, check_head(target, given=address))
     _heads_checked[asked_as] = (head, time.monotonic())
@@ -396,67 +453,99 @@ def probe(address: str, given: str) -> None:
 
 
 def check_head(address: str, given: str) -> bool:
-    """Whether the Ray head at ``address`` checks tokens; ConfigError (one line, within HEAD_CHECK_SECONDS) unless it
-    answers and ``ray.init`` would talk to it as it must: with the head's token if it checks them, else without
-    one (a driver that sends a token to a head that does not check them has its workers refused). Ray itself
-    prints 30 s of InvalidAuthToken lines and a traceback, or loses the workers, or waits longer where something
-    else listens. Asked from child processes, whose stderr takes Ray's C++ warnings."""
-    deadline = time.monotonic() + HEAD_CHECK_SECONDS
+    """Whether the Ray head at ``address`` checks tokens; ConfigError (one line, within HEAD_CHECK_SECONDS of the
+    checking process's start) unless it answers and ``ray.init`` would talk to it as it must: with the head's
+    token if it checks them, else without one (a driver that sends a token to a head that does not check them has
+    its workers refused). Ray itself prints 30 s of InvalidAuthToken lines and a traceback, or loses the workers,
+    or waits longer where something else listens."""
     token_here = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
-    answer = _ask_head_from_child(address, given, {"RAY_AUTH_MODE": "disabled"}, deadline)
-    if answer == "ok" and token_here:
+    token_next = token_here or _ray_takes_local_token(given)
+    answers = _ask_head_from_child(address, given, ["disabled", "token"] if token_next else ["disabled"])
+    if answers[0] == "ok" and token_here:
         raise ConfigError(f"the Ray cluster at {address} does not check tokens, but RAY_AUTH_MODE=token here: unset "
                           "RAY_AUTH_MODE (or start the head with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN set)")
-    if answer == "ok":
+    if answers[0] == "ok":
         return False
-    if not token_here and not _ray_takes_local_token(given):
+    if not token_next:
         if _token_available():
             raise ConfigError(f"the Ray cluster at {address} requires a token: set RAY_AUTH_MODE=token (Ray sends "
                               f"{_token_source()} only then; it must be the head's token: {TOKEN_HINT})")
         raise ConfigError(f"the Ray cluster at {address} requires a token: set RAY_AUTH_MODE=token and "
                           f"RAY_AUTH_TOKEN=<the head's token> ({TOKEN_HINT})")
-    if _ask_head_from_child(address, given, {"RAY_AUTH_MODE": "token"}, deadline) != "ok":
+    if answers[1] != "ok":
         raise ConfigError(f"the Ray cluster at {address} refused this machine's token ({_token_source()}): set "
                           f"RAY_AUTH_TOKEN to the head's token ({TOKEN_HINT})")
     return True
 
 
-def _ask_head_from_child(address: str, given: str, settings: dict[str, str], deadline: float) -> str:
-    """``_ask_head``'s answer (ok, or token: the head refused the token or its absence) from a child process with
-    ``settings`` in its environment; ConfigError if it finds no Ray head there by ``deadline``."""
-    command = [sys.executable, "-c", "from champion.runners.ray.cluster import _ask_head; _ask_head()", address]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=max(deadline - time.monotonic(), 0.5),
-                              env=_child_environment(**settings), stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"no Ray head answered at {address}{_source(given)} within {HEAD_CHECK_SECONDS:g} s "
-                          "(something else may listen there); give the address 'ray start --head' printed, or "
-                          "leave out --ray-address to run a local Ray") from None
-    try:
-        answer = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise ConfigError(f"could not ask the Ray head at {address}: "
-                          f"{first_line(RuntimeError(done.stderr.strip()[-300:]))}") from None
-    if answer["answer"] == "error":
-        raise ConfigError(f"no Ray head answers at {address}{_source(given)}: {answer['message']}; give the address "
-                          "'ray start --head' printed, or leave out --ray-address to run a local Ray")
-    return str(answer["answer"])
+def _ask_head_from_child(address: str, given: str, modes: list[str]) -> list[str]:
+    """The head's answers (ok, or token: it refused the token or its absence) to a request with each RAY_AUTH_MODE
+    in ``modes`` in turn (until one is not refused), asked from one child process (whose stderr takes Ray's C++
+    warnings); ConfigError if no Ray head answers there within HEAD_CHECK_SECONDS of the child's "ready"."""
+    command = [sys.executable, "-c", "from champion.runners.ray.cluster import _ask_head; _ask_head()", address,
+               ",".join(modes)]
+    with tempfile.TemporaryFile("w+") as errors:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL, text=True,
+                                 env=_child_environment())
+        try:
+            answers = _read_answers(child, len(modes), address, given)
+        finally:
+            child.kill()
+            child.wait()
+        if answers is None:  # the child ended without an answer: its last error line says why
+            errors.seek(0)
+            said = [line.strip() for line in errors.read().splitlines() if line.strip()]
+            raise ConfigError(f"could not ask the Ray head at {address}: {said[-1][:300] if said else 'no answer'}")
+    if answers[-1]["answer"] == "error":
+        raise ConfigError(f"no Ray head answers at {address}{_source(given)}: {answers[-1]['message']}; give the "
+                          "address 'ray start --head' printed, or leave out --ray-address to run a local Ray")
+    return [str(answer["answer"]) for answer in answers]
+
+
+def _read_answers(child: subprocess.Popen, wanted: int, address: str, given: str) -> list[dict[str, str]] | None:
+    """The child's JSON answers, read as they come: the first within CHECK_START_SECONDS (its start and Ray's
+    import), the rest within HEAD_CHECK_SECONDS of its "ready" line. None if it ends first."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=lambda: [*map(lines.put, child.stdout), lines.put(None)], daemon=True).start()
+    deadline, ready, answers = time.monotonic() + CHECK_START_SECONDS, False, []
+    while len(answers) < wanted and (not answers or answers[-1]["answer"] == "token"):
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            if not ready:
+                raise ConfigError(f"could not ask the Ray head at {address}: the check did not start within "
+                                  f"{CHECK_START_SECONDS:g} s (is the machine very busy?)") from None
+            raise ConfigError(f"no Ray head answered at {address}{_source(given)} within {HEAD_CHECK_SECONDS:g} s "
+                              "(something else may listen there); give the address 'ray start --head' printed, or "
+                              "leave out --ray-address to run a local Ray") from None
+        if line is None:
+            return None
+        try:
+            message = json.loads(line)
+        except ValueError:  # something else the child printed
+            continue
+        if message.get("ready"):
+            deadline, ready = time.monotonic() + HEAD_CHECK_SECONDS, True
+        elif "answer" in message:
+            answers.append(message)
+    return answers
 
 
 def _ask_head() -> None:
-    """In the child process of ``check_head``: one request to the head at ``sys.argv[1]``, the answer as one JSON
-    line on stdout (ok, token: the head refused the token or its absence, error)."""
-    from ray._raylet import GcsClient
-    from ray.exceptions import AuthenticationError
+    """In the child process of ``check_head``: Ray imported, a "ready" line, then one request to the head at
+    ``sys.argv[1]`` with each RAY_AUTH_MODE of ``sys.argv[2]`` (comma-separated) until one is not refused, each
+    answer as one JSON line on stdout."""
+    import ray  # noqa: F401  (imported before the clock starts: most of the child's time)
 
-    try:
-        GcsClient(address=sys.argv[1]).internal_kv_get(b"session_name", None, timeout=HEAD_CHECK_SECONDS - 1)
-        answer = {"answer": "ok"}
-    except AuthenticationError as error:
-        answer = {"answer": "token", "message": first_line(error)}
-    except Exception as error:
-        answer = {"answer": "error", "message": first_line(error)}
-    print(json.dumps(answer), flush=True)
+    deadline = time.monotonic() + HEAD_CHECK_SECONDS - 0.3
+    print(json.dumps({"ready": True}), flush=True)
+    for mode in sys.argv[2].split(","):
+        os.environ["RAY_AUTH_MODE"] = mode
+        compat.reload_ray_auth_settings()
+        answer = compat.ask_ray_head(sys.argv[1], max(deadline - time.monotonic(), 0.1))
+        print(json.dumps(answer), flush=True)
+        if answer["answer"] != "token":
+            break
 
 
 def _ray_takes_local_token(given: str) -> bool:
