@@ -143,7 +143,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     learner, timings = make_learner(model, config), Timings()
     policy = numpy_policy(model, seed=config.seed)  # the gymnasium engine acts with it; evaluation plays its snapshots
     with contextlib.ExitStack() as built:  # if a later part fails, the parts built so far are closed
-        engine = make_engine(engine_kind, config, model, policy, learner, timings)
+        engine = make_engine(engine_kind, config, model, policy, learner, timings, run_dir)
         built.callback(engine.close)
         if resume_step is None:
             engine.start(None, 0, warner(console))

@@ -373,3 +373,31 @@ def test_on_an_untested_ray_the_cluster_code_takes_its_public_path(monkeypatch):
     previous = compat.replace_ray_printer(printer)  # the tested path: Ray's printer, not the one offered above
     assert previous is not None and previous is not printer
     assert compat.replace_ray_printer(previous) is printer
+
+
+def test_a_failing_runs_ray_logs_are_kept_in_the_run_folder(tmp_path, monkeypatch, capsys):
+    """The run's own Ray folder is removed at the end; when the run fails (close while its error unwinds), the end
+    of each of Ray's log files is copied into the run folder first, and stderr says where."""
+    session = tmp_path / "champion-ray-x" / "ray" / "session_2026-12-07_10-00-00_000000_123"
+    (session / "logs").mkdir(parents=True)
+    (session.parent / "session_latest").symlink_to(session)  # Ray's link to the newest session: not copied twice
+    worker_log = bytes(range(256)) * 1200  # 300 KB, more than is kept
+    (session / "logs" / "worker-1.err").write_bytes(worker_log)
+    (session / "logs" / "raylet.out").write_text("raylet started\n")
+    kept = tmp_path / "run" / "ray-logs"
+    cluster._keep_logs(tmp_path / "champion-ray-x", kept)
+    assert sorted(path.name for path in kept.iterdir()) == ["raylet.out", "worker-1.err"]
+    assert (kept / "worker-1.err").read_bytes() == worker_log[-cluster.LOG_TAIL_BYTES:]
+    assert (kept / "raylet.out").read_text() == "raylet started\n"
+    assert capsys.readouterr().err == (f"champion: warning: Ray's logs of the failed run (the last 256 KB of each file) "
+                                       f"are kept in {kept}\n")
+
+    stops = []
+    monkeypatch.setattr(cluster, "_stop_local", lambda keep_logs_in=None: stops.append(keep_logs_in))
+    connection = cluster.RayConnection("127.0.0.1:1", owned=True, logs_on_failure=kept)
+    connection.close()
+    try:
+        raise RuntimeError("a worker was lost")
+    except RuntimeError:
+        connection.close()
+    assert stops == [None, kept]

@@ -11,6 +11,7 @@ the loop, evaluator, best-policy store and logger do not change.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from champion.agents.config import ConfigError, TrainConfig
@@ -48,12 +49,15 @@ def choose_engine(config: TrainConfig) -> str:
 
 
 def make_engine(kind: str, config: TrainConfig, model: Any, policy: Any, learner: Any,
-                timings: Timings) -> Engine:
-    """The engine of this ``kind`` (graph, gymnasium or ray); ``start`` it before the first ``advance``."""
+                timings: Timings, run_dir: Path | None = None) -> Engine:
+    """The engine of this ``kind`` (graph, gymnasium or ray); ``start`` it before the first ``advance``. A local
+    Ray's logs go to ``run_dir/ray-logs`` if the run fails (its own folder is removed at the end)."""
     if kind == "ray":
         from champion.runners.engines.ray_engine import RayEngine  # Ray, only when asked for
 
-        return RayEngine(config, policy, learner, timings)
+        engine = RayEngine(config, policy, learner, timings)
+        engine.connection.logs_on_failure = run_dir / "ray-logs" if run_dir is not None else None
+        return engine
     if kind == "graph":
         from champion.runners.engines.graph import GraphEngine  # TF-op envs, only when asked for
 
