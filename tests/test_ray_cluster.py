@@ -163,32 +163,34 @@ def assert_only_champion_on_stdout(done: subprocess.CompletedProcess) -> None:
     assert not strangers, done.stdout
 
 
-@pytest.mark.parametrize("other", ["running head", "stale address file", "RAY_ADDRESS"])
-def test_without_an_address_the_run_starts_its_own_ray_whatever_else_is_on_the_machine(folder, token_head, other):
-    """Ray's ray.init() would join the head (running head, RAY_ADDRESS) or fail on the dead one (the address file
-    of a crashed head): the run's own Ray ignores them, in a folder of its own that is gone at the end, with no
-    token written into ~/.ray."""
-    settings = {"RAY_TMPDIR": str(token_head["root"])}  # where Ray finds the head's address file
+@pytest.mark.parametrize("other", ["running head and RAY_ADDRESS", "stale address file"])
+def test_without_an_address_the_run_starts_its_own_ray_whatever_else_is_on_the_machine(folder, request, other):
+    """Ray's ray.init() would join the head (its address file, RAY_ADDRESS: both are set in the first case) or fail
+    on the dead one (the address file of a crashed head): the run's own Ray ignores them, in a folder of its own
+    that is gone at the end, with no token written into ~/.ray."""
     if other == "stale address file":
         stale = folder / "stale"
         (stale / "ray").mkdir(parents=True)
         (stale / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")  # a head that crashed
-        settings = {"RAY_TMPDIR": str(stale)}
-    if other == "RAY_ADDRESS":
-        settings = {"RAY_ADDRESS": token_head["address"]}
+        settings, head_port = {"RAY_TMPDIR": str(stale)}, None
+    else:
+        token_head = request.getfixturevalue("token_head")
+        settings = {"RAY_TMPDIR": str(token_head["root"]),  # where Ray finds the head's address file
+                    "RAY_ADDRESS": token_head["address"]}
+        head_port = token_head["address"].rpartition(":")[2]
     assert len(str(folder)) + len(cluster.SOCKET_IN_FOLDER) <= 107  # the run's Ray folder is made there, not in /tmp
-    longer = ["--set", "schedule_steps=4096"] if other == "running head" else []  # so that it can be resumed below
+    longer = ["--set", "schedule_steps=4096"] if head_port else []  # so that it can be resumed below
     done = train(folder, "own", SMALL + longer, settings)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert_only_champion_on_stdout(done)
     engine = summary(folder, "own")["engine"]
     assert engine["ray_started_for_run"] is True
-    assert engine["ray_address"].rpartition(":")[2] != token_head["address"].rpartition(":")[2]
+    assert engine["ray_address"].rpartition(":")[2] != head_port
     assert list(folder.glob("champion-ray-*")) == []  # its session folder, removed
     assert processes_naming(folder / "champion-ray-") == []  # and no process of its Ray left once the command returned
     assert not (folder / "home" / ".ray").exists()
-    if other == "running head":  # a resume that names a cluster checks it first, as a new run does
+    if head_port:  # a resume that names a cluster checks it first, as a new run does
         [run] = (folder / "results").glob("*/ppo/own")
         for address, said in [(f"127.0.0.1:{free_port()}", "no Ray cluster answers at 127.0.0.1:"),
                               (token_head["address"], f"the Ray cluster at {token_head['address']} requires a token")]:
