@@ -164,7 +164,7 @@ class RayConfig:
     eval_timeout_s: float | None = None
     """A cap on one evaluation actor's episodes, from when they were sent: past it the run stops (null: no cap; hangs are found by ray.eval_stall_s)."""
     max_worker_restarts: int = 3
-    """Restarts each rollout or evaluation worker may have (deaths and timeouts) within ray.restart_window_s before the run stops with a checkpoint."""
+    """Restarts each rollout or evaluation worker may have (a fresh actor in place of one that died, hung or stalled) within ray.restart_window_s before the run stops with a checkpoint."""
     restart_window_s: float = 3600.0
     """Only a worker's restarts within this many seconds count against ray.max_worker_restarts (0: all of a session's)."""
 

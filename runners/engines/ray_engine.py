@@ -10,12 +10,13 @@ actions as env w*M + i of the in-process engine, so the two give the same evalua
 The weights go into Ray's object store once per iteration and every worker's call carries the reference, so
 the driver sends them once, not W times (a node fetches them once for all its workers).
 
-Workers that die or do not answer within ``ray.fragment_timeout_s`` are restarted by Ray (the actor's
-``max_restarts``; never ``max_task_retries``, which would collect again with stale weights), all of them at
-once (a lost node takes several: every start is sent, then all are awaited), and their fragments collected
-again from fresh episodes. Each worker has ``ray.max_worker_restarts`` restarts within ``ray.restart_window_s``
-(``RestartBudget``), past which the run stops with a checkpoint (``WorkersLost``). A run with restarted workers
-is no longer exact; its report, checkpoints and final line say so. Every wait has a timeout.
+Workers that die or do not answer within ``ray.fragment_timeout_s`` are replaced by fresh actors that the driver
+makes (Ray restarts none: max_restarts 0, so every new actor is counted and one that dies as it starts cannot loop
+unseen; never ``max_task_retries``, which would collect again with stale weights), all of them at once (a lost
+node takes several: every start is sent, then all are awaited), and their fragments collected again from fresh
+episodes. Each worker has ``ray.max_worker_restarts`` restarts within ``ray.restart_window_s`` (``RestartBudget``),
+past which the run stops with a checkpoint (``WorkersLost``). A run with restarted workers is no longer exact;
+its report, checkpoints and final line say so. Every wait has a timeout.
 
 A checkpoint asks every worker for its envs' journals and noise at once and takes them in one ``ray.get``:
 at 64 workers of 4 CartPole envs, 0.1 s and 1.4 MB per checkpoint (0.4 s for a session's first, which replays
@@ -38,7 +39,7 @@ from champion.runners.engines.base import Advance, EngineFailed
 from champion.runners.engines.gymnasium import GymnasiumEngine
 from champion.runners.rollout import RewardScaler, not_exact_line, restart_returns, stack_fragments
 from champion.runners.timing import Timings
-from champion.runners.ray.workers import Fragment, RestartBudget, RolloutWorker, WorkerNotStarted, WorkerSetup
+from champion.runners.ray.workers import Fragment, RestartBudget, RolloutWorker, WorkerSetup
 
 CLOSE_TIMEOUT_S = 10.0
 """How long workers may take to close their envs at the end of a run before they are stopped anyway."""
@@ -58,9 +59,11 @@ class RayEngine(GymnasiumEngine):
     def __init__(self, config: TrainConfig, policy: NumpyPolicy, learner: Any, timings: Timings) -> None:
         super().__init__(config, policy, learner, timings)
         self.workers: list[Any] = []
+        self._remote: Any = None
+        """The rollout worker's Ray actor class with the run's options (made at start)."""
         self.version = 0
         self.worker_restarts = [0] * config.ray.workers
-        """Restarts of each rollout worker (a new actor answering) in this session."""
+        """Restarts of each rollout worker (a fresh actor in its place) in this session."""
         self.budget = RestartBudget(config.ray.workers, config.ray.max_worker_restarts, config.ray.restart_window_s)
         self.starts = [0] * config.ray.workers
         """Fresh starts of each worker's envs after a failure, which seed them apart."""
@@ -69,8 +72,6 @@ class RayEngine(GymnasiumEngine):
         earlier one (checkpoints carry it): the run is no longer what the same run without faults computes."""
         self.inexact_resumes: list[int] = []
         """Steps at which a resume (this one or an earlier) restarted some envs' episodes."""
-        self.incarnations: list[str] = []
-        """Each worker's actor incarnation as of its last start: a restart by Ray answers with a new one."""
         self.consistent = True
         """False while a collection is under way or after one was abandoned (the workers' envs are then not at
         the loop's step, so a checkpoint cannot hold them)."""
@@ -86,23 +87,27 @@ class RayEngine(GymnasiumEngine):
         self.reward_scaler = RewardScaler(config.num_envs, config.algo_config.gamma) if config.reward_scaling else None
         states, problem = self._saved_worker_states(saved)
         check_capacity(config.ray.workers, config.ray.worker_cpus)
-        remote = ray.remote(RolloutWorker).options(
-            num_cpus=config.ray.worker_cpus, max_restarts=self.budget.ray_max_restarts, max_task_retries=0,
-            scheduling_strategy="SPREAD")
-        options = EnvOptions.from_config(config)
-        self.workers = [remote.remote(WorkerSetup(config.env_id, options, self.policy.spec, config.algo_config.num_steps,
-                                                  self.envs_per_worker, index))
-                        for index in range(config.ray.workers)]
+        self._remote = ray.remote(RolloutWorker).options(num_cpus=config.ray.worker_cpus, max_restarts=0,
+                                                         max_task_retries=0, scheduling_strategy="SPREAD")
+        self.workers = [self._new_worker(index) for index in range(config.ray.workers)]
         started = [worker.start.remote(config.seed, step, state) for worker, state in zip(self.workers, states)]
-        answers = self._get_all(started, START_TIMEOUT_S, "start")  # before the loop's clock
-        self.incarnations = [incarnation for incarnation, _ in answers]
+        try:
+            answers = self._get_all(started, START_TIMEOUT_S, "start")  # before the loop's clock
+        except ray.exceptions.RayActorError as error:
+            raise WorkersLost(f"a Ray rollout worker died as it started ({_first_line(error)})") from None
         if saved is None:
             return []
-        problems = [problem] * config.num_envs if problem else [item for _, each in answers for item in each]
+        problems = [problem] * config.num_envs if problem else [item for each in answers for item in each]
         self._carry_inexact(saved, step, any(item is not None for item in problems))
         self.reward_scaler = saved.get("reward_scaler")
         restart_returns(self.reward_scaler, problems)
         return problems
+
+    def _new_worker(self, index: int) -> Any:
+        """A fresh actor for rollout worker ``index`` (not started)."""
+        config = self.config
+        return self._remote.remote(WorkerSetup(config.env_id, EnvOptions.from_config(config), self.policy.spec,
+                                               config.algo_config.num_steps, self.envs_per_worker, index))
 
     def _carry_inexact(self, saved: dict[str, Any], step: int, restarted: bool) -> None:
         """What made the run inexact before this session (a checkpoint's record; an unreadable one is ignored), and
@@ -173,8 +178,9 @@ class RayEngine(GymnasiumEngine):
         return [fragments[index] for index in range(len(self.workers))]
 
     def _receive(self, references: dict[int, Any], lost: dict[int, tuple[str, str, bool]]) -> dict[int, Fragment]:
-        """The fragments of these finished calls, in one ray.get when none failed; a worker that was lost or restarted
-        goes into ``lost`` (why, detail, whether to kill it); an env's own error stops the run as in process."""
+        """The fragments of these finished calls, in one ray.get when none failed; a worker that was lost goes into
+        ``lost`` (why, detail, whether it is gone for good and must be replaced); an env's own error stops the run as
+        in process."""
         import ray
 
         if not references:
@@ -195,52 +201,52 @@ class RayEngine(GymnasiumEngine):
         return fragments
 
     def _fragment(self, index: int, reference: Any, lost: dict[int, tuple[str, str, bool]]) -> Fragment | None:
-        """Worker ``index``'s fragment, or None with the worker put in ``lost`` (lost, or restarted by Ray)."""
+        """Worker ``index``'s fragment, or None with the worker put in ``lost``: to be replaced when it died, started
+        again (and replaced only if that finds it dead) when it was unreachable or its fragment did not arrive."""
         import ray
 
         try:
             return ray.get(reference, timeout=self.config.ray.fragment_timeout_s)
-        except ray.exceptions.ActorUnavailableError:  # restarting: asked again, counted if it is a new actor
-            lost[index] = ("was lost", "being restarted by Ray", False)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as error:
+        except ray.exceptions.ActorUnavailableError:  # perhaps a passing network fault: the same actor, asked again
+            lost[index] = ("was unreachable", "", False)
+        except ray.exceptions.RayActorError as error:
+            lost[index] = ("was lost", _first_line(error), True)
+        except ray.exceptions.GetTimeoutError as error:
             lost[index] = ("was lost", _first_line(error), False)
         except ray.exceptions.RayTaskError as error:
-            if not isinstance(error.cause, WorkerNotStarted):
-                raise _task_failure(index, "collect", error) from None
-            lost[index] = ("was lost", "node or process lost after the call was sent", False)
+            raise _task_failure(index, "collect", error) from None
         return None
 
     def _restart(self, lost: dict[int, tuple[str, str, bool]], step: int) -> None:
-        """Bring the ``lost`` workers back together: kill those that hang (Ray then restarts them), start every one's
-        envs afresh at once, wait for all, and count a restart for each that answers as a new actor; WorkersLost
-        when one has used its ray.max_worker_restarts, or Ray gave up on it. One warning line for them all."""
-        import ray
-
-        for index, (_, _, kill) in lost.items():
-            if kill:
-                ray.kill(self.workers[index], no_restart=False)
-        incarnations = self._start_again(lost, step)
-        restarted = [index for index in lost if incarnations[index] != self.incarnations[index]]
-        for index in restarted:  # same incarnation: briefly unavailable, its episodes restarted but nothing lost
-            if self.budget.exhausted(index):
-                why, detail, _ = lost[index]
-                raise WorkersLost(f"rollout worker {index} {why}{f' ({detail})' if detail else ''}, and it has used "
-                                  f"its {self.budget.settings()}")
+        """Bring the ``lost`` workers back together: a fresh actor in place of each that died or hangs (one restart
+        counted each; WorkersLost when one has used its ray.max_worker_restarts), every one's envs started afresh at
+        once, all awaited together. One warning line for them all."""
+        used: dict[int, int] = {}
+        for index, (why, detail, gone) in lost.items():
+            if gone:
+                self._replace(index, f"{why}{f' ({detail})' if detail else ''}", used)
+        self._start_again(lost, step, used)
         for index in lost:
             self.fresh_episodes[index] = step
             if self.reward_scaler is not None:  # the restarted envs' returns start again at zero
                 self.reward_scaler.returns[self.envs_per_worker * index:self.envs_per_worker * (index + 1)] = 0.0
-        used = {}
-        for index in restarted:
-            self.worker_restarts[index] += 1
-            used[index] = self.budget.count(index)
-            self.incarnations[index] = incarnations[index]
         self.warn(_restarted_line(lost, used, self.budget))
 
-    def _start_again(self, lost: dict[int, tuple[str, str, bool]], step: int) -> dict[int, str]:
-        """Each lost worker's incarnation once it has started fresh episodes (seeded apart from every other env's):
-        every start is sent at once and all are awaited together; calls made while Ray restarts a worker are refused
-        as unavailable and made again, for up to max(ray.fragment_timeout_s, START_TIMEOUT_S) in all."""
+    def _replace(self, index: int, what: str, used: dict[int, int]) -> None:
+        """A fresh actor in place of rollout worker ``index`` (the old one stopped for good), counted in ``used`` and
+        against its budget; WorkersLost, naming ``what`` happened, when it has used its ray.max_worker_restarts."""
+        if self.budget.exhausted(index):
+            raise WorkersLost(f"rollout worker {index} {what}, and it has used its {self.budget.settings()}")
+        _kill(self.workers[index])
+        self.workers[index] = self._new_worker(index)
+        self.worker_restarts[index] += 1
+        used[index] = self.budget.count(index)
+
+    def _start_again(self, lost: dict[int, tuple[str, str, bool]], step: int, used: dict[int, int]) -> None:
+        """Start each lost worker's envs on fresh episodes (seeded apart from every other env's): every start is sent
+        at once and all are awaited together. A start refused as unavailable is sent again; one that finds its actor
+        dead (a fresh actor that died as it started, too) replaces it (``_replace``), so a worker that dies every
+        time stops the run after its budget. For up to max(ray.fragment_timeout_s, START_TIMEOUT_S) in all."""
         import ray
 
         timeout = max(self.config.ray.fragment_timeout_s, START_TIMEOUT_S)
@@ -254,7 +260,6 @@ class RayEngine(GymnasiumEngine):
 
         for index in lost:
             send(index)
-        answers: dict[int, str] = {}
         while calls:
             if time.monotonic() >= deadline:
                 waiting = ", ".join(map(str, sorted(calls)))
@@ -268,21 +273,18 @@ class RayEngine(GymnasiumEngine):
                     continue
                 del calls[index]
                 try:
-                    answers[index], _ = ray.get(reference)
+                    ray.get(reference)
                 except ray.exceptions.ActorUnavailableError:
                     again.append(index)
+                except ray.exceptions.RayActorError as error:
+                    self._replace(index, f"died as it started again ({_first_line(error)})", used)
+                    send(index)
                 except ray.exceptions.RayTaskError as error:
                     raise _task_failure(index, "start again", error) from None
-                except ray.exceptions.RayActorError as error:
-                    why, _, _ = lost[index]
-                    raise WorkersLost(f"rollout worker {index} {why}, and Ray did not bring it back "
-                                      f"({_first_line(error)}); {self.budget.settings()} are allowed per "
-                                      "worker") from error
             if again:
                 time.sleep(0.2)
                 for index in again:
                     send(index)
-        return answers
 
     def _get_all(self, references: list[Any], timeout: float, what: str) -> list[Any]:
         """ray.get of every reference within ``timeout``, or a one-line error saying what to check."""
@@ -370,10 +372,7 @@ class RayEngine(GymnasiumEngine):
         closing = [worker.close.remote() for worker in self.workers]  # a user env may hold subprocesses or files
         ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
         for worker in self.workers:
-            try:
-                ray.kill(worker, no_restart=True)
-            except Exception:  # already gone with its node
-                pass
+            _kill(worker)
         self.workers = []
         self.connection.close()
 
@@ -414,6 +413,16 @@ def _restarted_line(lost: dict[int, tuple[str, str, bool]], counts: dict[int, in
         used = budget.text(max(counts.values()), several)
     whose = "their fragments are" if several else "its fragment is"
     return f"{'; '.join(parts)}; restarted {'them' if several else 'it'} ({used}), {whose} collected again from fresh episodes"
+
+
+def _kill(actor: Any) -> None:
+    """Stop an actor for good; one already gone (with its node) is left as it is."""
+    import ray
+
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:
+        pass
 
 
 def _first_line(error: BaseException) -> str:

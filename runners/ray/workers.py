@@ -11,7 +11,6 @@ import os
 import resource
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +42,6 @@ class WorkerSetup:
         return range(start, start + self.envs_per_worker)
 
 
-class WorkerNotStarted(RuntimeError):
-    """A collect reached a worker with no envs: Ray restarted it (a lost node, a killed process) after the driver
-    sent the call, so it has only its constructor's state. The driver starts it again and counts a restart."""
-
-
 @dataclass(frozen=True)
 class Fragment:
     """One worker's share of a rollout, tagged with the weights' version it was collected with."""
@@ -62,8 +56,8 @@ class Fragment:
 class RolloutWorker:
     """A gymnasium vector env of M envs stepped with the numpy policy, one fragment (num_steps x M) per call.
 
-    ``start`` (fresh episodes, or a saved state) comes before the first ``collect``; after Ray restarts a
-    worker, the driver calls ``start`` again, since a restarted actor has only its constructor's state.
+    ``start`` (fresh episodes, or a saved state) comes before the first ``collect``. Ray never restarts one (the
+    driver replaces a lost worker with a fresh actor and starts that), so its state is always its last start's.
     """
 
     def __init__(self, setup: WorkerSetup) -> None:
@@ -71,14 +65,11 @@ class RolloutWorker:
         self.setup = setup
         self.policy = NumpyPolicy(setup.spec)
         self.collector: VectorEnvCollector | None = None
-        self.incarnation = uuid.uuid4().hex
-        """New each time the actor is constructed, so Ray's restart of it is told apart from the same process
-        (process ids repeat across nodes)."""
 
-    def start(self, run_seed: int, step: int, saved: dict[str, Any] | None = None) -> tuple[str, list[str | None]]:
+    def start(self, run_seed: int, step: int, saved: dict[str, Any] | None = None) -> list[str | None]:
         """Reset the envs as the in-process engine resets its env ``i`` (seed ``run_seed + step + i``), with one
-        noise stream per env, or bring fresh envs to ``saved`` (a ``state()``). Returns this actor's incarnation
-        and, per env, None when it was restored exactly, else why its episode restarted (empty when fresh)."""
+        noise stream per env, or bring fresh envs to ``saved`` (a ``state()``). Returns, per env, None when it was
+        restored exactly, else why its episode restarted (empty when fresh)."""
         setup = self.setup
         if self.collector is not None:
             self.collector.envs.close()
@@ -89,12 +80,13 @@ class RolloutWorker:
         self.collector = VectorEnvCollector(envs, setup.num_steps, first, observations=observations,
                                             noise=noise or EnvNoise(run_seed + step, setup.env_indices),
                                             env_id=setup.env_id)
-        return self.incarnation, problems
+        return problems
 
     def collect(self, weights: dict[str, np.ndarray], version: int) -> Fragment:
         """One fragment acted with exactly these ``weights`` (version ``version``)."""
         if self.collector is None:
-            raise WorkerNotStarted(f"rollout worker {self.setup.worker_index} (pid {os.getpid()}) has not been started")
+            raise RuntimeError(f"rollout worker {self.setup.worker_index} (pid {os.getpid()}) was asked to collect "
+                               "before its start")
         started = time.perf_counter()
         self.policy.set_weights(weights)
         rollout = self.collector.collect(self.policy)
@@ -104,9 +96,8 @@ class RolloutWorker:
         """This worker's envs for a resume checkpoint (``champion.runners.rollout.env_checkpoint``: their journals, checked
         by a replay when ``inexact`` is None), its action noise, and the envs found not exact (by place in the
         whole batch)."""
-        if self.collector is None:  # restarted by Ray since its last start: its episodes are gone
-            return {"env_state": None, "envs_problem": "a worker was restarted and has no episodes to save",
-                    "inexact": inexact or {}}
+        if self.collector is None:  # never started: no episodes to save
+            return {"env_state": None, "envs_problem": "a worker has not started its envs", "inexact": inexact or {}}
         saved, inexact = env_checkpoint(self.collector.envs, inexact, self.setup.env_id, lambda message: None,
                                         self.setup.env_indices.start)
         return {**saved, "noise": self.collector.noise, "inexact": inexact}
@@ -173,18 +164,14 @@ class StepCounting(gym.Wrapper):
 class RestartBudget:
     """Restarts per worker: ``limit`` for each worker within any ``window_s`` seconds (0: over the whole session), so
     that losing many workers at once (a node) costs each one restart, and losses hours apart in a long run do not
-    add up to end it. Used by the driver for rollout workers and evaluation actors alike."""
+    add up to end it. Used by the driver for rollout workers and evaluation actors alike; a restart is a fresh actor
+    the driver makes in place of a lost one (Ray restarts none: their max_restarts is 0), so every one is counted and
+    a worker that dies as it starts is stopped after ``limit`` tries, never restarted by Ray in a loop unseen."""
 
     def __init__(self, workers: int, limit: int, window_s: float) -> None:
         self.limit, self.window_s = limit, window_s
         self.times: list[list[float]] = [[] for _ in range(workers)]
         """When each worker was restarted (time.monotonic)."""
-
-    @property
-    def ray_max_restarts(self) -> int:
-        """The actors' own max_restarts: the limit, or unlimited (-1) when a window lets old restarts lapse (the driver
-        then stops the run itself)."""
-        return -1 if self.window_s else self.limit
 
     def used(self, index: int) -> int:
         """Worker ``index``'s restarts that still count."""
