@@ -144,7 +144,7 @@ def test_several_workers_lost_at_once_are_restarted_together_each_within_its_own
     """Three of four workers killed before rollout 3 (a node of three lost): with ray.max_worker_restarts=1 each, a
     budget the whole run's three restarts would have passed under a run-wide count, the run goes on; the three are
     started together (one warning line, one batch of restarts) and the final line says the run is no longer exact,
-    also after a resume."""
+    also after a resume, and after one onto 2 workers, where indices 0, 1, 2 would name other workers."""
     took = kill_workers_before_rollout(monkeypatch, {3: [0, 1, 2]})
     result = train(four_workers(tmp_path, "node-lost", **{"ray.max_worker_restarts": 1, "schedule_steps": 4096}),
                    progress=True)
@@ -162,6 +162,13 @@ def test_several_workers_lost_at_once_are_restarted_together_each_within_its_own
     resume(result.run_dir, {"total_steps": 2560}, progress=True)  # two rollouts more, no fault
     [done] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("done:")]
     assert "not exact: rollout workers 0, 1, 2 were restarted (last at step 512)" in done
+    resume(result.run_dir, {"total_steps": 3072, "ray.workers": 2}, progress=True)  # 2 workers of 4 envs now
+    [done] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("done:")]
+    assert ("not exact: rollout workers of an earlier layout were restarted (last at step 512) and the resume at step "
+            "2,560 restarted episodes, so the same run without faults would differ") in done  # not "workers 0, 1, 2"
+    newest = sorted((result.run_dir / "checkpoints").glob("ckpt-*"))[-1]
+    state = read_checkpoint(newest).state
+    assert state["restarted_workers"] == {} and state["restarted_earlier_layout"] == 512
 
 
 def test_a_worker_past_its_own_restarts_ends_the_run_in_one_line(local_ray, tmp_path, monkeypatch):

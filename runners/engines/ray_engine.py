@@ -72,6 +72,9 @@ class RayEngine(GymnasiumEngine):
         earlier one (checkpoints carry it): the run is no longer what the same run without faults computes."""
         self.inexact_resumes: list[int] = []
         """Steps at which a resume (this one or an earlier) restarted some envs' episodes."""
+        self.earlier_layout_restart: int | None = None
+        """The last step at which a rollout worker of an earlier layout (another ray.workers, before a resume) was
+        restarted: its index names no worker of this layout, so ``fresh_episodes`` does not hold it."""
         self.consistent = True
         """False while a collection is under way or after one was abandoned (the workers' envs are then not at
         the loop's step, so a checkpoint cannot hold them)."""
@@ -111,10 +114,17 @@ class RayEngine(GymnasiumEngine):
 
     def _carry_inexact(self, saved: dict[str, Any], step: int, restarted: bool) -> None:
         """What made the run inexact before this session (a checkpoint's record; an unreadable one is ignored), and
-        this resume when it restarted episodes."""
+        this resume when it restarted episodes. Restarted workers of another layout are kept as the last step at
+        which one was restarted, not by an index that would name another worker here."""
         workers, resumes = saved.get("restarted_workers"), saved.get("inexact_resumes")
+        earlier = saved.get("restarted_earlier_layout")
+        if type(earlier) is int:
+            self.earlier_layout_restart = earlier
         if isinstance(workers, dict) and all(type(key) is int and type(value) is int for key, value in workers.items()):
-            self.fresh_episodes.update(workers)
+            if self._same_layout(saved):
+                self.fresh_episodes.update(workers)
+            elif workers:
+                self.earlier_layout_restart = max(max(workers.values()), self.earlier_layout_restart or 0)
         if isinstance(resumes, list) and all(type(value) is int for value in resumes):
             self.inexact_resumes = list(resumes)
         if restarted:
@@ -125,12 +135,18 @@ class RayEngine(GymnasiumEngine):
         fresh = [None] * self.config.ray.workers
         if saved is None:
             return fresh, None
-        layout = (self.config.ray.workers, self.envs_per_worker)
-        if saved.get("engine") != self.kind or tuple(saved.get("layout", ())) != layout:
-            return fresh, f"the checkpoint's envs were not on {layout[0]} Ray workers of {layout[1]} envs"
+        if not self._same_layout(saved):
+            return fresh, (f"the checkpoint's envs were not on {self.config.ray.workers} Ray workers of "
+                           f"{self.envs_per_worker} envs")
         if saved.get("envs_problem"):
             return fresh, saved["envs_problem"]
         return list(saved["workers"]), None
+
+    def _same_layout(self, saved: dict[str, Any]) -> bool:
+        """Whether a checkpoint's envs were on this run's Ray workers (as many, with as many envs each)."""
+        layout = saved.get("layout")
+        return (saved.get("engine") == self.kind and isinstance(layout, (list, tuple))
+                and tuple(layout) == (self.config.ray.workers, self.envs_per_worker))
 
     def advance(self, step: int, max_env_steps: int, total_steps: int) -> Advance:
         """One fragment from every worker, stacked in worker order, then one update."""
@@ -307,14 +323,17 @@ class RayEngine(GymnasiumEngine):
 
     def not_exact(self) -> str | None:
         """Why the run is no longer the run without faults (rollout workers whose envs started fresh episodes after a
-        failure, or a resume that restarted episodes, in any session), or None while it still is. An evaluation
-        actor's restart plays the same episodes again, so it changes nothing."""
+        failure, in this layout or an earlier one, or a resume that restarted episodes, in any session), or None while
+        it still is. An evaluation actor's restart plays the same episodes again, so it changes nothing."""
         reasons = []
         if self.fresh_episodes:
             indices = sorted(self.fresh_episodes)
             reasons.append(f"{_workers(indices)} {'was' if len(indices) == 1 else 'were'} restarted (last at step "
                            f"{max(self.fresh_episodes.values()):,}) and {'its' if len(indices) == 1 else 'their'} envs "
                            "started fresh episodes")
+        if self.earlier_layout_restart is not None:
+            reasons.append(f"rollout workers of an earlier layout were restarted (last at step "
+                           f"{self.earlier_layout_restart:,})")
         if self.inexact_resumes:
             steps = ", ".join(f"{step:,}" for step in self.inexact_resumes)
             reasons.append(f"the resume{'s' if len(self.inexact_resumes) > 1 else ''} at step {steps} restarted "
@@ -347,7 +366,7 @@ class RayEngine(GymnasiumEngine):
         base = {"engine": self.kind, "layout": (self.config.ray.workers, self.envs_per_worker),
                 "reward_scaler": self.reward_scaler, "workers": None, "envs_problem": None,
                 "envs_exact": [False] * self.config.num_envs, "restarted_workers": dict(self.fresh_episodes),
-                "inexact_resumes": list(self.inexact_resumes)}
+                "restarted_earlier_layout": self.earlier_layout_restart, "inexact_resumes": list(self.inexact_resumes)}
         if not self.consistent:  # a collection was abandoned: the workers' envs are past the checkpoint's step
             return {**base, "envs_problem": "the rollout workers were lost in the middle of a rollout"}
         try:
