@@ -24,6 +24,7 @@ from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions
 from champion.runners.evaluate import EvalResult, OutOfTime, close_kept_envs, joined, play_episodes
+from champion.runners.store.atomic_files import warn
 
 if TYPE_CHECKING:
     from champion.runners.ray.evaluation import RayEvaluation
@@ -151,19 +152,25 @@ def _report_as_done(futures: list[Future], sizes: list[int], on_episodes: Episod
 
 class RayPlayer:
     """Plays on Ray actors (the Ray engine's cluster, which must be up), a round's seeds split among as many actors
-    as the run had rollout workers; the same returns as in process."""
+    as the run had rollout workers; the same returns as in process. Lost and stalled actors are handled as in the
+    run's evaluations (``RayEvaluation``, with the run's ray.* settings), with one restart budget for the whole race
+    and every warning through ``warn`` (stderr, never stdout)."""
 
-    def __init__(self, config: TrainConfig, spec: NetworkSpec) -> None:
-        self.config, self.spec = config, spec
+    def __init__(self, config: TrainConfig, spec: NetworkSpec, warn: Callable[[str], None] = warn) -> None:
+        from champion.runners.ray.workers import RestartBudget
+
+        self.config, self.spec, self.warn = config, spec, warn
         self.actors = max(config.ray.workers, config.ray.eval_workers, 1)
         self.where = f"{self.actors} Ray actors"
+        self.budget = RestartBudget(self.actors, config.ray.max_worker_restarts, config.ray.restart_window_s)
 
     def play(self, policies: Sequence[NumpyPolicy], seeds: Sequence[int], deadline: float | None = None,
              on_episodes: EpisodesDone | None = None) -> list[EvalResult]:
         """Every policy on every seed, results in the order of the policies."""
         from champion.runners.ray.evaluation import RayEvaluation
 
-        evaluation = RayEvaluation.from_config(self.config, self.spec, seeds, actors=self.actors)
+        evaluation = RayEvaluation.from_config(self.config, self.spec, seeds, actors=self.actors, warn=self.warn,
+                                               budget=self.budget)
         results = []
         try:
             for index, policy in enumerate(policies):

@@ -184,21 +184,21 @@ def test_a_worker_past_its_own_restarts_ends_the_run_in_one_line(local_ray, tmp_
     assert "continue with: champion train --resume" in message
 
 
-def dies_after_its_first_construction(base, tally: Path, index=None):
-    """A subclass of the actor class ``base`` whose constructor writes a line into ``tally`` and, from its second
-    construction on (for worker ``index`` only, if given), kills its process, as a worker that dies as it starts.
-    Made in a function, so that Ray sends the class by value to the workers, which do not import this module."""
-    class DiesAfterItsFirstConstruction(base):
+def dying_in_its_constructor(base, tally: Path, dies, index=None):
+    """A subclass of the actor class ``base`` whose constructor writes a line into ``tally`` and kills its process
+    when ``dies(lines)`` (for worker ``index`` only, if given), as a worker that dies as it starts. Made in a
+    function, so that Ray sends the class by value to the workers, which do not import this module."""
+    class DyingInItsConstructor(base):
         def __init__(self, *arguments):
             if index is None or arguments[0].worker_index == index:
                 with open(tally, "a") as file:
                     file.write("constructed\n")
                 with open(tally) as file:
-                    if len(file.readlines()) > 1:
+                    if dies(len(file.readlines())):
                         os._exit(1)
             super().__init__(*arguments)
 
-    return DiesAfterItsFirstConstruction
+    return DyingInItsConstructor
 
 
 def test_a_worker_that_dies_every_time_it_starts_stops_the_run_after_its_restarts(local_ray, tmp_path, monkeypatch):
@@ -208,8 +208,8 @@ def test_a_worker_that_dies_every_time_it_starts_stops_the_run_after_its_restart
     from champion.runners.engines import ray_engine
 
     tally = tmp_path / "constructions"
-    monkeypatch.setattr(ray_engine, "RolloutWorker", dies_after_its_first_construction(ray_engine.RolloutWorker,
-                                                                                       tally, index=1))
+    monkeypatch.setattr(ray_engine, "RolloutWorker", dying_in_its_constructor(ray_engine.RolloutWorker, tally,
+                                                                              lambda count: count > 1, index=1))
     kill_workers_before_rollout(monkeypatch, {2: [1]})
     with pytest.raises(TrainingStopped) as stopped:
         train(four_workers(tmp_path, "crash-loop", **{"ray.max_worker_restarts": 2}), progress=False)
@@ -233,9 +233,8 @@ def test_an_evaluation_actor_that_dies_every_time_it_starts_stops_after_its_rest
     config, spec, policy, seeds, _ = evaluation_setup(tmp_path, "CartPole-v1", **{"ray.max_worker_restarts": 1,
                                                                                   "eval_episodes": 2})
     tally = tmp_path / "constructions"
-    tally.write_text("constructed\n")  # every actor dies, the first too
     monkeypatch.setattr(ray_evaluation, "EvaluationWorker",
-                        dies_after_its_first_construction(ray_evaluation.EvaluationWorker, tally))
+                        dying_in_its_constructor(ray_evaluation.EvaluationWorker, tally, lambda count: True))
     warnings = []
     evaluation = ray_evaluation.RayEvaluation.from_config(config, spec, seeds, warn=warnings.append)
     try:
@@ -247,7 +246,33 @@ def test_an_evaluation_actor_that_dies_every_time_it_starts_stops_after_its_rest
     assert str(failed.value).startswith("evaluation actor 0 was lost (ActorDiedError) during its 2 episodes of the "
                                         "evaluation at step 0, and it has used its ray.max_worker_restarts=1 restarts")
     assert len(warnings) == 1 and evaluation.restarts == 1
-    assert len(tally.read_text().splitlines()) == 1 + 2
+    assert len(tally.read_text().splitlines()) == 2  # the first actor and one fresh one
+
+
+def test_the_crowns_ray_player_replaces_a_lost_actor_within_the_runs_window_and_warns_on_stderr(local_ray, tmp_path,
+                                                                                                 monkeypatch, capsys):
+    """The crown's first Ray actor dies in its constructor: the RayPlayer replaces it as the run's evaluations do
+    (its warning counts within ray.restart_window_s, on stderr through champion's warning, not on stdout), and the
+    returns are the in-process ones."""
+    from champion.runners.crown_players import RayPlayer
+    from champion.runners.ray import evaluation as ray_evaluation
+
+    config, spec, policy, seeds, expected = evaluation_setup(tmp_path, "CartPole-v1", **{"ray.workers": 1,
+                                                                                         "eval_episodes": 4})
+    tally = tmp_path / "constructions"
+    monkeypatch.setattr(ray_evaluation, "EvaluationWorker",
+                        dying_in_its_constructor(ray_evaluation.EvaluationWorker, tally, lambda count: count == 1))
+    capsys.readouterr()
+    player = RayPlayer(config, spec)
+    assert player.play([policy, policy], seeds) == [expected, expected]
+    assert player.play([policy], seeds) == [expected]  # a second round, on an actor of its own
+    assert player.budget.used(0) == 1  # one budget for the whole race, as for a run's evaluations
+    captured = capsys.readouterr()
+    [warning] = [line for line in captured.err.splitlines() if "evaluation actor" in line]
+    assert warning.startswith("champion: warning: evaluation actor 0 was lost (ActorDiedError) during its 4 episodes")
+    assert "restarted it (1 of 3 restarts within 3600 s)" in warning
+    assert "evaluation actor" not in captured.out
+    assert len(tally.read_text().splitlines()) == 3  # the dead one, its replacement, the second round's actor
 
 
 def test_a_restart_budget_counts_each_worker_apart_and_lets_old_restarts_lapse(monkeypatch):

@@ -78,13 +78,14 @@ class RayEvaluation:
     def __init__(self, env_id: str, options: EnvOptions, spec: NetworkSpec, seeds: Sequence[int], actors: int,
                  timeout: float | None, max_restarts: int, background: bool = True,
                  warn: Callable[[str], None] = warn, restart_window_s: float = 0.0,
-                 stall_s: float = DEFAULT_STALL_S) -> None:
+                 stall_s: float = DEFAULT_STALL_S, budget: RestartBudget | None = None) -> None:
         import ray
 
         self.seeds, self.timeout, self.max_restarts, self.background = list(seeds), timeout, max_restarts, background
         self.warn, self.stall_s = warn, stall_s
         self.shares = [list(share) for share in np.array_split(self.seeds, min(actors, len(self.seeds))) if len(share)]
-        self.budget = RestartBudget(len(self.shares), max_restarts, restart_window_s)
+        self.budget = budget if budget is not None else RestartBudget(len(self.shares), max_restarts, restart_window_s)
+        """Restarts per actor; a caller evaluating several seed lists (the crown's rounds) passes one for them all."""
         self._remote = ray.remote(EvaluationWorker).options(num_cpus=0, max_restarts=0, max_task_retries=0,
                                                             max_concurrency=2)  # progress answers while it plays
         self._arguments = (env_id, options, spec)
@@ -98,12 +99,14 @@ class RayEvaluation:
 
     @classmethod
     def from_config(cls, config: TrainConfig, spec: NetworkSpec, seeds: Sequence[int], actors: int | None = None,
-                    background: bool = True, warn: Callable[[str], None] = warn) -> RayEvaluation:
+                    background: bool = True, warn: Callable[[str], None] = warn,
+                    budget: RestartBudget | None = None) -> RayEvaluation:
         """An evaluation with the run's ``ray.*`` settings (``actors``: ray.eval_workers unless given)."""
         ray = config.ray
         return cls(config.env_id, EnvOptions.from_config(config), spec, seeds,
                    ray.eval_workers if actors is None else actors, ray.eval_timeout_s, ray.max_worker_restarts,
-                   background, warn=warn, restart_window_s=ray.restart_window_s, stall_s=ray.eval_stall_s)
+                   background, warn=warn, restart_window_s=ray.restart_window_s, stall_s=ray.eval_stall_s,
+                   budget=budget)
 
     @property
     def restarts(self) -> int:
