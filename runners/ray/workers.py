@@ -1,8 +1,8 @@
 """What runs on a Ray worker: rollout fragments and evaluations with the numpy policy, without TensorFlow.
 
-These are plain classes; ``runners/engines/ray_engine.py`` and ``runners/ray/evaluation.py`` make them Ray actors. Importing this module
-loads gymnasium, numpy and champion's env factory, never TensorFlow (a test asserts it on a worker), so
-a worker starts in about a second and holds about a tenth of a driver's memory.
+These are plain classes; ``runners/engines/ray_engine.py`` and ``runners/ray/evaluation.py`` make them Ray
+actors. Importing this module loads gymnasium, numpy and champion's env factory, never TensorFlow (a test
+asserts it on a worker), so a worker starts in about a second and holds about a tenth of a driver's memory.
 """
 
 from __future__ import annotations
