@@ -333,7 +333,7 @@ def validate(config: TrainConfig) -> None:
     for name in ("total_steps", "num_envs", "eval_every", "eval_episodes", "log_every", "checkpoint_every",
                  "checkpoint_keep", "max_nonfinite_updates"):
         value = getattr(config, name)
-        _require(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        _require(_is_integer(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
     for name, most in (("num_envs", MAX_ENVS), ("eval_episodes", MAX_EPISODES)):
         _require(getattr(config, name) <= most, f"{name} must be at most {most:,}, got {getattr(config, name):,}")
     for name in ("seed", "eval_seed"):
@@ -341,7 +341,7 @@ def validate(config: TrainConfig) -> None:
     if config.run_name is not None:
         _validate_run_name(config.run_name)
     _require(config.vectorization in ("auto", "sync", "async"), f"vectorization must be auto, sync or async, got {config.vectorization!r}")
-    _require(isinstance(config.histogram_every, int) and config.histogram_every >= 0,
+    _require(_is_integer(config.histogram_every) and config.histogram_every >= 0,
              f"histogram_every must be 0 (off) or a positive number of env steps, got {config.histogram_every!r}")
     _require(config.engine in ENGINES, f"engine must be one of {', '.join(ENGINES)}, got {config.engine!r}")
     _require(
@@ -349,7 +349,7 @@ def validate(config: TrainConfig) -> None:
         f"eval_every={config.eval_every} is smaller than one vector step ({config.num_envs} env steps with "
         f"num_envs={config.num_envs}); use eval_every >= {config.num_envs}",
     )
-    _require(isinstance(config.frame_stack, int) and config.frame_stack > 0,
+    _require(_is_integer(config.frame_stack) and config.frame_stack > 0,
              f"frame_stack must be a positive integer (1: no stacking), got {config.frame_stack!r}")
     _validate_schedule_steps(config)
     _validate_network(config.network)
@@ -359,41 +359,41 @@ def validate(config: TrainConfig) -> None:
         _validate_ray(config)
     prefix = config.algo
     hyper = config.algo_config
-    _require(hyper.num_steps > 0, f"{prefix}.num_steps must be a positive integer, got {hyper.num_steps!r}")
+    _require(_is_integer(hyper.num_steps) and hyper.num_steps > 0, f"{prefix}.num_steps must be a positive integer, got {hyper.num_steps!r}")
     _positive_finite(f"{prefix}.learning_rate", hyper.learning_rate)
     _require(hyper.learning_rate_schedule in SCHEDULES, f"{prefix}.learning_rate_schedule must be one of {', '.join(SCHEDULES)}, got {hyper.learning_rate_schedule!r}")
-    _require(0.0 < hyper.gamma <= 1.0, f"{prefix}.gamma must be in (0, 1], got {hyper.gamma!r}")
-    _require(0.0 <= hyper.gae_lambda <= 1.0, f"{prefix}.gae_lambda must be in [0, 1], got {hyper.gae_lambda!r}")
-    _require(hyper.entropy_coef >= 0.0, f"{prefix}.entropy_coef must be >= 0, got {hyper.entropy_coef!r}")
-    _require(hyper.value_coef >= 0.0, f"{prefix}.value_coef must be >= 0, got {hyper.value_coef!r}")
+    _require(_is_number(hyper.gamma) and 0.0 < hyper.gamma <= 1.0, f"{prefix}.gamma must be in (0, 1], got {hyper.gamma!r}")
+    _require(_is_number(hyper.gae_lambda) and 0.0 <= hyper.gae_lambda <= 1.0, f"{prefix}.gae_lambda must be in [0, 1], got {hyper.gae_lambda!r}")
+    _require(_is_number(hyper.entropy_coef) and hyper.entropy_coef >= 0.0, f"{prefix}.entropy_coef must be >= 0, got {hyper.entropy_coef!r}")
+    _require(_is_number(hyper.value_coef) and hyper.value_coef >= 0.0, f"{prefix}.value_coef must be >= 0, got {hyper.value_coef!r}")
     _positive_finite(f"{prefix}.max_grad_norm", hyper.max_grad_norm)
     if isinstance(hyper, PPOConfig):
         _validate_ppo(hyper, config.num_envs)
     else:
         _require(hyper.optimizer in OPTIMIZERS, f"a2c.optimizer must be one of {', '.join(OPTIMIZERS)}, got {hyper.optimizer!r}")
-        _require(0.0 < hyper.rmsprop_decay < 1.0, f"a2c.rmsprop_decay must be in (0, 1), got {hyper.rmsprop_decay!r}")
+        _require(_is_number(hyper.rmsprop_decay) and 0.0 < hyper.rmsprop_decay < 1.0, f"a2c.rmsprop_decay must be in (0, 1), got {hyper.rmsprop_decay!r}")
         _positive_finite("a2c.optimizer_epsilon", hyper.optimizer_epsilon)
 
 
 def _validate_network(network: NetworkConfig) -> None:
     _require(
-        all(isinstance(size, int) and size > 0 for size in network.hidden_sizes),
+        all(_is_integer(size) and size > 0 for size in network.hidden_sizes),
         f"network.hidden_sizes must be a list of positive integers (empty: heads right on the encoders), got "
         f"{list(network.hidden_sizes)!r}",
     )
     if network.value_hidden_sizes is not None:
-        _require(all(isinstance(size, int) and size > 0 for size in network.value_hidden_sizes),
+        _require(all(_is_integer(size) and size > 0 for size in network.value_hidden_sizes),
                  f"network.value_hidden_sizes must be a list of positive integers or null, got "
                  f"{list(network.value_hidden_sizes)!r}")
         _require(not network.shared_torso, "network.value_hidden_sizes needs two torsos; with network.shared_torso=true "
                  "leave it null")
     _require(network.image_layout in IMAGE_LAYOUTS,
              f"network.image_layout must be one of {', '.join(IMAGE_LAYOUTS)}, got {network.image_layout!r}")
-    _require(len(network.cnn_layers) > 0 and all(len(layer) == 3 and all(isinstance(size, int) and size > 0 for size in layer)
+    _require(len(network.cnn_layers) > 0 and all(len(layer) == 3 and all(_is_integer(size) and size > 0 for size in layer)
                                                  for layer in network.cnn_layers),
              f"network.cnn_layers must be a non-empty list of [filters, kernel, stride] positive integers, got "
              f"{[list(layer) for layer in network.cnn_layers]!r}")
-    _require(isinstance(network.cnn_features, int) and network.cnn_features > 0,
+    _require(_is_integer(network.cnn_features) and network.cnn_features > 0,
              f"network.cnn_features must be a positive integer, got {network.cnn_features!r}")
     _require(network.activation in ACTIVATIONS, f"network.activation must be one of {', '.join(ACTIVATIONS)}, got {network.activation!r}")
     _positive_finite("network.observation_clip", network.observation_clip)
@@ -404,7 +404,7 @@ def _validate_crown(config: TrainConfig) -> None:
     crown = config.crown
     for name, most in (("candidates", MAX_CANDIDATES), ("episodes", MAX_EPISODES)):
         value = getattr(crown, name)
-        _require(isinstance(value, int) and 0 < value <= most,
+        _require(_is_integer(value) and 0 < value <= most,
                  f"crown.{name} must be a positive integer up to {most:,}, got {value!r}")
     for name, below in (("tolerance", "0: only identical returns"), ("time_share", "0: no time limit"),
                         ("min_seconds", "seconds")):
@@ -415,7 +415,7 @@ def _validate_crown(config: TrainConfig) -> None:
                                        and 0 < crown.seconds < math.inf),
              f"crown.seconds must be a positive number of seconds or null (the limit from time_share), got {crown.seconds!r}")
     _require(isinstance(crown.race, bool), f"crown.race must be true or false, got {crown.race!r}")
-    _require(isinstance(crown.workers, int) and 0 <= crown.workers <= MAX_ENVS,
+    _require(_is_integer(crown.workers) and 0 <= crown.workers <= MAX_ENVS,
              f"crown.workers must be 0 (one per CPU) or a positive integer up to {MAX_ENVS:,}, got {crown.workers!r}")
     if crown.seed is not None:
         _validate_seed("crown.seed", crown.seed, " or null")
@@ -454,14 +454,14 @@ def _validate_ray(config: TrainConfig) -> None:
 
 
 def _validate_ppo(hyper: PPOConfig, num_envs: int) -> None:
-    _require(hyper.epochs > 0, f"ppo.epochs must be a positive integer, got {hyper.epochs!r}")
+    _require(_is_integer(hyper.epochs) and hyper.epochs > 0, f"ppo.epochs must be a positive integer, got {hyper.epochs!r}")
     _positive_finite("ppo.clip_range", hyper.clip_range)
     _require(hyper.clip_range_schedule in SCHEDULES, f"ppo.clip_range_schedule must be one of {', '.join(SCHEDULES)}, got {hyper.clip_range_schedule!r}")
     if hyper.value_clip_range is not None:
         _positive_finite("ppo.value_clip_range", hyper.value_clip_range)
     _positive_finite("ppo.adam_epsilon", hyper.adam_epsilon)
     rollout = hyper.num_steps * num_envs
-    _require(hyper.minibatch_size > 0, f"ppo.minibatch_size must be a positive integer, got {hyper.minibatch_size!r}")
+    _require(_is_integer(hyper.minibatch_size) and hyper.minibatch_size > 0, f"ppo.minibatch_size must be a positive integer, got {hyper.minibatch_size!r}")
     if rollout % hyper.minibatch_size != 0:
         divisors = [size for size in range(1, rollout + 1) if rollout % size == 0]
         near = sorted(divisors, key=lambda size: abs(size - hyper.minibatch_size))[:2]
@@ -478,14 +478,14 @@ def _validate_stop(stop: StopConfig) -> None:
                                    and math.isfinite(at_return)),
              f"stop.at_return must be a finite number (a mean return) or null, got {at_return!r}")
     count = stop.after_evaluations_without_best
-    _require(count is None or (isinstance(count, int) and not isinstance(count, bool) and 1 <= count <= MAX_EPISODES),
+    _require(count is None or (_is_integer(count) and not isinstance(count, bool) and 1 <= count <= MAX_EPISODES),
              f"stop.after_evaluations_without_best must be a positive integer up to {MAX_EPISODES:,} or null, "
              f"got {count!r}")
 
 
 def _validate_seed(name: str, value: Any, alternative: str = "") -> None:
     """A seed every consumer takes, with the offsets added to it (``SEED_LIMIT``)."""
-    _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT,
+    _require(_is_integer(value) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT,
              f"{name} must be an integer from 0 to {SEED_LIMIT - 1:,}{alternative}, got {value!r}")
 
 
@@ -520,7 +520,7 @@ def _is_number(value: Any) -> bool:
 
 def _positive_finite(name: str, value: float) -> None:
     _require(
-        isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+        _is_number(value) and math.isfinite(value) and value > 0,
         f"{name} must be a positive finite number, got {value!r}",
     )
 

@@ -170,9 +170,7 @@ def _evaluation(config: TrainConfig, spec: NetworkSpec, engine_kind: str, warn: 
     if engine_kind == "ray" and config.ray.eval_workers:
         from champion.runners.ray.evaluation import RayEvaluation
 
-        return RayEvaluation(config.env_id, options, spec, seeds, config.ray.eval_workers, config.ray.eval_timeout_s,
-                             config.ray.max_worker_restarts, config.eval_in_background, warn=warn,
-                             restart_window_s=config.ray.restart_window_s)
+        return RayEvaluation.from_config(config, spec, seeds, background=config.eval_in_background, warn=warn)
     eval_envs = make_eval_env(config.env_id, config.eval_episodes, options=options)
     return BackgroundEvaluation(eval_envs, seeds, config.eval_in_background, env_id=config.env_id)
 

@@ -28,7 +28,8 @@ RESUMABLE_KEYS = ("total_steps", "eval_every", "checkpoint_every", "checkpoint_k
                   "max_nonfinite_updates", "results_dir", "run_name", "media", "histogram_every",
                   # where and how the Ray engine runs, not what it computes (a new layout restarts the episodes)
                   "ray.workers", "ray.address", "ray.num_cpus", "ray.worker_cpus",
-                  "ray.eval_workers", "ray.fragment_timeout_s", "ray.eval_timeout_s", "ray.max_worker_restarts",
+                  "ray.eval_workers", "ray.fragment_timeout_s", "ray.eval_timeout_s", "ray.eval_stall_s",
+                  "ray.max_worker_restarts",
                   "ray.restart_window_s",
                   # which saved policy is crowned, not what is learned
                   "crown.at_end", "crown.candidates", "crown.episodes", "crown.seed", "crown.workers", "crown.race",

@@ -284,7 +284,8 @@ def _crown_at_end(run: Run) -> BaseException | None:
             run.out.print(f"crowning: the newest {run.config.crown.candidates} best entries and the final policy, "
                           f"up to {run.config.crown.episodes} held-out episodes each"
                           + (f", within {limit:.0f}s" if limit else ""))
-            player = RayPlayer(run.config, run.spec) if run.engine.kind == "ray" else ProcessPlayer(run.config)
+            player = (RayPlayer(run.config, run.spec, warn=warner(run.console)) if run.engine.kind == "ray"
+                      else ProcessPlayer(run.config))
             crown = crown_run(run.run_dir, run.config, player, on_warning=warner(run.console),
                               display=RaceDisplay(run.console))
             log_crown_to_tensorboard(crown)

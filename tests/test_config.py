@@ -137,3 +137,24 @@ def test_env_kwargs_reach_gymnasium_make_in_training_evaluation_and_replay(tmp_p
 def test_env_kwargs_must_be_a_mapping():
     with pytest.raises(ConfigError, match="env_kwargs must be a mapping"):
         resolve_config("CartPole-v1", "ppo", {"env_kwargs": "[1, 2]"})
+
+
+@pytest.mark.parametrize("section, name", [(None, "total_steps"), (None, "checkpoint_keep"), (None, "histogram_every"),
+                                           (None, "frame_stack"), ("ppo", "clip_range"), ("ppo", "epochs"),
+                                           ("ppo", "learning_rate"), ("ppo", "gamma"), ("ppo", "minibatch_size")])
+def test_true_for_a_number_built_in_python_is_refused_naming_the_setting(section, name):
+    """A TrainConfig built in Python (the API) can hold True where a number goes; Python takes it for 1, so every
+    one of these passed as 1 before (a YAML file or the command line checks types first)."""
+    import dataclasses
+
+    from champion.agents.config import validate
+
+    config = TrainConfig()
+    if section is None:
+        config = dataclasses.replace(config, **{name: True})
+    else:
+        config = dataclasses.replace(config, ppo=dataclasses.replace(config.ppo, **{name: True}))
+    with pytest.raises(ConfigError) as refused:
+        validate(config)
+    assert str(refused.value).startswith(f"{section + '.' if section else ''}{name} must be ")
+    assert str(refused.value).endswith("got True")
