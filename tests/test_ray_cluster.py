@@ -163,48 +163,71 @@ def assert_only_champion_on_stdout(done: subprocess.CompletedProcess) -> None:
     assert not strangers, done.stdout
 
 
-@pytest.mark.parametrize("other", ["running head and RAY_ADDRESS", "stale address file"])
-def test_without_an_address_the_run_starts_its_own_ray_whatever_else_is_on_the_machine(folder, request, other):
-    """Ray's ray.init() would join the head (its address file, RAY_ADDRESS: both are set in the first case) or fail
-    on the dead one (the address file of a crashed head): the run's own Ray ignores them, in a folder of its own
-    that is gone at the end, with no token written into ~/.ray."""
-    if other == "stale address file":
-        stale = folder / "stale"
-        (stale / "ray").mkdir(parents=True)
-        (stale / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")  # a head that crashed
-        settings, head_port = {"RAY_TMPDIR": str(stale)}, None
-    else:
-        token_head = request.getfixturevalue("token_head")
-        settings = {"RAY_TMPDIR": str(token_head["root"]),  # where Ray finds the head's address file
-                    "RAY_ADDRESS": token_head["address"]}
-        head_port = token_head["address"].rpartition(":")[2]
-    assert len(str(folder)) + len(cluster.SOCKET_IN_FOLDER) <= 107  # the run's Ray folder is made there, not in /tmp
-    longer = ["--set", "schedule_steps=4096"] if head_port else []  # so that it can be resumed below
-    done = train(folder, "own", SMALL + longer, settings)
+def assert_own_ray_gone(folder: Path) -> None:
+    """The run's own Ray left nothing: its folder (in the run's TMPDIR) removed, none of its processes running once
+    the command returned, no token written into ~/.ray."""
+    assert len(str(folder)) + len(cluster.SOCKET_IN_FOLDER) <= 107  # the run's Ray folder was made there, not in /tmp
+    assert list(folder.glob("champion-ray-*")) == []
+    assert processes_naming(folder / "champion-ray-") == []
+    assert not (folder / "home" / ".ray").exists()
+
+
+def test_without_an_address_the_run_starts_its_own_ray_beside_a_running_head_and_RAY_ADDRESS(folder, token_head):
+    """Ray's ray.init() would join the head (through its address file, or RAY_ADDRESS: both are set): the run's own
+    Ray ignores them. A resume that names a cluster checks it first, as a new run does."""
+    settings = {"RAY_TMPDIR": str(token_head["root"]),  # where Ray finds the head's address file
+                "RAY_ADDRESS": token_head["address"]}
+    done = train(folder, "own", SMALL + ["--set", "schedule_steps=4096"], settings)  # resumable to 2048 below
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert_only_champion_on_stdout(done)
     engine = summary(folder, "own")["engine"]
     assert engine["ray_started_for_run"] is True
-    assert engine["ray_address"].rpartition(":")[2] != head_port
-    assert list(folder.glob("champion-ray-*")) == []  # its session folder, removed
-    assert processes_naming(folder / "champion-ray-") == []  # and no process of its Ray left once the command returned
-    assert not (folder / "home" / ".ray").exists()
-    if head_port:  # a resume that names a cluster checks it first, as a new run does
-        [run] = (folder / "results").glob("*/ppo/own")
-        for address, said in [(f"127.0.0.1:{free_port()}", "no Ray cluster answers at 127.0.0.1:"),
-                              (token_head["address"], f"the Ray cluster at {token_head['address']} requires a token")]:
-            done = subprocess.run(CHAMPION + ["train", "--resume", str(run), "--total-steps", "2048", "--ray-address",
-                                              address], env=clean_environment(folder), capture_output=True, text=True,
-                                  timeout=120, stdin=subprocess.DEVNULL)
-            assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
-                done.stderr[-3000:]
-        assert summary(folder, "own")["env_steps"] == 1024  # not resumed
+    assert engine["ray_address"].rpartition(":")[2] != token_head["address"].rpartition(":")[2]
+    assert_own_ray_gone(folder)
+    [run] = (folder / "results").glob("*/ppo/own")
+    for address, said in [(f"127.0.0.1:{free_port()}", "no Ray cluster answers at 127.0.0.1:"),
+                          (token_head["address"], f"the Ray cluster at {token_head['address']} requires a token")]:
+        done = subprocess.run(CHAMPION + ["train", "--resume", str(run), "--total-steps", "2048", "--ray-address",
+                                          address], env=clean_environment(folder), capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+        assert done.returncode == 2 and said in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
+            done.stderr[-3000:]
+    assert summary(folder, "own")["env_steps"] == 1024  # not resumed
+
+
+def test_beside_a_stale_address_file_with_a_worker_killed_only_champions_lines_reach_stdout(folder):
+    """Ray's ray.init() would fail on the address file a crashed head left: the run's own Ray ignores it. One of its
+    workers is killed: Ray pushes "(raylet) A worker died..." (in colour, on stdout); champion puts its first line
+    on stderr, beside its own warning that it replaced the worker, and stdout holds only champion's lines."""
+    stale = folder / "stale"
+    (stale / "ray").mkdir(parents=True)
+    (stale / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")  # a head that crashed
+    faults = folder / "faults"
+    faults.mkdir()
+    child = subprocess.Popen(CHAMPION + ["train", "toy_envs:FaultyCartPole-v0", "--results-dir",
+                                         str(folder / "results"), "--run-name", "worker-killed"]
+                             + SMALL + ["--total-steps", "4096", "--eval-every", "2048"],
+                             env=clean_environment(folder, CHAMPION_TEST_FAULTS=str(faults), RAY_TMPDIR=str(stale)),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    (faults / "kill").write_text(str(child.pid))  # spares the driver; its workers start seconds later
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    assert summary(folder, "worker-killed")["engine"]["ray_started_for_run"] is True
+    assert_own_ray_gone(folder)
+    assert not (faults / "kill").exists()  # the fault happened
+    assert "rollout worker" in err and "restarted it" in err
+    ray_said = [line for line in err.splitlines() if line.startswith("champion: warning: Ray (pid ")]
+    assert any("worker" in line.lower() for line in ray_said), err[-3000:]
+    assert "\x1b[" not in "".join(ray_said)  # Ray's message, pushed to the driver, taken off stdout, without colour
+    assert out.strip(), "champion's own lines are missing"
+    assert_only_champion_on_stdout(subprocess.CompletedProcess([], 0, out, err))
 
 
 def test_the_advice_after_a_stale_address_file_is_true(folder):
     """`--ray-address auto` on the address file of a crashed head says to leave out --ray-address; that works (the
-    "stale address file" case of the test above trains with that file and no --ray-address)."""
+    test above beside a stale address file trains with that file and no --ray-address)."""
     stale = folder / "stale"
     (stale / "ray").mkdir(parents=True)
     (stale / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
@@ -325,27 +348,6 @@ def test_a_sigkilled_driver_leaves_no_ray_process_of_its_run_after_10_s(folder):
                 process and process.kill()
             except (psutil.Error, OSError):
                 pass
-
-
-def test_nothing_but_champions_lines_on_stdout_when_a_worker_is_killed(folder):
-    """Ray prints "(raylet) A worker died..." (in colour) on stdout; champion's own warning goes to stderr."""
-    faults = folder / "faults"
-    faults.mkdir()
-    child = subprocess.Popen(CHAMPION + ["train", "toy_envs:FaultyCartPole-v0", "--results-dir",
-                                         str(folder / "results"), "--run-name", "worker-killed"]
-                             + SMALL + ["--total-steps", "4096", "--eval-every", "2048"],
-                             env=clean_environment(folder, CHAMPION_TEST_FAULTS=str(faults)), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    (faults / "kill").write_text(str(child.pid))  # spares the driver; its workers start seconds later
-    out, err = child.communicate(timeout=300)
-    assert child.returncode == 0, err[-3000:]
-    assert not (faults / "kill").exists()  # the fault happened
-    assert "rollout worker" in err and "restarted it" in err
-    ray_said = [line for line in err.splitlines() if line.startswith("champion: warning: Ray (pid ")]
-    assert any("worker died" in line.lower() or "worker" in line.lower() for line in ray_said), err[-3000:]
-    assert "\x1b[" not in "".join(ray_said)  # Ray's message, pushed to the driver, taken off stdout, without colour
-    assert out.strip(), "champion's own lines are missing"
-    assert_only_champion_on_stdout(subprocess.CompletedProcess([], 0, out, err))
 
 
 def test_on_an_untested_ray_the_cluster_code_takes_its_public_path(monkeypatch):
