@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from champion.errors import UsageError, first_line
-from champion.runners.store.atomic_files import atomic_write_text, remove_temporaries, warn
+from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, remove_temporaries, warn
 from champion.runners.store.entries import READ_ERRORS, first_intact, list_entries, point_to, prune
 from champion.runners.store.folder_trust import is_whole, read_sealed, seal
 from champion.runners.store.kept_models import MODES, KeptModel, better, check_value, rank, read_kept, write_kept
@@ -107,9 +107,9 @@ class BestKeeper:
 
         found, problems = first_intact([kept.entry for kept in self._kept], self._read, warn,
                                        "kept model {entry} is unusable ({error}); trying the next best")
-        damaged = {problem.split(":", 1)[0] for problem in problems}
-        self._damaged += [kept.entry for kept in self._kept if kept.entry.name in damaged]
-        self._kept = [kept for kept in self._kept if kept.entry.name not in damaged]
+        passed_over = len(problems)  # the entries before the one found, in the order tried
+        self._damaged += [kept.entry for kept in self._kept[:passed_over]]
+        self._kept = self._kept[passed_over:]
         if found is None:
             why = "; ".join(problems) if problems else "nothing was kept yet"
             raise BestPolicyError(f"no intact kept model in {self._best_dir} ({why})")
@@ -251,10 +251,11 @@ def _claim(directory: Path, identity: dict[str, str]) -> None:
     if directory.is_dir():
         if any((directory / name).exists() for name in RUN_FOLDER_FILES):
             raise UsageError(f"{directory} is a champion run folder; give the BestKeeper a folder of its own")
-        found = sorted(path.name for path in directory.iterdir())
+        found = sorted(path.name for path in directory.iterdir() if not path.name.startswith(TEMP_PREFIX))
         if found:
             more = f" and {len(found) - 3} more" if len(found) > 3 else ""
             raise UsageError(f"{directory} holds {', '.join(found[:3])}{more}, which a BestKeeper did not write; give "
                              "it a new or empty folder")
     directory.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(directory)  # a keeper.json whose first write was cut short
     atomic_write_text(record_path, json.dumps(seal(dict(identity, kind=KEEPER_KIND)), indent=2) + "\n")

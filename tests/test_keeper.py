@@ -232,7 +232,10 @@ def test_a_folder_of_something_else_or_of_another_metric_is_refused(tmp_path):
     with pytest.raises(champion.UsageError, match="photos holds cat.jpg, which a BestKeeper did not write; give it "
                                                   "a new or empty folder$"):
         champion.BestKeeper(tmp_path / "photos")
+    (tmp_path / "keeper").mkdir()
+    (tmp_path / "keeper" / ".tmp-keeper.json-999").write_text("{")  # a first start killed while writing its record
     champion.BestKeeper(tmp_path / "keeper", monitor="val_loss", mode="min")
+    assert sorted(path.name for path in (tmp_path / "keeper").iterdir()) == ["best", "keeper.json"]
     with pytest.raises(champion.UsageError) as error:
         champion.BestKeeper(tmp_path / "keeper", monitor="val_accuracy", mode="max")
     assert str(error.value) == (f"{tmp_path / 'keeper'} keeps the best by val_loss (min), not by val_accuracy (max): "

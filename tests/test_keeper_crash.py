@@ -123,16 +123,20 @@ def test_the_example_killed_during_its_writes_resumes_and_ends_as_an_uninterrupt
     finish_and_compare(example, tmp_path, out, steps, capsys)
 
 
-def kill_at_a_random_moment(out: Path, steps: int, chooser: random.Random) -> str:
-    """Start the loop and SIGKILL it: at a random write point (its Kth kept-model, pointer or checkpoint write), or
-    a random time after its first step line. Returns its output up to the kill."""
-    if chooser.random() < 0.5:
-        label = chooser.choice(["keeper entry: weights written", "keeper entry: model written", "before renaming to 0",
-                                "half-way through .tmp-current.json", "checkpoint: tensorflow state written",
-                                "before renaming to ckpt-", "after renaming to ckpt-"])
+WRITE_POINTS = ["keeper entry: weights written", "keeper entry: model written", "before renaming to 0",
+                "half-way through .tmp-current.json", "checkpoint: tensorflow state written",
+                "checkpoint: state written", "before renaming to ckpt-"]
+"""Inside a kept model's write (weights written; .keras written; all but the folder's rename), the pointer's
+replacement, and a resume checkpoint's write (TensorFlow part; state; all but the rename)."""
+
+
+def kill_once(out: Path, steps: int, write_point: str | None, chooser: random.Random) -> str:
+    """Start the loop and SIGKILL it: at ``write_point`` (the 1st, 2nd or 3rd time it passes one of that label), or
+    without one at a random time up to 0.5 s after its first line. Returns its output up to the kill."""
+    if write_point is not None:
         killed = subprocess.run(command(out, steps), capture_output=True, text=True, timeout=300,
-                                env=child_environment(CHAMPION_FAULT_KILL_AT=f"{label}#{chooser.randint(1, 3)}"))
-        assert killed.returncode == -signal.SIGKILL, (label, killed.stderr[-3000:])
+                                env=child_environment(CHAMPION_FAULT_KILL_AT=f"{write_point}#{chooser.randint(1, 3)}"))
+        assert killed.returncode == -signal.SIGKILL, (write_point, killed.stderr[-3000:])
         return killed.stdout
     child = subprocess.Popen(command(out, steps), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                              env=child_environment())
@@ -147,8 +151,11 @@ def kill_at_a_random_moment(out: Path, steps: int, chooser: random.Random) -> st
 @pytest.mark.slow
 def test_twenty_kills_at_random_moments_never_lose_the_best_and_the_loop_ends_as_an_uninterrupted_one(example,
                                                                                                     tmp_path):
+    """Ten kills at write points (each of WRITE_POINTS at least once, at a random pass of it), ten at random times,
+    alternating; then the loop runs to its end in a process of its own."""
     out, steps, chooser = tmp_path / "killed", 4000, random.Random(34)
-    for _ in range(20):
-        stdout = kill_at_a_random_moment(out, steps, chooser)
+    for kill in range(20):
+        write_point = WRITE_POINTS[kill // 2 % len(WRITE_POINTS)] if kill % 2 == 0 else None
+        stdout = kill_once(out, steps, write_point, chooser)
         check_what_the_kill_left(example, out, kept_values(stdout))
     finish_and_compare(example, tmp_path, out, steps)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from champion.runners.faults import write_point
-from champion.runners.store.entries import MANIFEST_FILE, next_entry_name, verify_files, write_entry
+from champion.runners.store.entries import MANIFEST_FILE, entry_number, next_entry_name, verify_files, write_entry
 from champion.runners.store.folder_trust import is_number, is_whole, read_sealed
 
 WEIGHTS_FILE = "model.weights.h5"
@@ -46,12 +46,7 @@ def better(value: float, other: float, mode: str) -> bool:
 def rank(kept: list[KeptModel], mode: str) -> list[KeptModel]:
     """Best first; between equal values, the one saved later first."""
     sign = 1 if mode == "min" else -1
-    return sorted(kept, key=lambda model: (sign * model.value, -entry_order(model.entry)))
-
-
-def entry_order(entry: Path) -> int:
-    """An entry's save-order number."""
-    return int(entry.name.split("-", 1)[0])
+    return sorted(kept, key=lambda model: (sign * model.value, -entry_number(model.entry)))
 
 
 def write_kept(directory: Path, model: Any, value: float, step: int, identity: dict[str, str],
