@@ -19,7 +19,7 @@ import math
 import os
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from champion.runners.store.entries import READ_ERRORS, first_intact, list_entri
 from champion.runners.store.folder_trust import is_whole, read_sealed, seal
 from champion.runners.store.kept_models import MODES, KeptModel, better, check_value, rank, read_kept, write_kept
 from champion.runners.store import loop_state
+
+if TYPE_CHECKING:
+    import keras
 
 KEEPER_FILE = "keeper.json"
 KEEPER_KIND = "champion.BestKeeper"
@@ -82,7 +85,7 @@ class BestKeeper:
         """Every model kept, best first."""
         return list(self._kept)
 
-    def offer(self, model: Any, value: Any, step: int) -> bool:
+    def offer(self, model: keras.Model, value: float, step: int) -> bool:
         """Keep ``model`` if ``value`` (the monitored metric at ``step``) ranks among the ``keep`` best so far;
         True when it is kept (with ``keep=1``: a new best). Ties keep the earlier model.
 
@@ -99,7 +102,7 @@ class BestKeeper:
         self._log(step, {self.monitor: value, **({f"best/{self.monitor}": value} if new_best else {})})
         return kept
 
-    def load_best(self, model: Any) -> KeptModel:
+    def load_best(self, model: keras.Model) -> KeptModel:
         """Load the best intact kept model's weights into ``model`` (the same architecture) and return it. Its files
         are verified again first; a damaged entry is passed over, with a warning, for the next best.
         BestPolicyError when none is intact."""
@@ -120,7 +123,8 @@ class BestKeeper:
                              "load_best a model built as the kept one was") from None
         return found
 
-    def save_state(self, model: Any, optimizer: Any, step: int, rng: Any = None) -> Path:
+    def save_state(self, model: keras.Model, optimizer: keras.optimizers.Optimizer | None, step: int,
+                   rng: Any = None) -> Path:
         """Write a resume checkpoint: the model's weights, the optimizer's state, ``step`` and the state of ``rng``
         (a numpy Generator, random.Random, keras.random.SeedGenerator or tf.random.Generator, or a list of them).
         The two newest are kept. Returns the checkpoint's folder."""
@@ -129,7 +133,8 @@ class BestKeeper:
             self._events.flush()  # what was logged up to this step survives a crash: restore_state keeps it
         return loop_state.save(self.directory / "checkpoints", model, optimizer, step, rng, self._identity)
 
-    def restore_state(self, model: Any, optimizer: Any, rng: Any = None) -> int | None:
+    def restore_state(self, model: keras.Model, optimizer: keras.optimizers.Optimizer | None,
+                      rng: Any = None) -> int | None:
         """Load the newest intact resume checkpoint into ``model`` (built), ``optimizer`` and ``rng`` (the same kinds
         as saved) and return its step; None when there is none (a new loop). TensorBoard values logged after that
         step are dropped, since the loop logs them again."""
@@ -161,7 +166,7 @@ class BestKeeper:
     def _read(self, entry: Path) -> KeptModel:
         return read_kept(entry, self._identity)
 
-    def _consider(self, model: Any, value: float, step: int) -> tuple[bool, bool]:
+    def _consider(self, model: keras.Model, value: float, step: int) -> tuple[bool, bool]:
         """(kept, a new best) for an offer, keeping the model if it ranks."""
         if not math.isfinite(value):
             self._warn_not_finite(f"{self.monitor} is {value} at step {step}")
@@ -177,7 +182,7 @@ class BestKeeper:
         self._save(model, value, step)
         return True, new_best
 
-    def _save(self, model: Any, value: float, step: int) -> None:
+    def _save(self, model: keras.Model, value: float, step: int) -> None:
         """Write the entry, point to the best, and prune to ``keep`` (damaged entries go first)."""
         kept = write_kept(self._best_dir, model, value, step, self._identity, self.whole_model, self._unsaveable)
         self._kept = rank(self._kept + [kept], self.mode)
@@ -226,7 +231,7 @@ def _check_step(step: Any) -> int:
     return step
 
 
-def _weights_are_finite(model: Any) -> bool:
+def _weights_are_finite(model: keras.Model) -> bool:
     return all(np.isfinite(array).all() for array in model.get_weights())
 
 

@@ -43,7 +43,8 @@ def child_environment(**variables: str) -> dict[str, str]:
 
 def kept_values(stdout: str) -> list[float]:
     """The validation losses the loop printed as kept (after ``offer`` returned True)."""
-    return [float(line.split()[5]) for line in stdout.splitlines() if line.startswith("step ") and line.endswith(" kept")]
+    return [float(line.split()[5]) for line in stdout.splitlines()
+            if line.startswith("step ") and line.endswith(" kept")]
 
 
 def newest_checkpoint_step(out: Path) -> int | None:
@@ -66,7 +67,8 @@ def check_what_the_kill_left(example, out: Path, reported_kept: list[float]) -> 
         return
     entry = best_dir / json.loads(pointer.read_text())["entry"]
     manifest = json.loads((entry / "manifest.json").read_text())
-    assert {name: hashlib.sha256((entry / name).read_bytes()).hexdigest() for name in manifest["files"]} == manifest["files"]
+    digests = {name: hashlib.sha256((entry / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    assert digests == manifest["files"]
     model = example.make_model()
     model.load_weights(entry / "model.weights.h5")
     _, (x_validation, y_validation) = example.make_data()

@@ -12,12 +12,14 @@ import numpy as np
 
 from champion.errors import ChampionError
 from champion.agents.config import MAX_EPISODES
-from champion.runners.store.atomic_files import TEMP_PREFIX, decode_weights, encode_weights, remove_folder, remove_temporaries, warn
+from champion.runners.store.atomic_files import (TEMP_PREFIX, decode_weights, encode_weights, remove_folder,
+                                                 remove_temporaries, warn)
 from champion.runners.store.entries import (  # list_entries and pointer_name are read from here too
     MANIFEST_FILE, POINTER_FILE, entry_number, first_intact, folders, list_entries, next_entry_name, point_to,
     pointer_name, prune, read_pointer, write_entry)
 from champion.runners.faults import write_point
-from champion.runners.store.folder_trust import FINAL_ENTRY_NAME, is_entry_name, is_number, is_whole, read_bytes, read_sealed
+from champion.runners.store.folder_trust import (FINAL_ENTRY_NAME, is_entry_name, is_number, is_whole, read_bytes,
+                                                 read_sealed)
 
 CHAMPION_FILE = "champion.json"
 """Written by the crown (``champion.runners.crown``): the entry that won on held-out episodes."""

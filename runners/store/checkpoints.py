@@ -111,7 +111,8 @@ class ResumeCheckpoints:
                                         "checkpoint {entry} is damaged ({error}); trying the one before it")
         if loaded is not None:
             if problems:
-                self.on_warning(f"resuming from the older checkpoint {loaded.path.name} (step {loaded.manifest['step']:,})")
+                self.on_warning(f"resuming from the older checkpoint {loaded.path.name} "
+                                f"(step {loaded.manifest['step']:,})")
             return loaded
         raise CheckpointError(f"every resume checkpoint in {self.directory} is damaged: " + "; ".join(problems))
 

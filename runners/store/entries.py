@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, commit_folder, remove_folder, unique_path
+from champion.runners.store.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder, remove_folder,
+                                                 unique_path)
 from champion.runners.store.folder_trust import BEST_ENTRY_NAME, open_regular, read_bytes, read_record, seal
 
 MANIFEST_FILE = "manifest.json"
