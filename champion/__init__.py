@@ -23,6 +23,7 @@ __all__ = [
     "Callback", "Stop", "StopAtReturn", "StopAfterEvaluationsWithoutBest", "BestEntry",
     "ChampionError", "UsageError", "CallbackError", "ConfigError", "EnvError", "EnvStepError", "RunFolderError",
     "RunNotFoundError", "BestPolicyError", "CheckpointError", "TrainingStopped", "ReplayError", "ExportError",
+    "BestKeeper", "KeptModel",
 ]
 
 _LAZY = {
@@ -39,6 +40,8 @@ _LAZY = {
     "TrainingStopped": "champion.runners.run_state",
     "ReplayError": "champion.runners.store.runs",
     "ExportError": "champion.runners.export",
+    "BestKeeper": "champion.keeper",
+    "KeptModel": "champion.runners.store.kept_models",
 }
 """Names whose modules import more (gymnasium, TensorFlow): loaded on first use."""
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,17 +12,18 @@ import numpy as np
 
 from champion.errors import ChampionError
 from champion.agents.config import MAX_EPISODES
-from champion.runners.store.atomic_files import (TEMP_PREFIX, atomic_write_text, commit_folder, decode_weights, encode_weights,
-                                  remove_folder, remove_temporaries, unique_path, warn)
+from champion.runners.store.atomic_files import (TEMP_PREFIX, decode_weights, encode_weights, remove_folder,
+                                                 remove_temporaries, warn)
+from champion.runners.store.entries import (  # list_entries and pointer_name are read from here too
+    MANIFEST_FILE, POINTER_FILE, entry_number, first_intact, folders, list_entries, next_entry_name, point_to,
+    pointer_name, prune, read_pointer, write_entry)
 from champion.runners.faults import write_point
-from champion.runners.store.folder_trust import (BEST_ENTRY_NAME, FINAL_ENTRY_NAME, is_entry_name, is_number, is_whole, read_bytes,
-                                  read_record, read_sealed, seal)
+from champion.runners.store.folder_trust import (FINAL_ENTRY_NAME, is_entry_name, is_number, is_whole, read_bytes,
+                                                 read_sealed)
 
-POINTER_FILE = "current.json"
 CHAMPION_FILE = "champion.json"
 """Written by the crown (``champion.runners.crown``): the entry that won on held-out episodes."""
 WEIGHTS_FILE = "policy.npz"
-MANIFEST_FILE = "manifest.json"
 FINAL_PREFIX = "final-step-"
 """Entries of the policy a run ended with (``final-step-<step>``), a crown candidate beside the bests."""
 
@@ -90,9 +88,10 @@ class BestPolicyStore:
             return False, "the weights contain NaN or infinity"
         if mean_return <= self.best_mean_return:
             return False, f"{mean_return:.2f} is not above the best {self.best_mean_return:.2f}"
-        final = self._write_entry(self._next_name(manifest), weights, dict(manifest, mean_return=mean_return))
+        name = next_entry_name(self.directory, int(manifest.get("step", 0)))
+        final = self._write_entry(name, weights, dict(manifest, mean_return=mean_return))
         self._point_to(final)
-        self._prune(final)
+        prune(self.entries()[::-1], self.keep, protected=(final, crowned_entry(self.directory)))
         self.best_mean_return = mean_return
         self.best_step = manifest.get("step")
         return True, "new best"
@@ -117,64 +116,26 @@ class BestPolicyStore:
                 remove_folder(older)
         return entry
 
-    def _next_name(self, manifest: dict[str, Any]) -> str:
-        existing = self.entries()
-        number = entry_number(existing[-1]) + 1 if existing else 1
-        return f"{number:04d}-step-{int(manifest.get('step', 0))}"
-
     def _write_entry(self, name: str, weights: dict[str, np.ndarray], manifest: dict[str, Any]) -> Path:
-        """Write one entry folder completely under a temporary name, then rename it into place."""
+        """Write one entry folder completely under a temporary name, then rename it into place (``write_entry``)."""
         data = encode_weights(weights)
-        manifest = seal(dict(manifest, weights_file=WEIGHTS_FILE, sha256=hashlib.sha256(data).hexdigest()))
-        final = unique_path(self.directory, name)
-        temporary = self.directory / f"{TEMP_PREFIX}{final.name}-{os.getpid()}"
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
-        try:
-            (temporary / WEIGHTS_FILE).write_bytes(data)
+
+        def write_weights(folder: Path) -> None:
+            (folder / WEIGHTS_FILE).write_bytes(data)
             write_point("best entry: weights written")
-            (temporary / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-            commit_folder(temporary, final)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
-        return final
+
+        return write_entry(self.directory, name, write_weights,
+                           lambda digests: dict(manifest, weights_file=WEIGHTS_FILE, sha256=digests[WEIGHTS_FILE]))
 
     def _point_to(self, entry: Path) -> None:
         """Atomically make ``entry`` the current best (no write if it already is)."""
         self.current_entry = entry
-        pointer = self.directory / POINTER_FILE
-        text = json.dumps({"entry": entry.name}) + "\n"
-        try:
-            unchanged = read_bytes(pointer, len(text) + 1) == text.encode()
-        except (OSError, ValueError):  # missing, or not a plain file: replaced by one
-            unchanged = False
-        if not unchanged:
-            atomic_write_text(pointer, text)
-
-    def _prune(self, current: Path) -> None:
-        """Delete entries older than the newest ``keep``, except the current one and the crowned one."""
-        crowned = crowned_entry(self.directory)
-        for entry in self.entries()[:-self.keep]:
-            if entry not in (current, crowned):
-                remove_folder(entry)
-
-
-def entry_number(entry: Path) -> int:
-    """The save-order number of an entry folder (``0007-step-12345`` -> 7)."""
-    return int(entry.name.split("-", 1)[0])
-
-
-def list_entries(directory: Path) -> list[Path]:
-    """Complete entry folders of a best-policy folder, in the order they were saved (other names are passed over:
-    ``stray_names``)."""
-    entries = [path for path in _folders(directory) if BEST_ENTRY_NAME.fullmatch(path.name)]
-    return sorted(entries, key=lambda path: (entry_number(path), path.name))
+        point_to(self.directory, entry)
 
 
 def list_final_entries(directory: Path) -> list[Path]:
     """Final-policy entry folders (``final-step-<step>``), oldest step first."""
-    entries = [path for path in _folders(directory) if FINAL_ENTRY_NAME.fullmatch(path.name)]
+    entries = [path for path in folders(directory) if FINAL_ENTRY_NAME.fullmatch(path.name)]
     return sorted(entries, key=lambda path: (_final_step(path), path.name))
 
 
@@ -193,14 +154,6 @@ def warn_about_strays(directory: Path, on_warning: Callable[[str], None]) -> Non
     if strays:
         on_warning(f"{directory} holds {', '.join(strays[:3])}{' and more' if len(strays) > 3 else ''}, which "
                    "champion did not write there; ignoring it")
-
-
-def _folders(directory: Path) -> list[Path]:
-    """The folders directly in ``directory`` (links are not entries)."""
-    try:
-        return [path for path in Path(directory).iterdir() if path.is_dir() and not path.is_symlink()]
-    except (FileNotFoundError, NotADirectoryError):  # no best policy saved (or a file of that name: not a run's)
-        return []
 
 
 def _final_step(entry: Path) -> int:
@@ -286,52 +239,22 @@ def load_best(directory: Path, on_warning: Callable[[str], None] = warn) -> Stor
     directory = Path(directory)
     warn_about_strays(directory, on_warning)
     candidates = list_entries(directory)[::-1]
-    pointed = _read_pointer(directory, on_warning)
+    pointed = read_pointer(directory, on_warning, "best-policy")
     if pointed is not None:
         newer = candidates[: candidates.index(pointed)] if pointed in candidates else []
         if newer:
             on_warning(f"{newer[0].name} is newer than the pointer's {pointed.name} (a save was cut short "
                        "before the pointer moved); using the newer entry if it verifies")
         candidates = newer + [pointed] + [entry for entry in candidates if entry not in newer and entry != pointed]
-    problems = []
-    for entry in candidates:
-        try:
-            stored = read_entry(entry)
-        except (OSError, ValueError, KeyError) as error:
-            problems.append(f"{entry.name}: {error}")
-            on_warning(f"best-policy entry {entry} is unusable ({error}); trying an older one")
-            continue
+    stored, problems = first_intact(candidates, read_entry, on_warning,
+                                    "best-policy entry {entry} is unusable ({error}); trying an older one")
+    if stored is not None:
         if not stored.sealed:
-            on_warning(f"best-policy entry {entry} {UNSEALED}")
+            on_warning(f"best-policy entry {stored.entry} {UNSEALED}")
         return stored
     if not problems:
         raise BestPolicyError(f"no best policy in {directory} (no evaluation has saved one yet)")
     raise BestPolicyError(f"no usable best policy in {directory}: " + "; ".join(problems))
-
-
-def pointer_name(directory: Path) -> str:
-    """The entry name ``current.json`` holds; OSError or ValueError (saying why) if it holds none, or anything
-    but a best entry's name."""
-    name = read_record(Path(directory) / POINTER_FILE).get("entry")
-    if not isinstance(name, str) or not BEST_ENTRY_NAME.fullmatch(name):
-        raise ValueError(f"it names {str(name)[:80]!r}, which is not an entry of the folder")
-    return name
-
-
-def _read_pointer(directory: Path, on_warning: Callable[[str], None]) -> Path | None:
-    path = directory / POINTER_FILE
-    try:
-        name = pointer_name(directory)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        on_warning(f"the best-policy pointer {path} is unusable ({error}); using the newest good entry")
-        return None
-    entry = directory / name
-    if not entry.is_dir() or entry.is_symlink():
-        on_warning(f"the best-policy pointer names {entry.name}, which is missing; using the newest good entry")
-        return None
-    return entry
 
 
 def read_entry(entry: Path) -> StoredPolicy:

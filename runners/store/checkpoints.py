@@ -11,28 +11,23 @@ verification is reported and the next older one is used instead.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from champion.errors import ChampionError, first_line
-from champion.runners.store.atomic_files import TEMP_PREFIX, commit_folder, remove_folder, remove_temporaries, unique_path, warn
+from champion.runners.store.atomic_files import remove_temporaries, warn
+from champion.runners.store.entries import MANIFEST_FILE, first_intact, prune, verify_files, write_entry
 from champion.runners.faults import write_point
-from champion.runners.store.folder_trust import CHECKPOINT_NAME, check_seal, open_regular, read_bytes, read_record, seal
+from champion.runners.store.folder_trust import CHECKPOINT_NAME, check_seal, read_bytes, read_record
 
 PREFIX = "ckpt-"
 STATE_FILE = "state.json"
 ARRAYS_FILE = "state.npz"
 OLD_STATE_FILE = "state.pkl"
 """Where older champions kept a checkpoint's state, as a pickle: never read (reading one can run code)."""
-MANIFEST_FILE = "manifest.json"
 TF_PREFIX = "tf"
-MAX_FILE_BYTES = 2**34
-"""The largest file a checkpoint may hold (model and optimizer of the largest network champion builds)."""
 MAX_STRUCTURE_BYTES = 64 * 2**20
 """The largest ``state.json`` read (its numbers are counters and random states; arrays go to ``state.npz``)."""
 MAX_ARRAYS_BYTES = 2**31
@@ -80,27 +75,18 @@ class ResumeCheckpoints:
 
         from champion.runners.store.state_codec import encode_state
 
-        final = unique_path(self.directory, f"{PREFIX}{step:010d}")
-        temporary = self.directory / f"{TEMP_PREFIX}{final.name}"
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
-        try:
-            tf.train.Checkpoint(**trackables).write(str(temporary / TF_PREFIX))
+        def write_state(folder: Path) -> None:
+            tf.train.Checkpoint(**trackables).write(str(folder / TF_PREFIX))
             write_point("checkpoint: tensorflow state written")
             structure, arrays = encode_state(state)
-            (temporary / STATE_FILE).write_bytes(structure)
-            (temporary / ARRAYS_FILE).write_bytes(arrays)
+            (folder / STATE_FILE).write_bytes(structure)
+            (folder / ARRAYS_FILE).write_bytes(arrays)
             write_point("checkpoint: state written")
-            files = {path.name: _sha256(path) for path in sorted(temporary.iterdir())}
-            created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            full_manifest = seal(dict(manifest, step=step, files=files, created=created))
-            (temporary / MANIFEST_FILE).write_text(json.dumps(full_manifest, indent=2))
-            commit_folder(temporary, final)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
-        for old in self.all()[:-self.keep]:
-            remove_folder(old)
+
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        final = write_entry(self.directory, f"{PREFIX}{step:010d}", write_state,
+                            lambda digests: dict(manifest, step=step, files=digests, created=created))
+        prune(self.all()[::-1], self.keep)
         return final
 
     def latest(self, check: Callable[["LoadedCheckpoint"], None] | None = None) -> LoadedCheckpoint:
@@ -115,18 +101,18 @@ class ResumeCheckpoints:
             raise CheckpointError(f"the checkpoints in {self.directory} were written by an older champion, whose "
                                   f"{OLD_STATE_FILE} is a pickle (reading one can run code, so champion no longer "
                                   "does); start a new run: this run's best policies replay and export as before")
-        problems = []
-        for path in reversed(checkpoints):
-            try:
-                loaded = replace(read_checkpoint(path), tensor_shapes=_tensor_shapes(path))
-                if check is not None:
-                    check(loaded)
-            except (OSError, ValueError, KeyError, TypeError, OverflowError) as error:
-                problems.append(f"{path.name}: {error}")
-                self.on_warning(f"checkpoint {path} is damaged ({error}); trying the one before it")
-                continue
+        def read_and_check(path: Path) -> LoadedCheckpoint:
+            loaded = replace(read_checkpoint(path), tensor_shapes=_tensor_shapes(path))
+            if check is not None:
+                check(loaded)
+            return loaded
+
+        loaded, problems = first_intact(reversed(checkpoints), read_and_check, self.on_warning,
+                                        "checkpoint {entry} is damaged ({error}); trying the one before it")
+        if loaded is not None:
             if problems:
-                self.on_warning(f"resuming from the older checkpoint {path.name} (step {loaded.manifest['step']:,})")
+                self.on_warning(f"resuming from the older checkpoint {loaded.path.name} "
+                                f"(step {loaded.manifest['step']:,})")
             return loaded
         raise CheckpointError(f"every resume checkpoint in {self.directory} is damaged: " + "; ".join(problems))
 
@@ -167,16 +153,10 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         raise ValueError(f"its {MANIFEST_FILE} has no digest, which every checkpoint champion writes carries")
     if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("step"), int):
         raise ValueError("its manifest lacks the files or the step")
-    present = sorted(item.name for item in path.iterdir() if item.name != MANIFEST_FILE)
-    if present != sorted(manifest["files"]):
-        raise ValueError(f"files {present} differ from the manifest's {sorted(manifest['files'])}")
-    if OLD_STATE_FILE in present:
+    if OLD_STATE_FILE in manifest["files"]:
         raise ValueError(f"it was written by an older champion, whose {OLD_STATE_FILE} is a pickle (reading one can "
                          "run code, so champion no longer does); start a new run: its best policies replay as before")
-    for name, expected in manifest["files"].items():
-        actual = _sha256(path / name)
-        if actual != expected:
-            raise ValueError(f"sha256 of {name} is {actual[:12]}..., the manifest says {str(expected)[:12]}...")
+    verify_files(path, manifest["files"])
     return manifest
 
 
@@ -189,15 +169,6 @@ def read_checkpoint(path: Path) -> LoadedCheckpoint:
     if not isinstance(state, dict):
         raise ValueError("its state is not a mapping")
     return LoadedCheckpoint(path, manifest, state)
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a checkpoint's file, opened as ``folder_trust.read_bytes`` opens it, read in blocks."""
-    digest = hashlib.sha256()
-    with open_regular(path, MAX_FILE_BYTES) as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tensor_shapes(path: Path) -> dict[str, list[int]]:
