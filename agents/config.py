@@ -35,6 +35,9 @@ MAX_ENVS = 4096
 is a mistake (or a config made to exhaust the machine)."""
 MAX_EPISODES = 100_000
 """The most episodes an evaluation or a crown plays (a best entry or crown records each one's seed)."""
+MIN_EVAL_STALL_S = 3.0
+"""The shortest ray.eval_stall_s: an evaluation actor is asked about its progress about once a second, and an
+answer a second late is not a stall."""
 MAX_CANDIDATES = 100
 """The most best entries a crown judges."""
 RUN_NAME_PUNCTUATION = "._-+=,"
@@ -160,7 +163,7 @@ class RayConfig:
     fragment_timeout_s: float = 120.0
     """A worker whose fragment takes longer is restarted and its fragment collected again (several lost workers are restarted at once)."""
     eval_stall_s: float = 60.0
-    """An evaluation actor that takes no env step for this long (it is asked about once a second while it plays) is warned about, counted against ray.max_worker_restarts, replaced and plays its episodes again; an evaluation still stepping is never cut short (60 s: far past any env's step and a fresh actor's start, and short beside a training run)."""
+    """An evaluation actor that takes no env step for this long (at least 3 s; it is asked at each training iteration while it plays) is warned about, counted against ray.max_worker_restarts, replaced and plays its episodes again; an evaluation still stepping is never cut short (60 s: far past any env's step and a fresh actor's start, and short beside a training run)."""
     eval_timeout_s: float | None = None
     """A cap on one evaluation actor's episodes, from when they were sent: past it the run stops (null: no cap; hangs are found by ray.eval_stall_s)."""
     max_worker_restarts: int = 3
@@ -435,10 +438,11 @@ def _validate_ray(config: TrainConfig) -> None:
              f"ray.num_cpus must be a positive integer or null, got {ray.num_cpus!r}")
     _require(_is_number(ray.worker_cpus) and 0 <= ray.worker_cpus < math.inf,
              f"ray.worker_cpus must be a number of CPUs >= 0, got {ray.worker_cpus!r}")
-    for name in ("fragment_timeout_s", "eval_stall_s"):
-        value = getattr(ray, name)
-        _require(_is_number(value) and 0 < value < math.inf,
-                 f"ray.{name} must be a positive number of seconds, got {value!r}")
+    _require(_is_number(ray.fragment_timeout_s) and 0 < ray.fragment_timeout_s < math.inf,
+             f"ray.fragment_timeout_s must be a positive number of seconds, got {ray.fragment_timeout_s!r}")
+    _require(_is_number(ray.eval_stall_s) and MIN_EVAL_STALL_S <= ray.eval_stall_s < math.inf,
+             f"ray.eval_stall_s must be a number of seconds >= {MIN_EVAL_STALL_S:g} (an actor is asked about its "
+             f"progress about once a second), got {ray.eval_stall_s!r}")
     _require(ray.eval_timeout_s is None or (_is_number(ray.eval_timeout_s) and 0 < ray.eval_timeout_s < math.inf),
              f"ray.eval_timeout_s must be a positive number of seconds or null (no cap), got {ray.eval_timeout_s!r}")
     _require(_is_number(ray.restart_window_s) and 0 <= ray.restart_window_s < math.inf,

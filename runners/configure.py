@@ -261,6 +261,20 @@ RECORDED_KEYS = ("env_id", "algo")
 WRITTEN = "the mapping of config fields champion train writes (env_id: ..., algo: ..., ppo: {...}, ...)"
 
 
+OLD_EVAL_TIMEOUT_S = 600.0
+"""ray.eval_timeout_s as champion wrote it into every run's config.yaml before ray.eval_stall_s: its default wait for
+an evaluation actor then, which later champions find by a stall instead (eval_timeout_s is now a cap that stops the
+run)."""
+
+
+def _forget_old_evaluation_wait(data: dict[str, Any]) -> None:
+    """A run recorded before ray.eval_stall_s (its config.yaml has none) wrote the old default wait 600 s as
+    ray.eval_timeout_s: that was no cap the user chose, so it is dropped (a long evaluation is never cut short)."""
+    ray = data.get("ray")
+    if isinstance(ray, dict) and "eval_stall_s" not in ray and ray.get("eval_timeout_s") == OLD_EVAL_TIMEOUT_S:
+        ray["eval_timeout_s"] = None
+
+
 def load_run_config(run_dir: Path) -> TrainConfig:
     """A run folder's config.yaml as a TrainConfig; ConfigError (one line naming the file, what is wrong and what is
     right) when it cannot be read, expands past a sane size, is not champion's mapping, or holds a key or value
@@ -283,6 +297,7 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     problem = _shape_problem(data)
     if problem:
         raise ConfigError(f"{path} {problem}, where it should hold {WRITTEN}; fix or restore it")
+    _forget_old_evaluation_wait(data)
     try:
         config = config_from_dict(data)
         validate_recorded(config)

@@ -44,6 +44,9 @@ from champion.runners.ray.workers import Fragment, RestartBudget, RolloutWorker,
 CLOSE_TIMEOUT_S = 10.0
 """How long workers may take to close their envs at the end of a run before they are stopped anyway."""
 START_TIMEOUT_S = 60.0
+UNREACHABLE_ROUNDS = 3
+"""Collections in a row in which a worker was unreachable (alive to Ray, not answering) before it is replaced and
+counted like a lost one: a passing network fault is asked again, a worker that never comes back is not forever."""
 """How long workers may take to start (import, build their envs) before the run says why they did not."""
 
 
@@ -63,6 +66,8 @@ class RayEngine(GymnasiumEngine):
         """The rollout worker's Ray actor class with the run's options (made at start)."""
         self.version = 0
         self.worker_restarts = [0] * config.ray.workers
+        self.unreachable = [0] * config.ray.workers
+        """Each rollout worker's collections in a row in which it was unreachable (UNREACHABLE_ROUNDS: replaced)."""
         """Restarts of each rollout worker (a fresh actor in its place) in this session."""
         self.budget = RestartBudget(config.ray.workers, config.ray.max_worker_restarts, config.ray.restart_window_s)
         self.starts = [0] * config.ray.workers
@@ -210,6 +215,8 @@ class RayEngine(GymnasiumEngine):
                 fragment = self._fragment(index, reference, lost)
                 if fragment is not None:
                     fragments[index] = fragment
+        for index in fragments:
+            self.unreachable[index] = 0
         for fragment in fragments.values():
             if fragment.version != self.version:
                 raise WorkersLost(f"rollout worker {fragment.worker_index} collected with weights version "
@@ -224,7 +231,8 @@ class RayEngine(GymnasiumEngine):
         try:
             return ray.get(reference, timeout=self.config.ray.fragment_timeout_s)
         except ray.exceptions.ActorUnavailableError:  # perhaps a passing network fault: the same actor, asked again
-            lost[index] = ("was unreachable", "", False)
+            self.unreachable[index] += 1
+            lost[index] = ("was unreachable", "", self.unreachable[index] >= UNREACHABLE_ROUNDS)
         except ray.exceptions.RayActorError as error:
             lost[index] = ("was lost", _first_line(error), True)
         except ray.exceptions.GetTimeoutError as error:
@@ -255,6 +263,7 @@ class RayEngine(GymnasiumEngine):
             raise WorkersLost(f"rollout worker {index} {what}, and it has used its {self.budget.settings()}")
         _kill(self.workers[index])
         self.workers[index] = self._new_worker(index)
+        self.unreachable[index] = 0
         self.worker_restarts[index] += 1
         used[index] = self.budget.count(index)
 

@@ -49,7 +49,7 @@ CAPACITY_PATIENCE = 5.0
 """How long a run waits for CPUs that stopping actors still hold before it says the cluster is full."""
 PROBE_SECONDS = 3.0
 """How long the head's address may take to accept a connection before the run gives up on it."""
-HEAD_CHECK_SECONDS = 3.0
+HEAD_CHECK_SECONDS = 2.0
 """How long a Ray head may take to answer the check's requests (which also check the token), counted from when the
 checking process is ready (Python started, Ray imported), before the run gives up."""
 CHECK_START_SECONDS = 30.0
@@ -100,10 +100,17 @@ class RayConnection:
         this process starts from scratch (its own Ray, unless it names a cluster), and RAY_AUTH_MODE and Ray's
         printer are as they were."""
         if self.owned:
-            failing = sys.exception() is not None  # close runs while the run's error unwinds
-            _stop_local(self.logs_on_failure if failing else None)
+            _stop_local(self.logs_on_failure if _run_failing() else None)
         elif self.joined:
             _leave_cluster()
+
+
+def _run_failing() -> bool:
+    """Whether ``close`` runs while an error unwinds the run (not a stop the user asked for: Ctrl-C, SIGTERM)."""
+    from champion.runners.run_state import CrownInterrupted, TrainingInterrupted
+
+    error = sys.exception()
+    return isinstance(error, Exception) and not isinstance(error, (TrainingInterrupted, CrownInterrupted))
 
 
 def connect(address: str | None, num_cpus: int | None) -> RayConnection:
@@ -113,7 +120,12 @@ def connect(address: str | None, num_cpus: int | None) -> RayConnection:
     import ray
 
     if ray.is_initialized():  # a test session or notebook connected before the run, or the run's own preflight
-        return RayConnection(_gcs_address(), owned=_local is not None, joined=_joined is not None)
+        current = _gcs_address()
+        if address not in (None, "auto") and address.removeprefix("ray://") != current and _local is None \
+                and _joined is None:
+            warn(f"this process is already connected to Ray at {current}, so the run uses it, not {address} "
+                 "(ray.shutdown() first to join another)")
+        return RayConnection(current, owned=_local is not None, joined=_joined is not None)
     if address is None:
         _start_local(num_cpus)
         return RayConnection(_gcs_address(), owned=True)
@@ -180,7 +192,7 @@ def _start_local(num_cpus: int | None) -> None:
     _local = _LocalRay(folder, watchdog, {name: os.environ.get(name)
                                           for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_TMPDIR")})
     os.environ["RAY_TMPDIR"] = folder  # the workers inherit it: their temporary files are the run's too
-    if os.environ.get("RAY_AUTH_MODE") is None and not _token_available():
+    if not _token_available():
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)  # else Ray writes a new one into ~/.ray/auth_token
         compat.reload_ray_auth_settings()
     try:
@@ -191,6 +203,9 @@ def _start_local(num_cpus: int | None) -> None:
         if not isinstance(error, Exception):
             raise
         raise ConfigError(f"could not start a local Ray for the run: {first_line(error)}") from None
+    if watchdog is not None and watchdog.poll() is not None:
+        warn("the watchdog of the run's Ray ended at its start: if the run is killed, Ray's agents may outlive it by "
+             "about a minute")
     _keep_ray_messages_off_stdout()
 
 
@@ -298,10 +313,11 @@ def _watch() -> None:
         known.update(ray_processes(folder, driver, process_table(), known))
         if _driver_ended(driver, wait=0.5):
             break
+    started = process_table().get(os.getpid(), (0, 0))[1]
     quiet_since, deadline = time.monotonic(), time.monotonic() + 30
     while time.monotonic() - quiet_since < 0.2 and time.monotonic() < deadline:
         table = process_table()
-        alive = set(ray_processes(folder, driver, table, known))
+        alive = set(ray_processes(folder, driver, table, {**known, **orphans(folder, table, started)}))
         for pid in alive:
             quiet_since = time.monotonic()
             try:
@@ -348,6 +364,15 @@ def ray_processes(folder: str, driver: int, table: dict[int, tuple[int, int]],
     roots |= {pid for pid, started in (known or {}).items() if pid in table and table[pid][1] == started}
     roots -= {os.getpid()}  # the watchdog names the folder too
     return {pid: table[pid][1] for pid in roots | _descendants(roots, children)}
+
+
+def orphans(folder: str, table: dict[int, tuple[int, int]], since: int) -> dict[int, int]:
+    """Processes that name the run's Ray folder, started since the watchdog (``since``, in clock ticks) and have lost
+    their parent (now init's, or the reaper that adopted the watchdog too): Ray's agents of a driver killed before
+    the watchdog noted them. A user's ``tail -f`` of a log there still has its shell."""
+    reapers = {1, os.getppid()}
+    return {pid: begun for pid, (parent, begun) in table.items()
+            if parent in reapers and begun >= since and pid != os.getpid() and _names(pid, folder.encode())}
 
 
 def _descendants(pids: Any, children: dict[int, list[int]]) -> set[int]:
@@ -408,9 +433,9 @@ def check_cluster(address: str) -> Head:
     ``champion.api`` calls it first). On an untested Ray only the address is probed (``compat.ask_ray_head``)."""
     target = resolve_address(address)
     asked_as = (target, address, os.environ.get("RAY_AUTH_MODE"), os.environ.get("RAY_AUTH_TOKEN"))
+    probe(target, given=address)
     if asked_as in _heads_checked and time.monotonic() - _heads_checked[asked_as][1] < 60:
         return _heads_checked[asked_as][0]  # checked a moment ago (``champion.api``), before the run connects
-    probe(target, given=address)
     if target.startswith("ray://") or not compat.ray_available():  # Ray Client's own protocol (a GCS request would
         # not speak it), or a Ray whose GCS client champion was not tested with: ray.init checks the rest
         return Head(target, os.environ.get("RAY_AUTH_MODE", "").lower() == "token")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from champion.agents.numpy_policy import NumpyPolicy
+from champion.errors import first_line
 from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, EnvStepError
 from champion.runners.engines.base import EngineFailed
@@ -189,7 +190,7 @@ class RayEvaluation:
         try:
             share.result = ray.get(share.call)
         except ray.exceptions.RayActorError as error:
-            self._replace(index, f"was lost ({type(error).__name__})")
+            self._replace(index, f"was lost ({type(error).__name__}: {first_line(error)})")
         except ray.exceptions.RayTaskError as error:
             cause = getattr(error, "cause", None)
             raise (cause if isinstance(cause, EnvStepError) else EvaluationFailed(
