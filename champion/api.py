@@ -156,19 +156,21 @@ def tune(env_id: str | None = None, algo: str | None = None, *, trials: int | No
          storage: str | None = None, space: str | Path | Mapping[str, Any] | None = None,
          study_name: str | None = None, results_dir: str | Path = "results",
          config: str | Path | Mapping[str, Any] | None = None, use_preset: bool = True, seed: int = 0, top: int = 3,
-         final_episodes: int = 100, final_seed: int | None = None, prune: bool = True,
+         final_episodes: int = 100, final_seed: int | None = None, prune: bool = True, startup_trials: int = 5,
          ray_address: str | None = None, resume: str | Path | None = None, progress: bool = True,
          **overrides: Any) -> StudyResult | None:
     """Search ``algo``'s settings on ``env_id`` with Optuna: ``trials`` trials of ``trial_steps`` steps, each an
     ordinary champion run under the study folder (``results/tune/<env>/<algo>/<study_name>``), ranked by its crowned
-    held-out mean, pruned on its evaluations; then the top ``top`` trials' champions are re-evaluated on
-    ``final_episodes`` fresh seeds no trial saw, and the winner is written as ``winner.yaml``
-    (``champion train --config``). ``space``: a space file or mapping (default: the algorithm's documented space);
-    ``config`` and ``overrides``: settings every trial runs with. ``workers`` trials at once, as processes on this
-    machine or, with ``engine="ray"``, as Ray tasks; ``storage``: an Optuna database URL shared by several machines
-    (default: a journal file in the study folder). ``resume``: a study folder to go on with (it may change
-    ``trials``, ``workers``, ``engine`` and ``ray_address``). Needs Optuna (``pip install -e '.[tune]'``). Returns
-    the report, or None when other processes of the study still run trials (the last one reports)."""
+    held-out mean, pruned on its evaluations (a median pruner, once ``startup_trials`` trials finished); then the top
+    ``top`` trials' champions are re-evaluated on ``final_episodes`` fresh seeds no trial saw, and the winner is
+    written as ``winner.yaml`` (``champion train --config``).
+
+    ``space``: a space file or mapping (default: the algorithm's documented space); ``config`` and ``overrides``:
+    settings every trial runs with. ``workers`` trials at once, as processes on this machine or, with
+    ``engine="ray"``, as Ray tasks; ``storage``: an Optuna database URL shared by several machines (default: a
+    journal file in the study folder). ``resume``: a study folder to go on with (it may change ``trials``,
+    ``workers``, ``engine`` and ``ray_address``). Needs Optuna (``pip install -e '.[tune]'``). Returns the report,
+    or None when other processes of the study still run trials (the last one reports)."""
     from champion.runners.tune.settings import FINAL_SEED, make_settings
     from champion.runners.tune.spaces import load_space, parse_space
     from champion.runners.tune.tuning import prepare, resumed, run_study
@@ -193,7 +195,8 @@ def tune(env_id: str | None = None, algo: str | None = None, *, trials: int | No
 
     study = make_settings(env_id, algo, trials=trials, trial_steps=trial_steps, results_dir=results_dir,
                           study_name=study_name, space=search, base=plain(base), use_preset=use_preset, seed=seed,
-                          storage=storage, prune=prune, top=top, final_episodes=final_episodes,
+                          storage=storage, prune=prune, startup_trials=startup_trials, top=top,
+                          final_episodes=final_episodes,
                           final_seed=FINAL_SEED if final_seed is None else final_seed, workers=workers or 1,
                           engine=engine or "process", ray_address=ray_address)
     return run_study(prepare(study), progress)

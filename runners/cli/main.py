@@ -158,7 +158,8 @@ def _print_profile(result: Any, profile: bool) -> None:
               help="Settings every trial starts from (a preset-shaped file or a run's config.yaml).")
 @click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
               help="A setting every trial runs with, e.g. --set num_envs=4 (repeatable).")
-@click.option("--no-preset", is_flag=True, help="Start every trial from the defaults instead of the (env, algo) preset.")
+@click.option("--no-preset", is_flag=True,
+              help="Start every trial from the defaults instead of the (env, algo) preset.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Every trial's run seed, and the sampler's.")
 @click.option("--top", type=int, default=3, show_default=True,
               help="Complete trials whose champions the study re-evaluates on fresh seeds.")
@@ -166,6 +167,8 @@ def _print_profile(result: Any, profile: bool) -> None:
               help="Fresh held-out episodes of that re-evaluation.")
 @click.option("--final-seed", type=int, help="Its first seed (default 2,000,000,000; checked against every trial's).")
 @click.option("--no-prune", is_flag=True, help="Train every trial to its budget (no median pruner).")
+@click.option("--startup-trials", type=int, default=5, show_default=True,
+              help="Trials that finish before the median pruner judges any.")
 @click.option("--ray-address", help="--engine ray: join this cluster (auto or HOST:PORT); default: a local Ray.")
 @click.option("--show-space", is_flag=True, help="Print the search space as a space file and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only warnings, errors and the final table.")
@@ -174,7 +177,8 @@ def tune(env_id: str | None, algo: str | None, trials: int | None, trial_steps: 
          engine: str | None, storage: str | None, space_file: Path | None, study_name: str | None,
          resume_dir: Path | None, results_dir: str, config_file: Path | None, set_pairs: Sequence[str],
          no_preset: bool, seed: int, top: int, final_episodes: int, final_seed: int | None, no_prune: bool,
-         ray_address: str | None, show_space: bool, quiet: bool, env_modules: Sequence[str]) -> None:
+         startup_trials: int, ray_address: str | None, show_space: bool, quiet: bool,
+         env_modules: Sequence[str]) -> None:
     """Tune ALGO on ENV_ID: --trials trials of --trial-steps steps, each a champion run in the study folder, ranked
     by its crowned held-out mean; the top ones re-evaluated on fresh seeds; the winner written as winner.yaml."""
     from champion.runners.configure import parse_set_pairs
@@ -198,8 +202,8 @@ def tune(env_id: str | None, algo: str | None, trials: int | None, trial_steps: 
     champion.tune(env_id, algo, trials=trials, trial_steps=trial_steps, workers=workers, engine=engine,
                   storage=storage, space=space_file, study_name=study_name, results_dir=results_dir,
                   config=config_file, use_preset=not no_preset, seed=seed, top=top, final_episodes=final_episodes,
-                  final_seed=final_seed, prune=not no_prune, ray_address=ray_address, progress=not quiet,
-                  **parse_set_pairs(set_pairs))
+                  final_seed=final_seed, prune=not no_prune, startup_trials=startup_trials, ray_address=ray_address,
+                  progress=not quiet, **parse_set_pairs(set_pairs))
 
 
 @cli.command(short_help="Play a run's champion on the episodes its recorded mean is over.")

@@ -113,7 +113,8 @@ def collect_rows(study: Any, folder: Path) -> list[TrialRow]:
         rows.append(TrialRow(number=trial.number, state=trial.state.name, settings=attrs.get("settings") or {},
                              run_dir=attrs.get("run_dir"), best_mean_return=attrs.get("best_mean_return"),
                              best_step=attrs.get("best_step"), crown_mean=attrs.get("crown_mean"),
-                             crown_interval=attrs.get("crown_interval"), crown_episodes=attrs.get("crown_episodes") or 0,
+                             crown_interval=attrs.get("crown_interval"),
+                             crown_episodes=attrs.get("crown_episodes") or 0,
                              pruned_at=attrs.get("pruned_at")))
 
     def rank(row: TrialRow) -> tuple[int, float]:

@@ -70,6 +70,8 @@ class StudySettings:
     storage: str | None = None
     """An Optuna database URL (sqlite:///..., postgresql://...); None: the journal file in the study folder."""
     prune: bool = True
+    startup_trials: int = 5
+    """Trials that must finish before the median pruner judges any (Optuna's n_startup_trials; RL Zoo's 5)."""
     top: int = 3
     """Complete trials whose champions the study re-evaluates."""
     final_episodes: int = 100
@@ -93,10 +95,11 @@ class StudySettings:
 def make_settings(env_id: str, algo: str, *, trials: int, trial_steps: int, results_dir: str | Path,
                   study_name: str | None, space: SearchSpace | None, base: Mapping[str, Any], use_preset: bool,
                   seed: int, storage: str | None, prune: bool, top: int, final_episodes: int, final_seed: int,
-                  workers: int, engine: str, ray_address: str | None) -> StudySettings:
+                  workers: int, engine: str, ray_address: str | None, startup_trials: int = 5) -> StudySettings:
     """The settings of a new study, checked (one line for the first problem)."""
     for name, value, least in (("trials", trials, 1), ("trial_steps", trial_steps, 1), ("workers", workers, 1),
-                               ("top", top, 1), ("final_episodes", final_episodes, 1)):
+                               ("top", top, 1), ("final_episodes", final_episodes, 1),
+                               ("startup_trials", startup_trials, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{name.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
     if engine not in ("process", "ray"):
@@ -114,7 +117,8 @@ def make_settings(env_id: str, algo: str, *, trials: int, trial_steps: int, resu
     space = space or default_space(algo)
     return StudySettings(env_id=env_id, algo=algo, trials=trials, trial_steps=trial_steps, study_dir=str(folder),
                          study_name=name, space=space.to_dict(), base=dict(base), use_preset=use_preset, seed=seed,
-                         storage=storage, prune=prune, top=top, final_episodes=final_episodes, final_seed=final_seed,
+                         storage=storage, prune=prune, startup_trials=startup_trials, top=top,
+                         final_episodes=final_episodes, final_seed=final_seed,
                          workers=workers, engine=engine, ray_address=ray_address)
 
 

@@ -59,7 +59,8 @@ def load_study(settings: StudySettings, storage: Any, history: int = 0) -> Any:
     quiet_optuna()
     sampler = optuna.samplers.TPESampler(seed=settings.seed * 100_003 + history, n_startup_trials=10,
                                          constant_liar=True)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=settings.trial_steps // 3)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
+                                               n_warmup_steps=settings.trial_steps // 3)
               if settings.prune else optuna.pruners.NopPruner())
     return optuna.create_study(storage=storage, study_name=settings.study_name, direction="maximize",
                                sampler=sampler, pruner=pruner, load_if_exists=True)
