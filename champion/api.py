@@ -166,7 +166,7 @@ def tune(env_id: str | None = None, algo: str | None = None, *, trials: int | No
     written as ``winner.yaml`` (``champion train --config``).
 
     ``space``: a space file or mapping (default: the algorithm's documented space); ``config`` and ``overrides``:
-    settings every trial runs with. ``workers`` trials at once, as processes on this machine or, with
+    settings every trial runs with (a trial's own ``engine`` goes in ``config``: ``engine`` here is the study's). ``workers`` trials at once, as processes on this machine or, with
     ``engine="ray"``, as Ray tasks; ``storage``: an Optuna database URL shared by several machines (default: a
     journal file in the study folder). ``resume``: a study folder to go on with (it may change ``trials``,
     ``workers``, ``engine`` and ``ray_address``). Needs Optuna (``pip install -e '.[tune]'``). Returns the report,

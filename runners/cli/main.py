@@ -199,11 +199,19 @@ def tune(env_id: str | None, algo: str | None, trials: int | None, trial_steps: 
         champion.tune(resume=resume_dir, trials=trials, workers=workers, engine=engine, ray_address=ray_address,
                       progress=not quiet)
         return
+    settings: dict[str, Any] = {}  # --set goes with the file's settings: a trial's own engine is --set engine=...
+    if config_file is not None:
+        from champion.runners.configure import read_config_file
+
+        read = read_config_file(config_file)
+        settings = {**read.settings, **{key: value for key, value in (("env_id", read.env_id), ("algo", read.algo))
+                                        if value is not None}}
+    settings.update(parse_set_pairs(set_pairs))
     champion.tune(env_id, algo, trials=trials, trial_steps=trial_steps, workers=workers, engine=engine,
                   storage=storage, space=space_file, study_name=study_name, results_dir=results_dir,
-                  config=config_file, use_preset=not no_preset, seed=seed, top=top, final_episodes=final_episodes,
+                  config=settings, use_preset=not no_preset, seed=seed, top=top, final_episodes=final_episodes,
                   final_seed=final_seed, prune=not no_prune, startup_trials=startup_trials, ray_address=ray_address,
-                  progress=not quiet, **parse_set_pairs(set_pairs))
+                  progress=not quiet)
 
 
 @cli.command(short_help="Play a run's champion on the episodes its recorded mean is over.")
@@ -372,6 +380,37 @@ def runs(results_dir: Path, as_json: bool, best_per_env: bool) -> None:
         click.echo(f"no runs {'with a best policy ' if best_per_env else ''}under {results_dir}")
         return
     _print_runs_table(summaries, best_per_env)
+    if not best_per_env:
+        _print_studies_table(results_dir)
+
+
+def _print_studies_table(results_dir: Path) -> None:
+    """The champion tune studies under ``results_dir`` (their trials are among the runs above)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from champion.runners.store.atomic_files import warn
+    from champion.runners.store.runs import printable
+    from champion.runners.tune.report import find_studies, summarize_study
+
+    table = Table("env", "algo", "study", "trials (complete/pruned of wanted; running)", "best trial crown",
+                  "winner on fresh seeds", "path", title="studies (champion tune)")
+    for folder in find_studies(results_dir):
+        try:
+            study = summarize_study(folder)
+        except (OSError, ValueError) as error:
+            warn(printable(f"cannot list the study {folder}: {error}"))
+            continue
+        counts = study.counts
+        trials = (f"{counts.get('COMPLETE', 0)}/{counts.get('PRUNED', 0)} of {study.trials_wanted}; "
+                  f"{counts.get('RUNNING', 0)}")
+        best = "-" if study.best_trial is None else f"{study.best_crown:.2f} (trial {study.best_trial})"
+        winner = "-" if study.winner is None else f"{study.winner_mean:.2f} (trial {study.winner})"
+        table.add_row(*map(escape, (study.env_id, study.algo, printable(study.study_name), trials, best, winner,
+                                    printable(study.path))))
+    if table.row_count:
+        Console(width=200).print(table)
 
 
 def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:
