@@ -313,15 +313,39 @@ def test_two_tune_processes_on_one_journal_run_one_study_without_duplicates(tmp_
                                             for run_dir in run_dirs)
 
 
+@pytest.mark.xdist_group("ray")
+def test_on_ray_two_trials_run_at_once_on_the_tests_local_ray(local_ray, tmp_path):
+    result = champion.tune("CartPole-v1", trials=2, trial_steps=1024, space=SMALL_SPACE, study_name="ray-short",
+                           results_dir=tmp_path, engine="ray", workers=2, top=1, final_episodes=5, progress=False,
+                           config=SMALL_RUN)
+    trials = open_journal(study_folder(tmp_path, "ray-short"), "ray-short").get_trials()
+    assert [trial.state.name for trial in trials] == ["COMPLETE", "COMPLETE"]
+    assert max(trial.user_attrs["started"] for trial in trials) < min(trial.user_attrs["ended"] for trial in trials)
+    assert len({trial.user_attrs["pid"] for trial in trials} | {os.getpid()}) == 3  # two Ray workers, not here
+    assert sorted(row.number for row in result.trials) == [0, 1]
+
+
+def checkpointed_trial(folder: Path, name: str, number: int):
+    """Trial ``number`` while RUNNING with a checkpoint that verifies (a resume can go on from it)."""
+    from champion.runners.store.checkpoints import newest_good_manifest
+
+    trial = running_trial(folder, name, number)
+    if trial is None:
+        return None
+    manifest = newest_good_manifest(folder / trial.user_attrs["run_dir"] / "checkpoints")
+    return trial if manifest is not None and manifest["step"] < 2048 else None  # still training
+
+
+@pytest.mark.slow  # its own local Ray, four workers started (about 80 s on a loaded 2-core machine)
 def test_on_ray_two_trials_run_at_once_and_a_killed_trial_worker_is_retried(tmp_path):
     pytest.importorskip("ray")
     folder = study_folder(tmp_path, "ray")
     command = tune_command(tmp_path, "ray", 2, "--space", str(write(tmp_path / "space.yaml", SMALL_SPACE)),
-                           "--engine", "ray", "--workers", "2", "--set", "checkpoint_every=512")
+                           "--engine", "ray", "--workers", "2")
     tune = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        trial = wait_for(lambda: running_trial(folder, "ray", 0), 240, "trial 0 to be training on Ray")
-        killed = trial.user_attrs["pid"]
+        trial = wait_for(lambda: checkpointed_trial(folder, "ray", 0), 240, "trial 0 to have a checkpoint on Ray")
+        killed, killed_at = trial.user_attrs["pid"], time.time()
         os.kill(killed, signal.SIGKILL)
         out, err = tune.communicate(timeout=600)
     finally:
@@ -331,6 +355,7 @@ def test_on_ray_two_trials_run_at_once_and_a_killed_trial_worker_is_retried(tmp_
     trials = open_journal(folder, "ray").get_trials()
     assert [trial.state.name for trial in trials] == ["COMPLETE", "COMPLETE"]
     retried = trials[0]
-    assert retried.user_attrs["pid"] != killed and "after its worker died" in retried.user_attrs["attempt"]
-    assert max(trial.user_attrs["started"] for trial in trials) < min(trial.user_attrs["ended"] for trial in trials)
-    assert trials[0].user_attrs["pid"] != trials[1].user_attrs["pid"]
+    assert retried.user_attrs["pid"] != killed and retried.user_attrs["attempt"] == "resumed after its worker died"
+    assert retried.user_attrs["run_dir"] == "CartPole-v1/ppo/trial-0000" and retried.user_attrs["env_steps"] == 2048
+    assert trials[1].user_attrs["started"] < killed_at < trials[1].user_attrs["ended"]  # trial 1 ran on meanwhile
+    assert trials[1].user_attrs["pid"] not in (killed, retried.user_attrs["pid"])

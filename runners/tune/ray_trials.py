@@ -39,8 +39,11 @@ def _can_resume(run_dir: Path) -> bool:
     """Whether champion's resume takes the folder (a killed run with a checkpoint, not yet at its budget)."""
     from champion.errors import ChampionError
     from champion.runners.run_state import check_resumable, resumed_config
+    from champion.runners.store.checkpoints import newest_good_manifest
 
     try:
+        if newest_good_manifest(run_dir / "checkpoints") is None:  # killed before its first checkpoint
+            return False
         check_resumable(run_dir, resumed_config(run_dir, {}))
     except (ChampionError, OSError):
         return False

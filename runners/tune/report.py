@@ -257,9 +257,15 @@ def summary_lines(result: StudyResult) -> list[str]:
     if result.winner is None:
         return lines + ["no trial completed, so there is no winner"]
     row = result.row(result.winner)
-    lines.append(f"selection bias of the winner (trial {row.number}): training-time best {row.best_mean_return:.2f}, "
-                 f"trial crown {row.crown_mean:.2f}, study re-evaluation {row.study_mean:.2f} "
-                 f"({row.best_mean_return - row.study_mean:+.2f} and {row.crown_mean - row.study_mean:+.2f} above it)")
+    lines.append(f"selection bias of the winner (trial {row.number}): training-time best {row.best_mean_return:.2f} "
+                 f"and trial crown {row.crown_mean:.2f} against {row.study_mean:.2f} on fresh seeds (differences "
+                 f"{row.best_mean_return - row.study_mean:+.2f} and {row.crown_mean - row.study_mean:+.2f})")
+    judged = [other for other in result.trials if other.study_mean is not None]
+    if len(judged) > 1:
+        best_gap = sum(other.best_mean_return - other.study_mean for other in judged) / len(judged)
+        crown_gap = sum(other.crown_mean - other.study_mean for other in judged) / len(judged)
+        lines.append(f"over the {len(judged)} re-evaluated trials, the training-time best was {best_gap:+.2f} and the "
+                     f"trial crown {crown_gap:+.2f} from the fresh-seed mean, on average")
     top = max((other for other in result.trials if other.crown_mean is not None and other.state == "COMPLETE"),
               key=lambda other: other.crown_mean)
     if top.study_mean is not None:
