@@ -296,6 +296,7 @@ def write(path: Path, data) -> Path:
     return path
 
 
+@pytest.mark.slow  # two champion processes side by side (about 26 s on a loaded 2-core machine)
 def test_two_tune_processes_on_one_journal_run_one_study_without_duplicates(tmp_path):
     folder = study_folder(tmp_path, "shared")
     command = tune_command(tmp_path, "shared", 4, "--space", str(write(tmp_path / "space.yaml", SMALL_SPACE)))
@@ -359,3 +360,11 @@ def test_on_ray_two_trials_run_at_once_and_a_killed_trial_worker_is_retried(tmp_
     assert retried.user_attrs["run_dir"] == "CartPole-v1/ppo/trial-0000" and retried.user_attrs["env_steps"] == 2048
     assert trials[1].user_attrs["started"] < killed_at < trials[1].user_attrs["ended"]  # trial 1 ran on meanwhile
     assert trials[1].user_attrs["pid"] not in (killed, retried.user_attrs["pid"])
+
+
+def test_importing_champion_imports_neither_optuna_nor_tensorflow():
+    script = ("import sys, champion\nassert callable(champion.tune) and champion.StudyResult\n"
+              "print(sorted(name for name in ('optuna', 'tensorflow', 'ray') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]"]

@@ -126,7 +126,6 @@ def collect_rows(study: Any, folder: Path) -> list[TrialRow]:
 
 def reevaluate(settings: StudySettings, rows: list[TrialRow], say: Any) -> None:
     """Play the top COMPLETE trials' champions on the study's fresh seeds (sets ``study_mean`` and its interval)."""
-    import champion
     from champion.runners.race import mean_interval
 
     top = [row for row in rows if row.state == "COMPLETE" and row.run_dir][:settings.top]
@@ -141,9 +140,27 @@ def reevaluate(settings: StudySettings, rows: list[TrialRow], say: Any) -> None:
     for row in reachable:
         say(f"re-evaluating trial {row.number}'s champion on {len(seeds)} fresh held-out episodes "
             f"(seeds {seeds[0]:,}-{seeds[-1]:,})")
-        result = champion.evaluate(champion.load(settings.folder / row.run_dir), seeds=seeds)
+        result = play_champion(settings.folder / row.run_dir, seeds)
         low, high = mean_interval(result.returns, 1.0 - CONFIDENCE)
         row.study_mean, row.study_interval = float(result.mean_return), [float(low), float(high)]
+
+
+def play_champion(run_dir: Path, seeds: list[int]) -> Any:
+    """The run's crowned champion (verified by its sha256), one deterministic episode per seed, acting in numpy as
+    ``champion.evaluate`` does (``EvalResult``)."""
+    from champion.agents.spec import NetworkSpec
+    from champion.envs.factory import EnvOptions, import_recorded_env_module
+    from champion.runners.evaluate import play_episodes
+    from champion.runners.store.best_store import load_champion
+
+    found = load_champion(run_dir / "best")
+    if found is None:
+        raise ConfigError(f"{run_dir} has no crowned champion to re-evaluate (champion crown {run_dir} crowns it)")
+    stored, _ = found
+    manifest = stored.manifest
+    import_recorded_env_module(str(manifest["env_id"]), str(stored.entry / "manifest.json"))
+    return play_episodes(manifest["env_id"], EnvOptions.from_dict(manifest.get("env_options")),
+                         NetworkSpec.from_dict(manifest["network"]), stored.weights, seeds)
 
 
 def winner_yaml(settings: StudySettings, row: TrialRow) -> str:

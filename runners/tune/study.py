@@ -296,24 +296,24 @@ def train_trial(opened: OpenStudy, number: int, trial_settings: dict[str, Any], 
                 run_name: str | None = None) -> TrialOutcome:
     """Train one trial as an ordinary champion run (``STUDY_DIR/<env>/<algo>/trial-NNNN``, or ``run_name``;
     ``resume``: go on with that run folder instead, as a retried Ray task does) and say how it ended: its value is
-    the run's crowned held-out mean."""
-    import champion
+    the run's crowned held-out mean. It runs the same loop as ``champion.train`` and ``champion.resume``
+    (``champion.runners.training``; the runners never import the public API, which imports them)."""
     from champion.errors import ChampionError
+    from champion.runners import training
+    from champion.runners.tune.settings import trial_config
 
     settings = opened.settings
-    overrides = trial_overrides(settings, trial_settings, run_name or f"trial-{number:04d}")
-    reporter = ReportToStudy(opened, number, _eval_every(settings, trial_settings))
-    run_dir = resume or settings.folder / _run_path(settings, overrides["run_name"])
+    name = run_name or f"trial-{number:04d}"
+    run_dir = resume or settings.folder / _run_path(settings, name)
     opened.set_attr(number, "run_dir", _relative(settings, run_dir))
     started = time.time()
     try:
+        config = trial_config(settings, trial_settings, name)
+        reporter = ReportToStudy(opened, number, config.eval_every)
         if resume is not None:
-            result = champion.resume(resume, callbacks=[reporter], progress=False)
+            result = training.resume(resume, {}, progress=False, callbacks=[reporter])
         else:
-            config = {key: value for key, value in overrides.items() if key not in ("total_steps", "seed")}
-            result = champion.train(settings.env_id, settings.algo, config=config, total_steps=settings.trial_steps,
-                                    seed=settings.seed, use_preset=settings.use_preset, progress=False,
-                                    callbacks=[reporter])
+            result = training.train(config, progress=False, callbacks=[reporter])
     except ChampionError as error:
         if _is_signal(error):
             raise
@@ -321,23 +321,17 @@ def train_trial(opened: OpenStudy, number: int, trial_settings: dict[str, Any], 
                             f"trial {number}: failed: {error}")
     attrs = {**_result_attrs(settings, result, reporter), "started": started, "ended": time.time()}
     seconds = attrs["ended"] - started
-    crowned = result.champion_mean_return
+    crowned = attrs["crown_mean"]
     if reporter.pruned_at is not None:
         return TrialOutcome("PRUNED", None, attrs,
                             f"trial {number}: pruned at step {reporter.pruned_at:,} (best {result.best_mean_return:.2f}"
                             f"; kept in {attrs['run_dir']}) in {seconds:.0f} s")
-    if crowned is None or not math.isfinite(crowned):
+    if crowned is None:
         return TrialOutcome("FAIL", None, {**attrs, "error": "no crowned held-out mean"},
                             f"trial {number}: failed: its run has no crowned held-out mean")
     return TrialOutcome("COMPLETE", float(crowned), attrs,
                         f"trial {number}: crowned held-out mean {crowned:.2f} (training-time best "
                         f"{result.best_mean_return:.2f} at step {result.best_step or 0:,}) in {seconds:.0f} s")
-
-
-def _eval_every(settings: StudySettings, trial_settings: dict[str, Any]) -> int:
-    from champion.runners.tune.settings import trial_config
-
-    return trial_config(settings, trial_settings, "trial-probe").eval_every
 
 
 def _run_path(settings: StudySettings, run_name: str) -> Path:
@@ -354,11 +348,14 @@ def _relative(settings: StudySettings, run_dir: Path) -> str:
 
 
 def _result_attrs(settings: StudySettings, result: Any, reporter: ReportToStudy) -> dict[str, Any]:
-    from champion.runners.store.best_store import read_champion
+    """What the trial records of its run: the training-time best and the crown (as ``champion.load`` reads it: not a
+    crown older than the best)."""
+    from champion.runners.store.best_store import load_champion
 
-    crown = read_champion(Path(result.run_dir) / "best") or {}
+    found = load_champion(Path(result.run_dir) / "best", on_warning=lambda _: None)
+    crown = found[1] if found is not None else {}
     return {"run_dir": _relative(settings, result.run_dir), "best_mean_return": _finite(result.best_mean_return),
-            "best_step": result.best_step, "crown_mean": _finite(result.champion_mean_return),
+            "best_step": result.best_step, "crown_mean": _finite(crown.get("held_out_mean")),
             "crown_interval": crown.get("interval"), "crown_episodes": len(crown.get("returns") or []),
             "crown_entry": crown.get("entry"), "pruned_at": reporter.pruned_at, "env_steps": result.env_steps}
 
