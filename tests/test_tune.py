@@ -16,7 +16,7 @@ import yaml
 optuna = pytest.importorskip("optuna")
 
 import champion  # noqa: E402
-from champion.agents.config import ConfigError, TrainConfig  # noqa: E402
+from champion.agents.config import ConfigError  # noqa: E402
 from champion.runners.configure import load_run_config  # noqa: E402
 from champion.runners.store.best_store import read_champion  # noqa: E402
 from champion.runners.tune import report as tune_report  # noqa: E402

@@ -124,16 +124,12 @@ def make_settings(env_id: str, algo: str, *, trials: int, trial_steps: int, resu
 
 def read_settings(study_dir: str | Path) -> StudySettings:
     """A study folder's study.yaml; ConfigError naming the file when it is missing or not what tune writes."""
-    from champion.runners.store.folder_trust import read_yaml_file
+    from champion.runners.configure import read_user_yaml
 
     path = Path(study_dir) / SETTINGS_FILE
-    try:
-        data = read_yaml_file(path)
-    except OSError as error:
-        raise ConfigError(f"{path} cannot be read ({error.strerror or error}); give a study folder champion tune "
-                          "made (it holds study.yaml)") from None
-    except (ValueError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; give a study folder champion tune made (it holds study.yaml)")
+    data = read_user_yaml(path, "study settings")
     names = {item.name for item in dataclasses.fields(StudySettings)}
     if not isinstance(data, dict) or not {"env_id", "algo", "trials", "trial_steps", "space"} <= set(data):
         raise ConfigError(f"{path} is not a study's settings as champion tune writes them")

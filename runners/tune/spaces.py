@@ -160,16 +160,10 @@ def default_space(algo: str) -> SearchSpace:
 
 def load_space(path: str | Path, algo: str) -> SearchSpace:
     """A space file, checked: ConfigError in one line naming the file and the key when anything is wrong."""
-    from champion.runners.store.folder_trust import read_yaml_file
+    from champion.runners.configure import read_user_yaml
 
     path = Path(path)
-    try:
-        data = read_yaml_file(path)
-    except OSError as error:
-        raise ConfigError(f"space file {path} cannot be read ({error.strerror or error})") from None
-    except (ValueError, yaml.YAMLError) as error:
-        raise ConfigError(f"space file {path} is not valid YAML: {' '.join(str(error).split())}") from None
-    return parse_space(data, algo, str(path))
+    return parse_space(read_user_yaml(path, "space file"), algo, str(path))
 
 
 def parse_space(data: Any, algo: str, source: str) -> SearchSpace:

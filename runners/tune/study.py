@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from champion.callbacks import Callback, Stop
-from champion.runners.tune.settings import JOURNAL_FILE, STUDY_FILE, StudySettings, trial_overrides
+from champion.runners.tune.settings import JOURNAL_FILE, STUDY_FILE, StudySettings
 
 HEARTBEAT_S = 30.0
 LOST_AFTER_S = 300.0
@@ -112,17 +112,11 @@ def worker_gone(study_dir: Path, identity: str, heartbeat: float | None) -> bool
     host, _, name = identity.partition("/")
     if host != socket.gethostname():
         return heartbeat is None or time.time() - heartbeat > LOST_AFTER_S
+    from champion.runners.store.run_folder import lock_is_held
+
     path = study_dir / "workers" / name
-    try:
-        handle = open(path, "r")
-    except FileNotFoundError:
-        return True
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        fcntl.flock(handle, fcntl.LOCK_UN)
+    if lock_is_held(path):
+        return False
     path.unlink(missing_ok=True)
     return True
 
