@@ -368,3 +368,27 @@ def test_importing_champion_imports_neither_optuna_nor_tensorflow():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]"]
+
+
+@pytest.mark.slow  # two champion processes one after the other (about 30 s on a loaded 2-core machine)
+def test_a_study_stopped_with_ctrl_c_gives_its_trial_back_and_goes_on_to_exactly_n(tmp_path):
+    folder = study_folder(tmp_path, "stopped")
+    command = tune_command(tmp_path, "stopped", 2, "--space", str(write(tmp_path / "space.yaml", SMALL_SPACE)))
+    command[command.index("--trial-steps") + 1] = "20480"  # long enough to be stopped mid-trial
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: running_trial(folder, "stopped", 0), 180, "trial 0 to be training")
+    first.send_signal(signal.SIGINT)
+    err = first.communicate(timeout=120)[1]
+    assert first.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        "champion tune: stopped by SIGINT: the study stopped, and trial 0 is given back (its settings train again, "
+        f"under a new number); go on with: champion tune --resume {folder}")
+    trials = open_journal(folder, "stopped").get_trials()
+    assert [trial.state.name for trial in trials] == ["FAIL", "WAITING"]
+    assert trials[0].user_attrs["lost"] == "stopped by a signal" and trials[1].user_attrs["retry_of"] == 0
+    again = subprocess.run(CHAMPION + ["tune", "--resume", str(folder), "--quiet"], capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    trials = open_journal(folder, "stopped").get_trials()
+    assert [trial.state.name for trial in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].params == trials[0].params

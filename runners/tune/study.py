@@ -360,7 +360,9 @@ def _finite(value: float | None) -> float | None:
 
 def _is_signal(error: Exception) -> bool:
     """A run stopped by Ctrl-C or SIGTERM: the study stops too (the trial is retried when it goes on)."""
-    return type(error).__name__ == "TrainingStopped" and str(error).startswith("stopped by SIG")
+    from champion.runners.run_state import CrownInterrupted, TrainingInterrupted
+
+    return isinstance(error, (TrainingInterrupted, CrownInterrupted))
 
 
 def tell(opened: OpenStudy, number: int, outcome: TrialOutcome) -> None:
@@ -421,10 +423,10 @@ def run_worker(settings: StudySettings, progress: bool = True) -> int:
                      + "".join(f" ({note})" for note in notes))
                 try:
                     outcome = train_trial(opened, number, trial_settings)
-                except BaseException:  # Ctrl-C, SIGTERM: the trial is given back before the study stops
+                except BaseException as error:  # Ctrl-C, SIGTERM: the trial is given back before the study stops
                     give_back(opened, number, "stopped by a signal")
                     write_snapshot(opened)
-                    raise
+                    raise stopped_study(error, settings, number) from None
                 finally:
                     heartbeat.running.discard(number)
                 tell(opened, number, outcome)
@@ -439,6 +441,19 @@ def run_worker(settings: StudySettings, progress: bool = True) -> int:
         finally:
             if heartbeat is not None:
                 heartbeat.close()
+
+
+def stopped_study(error: BaseException, settings: StudySettings, number: int) -> BaseException:
+    """What a signal that stopped trial ``number`` becomes: one line saying the study stopped and how it goes on (a
+    trial's own resume hint would name the trial's folder, which the study trains again itself)."""
+    from champion.runners.run_state import TrainingStopped
+
+    if not isinstance(error, (TrainingStopped, KeyboardInterrupt)):
+        return error
+    how = str(error).split(" at step")[0].split(" during")[0] if isinstance(error, TrainingStopped) else "stopped"
+    code = error.exit_code if isinstance(error, TrainingStopped) else 130
+    return TrainingStopped(f"{how}: the study stopped, and trial {number} is given back (its settings train again, "
+                           f"under a new number); go on with: champion tune --resume {settings.folder}", code)
 
 
 def quiet_retracing_warning() -> None:
