@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from champion.runners.tune.settings import StudySettings, read_settings
-from champion.runners.tune.study import (Heartbeat, TrialOutcome, WorkerLock, give_back, next_trial, open_study,
-                                         settings_text, tell, train_trial, write_snapshot, _run_path)
+from champion.runners.tune.study import (Heartbeat, TrialOutcome, WorkerLock, _run_path, give_back, next_trial,
+                                         open_study, settings_text, stopped_study, tell, train_trial, write_snapshot)
 
 RAY_RETRIES = 3
 """Times Ray runs a trial's task again after its worker process died."""
@@ -99,13 +99,13 @@ def _drive(settings: StudySettings, task: Any, progress: bool) -> None:
                     outcome = _outcome(reference, number)
                     tell(opened, number, outcome)
                     _say(progress, outcome.line)
-        except BaseException:  # Ctrl-C, SIGTERM: the running trials are given back, to be trained again later
+        except BaseException as error:  # Ctrl-C, SIGTERM: the running trials are given back, to be trained again
             for reference, (opened, number) in pending.items():
                 ray.cancel(reference, force=True)
                 give_back(opened, number, "stopped by a signal")
             if pending:
                 write_snapshot(open_study(settings))
-            raise
+            raise stopped_study(error, settings, sorted(number for _, number in pending.values())) from None
         finally:
             if heartbeat is not None:
                 heartbeat.close()

@@ -426,7 +426,7 @@ def run_worker(settings: StudySettings, progress: bool = True) -> int:
                 except BaseException as error:  # Ctrl-C, SIGTERM: the trial is given back before the study stops
                     give_back(opened, number, "stopped by a signal")
                     write_snapshot(opened)
-                    raise stopped_study(error, settings, number) from None
+                    raise stopped_study(error, settings, [number]) from None
                 finally:
                     heartbeat.running.discard(number)
                 tell(opened, number, outcome)
@@ -443,17 +443,22 @@ def run_worker(settings: StudySettings, progress: bool = True) -> int:
                 heartbeat.close()
 
 
-def stopped_study(error: BaseException, settings: StudySettings, number: int) -> BaseException:
-    """What a signal that stopped trial ``number`` becomes: one line saying the study stopped and how it goes on (a
-    trial's own resume hint would name the trial's folder, which the study trains again itself)."""
+def stopped_study(error: BaseException, settings: StudySettings, numbers: list[int]) -> BaseException:
+    """What a signal that stopped trials ``numbers`` becomes: one line saying the study stopped and how it goes on
+    (a trial's own resume hint would name the trial's folder, which the study trains again itself)."""
     from champion.runners.run_state import TrainingStopped
 
     if not isinstance(error, (TrainingStopped, KeyboardInterrupt)):
         return error
     how = str(error).split(" at step")[0].split(" during")[0] if isinstance(error, TrainingStopped) else "stopped"
     code = error.exit_code if isinstance(error, TrainingStopped) else 130
-    return TrainingStopped(f"{how}: the study stopped, and trial {number} is given back (its settings train again, "
-                           f"under a new number); go on with: champion tune --resume {settings.folder}", code)
+    if len(numbers) == 1:
+        given = f", and trial {numbers[0]} is given back (its settings train again, under a new number)"
+    else:
+        given = (f", and trials {', '.join(map(str, numbers))} are given back (their settings train again, under new "
+                 "numbers)") if numbers else ""
+    return TrainingStopped(f"{how}: the study stopped{given}; go on with: champion tune --resume {settings.folder}",
+                           code)
 
 
 def quiet_retracing_warning() -> None:
