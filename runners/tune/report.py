@@ -103,7 +103,7 @@ def check_disjoint(settings: StudySettings, run_dirs: Sequence[Path]) -> None:
                                   "--final-seed")
 
 
-def collect_rows(study: Any, folder: Path) -> list[TrialRow]:
+def collect_rows(study: Any) -> list[TrialRow]:
     """The COMPLETE and PRUNED trials, best crowned mean first (pruned ones after, by their last report)."""
     rows = []
     for trial in study.get_trials(deepcopy=False):
@@ -190,7 +190,7 @@ def write_report(settings: StudySettings, study: Any, say: Any) -> StudyResult:
     from champion.runners.store.atomic_files import atomic_write_text
     from champion.runners.tune.study import state_counts
 
-    rows = collect_rows(study, settings.folder)
+    rows = collect_rows(study)
     reevaluate(settings, rows, say)
     judged = [row for row in rows if row.study_mean is not None]
     winner = max(judged, key=lambda row: row.study_mean) if judged else None

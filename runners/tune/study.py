@@ -52,8 +52,9 @@ def open_storage(settings: StudySettings) -> Any:
 
 
 def load_study(settings: StudySettings, storage: Any, history: int = 0) -> Any:
-    """The Optuna study (created if new), its sampler seeded by the study's seed and the trials so far, so that a
-    study run by one worker samples the same settings again after a resume."""
+    """The Optuna study (created if new), its sampler seeded by the study's seed and the number of trials so far:
+    a one-worker study samples the same trials again from scratch, and a resumed one does not draw its first
+    trials' settings again."""
     import optuna
 
     quiet_optuna()
@@ -138,7 +139,7 @@ class FolderLock:
         self.handle.close()
 
 
-def recover_lost_trials(opened: OpenStudy, keep: set[int] = frozenset()) -> list[int]:
+def recover_lost_trials(opened: OpenStudy, keep: set[int] | frozenset[int] = frozenset()) -> list[int]:
     """RUNNING trials whose worker is gone: marked FAIL (``lost``) and their settings enqueued again. Returns their
     numbers. ``keep``: trial numbers this process runs (never lost while it lives)."""
     from optuna.trial import TrialState
