@@ -12,14 +12,14 @@ this module is the API to build on.
 """
 
 from champion.api import (Preset, RunResult, evaluate, export, load, presets, quiet_tensorflow, replay, resume,
-                          train)
+                          train, tune)
 from champion.callbacks import (BestEntry, Callback, Stop, StopAfterEvaluationsWithoutBest, StopAtReturn)
 from champion.errors import CallbackError, ChampionError, UsageError
 from champion.policy import Policy
 
 __all__ = [
-    "train", "resume", "load", "evaluate", "replay", "export", "presets", "quiet_tensorflow",
-    "RunResult", "Policy", "Preset", "EvalResult", "ReplayResult", "ExportResult",
+    "train", "resume", "tune", "load", "evaluate", "replay", "export", "presets", "quiet_tensorflow",
+    "RunResult", "StudyResult", "Policy", "Preset", "EvalResult", "ReplayResult", "ExportResult",
     "Callback", "Stop", "StopAtReturn", "StopAfterEvaluationsWithoutBest", "BestEntry",
     "ChampionError", "UsageError", "CallbackError", "ConfigError", "EnvError", "EnvStepError", "RunFolderError",
     "RunNotFoundError", "BestPolicyError", "CheckpointError", "TrainingStopped", "ReplayError", "ExportError",
@@ -30,6 +30,7 @@ _LAZY = {
     "EvalResult": "champion.runners.evaluate",
     "ReplayResult": "champion.runners.replay",
     "ExportResult": "champion.runners.export",
+    "StudyResult": "champion.runners.tune.report",
     "ConfigError": "champion.agents.config",
     "EnvError": "champion.envs.factory",
     "EnvStepError": "champion.envs.factory",

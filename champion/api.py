@@ -1,4 +1,4 @@
-"""champion's Python API: train, resume, load, evaluate, replay, presets.
+"""champion's Python API: train, resume, tune, load, evaluate, replay, presets.
 
 Each function imports what it needs when it is called, so that ``import champion`` stays quick and loads no
 TensorFlow. Errors are ``champion.ChampionError``s carrying the one line the ``champion`` command prints.
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from champion.runners.export import ExportResult
     from champion.runners.replay import ReplayResult
     from champion.runners.store.run_metadata import TrainResult
+    from champion.runners.tune.report import StudyResult
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,57 @@ def resume(run_dir: str | Path, *, total_steps: int | None = None, callbacks: Se
     from champion.runners.training import resume as run_resume
 
     return _finished(run_resume(run_dir, settings, progress=progress, callbacks=callbacks), callbacks)
+
+
+def tune(env_id: str | None = None, algo: str | None = None, *, trials: int | None = None,
+         trial_steps: int | None = None, workers: int | None = None, engine: str | None = None,
+         storage: str | None = None, space: str | Path | Mapping[str, Any] | None = None,
+         study_name: str | None = None, results_dir: str | Path = "results",
+         config: str | Path | Mapping[str, Any] | None = None, use_preset: bool = True, seed: int = 0, top: int = 3,
+         final_episodes: int = 100, final_seed: int | None = None, prune: bool = True, startup_trials: int = 5,
+         ray_address: str | None = None, resume: str | Path | None = None, progress: bool = True,
+         **overrides: Any) -> StudyResult | None:
+    """Search ``algo``'s settings on ``env_id`` with Optuna: ``trials`` trials of ``trial_steps`` steps, each an
+    ordinary champion run under the study folder (``results/tune/<env>/<algo>/<study_name>``), ranked by its crowned
+    held-out mean, pruned on its evaluations (a median pruner, once ``startup_trials`` trials finished); then the top
+    ``top`` trials' champions are re-evaluated on ``final_episodes`` fresh seeds no trial saw, and the winner is
+    written as ``winner.yaml`` (``champion train --config``).
+
+    ``space``: a space file or mapping (default: the algorithm's documented space); ``config`` and ``overrides``:
+    settings every trial runs with (a trial's own ``engine`` goes in ``config``: ``engine`` here is the study's). ``workers`` trials at once, as processes on this machine or, with
+    ``engine="ray"``, as Ray tasks; ``storage``: an Optuna database URL shared by several machines (default: a
+    journal file in the study folder). ``resume``: a study folder to go on with (it may change ``trials``,
+    ``workers``, ``engine`` and ``ray_address``). Needs Optuna (``pip install -e '.[tune]'``). Returns the report,
+    or None when other processes of the study still run trials (the last one reports)."""
+    from champion.runners.tune.settings import FINAL_SEED, make_settings
+    from champion.runners.tune.spaces import load_space, parse_space
+    from champion.runners.tune.tuning import prepare, resumed, run_study
+
+    _refuse_in_a_spawned_child("tune")
+    if resume is not None:
+        changed = {"trials": trials, "workers": workers, "engine": engine, "ray_address": ray_address}
+        return run_study(prepare(resumed(resume, **changed)), progress)
+    env_id, algo, settings, config_file = _train_settings(env_id, algo, config, overrides)
+    algo = algo or "ppo"
+    base = {**(config_file.settings if config_file else {}), **settings}
+    if trials is None or trial_steps is None:
+        raise UsageError("give trials= and trial_steps= (how many trials, and each one's env steps), or resume= a "
+                         "study folder")
+    if isinstance(space, (str, Path)):
+        search = load_space(space, algo)
+    elif isinstance(space, Mapping):
+        search = parse_space(dict(space), algo, "space")
+    else:
+        search = None
+    from champion.runners.tune.spaces import plain
+
+    study = make_settings(env_id, algo, trials=trials, trial_steps=trial_steps, results_dir=results_dir,
+                          study_name=study_name, space=search, base=plain(base), use_preset=use_preset, seed=seed,
+                          storage=storage, prune=prune, startup_trials=startup_trials, top=top,
+                          final_episodes=final_episodes,
+                          final_seed=FINAL_SEED if final_seed is None else final_seed, workers=workers or 1,
+                          engine=engine or "process", ray_address=ray_address)
+    return run_study(prepare(study), progress)
 
 
 def load(path: str | Path, *, entry: str | None = None, best: bool = False, seed: int | None = None) -> Policy:

@@ -223,16 +223,22 @@ class ConfigFile:
     """What the file holds that is not used, for the user."""
 
 
+def read_user_yaml(path: Path, kind: str) -> Any:
+    """A YAML file a user hands champion (a config file, a search space), read as bounded as a run folder's files:
+    ConfigError in one line naming the ``kind`` of file and its path when it cannot be read or is not YAML."""
+    try:
+        return read_yaml_file(path)
+    except OSError as error:
+        raise ConfigError(f"{kind} {path} cannot be read ({error.strerror or error})") from None
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"{kind} {path} is not valid YAML: {' '.join(str(error).split())}") from None
+
+
 def read_config_file(path: str | Path) -> ConfigFile:
     """Read ``path`` as ``ConfigFile``; ConfigError (one line naming the file) when it cannot be read, is not YAML
     or is not a mapping of config keys. Read as bounded as a run folder's files: it may come from anyone."""
     path = Path(path)
-    try:
-        data = read_yaml_file(path)
-    except OSError as error:
-        raise ConfigError(f"config file {path} cannot be read ({error.strerror or error})") from None
-    except (ValueError, yaml.YAMLError) as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    data = read_user_yaml(path, "config file")
     if not isinstance(data, dict) or not all(isinstance(key, str) for key in data):
         raise ConfigError(f"config file {path} must be a mapping of config keys, as a preset or a run's config.yaml "
                           f"is (e.g. total_steps: 100000 and ppo: {{learning_rate: 3.0e-4}})")

@@ -1,4 +1,4 @@
-"""The ``champion`` command: train, replay, export, crown, runs, plot, presets.
+"""The ``champion`` command: train, tune, replay, export, crown, runs, plot, presets.
 
 Usage errors print one line (``champion <command>: error: ...``) and exit with code 2, before
 anything is written to disk. TensorFlow is imported only by the commands that need it.
@@ -132,6 +132,86 @@ def _print_profile(result: Any, profile: bool) -> None:
         cache = configured_cache_dir()
         click.echo(f"XLA compile cache: {cache if cache else 'off'} (a run with the same shapes loads its compiled "
                    f"code from there instead of compiling it again)")
+
+
+@cli.command(short_help="Search an algorithm's settings on an env with Optuna; every trial is a champion run.")
+@click.argument("env_id", required=False)
+@click.option("--algo", type=click.Choice(["ppo", "a2c"]), help="Learning algorithm (default: ppo, or --config's).")
+@click.option("--trials", type=int, help="Trials that must end complete or pruned (a later run of the study may "
+                                         "raise it).")
+@click.option("--trial-steps", type=int, help="Environment steps each trial trains for.")
+@click.option("--workers", type=int, help="Trials at once: worker processes, or Ray tasks with --engine ray "
+                                          "(default 1).")
+@click.option("--engine", type=click.Choice(["process", "ray"]),
+              help="process: workers on this machine (default); ray: one Ray task per trial, retried when its worker "
+                   "dies.")
+@click.option("--storage", metavar="URL", help="Optuna database shared by several machines (sqlite:///..., "
+                                               "postgresql://...); default: a journal file in the study folder.")
+@click.option("--space", "space_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Search space YAML (default: the algorithm's; --show-space prints it).")
+@click.option("--study-name", help="The study's folder name under RESULTS_DIR/tune/ENV/ALGO (default: tune-<time>); "
+                                   "the same name goes on with that study.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), metavar="STUDY_DIR",
+              help="Go on with this study (its study.yaml); --trials, --workers, --engine may change.")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--config", "config_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Settings every trial starts from (a preset-shaped file or a run's config.yaml).")
+@click.option("--set", "set_pairs", multiple=True, metavar="KEY=VALUE",
+              help="A setting every trial runs with, e.g. --set num_envs=4 (repeatable).")
+@click.option("--no-preset", is_flag=True,
+              help="Start every trial from the defaults instead of the (env, algo) preset.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Every trial's run seed, and the sampler's.")
+@click.option("--top", type=int, default=3, show_default=True,
+              help="Complete trials whose champions the study re-evaluates on fresh seeds.")
+@click.option("--final-episodes", type=int, default=100, show_default=True,
+              help="Fresh held-out episodes of that re-evaluation.")
+@click.option("--final-seed", type=int, help="Its first seed (default 2,000,000,000; checked against every trial's).")
+@click.option("--no-prune", is_flag=True, help="Train every trial to its budget (no median pruner).")
+@click.option("--startup-trials", type=int, default=5, show_default=True,
+              help="Trials that finish before the median pruner judges any.")
+@click.option("--ray-address", help="--engine ray: join this cluster (auto or HOST:PORT); default: a local Ray.")
+@click.option("--show-space", is_flag=True, help="Print the search space as a space file and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only warnings, errors and the final table.")
+@ENV_MODULE_OPTION
+def tune(env_id: str | None, algo: str | None, trials: int | None, trial_steps: int | None, workers: int | None,
+         engine: str | None, storage: str | None, space_file: Path | None, study_name: str | None,
+         resume_dir: Path | None, results_dir: str, config_file: Path | None, set_pairs: Sequence[str],
+         no_preset: bool, seed: int, top: int, final_episodes: int, final_seed: int | None, no_prune: bool,
+         startup_trials: int, ray_address: str | None, show_space: bool, quiet: bool,
+         env_modules: Sequence[str]) -> None:
+    """Tune ALGO on ENV_ID: --trials trials of --trial-steps steps, each a champion run in the study folder, ranked
+    by its crowned held-out mean; the top ones re-evaluated on fresh seeds; the winner written as winner.yaml."""
+    from champion.runners.configure import parse_set_pairs
+
+    _import_env_modules(env_modules)
+    if show_space:
+        from champion.runners.tune.spaces import default_space, load_space
+
+        space = load_space(space_file, algo or "ppo") if space_file else default_space(algo or "ppo")
+        click.echo(space.to_yaml(), nl=False)
+        return
+    if resume_dir is None and (env_id is None and config_file is None or trials is None or trial_steps is None):
+        raise click.UsageError("give ENV_ID, --trials and --trial-steps (e.g. champion tune Pendulum-v1 --trials 20 "
+                               "--trial-steps 50000), or --resume STUDY_DIR")
+    import champion
+
+    if resume_dir is not None:
+        champion.tune(resume=resume_dir, trials=trials, workers=workers, engine=engine, ray_address=ray_address,
+                      progress=not quiet)
+        return
+    settings: dict[str, Any] = {}  # --set goes with the file's settings: a trial's own engine is --set engine=...
+    if config_file is not None:
+        from champion.runners.configure import read_config_file
+
+        read = read_config_file(config_file)
+        settings = {**read.settings, **{key: value for key, value in (("env_id", read.env_id), ("algo", read.algo))
+                                        if value is not None}}
+    settings.update(parse_set_pairs(set_pairs))
+    champion.tune(env_id, algo, trials=trials, trial_steps=trial_steps, workers=workers, engine=engine,
+                  storage=storage, space=space_file, study_name=study_name, results_dir=results_dir,
+                  config=settings, use_preset=not no_preset, seed=seed, top=top, final_episodes=final_episodes,
+                  final_seed=final_seed, prune=not no_prune, startup_trials=startup_trials, ray_address=ray_address,
+                  progress=not quiet)
 
 
 @cli.command(short_help="Play a run's champion on the episodes its recorded mean is over.")
@@ -300,6 +380,37 @@ def runs(results_dir: Path, as_json: bool, best_per_env: bool) -> None:
         click.echo(f"no runs {'with a best policy ' if best_per_env else ''}under {results_dir}")
         return
     _print_runs_table(summaries, best_per_env)
+    if not best_per_env:
+        _print_studies_table(results_dir)
+
+
+def _print_studies_table(results_dir: Path) -> None:
+    """The champion tune studies under ``results_dir`` (their trials are among the runs above)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from champion.runners.store.atomic_files import warn
+    from champion.runners.store.runs import printable
+    from champion.runners.tune.report import find_studies, summarize_study
+
+    table = Table("env", "algo", "study", "trials (complete/pruned of wanted; running)", "best trial crown",
+                  "winner on fresh seeds", "path", title="studies (champion tune)")
+    for folder in find_studies(results_dir):
+        try:
+            study = summarize_study(folder)
+        except (OSError, ValueError) as error:
+            warn(printable(f"cannot list the study {folder}: {error}"))
+            continue
+        counts = study.counts
+        trials = (f"{counts.get('COMPLETE', 0)}/{counts.get('PRUNED', 0)} of {study.trials_wanted}; "
+                  f"{counts.get('RUNNING', 0)}")
+        best = "-" if study.best_trial is None else f"{study.best_crown:.2f} (trial {study.best_trial})"
+        winner = "-" if study.winner is None else f"{study.winner_mean:.2f} (trial {study.winner})"
+        table.add_row(*map(escape, (study.env_id, study.algo, printable(study.study_name), trials, best, winner,
+                                    printable(study.path))))
+    if table.row_count:
+        Console(width=200).print(table)
 
 
 def _print_runs_table(summaries: Sequence[Any], best_per_env: bool) -> None:

@@ -253,8 +253,14 @@ def is_locked(run_dir: Path) -> bool:
     """Whether a trainer holds the run folder's lock now (read-only: a shared lock is tried and released at once; a
     trainer starting at that moment waits for it, ``BUSY_WAIT_S``). A lock file no trainer would take (a link, a
     FIFO...) is never opened or followed: nobody holds it."""
+    return lock_is_held(Path(run_dir) / LOCK_FILE)
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether a process holds an flock on the file at ``path`` now (a shared lock tried and released at once); a
+    missing file, or one that is not a regular file with one name, is held by nobody."""
     try:
-        handle = os.fdopen(open_lock_file(Path(run_dir) / LOCK_FILE, os.O_RDONLY))
+        handle = os.fdopen(open_lock_file(path, os.O_RDONLY))
     except (OSError, RunFolderError):
         return False
     with handle:
