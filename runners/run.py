@@ -19,7 +19,7 @@ from champion.agents.networks import ActorCritic, NetworkSpec, checkpointable_we
 from champion.agents.spec import weight_shapes
 from champion.agents.numpy_policy import EnvNoise, NumpyPolicy
 from champion.envs.env_state import VectorEnvState
-from champion.envs.factory import EnvInfo, EnvOptions, make_eval_env
+from champion.envs.factory import EnvInfo, EnvOptions, make_eval_env, renders_apart
 from champion.runners.store.atomic_files import warn
 from champion.runners.store.best_store import BestPolicyStore
 from champion.runners.store.checkpoints import LoadedCheckpoint, ResumeCheckpoints
@@ -150,7 +150,8 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
         logger = RunLogger(run_dir, config.log_every, resume_step)
         built.callback(logger.close)
         media = None
-        if config.media and "rgb_array" in env_info.render_modes:
+        # a user's torso acts in TensorFlow, and an env that renders apart from it (MuJoCo) cannot then render
+        if config.media and "rgb_array" in env_info.render_modes and not (spec.user_torso and renders_apart(config.env_id)):
             media = BestPolicyMedia(config.env_id, config.eval_seed,
                                     lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height),
                                     options=EnvOptions.from_config(config))
