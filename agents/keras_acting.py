@@ -22,11 +22,11 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-from champion.agents.networks import ActorCritic, named_weights
+from champion.agents.networks import ActorCritic, named_weights, weight_reader
 from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import NetworkSpec
 
-__all__ = ["ActingFunction", "KerasActingPolicy", "keras_acting_policy"]
+__all__ = ["ActingFunction", "KerasActingPolicy", "keras_acting_policy", "model_acting_policy"]
 
 _NOTED: list[str] = []
 """The torsos this process has said it acts with in TensorFlow (once each)."""
@@ -84,8 +84,8 @@ class ActingFunction:
 class KerasActingPolicy(NumpyPolicy):
     """A NumpyPolicy whose forward pass runs the Keras model (``ActingFunction``); the rest is NumpyPolicy's.
 
-    Made by ``champion.agents.networks.numpy_policy`` for a model with a torso of the user's, and by
-    ``keras_acting_policy`` from saved weights. Says once per process, on stderr, that it acts in TensorFlow.
+    Made by ``model_acting_policy`` to act with a model's own weights (training), and by ``keras_acting_policy``
+    with saved ones (evaluation, crown, replay); ``champion.agents.acting`` chooses it over a NumpyPolicy. Says once per process, on stderr, that it acts in TensorFlow.
     """
 
     def __init__(self, model: ActorCritic, read_weights: Callable[[], dict[str, np.ndarray]] | None = None,
@@ -125,6 +125,11 @@ def keras_acting_policy(spec: NetworkSpec, weights: dict[str, np.ndarray], seed:
     if missing:
         raise ValueError(f"the saved weights do not fit this network (missing {missing})")
     return KerasActingPolicy(model, seed=seed, weights=weights, acting=acting)
+
+
+def model_acting_policy(model: ActorCritic, seed: int = 0) -> KerasActingPolicy:
+    """A policy acting with ``model``'s weights, read again by its ``refresh``."""
+    return KerasActingPolicy(model, weight_reader(model), seed)
 
 
 def _note_once(spec: NetworkSpec) -> None:

@@ -208,13 +208,15 @@ class _Builder:
 
     def user_torso(self, prefix: str, reference: str, features: keras.KerasTensor) -> keras.KerasTensor:
         """The user's torso as its function builds it (its module imported already), with the weights saved under
-        ``prefix`` (``ActorCritic.named_weights``: its weights by their place in it)."""
+        ``prefix`` (``ActorCritic.named_weights``: its weights by their place in it), inside a model named ``prefix``:
+        the policy's and the value function's copies of a torso have the same name, which a model may hold once."""
         from champion.agents.networks import build_user_torso
 
         torso, _ = build_user_torso(reference, features.shape[-1], seed=0)
         self.assign.append((torso, [self.weights[f"{prefix}/{index}_{variable.name}"]
                                     for index, variable in enumerate(torso.weights)]))
-        return torso(features)
+        inputs = keras.Input((features.shape[-1],), name=self.name(f"{prefix}_features"))
+        return keras.Model(inputs, torso(inputs), name=self.name(prefix))(features)
 
     def dense(self, name: str, features: keras.KerasTensor, units: int, activation: str | None) -> keras.KerasTensor:
         layer = L.Dense(units, activation=activation, name=self.name(name))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from typing import Callable
 
 import keras
 import numpy as np
@@ -21,7 +22,7 @@ from champion.agents.torso import find_torso
 from champion.errors import first_line
 
 __all__ = ["ActorCritic", "NetworkSpec", "assign_weight_arrays", "build_user_torso", "checkpointable_weights",
-           "named_weights", "numpy_policy", "with_torso_layout", "weight_arrays", "weight_name"]
+           "named_weights", "numpy_policy", "weight_arrays", "weight_name", "weight_reader", "with_torso_layout"]
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(f"champion needs Keras' TensorFlow backend, but KERAS_BACKEND or ~/.keras/keras.json selects "
@@ -237,24 +238,24 @@ def with_torso_layout(spec: NetworkSpec, seed: int = 0) -> NetworkSpec:
 
 
 def numpy_policy(model: ActorCritic, seed: int = 0) -> NumpyPolicy:
-    """A policy that acts with ``model``'s weights (read again by its ``refresh``): a NumpyPolicy, or for a torso
-    of the user's a ``KerasActingPolicy`` (the same interface, its forward pass in TensorFlow)."""
+    """A NumpyPolicy that acts with ``model``'s weights (read again by its ``refresh``); ValueError for a torso of
+    the user's, which numpy cannot compute (``champion.agents.acting.model_policy`` acts with either)."""
+    if model.spec.user_torso:
+        raise ValueError(f"numpy cannot compute network.torso {model.spec.torso}; act with "
+                         "champion.agents.acting.model_policy(model)")
+    policy = NumpyPolicy(model.spec, weight_reader(model), seed)
+    policy.model = model
+    return policy
+
+
+def weight_reader(model: keras.Model) -> Callable[[], dict[str, np.ndarray]]:
+    """A function giving the model's current weights by name (``named_weights``), all read by one graph call
+    instead of one .numpy() call per variable."""
     named = named_weights(model)
     variables = [variable for _, variable in named]
     names = [name for name, _ in named]
-    # One graph call reads every weight, instead of one .numpy() call per variable.
     read_all = tf.function(lambda: [tf.identity(variable.value) for variable in variables], autograph=False)
-
-    def read_weights() -> dict[str, np.ndarray]:
-        return {name: tensor.numpy() for name, tensor in zip(names, read_all())}
-
-    if model.spec.user_torso:
-        from champion.agents.keras_acting import KerasActingPolicy
-
-        return KerasActingPolicy(model, read_weights, seed)
-    policy = NumpyPolicy(model.spec, read_weights, seed)
-    policy.model = model
-    return policy
+    return lambda: {name: tensor.numpy() for name, tensor in zip(names, read_all())}
 
 
 def named_weights(model: keras.Model) -> list[tuple[str, keras.Variable]]:

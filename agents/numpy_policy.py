@@ -292,16 +292,6 @@ class NumpyPolicy:
         self.random.bit_generator.state = state
 
 
-def acting_policy(spec: NetworkSpec, weights: dict[str, np.ndarray], seed: int = 0) -> NumpyPolicy:
-    """A policy acting with saved ``weights``: a NumpyPolicy, or for a torso of the user's (which numpy cannot
-    compute) ``champion.agents.keras_acting``'s, with the same interface; TensorFlow is imported only then."""
-    if not spec.user_torso:
-        return NumpyPolicy(spec, seed=seed, weights=weights)
-    from champion.agents.keras_acting import keras_acting_policy
-
-    return keras_acting_policy(spec, weights, seed)
-
-
 def _sample_categorical(logits: np.ndarray, gumbel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(index per row by the Gumbel-max trick with this ``gumbel`` noise, its log-probability)."""
     log_probs = _log_softmax(logits)

@@ -171,11 +171,15 @@ class NetworkSpec:
         return [offset + index for leaf, offset in self.leaf_columns("box") for index in range(leaf.size)]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
+        """JSON-friendly form. Without a torso of the user's its fields are left out, so that the manifests and
+        checkpoints of such networks read and compare as those from before it existed."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["observation_leaves"] = [leaf.to_dict() for leaf in self.observation_leaves]
         data["cnn_layers"] = [list(layer) for layer in self.cnn_layers]
         data["torso_weights"] = [[name, list(shape)] for name, shape in self.torso_weights]
+        if not self.user_torso:
+            for name in USER_TORSO_FIELDS:
+                del data[name]
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
     @property
@@ -203,6 +207,10 @@ class NetworkSpec:
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+USER_TORSO_FIELDS = ("torso", "value_torso", "torso_weights", "torso_widths")
+"""NetworkSpec's fields for a torso of the user's (``to_dict`` leaves them out when there is none)."""
 
 
 def cnn_output_size(height: int, width: int, layers: tuple[tuple[int, int, int], ...]) -> tuple[int, int] | None:

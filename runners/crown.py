@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from champion.agents.config import CrownConfig, TrainConfig
-from champion.agents.numpy_policy import NumpyPolicy, acting_policy
+from champion.agents.acting import acting_policy
+from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import NetworkSpec
 from champion.runners.crown_players import Player, ProcessPlayer, RayPlayer
 from champion.runners.race import CONFIDENCE, Race, reported_interval

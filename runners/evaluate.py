@@ -11,7 +11,8 @@ from typing import Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
-from champion.agents.numpy_policy import NumpyPolicy, acting_policy, single_threaded_numpy
+from champion.agents.acting import acting_policy
+from champion.agents.numpy_policy import NumpyPolicy, single_threaded_numpy
 from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, as_float_batch, env_call, make_env_without_info
 

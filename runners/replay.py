@@ -102,14 +102,15 @@ def load_policy(run_dir: Path, entry: str | None = None) -> tuple[NumpyPolicy, d
     import_recorded_env_module(str(manifest.get("env_id", "")), str(stored.entry / "manifest.json"))
     spec = NetworkSpec.from_dict(stored.manifest["network"])
     import_torso_modules(spec, str(stored.entry / "manifest.json"))  # a torso of the user's: under the same rule
-    from champion.agents.networks import ActorCritic, assign_weight_arrays, numpy_policy
+    from champion.agents.acting import model_policy
+    from champion.agents.networks import ActorCritic, assign_weight_arrays
 
     model = ActorCritic(spec)
     try:
         assign_weight_arrays(model, stored.weights)
     except ValueError as error:
         raise ReplayError(f"{stored.entry}: {error}") from None
-    return numpy_policy(model), dict(manifest, entry=str(stored.entry))
+    return model_policy(model), dict(manifest, entry=str(stored.entry))
 
 
 def _stored(best_dir: Path, entry: str | None) -> tuple[StoredPolicy, dict[str, Any]]:

@@ -15,7 +15,8 @@ from rich.console import Console
 
 from champion.agents.config import TrainConfig
 from champion.agents.learners import make_learner
-from champion.agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, numpy_policy
+from champion.agents.acting import model_policy
+from champion.agents.networks import ActorCritic, NetworkSpec, checkpointable_weights
 from champion.agents.spec import weight_shapes
 from champion.agents.numpy_policy import EnvNoise, NumpyPolicy
 from champion.envs.env_state import VectorEnvState
@@ -141,7 +142,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     spec = network_spec(env_info, config)
     model = ActorCritic(spec, seed=config.seed)
     learner, timings = make_learner(model, config), Timings()
-    policy = numpy_policy(model, seed=config.seed)  # the gymnasium engine acts with it; evaluation plays its snapshots
+    policy = model_policy(model, seed=config.seed)  # the gymnasium engine acts with it; evaluation plays its snapshots
     with contextlib.ExitStack() as built:  # if a later part fails, the parts built so far are closed
         engine = make_engine(engine_kind, config, model, policy, learner, timings)
         built.callback(engine.close)

@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from champion.agents.numpy_policy import NumpyPolicy, acting_policy
+from champion.agents.acting import acting_policy
+from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, make_eval_env, renders_apart
 from champion.runners.evaluate import EvalResult, evaluate
