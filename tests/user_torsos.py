@@ -22,6 +22,12 @@ def residual_weights(width: int) -> int:
     return width * WIDTH + WIDTH + 2 * (WIDTH * WIDTH + WIDTH) + 2 * (2 * WIDTH)
 
 
+def narrow_torso(width: int) -> keras.Model:
+    """One Dense layer of 8 relu units (a value torso of another width than the policy's)."""
+    inputs = keras.Input((width,))
+    return keras.Model(inputs, keras.layers.Dense(8, activation="relu")(inputs))
+
+
 def not_a_model(width: int) -> list:
     return [keras.layers.Dense(8)]
 
