@@ -85,7 +85,8 @@ class KerasActingPolicy(NumpyPolicy):
     """A NumpyPolicy whose forward pass runs the Keras model (``ActingFunction``); the rest is NumpyPolicy's.
 
     Made by ``model_acting_policy`` to act with a model's own weights (training), and by ``keras_acting_policy``
-    with saved ones (evaluation, crown, replay); ``champion.agents.acting`` chooses it over a NumpyPolicy. Says once per process, on stderr, that it acts in TensorFlow.
+    with saved ones (evaluation, crown, replay); ``champion.agents.acting`` chooses it over a NumpyPolicy. Says
+    once per process, on stderr, that it acts in TensorFlow.
     """
 
     def __init__(self, model: ActorCritic, read_weights: Callable[[], dict[str, np.ndarray]] | None = None,

@@ -20,9 +20,9 @@
 
 Nothing here is a custom class or a Lambda layer: ``keras.saving.load_model("policy.keras")`` loads the saved model
 in a Python with only TensorFlow and Keras (with a torso of the user's, one made of built-in layers too; a custom
-layer of theirs must be importable there and registered with ``keras.saving.register_keras_serializable``). The learned numbers (the layers' kernels and biases, the normaliser's
-statistics, log_std) are the model's weights, so ``policy.weights.h5`` loads into ``keras_policy(spec, weights)`` of
-any weights of the same spec; what follows from the spec alone (clip bounds, action bounds and starts) is in the
+layer of theirs must be importable there and registered with ``keras.saving.register_keras_serializable``). The
+learned numbers (the layers' kernels and biases, the normaliser's statistics, log_std) are the model's weights, so
+``policy.weights.h5`` loads into ``keras_policy(spec, weights)`` of any weights of the same spec; what follows from the spec alone (clip bounds, action bounds and starts) is in the
 layers' configuration. The normaliser's weights are float32: its mean, and as its variance the square of
 float32(sqrt(variance + 1e-8)), whose square root is that scale again, exactly.
 """

@@ -58,11 +58,12 @@ class ActorCritic(keras.Model):
             self.policy_torso, self.value_torso = [policy_torso], []
             value_width = policy_width
             if not spec.shared_torso:
+                setting = "value_torso" if spec.value_torso else "torso"
                 value_torso, value_width = build_user_torso(spec.value_torso or spec.torso, self.feature_size,
-                                                            seed + 2_000, "value_torso" if spec.value_torso else "torso")
+                                                            seed + 2_000, setting)
                 if value_torso is policy_torso:
-                    raise ConfigError(f"network.torso {spec.torso} returned the same model for the policy and the value "
-                                      "function; return a new one on each call, or set network.shared_torso=true")
+                    raise ConfigError(f"network.torso {spec.torso} returned the same model for the policy and the "
+                                      "value function; return a new one on each call, or set network.shared_torso=true")
                 self.value_torso = [value_torso]
             self.user_torsos = [*self.policy_torso, *self.value_torso]
         else:

@@ -41,9 +41,9 @@ def torso_reference(torso: Any, argument: str = "torso") -> str:
         raise ConfigError(f"{argument} must be a function (feature width -> keras.Model) or 'module:function', got "
                           f"{type(torso).__name__}")
     if "<lambda>" in qualified or "<locals>" in qualified:
+        kind = "lambda" if "<lambda>" in qualified else "nested function"
         raise ConfigError(f"{argument}={qualified} cannot be recorded: a run builds its torso again on resume, replay "
-                          f"and export by importing it, and a {'lambda' if '<lambda>' in qualified else 'nested function'}"
-                          f" cannot be imported; {DEFINE_IT}")
+                          f"and export by importing it, and a {kind} cannot be imported; {DEFINE_IT}")
     if module == "__main__":
         module = _script_module(qualified, argument)
     reference = f"{module}:{qualified}"

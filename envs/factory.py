@@ -157,16 +157,18 @@ def import_recorded_env_module(env_id: str, source: str) -> None:
         import_recorded_module(module, f"the env {env_id!r}", source)
 
 
-def import_recorded_module(module: str, subject: str, source: str, error: type[Exception] = EnvError) -> None:
+def import_recorded_module(module: str, subject: str, source: str, error: type[Exception] = EnvError,
+                           kind: str = "an env") -> None:
     """Import ``module``, which ``source`` (a run folder's config or manifest) names for ``subject`` (an env, a
     network torso), from installed packages only: never from the current folder (where a downloaded run folder may
     be opened), a folder champion put on the path, or an empty path entry; never a standard-library module or a
     ``__main__`` (a program, not a library). Modules already imported (e.g. named with ``--env-module``) are taken
-    as they are; ``error`` (one line, saying how to name a module of one's own) otherwise."""
+    as they are; ``error`` (one line, saying how to name a module of one's own) otherwise. ``kind``: what lives
+    in such a module, for that line."""
     parts = module.split(".")
     if not all(part.isidentifier() for part in parts) or "__main__" in parts or parts[0] in sys.stdlib_module_names:
-        raise error(f"{source} names {subject}, whose module {module!r} is not one champion imports; a recorded "
-                    "module must be an installed package")
+        raise error(f"{source} names {subject}, whose module {module!r} is not one {kind} lives in; a recorded "
+                    f"module of {kind} must be an installed package")
     if module in sys.modules:
         return
     untrusted = {os.path.realpath(os.getcwd()), *ADDED_FOLDERS}

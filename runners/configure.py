@@ -450,7 +450,7 @@ def import_torso_modules(network: Any, source: str | None) -> None:
             find_torso(reference)
             continue
         if source is not None:
-            import_recorded_module(module, f"the network torso {reference!r}", source, ConfigError)
+            import_recorded_module(module, f"the network torso {reference!r}", source, ConfigError, "a network torso")
         elif module not in sys.modules:
             allow_current_folder_modules()
             try:

@@ -152,7 +152,8 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
         built.callback(logger.close)
         media = None
         # a user's torso acts in TensorFlow, and an env that renders apart from it (MuJoCo) cannot then render
-        if config.media and "rgb_array" in env_info.render_modes and not (spec.user_torso and renders_apart(config.env_id)):
+        renders = "rgb_array" in env_info.render_modes and not (spec.user_torso and renders_apart(config.env_id))
+        if config.media and renders:
             media = BestPolicyMedia(config.env_id, config.eval_seed,
                                     lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height),
                                     options=EnvOptions.from_config(config))

@@ -61,7 +61,7 @@ def train(config: TrainConfig, progress: bool = True, callbacks: Sequence[Callba
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))
     if config.network.torso:  # checking the user's torso runs TensorFlow, which takes the XLA cache's place first
         xla_cache.configure()
-    network_spec(env_info, config)  # refuses an image too small for the CNN or a failing torso, before the folder exists
+    network_spec(env_info, config)  # refuses a failing torso or an image too small for the CNN, before the folder
     if choose_engine(config) == "ray":  # refuses engine=graph where it cannot run, before the folder exists
         from champion.runners.ray.cluster import preflight as ray_preflight
 

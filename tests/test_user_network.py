@@ -183,8 +183,8 @@ CHILD = textwrap.dedent('''
     actions = np.asarray(model(np.load(sys.argv[2]))["actions"])
     torso_layers = sorted(type(layer).__name__ for wrapper in model.layers if wrapper.name.endswith("_torso")
                           for torso in wrapper.layers for layer in getattr(torso, "layers", []))
-    print(json.dumps({"actions": actions.tolist(), "torso_layers": torso_layers,
-                      "loaded": sorted(name for name in sys.modules if name.split(".")[0] in ("champion", "user_torsos"))}))
+    loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("champion", "user_torsos"))
+    print(json.dumps({"actions": actions.tolist(), "torso_layers": torso_layers, "loaded": loaded}))
 ''')
 
 
@@ -222,3 +222,44 @@ def test_without_its_module_a_run_folders_torso_is_refused_in_one_line(runs, mon
     with pytest.raises(ConfigError, match=r"names the network torso 'user_torsos:residual_torso', whose module "
                                           r"'user_torsos' is not an installed package; .* --env-module user_torsos"):
         champion.replay(runs[0])
+
+
+def test_a2c_trains_a_shared_torso_and_replays_it_exactly(tmp_path):
+    """A2C with one torso for the policy and the value function: its weights are the checkpoint's once (no value
+    copy), and replay plays every recorded return again."""
+    done = champion.train("CartPole-v1", "a2c", torso=user_torsos.residual_torso, network={"shared_torso": True},
+                          total_steps=1_000, eval_every=500, eval_episodes=4, engine="gymnasium",
+                          results_dir=str(tmp_path), progress=False, media=False, crown={"at_end": False})
+    names = sorted(load_policy(done.run_dir)[0].weights)
+    assert [name for name in names if "torso" in name] == sorted(f"policy_torso/{index}_{name}" for index, name in
+                                                                  enumerate(["kernel", "bias", "gamma", "beta"] * 2
+                                                                            + ["kernel", "bias"]))
+    replayed = champion.replay(done.run_dir)
+    assert replayed.same_episodes and list(replayed.result.returns) == list(replayed.recorded_returns)
+
+
+def test_a_resume_whose_torso_function_now_builds_other_weights_is_refused_in_one_line(tmp_path, monkeypatch):
+    done = champion.train("CartPole-v1", torso=user_torsos.residual_torso, total_steps=256, eval_every=256,
+                          eval_episodes=2, engine="gymnasium", results_dir=str(tmp_path), run_name="small",
+                          progress=False, media=False, crown={"at_end": False}, num_envs=4,
+                          ppo={"jit_compile": False, "num_steps": 64, "minibatch_size": 128, "epochs": 2},
+                          use_preset=False)  # constant schedules: the run may go on past its first budget
+    monkeypatch.setattr(user_torsos, "WIDTH", 16)  # the function changed since the run started
+    with pytest.raises(ConfigError) as refused:
+        champion.resume(done.run_dir, total_steps=512, progress=False)
+    assert str(refused.value).startswith(f"network.torso {TORSO} now builds other weights than checkpoint ")
+    assert str(refused.value).endswith("the function changed since the run started; put it back as it was to resume")
+
+
+@pytest.mark.slow
+def test_ppo_with_a_residual_torso_solves_cartpole_and_replays_its_best_exactly(tmp_path):
+    """CartPole-v1's PPO preset with the residual LayerNorm torso in place of its MLP, on the gymnasium engine (every
+    step acts through the Keras model), evaluated every 2,048 steps and stopped at the first mean of 475 or more;
+    docs/benchmarks.md records the steps and times (benchmarks/user_torso.py)."""
+    result = champion.train("CartPole-v1", torso=user_torsos.residual_torso, engine="gymnasium", eval_every=2_048,
+                            stop={"at_return": 475}, results_dir=str(tmp_path), progress=False, media=False)
+    reached = [step for step, mean in result.details.evaluations if mean >= 475]
+    assert reached and result.best_mean_return >= 475
+    print(f"first evaluation at 475 or more: step {reached[0]:,}; {result.details.wall_seconds:.1f} s of training")
+    best = champion.replay(result.run_dir, entry="best")
+    assert best.same_episodes and list(best.result.returns) == list(best.recorded_returns)
