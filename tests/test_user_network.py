@@ -212,6 +212,7 @@ def test_the_keras_export_acts_like_replay_in_a_python_without_champion(runs, py
     clear = np.abs(logits[:, 0] - logits[:, 1]) > 1e-5
     assert clear.sum() >= 95
     assert np.array_equal(np.asarray(result["actions"])[clear], expected[clear])
+    assert np.array_equal(champion.load(runs[0]).act(observations), expected)  # the public Policy: replay's path
 
 
 def test_without_its_module_a_run_folders_torso_is_refused_in_one_line(runs, monkeypatch):
