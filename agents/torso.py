@@ -70,7 +70,8 @@ def find_torso(reference: str) -> Callable[..., Any]:
     runners import it first, under the trust rules of ``champion.envs.factory``). ConfigError (one line) if not."""
     if reference in GIVEN_TORSOS:
         return GIVEN_TORSOS[reference]
-    module, _, qualified = reference.partition(":")
+    named, _, qualified = reference.partition(":")
+    module = named
     if module not in sys.modules and running_script(module) is not None:
         module = "__main__"  # the program being run defines it: itself, not a second import of its file
     if module not in sys.modules:
@@ -78,10 +79,13 @@ def find_torso(reference: str) -> Callable[..., Any]:
                           f"(champion's commands: --env-module {module})")
     function = _lookup(sys.modules[module], qualified)
     if function is None:
-        raise ConfigError(f"network.torso {reference}: module {module!r} has no {qualified!r}")
-    if not callable(function):
-        raise ConfigError(f"network.torso {reference} is a {type(function).__name__}, not a function that builds a "
-                          "Keras model")
+        raise ConfigError(f"network.torso {reference}: module {named!r} has no {qualified!r}")
+    # only what the module itself defines: a name read from a run folder never reaches a function the module
+    # merely imported (os.close, sys.exit)
+    if not callable(function) or getattr(function, "__module__", None) != module:
+        raise ConfigError(f"network.torso {reference} is not a function defined in {named!r} (it is "
+                          f"{type(function).__name__} {getattr(function, '__module__', None)!r}); name the function "
+                          "that builds your Keras model")
     return function
 
 

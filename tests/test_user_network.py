@@ -89,6 +89,10 @@ BAD_TORSOS = [
     (nested_torso(), "torso=nested_torso.<locals>.inner cannot be recorded"),
     ("user_torsos", "network.torso must be module:function naming a function that builds your Keras torso"),
     ("user_torsos:missing", "network.torso user_torsos:missing: module 'user_torsos' has no 'missing'"),
+    ("user_torsos:getpid", "network.torso user_torsos:getpid is not a function defined in 'user_torsos' (it is "
+                           "builtin_function_or_method 'posix')"),
+    ("user_torsos:keras.layers.Dense", "network.torso user_torsos:keras.layers.Dense is not a function defined in "
+                                       "'user_torsos'"),
     (user_torsos.WIDTH, "torso must be a function (feature width -> keras.Model) or 'module:function', got int"),
     (user_torsos.not_a_model, "network.torso user_torsos:not_a_model returned list, not a Keras model"),
     (user_torsos.rank_three_torso, "network.torso user_torsos:rank_three_torso: its model maps a [2, 4] batch of "
@@ -102,7 +106,8 @@ BAD_TORSOS = [
 
 
 @pytest.mark.parametrize("torso, expected", BAD_TORSOS, ids=[
-    "lambda", "nested", "no-function", "missing", "number", "not-a-model", "rank-3", "same-model", "failing"])
+    "lambda", "nested", "no-function", "missing", "imported", "imported-class", "number", "not-a-model", "rank-3",
+    "same-model", "failing"])
 def test_a_torso_that_cannot_be_recorded_or_built_is_refused_in_one_line_before_the_run_folder(torso, expected,
                                                                                                tmp_path):
     with pytest.raises(ConfigError) as refused:
