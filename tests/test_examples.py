@@ -59,7 +59,7 @@ def test_the_custom_network_example_learns_replays_exports_and_its_replay_comman
     for name in ("custom_network.py", "custom_env.py"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
-    completed = subprocess.run([sys.executable, "custom_network.py", "4000"], cwd=tmp_path, capture_output=True,
+    completed = subprocess.run([sys.executable, "custom_network.py", "2048"], cwd=tmp_path, capture_output=True,
                                text=True, timeout=300, env=environment)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert "best mean return 0.60 (the best possible is 0.60)" in completed.stdout
