@@ -231,16 +231,18 @@ def test_without_its_module_a_run_folders_torso_is_refused_in_one_line(runs, mon
         champion.replay(runs[0])
 
 
-def test_a2c_trains_a_shared_torso_and_replays_it_exactly(tmp_path):
-    """A2C with one torso for the policy and the value function: its weights are the checkpoint's once (no value
-    copy), and replay plays every recorded return again."""
+def test_a2c_trains_a_shared_torso_on_the_graph_engine_and_replays_it_exactly(tmp_path):
+    """A2C with one torso for the policy and the value function, on the graph engine (the torso acts inside the
+    fused XLA call there, and through Keras in the evaluations): its weights are saved once (no value copy), and
+    replay plays every recorded return again."""
     done = champion.train("CartPole-v1", "a2c", torso=user_torsos.residual_torso, network={"shared_torso": True},
-                          total_steps=1_000, eval_every=500, eval_episodes=4, engine="gymnasium",
+                          total_steps=1_000, eval_every=500, eval_episodes=4, engine="graph",
                           results_dir=str(tmp_path), progress=False, media=False, crown={"at_end": False})
     names = sorted(load_policy(done.run_dir)[0].weights)
     assert [name for name in names if "torso" in name] == sorted(f"policy_torso/{index}_{name}" for index, name in
                                                                   enumerate(["kernel", "bias", "gamma", "beta"] * 2
                                                                             + ["kernel", "bias"]))
+    assert done.details.engine["kind"] == "graph"
     replayed = champion.replay(done.run_dir)
     assert replayed.same_episodes and list(replayed.result.returns) == list(replayed.recorded_returns)
 
