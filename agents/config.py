@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,10 @@ class NetworkConfig:
     """Image observations: [filters, kernel, stride] of each convolution (ReLU, no padding); the default is the Nature DQN CNN, which needs images of at least 36x36."""
     cnn_features: int = 512
     """Image observations: units of the dense ReLU layer after the convolutions."""
+    torso: str | None = None
+    """Your own Keras network as the torso, module:function (the function takes the feature width and returns a keras.Model from [batch, width] to [batch, features]); champion keeps its encoders, heads and distributions around it and acts with it in TensorFlow; hidden_sizes and activation are then unused (null: the MLP)."""
+    value_torso: str | None = None
+    """The value function's own torso, module:function, when it should differ from torso's (null: torso built again with weights of its own, or shared with shared_torso)."""
 
 
 @dataclass(frozen=True)
@@ -359,6 +364,9 @@ def validate(config: TrainConfig) -> None:
     _validate_crown(config)
     _validate_stop(config.stop)
     if config.engine == "ray":
+        _require(config.network.torso is None,
+                 f"engine=ray acts in numpy on TensorFlow-free workers, which cannot run network.torso "
+                 f"{config.network.torso} (your own Keras network); use engine=gymnasium or auto")
         _validate_ray(config)
     prefix = config.algo
     hyper = config.algo_config
@@ -378,7 +386,20 @@ def validate(config: TrainConfig) -> None:
         _positive_finite("a2c.optimizer_epsilon", hyper.optimizer_epsilon)
 
 
+TORSO_REFERENCE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+"""A torso's name as a run records it: an importable module, a colon, the function's name in it."""
+
+
 def _validate_network(network: NetworkConfig) -> None:
+    for name in ("torso", "value_torso"):
+        value = getattr(network, name)
+        _require(value is None or (isinstance(value, str) and TORSO_REFERENCE.fullmatch(value) is not None),
+                 f"network.{name} must be module:function naming a function that builds your Keras torso (e.g. "
+                 f"my_package.nets:residual_torso), or null, got {value!r}")
+    if network.value_torso is not None:
+        _require(network.torso is not None, "network.value_torso needs network.torso (the policy's torso) as well")
+        _require(not network.shared_torso, "network.value_torso needs two torsos; with network.shared_torso=true "
+                 "leave it null")
     _require(
         all(_is_integer(size) and size > 0 for size in network.hidden_sizes),
         f"network.hidden_sizes must be a list of positive integers (empty: heads right on the encoders), got "

@@ -11,16 +11,18 @@
   x / 255: a ``Normalization`` of mean 0 and variance 255**2) and through the CNN, vector leaves through the running
   observation normalisation and its clipping (a ``Normalization`` holding the statistics as its weights, then
   ``Maximum`` / ``Minimum`` with the clip bounds: exact, as in ``NumpyPolicy``);
-- the torsos (shared or separate, the configured activation) and the heads;
+- the torsos (shared or separate, the configured activation; or the user's own Keras torso, ``network.torso``, as
+  its function builds it: its layers are then the user's) and the heads;
 - the outputs, a dict: ``logits`` (discrete, multidiscrete, multibinary) or ``mean`` and ``log_std`` (continuous),
   ``value`` ([batch]), and ``actions``, the deterministic action ``champion replay`` sends to the env (argmax of each
   component's logits plus the space's start, int32; 1 where a logit is positive, int32; the mean clipped to the
   action bounds, float32), in the env's action shape.
 
 Nothing here is a custom class or a Lambda layer: ``keras.saving.load_model("policy.keras")`` loads the saved model
-in a Python with only TensorFlow and Keras. The learned numbers (the layers' kernels and biases, the normaliser's
-statistics, log_std) are the model's weights, so ``policy.weights.h5`` loads into ``keras_policy(spec, weights)`` of
-any weights of the same spec; what follows from the spec alone (clip bounds, action bounds and starts) is in the
+in a Python with only TensorFlow and Keras (with a torso of the user's, one made of built-in layers too; a custom
+layer of theirs must be importable there and registered with ``keras.saving.register_keras_serializable``). The
+learned numbers (the layers' kernels and biases, the normaliser's statistics, log_std) are the model's weights, so
+``policy.weights.h5`` loads into ``keras_policy(spec, weights)`` of any weights of the same spec; what follows from the spec alone (clip bounds, action bounds and starts) is in the
 layers' configuration. The normaliser's weights are float32: its mean, and as its variance the square of
 float32(sqrt(variance + 1e-8)), whose square root is that scale again, exactly.
 """
@@ -97,8 +99,13 @@ class _Builder:
         inputs = {leaf.name: keras.Input(shape=leaf.shape, dtype=export_dtype(leaf), name=leaf.name)
                   for leaf in spec.observation_leaves}
         features = self.features(inputs)
-        policy = self.torso("policy_torso", features, spec.hidden_sizes)
-        value_features = policy if spec.shared_torso else self.torso("value_torso", features, spec.value_sizes)
+        if spec.user_torso:
+            policy = self.user_torso("policy_torso", spec.torso, features)
+            value_features = (policy if spec.shared_torso
+                              else self.user_torso("value_torso", spec.value_torso or spec.torso, features))
+        else:
+            policy = self.torso("policy_torso", features, spec.hidden_sizes)
+            value_features = policy if spec.shared_torso else self.torso("value_torso", features, spec.value_sizes)
         head = self.dense("policy_head", policy, spec.action_size, None)
         value = L.Reshape((), name=self.name("value"))(self.dense("value_head", value_features, 1, None))
         if spec.action_kind == "continuous":
@@ -198,6 +205,18 @@ class _Builder:
         for index, size in enumerate(sizes):
             features = self.dense(f"{prefix}_{index}", features, size, self.spec.activation)
         return features
+
+    def user_torso(self, prefix: str, reference: str, features: keras.KerasTensor) -> keras.KerasTensor:
+        """The user's torso as its function builds it (its module imported already), with the weights saved under
+        ``prefix`` (``ActorCritic.named_weights``: its weights by their place in it), inside a model named ``prefix``:
+        the policy's and the value function's copies of a torso have the same name, which a model may hold once."""
+        from champion.agents.networks import build_user_torso
+
+        torso, _ = build_user_torso(reference, features.shape[-1], seed=0)
+        self.assign.append((torso, [self.weights[f"{prefix}/{index}_{variable.name}"]
+                                    for index, variable in enumerate(torso.weights)]))
+        inputs = keras.Input((features.shape[-1],), name=self.name(f"{prefix}_features"))
+        return keras.Model(inputs, torso(inputs), name=self.name(prefix))(features)
 
     def dense(self, name: str, features: keras.KerasTensor, units: int, activation: str | None) -> keras.KerasTensor:
         layer = L.Dense(units, activation=activation, name=self.name(name))

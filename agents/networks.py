@@ -5,18 +5,24 @@ The model is the whole policy: saving its weights saves everything needed to act
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from champion.agents.config import ConfigError
 from champion.agents.normalization import RunningNormalization
 from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import ACTION_KINDS, NetworkSpec
+from champion.agents.torso import find_torso
+from champion.errors import first_line
 
-__all__ = ["ActorCritic", "NetworkSpec", "assign_weight_arrays", "checkpointable_weights", "numpy_policy", "weight_arrays",
-           "weight_name"]
+__all__ = ["ActorCritic", "NetworkSpec", "assign_weight_arrays", "build_user_torso", "checkpointable_weights",
+           "named_weights", "numpy_policy", "weight_arrays", "weight_name", "weight_reader", "with_torso_layout"]
 
 if keras.backend.backend() != "tensorflow":
     raise ImportError(f"champion needs Keras' TensorFlow backend, but KERAS_BACKEND or ~/.keras/keras.json selects "
@@ -46,10 +52,26 @@ class ActorCritic(keras.Model):
         self.encoders = [_cnn(spec, seed + 400 + 10 * index, f"image_{index}")
                          for index, _ in enumerate(spec.leaf_columns("image"))]
         self.feature_size = self._feature_size()
-        self.policy_torso = self._torso("policy_torso", seed, spec.hidden_sizes)
-        self.value_torso = [] if spec.shared_torso else self._torso("value_torso", seed + 100, spec.value_sizes)
-        policy_width = spec.hidden_sizes[-1] if spec.hidden_sizes else self.feature_size
-        value_width = (spec.value_sizes or (self.feature_size,))[-1] if not spec.shared_torso else policy_width
+        self.user_torsos: list[keras.layers.Layer] = []
+        if spec.user_torso:  # the user's own network(s), built and checked (``build_user_torso``)
+            policy_torso, policy_width = build_user_torso(spec.torso, self.feature_size, seed + 1_000)
+            self.policy_torso, self.value_torso = [policy_torso], []
+            value_width = policy_width
+            if not spec.shared_torso:
+                setting = "value_torso" if spec.value_torso else "torso"
+                value_torso, value_width = build_user_torso(spec.value_torso or spec.torso, self.feature_size,
+                                                            seed + 2_000, setting)
+                if value_torso is policy_torso:
+                    raise ConfigError(f"network.torso {spec.torso} returned the same model for the policy and the "
+                                      "value function; return a new one on each call, or set network.shared_torso=true")
+                self.value_torso = [value_torso]
+            self.user_torsos = [*self.policy_torso, *self.value_torso]
+        else:
+            self.policy_torso = self._torso("policy_torso", seed, spec.hidden_sizes)
+            self.value_torso = [] if spec.shared_torso else self._torso("value_torso", seed + 100, spec.value_sizes)
+            policy_width = spec.hidden_sizes[-1] if spec.hidden_sizes else self.feature_size
+            value_width = (spec.value_sizes or (self.feature_size,))[-1] if not spec.shared_torso else policy_width
+        self.policy_width, self.value_width = policy_width, value_width
         self.policy_head = _dense(spec.action_size, None, 0.01, seed + 200, "policy_head", spec.ortho_init, policy_width)
         self.value_head = _dense(1, None, 1.0, seed + 300, "value_head", spec.ortho_init, value_width)
         self.log_std = (self.add_weight(shape=(spec.action_size,), name="log_std", trainable=True,
@@ -72,14 +94,24 @@ class ActorCritic(keras.Model):
                 if not layer.built:
                     layer.build(shape)
                 shape = layer.compute_output_shape(shape)
-        for layers, head in ((self.policy_torso, self.policy_head), (self.value_torso or self.policy_torso, self.value_head)):
-            width = self.feature_size
+        for layers, head, width in ((self.policy_torso, self.policy_head, self.policy_width),
+                                    (self.value_torso or self.policy_torso, self.value_head, self.value_width)):
+            inputs = self.feature_size
             for layer in layers:
-                if not layer.built:
-                    layer.build((None, width))
-                width = layer.units
+                if not layer.built:  # a torso of the user's was built when it was checked
+                    layer.build((None, inputs))
+                inputs = getattr(layer, "units", inputs)
             head.build((None, width))
         self.built = True
+
+    def named_weights(self) -> list[tuple[str, keras.Variable]]:
+        """Every weight with the name it is saved and checkpointed under: layer/variable for champion's layers, and
+        for a torso of the user's its place in that torso (``policy_torso/3_gamma``), since Keras names the user's
+        layers by how many were made before in the process."""
+        names = {id(variable): f"{prefix}/{index}_{variable.name}"
+                 for prefix, torso in zip(("policy_torso", "value_torso"), self.user_torsos)
+                 for index, variable in enumerate(torso.weights)}
+        return [(names.get(id(variable)) or weight_name(variable), variable) for variable in self.weights]
 
     def _torso(self, prefix: str, seed: int, sizes: tuple[int, ...]) -> list[keras.layers.Dense]:
         inputs = (self.feature_size, *sizes[:-1])
@@ -162,15 +194,77 @@ def _run(layers: list[keras.layers.Layer], features: tf.Tensor) -> tf.Tensor:
     return features
 
 
+def build_user_torso(reference: str, width: int, seed: int, setting: str = "torso") -> tuple[keras.layers.Layer, int]:
+    """The user's torso ``reference`` names, built for ``width`` features and checked, with the width of its output.
+
+    The function is called with ``width``; Python's random generator is seeded with ``seed`` meanwhile (and put back
+    after), so that Keras initialisers without a seed of their own, which draw theirs from it, start the same run
+    the same way. ConfigError (one line) when it fails, returns no Keras model, or its model does not map a
+    [batch, width] batch to [batch, features]."""
+    function, name = find_torso(reference), f"network.{setting} {reference}"
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        torso = function(width)
+    except Exception as error:  # the user's code can fail in any way
+        raise ConfigError(f"{name} failed when called with the feature width {width}: {type(error).__name__}: "
+                          f"{first_line(error, limit=200)}") from None
+    finally:
+        random.setstate(state)
+    if not isinstance(torso, keras.layers.Layer):
+        raise ConfigError(f"{name} returned {type(torso).__name__}, not a Keras model; it must return a keras.Model "
+                          f"from [batch, {width}] features to [batch, features]")
+    try:
+        output = torso(np.zeros((2, width), np.float32))
+    except Exception as error:  # noqa: BLE001 - the user's layers can fail in any way
+        raise ConfigError(f"{name}: its model fails on a [2, {width}] batch of features ({type(error).__name__}: "
+                          f"{first_line(error, limit=200)})") from None
+    shape = tuple(getattr(output, "shape", ()))
+    if not tf.is_tensor(output) or len(shape) != 2 or shape[0] != 2 or not output.dtype.is_floating or not shape[1]:
+        given = f"shape {shape} ({output.dtype.name})" if tf.is_tensor(output) else type(output).__name__
+        raise ConfigError(f"{name}: its model maps a [2, {width}] batch of features to {given}; a torso must give one "
+                          "float tensor of shape [batch, features] (end it with a Dense or Flatten layer)")
+    return torso, int(shape[1])
+
+
+def with_torso_layout(spec: NetworkSpec, seed: int = 0) -> NetworkSpec:
+    """``spec`` with the weights (names, shapes) and output widths of its user torso(s) recorded, as built now."""
+    if not spec.user_torso:
+        return spec
+    model = ActorCritic(dataclasses.replace(spec, torso_weights=(), torso_widths=()), seed=seed)
+    layout = tuple((name, tuple(int(size) for size in variable.shape)) for name, variable in named_weights(model)
+                   if name.split("/")[0] in ("policy_torso", "value_torso"))
+    widths = (model.policy_width,) if spec.shared_torso else (model.policy_width, model.value_width)
+    return dataclasses.replace(spec, torso_weights=layout, torso_widths=widths)
+
+
 def numpy_policy(model: ActorCritic, seed: int = 0) -> NumpyPolicy:
-    """A NumpyPolicy that acts with ``model``'s weights (read again by its ``refresh``)."""
-    variables = model.weights
-    names = [weight_name(variable) for variable in variables]
-    # One graph call reads every weight, instead of one .numpy() call per variable.
-    read_all = tf.function(lambda: [tf.identity(variable.value) for variable in variables], autograph=False)
-    policy = NumpyPolicy(model.spec, lambda: {name: tensor.numpy() for name, tensor in zip(names, read_all())}, seed)
+    """A NumpyPolicy that acts with ``model``'s weights (read again by its ``refresh``); ValueError for a torso of
+    the user's, which numpy cannot compute (``champion.agents.acting.model_policy`` acts with either)."""
+    if model.spec.user_torso:
+        raise ValueError(f"numpy cannot compute network.torso {model.spec.torso}; act with "
+                         "champion.agents.acting.model_policy(model)")
+    policy = NumpyPolicy(model.spec, weight_reader(model), seed)
     policy.model = model
     return policy
+
+
+def weight_reader(model: keras.Model) -> Callable[[], dict[str, np.ndarray]]:
+    """A function giving the model's current weights by name (``named_weights``), all read by one graph call
+    instead of one .numpy() call per variable."""
+    named = named_weights(model)
+    variables = [variable for _, variable in named]
+    names = [name for name, _ in named]
+    read_all = tf.function(lambda: [tf.identity(variable.value) for variable in variables], autograph=False)
+    return lambda: {name: tensor.numpy() for name, tensor in zip(names, read_all())}
+
+
+def named_weights(model: keras.Model) -> list[tuple[str, keras.Variable]]:
+    """The model's weights with the names they are saved under (``ActorCritic.named_weights``; layer/variable for
+    another model)."""
+    if isinstance(model, ActorCritic):
+        return model.named_weights()
+    return [(weight_name(variable), variable) for variable in model.weights]
 
 
 def checkpointable_weights(model: keras.Model) -> tf.train.Checkpoint:
@@ -179,17 +273,17 @@ def checkpointable_weights(model: keras.Model) -> tf.train.Checkpoint:
     Keras 3 does not expose layers held in Python lists to TensorFlow's object tracking, so
     checkpointing the model object itself would silently miss the torso.
     """
-    return tf.train.Checkpoint(**{weight_name(variable).replace("/", "__"): variable for variable in model.weights})
+    return tf.train.Checkpoint(**{name.replace("/", "__"): variable for name, variable in named_weights(model)})
 
 
 def weight_arrays(model: keras.Model) -> dict[str, np.ndarray]:
-    """The model's weights by name (layer/variable), independent of the model's own name."""
-    return {weight_name(variable): variable.numpy() for variable in model.weights}
+    """The model's weights by name (``named_weights``), independent of the model's own name."""
+    return {name: variable.numpy() for name, variable in named_weights(model)}
 
 
 def assign_weight_arrays(model: keras.Model, arrays: dict[str, np.ndarray]) -> None:
     """Load weights by name; refuse (ValueError) on missing, extra or differently shaped ones."""
-    names = {weight_name(variable): variable for variable in model.weights}
+    names = dict(named_weights(model))
     missing = sorted(set(names) - set(arrays))
     extra = sorted(set(arrays) - set(names))
     if missing or extra:

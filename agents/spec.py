@@ -107,6 +107,27 @@ class NetworkSpec:
     """image leaves: (filters, kernel, stride) of each convolution (ReLU, no padding)."""
     cnn_features: int = 512
     """image leaves: units of the dense ReLU layer after the convolutions."""
+    torso: str | None = None
+    """A torso of the user's own ("module:function", ``champion.agents.torso``) in place of the MLP: the policy's, or
+    the shared one with shared_torso (None: the MLP of hidden_sizes)."""
+    value_torso: str | None = None
+    """The value function's own torso ("module:function") when it differs from ``torso`` (None: ``torso`` built
+    again, with weights of its own, unless shared_torso)."""
+    torso_weights: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    """With a torso of the user's: every weight of it (name, shape) as built when the run started, so that saved
+    weights are checked against the network without building it."""
+    torso_widths: tuple[int, ...] = ()
+    """With a torso of the user's: the width of its output (policy, then value unless shared)."""
+
+    @property
+    def user_torso(self) -> bool:
+        """Whether the torso is the user's own Keras network (acting then runs it in TensorFlow, not numpy)."""
+        return self.torso is not None
+
+    @property
+    def torso_references(self) -> tuple[str, ...]:
+        """The "module:function" names the network's torsos are built from (none for the MLP)."""
+        return tuple(reference for reference in (self.torso, self.value_torso) if reference)
 
     @property
     def observation_size(self) -> int:
@@ -150,10 +171,15 @@ class NetworkSpec:
         return [offset + index for leaf, offset in self.leaf_columns("box") for index in range(leaf.size)]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
+        """JSON-friendly form. Without a torso of the user's its fields are left out, so that the manifests and
+        checkpoints of such networks read and compare as those from before it existed."""
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["observation_leaves"] = [leaf.to_dict() for leaf in self.observation_leaves]
         data["cnn_layers"] = [list(layer) for layer in self.cnn_layers]
+        data["torso_weights"] = [[name, list(shape)] for name, shape in self.torso_weights]
+        if not self.user_torso:
+            for name in USER_TORSO_FIELDS:
+                del data[name]
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
     @property
@@ -171,12 +197,20 @@ class NetworkSpec:
         values["observation_leaves"] = tuple(ObservationLeaf.from_dict(leaf) for leaf in values["observation_leaves"])
         if "cnn_layers" in values:
             values["cnn_layers"] = tuple(tuple(int(size) for size in layer) for layer in values["cnn_layers"])
+        if "torso_weights" in values:
+            values["torso_weights"] = tuple((str(name), tuple(int(size) for size in shape))
+                                            for name, shape in values["torso_weights"])
         if values.get("value_hidden_sizes") is not None:
             values["value_hidden_sizes"] = tuple(values["value_hidden_sizes"])
-        for key in ("hidden_sizes", "action_low", "action_high", "action_nvec", "action_start", "action_env_shape"):
+        for key in ("hidden_sizes", "action_low", "action_high", "action_nvec", "action_start", "action_env_shape",
+                    "torso_widths"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)
+
+
+USER_TORSO_FIELDS = ("torso", "value_torso", "torso_weights", "torso_widths")
+"""NetworkSpec's fields for a torso of the user's (``to_dict`` leaves them out when there is none)."""
 
 
 def cnn_output_size(height: int, width: int, layers: tuple[tuple[int, int, int], ...]) -> tuple[int, int] | None:
@@ -228,15 +262,29 @@ def weight_shapes(spec: NetworkSpec) -> dict[str, tuple[int, ...]]:
             channels = filters
         out_height, out_width = cnn_output_size(height, width, spec.cnn_layers) or (0, 0)
         _dense_shapes(shapes, f"image_{index}_dense", out_height * out_width * channels, spec.cnn_features)
-    passthrough = sum(leaf.size for leaf in spec.observation_leaves if leaf.kind in ("onehot", "binary"))
-    features = vector_size + spec.cnn_features * len(images) + passthrough
-    policy_width = _torso_shapes(shapes, "policy_torso", features, spec.hidden_sizes)
-    value_width = policy_width if spec.shared_torso else _torso_shapes(shapes, "value_torso", features, spec.value_sizes)
+    features = feature_width(spec)
+    if spec.user_torso:  # the user's layers, as recorded when the run started
+        shapes.update(dict(spec.torso_weights))
+        policy_width = spec.torso_widths[0] if spec.torso_widths else 0
+        value_width = spec.torso_widths[-1] if spec.torso_widths else 0
+    else:
+        policy_width = _torso_shapes(shapes, "policy_torso", features, spec.hidden_sizes)
+        value_width = (policy_width if spec.shared_torso
+                       else _torso_shapes(shapes, "value_torso", features, spec.value_sizes))
     _dense_shapes(shapes, "policy_head", policy_width, spec.action_size)
     _dense_shapes(shapes, "value_head", value_width, 1)
     if spec.action_kind == "continuous":
         shapes["log_std"] = (spec.action_size,)
     return shapes
+
+
+def feature_width(spec: NetworkSpec) -> int:
+    """Width of what the encoders give the torso: the vector leaves, each image's CNN features, the one-hot and
+    binary leaves."""
+    vector_size = sum(leaf.size for leaf in spec.observation_leaves if leaf.kind == "box")
+    images = sum(leaf.kind == "image" for leaf in spec.observation_leaves)
+    passthrough = sum(leaf.size for leaf in spec.observation_leaves if leaf.kind in ("onehot", "binary"))
+    return vector_size + spec.cnn_features * images + passthrough
 
 
 def parameter_count(spec: NetworkSpec) -> int:

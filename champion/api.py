@@ -6,7 +6,7 @@ TensorFlow. Errors are ``champion.ChampionError``s carrying the one line the ``c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +67,7 @@ class Preset:
 def train(env_id: str | None = None, algo: str | None = None, *, total_steps: int | None = None,
           seed: int | None = None, config: str | Path | Mapping[str, Any] | None = None,
           callbacks: Sequence[Callback] = (), progress: bool = True, use_preset: bool = True,
+          torso: Callable[[int], Any] | str | None = None, value_torso: Callable[[int], Any] | str | None = None,
           **overrides: Any) -> RunResult:
     """Train ``algo`` (default ppo) on ``env_id`` and keep its best policy in a new run folder
     (``results/<env>/<algo>/<run>``).
@@ -78,6 +79,14 @@ def train(env_id: str | None = None, algo: str | None = None, *, total_steps: in
     evaluations, new bests and checkpoints and may stop the run (``champion.Callback``). ``seed`` (default 0) seeds
     the network, the sampling and the training envs. Bad settings raise ``champion.ConfigError`` before anything is
     written, and before TensorFlow is imported.
+
+    ``torso`` puts your own Keras network in place of the MLP torso: a function that takes the width of the
+    features (the observation, normalised when ``network.normalize_observations`` is on, or the encoders' output)
+    and returns a ``keras.Model`` from [batch, width] to [batch, features], or its name ``"module:function"``
+    (config key ``network.torso``). champion adds the heads, the normalisation and the distributions, and acts
+    with it in TensorFlow. The value function gets its own copy (``value_torso``: another function), or shares it
+    with ``network={"shared_torso": True}``. A run records the function by name (a lambda or a nested function is
+    refused): resume, replay and export import its module again, from installed packages or a module you name.
     """
     from champion.runners.configure import resolve_config
     from champion.runners.hooks import Hooks
@@ -86,8 +95,10 @@ def train(env_id: str | None = None, algo: str | None = None, *, total_steps: in
     Hooks(callbacks)  # a wrong callbacks argument is refused before anything else
     env_id, algo, settings, config_file = _train_settings(env_id, algo, config, overrides)
     settings.update({key: value for key, value in (("seed", seed), ("total_steps", total_steps)) if value is not None})
+    settings.update(_torso_settings(torso, value_torso))
     resolved, note = resolve_config(env_id, algo or "ppo", settings, use_preset=use_preset, config_file=config_file,
                                     strict=True)
+    _import_torsos(resolved, config_file)
     _check_before_training(resolved)
     notes = [*(config_file.notes if config_file and "run_name" not in settings else ()), *([note] if note else [])]
     for text in notes if progress else ():
@@ -131,6 +142,24 @@ def _train_settings(env_id: str | None, algo: str | None, config: str | Path | M
     elif ":" in env_id:
         import_recorded_env_module(env_id, str(config_file.path if config_file else "config"))
     return env_id, algo, {**mapping, **_flatten(overrides)}, config_file
+
+
+def _torso_settings(torso: Any, value_torso: Any) -> dict[str, str]:
+    """``train``'s torso arguments as config keys: each function's recorded name (one line when it has none)."""
+    from champion.agents.torso import torso_reference
+
+    given = (("network.torso", torso, "torso"), ("network.value_torso", value_torso, "value_torso"))
+    return {key: torso_reference(value, argument) for key, value, argument in given if value is not None}
+
+
+def _import_torsos(config: Any, config_file: Any) -> None:
+    """Import the network torsos' modules: from installed packages only when a config file names them (as a run
+    folder's config.yaml does), else (the caller named them) from the current folder too."""
+    from champion.runners.configure import import_torso_modules
+
+    named_by_file = config_file is not None and all(
+        config_file.settings.get(f"network.{key}") == getattr(config.network, key) for key in ("torso", "value_torso"))
+    import_torso_modules(config.network, str(config_file.path) if named_by_file else None)
 
 
 def resume(run_dir: str | Path, *, total_steps: int | None = None, callbacks: Sequence[Callback] = (),

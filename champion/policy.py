@@ -103,7 +103,8 @@ class Policy:
         return make_env(self.env_id, options, flatten=False, **extra)
 
     def keras_model(self) -> keras.Model:
-        """The same policy as a Keras model of built-in layers (what ``champion export --format keras`` writes):
+        """The same policy as a Keras model of built-in layers, and of the run's own torso's when it has one (what
+        ``champion export --format keras`` writes):
         observations in (one input per leaf), out a dict with ``actions`` (what ``act`` gives), the distribution's
         parameters (``logits``, or ``mean`` and ``log_std``) and the ``value``."""
         from champion.agents.keras_policy import keras_policy

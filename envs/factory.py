@@ -151,17 +151,24 @@ def allow_current_folder_modules() -> None:
 
 def import_recorded_env_module(env_id: str, source: str) -> None:
     """Import the module of an env id read from a file (``source``: a run folder's config or manifest) from
-    installed packages only: never from the current folder (where a downloaded run folder may be opened), a folder
-    champion put on the path, or an empty path entry; never a standard-library module or a ``__main__`` (a
-    program, not a library). Modules already imported (e.g. named with ``--env-module``) are taken as they are;
-    EnvError (one line, saying how to name a module of one's own) otherwise."""
+    installed packages only (``import_recorded_module``); EnvError (one line) otherwise."""
     module = env_id.split(":", 1)[0] if ":" in env_id else ""
-    if not module:
-        return
+    if module:
+        import_recorded_module(module, f"the env {env_id!r}", source)
+
+
+def import_recorded_module(module: str, subject: str, source: str, error: type[Exception] = EnvError,
+                           kind: str = "an env") -> None:
+    """Import ``module``, which ``source`` (a run folder's config or manifest) names for ``subject`` (an env, a
+    network torso), from installed packages only: never from the current folder (where a downloaded run folder may
+    be opened), a folder champion put on the path, or an empty path entry; never a standard-library module or a
+    ``__main__`` (a program, not a library). Modules already imported (e.g. named with ``--env-module``) are taken
+    as they are; ``error`` (one line, saying how to name a module of one's own) otherwise. ``kind``: what lives
+    in such a module, for that line."""
     parts = module.split(".")
     if not all(part.isidentifier() for part in parts) or "__main__" in parts or parts[0] in sys.stdlib_module_names:
-        raise EnvError(f"{source} names the env {env_id!r}, whose module {module!r} is not one an env lives in; "
-                       "a recorded env's module must be an installed package")
+        raise error(f"{source} names {subject}, whose module {module!r} is not one {kind} lives in; a recorded "
+                    f"module of {kind} must be an installed package")
     if module in sys.modules:
         return
     untrusted = {os.path.realpath(os.getcwd()), *ADDED_FOLDERS}
@@ -170,15 +177,15 @@ def import_recorded_env_module(env_id: str, source: str) -> None:
     sys.path[:] = trusted  # the meta path's finders (editable installs among them) look only here
     try:
         if importlib.util.find_spec(parts[0]) is None:
-            raise EnvError(f"{source} names the env {env_id!r}, whose module {module!r} is not an installed package; "
-                           "champion imports the module of a recorded env only from installed packages, so that "
-                           f"opening a run folder never runs code from it. If you trust {module!r}, name it: "
-                           f"--env-module {module} (from Python: import {module} first)")
+            raise error(f"{source} names {subject}, whose module {module!r} is not an installed package; champion "
+                        "imports a module recorded in a run folder only from installed packages, so that opening a "
+                        f"run folder never runs code from it. If you trust {module!r}, name it: --env-module {module} "
+                        f"(from Python: import {module} first)")
         importlib.import_module(module)
-    except EnvError:
+    except error:
         raise
-    except (Exception, SystemExit) as error:  # a user's module can fail in any way while importing
-        raise EnvError(f"cannot import {module!r} for the env {env_id!r}: {type(error).__name__}: {error}") from None
+    except (Exception, SystemExit) as failure:  # a user's module can fail in any way while importing
+        raise error(f"cannot import {module!r} for {subject}: {type(failure).__name__}: {failure}") from None
     finally:
         sys.path[:] = path
 

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import reprlib
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from champion.agents.config import ConfigError, TrainConfig, validate
+from champion.agents.config import TORSO_REFERENCE, ConfigError, TrainConfig, validate
 from champion.envs import presets
 from champion.runners.store.folder_trust import read_yaml_file
 
@@ -285,8 +286,8 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     """A run folder's config.yaml as a TrainConfig; ConfigError (one line naming the file, what is wrong and what is
     right) when it cannot be read, expands past a sane size, is not champion's mapping, or holds a key or value
     champion does not take; EnvError when its env's module is not an installed package (nor already imported,
-    e.g. by ``--env-module``). The run name is not checked again: the folder exists, and older champions allowed names
-    a new run may not take."""
+    e.g. by ``--env-module``), ConfigError when its network torso's module is not. The run name is not checked
+    again: the folder exists, and older champions allowed names a new run may not take."""
     path = Path(run_dir) / "config.yaml"
     try:
         data = read_yaml_file(path)
@@ -314,6 +315,7 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     from champion.envs.factory import import_recorded_env_module
 
     import_recorded_env_module(config.env_id, str(path))
+    import_torso_modules(config.network, str(path))
     return config
 
 
@@ -444,3 +446,37 @@ def _is_whole(value: Any) -> bool:
 
 def _to_int(value: Any) -> int:
     return value if isinstance(value, int) else int(float(value))
+
+
+def import_torso_modules(network: Any, source: str | None) -> None:
+    """Import the modules of a network's torso functions (``network.torso`` and ``network.value_torso``: a
+    NetworkConfig or NetworkSpec) and check that each names a function. A name ``source`` read from a file (a run
+    folder's config.yaml or manifest, a config file) is imported from installed packages only, as a recorded env's
+    module is (``champion.envs.factory.import_recorded_module``); one the user named (``source`` None) may also be in
+    the current folder. ConfigError (one line) otherwise."""
+    import importlib
+
+    from champion.agents.torso import GIVEN_TORSOS, find_torso, running_script
+    from champion.envs.factory import allow_current_folder_modules, import_recorded_module
+
+    for setting in ("torso", "value_torso"):
+        reference = getattr(network, setting)
+        if reference is None or reference in GIVEN_TORSOS:
+            continue
+        if not isinstance(reference, str) or TORSO_REFERENCE.fullmatch(reference) is None:
+            raise ConfigError(f"{source or 'the config'} names the network {setting} {reference!r}, which is not "
+                              "module:function")
+        module = reference.split(":", 1)[0]
+        if running_script(module) is not None:  # the program being run (python module.py) defines it
+            find_torso(reference)
+            continue
+        if source is not None:
+            import_recorded_module(module, f"the network torso {reference!r}", source, ConfigError, "a network torso")
+        elif module not in sys.modules:
+            allow_current_folder_modules()
+            try:
+                importlib.import_module(module)
+            except Exception as error:  # a user's module can fail in any way while importing
+                raise ConfigError(f"network.{setting} {reference}: cannot import {module!r} ({type(error).__name__}: "
+                                  f"{error})") from None
+        find_torso(reference)

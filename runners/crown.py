@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from champion.agents.config import CrownConfig, TrainConfig
+from champion.agents.acting import acting_policy
 from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import NetworkSpec
 from champion.runners.crown_players import Player, ProcessPlayer, RayPlayer
@@ -68,7 +69,7 @@ class Candidate:
         return self.name.startswith(FINAL_PREFIX)
 
     def policy(self) -> NumpyPolicy:
-        return NumpyPolicy(NetworkSpec.from_dict(self.stored.manifest["network"]), weights=self.stored.weights)
+        return acting_policy(NetworkSpec.from_dict(self.stored.manifest["network"]), self.stored.weights)
 
 
 @dataclass(frozen=True)

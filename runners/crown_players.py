@@ -62,6 +62,8 @@ class ProcessPlayer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.env_id, self.options, self.workers = config.env_id, EnvOptions.from_config(config), config.crown.workers
+        if config.network.torso:  # it acts in TensorFlow: a spawned process would import it and build it again
+            self.workers = 1
         self.max_episodes, self.where = config.crown.episodes, "this process"
         self._pool: ProcessPoolExecutor | None = None
         self._pool_size = 0

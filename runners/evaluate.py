@@ -11,6 +11,7 @@ from typing import Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
+from champion.agents.acting import acting_policy
 from champion.agents.numpy_policy import NumpyPolicy, single_threaded_numpy
 from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, as_float_batch, env_call, make_env_without_info
@@ -125,7 +126,7 @@ def play_episodes(env_id: str, options: EnvOptions, spec: NetworkSpec, weights: 
     (a ``time.time()``) has passed, before any env is made if it already has. ``keep_envs``: the envs stay for
     the next call (``close_kept_envs`` closes them)."""
     single_threaded_numpy()
-    policy = NumpyPolicy(spec, weights=weights)
+    policy = acting_policy(spec, weights)
     envs = _KEPT_ENVS.setdefault((env_id, options), []) if keep_envs else []
     parts = []
     try:

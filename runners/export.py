@@ -683,8 +683,19 @@ def render_readme(metadata: dict[str, Any]) -> str:
 def _format_text(metadata: dict[str, Any]) -> str:
     if metadata["format"] != "keras":
         return f"{metadata['format']} (`{metadata['file']}`)"
+    torso = metadata["network"].get("torso")
+    if torso:
+        return (f"Keras 3, the whole model in `{KERAS_MODEL}` and its weights alone in `{KERAS_WEIGHTS}`; its torso is "
+                f"the run's own network ({', '.join(_torso_names(metadata['network']))}), as its function builds it: "
+                "built-in Keras layers load anywhere, a custom layer class only where its module is importable and "
+                "registered with keras.saving.register_keras_serializable")
     return (f"Keras 3, the whole model in `{KERAS_MODEL}` and its weights alone in `{KERAS_WEIGHTS}`, built-in layers "
             "only (no custom classes, no Lambda layers)")
+
+
+def _torso_names(network: dict[str, Any]) -> list[str]:
+    """The "module:function" names of a network's own torsos, as `a:b` code spans."""
+    return [f"`{network[key]}`" for key in ("torso", "value_torso") if network.get(key)]
 
 
 def _loads_with(export_format: str) -> str:
@@ -823,6 +834,8 @@ def _keras_sections(metadata: dict[str, Any]) -> list[str]:
         "",
         "```python",
         "import json",
+        *sorted({f"import {name.strip('`').split(':')[0]}  # the module of the run's torso"
+                 for name in _torso_names(metadata["network"])}),
         "from champion.agents.keras_policy import keras_policy",
         "from champion.agents.spec import NetworkSpec",
         "",

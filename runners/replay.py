@@ -19,6 +19,7 @@ from champion.runners.store.best_store import (BestPolicyError, StoredPolicy, li
 from champion.runners.evaluate import EvalResult, episode_seeds, evaluate, joined, play_episodes
 from champion.runners.store.folder_trust import is_entry_name
 from champion.runners.logs.media import play_apart, write_video
+from champion.runners.configure import import_torso_modules
 from champion.runners.store.runs import ReplayError, choose_run
 
 
@@ -99,15 +100,17 @@ def load_policy(run_dir: Path, entry: str | None = None) -> tuple[NumpyPolicy, d
     entry or unusable weights are refused before TensorFlow is imported (to build the network), in a moment."""
     stored, manifest = _stored(Path(run_dir) / "best", entry)
     import_recorded_env_module(str(manifest.get("env_id", "")), str(stored.entry / "manifest.json"))
-    from champion.agents.networks import ActorCritic, assign_weight_arrays, numpy_policy
-
     spec = NetworkSpec.from_dict(stored.manifest["network"])
+    import_torso_modules(spec, str(stored.entry / "manifest.json"))  # a torso of the user's: under the same rule
+    from champion.agents.acting import model_policy
+    from champion.agents.networks import ActorCritic, assign_weight_arrays
+
     model = ActorCritic(spec)
     try:
         assign_weight_arrays(model, stored.weights)
     except ValueError as error:
         raise ReplayError(f"{stored.entry}: {error}") from None
-    return numpy_policy(model), dict(manifest, entry=str(stored.entry))
+    return model_policy(model), dict(manifest, entry=str(stored.entry))
 
 
 def _stored(best_dir: Path, entry: str | None) -> tuple[StoredPolicy, dict[str, Any]]:

@@ -15,11 +15,12 @@ from rich.console import Console
 
 from champion.agents.config import TrainConfig
 from champion.agents.learners import make_learner
-from champion.agents.networks import ActorCritic, NetworkSpec, checkpointable_weights, numpy_policy
+from champion.agents.acting import model_policy
+from champion.agents.networks import ActorCritic, NetworkSpec, checkpointable_weights
 from champion.agents.spec import weight_shapes
 from champion.agents.numpy_policy import EnvNoise, NumpyPolicy
 from champion.envs.env_state import VectorEnvState
-from champion.envs.factory import EnvInfo, EnvOptions, make_eval_env
+from champion.envs.factory import EnvInfo, EnvOptions, make_eval_env, renders_apart
 from champion.runners.store.atomic_files import warn
 from champion.runners.store.best_store import BestPolicyStore
 from champion.runners.store.checkpoints import LoadedCheckpoint, ResumeCheckpoints
@@ -141,7 +142,7 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
     spec = network_spec(env_info, config)
     model = ActorCritic(spec, seed=config.seed)
     learner, timings = make_learner(model, config), Timings()
-    policy = numpy_policy(model, seed=config.seed)  # the gymnasium engine acts with it; evaluation plays its snapshots
+    policy = model_policy(model, seed=config.seed)  # the gymnasium engine acts with it; evaluation plays its snapshots
     with contextlib.ExitStack() as built:  # if a later part fails, the parts built so far are closed
         engine = make_engine(engine_kind, config, model, policy, learner, timings, run_dir)
         built.callback(engine.close)
@@ -150,7 +151,9 @@ def build_run(config: TrainConfig, run_dir: Path, env_info: EnvInfo, console: Co
         logger = RunLogger(run_dir, config.log_every, resume_step)
         built.callback(logger.close)
         media = None
-        if config.media and "rgb_array" in env_info.render_modes:
+        # a user's torso acts in TensorFlow, and an env that renders apart from it (MuJoCo) cannot then render
+        renders = "rgb_array" in env_info.render_modes and not (spec.user_torso and renders_apart(config.env_id))
+        if config.media and renders:
             media = BestPolicyMedia(config.env_id, config.eval_seed,
                                     lambda step, gif, width, height: logger.log_image(step, BEST_POLICY_GIF, gif, width, height),
                                     options=EnvOptions.from_config(config))

@@ -201,6 +201,13 @@ class CrownSignals(_StopSignals):
 def check_checkpoint_fits(loaded: LoadedCheckpoint, config: TrainConfig, spec: Any) -> None:
     """Refuse (ConfigError) a checkpoint made for another environment or network."""
     network, expected = loaded.manifest.get("network"), spec.to_dict()
+    layout = ("torso_weights", "torso_widths")
+    if (spec.user_torso and loaded.manifest.get("env_id") == config.env_id and isinstance(network, dict)
+            and network != expected and {key: value for key, value in network.items() if key not in layout}
+            == {key: value for key, value in expected.items() if key not in layout}):
+        raise ConfigError(f"network.torso {spec.torso} now builds other weights than checkpoint {loaded.path} holds "
+                          f"({len(spec.torso_weights)} against {len(network.get('torso_weights') or ())}, or other "
+                          "shapes): the function changed since the run started; put it back as it was to resume")
     if loaded.manifest.get("env_id") != config.env_id or network != expected:
         raise ConfigError(f"checkpoint {loaded.path} was made for {loaded.manifest.get('env_id')} with network "
                           f"{network}, but this run is {config.env_id} with {expected}; refusing to load it")

@@ -20,7 +20,7 @@ from champion.agents.compile.runtime import configure_runtime
 from champion.agents.config import TrainConfig, validate
 from champion.callbacks import Callback
 from champion.errors import CallbackError, first_line
-from champion.agents.networks import weight_arrays, weight_name
+from champion.agents.networks import named_weights, weight_arrays
 from champion.envs.factory import EnvInfo, EnvOptions, EnvStepError, describe_env
 from champion.runners import faults
 from champion.runners.logs import stderr_filter
@@ -59,7 +59,9 @@ def train(config: TrainConfig, progress: bool = True, callbacks: Sequence[Callba
     validate(config)
     hooks = Hooks([*stop_rules(config.stop), *callbacks])
     env_info = describe_env(config.env_id, EnvOptions.from_config(config))
-    network_spec(env_info, config)  # refuses an image too small for the CNN, before the folder exists
+    if config.network.torso:  # checking the user's torso runs TensorFlow, which takes the XLA cache's place first
+        xla_cache.configure()
+    network_spec(env_info, config)  # refuses a failing torso or an image too small for the CNN, before the folder
     if choose_engine(config) == "ray":  # refuses engine=graph where it cannot run, before the folder exists
         from champion.runners.ray.cluster import preflight as ray_preflight
 
@@ -437,9 +439,9 @@ def _offer(run: Run, evaluation: FinishedEvaluation, wall_seconds: float, sessio
 def histogram_arrays(run: Run) -> dict[str, Any]:
     """The model's weights (``weights/<name>``) and the last applied gradients (``gradients/<name>``)."""
     arrays = {f"weights/{name}": values for name, values in weight_arrays(run.model).items()}
-    kept = run.learner.kept_gradients or []
+    kept, names = run.learner.kept_gradients or [], {id(variable): name for name, variable in named_weights(run.model)}
     for variable, gradient in zip(run.model.trainable_variables, kept):
-        arrays[f"gradients/{weight_name(variable)}"] = gradient.numpy()
+        arrays[f"gradients/{names[id(variable)]}"] = gradient.numpy()
     return arrays
 
 

@@ -134,3 +134,18 @@ def finished_run(tmp_path_factory) -> Path:
     from hostile_helpers import make_finished_run
 
     return shared_run(tmp_path_factory, "finished-cartpole", make_finished_run)
+
+
+@pytest.fixture(scope="session")
+def python_without_champion(tmp_path_factory):
+    """A venv's python that sees this venv's packages (TensorFlow, Keras, numpy) but not champion: its .pth line
+    adds the site-packages folder without running that folder's own .pth files, so champion's editable finder is
+    never installed there (tests/test_keras_export.py, tests/test_user_network.py)."""
+    import subprocess
+    import sysconfig
+
+    venv = tmp_path_factory.mktemp("venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    [site_packages] = (venv / "lib").glob("python*/site-packages")
+    (site_packages / "champion_venv_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return venv / "bin" / "python"

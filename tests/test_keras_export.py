@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 import textwrap
 
 import gymnasium as gym
@@ -99,16 +98,6 @@ def trained(tmp_path_factory):
         return runs[env_id]
 
     return run
-
-
-@pytest.fixture(scope="module")
-def python_without_champion(tmp_path_factory):
-    """A venv's python that sees this venv's packages (TensorFlow, Keras, numpy) but not champion."""
-    venv = tmp_path_factory.mktemp("venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    [site_packages] = (venv / "lib").glob("python*/site-packages")
-    (site_packages / "champion_venv_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return venv / "bin" / "python"
 
 
 def observations_for(env_id, policy, count=100):

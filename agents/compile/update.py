@@ -47,6 +47,7 @@ class CompiledUpdate:
         self.key = graph_cache.cache_key("CompiledUpdate", {
             "learner": type(learner).__name__, "config": dataclasses.asdict(config), "spec": spec.to_dict(),
             "num_envs": num_envs, "keep_gradients": learner.kept_gradients is not None})
+        self.cacheable = not spec.user_torso  # the key cannot tell a user's torso function from its edited self
         self.call: graph_cache.CachedGraphFunction | None = None
         self._build_function()
 
@@ -78,7 +79,7 @@ class CompiledUpdate:
         function = tf.function(self._stacked, input_signature=self._signature, autograph=False,
                                jit_compile=self.jit_compile)
         self.call = graph_cache.CachedGraphFunction(function, lambda: learner_variables(self.learner),
-                                                    self.key if use_cache else None)
+                                                    self.key if use_cache and self.cacheable else None)
         self._compiled = False
 
     def close(self) -> None:

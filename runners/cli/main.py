@@ -25,8 +25,8 @@ USAGE_EXIT = 2
 ENV_MODULE_OPTION = click.option(
     "--env-module", "env_modules", multiple=True, metavar="MODULE",
     help="Import MODULE first, from the installed packages or the current folder (trust it: it goes on the path). "
-         "The module of a run folder's env (module:Env-v0) is otherwise imported only from installed packages "
-         "(repeatable).")
+         "The module of a run folder's env (module:Env-v0) or network torso (network.torso module:function) is "
+         "otherwise imported only from installed packages (repeatable).")
 ENTRY_HELP = ("Use this entry of RUN_DIR/best instead of the champion: a folder name such as 0003-step-40000, "
               "or 'best' for the training-time best.")
 

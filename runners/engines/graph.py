@@ -100,7 +100,8 @@ class GraphEngine:
             self.call.close()
         signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64)]
         function = tf.function(self._advance, input_signature=signature, autograph=False, jit_compile=True)
-        self.call = graph_cache.CachedGraphFunction(function, self._variables, self.cache_key if use_cache else None)
+        cacheable = use_cache and not self.model.spec.user_torso  # the key cannot tell an edited torso function
+        self.call = graph_cache.CachedGraphFunction(function, self._variables, self.cache_key if cacheable else None)
         self._compiled = False
 
     def _variables(self) -> dict[str, tf.Variable]:

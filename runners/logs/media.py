@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from champion.agents.acting import acting_policy
 from champion.agents.numpy_policy import NumpyPolicy
 from champion.agents.spec import NetworkSpec
 from champion.envs.factory import EnvOptions, make_eval_env, renders_apart
@@ -108,9 +109,14 @@ class BestPolicyMedia:
 
 def play_apart(play: Callable[..., Any], env_id: str, *arguments: Any) -> Any:
     """``play(env_id, *arguments)`` here, or in a fresh process without TensorFlow for an env that must render
-    apart from it (``champion.envs.factory.renders_apart``); the episodes and returns are the same either way."""
+    apart from it (``champion.envs.factory.renders_apart``); the episodes and returns are the same either way. A
+    torso of the user's needs TensorFlow to act, so its episodes cannot render apart (ReplayError, one line)."""
     if not renders_apart(env_id):
         return play(env_id, *arguments)
+    spec = next((argument for argument in arguments if isinstance(argument, NetworkSpec)), None)
+    if spec is not None and spec.user_torso:
+        raise ReplayError(f"{env_id} renders only in a process without TensorFlow, and network.torso {spec.torso} "
+                          "acts in TensorFlow, so its episodes cannot be rendered; replay without --video")
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
         return process.submit(play, env_id, *arguments).result()
 
@@ -119,7 +125,7 @@ def play_and_render(env_id: str, options: EnvOptions, seed: int, spec: NetworkSp
                     weights: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
     """The frames (every FRAME_STRIDE-th, up to MAX_FRAMES) of the episode from ``seed`` played with these weights,
     and the env's frame rate. TensorFlow-free, so it can run in a process of its own (``renders_apart``)."""
-    policy = NumpyPolicy(spec, weights=weights)
+    policy = acting_policy(spec, weights)
     frames: list[np.ndarray] = []
     envs = make_eval_env(env_id, 1, render_mode="rgb_array", options=options)
     try:
@@ -156,7 +162,7 @@ def write_video(env_id: str, options: EnvOptions, seeds: list[int], spec: Networ
     try:
         fps = envs.metadata.get("render_fps") or 30
         with VideoWriter(path, fps) as frames:
-            return evaluate(NumpyPolicy(spec, weights=weights), envs, seeds, frames, env_id=env_id)
+            return evaluate(acting_policy(spec, weights), envs, seeds, frames, env_id=env_id)
     finally:
         envs.close()
 

@@ -88,8 +88,9 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 
 
 def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
-    """The network for this env and config; ConfigError (one line) when an image is too small for the CNN, or the
-    network too large for this machine's memory."""
+    """The network for this env and config; ConfigError (one line) when an image is too small for the CNN, the
+    network too large for this machine's memory, or a torso of the user's (``network.torso``, its module imported
+    already) fails to build (TensorFlow is imported then)."""
     network, action = config.network, env_info.action
     for leaf in env_info.observation_leaves:
         if leaf.kind == "image" and cnn_output_size(*leaf.image_shape[:2], network.cnn_layers) is None:
@@ -101,10 +102,10 @@ def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
         observation_leaves=env_info.observation_leaves,
         action_kind=action.kind,
         action_size=action.size,
-        hidden_sizes=network.hidden_sizes,
+        hidden_sizes=() if network.torso else network.hidden_sizes,  # the user's torso stands in their place
         activation=network.activation,
         shared_torso=network.shared_torso,
-        value_hidden_sizes=network.value_hidden_sizes,
+        value_hidden_sizes=None if network.torso else network.value_hidden_sizes,
         ortho_init=network.ortho_init,
         action_low=action.low,
         action_high=action.high,
@@ -116,7 +117,13 @@ def network_spec(env_info: EnvInfo, config: TrainConfig) -> NetworkSpec:
         action_env_shape=action.env_shape,
         cnn_layers=network.cnn_layers,
         cnn_features=network.cnn_features,
+        torso=network.torso,
+        value_torso=network.value_torso,
     )
+    if spec.user_torso:  # its weights and widths, as the user's function builds them now (ConfigError if it fails)
+        from champion.agents.networks import with_torso_layout
+
+        spec = with_torso_layout(spec, config.seed)
     try:
         check_network_size(spec)
     except ValueError as error:
