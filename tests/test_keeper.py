@@ -84,6 +84,18 @@ def test_a_tie_keeps_the_earlier_model_and_a_replayed_step_is_not_written_again(
     assert [kept.entry.name for kept in keeper.kept] == ["0002-step-20", "0001-step-10"]
 
 
+def test_a_tie_with_room_to_keep_both_ranks_the_earlier_model_first_and_points_to_it(tmp_path):
+    keeper = champion.BestKeeper(tmp_path / "keeper", keep=3)
+    model = linear_model()
+    assert keeper.offer(model, 0.5, 1) and keeper.offer(model, 0.5, 2)  # both kept: there is room
+    assert [kept.entry.name for kept in keeper.kept] == ["0001-step-1", "0002-step-2"]
+    assert json.loads((tmp_path / "keeper" / "best" / "current.json").read_text()) == {"entry": "0001-step-1"}
+    keeper.close()
+    assert scalar_values(tmp_path / "keeper" / "tb", "best/val_loss") == {1: 0.5}
+    reopened = champion.BestKeeper(tmp_path / "keeper", keep=3)
+    assert [kept.step for kept in reopened.kept] == [1, 2] and reopened.best.step == 1
+
+
 def test_a_damaged_best_entry_falls_back_to_the_next_best_with_a_warning(tmp_path, capsys):
     keeper = champion.BestKeeper(tmp_path / "keeper", keep=3)
     offer_every_slope(keeper)

@@ -44,9 +44,9 @@ def better(value: float, other: float, mode: str) -> bool:
 
 
 def rank(kept: list[KeptModel], mode: str) -> list[KeptModel]:
-    """Best first; between equal values, the one saved later first."""
+    """Best first; between equal values, the one saved first (a tie keeps the earlier model)."""
     sign = 1 if mode == "min" else -1
-    return sorted(kept, key=lambda model: (sign * model.value, -entry_number(model.entry)))
+    return sorted(kept, key=lambda model: (sign * model.value, entry_number(model.entry)))
 
 
 def write_kept(directory: Path, model: Any, value: float, step: int, identity: dict[str, str],
@@ -88,6 +88,11 @@ def read_kept(entry: Path, identity: dict[str, str]) -> KeptModel:
         raise ValueError("its manifest's value, step or files are not what a BestKeeper writes")
     verify_files(entry, files)
     return _kept(entry, float(value), step, MODEL_FILE in files)
+
+
+def recorded(entry: Path, value: float, step: int) -> KeptModel:
+    """A model known by its value and step alone (its entry may be gone): what a checkpoint's standing records."""
+    return _kept(entry, value, step, False)
 
 
 def _kept(entry: Path, value: float, step: int, whole: bool) -> KeptModel:
