@@ -4,7 +4,7 @@ Without an address a run starts a local Ray of its own (``address="local"``: a `
 address file or ``RAY_ADDRESS`` on the machine are ignored), in a session folder of its own (RAY_TMPDIR) that is
 removed at the end (Ray's logs are first copied into the run folder when the run fails), with a token of its own (nothing is written to ``~/.ray``), the dashboard off, Ray's log lines at
 errors, as many CPUs as the machine has unless ``ray.num_cpus`` says otherwise. A small watchdog process
-kills what is left of it and removes its folder within about a second if the run is killed (Ray's own agents
+kills what is left of it and removes its folder within seconds if the run is killed (Ray's own agents
 would otherwise wait 60 s for the dead head), and sweeps it at a normal end. With ``auto`` or ``HOST:PORT`` the run joins that cluster and
 leaves it running, after checking within seconds that a Ray head answers there and accepts this machine's
 token. A process that is already connected (a test session, a notebook) is used as it is. In every case
