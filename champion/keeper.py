@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from champion.errors import UsageError, first_line
-from champion.runners.store.atomic_files import TEMP_PREFIX, atomic_write_text, remove_temporaries, warn
-from champion.runners.store.entries import READ_ERRORS, first_intact, list_entries, point_to, prune
+from champion.runners.store.atomic_files import (TEMP_PREFIX, atomic_write_text, remove_folder, remove_temporaries,
+                                                 warn)
+from champion.runners.store.entries import READ_ERRORS, first_intact, list_entries, point_to
 from champion.runners.store.folder_trust import is_whole, read_sealed, seal
-from champion.runners.store.kept_models import MODES, KeptModel, better, check_value, rank, read_kept, write_kept
+from champion.runners.store.kept_models import (MODES, KeptModel, better, check_value, rank, read_kept, recorded,
+                                                write_kept)
 from champion.runners.store import loop_state
 
 if TYPE_CHECKING:
@@ -61,7 +63,12 @@ class BestKeeper:
         self._best_dir.mkdir(exist_ok=True)
         remove_temporaries(self._best_dir)
         self._kept: list[KeptModel] = []
+        """The intact entries, best first (after a resume, the killed loop's from steps not yet replayed too)."""
         self._damaged: list[Path] = []
+        """Entries found damaged (each warned about once): removed at the next save."""
+        self._gone: list[KeptModel] = []
+        """Models the restored checkpoint's standing held whose entries are gone (pruned by the killed loop after
+        its checkpoint, or damaged): offers are judged against them as the uninterrupted loop's were."""
         for entry in list_entries(self._best_dir):
             try:
                 self._kept.append(read_kept(entry, self._identity))
@@ -82,7 +89,7 @@ class BestKeeper:
 
     @property
     def kept(self) -> list[KeptModel]:
-        """Every model kept, best first."""
+        """Every model kept, best first (in a resumed loop, the killed loop's from the steps it replays too)."""
         return list(self._kept)
 
     def offer(self, model: keras.Model, value: float, step: int) -> bool:
@@ -90,8 +97,9 @@ class BestKeeper:
         True when it is kept (with ``keep=1``: a new best). Ties keep the earlier model.
 
         A value that is NaN or infinite is never kept (False, and a warning the first time), nor are weights that
-        hold one. A step already kept with the same value (a resumed loop replaying the steps after its
-        checkpoint) returns True without writing it again.
+        hold one. The offer is judged against the models kept from steps up to ``step``: a resumed loop replaying
+        the steps after its checkpoint gets what the loop never stopped got (its standing at the checkpoint is
+        restored by ``restore_state``), and a step the killed loop kept with the same value is not written again.
         """
         step = _check_step(step)
         try:
@@ -116,6 +124,8 @@ class BestKeeper:
         if found is None:
             why = "; ".join(problems) if problems else "nothing was kept yet"
             raise BestPolicyError(f"no intact kept model in {self._best_dir} ({why})")
+        if passed_over:
+            point_to(self._best_dir, found.entry)  # a reader following current.json gets an intact entry
         try:
             model.load_weights(found.weights_path)
         except (ValueError, KeyError) as error:
@@ -131,20 +141,28 @@ class BestKeeper:
         step = _check_step(step)
         if self._events is not None:
             self._events.flush()  # what was logged up to this step survives a crash: restore_state keeps it
-        return loop_state.save(self.directory / "checkpoints", model, optimizer, step, rng, self._identity)
+        standing = [(kept.entry.name, kept.step, kept.value) for kept in self._standing(step)]
+        return loop_state.save(self.directory / "checkpoints", model, optimizer, step, rng, self._identity, standing)
 
     def restore_state(self, model: keras.Model, optimizer: keras.optimizers.Optimizer | None,
                       rng: Any = None) -> int | None:
-        """Load the newest intact resume checkpoint into ``model`` (built), ``optimizer`` and ``rng`` (the same kinds
-        as saved) and return its step; None when there is none (a new loop). TensorBoard values logged after that
-        step are dropped, since the loop logs them again."""
-        step = loop_state.restore(self.directory / "checkpoints", model, optimizer, rng)
-        if step is not None and self.tensorboard and (self.directory / "tb").is_dir():
+        """Load the newest intact resume checkpoint into ``model`` (built, its weights and random state),
+        ``optimizer`` and ``rng`` (the same kinds as saved) and return its step; None when there is none (a new
+        loop). The keeper's standing at that step comes back too, so the replayed offers return what they returned
+        the first time; TensorBoard values logged after that step are dropped, since the loop logs them again."""
+        restored = loop_state.restore(self.directory / "checkpoints", model, optimizer, rng)
+        if restored is None:
+            return None
+        if restored.standing is not None:
+            intact = {(kept.entry.name, kept.step, kept.value) for kept in self._kept}
+            self._gone = [recorded(self._best_dir / name, value, step) for name, step, value in restored.standing
+                          if (name, step, value) not in intact]
+        if self.tensorboard and (self.directory / "tb").is_dir():
             from champion.runners.logs.run_logger import truncate_logs
 
             self.close()
-            truncate_logs(self.directory, step)
-        return step
+            truncate_logs(self.directory, restored.step)
+        return restored.step
 
     def close(self) -> None:
         """Write what TensorBoard has not yet been sent and close its file (also done at exit)."""
@@ -166,29 +184,46 @@ class BestKeeper:
     def _read(self, entry: Path) -> KeptModel:
         return read_kept(entry, self._identity)
 
+    def _standing(self, step: int, but: tuple[int, float] | None = None) -> list[KeptModel]:
+        """The ``keep`` best models from steps up to ``step`` (those a loop never stopped held then; entries of later
+        steps are a killed loop's future, which a resumed one replays), leaving out the one of step and value
+        ``but``."""
+        earlier = [kept for kept in self._kept + self._gone
+                   if kept.step <= step and (kept.step, kept.value) != but]
+        return rank(earlier, self.mode)[:self.keep]
+
     def _consider(self, model: keras.Model, value: float, step: int) -> tuple[bool, bool]:
         """(kept, a new best) for an offer, keeping the model if it ranks."""
         if not math.isfinite(value):
             self._warn_not_finite(f"{self.monitor} is {value} at step {step}")
             return False, False
-        if any(kept.step == step and kept.value == value for kept in self._kept):
-            return True, False
-        if len(self._kept) >= self.keep and not better(value, self._kept[self.keep - 1].value, self.mode):
+        standing = self._standing(step, but=(step, value))
+        if len(standing) >= self.keep and not better(value, standing[-1].value, self.mode):
             return False, False
-        if not _weights_are_finite(model):
-            self._warn_not_finite(f"the model's weights hold NaN or infinity at step {step}")
-            return False, False
-        new_best = self.best is None or better(value, self.best.value, self.mode)
-        self._save(model, value, step)
+        new_best = not standing or better(value, standing[0].value, self.mode)
+        kept = next((kept for kept in self._kept if (kept.step, kept.value) == (step, value)), None)
+        if kept is None:  # not a replayed step the killed loop kept
+            if not _weights_are_finite(model):
+                self._warn_not_finite(f"the model's weights hold NaN or infinity at step {step}")
+                return False, False
+            kept = write_kept(self._best_dir, model, value, step, self._identity, self.whole_model,
+                              self._unsaveable)
+        self._settle(rank(standing + [kept], self.mode)[:self.keep], kept, step)
         return True, new_best
 
-    def _save(self, model: keras.Model, value: float, step: int) -> None:
-        """Write the entry, point to the best, and prune to ``keep`` (damaged entries go first)."""
-        kept = write_kept(self._best_dir, model, value, step, self._identity, self.whole_model, self._unsaveable)
-        self._kept = rank(self._kept + [kept], self.mode)
+    def _settle(self, standing: list[KeptModel], kept: KeptModel, step: int) -> None:
+        """After ``kept`` joined the ``standing`` at ``step``: point to the best, then remove the entries of steps up
+        to ``step`` that no longer stand, and every damaged one."""
+        stands = {each.entry for each in standing}
+        outranked = [each.entry for each in self._kept if each.step <= step and each.entry not in stands]
+        self._kept = rank([each for each in self._kept if each.entry not in outranked and each.entry != kept.entry]
+                          + [kept], self.mode)
+        self._gone = [each for each in self._gone if each.entry in stands]
         point_to(self._best_dir, self._kept[0].entry)
-        prune([each.entry for each in self._kept] + self._damaged, self.keep)
-        self._kept, self._damaged = self._kept[:self.keep], []
+        for entry in outranked + self._damaged:
+            if entry.is_dir():
+                remove_folder(entry)
+        self._damaged = []
 
     def _unsaveable(self, error: Exception) -> None:
         self.whole_model = False

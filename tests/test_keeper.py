@@ -106,12 +106,28 @@ def test_a_damaged_best_entry_falls_back_to_the_next_best_with_a_warning(tmp_pat
     model = linear_model()
     assert keeper.load_best(model) == second and mse(model) == second.value
     assert f"kept model {best.entry} is unusable (sha256 of {WEIGHTS_FILE} is" in capsys.readouterr().err
+    pointer = tmp_path / "keeper" / "best" / "current.json"
+    assert json.loads(pointer.read_text()) == {"entry": second.entry.name}  # a plain-Keras reader gets an intact one
     reopened = champion.BestKeeper(tmp_path / "keeper", keep=3)
     assert reopened.best == second
     assert f"kept model {best.entry} is unusable" in capsys.readouterr().err
     set_slope(model, 2.0)  # a perfect model: kept, and the damaged entry is pruned first
     assert reopened.offer(model, 0.0, 9)
     assert not best.entry.exists() and [kept.step for kept in reopened.kept] == [9, 5, 3]
+
+
+def test_a_damaged_entry_is_removed_at_the_next_save_even_with_room_to_keep_it(tmp_path, capsys):
+    keeper = champion.BestKeeper(tmp_path / "keeper", keep=5, tensorboard=False)
+    model = linear_model()
+    assert keeper.offer(model, 1.0, 1) and keeper.offer(model, 0.5, 2)
+    damaged = keeper.kept[1].entry
+    (damaged / WEIGHTS_FILE).write_bytes(b"not the weights")
+    reopened = champion.BestKeeper(tmp_path / "keeper", keep=5, tensorboard=False)
+    assert capsys.readouterr().err.count(f"kept model {damaged} is unusable") == 1
+    assert reopened.offer(model, 0.25, 3)  # three models fit in keep=5: the damaged one goes all the same
+    assert not damaged.exists() and [kept.step for kept in reopened.kept] == [3, 2]
+    assert sorted(path.name for path in (tmp_path / "keeper" / "best").iterdir()) == [
+        "0002-step-2", "0003-step-3", "current.json"]
 
 
 def test_nan_metrics_and_weights_are_never_kept_and_warned_about_once(tmp_path, capsys):
@@ -166,16 +182,19 @@ def small_loop(keeper, model, optimizer, rng, python_rng, steps, start=0):
     for step in range(start, steps):
         rows = rng.integers(0, 64, size=8)
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean((model(x[rows]) - y[rows]) ** 2)
+            loss = tf.reduce_mean((model(x[rows], training=True) - y[rows]) ** 2)
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         if (step + 1) % 5 == 0:
             keeper.offer(model, float(tf.reduce_mean((model(x) - y) ** 2)) + python_rng.random() * 1e-3, step + 1)
             keeper.save_state(model, optimizer, step + 1, rng=[rng, python_rng])
 
 
-def loop_objects():
+def loop_objects(width: int = 8):
+    """A model whose Dropout draws from a seed generator of its own (its state is in model.variables, not in
+    model.weights), Adam, and the loop's two generators."""
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(width, activation="tanh"),
+                              keras.layers.Dropout(0.25, seed=3), keras.layers.Dense(1)])
     return model, keras.optimizers.Adam(0.05), np.random.default_rng(5), random.Random(5)
 
 
@@ -194,7 +213,8 @@ def test_a_loop_resumed_from_its_checkpoint_ends_as_an_uninterrupted_one(tmp_pat
     assert start == 15
     small_loop(keeper, *again, 30, start=start)
     keeper.close()
-    for name, mine, theirs in [("model", again[0].weights, model.weights),
+    assert len(model.variables) == len(model.weights) + 1  # the Dropout's seed state
+    for name, mine, theirs in [("model", again[0].variables, model.variables),
                                ("optimizer", again[1].variables, optimizer.variables)]:
         assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(mine, theirs)), name
     assert again[2].bit_generator.state == rng.bit_generator.state and again[3].getstate() == python_rng.getstate()
@@ -209,9 +229,8 @@ def test_restoring_into_another_model_or_generator_says_what_differs(tmp_path):
     model, optimizer, rng, python_rng = loop_objects()
     keeper = champion.BestKeeper(tmp_path / "keeper", tensorboard=False)
     small_loop(keeper, model, optimizer, rng, python_rng, 5)
-    wider = keras.Sequential([keras.Input((3,)), keras.layers.Dense(9, activation="tanh"), keras.layers.Dense(1)])
     with pytest.raises(champion.UsageError) as error:
-        keeper.restore_state(wider, keras.optimizers.Adam(), rng=[rng, python_rng])
+        keeper.restore_state(loop_objects(width=9)[0], keras.optimizers.Adam(), rng=[rng, python_rng])
     assert str(error.value) == ("ckpt-0000000005 holds another model or optimizer than the ones given (model/0: "
                                 "saved [3, 8], given [3, 9]); build them as the loop that saved it did")
     with pytest.raises(champion.UsageError, match=r"holds random generators of the kinds \['numpy', 'python'\], "
@@ -219,6 +238,63 @@ def test_restoring_into_another_model_or_generator_says_what_differs(tmp_path):
         keeper.restore_state(model, optimizer, rng=rng)
     with pytest.raises(champion.UsageError, match="^rng must be a numpy Generator, .* not a int$"):
         keeper.save_state(model, optimizer, 6, rng=3)
+
+
+def test_a_checkpoint_without_the_models_random_state_resumes_with_one_warning_line(tmp_path, capsys):
+    """What checkpoints written before the model's random state was saved hold: the weights, the optimizer."""
+    from champion.runners.store.checkpoints import ResumeCheckpoints
+    from champion.runners.store.loop_state import CHECKPOINT_KIND
+
+    model, optimizer, _, _ = loop_objects()
+    optimizer.build(model.trainable_variables)
+    keeper = champion.BestKeeper(tmp_path / "keeper", tensorboard=False)
+    ResumeCheckpoints(tmp_path / "keeper" / "checkpoints", keep=2).save(
+        5, {"model": list(model.weights), "optimizer": list(optimizer.variables)}, {"step": 5, "rng_kinds": [],
+        "rng": []}, {"monitor": "val_loss", "mode": "min", "kind": CHECKPOINT_KIND})
+    again, optimizer_again, _, _ = loop_objects()
+    again.layers[0].kernel.assign(np.zeros((3, 8), np.float32))
+    capsys.readouterr()
+    assert keeper.restore_state(again, optimizer_again) == 5
+    assert np.array_equal(again.layers[0].kernel.numpy(), model.layers[0].kernel.numpy())
+    assert capsys.readouterr().err == (
+        "champion: warning: ckpt-0000000005 was written before champion saved a model's random state (its Dropout "
+        "layers' seed generators): resuming without it, so the loop's random masks will differ from an "
+        "uninterrupted run's\n")
+
+
+def offer_and_checkpoint(keeper, values: dict, start: int, stop: int) -> dict:
+    """Offer a model with ``values[step]`` at each of those steps in [start, stop), checkpoint at step 25; what each
+    offer returned, by step."""
+    model, returned = linear_model(), {}
+    for step in range(start, stop):
+        if step in values:
+            returned[step] = keeper.offer(model, values[step], step)
+        if step == 25:
+            keeper.save_state(model, None, step)
+    return returned
+
+
+@pytest.mark.parametrize("values, kept", [
+    ({10: 5.0, 20: 4.0, 30: 3.0, 40: 2.0, 50: 1.0, 60: 9.0}, [10, 20, 30, 40, 50]),  # killed at 45, it kept 40 alone
+    ({10: 5.0, 20: 1.0, 30: 3.0, 40: 0.5, 50: 2.0, 60: 0.25}, [10, 20, 40, 60]),  # ...and had pruned 20, the best at 25
+])
+def test_the_offers_a_resumed_loop_replays_return_and_log_what_the_uninterrupted_loop_s_did(tmp_path, values, kept):
+    with champion.BestKeeper(tmp_path / "straight", keep=1) as straight:
+        uninterrupted = offer_and_checkpoint(straight, values, 0, 61)
+    assert [step for step, was_kept in uninterrupted.items() if was_kept] == kept
+    with champion.BestKeeper(tmp_path / "resumed", keep=1) as killed:
+        offer_and_checkpoint(killed, values, 0, 46)  # killed at 45: it kept 40, the checkpoint is at 25
+    resumed = champion.BestKeeper(tmp_path / "resumed", keep=1)
+    assert resumed.restore_state(linear_model(), None) == 25
+    replayed = offer_and_checkpoint(resumed, values, 26, 61)
+    resumed.close()
+    assert replayed == {step: uninterrupted[step] for step in (30, 40, 50, 60)}
+    best_logged = {step: values[step] for step in kept}
+    assert scalar_values(tmp_path / "resumed" / "tb", "best/val_loss") == best_logged
+    assert scalar_values(tmp_path / "straight" / "tb", "best/val_loss") == best_logged
+    assert [(model.step, model.value) for model in resumed.kept] == [(kept[-1], values[kept[-1]])]
+    assert sorted(path.name for path in (tmp_path / "resumed" / "best").iterdir()) == [
+        resumed.best.entry.name, "current.json"]
 
 
 @pytest.mark.parametrize("arguments, message", [
