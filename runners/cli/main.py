@@ -200,13 +200,17 @@ def tune(env_id: str | None, algo: str | None, trials: int | None, trial_steps: 
                       progress=not quiet)
         return
     settings: dict[str, Any] = {}  # --set goes with the file's settings: a trial's own engine is --set engine=...
-    if config_file is not None:
+    if config_file is not None:  # a preset-shaped file, a run's config.yaml or a study's winner.yaml
         from champion.runners.configure import read_config_file
+        from champion.runners.tune.settings import without_study_keys
 
         read = read_config_file(config_file)
-        settings = {**read.settings, **{key: value for key, value in (("env_id", read.env_id), ("algo", read.algo))
-                                        if value is not None}}
-    settings.update(parse_set_pairs(set_pairs))
+        kept, note = without_study_keys(read.settings, config_file)  # its run_name is read_config_file's to drop
+        if note:
+            click.echo(f"note: {note}", err=True)
+        settings = {**kept, **{key: value for key, value in (("env_id", read.env_id), ("algo", read.algo))
+                               if value is not None}}
+    settings.update(parse_set_pairs(set_pairs))  # a study's key here is refused: it has an option of its own
     champion.tune(env_id, algo, trials=trials, trial_steps=trial_steps, workers=workers, engine=engine,
                   storage=storage, space=space_file, study_name=study_name, results_dir=results_dir,
                   config=settings, use_preset=not no_preset, seed=seed, top=top, final_episodes=final_episodes,

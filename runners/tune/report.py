@@ -82,8 +82,10 @@ def final_seeds(settings: StudySettings) -> list[int]:
 
 
 def trial_seeds(config: TrainConfig) -> dict[str, range]:
-    """Every seed a trial's run uses: its training envs' resets (the run seed plus the env step plus the env's
-    index, so at most the seed plus its steps plus its envs), its evaluation seeds and its crown's held-out seeds."""
+    """The seeds a trial's run gives: its training envs' seeded resets (env i of a session that starts at step s is
+    reset with the run seed + s + i, so all of them lie from the run seed to the seed plus its steps plus its envs),
+    its evaluation seeds and its crown's held-out seeds. A training env's later episodes take seeds hashed from its
+    seeded one (``champion.envs.env_state.episode_seed``, any of 2**32): no range holds them, and they are not here."""
     held_out = config.crown.held_out_seed(config.eval_seed)
     return {"training": range(config.seed, config.seed + config.rounded_total_steps + config.num_envs + 1),
             "evaluation": range(config.eval_seed, config.eval_seed + config.eval_episodes),
@@ -94,13 +96,19 @@ def check_disjoint(settings: StudySettings, run_dirs: Sequence[Path]) -> None:
     """ConfigError when a seed of the study's re-evaluation is one a trial trained, evaluated or crowned on."""
     from champion.runners.configure import load_run_config
 
-    first, last = settings.final_seed, settings.final_seed + settings.final_episodes - 1
     for run_dir in run_dirs:
-        for kind, seeds in trial_seeds(load_run_config(run_dir)).items():
-            if seeds.start <= last and first < seeds.stop:
-                raise ConfigError(f"the study's re-evaluation seeds {first:,}-{last:,} overlap the {kind} seeds of "
-                                  f"{run_dir} ({seeds.start:,}-{seeds.stop - 1:,}); start a study with another "
-                                  "--final-seed")
+        check_config_disjoint(settings, load_run_config(run_dir), str(run_dir))
+
+
+def check_config_disjoint(settings: StudySettings, config: TrainConfig, where: str) -> None:
+    """ConfigError when a seed of the study's re-evaluation is among ``trial_seeds(config)``; ``where`` names the
+    run (or "every trial", for the study's base config before any trial trains)."""
+    first, last = settings.final_seed, settings.final_seed + settings.final_episodes - 1
+    for kind, seeds in trial_seeds(config).items():
+        if seeds.start <= last and first < seeds.stop:
+            raise ConfigError(f"the study's re-evaluation seeds {first:,}-{last:,} overlap the {kind} seeds of "
+                              f"{where} ({seeds.start:,}-{seeds.stop - 1:,}); start a study with another "
+                              "--final-seed")
 
 
 def collect_rows(study: Any) -> list[TrialRow]:

@@ -29,15 +29,19 @@ REPORT_FILE = "report.json"
 REPORT_TABLE = "report.md"
 WINNER_FILE = "winner.yaml"
 FINAL_SEED = 2_000_000_000
-"""The study's re-evaluation plays episode i on seed FINAL_SEED + i: far from every seed a trial uses with the
-defaults (training envs from the run seed up by one per env step, evaluation from eval_seed = 1,000,000, the crown
-from eval_seed + 10,000,000), and still below the seed limit (2**31) with 100,000 episodes. The study checks the
-seeds of every trial against it (``champion.runners.tune.report.check_disjoint``)."""
+"""The study's re-evaluation plays episode i on seed FINAL_SEED + i: far from every seed a trial gives with the
+defaults (its training envs' seeded resets from the run seed up, evaluation from eval_seed = 1,000,000, the crown
+from eval_seed + 10,000,000), and still below the seed limit (2**31) with 100,000 episodes. The study checks those
+seeds against it before any trial trains and again at the end (``champion.runners.tune.report.check_disjoint``). A
+training env's later episodes run on seeds hashed from its first (``champion.envs.env_state.episode_seed``, any of
+2**32), which no range can exclude: one lands among 100 fresh seeds with odds of about 1 in 43 million."""
 INSTALL_HINT = "pip install -e '.[tune]' (in champion's folder), or pip install 'optuna>=4'"
 DEFAULT_TRIAL_SETTINGS = {"media": False, "crown.workers": 1}
 """What a trial runs with unless the study's settings say otherwise: no best-policy GIFs (time a trial would spend
 on pictures nobody compares) and the crown in the trial's own process (trials already share the machine's cores)."""
 CHANGEABLE = ("trials", "workers", "engine", "ray_address")
+STUDY_KEYS = ("seed", "total_steps", "schedule_steps", "run_name", "results_dir")
+"""Config keys the study sets for every trial (``--seed``, ``--trial-steps``, the study folder)."""
 """What a later ``champion tune`` of the same study may change; everything else must be as study.yaml records it."""
 
 
@@ -179,6 +183,17 @@ def trial_overrides(settings: StudySettings, trial_settings: Mapping[str, Any], 
     """The dotted keys ``champion.train`` gets for one trial."""
     return {**DEFAULT_TRIAL_SETTINGS, **settings.base, **trial_settings, "total_steps": settings.trial_steps,
             "seed": settings.seed, "results_dir": settings.study_dir, "run_name": run_name}
+
+
+def without_study_keys(file_settings: Mapping[str, Any], path: str | Path) -> tuple[dict[str, Any], str | None]:
+    """A ``--config`` file's settings without the keys the study sets (a run's config.yaml and winner.yaml have
+    them), and the note saying which were left out (None when none were)."""
+    kept = {key: value for key, value in file_settings.items() if key not in STUDY_KEYS}
+    dropped = [key for key in STUDY_KEYS if key in file_settings]
+    if not dropped:
+        return kept, None
+    return kept, (f"{path}'s {', '.join(dropped)} {'is' if len(dropped) == 1 else 'are'} left out: the study sets "
+                  "them for every trial (--seed, --trial-steps, its folder)")
 
 
 def check_base(settings: StudySettings) -> TrainConfig:

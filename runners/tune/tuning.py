@@ -12,12 +12,15 @@ from champion.runners.tune.settings import (SETTINGS_FILE, StudySettings, check_
 
 
 def prepare(settings: StudySettings) -> StudySettings:
-    """Check the study's settings (one line for bad input, before TensorFlow or Optuna start) and write study.yaml,
-    or, when the folder holds that study already, go on with it (``trials``, ``workers``, ``engine`` and
-    ``ray_address`` may change)."""
+    """Check the study's settings (one line for bad input, before TensorFlow or Optuna start; the re-evaluation's
+    seeds apart from the trials') and write study.yaml, or, when the folder holds that study already, go on with it
+    (``trials``, ``workers``, ``engine`` and ``ray_address`` may change)."""
     require_optuna()
     settings.search_space()
     config = check_base(settings)
+    from champion.runners.tune.report import check_config_disjoint
+
+    check_config_disjoint(settings, config, "every trial")  # seeds are the study's keys; the end checks each trial
     from champion.envs.factory import EnvOptions, describe_env
 
     describe_env(config.env_id, EnvOptions.from_config(config))
