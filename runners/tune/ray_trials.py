@@ -1,30 +1,42 @@
 """Trials on Ray (``champion tune --engine ray``): the driver asks Optuna for trials and tells it how they ended; each
 trial trains in a Ray task of its own, up to ``workers`` at once. A task whose worker process dies (killed, out of
 memory) is run again by Ray (``RAY_RETRIES`` times): it goes on from the trial's newest checkpoint with champion's
-own resume when the run folder has one, else trains the trial again in a fresh folder beside it.
+own resume when the run folder has one (only up to the step the pruner stopped it at, when it had been pruned), else
+trains the trial again in a fresh folder beside it.
+
+Every worker of a Ray cluster reads ``study.yaml`` and writes its trial's run folder in the study folder, so with
+``--ray-address`` the study folder must be on a file system the cluster's machines share (the same path on each).
+On Ctrl-C or SIGTERM the driver cancels the running tasks at once (``ray.cancel(force=True)``: no checkpoint is
+written then; each run folder keeps its last periodic one) and gives their trials back.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from champion.runners.tune.settings import StudySettings, read_settings
 from champion.runners.tune.study import (Heartbeat, TrialOutcome, WorkerLock, _run_path, give_back, next_trial,
-                                         open_study, settings_text, stopped_study, tell, train_trial, write_snapshot)
+                                         open_study, result_attrs, settings_text, stopped_study, tell, told_line,
+                                         train_trial, write_snapshot)
 
 RAY_RETRIES = 3
 """Times Ray runs a trial's task again after its worker process died."""
 
 
 def ray_trial(study_dir: str, number: int, trial_settings: dict[str, Any]) -> dict[str, Any]:
-    """One trial, in a Ray worker: resume its run folder when a killed attempt left one that can go on."""
+    """One trial, in a Ray worker: resume its run folder when a killed attempt left one that can go on (a trial the
+    pruner had stopped only up to that step: it stays pruned)."""
     settings = read_settings(study_dir)
     opened = open_study(settings)
     opened.set_attr(number, "pid", os.getpid())
+    pruned_at = opened.trial(number).user_attrs.get("pruned_at")
     run_dir = settings.folder / _run_path(settings, f"trial-{number:04d}")
+    if pruned_at is not None and run_dir.exists():
+        return dataclasses.asdict(_kept_pruned(opened, number, trial_settings, run_dir, pruned_at))
     resume, run_name = None, None
     if run_dir.exists():
         resume = run_dir if _can_resume(run_dir) else None
@@ -35,8 +47,44 @@ def ray_trial(study_dir: str, number: int, trial_settings: dict[str, Any]) -> di
     return dataclasses.asdict(outcome)
 
 
-def _can_resume(run_dir: Path) -> bool:
-    """Whether champion's resume takes the folder (a killed run with a checkpoint, not yet at its budget)."""
+def _kept_pruned(opened: Any, number: int, trial_settings: dict[str, Any], run_dir: Path,
+                 pruned_at: int) -> TrialOutcome:
+    """A trial the pruner had stopped when its worker died (in the run's end: final evaluation, checkpoint, crown)
+    stays pruned: champion's resume finishes its run at the step it stopped at (its newest checkpoint, or the
+    pruned step when that is older) when it can; a run that had ended is taken as its folder has it (summary.json,
+    the crown if it was written). It never trains on as if it had not been pruned."""
+    from champion.runners.store.checkpoints import newest_good_manifest
+
+    manifest = newest_good_manifest(run_dir / "checkpoints")
+    stop = max(pruned_at, int(manifest["step"]) if manifest is not None else 0)
+    if _can_resume(run_dir, stop):
+        opened.set_attr(number, "attempt", f"resumed up to step {stop:,} (it was pruned at {pruned_at:,}) after its "
+                                           "worker died")
+        return train_trial(opened, number, trial_settings, resume=run_dir, pruned_at=pruned_at, resume_to=stop)
+    opened.set_attr(number, "attempt", "kept as its run had ended, pruned, when its worker died")
+    return _pruned_as_saved(opened.settings, number, run_dir, pruned_at)
+
+
+def _pruned_as_saved(settings: StudySettings, number: int, run_dir: Path, pruned_at: int) -> TrialOutcome:
+    """The PRUNED outcome of a trial whose run has ended, read from its summary.json and best store."""
+    import json
+    from types import SimpleNamespace
+
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    best = summary.get("best_mean_return")
+    result = SimpleNamespace(run_dir=run_dir, best_mean_return=best if isinstance(best, (int, float)) else math.nan,
+                             best_step=summary.get("best_step"), env_steps=summary.get("env_steps"))
+    attrs = result_attrs(settings, result, pruned_at)
+    return TrialOutcome("PRUNED", None, attrs, f"trial {number}: pruned at step {pruned_at:,} (kept in "
+                                               f"{attrs['run_dir']}; its worker died after its run had ended)")
+
+
+def _can_resume(run_dir: Path, stop: int | None = None) -> bool:
+    """Whether champion's resume takes the folder (a killed run with a checkpoint, not yet at its budget, or at
+    step ``stop`` when given)."""
     from champion.errors import ChampionError
     from champion.runners.run_state import check_resumable, resumed_config
     from champion.runners.store.checkpoints import newest_good_manifest
@@ -44,7 +92,7 @@ def _can_resume(run_dir: Path) -> bool:
     try:
         if newest_good_manifest(run_dir / "checkpoints") is None:  # killed before its first checkpoint
             return False
-        check_resumable(run_dir, resumed_config(run_dir, {}))
+        check_resumable(run_dir, resumed_config(run_dir, {} if stop is None else {"total_steps": stop}))
     except (ChampionError, OSError):
         return False
     return True
@@ -97,8 +145,7 @@ def _drive(settings: StudySettings, task: Any, progress: bool) -> None:
                     opened, number = pending.pop(reference)
                     heartbeat.running.discard(number)
                     outcome = _outcome(reference, number)
-                    tell(opened, number, outcome)
-                    _say(progress, outcome.line)
+                    _say(progress, told_line(number, outcome, tell(opened, number, outcome)))
         except BaseException as error:  # Ctrl-C, SIGTERM: the running trials are given back, to be trained again
             for reference, (opened, number) in pending.items():
                 ray.cancel(reference, force=True)

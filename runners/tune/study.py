@@ -11,7 +11,12 @@ and the count ends at exactly ``trials``.
 A worker holds a lock file in ``STUDY_DIR/workers/`` while it lives; its running trials name that file. A RUNNING
 trial is lost when its worker's lock can be taken (the kernel frees it when the process dies, SIGKILL included) or,
 for a worker on another machine (a database shared by several), when its heartbeat (a trial attribute renewed
-every ``HEARTBEAT_S``) is older than ``LOST_AFTER_S``.
+every ``HEARTBEAT_S``) is older than ``LOST_AFTER_S``. A trial that names no worker yet, or a worker on another
+machine that has written no heartbeat yet (both are written as soon as the trial is asked for), is lost once it
+started ``LOST_AFTER_S`` ago: its worker was killed between asking and naming itself.
+
+Sampling: the sampler is seeded again for every trial, from the study's seed and the trial's number, so workers
+that ask at the same moment (and see the same history) still draw different settings.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import signal
 import socket
 import sys
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +40,8 @@ from champion.runners.tune.settings import JOURNAL_FILE, STUDY_FILE, StudySettin
 
 HEARTBEAT_S = 30.0
 LOST_AFTER_S = 300.0
-"""A RUNNING trial of a worker on another machine whose heartbeat is older than this is lost."""
+"""A RUNNING trial of a worker on another machine whose heartbeat is older than this is lost; so is a trial that
+started this long ago and names no worker (or, on another machine, has no heartbeat)."""
 MAX_FAILURES_IN_A_ROW = 3
 """Trials failing one after another stop the worker: the study's settings, not a trial's, are likely wrong."""
 COUNTED = ("COMPLETE", "PRUNED")
@@ -51,15 +59,14 @@ def open_storage(settings: StudySettings) -> Any:
     return optuna.storages.RDBStorage(settings.storage)
 
 
-def load_study(settings: StudySettings, storage: Any, history: int = 0) -> Any:
-    """The Optuna study (created if new), its sampler seeded by the study's seed and the number of trials so far:
-    a one-worker study samples the same trials again from scratch, and a resumed one does not draw its first
-    trials' settings again."""
+def load_study(settings: StudySettings, storage: Any, sampler_seed: int | None = None) -> Any:
+    """The Optuna study (created if new), its sampler seeded by ``sampler_seed`` (default: the study's seed; a
+    trial's settings are drawn with ``trial_sampler_seed``)."""
     import optuna
 
     quiet_optuna()
-    sampler = optuna.samplers.TPESampler(seed=settings.seed * 100_003 + history, n_startup_trials=10,
-                                         constant_liar=True)
+    seed = settings.seed if sampler_seed is None else sampler_seed
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, constant_liar=True)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
                                                n_warmup_steps=settings.trial_steps // 3)
               if settings.prune else optuna.pruners.NopPruner())
@@ -107,6 +114,18 @@ class WorkerLock:
         return f"{socket.gethostname()}/{self.name}"
 
 
+def trial_lost(study_dir: Path, trial: Any) -> bool:
+    """Whether a RUNNING trial's worker is gone. One that names no worker, or a worker on another machine and no
+    heartbeat, was asked for moments ago or by a worker killed before it wrote them: lost once it started
+    ``LOST_AFTER_S`` ago."""
+    identity, heartbeat = trial.user_attrs.get("worker"), trial.user_attrs.get("heartbeat")
+    elsewhere = isinstance(identity, str) and identity.partition("/")[0] != socket.gethostname()
+    if not isinstance(identity, str) or elsewhere and heartbeat is None:
+        started = trial.datetime_start
+        return started is None or (datetime.now() - started).total_seconds() > LOST_AFTER_S
+    return worker_gone(study_dir, identity, heartbeat)
+
+
 def worker_gone(study_dir: Path, identity: str, heartbeat: float | None) -> bool:
     """Whether the worker named ``identity`` (``host/lockfile``) is gone: on this machine, its lock can be taken (or
     its file is gone); on another, its trial's heartbeat is older than ``LOST_AFTER_S``."""
@@ -147,10 +166,7 @@ def recover_lost_trials(opened: OpenStudy, keep: set[int] | frozenset[int] = fro
     lost = []
     with FolderLock(opened.settings.folder / "recover.lock"):
         for trial in opened.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            identity = trial.user_attrs.get("worker")
-            if trial.number in keep or not isinstance(identity, str):
-                continue
-            if not worker_gone(opened.settings.folder, identity, trial.user_attrs.get("heartbeat")):
+            if trial.number in keep or not trial_lost(opened.settings.folder, trial):
                 continue
             if give_back(opened, trial.number, "its worker was killed"):
                 lost.append(trial.number)
@@ -169,9 +185,16 @@ class OpenStudy:
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
         return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
-    def set_attr(self, number: int, key: str, value: Any) -> None:
-        """A user attribute on trial ``number``, by the storage's public API."""
-        self.storage.set_trial_user_attr(self.trial_id(number), key, value)
+    def set_attr(self, number: int, key: str, value: Any) -> bool:
+        """A user attribute on trial ``number``, by the storage's public API; False (nothing written) when the trial
+        has finished meanwhile (another worker found it lost and gave it back)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self.storage.set_trial_user_attr(self.trial_id(number), key, value)
+        except UpdateFinishedTrialError:
+            return False
+        return True
 
     def trial(self, number: int) -> Any:
         return self.storage.get_trial(self.trial_id(number))
@@ -207,10 +230,27 @@ class Heartbeat:
 
 
 def open_study(settings: StudySettings) -> OpenStudy:
-    """``load_study`` on a fresh storage object, its sampler seeded by the number of trials so far."""
+    """``load_study`` on a fresh storage object."""
     storage = open_storage(settings)
-    history = len(load_study(settings, storage).get_trials(deepcopy=False))
-    return OpenStudy(load_study(settings, storage, history), storage, settings)
+    return OpenStudy(load_study(settings, storage), storage, settings)
+
+
+def trial_sampler_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial ``number`` of a study seeded ``seed``: one of its own for every trial number, so
+    two workers asking at once draw apart, a one-worker study draws the same trials again from scratch, and a resumed
+    one does not draw its first trials' settings again."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed % 2**63, number]).generate_state(1, np.uint32)[0])
+
+
+def seeded_trial(opened: OpenStudy, number: int) -> Any:
+    """Trial ``number`` (just asked for) on a study object whose sampler is seeded by ``trial_sampler_seed``: Optuna
+    draws a trial's parameters when they are suggested, so its settings come from that seed."""
+    import optuna
+
+    study = load_study(opened.settings, opened.storage, trial_sampler_seed(opened.settings.seed, number))
+    return optuna.trial.Trial(study, opened.trial_id(number))
 
 
 def next_trial(settings: StudySettings, worker: str, running: set[int]) -> tuple[OpenStudy, int, dict[str, Any],
@@ -238,8 +278,9 @@ def next_trial(settings: StudySettings, worker: str, running: set[int]) -> tuple
             opened.set_attr(trial.number, "surplus", True)
             opened.study.tell(trial, state=TrialState.FAIL)
             continue
-        opened.set_attr(trial.number, "worker", worker)
-        trial_settings, notes = settings.search_space().sample(trial, base)
+        opened.set_attr(trial.number, "worker", worker)  # with its heartbeat: then it is never taken for lost
+        opened.set_attr(trial.number, "heartbeat", time.time())  # while its worker lives
+        trial_settings, notes = settings.search_space().sample(seeded_trial(opened, trial.number), base)
         opened.set_attr(trial.number, "settings", _plain(trial_settings))
         return opened, trial.number, trial_settings, notes
 
@@ -251,22 +292,33 @@ def _plain(settings: dict[str, Any]) -> dict[str, Any]:
 class ReportToStudy(Callback):
     """Reports each evaluation's mean return to the trial (at the evaluation's step rounded down to a multiple of
     ``eval_every``, so trials with other rollout sizes report at the same steps) and stops the run when the pruner
-    says so: the run then ends as at its budget (final evaluation, checkpoint, crown), keeping all it saved."""
+    says so: the run then ends as at its budget (final evaluation, checkpoint, crown), keeping all it saved. The
+    evaluation at the budget (``total_steps``) is reported but never pruned: the trial has trained its budget."""
 
-    def __init__(self, opened: OpenStudy, trial_number: int, eval_every: int) -> None:
+    def __init__(self, opened: OpenStudy, trial_number: int, eval_every: int, total_steps: int,
+                 pruned_at: int | None = None) -> None:
         self.opened = opened
         self.trial_number = trial_number
         self.eval_every = eval_every
-        self.pruned_at: int | None = None
+        self.total_steps = total_steps
+        self.pruned_at = pruned_at
+        """The step the pruner stopped the run at (given: a retried trial that had been pruned already)."""
 
     def on_evaluation(self, step: int, result: Any) -> Stop | None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
         if self.pruned_at is not None or not math.isfinite(result.mean_return):
             return None
         trial_id = self.opened.trial_id(self.trial_number)
         report_step = step // self.eval_every * self.eval_every
-        self.opened.storage.set_trial_intermediate_value(trial_id, report_step, float(result.mean_return))
-        if self.opened.study.pruner.prune(self.opened.study, self.opened.storage.get_trial(trial_id)):
+        try:
+            self.opened.storage.set_trial_intermediate_value(trial_id, report_step, float(result.mean_return))
+        except UpdateFinishedTrialError:  # another worker found the trial lost and gave it back: no use going on
+            return Stop("given back by the study (another worker took it for lost); its settings train again")
+        if step < self.total_steps and self.opened.study.pruner.prune(self.opened.study,
+                                                                     self.opened.storage.get_trial(trial_id)):
             self.pruned_at = step
+            self.opened.set_attr(self.trial_number, "pruned_at", step)  # a retried Ray task keeps it pruned
             return Stop(f"pruned by the study: mean return {result.mean_return:.2f} at step {step:,} is below the "
                         "median of the earlier trials at that step")
         return None
@@ -288,10 +340,12 @@ class TrialOutcome:
 
 
 def train_trial(opened: OpenStudy, number: int, trial_settings: dict[str, Any], resume: Path | None = None,
-                run_name: str | None = None) -> TrialOutcome:
+                run_name: str | None = None, pruned_at: int | None = None,
+                resume_to: int | None = None) -> TrialOutcome:
     """Train one trial as an ordinary champion run (``STUDY_DIR/<env>/<algo>/trial-NNNN``, or ``run_name``;
-    ``resume``: go on with that run folder instead, as a retried Ray task does) and say how it ended: its value is
-    the run's crowned held-out mean. It runs the same loop as ``champion.train`` and ``champion.resume``
+    ``resume``: go on with that run folder instead, as a retried Ray task does, up to step ``resume_to`` when given;
+    ``pruned_at``: the trial had been pruned there, so nothing is reported and it ends PRUNED) and say how it ended:
+    its value is the run's crowned held-out mean. It runs the same loop as ``champion.train`` and ``champion.resume``
     (``champion.runners.training``; the runners never import the public API, which imports them)."""
     from champion.errors import ChampionError
     from champion.runners import training
@@ -304,9 +358,10 @@ def train_trial(opened: OpenStudy, number: int, trial_settings: dict[str, Any], 
     started = time.time()
     try:
         config = trial_config(settings, trial_settings, name)
-        reporter = ReportToStudy(opened, number, config.eval_every)
+        reporter = ReportToStudy(opened, number, config.eval_every, config.total_steps, pruned_at)
         if resume is not None:
-            result = training.resume(resume, {}, progress=False, callbacks=[reporter])
+            budget = {} if resume_to is None else {"total_steps": resume_to}
+            result = training.resume(resume, budget, progress=False, callbacks=[reporter])
         else:
             result = training.train(config, progress=False, callbacks=[reporter])
     except ChampionError as error:
@@ -314,7 +369,7 @@ def train_trial(opened: OpenStudy, number: int, trial_settings: dict[str, Any], 
             raise
         return TrialOutcome("FAIL", None, {"error": str(error), "started": started, "ended": time.time()},
                             f"trial {number}: failed: {error}")
-    attrs = {**_result_attrs(settings, result, reporter), "started": started, "ended": time.time()}
+    attrs = {**result_attrs(settings, result, reporter.pruned_at), "started": started, "ended": time.time()}
     seconds = attrs["ended"] - started
     crowned = attrs["crown_mean"]
     if reporter.pruned_at is not None:
@@ -342,9 +397,10 @@ def _relative(settings: StudySettings, run_dir: Path) -> str:
         return str(run_dir)
 
 
-def _result_attrs(settings: StudySettings, result: Any, reporter: ReportToStudy) -> dict[str, Any]:
-    """What the trial records of its run: the training-time best and the crown (as ``champion.load`` reads it: not a
-    crown older than the best)."""
+def result_attrs(settings: StudySettings, result: Any, pruned_at: int | None) -> dict[str, Any]:
+    """What the trial records of its run (``result``: its ``run_dir``, ``best_mean_return``, ``best_step`` and
+    ``env_steps``): the training-time best and the crown (as ``champion.load`` reads it: not a crown older than the
+    best)."""
     from champion.runners.store.best_store import load_champion
 
     found = load_champion(Path(result.run_dir) / "best", on_warning=lambda _: None)
@@ -352,7 +408,7 @@ def _result_attrs(settings: StudySettings, result: Any, reporter: ReportToStudy)
     return {"run_dir": _relative(settings, result.run_dir), "best_mean_return": _finite(result.best_mean_return),
             "best_step": result.best_step, "crown_mean": _finite(crown.get("held_out_mean")),
             "crown_interval": crown.get("interval"), "crown_episodes": len(crown.get("returns") or []),
-            "crown_entry": crown.get("entry"), "pruned_at": reporter.pruned_at, "env_steps": result.env_steps}
+            "crown_entry": crown.get("entry"), "pruned_at": pruned_at, "env_steps": result.env_steps}
 
 
 def _finite(value: float | None) -> float | None:
@@ -366,15 +422,28 @@ def _is_signal(error: Exception) -> bool:
     return isinstance(error, (TrainingInterrupted, CrownInterrupted))
 
 
-def tell(opened: OpenStudy, number: int, outcome: TrialOutcome) -> None:
-    """Record a trial's outcome in the storage and ``study.json``."""
+def tell(opened: OpenStudy, number: int, outcome: TrialOutcome) -> bool:
+    """Record a trial's outcome in the storage and ``study.json``; False (nothing recorded) when the trial had
+    finished meanwhile: another worker took it for lost and gave it back, so its settings train again."""
     from optuna.trial import TrialState
 
+    if opened.trial(number).state != TrialState.RUNNING:
+        return False
     for key, value in outcome.attrs.items():
         opened.set_attr(number, key, value)
     state = TrialState[outcome.state]
-    opened.study.tell(number, outcome.value if state == TrialState.COMPLETE else None, state=state)
+    opened.study.tell(number, outcome.value if state == TrialState.COMPLETE else None, state=state,
+                      skip_if_finished=True)
     write_snapshot(opened)
+    return opened.trial(number).state == state
+
+
+def told_line(number: int, outcome: TrialOutcome, recorded: bool) -> str:
+    """The line saying how a trial ended, or that the study had given it back before it ended."""
+    if recorded:
+        return outcome.line
+    return (f"trial {number}: ended after the study took it for lost and gave it back (its settings train again, "
+            "under a new number); its outcome is not counted")
 
 
 def give_back(opened: OpenStudy, number: int, why: str) -> bool:
@@ -430,8 +499,7 @@ def run_worker(settings: StudySettings, progress: bool = True) -> int:
                     raise stopped_study(error, settings, [number]) from None
                 finally:
                     heartbeat.running.discard(number)
-                tell(opened, number, outcome)
-                _say(progress, outcome.line)
+                _say(progress, told_line(number, outcome, tell(opened, number, outcome)))
                 ran += 1
                 failures = failures + 1 if outcome.state == "FAIL" else 0
                 if failures >= MAX_FAILURES_IN_A_ROW:
@@ -453,6 +521,13 @@ def stopped_study(error: BaseException, settings: StudySettings, numbers: list[i
         return error
     how = str(error).split(" at step")[0].split(" during")[0] if isinstance(error, TrainingStopped) else "stopped"
     code = error.exit_code if isinstance(error, TrainingStopped) else 130
+    return study_stop(how, code, settings, numbers)
+
+
+def study_stop(how: str, code: int, settings: StudySettings, numbers: list[int]) -> BaseException:
+    """The study's stop error: ``how`` it stopped (``stopped by SIGINT``), the trials given back, how to go on."""
+    from champion.runners.run_state import TrainingStopped
+
     if len(numbers) == 1:
         given = f", and trial {numbers[0]} is given back (its settings train again, under a new number)"
     else:
@@ -487,9 +562,17 @@ def _say(progress: bool, line: str) -> None:
         print(line, flush=True)
 
 
+STOP_CODES = {130: signal.SIGINT, 143: signal.SIGTERM, -signal.SIGINT: signal.SIGINT,
+              -signal.SIGTERM: signal.SIGTERM}
+"""A worker process's exit code after a stop by a signal: its own (128 + the signal) or the signal's, when it died
+of it before its handlers were in place."""
+
+
 def run_processes(settings: StudySettings, progress: bool) -> None:
     """``settings.workers`` worker processes on this machine (one runs here when there is one), each asking for
-    trials until the study needs no more."""
+    trials until the study needs no more. The workers run in a session of their own: Ctrl-C and SIGTERM reach them
+    once, forwarded from here, and each gives its trial back with a checkpoint; then this process ends the study with
+    one line naming the trials given back."""
     if settings.workers == 1:
         run_worker(settings, progress)
         return
@@ -498,17 +581,49 @@ def run_processes(settings: StudySettings, progress: bool) -> None:
     command = [sys.executable, "-m", "champion.runners.tune.worker", str(settings.folder)]
     if not progress:
         command.append("--quiet")
-    children = [subprocess.Popen(command) for _ in range(settings.workers)]
-    try:
+    earlier = {trial.number for trial in open_study(settings).study.get_trials(deepcopy=False)}
+    children = [subprocess.Popen(command, start_new_session=True) for _ in range(settings.workers)]
+    with ForwardSignals(children) as forwarded:
         codes = [child.wait() for child in children]
-    except KeyboardInterrupt:  # the children got the Ctrl-C too: each gives its trial back
-        for child in children:
-            child.wait()
-        raise
-    failed = [code for code in codes if code not in (0,)]
-    if failed:
-        from champion.errors import ChampionError
+    stop = forwarded.signal_number or next((STOP_CODES[code] for code in codes if code in STOP_CODES), None)
+    failed = [code for code in codes if code != 0 and code not in STOP_CODES]
+    if stop is None and not failed:
+        return
+    opened = open_study(settings)
+    recover_lost_trials(opened)  # a worker that died of its signal (or was killed) left its trial RUNNING
+    write_snapshot(opened)
+    if stop is not None:
+        given = sorted(trial.number for trial in opened.study.get_trials(deepcopy=False)
+                       if trial.number not in earlier and trial.user_attrs.get("lost"))
+        raise study_stop(f"stopped by {signal.Signals(stop).name}", 128 + stop, settings, given)
+    from champion.errors import ChampionError
 
-        raise ChampionError(f"{len(failed)} of {len(codes)} worker processes ended with an error (exit codes "
-                            f"{', '.join(map(str, failed))}); what each said is above. Run the same champion tune "
-                            "again to go on with the study")
+    raise ChampionError(f"{len(failed)} of {len(codes)} worker processes ended with an error (exit codes "
+                        f"{', '.join(map(str, failed))}); what each said is above. Run the same champion tune "
+                        "again to go on with the study")
+
+
+class ForwardSignals:
+    """While in its block (in the main thread), SIGINT and SIGTERM are sent on to the worker processes still running
+    (a second Ctrl-C too: it stops them at once, as it stops ``champion train``). ``signal_number``: the first."""
+
+    def __init__(self, children: list[Any]) -> None:
+        self.children = children
+        self.signal_number: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> ForwardSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self.previous[number] = signal.signal(number, self.forward)
+        return self
+
+    def forward(self, number: int, frame: Any) -> None:
+        self.signal_number = self.signal_number or number
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(number)
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)

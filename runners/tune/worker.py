@@ -1,7 +1,8 @@
 """One worker process of a study (``champion tune --workers W`` starts W of them):
 ``python -m champion.runners.tune.worker STUDY_DIR [--quiet]``. It dies with the process that started it: a
 SIGKILLed ``champion tune`` leaves no worker training on, and the trials they ran are found lost and run again when
-the study goes on."""
+the study goes on. A stop by a signal (forwarded by that process) ends it quietly with 130 or 143: that process says
+it once for all its workers."""
 
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ def main(argv: list[str]) -> None:
 
     stderr_filter.quiet_tensorflow(filter_stderr=False)
     from champion.runners.tune.settings import read_settings
-    from champion.runners.tune.study import run_worker
+    from champion.runners.tune.study import STOP_CODES, run_worker
 
     try:
         run_worker(read_settings(argv[0]), progress="--quiet" not in argv)
     except ChampionError as error:
-        print(f"champion tune: {error.label}{error}", file=sys.stderr, flush=True)
+        if error.exit_code not in STOP_CODES:  # a stop is said once, by the process that started the workers
+            print(f"champion tune: {error.label}{error}", file=sys.stderr, flush=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
