@@ -119,6 +119,9 @@ def test_a_study_without_optuna_says_how_to_install_it(monkeypatch):
      "crown.at_end=false leaves trials without the crowned held-out mean"),
     (["--trials", "2", "--trial-steps", "100", "--set", "ppo.epoks=3"], "unknown config key 'ppo.epoks'"),
     (["--trials", "2"], "give ENV_ID, --trials and --trial-steps"),
+    (["--trials", "2", "--trial-steps", "100", "--final-seed", "1000005"],
+     "the study's re-evaluation seeds 1,000,005-1,000,104 overlap the evaluation seeds of every trial "
+     "(1,000,000-1,000,009); start a study with another --final-seed"),
 ])
 def test_bad_tune_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
     results = tmp_path / "results"
@@ -130,6 +133,103 @@ def test_bad_tune_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, 
     assert exit_info.value.code == 2 and len(lines) == 1
     assert lines[0].startswith("champion tune: error: ") and message in lines[0]
     assert not results.exists()
+
+
+def probe_settings(results: Path, name: str, **changes):
+    """A study's settings with the default PPO space on CartPole (nothing trains from them here)."""
+    values = dict(trials=2, trial_steps=2048, results_dir=results, study_name=name, space=None, base=SMALL_RUN,
+                  use_preset=True, seed=0, storage=None, prune=True, top=1, final_episodes=5,
+                  final_seed=2_000_000_000, workers=1, engine="process", ray_address=None)
+    return make_settings("CartPole-v1", "ppo", **{**values, **changes})
+
+
+def test_workers_that_ask_at_the_same_moment_draw_different_settings(tmp_path):
+    """Two workers open the study before either asks (they see the same history, as two processes starting together
+    do); each trial's settings come from a sampler seeded by the study's seed and the trial's number."""
+    from champion.runners.tune.settings import check_base
+    from champion.runners.tune.study import open_study, seeded_trial
+    from champion.runners.tune.tuning import prepare
+
+    def draw(settings, opened, number):
+        return settings.search_space().sample(seeded_trial(opened, number), check_base(settings))[0]
+
+    settings = prepare(probe_settings(tmp_path, "race"))
+    first, second = open_study(settings), open_study(settings)
+    numbers = [first.study.ask().number, second.study.ask().number]
+    drawn = [draw(settings, first, numbers[0]), draw(settings, second, numbers[1])]
+    assert numbers == [0, 1] and drawn[0] != drawn[1]
+    again = prepare(probe_settings(tmp_path, "race-again"))  # the same seed from scratch: the same first trial
+    opened = open_study(again)
+    assert draw(again, opened, opened.study.ask().number) == drawn[0]
+
+
+def test_the_evaluation_at_the_budget_is_reported_but_never_pruned():
+    """Trial 0 finished with 100, 200, 300 at steps 1,024, 2,048, 3,072 (the budget). A trial below it only at the
+    budget completes with that report; one below it at 2,048 is pruned there."""
+    from types import SimpleNamespace
+
+    from champion.callbacks import Stop
+    from champion.runners.tune.study import OpenStudy, ReportToStudy
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1024))
+    finished = study.ask()
+    for step, value in ((1024, 100.0), (2048, 200.0), (3072, 300.0)):
+        finished.report(value, step)
+    study.tell(finished, 300.0)
+    opened = OpenStudy(study, storage, None)
+
+    def evaluations(returns):
+        number = study.ask().number
+        reporter = ReportToStudy(opened, number, eval_every=1024, total_steps=3072)
+        stops = [reporter.on_evaluation(step, SimpleNamespace(mean_return=value))
+                 for step, value in zip((1024, 2048, 3072), returns)]
+        return opened.trial(number), reporter, stops
+
+    trial, reporter, stops = evaluations((150.0, 250.0, 280.0))
+    assert stops == [None, None, None] and reporter.pruned_at is None
+    assert trial.intermediate_values == {1024: 150.0, 2048: 250.0, 3072: 280.0}
+    trial, reporter, stops = evaluations((150.0, 150.0))
+    assert stops[0] is None and isinstance(stops[1], Stop) and "pruned by the study" in stops[1].reason
+    assert reporter.pruned_at == 2048 and trial.user_attrs["pruned_at"] == 2048
+
+
+def test_a_running_trial_that_names_no_worker_is_recovered_once_it_is_older_than_the_grace(tmp_path, monkeypatch):
+    """A worker SIGKILLed between asking for a trial and naming itself leaves a RUNNING trial without a worker; one
+    on another machine may not have written its heartbeat yet. Both are lost only after LOST_AFTER_S."""
+    from champion.runners.tune import study as tune_study
+    from champion.runners.tune.tuning import prepare
+
+    settings = prepare(probe_settings(tmp_path, "orphan"))
+    opened = tune_study.open_study(settings)
+    orphan = opened.study.ask()
+    elsewhere = opened.study.ask()
+    opened.set_attr(elsewhere.number, "worker", "another-host/another-host-1-2.lock")
+    assert tune_study.recover_lost_trials(opened) == []  # just asked for: their workers may be about to write
+    monkeypatch.setattr(tune_study, "LOST_AFTER_S", 0.0)
+    assert tune_study.recover_lost_trials(opened) == [orphan.number, elsewhere.number]
+    trials = opened.study.get_trials()
+    assert [trial.state.name for trial in trials] == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    assert trials[0].user_attrs["lost"] == "its worker was killed"
+    assert [trials[2].user_attrs["retry_of"], trials[3].user_attrs["retry_of"]] == [0, 1]
+    outcome = tune_study.TrialOutcome("COMPLETE", 1.0, {"crown_mean": 1.0}, "trial 0: crowned held-out mean 1.00")
+    assert tune_study.tell(opened, orphan.number, outcome) is False  # its worker ended after all: not counted
+    assert opened.trial(orphan.number).state.name == "FAIL" and "crown_mean" not in opened.trial(0).user_attrs
+    assert opened.set_attr(orphan.number, "heartbeat", 1.0) is False
+
+
+def test_a_runs_config_file_keeps_its_settings_but_not_the_study_keys(small_study):
+    from champion.runners.configure import read_config_file
+    from champion.runners.tune.settings import without_study_keys
+
+    results, result = small_study
+    path = study_folder(results, "small") / result.trials[0].run_dir / "config.yaml"
+    kept, note = without_study_keys(read_config_file(path).settings, path)
+    assert note == (f"{path}'s seed, total_steps, results_dir are left out: the study sets them for every trial "
+                    "(--seed, --trial-steps, its folder)")
+    assert not {"seed", "total_steps", "schedule_steps", "results_dir", "run_name"} & set(kept)
+    assert kept["ppo.num_steps"] == 64 and kept["eval_every"] == 512 and kept["crown.episodes"] == 20
 
 
 @pytest.fixture(scope="module")
@@ -190,11 +290,32 @@ def test_the_winner_is_the_best_on_fresh_seeds_and_its_file_trains_with_champion
     assert json.loads((folder / "report.json").read_text())["winner"] == result.winner
     assert champion_cli("train", "--config", result.winner_config, "--total-steps", "512", "--results-dir",
                         tmp_path, "--run-name", "again", "-q") == 0
-    again = load_run_config(tmp_path / "CartPole-v1" / "ppo" / "again")
-    assert again.ppo.learning_rate == winner.settings["ppo.learning_rate"]
-    assert again.ppo.epochs == winner.settings["ppo.epochs"]
-    assert again.ppo.num_steps == 64 and again.eval_every == 512 and again.total_steps == 512
-    assert again.engine == "gymnasium" and again.crown.episodes == 20
+    again = load_run_config(tmp_path / "CartPole-v1" / "ppo" / "again").to_dict()
+    trained = load_run_config(folder / winner.run_dir).to_dict()
+    assert again["total_steps"] == 512 and again["ppo"]["learning_rate"] == winner.settings["ppo.learning_rate"]
+    budget = ("run_name", "results_dir", "seed", "total_steps", "schedule_steps")
+    assert {key: value for key, value in again.items() if key not in budget} == {
+        key: value for key, value in trained.items() if key not in budget}  # every other setting, as the trial had it
+
+
+def test_a_study_starts_from_a_winner_file_with_its_own_seed_and_budget(small_study, tmp_path, capsys):
+    """winner.yaml records its trial's seed and budget: the new study leaves them out with one note and trains every
+    trial with its own (--seed 3, --trial-steps 512), the file's other settings kept."""
+    results, result = small_study
+    space = write(tmp_path / "space.yaml", {"ppo.epochs": [3]})
+    code = champion_cli("tune", "--config", result.winner_config, "--trials", "1", "--trial-steps", "512", "--seed",
+                        "3", "--study-name", "again", "--results-dir", tmp_path, "--space", space, "--top", "1",
+                        "--final-episodes", "5", "-q")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert [line for line in err.splitlines() if line.startswith("note: ")] == [
+        f"note: {result.winner_config}'s seed, total_steps are left out: the study sets them for every trial (--seed, "
+        "--trial-steps, its folder)"]
+    trial = load_run_config(study_folder(tmp_path, "again") / "CartPole-v1" / "ppo" / "trial-0000")
+    assert trial.seed == 3 and trial.total_steps == 512 and trial.ppo.epochs == 3
+    winner = result.row(result.winner)
+    assert trial.ppo.learning_rate == winner.settings["ppo.learning_rate"]  # the file's, not searched here
+    assert trial.ppo.num_steps == 64 and trial.eval_every == 512 and trial.crown.episodes == 20
 
 
 def test_champion_runs_lists_the_study_beside_its_trials(small_study, capsys):
@@ -235,6 +356,17 @@ def test_the_median_pruner_stops_a_trial_that_cannot_learn_and_it_keeps_what_it_
     assert "pruned by the study" in summary["stopped_early"]
     assert read_champion(run_dir / "best") is not None  # what it saved: best entries and the crown
     assert [row.state for row in result.trials] == ["COMPLETE", "PRUNED"] and result.winner == 0
+    # a Ray task retried after its worker died in the run's end keeps the trial pruned, trained no further
+    from champion.runners.tune.ray_trials import ray_trial
+
+    stopped_at = pruned.user_attrs["env_steps"]  # the rollout under way when it was pruned, finished
+    ended = ray_trial(str(folder), 1, pruned.user_attrs["settings"])  # the run had ended: taken as it is
+    assert ended["state"] == "PRUNED" and ended["attrs"]["env_steps"] == stopped_at < 3072
+    assert ended["attrs"]["crown_mean"] == pruned.user_attrs["crown_mean"]
+    (run_dir / "summary.json").unlink()  # killed before its summary: champion's resume finishes it at that step
+    finished = ray_trial(str(folder), 1, pruned.user_attrs["settings"])
+    assert finished["state"] == "PRUNED" and finished["attrs"]["pruned_at"] == pruned.user_attrs["pruned_at"]
+    assert json.loads((run_dir / "summary.json").read_text())["env_steps"] == stopped_at
 
 
 def load_space_from(folder: Path, space: dict):
@@ -268,8 +400,10 @@ def running_trial(folder: Path, name: str, number: int):
 
 
 def test_a_study_killed_mid_trial_resumes_to_exactly_n_trials(tmp_path):
+    """SIGKILLed while trial 1 trains (trial 0 finished): the same command again finds trial 1 lost, trains its
+    settings again as trial 2 and ends with exactly 2 counted trials, trial 0 not trained again."""
     folder = study_folder(tmp_path, "killed")
-    command = tune_command(tmp_path, "killed", 3, "--space", str(write(tmp_path / "space.yaml", SMALL_SPACE)))
+    command = tune_command(tmp_path, "killed", 2, "--space", str(write(tmp_path / "space.yaml", SMALL_SPACE)))
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: running_trial(folder, "killed", 1), 180, "trial 1 to be training")
@@ -281,14 +415,80 @@ def test_a_study_killed_mid_trial_resumes_to_exactly_n_trials(tmp_path):
     assert again.returncode == 0, again.stderr
     trials = open_journal(folder, "killed").get_trials()
     counted = [trial for trial in trials if trial.state.name in ("COMPLETE", "PRUNED")]
-    assert len(counted) == 3 and len({trial.number for trial in trials}) == len(trials)
+    assert [trial.number for trial in counted] == [0, 2] and len(trials) == 3
+    assert counted[0].user_attrs["ended"] < counted[1].user_attrs["started"]  # trial 0 as the killed run left it
     lost = trials[1]
     assert lost.state.name == "FAIL" and lost.user_attrs["lost"] == "its worker was killed"
-    retry = next(trial for trial in trials if trial.user_attrs.get("retry_of") == 1)
-    assert retry.params == lost.params and retry in counted
+    retry = trials[2]
+    assert retry.user_attrs["retry_of"] == 1 and retry.params == lost.params
     assert (folder / lost.user_attrs["run_dir"] / "config.yaml").is_file()  # the killed run's folder is kept
     assert sorted(row.number for row in tune_report.read_report(folder).trials) == sorted(
         trial.number for trial in counted)
+
+
+COUNT_SIGTERMS = """
+import signal, sys, time
+got = []
+signal.signal(signal.SIGTERM, lambda *_: got.append(time.monotonic()))
+print("ready", flush=True)
+while not got:
+    time.sleep(0.01)
+time.sleep(0.5)
+sys.exit(100 + len(got))
+"""
+"""A stand-in worker: exits with 100 + the SIGTERMs it got within half a second of the first."""
+
+
+def test_the_study_process_forwards_a_signal_once_to_each_worker_process():
+    """SIGTERM to the process that started the workers (in their own session, so nothing else reaches them) is sent
+    on to each of them exactly once."""
+    import threading
+
+    from champion.runners.tune.study import ForwardSignals
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can be set only in the main thread")
+    children = [subprocess.Popen([sys.executable, "-c", COUNT_SIGTERMS], stdout=subprocess.PIPE, text=True,
+                                 start_new_session=True) for _ in range(2)]
+    try:
+        assert [child.stdout.readline().strip() for child in children] == ["ready", "ready"]
+        with ForwardSignals(children) as forwarded:
+            os.kill(os.getpid(), signal.SIGTERM)
+            codes = [child.wait(timeout=30) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    assert codes == [101, 101] and forwarded.signal_number == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is not forwarded.forward  # the handler from before is back
+
+
+@pytest.mark.slow  # two worker processes start TensorFlow side by side (about 9 s on a loaded 2-core machine)
+def test_sigterm_to_a_study_of_two_worker_processes_gives_both_trials_back_in_one_line(tmp_path):
+    """SIGTERM to the champion tune process alone reaches its two workers (forwarded once): each stops its trial with a
+    checkpoint and gives it back, and the command ends with 143 and one line naming both trials."""
+    folder = study_folder(tmp_path, "stopped2")
+    command = tune_command(tmp_path, "stopped2", 2, "--space", str(write(tmp_path / "space.yaml", SMALL_SPACE)),
+                           "--workers", "2")
+    command[command.index("--trial-steps") + 1] = "40960"  # long enough to be stopped mid-trial
+    tune = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: running_trial(folder, "stopped2", 0) and running_trial(folder, "stopped2", 1), 180,
+                 "trials 0 and 1 to be training")
+        tune.send_signal(signal.SIGTERM)
+        err = tune.communicate(timeout=120)[1]
+    finally:
+        if tune.poll() is None:
+            tune.kill()
+    assert tune.returncode == 143, err
+    assert [line for line in err.splitlines() if line.startswith("champion tune:")] == [
+        "champion tune: stopped by SIGTERM: the study stopped, and trials 0, 1 are given back (their settings train "
+        f"again, under new numbers); go on with: champion tune --resume {folder}"]
+    trials = open_journal(folder, "stopped2").get_trials()
+    assert [trial.state.name for trial in trials] == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    # given back by their workers on the signal (a worker that died of it would leave "its worker was killed")
+    assert [trial.user_attrs["lost"] for trial in trials[:2]] == ["stopped by a signal"] * 2
+    assert sorted(trial.user_attrs["retry_of"] for trial in trials[2:]) == [0, 1]
 
 
 def write(path: Path, data) -> Path:
@@ -306,7 +506,9 @@ def test_two_tune_processes_on_one_journal_run_one_study_without_duplicates(tmp_
     assert [process.returncode for process in processes] == [0, 0], outputs
     trials = open_journal(folder, "shared").get_trials()
     counted = [trial for trial in trials if trial.state.name in ("COMPLETE", "PRUNED")]
-    assert len(counted) == 4 and len({trial.number for trial in trials}) == len(trials)
+    assert len(counted) == 4
+    drawn = [json.dumps(trial.params, sort_keys=True) for trial in counted]
+    assert len(set(drawn)) == 4, drawn  # each trial number has its own draw, though both processes began together
     workers = {trial.user_attrs["worker"] for trial in counted}
     assert len(workers) == 2  # both processes trained trials
     run_dirs = [trial.user_attrs["run_dir"] for trial in counted]
@@ -334,18 +536,20 @@ def checkpointed_trial(folder: Path, name: str, number: int):
     if trial is None:
         return None
     manifest = newest_good_manifest(folder / trial.user_attrs["run_dir"] / "checkpoints")
-    return trial if manifest is not None and manifest["step"] < 2048 else None  # still training
+    return trial if manifest is not None and manifest["step"] < 8192 else None  # still training
 
 
-@pytest.mark.slow  # its own local Ray, four workers started (about 80 s on a loaded 2-core machine)
+@pytest.mark.slow  # its own local Ray, four workers started (about 80 s on a loaded 2-core machine, 15 s at load 1.5)
 def test_on_ray_two_trials_run_at_once_and_a_killed_trial_worker_is_retried(tmp_path):
     pytest.importorskip("ray")
     folder = study_folder(tmp_path, "ray")
     command = tune_command(tmp_path, "ray", 2, "--space", str(write(tmp_path / "space.yaml", SMALL_SPACE)),
                            "--engine", "ray", "--workers", "2")
+    command[command.index("--trial-steps") + 1] = "8192"  # both trials still training when trial 0 is killed
     tune = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        trial = wait_for(lambda: checkpointed_trial(folder, "ray", 0), 240, "trial 0 to have a checkpoint on Ray")
+        trial = wait_for(lambda: checkpointed_trial(folder, "ray", 1) and checkpointed_trial(folder, "ray", 0), 240,
+                         "trials 0 and 1 to have checkpoints on Ray")
         killed, killed_at = trial.user_attrs["pid"], time.time()
         os.kill(killed, signal.SIGKILL)
         out, err = tune.communicate(timeout=600)
@@ -357,7 +561,7 @@ def test_on_ray_two_trials_run_at_once_and_a_killed_trial_worker_is_retried(tmp_
     assert [trial.state.name for trial in trials] == ["COMPLETE", "COMPLETE"]
     retried = trials[0]
     assert retried.user_attrs["pid"] != killed and retried.user_attrs["attempt"] == "resumed after its worker died"
-    assert retried.user_attrs["run_dir"] == "CartPole-v1/ppo/trial-0000" and retried.user_attrs["env_steps"] == 2048
+    assert retried.user_attrs["run_dir"] == "CartPole-v1/ppo/trial-0000" and retried.user_attrs["env_steps"] == 8192
     assert trials[1].user_attrs["started"] < killed_at < trials[1].user_attrs["ended"]  # trial 1 ran on meanwhile
     assert trials[1].user_attrs["pid"] not in (killed, retried.user_attrs["pid"])
 
