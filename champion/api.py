@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+import sys
 from typing import TYPE_CHECKING, Any
 
 from champion.callbacks import Callback
@@ -210,7 +211,14 @@ def tune(env_id: str | None = None, algo: str | None = None, *, trials: int | No
         return run_study(prepare(resumed(resume, **changed)), progress)
     env_id, algo, settings, config_file = _train_settings(env_id, algo, config, overrides)
     algo = algo or "ppo"
-    base = {**(config_file.settings if config_file else {}), **settings}
+    file_settings: dict[str, Any] = {}
+    if config_file is not None:  # a run's config.yaml or a study's winner.yaml: the study sets seed, budget, folder
+        from champion.runners.tune.settings import without_study_keys
+
+        file_settings, note = without_study_keys(config_file.settings, config_file.path)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    base = {**file_settings, **settings}
     if trials is None or trial_steps is None:
         raise UsageError("give trials= and trial_steps= (how many trials, and each one's env steps), or resume= a "
                          "study folder")

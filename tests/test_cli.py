@@ -196,7 +196,7 @@ def test_a_reader_that_goes_away_ends_the_listing_quietly_with_exit_0():
 def test_help_lists_every_command_with_a_whole_sentence_and_the_defaults_of_preset_options(capsys):
     main(["--help"])
     listing = capsys.readouterr().out.split("Commands:")[1].strip().splitlines()
-    assert len(listing) == 8 and all(line.rstrip().endswith((".", ")")) and "..." not in line for line in listing)
+    assert len(listing) == 9 and all(line.rstrip().endswith((".", ")")) and "..." not in line for line in listing)
     main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for option in ("--num-envs", "--eval-every", "--eval-episodes"):

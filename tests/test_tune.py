@@ -596,3 +596,22 @@ def test_a_study_stopped_with_ctrl_c_gives_its_trial_back_and_goes_on_to_exactly
     trials = open_journal(folder, "stopped").get_trials()
     assert [trial.state.name for trial in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert trials[1].params == trials[0].params
+
+
+def test_tune_from_python_takes_the_winner_file_without_its_study_keys(small_study, monkeypatch, capsys):
+    """champion.tune(config=winner.yaml) keeps the file's settings for every trial and leaves out the keys the study
+    sets (seed, budget, folder), with the same note as the command; the study is prepared, not run."""
+    from champion.runners.tune import tuning
+
+    results, _ = small_study
+    path = study_folder(results, "small") / "winner.yaml"
+    prepared = []
+    monkeypatch.setattr(tuning, "run_study", lambda study, progress: prepared.append(study))
+    champion.tune("CartPole-v1", config=path, trials=1, trial_steps=1024, study_name="again",
+                  results_dir=results, progress=False)
+    note = capsys.readouterr().err.strip()
+    assert note.startswith(f"note: {path}'s seed") and note.endswith(
+        "left out: the study sets them for every trial (--seed, --trial-steps, its folder)")
+    [study] = prepared
+    assert study.base["ppo.num_steps"] == 64 and study.base["eval_every"] == 512  # the file's, kept
+    assert not {"seed", "total_steps", "results_dir"} & set(study.base)

@@ -134,7 +134,7 @@ def _print_profile(result: Any, profile: bool) -> None:
                    f"code from there instead of compiling it again)")
 
 
-@cli.command(short_help="Search an algorithm's settings on an env with Optuna; every trial is a champion run.")
+@cli.command(short_help="Search settings with Optuna; every trial is a champion run.")
 @click.argument("env_id", required=False)
 @click.option("--algo", type=click.Choice(["ppo", "a2c"]), help="Learning algorithm (default: ppo, or --config's).")
 @click.option("--trials", type=int, help="Trials that must end complete or pruned (a later run of the study may "
