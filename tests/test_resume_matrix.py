@@ -30,11 +30,14 @@ CASES = [
     # the two cases below kill LunarLander mid-save on this engine, and test_ray.py's LunarLander case is this one
     # (PPO, 4 envs of 32 steps, the same kill point) with its envs on Ray workers
     pytest.param("LunarLander-v3", "ppo", 4, 32, [], STATE_WRITTEN, id="lunarlander", marks=[BOX2D, pytest.mark.slow]),
-    pytest.param("LunarLanderContinuous-v3", "ppo", 2, 32, [], BEFORE_RENAME, id="lunarlander-continuous", marks=BOX2D),
+    # a user's Keras torso (tests/user_torsos.py, acting in TensorFlow) on Box2D and MuJoCo: its runs resume as exactly
+    pytest.param("LunarLanderContinuous-v3", "ppo", 2, 32, ["network.torso=user_torsos:residual_torso"], BEFORE_RENAME,
+                 id="lunarlander-continuous-torso", marks=BOX2D),
     pytest.param("LunarLander-v3", "a2c", 4, 8, ["vectorization=async"], TF_WRITTEN, id="lunarlander-a2c-async",
                  marks=BOX2D),
     pytest.param("HalfCheetah-v5", "ppo", 1, 64, [], STATE_WRITTEN, id="halfcheetah", marks=MUJOCO),
-    pytest.param("Hopper-v5", "ppo", 2, 32, [], BEFORE_RENAME, id="hopper", marks=MUJOCO),
+    pytest.param("Hopper-v5", "ppo", 2, 32, ["network.torso=user_torsos:residual_torso"], BEFORE_RENAME,
+                 id="hopper-torso", marks=MUJOCO),
     # 320 steps per env at the checkpoint resumed from: past the first game (both envs), so the journal starts from
     # the emulator's state and spans the lives lost since. test_api.py's small CNN: each run took 40% more CPU time
     # with the preset's, and what is resumed (envs, RNGs, optimizer) is the same whatever the network's size
