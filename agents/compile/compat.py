@@ -158,12 +158,17 @@ IMAGE_PLUGIN = "images"
 """The plugin name that puts a value on TensorBoard's image dashboard (in the event files' format)."""
 
 
-def tensorboard_minor_version() -> str:
-    """The installed TensorBoard's "major.minor" ("unknown" if its metadata is missing)."""
+def installed_minor_version(package: str) -> str:
+    """The installed ``package``'s "major.minor" from its metadata ("unknown" if it is missing)."""
     try:
-        return ".".join(importlib.metadata.version("tensorboard").split(".")[:2])
+        return ".".join(importlib.metadata.version(package).split(".")[:2])
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def tensorboard_minor_version() -> str:
+    """The installed TensorBoard's "major.minor" ("unknown" if its metadata is missing)."""
+    return installed_minor_version("tensorboard")
 
 
 def tensorboard_available() -> bool:
@@ -313,10 +318,7 @@ TESTED_RAY = ("2.60",)
 
 def ray_minor_version() -> str:
     """The installed Ray's "major.minor" ("unknown" if it is not installed)."""
-    try:
-        return ".".join(importlib.metadata.version("ray").split(".")[:2])
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    return installed_minor_version("ray")
 
 
 def ray_available() -> bool:
