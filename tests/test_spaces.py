@@ -135,7 +135,8 @@ CUE_TASKS = {  # env, steps, overrides, the best return it must reach (all eight
 @pytest.mark.parametrize("task", CUE_TASKS)
 def test_each_space_learns_its_known_answer_and_replays_and_exports_it(tmp_path, task):
     steps, overrides, target = CUE_TASKS[task]
-    config, _ = resolve_config(f"champion-test/{task}-v0", "ppo", {
+    # the module's name in the id: a crown that spawns processes (when playing here would take longer) imports it there
+    config, _ = resolve_config(f"toy_envs:champion-test/{task}-v0", "ppo", {
         "total_steps": steps, "num_envs": 4, "eval_every": steps // 4, "eval_episodes": 8, "media": False,
         "ppo.num_steps": 64, "ppo.minibatch_size": 64, "ppo.epochs": 4, "ppo.learning_rate": 2e-3,
         "ppo.gamma": 0.5, "results_dir": str(tmp_path), "run_name": "cue", **overrides})
