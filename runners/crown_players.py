@@ -11,6 +11,7 @@ progress display.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import time
@@ -113,7 +114,8 @@ class ProcessPlayer:
             self._pool_size = self._pool_size or self.workers
             others = set(multiprocessing.active_children())
             self._pool = ProcessPoolExecutor(self._pool_size, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=os.nice, initargs=(SPAWNED_NICENESS,))
+                                             initializer=_start_spawned_player,
+                                             initargs=(_registering_module(self.env_id),))
             # one task each starts them all now (one more per task while none is idle), to know the pool's children
             for started in [self._pool.submit(os.getpid) for _ in range(self._pool_size)]:
                 started.result()
@@ -126,6 +128,29 @@ class ProcessPlayer:
         _report_as_done([future for parts in futures for future in parts], [len(share) for share in shares] * len(policies),
                         on_episodes)
         return [joined([future.result() for future in parts], seeds) for parts in futures]
+
+
+def _registering_module(env_id: str) -> str | None:
+    """The module of a bare env id's entry point, whose import registers it (a user's package that calls
+    ``gymnasium.register``), for the spawned players: a fresh process knows only gymnasium's own ids. None for a
+    ``module:id`` (imported by the id) or an entry point defined in the script being run (spawn imports that)."""
+    if ":" in env_id:
+        return None
+    import gymnasium as gym
+
+    try:
+        entry = gym.spec(env_id).entry_point
+    except gym.error.Error:
+        return None
+    module = entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", None)
+    return module if module and module != "__main__" else None
+
+
+def _start_spawned_player(module: str | None) -> None:
+    """A spawned player's start: a lower priority, and the env's registering module imported."""
+    os.nice(SPAWNED_NICENESS)
+    if module is not None:
+        importlib.import_module(module)
 
 
 def usable_cpus() -> int:

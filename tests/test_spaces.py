@@ -201,3 +201,15 @@ def test_a_dict_observation_and_multidiscrete_run_killed_and_resumed_continues_e
     straight, resumed = load_best(straight_dir / "best"), load_best(resumed_dir / "best")
     assert straight.manifest["step"] == resumed.manifest["step"]
     assert all(np.array_equal(straight.weights[name], resumed.weights[name]) for name in straight.weights)
+
+
+def test_a_crown_on_spawned_processes_makes_an_env_given_by_its_bare_registered_id(tmp_path):
+    """champion-test/MatrixCue-v0 is registered by importing toy_envs; a spawned crown process imports its entry
+    point's module first, so the crown plays there (it failed with NamespaceNotFound and crowned nothing)."""
+    config, _ = resolve_config("champion-test/MatrixCue-v0", "ppo", {
+        "total_steps": 512, "num_envs": 4, "eval_every": 256, "eval_episodes": 4, "media": False,
+        "ppo.num_steps": 64, "ppo.minibatch_size": 64, "results_dir": str(tmp_path), "run_name": "spawned",
+        "crown.workers": 2, "crown.episodes": 10})
+    result = train(config, progress=False)
+    crowned = replay(result.run_dir)
+    assert crowned.crowned and crowned.result.mean_return == crowned.recorded_mean_return
